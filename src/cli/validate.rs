@@ -1,0 +1,89 @@
+//! `stackpin validate [DIR]`: every rule of SPEC §1 plus the promotion gate
+//! against the repository's own verified markers. Reads files only.
+
+use super::{Global, Status};
+use crate::desired::{self, DirTree, Finding, Severity, Sink};
+use crate::gate::{self, Verdict};
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The desired-state repository directory (default: --repo, else ".").
+    pub dir: Option<PathBuf>,
+}
+
+/// The gate verdict of every gated stack, as findings: a refusal is an error
+/// (a PR that pins unverified production digests must fail), break-glass a
+/// warning.
+pub fn gate_findings(state: &desired::DesiredState) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (name, s) in &state.stacks {
+        let src = s.spec.promote_from.as_deref();
+        let entries = src
+            .and_then(|s| state.verified.get(s))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let verdict = gate::promotion(src, &s.pins, entries, s.break_glass_reason());
+        let mut sink = Sink::new(Some(name), format!("stacks/{name}/stack.yaml"), &mut out);
+        match verdict {
+            Verdict::Refused { source, missing } => sink.error(
+                "images",
+                format!("not verified in `{source}`: {} (no single verified entry of {source} holds every pin)", missing.join(", ")),
+                format!("deploy these digests to {source} first so verified/{source}.yaml lists them, or set `break_glass: {{reason: ...}}`"),
+            ),
+            Verdict::BreakGlass { reason, missing, .. } => sink.warn("break_glass", format!("break-glass skips the gate for {}: {reason}", missing.join(", ")), "remove break_glass once staging has verified these digests"),
+            Verdict::NotGated | Verdict::Pass { .. } => {}
+        }
+    }
+    out
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    let dir = a
+        .dir
+        .or_else(|| g.repo.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory: pass the desired-state repository's path",
+            dir.display()
+        );
+    }
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("failed to resolve {}", dir.display()))?;
+    let state = desired::load(&DirTree::new(&dir));
+    let mut findings = state.findings.clone();
+    findings.extend(gate_findings(&state));
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else {
+        for f in &findings {
+            println!("{f}");
+        }
+        let bad: std::collections::BTreeSet<&str> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .filter_map(|f| f.stack.as_deref())
+            .collect();
+        let total = state.stacks.len() + state.invalid.len();
+        println!(
+            "{}: {} stack(s), {} with errors; {} error(s), {} warning(s)",
+            dir.display(),
+            total,
+            bad.len(),
+            errors,
+            findings.len() - errors
+        );
+    }
+    Ok(if errors == 0 {
+        Status::Ok
+    } else {
+        Status::Failed
+    })
+}

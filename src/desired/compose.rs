@@ -1,0 +1,446 @@
+//! The compose file as authored, parsed into a `serde_json::Value` that the
+//! rest of the code inspects (services, images, build, volumes, networks,
+//! ports), plus the structural checks `docker compose config` would fail on
+//! and the release rules of SPEC §1 that concern the compose file.
+
+use super::finding::{Sink, join};
+use super::paths::{PathProblem, normalize_rel};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+const TOP_LEVEL: &[&str] = &[
+    "version", "name", "services", "networks", "volumes", "configs", "secrets",
+];
+
+/// A parsed compose file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compose {
+    pub value: Value,
+}
+
+impl Compose {
+    /// Services in file order.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.value
+            .get("services")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+
+    pub fn service_names(&self) -> Vec<String> {
+        self.services().map(|(k, _)| k.to_string()).collect()
+    }
+
+    pub fn has_service(&self, name: &str) -> bool {
+        self.services().any(|(k, _)| k == name)
+    }
+
+    /// The `image:` a service names in the compose file, if any.
+    pub fn image(&self, service: &str) -> Option<&str> {
+        self.services()
+            .find(|(k, _)| *k == service)
+            .and_then(|(_, v)| v.get("image"))
+            .and_then(Value::as_str)
+    }
+
+    /// Networks declared `external: true`, by the name the engine knows them by.
+    pub fn external_networks(&self) -> Vec<String> {
+        let Some(nets) = self.value.get("networks").and_then(Value::as_object) else {
+            return Vec::new();
+        };
+        nets.iter()
+            .filter(|(_, v)| is_external(v))
+            .map(|(k, v)| {
+                v.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(k)
+                    .to_string()
+            })
+            .collect()
+    }
+}
+
+fn is_external(v: &Value) -> bool {
+    match v.get("external") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Object(_)) => true,
+        _ => false,
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// The keys of a list-or-mapping field (`depends_on`, `networks` of a service).
+fn names_of(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+        Value::Object(m) => Some(m.keys().cloned().collect()),
+        _ => None,
+    }
+}
+
+fn declared(top: &Value, key: &str) -> BTreeSet<String> {
+    top.get(key)
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Context for checking paths the compose file names.
+pub struct PathContext<'a> {
+    /// The compose file's directory relative to the stack directory ("" at top).
+    pub compose_dir: &'a str,
+    /// Every file of the stack directory, relative to it.
+    pub files: &'a BTreeSet<String>,
+    /// The stack directory relative to the repository, for messages.
+    pub stack_dir: &'a str,
+}
+
+impl PathContext<'_> {
+    fn exists(&self, rel: &str) -> bool {
+        let prefix = format!("{rel}/");
+        self.files.contains(rel) || self.files.iter().any(|f| f.starts_with(&prefix))
+    }
+
+    /// Resolves a path the compose file names relative to itself into a path
+    /// relative to the stack directory.
+    fn resolve(&self, p: &str) -> Result<String, PathProblem> {
+        let joined = if self.compose_dir.is_empty() {
+            p.to_string()
+        } else {
+            format!("{}/{}", self.compose_dir, p)
+        };
+        normalize_rel(&joined)
+    }
+}
+
+/// Checks the compose file structurally and against the release rules.
+/// Image rules are checked by the caller, which knows the stack's pins.
+pub fn check(value: &Value, ctx: &PathContext<'_>, sink: &mut Sink<'_>) {
+    let Some(top) = value.as_object() else {
+        sink.error(
+            "",
+            format!("the compose file is {}, not a mapping", type_name(value)),
+            "start the file with `services:` and one entry per service",
+        );
+        return;
+    };
+    for key in top.keys() {
+        if !TOP_LEVEL.contains(&key.as_str()) && !key.starts_with("x-") {
+            let fix = if key == "include" || key == "extends" {
+                "stackpin releases one self-contained file: inline what it includes".to_string()
+            } else {
+                format!(
+                    "remove `{key}` (allowed: {}, or x-* extensions)",
+                    TOP_LEVEL.join(", ")
+                )
+            };
+            sink.error(key.clone(), format!("unknown top-level key `{key}`"), fix);
+        }
+    }
+    for key in ["networks", "volumes", "configs", "secrets"] {
+        if let Some(v) = top.get(key)
+            && !v.is_object()
+            && !v.is_null()
+        {
+            sink.error(
+                key,
+                format!("must be a mapping, found {}", type_name(v)),
+                format!("write `{key}:` as `name: {{...}}` entries"),
+            );
+        }
+    }
+    let services = match top.get("services") {
+        Some(Value::Object(m)) if !m.is_empty() => m,
+        Some(Value::Object(_)) | Some(Value::Null) | None => {
+            sink.error(
+                "services",
+                "the compose file defines no services",
+                "add at least one service under `services:`",
+            );
+            return;
+        }
+        Some(other) => {
+            sink.error(
+                "services",
+                format!("must be a mapping, found {}", type_name(other)),
+                "write `services:` as `name: {image: ...}` entries",
+            );
+            return;
+        }
+    };
+    let service_names: BTreeSet<String> = services.keys().cloned().collect();
+    let networks = declared(value, "networks");
+    let volumes = declared(value, "volumes");
+    for (name, svc) in services {
+        let path = format!("services.{name}");
+        let Some(svc) = svc.as_object() else {
+            sink.error(
+                path,
+                format!("service `{name}` is {}, not a mapping", type_name(svc)),
+                "give the service at least an `image:`",
+            );
+            continue;
+        };
+        if svc.contains_key("build") {
+            sink.error(
+                join(&path, "build"),
+                "`build:` is not allowed: a host must run exactly the image that was tested",
+                "build and push the image in CI, then pin it by digest in stack.yaml `images:`",
+            );
+        }
+        if svc.contains_key("extends") {
+            sink.error(
+                join(&path, "extends"),
+                "`extends:` is not supported",
+                "inline the extended service's settings",
+            );
+        }
+        if let Some(img) = svc.get("image")
+            && !img.is_string()
+        {
+            sink.error(
+                join(&path, "image"),
+                format!("must be a string, found {}", type_name(img)),
+                "write the image as `repository@sha256:<64 hex>`",
+            );
+        }
+        if let Some(dep) = svc.get("depends_on") {
+            match names_of(dep) {
+                None => sink.error(
+                    join(&path, "depends_on"),
+                    "must be a list of service names or a mapping",
+                    "write `depends_on: [other-service]`",
+                ),
+                Some(deps) => {
+                    for d in deps {
+                        if !service_names.contains(&d) {
+                            sink.error(
+                                join(&path, "depends_on"),
+                                format!("depends on undefined service `{d}`"),
+                                format!("define service `{d}` or remove it from depends_on"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(nets) = svc.get("networks") {
+            if svc.contains_key("network_mode") {
+                sink.error(
+                    join(&path, "network_mode"),
+                    "`network_mode` and `networks` cannot be combined",
+                    "keep one of them",
+                );
+            }
+            match names_of(nets) {
+                None => sink.error(
+                    join(&path, "networks"),
+                    "must be a list of network names or a mapping",
+                    "write `networks: [edge]`",
+                ),
+                Some(list) => {
+                    for n in list {
+                        if n != "default" && !networks.contains(&n) {
+                            sink.error(join(&path, "networks"), format!("refers to undefined network `{n}`"), format!("declare it under top-level `networks:` (`{n}: {{external: true}}` for a shared one)"));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(vols) = svc.get("volumes") {
+            match vols.as_array() {
+                None => sink.error(
+                    join(&path, "volumes"),
+                    format!("must be a list, found {}", type_name(vols)),
+                    "write `volumes: [\"./config/app.conf:/etc/app.conf:ro\"]`",
+                ),
+                Some(list) => {
+                    for (i, v) in list.iter().enumerate() {
+                        check_volume(v, &format!("{path}.volumes[{i}]"), &volumes, ctx, sink);
+                    }
+                }
+            }
+        }
+        if let Some(ef) = svc.get("env_file") {
+            let files: Vec<&str> = match ef {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().or_else(|| x.get("path").and_then(Value::as_str)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for f in files {
+                check_file_ref(f, &join(&path, "env_file"), ctx, sink);
+            }
+        }
+        if let Some(ports) = svc.get("ports")
+            && !ports.is_array()
+        {
+            sink.error(
+                join(&path, "ports"),
+                format!("must be a list, found {}", type_name(ports)),
+                "write `ports: [\"127.0.0.1:8069:8069\"]`",
+            );
+        }
+    }
+    for key in ["configs", "secrets"] {
+        if let Some(m) = top.get(key).and_then(Value::as_object) {
+            for (name, v) in m {
+                if let Some(f) = v.get("file").and_then(Value::as_str) {
+                    check_file_ref(f, &format!("{key}.{name}.file"), ctx, sink);
+                }
+            }
+        }
+    }
+}
+
+fn check_file_ref(p: &str, field: &str, ctx: &PathContext<'_>, sink: &mut Sink<'_>) {
+    if p.contains("${") {
+        return;
+    }
+    if p.starts_with('/') {
+        sink.warn(
+            field,
+            format!("\"{p}\" is a host path outside the release"),
+            "keep secrets in stack.yaml `env_files`; keep other files in the stack directory",
+        );
+        return;
+    }
+    match ctx.resolve(p) {
+        Err(e) => path_error(sink, field, p, e, ctx),
+        Ok(rel) if !ctx.exists(&rel) => sink.error(
+            field,
+            format!("\"{p}\" does not exist in {}/", ctx.stack_dir),
+            format!(
+                "add {}/{rel} to the repository or fix the path",
+                ctx.stack_dir
+            ),
+        ),
+        Ok(_) => {}
+    }
+}
+
+fn path_error(sink: &mut Sink<'_>, field: &str, p: &str, e: PathProblem, ctx: &PathContext<'_>) {
+    sink.error(
+        field,
+        format!("\"{p}\" {e}"),
+        format!(
+            "keep the file inside {}/ and name it by a relative path without `..`",
+            ctx.stack_dir
+        ),
+    );
+}
+
+fn check_volume(
+    v: &Value,
+    field: &str,
+    declared: &BTreeSet<String>,
+    ctx: &PathContext<'_>,
+    sink: &mut Sink<'_>,
+) {
+    let (kind, source, read_only) = match v {
+        Value::String(s) => {
+            let parts: Vec<&str> = s.split(':').collect();
+            if parts.len() < 2 {
+                return; // anonymous volume: a path inside the container only
+            }
+            let src = parts[0];
+            let ro = parts
+                .get(2)
+                .is_some_and(|m| m.split(',').any(|o| o == "ro"));
+            let kind = if src.starts_with('.') || src.starts_with('/') || src.starts_with('~') {
+                "bind"
+            } else {
+                "volume"
+            };
+            (kind.to_string(), src.to_string(), ro)
+        }
+        Value::Object(m) => {
+            let kind = m
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("volume")
+                .to_string();
+            let src = m
+                .get("source")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let ro = m.get("read_only").and_then(Value::as_bool).unwrap_or(false);
+            if m.get("target").is_none() {
+                sink.error(
+                    field,
+                    "a volume needs a `target`",
+                    "add `target: /path/in/container`",
+                );
+            }
+            (kind, src, ro)
+        }
+        other => {
+            sink.error(
+                field,
+                format!("must be a string or a mapping, found {}", type_name(other)),
+                "write `- ./config/x.conf:/etc/x.conf:ro`",
+            );
+            return;
+        }
+    };
+    if source.contains("${") {
+        sink.warn(
+            field,
+            format!("\"{source}\" uses interpolation, so stackpin cannot check it"),
+            "write the path literally",
+        );
+        return;
+    }
+    match kind.as_str() {
+        "volume" if !source.is_empty() && !declared.contains(&source) => {
+            sink.error(
+                field,
+                format!("refers to undefined volume `{source}`"),
+                format!("declare it under top-level `volumes:` (`{source}: {{}}`)"),
+            );
+        }
+        "bind" => {
+            if source.starts_with('/') || source.starts_with('~') {
+                sink.warn(
+                    field,
+                    format!("bind mount of host path \"{source}\" is not part of the release"),
+                    "prefer files in the stack directory or named volumes",
+                );
+                return;
+            }
+            match ctx.resolve(&source) {
+                Err(e) => path_error(sink, field, &source, e, ctx),
+                Ok(rel) => {
+                    if !read_only {
+                        sink.error(field, format!("relative bind mount \"{source}\" is writable: state written there would stay behind in an old release"), "mount it read-only (append `:ro`) or use a named volume for data");
+                    }
+                    if !ctx.exists(&rel) {
+                        sink.error(
+                            field,
+                            format!("\"{source}\" does not exist in {}/", ctx.stack_dir),
+                            format!(
+                                "add {}/{rel} to the repository or fix the path",
+                                ctx.stack_dir
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}

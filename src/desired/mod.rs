@@ -1,0 +1,948 @@
+//! The desired state: what the repository says each host should run. Loading
+//! reads a [`Tree`] (a directory or a git commit), parses every file, and
+//! applies the rules of SPEC §1. A stack with errors is set aside with its
+//! findings; the other stacks load normally — one bad stack never blocks the
+//! others.
+
+pub mod compose;
+pub mod finding;
+pub mod image;
+pub mod paths;
+pub mod spec;
+pub mod tree;
+
+use compose::{Compose, PathContext};
+pub use finding::{Finding, Severity, Sink};
+use image::ImageRef;
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use spec::{Check, RepoConfig, StackSpec, VerifiedEntry, VerifiedFile};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+pub use tree::{DirTree, GitTree, Kind, Tree};
+
+/// Largest YAML file read (stack.yaml, compose, verified): larger is refused.
+pub const MAX_YAML_BYTES: usize = 1 << 20;
+/// Largest single file copied into a release.
+pub const MAX_FILE_BYTES: usize = 8 << 20;
+/// Most files one stack directory may hold.
+pub const MAX_FILES: usize = 2000;
+/// Most services one compose file may define.
+pub const MAX_SERVICES: usize = 256;
+pub const DEFAULT_KEEP_RELEASES: u32 = 10;
+pub const DEFAULT_SMOKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One valid stack, ready to be rendered into a release.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub name: String,
+    pub spec: StackSpec,
+    /// The compose file's path relative to the stack directory.
+    pub compose_file: String,
+    pub compose: Compose,
+    /// Every file of the stack directory but `stack.yaml`, relative to it.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// service -> effective pinned image, for every service of the compose file.
+    pub pins: IndexMap<String, ImageRef>,
+    /// The version label (given, or the first pin's short digest).
+    pub version: String,
+    pub keep_releases: u32,
+    pub smoke_timeout: Duration,
+}
+
+impl Stack {
+    pub fn environment(&self) -> &str {
+        self.spec.environment.as_deref().unwrap_or("default")
+    }
+
+    pub fn checks(&self) -> &[Check] {
+        self.spec
+            .smoke
+            .as_ref()
+            .map(|s| s.checks.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Whether this host runs the stack (`hosts:` empty means every host).
+    pub fn runs_on(&self, host: &str) -> bool {
+        self.spec.hosts.is_empty() || self.spec.hosts.iter().any(|h| h == host)
+    }
+
+    /// Stacks that must converge before this one: `depends_on` and `promote_from`.
+    pub fn predecessors(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .depends_on
+            .iter()
+            .map(String::as_str)
+            .chain(self.spec.promote_from.as_deref())
+    }
+
+    pub fn break_glass_reason(&self) -> Option<&str> {
+        self.spec
+            .break_glass
+            .as_ref()
+            .and_then(|b| b.reason.as_deref())
+    }
+}
+
+/// Everything loaded from one tree.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredState {
+    /// Where it was read from, for messages.
+    pub source: String,
+    /// The desired commit, when read from git.
+    pub commit: Option<String>,
+    pub repo: RepoConfig,
+    pub stacks: BTreeMap<String, Stack>,
+    /// Stacks set aside because of errors, with the reason in `findings`.
+    pub invalid: BTreeSet<String>,
+    /// `verified/<stack>.yaml` entries, by stack.
+    pub verified: BTreeMap<String, Vec<VerifiedEntry>>,
+    /// Every error and warning, in the order found.
+    pub findings: Vec<Finding>,
+}
+
+impl DesiredState {
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+    }
+
+    /// Valid stacks in converge order: every stack after its `depends_on` and
+    /// `promote_from` sources, ties broken by name. Edges to stacks that are
+    /// not valid are ignored (those stacks are not converged at all).
+    pub fn order(&self) -> Vec<String> {
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let mut out = Vec::new();
+        while out.len() < self.stacks.len() {
+            let before = out.len();
+            for (name, s) in &self.stacks {
+                if done.contains(name) {
+                    continue;
+                }
+                if s.predecessors()
+                    .all(|p| done.contains(p) || !self.stacks.contains_key(p))
+                {
+                    out.push(name.clone());
+                }
+            }
+            for n in &out[before..] {
+                done.insert(n.clone());
+            }
+            if out.len() == before {
+                // Cycles are invalid and removed at load; never loop forever.
+                out.extend(self.stacks.keys().filter(|k| !done.contains(*k)).cloned());
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Parse failure of a YAML file, already reported to the sink.
+#[derive(Debug)]
+pub struct Reported;
+
+/// Reads and parses one YAML file into `T`, reporting every problem with the
+/// file and field. `Ok(None)` when the file does not exist.
+fn read_yaml<T: DeserializeOwned>(
+    tree: &dyn Tree,
+    path: &str,
+    sink: &mut Sink<'_>,
+) -> Result<Option<T>, Reported> {
+    let bytes = match tree.read(path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            sink.error(
+                "",
+                format!("cannot be read: {e}"),
+                "make it a regular file inside the repository",
+            );
+            return Err(Reported);
+        }
+    };
+    parse_yaml(&bytes, sink).map(Some)
+}
+
+fn parse_yaml<T: DeserializeOwned>(bytes: &[u8], sink: &mut Sink<'_>) -> Result<T, Reported> {
+    let value = parse_yaml_value(bytes, sink)?;
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(value, &mut track);
+    match T::deserialize(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = track.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            let msg = e.to_string();
+            // The tracked path already ends at the unknown key itself.
+            let fix = match msg.strip_prefix("unknown field `") {
+                Some(rest) => format!(
+                    "remove `{}` or correct its spelling",
+                    rest.split('`').next().unwrap_or_default()
+                ),
+                None => {
+                    "correct the value as the format reference in README.md describes".to_string()
+                }
+            };
+            sink.error(path, msg, fix);
+            Err(Reported)
+        }
+    }
+}
+
+/// Parses YAML bytes into a JSON value with serde-saphyr's budget limits
+/// (alias bombs, depth, size) and duplicate keys refused.
+pub fn parse_yaml_value(bytes: &[u8], sink: &mut Sink<'_>) -> Result<serde_json::Value, Reported> {
+    if bytes.len() > MAX_YAML_BYTES {
+        sink.error(
+            "",
+            format!(
+                "is {} bytes, larger than the {} byte limit",
+                bytes.len(),
+                MAX_YAML_BYTES
+            ),
+            "split the file or remove what it does not need",
+        );
+        return Err(Reported);
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        sink.error("", "is not valid UTF-8", "save the file as UTF-8");
+        return Err(Reported);
+    };
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        sink.error("", "is empty", "write the file's content or delete it");
+        return Err(Reported);
+    }
+    let opts = serde_saphyr::Options {
+        with_snippet: false,
+        ..serde_saphyr::Options::default()
+    };
+    match serde_saphyr::from_str_with_options::<serde_json::Value>(text, opts) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let at = e
+                .location()
+                .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+                .unwrap_or_default();
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or("").to_string();
+            sink.error(
+                "",
+                format!("is not valid YAML{at}: {first}"),
+                "fix the YAML syntax (a YAML linter shows the exact spot)",
+            );
+            Err(Reported)
+        }
+    }
+}
+
+fn valid_stack_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn valid_version(v: &str) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+        && !v.contains("__")
+}
+
+fn valid_env_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// Loads and validates everything in `tree`. Never fails: problems become
+/// findings, and only the stacks they concern are set aside.
+pub fn load(tree: &dyn Tree) -> DesiredState {
+    let mut st = DesiredState {
+        source: tree.describe(),
+        ..Default::default()
+    };
+    let mut findings = Vec::new();
+    {
+        let mut sink = Sink::new(None, "stackpin.yaml", &mut findings);
+        if let Ok(Some(cfg)) = read_yaml::<RepoConfig>(tree, "stackpin.yaml", &mut sink) {
+            if let Some(t) = &cfg.defaults.smoke_timeout
+                && humantime::parse_duration(t).is_err()
+            {
+                sink.error(
+                    "defaults.smoke_timeout",
+                    format!("\"{t}\" is not a duration"),
+                    "write a duration such as `120s` or `5m`",
+                );
+            }
+            st.repo = cfg;
+        }
+    }
+
+    let entries = match tree.list("stacks") {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            Sink::new(None, "stacks/", &mut findings).error(
+                "",
+                "the repository has no stacks/ directory",
+                "create stacks/<stack>/stack.yaml for each stack",
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            Sink::new(None, "stacks/", &mut findings).error(
+                "",
+                format!("cannot be read: {e}"),
+                "check the repository",
+            );
+            Vec::new()
+        }
+    };
+    for e in entries {
+        let file = format!("stacks/{}", e.name);
+        if !e.utf8 || !valid_stack_name(&e.name) {
+            Sink::new(None, file, &mut findings).error(
+                "",
+                format!("\"{}\" is not a valid stack name (lowercase letters, digits and `-`, starting with a letter or digit, at most 63 characters)", e.name.escape_debug()),
+                "rename the directory, e.g. `odoo18-staging`",
+            );
+            st.invalid.insert(e.name.clone());
+            continue;
+        }
+        if e.kind != Kind::Dir {
+            Sink::new(Some(&e.name), file, &mut findings).error(
+                "",
+                "is not a directory",
+                "make stacks/<stack>/ a directory holding stack.yaml",
+            );
+            st.invalid.insert(e.name.clone());
+            continue;
+        }
+        let before = findings.len();
+        let stack = load_stack(tree, &e.name, &st.repo, &mut findings);
+        let failed = findings[before..]
+            .iter()
+            .any(|f| f.severity == Severity::Error);
+        match stack {
+            Some(s) if !failed => {
+                st.stacks.insert(e.name.clone(), s);
+            }
+            _ => {
+                st.invalid.insert(e.name.clone());
+            }
+        }
+    }
+
+    if let Ok(Some(list)) = tree.list("verified") {
+        for e in list {
+            let file = format!("verified/{}", e.name);
+            let mut sink = Sink::new(None, file.clone(), &mut findings);
+            let Some(stack) = e
+                .name
+                .strip_suffix(".yaml")
+                .or_else(|| e.name.strip_suffix(".yml"))
+            else {
+                sink.warn(
+                    "",
+                    "is not a .yaml file and is ignored",
+                    "name verified files verified/<stack>.yaml",
+                );
+                continue;
+            };
+            if e.kind != Kind::File {
+                sink.error("", "is not a regular file", "make it a regular YAML file");
+                continue;
+            }
+            if let Ok(Some(vf)) = read_yaml::<VerifiedFile>(tree, &file, &mut sink) {
+                for (i, entry) in vf.verified.iter().enumerate() {
+                    for (svc, r) in &entry.images {
+                        match ImageRef::parse(r) {
+                            Ok(ir) if ir.digest.is_some() => {}
+                            Ok(_) => sink.error(
+                                format!("verified[{i}].images.{svc}"),
+                                format!("\"{r}\" has no digest"),
+                                "record the pinned reference `repo@sha256:<64 hex>`",
+                            ),
+                            Err(m) => sink.error(
+                                format!("verified[{i}].images.{svc}"),
+                                m,
+                                "record the pinned reference `repo@sha256:<64 hex>`",
+                            ),
+                        }
+                    }
+                }
+                st.verified.insert(stack.to_string(), vf.verified);
+            }
+        }
+    }
+
+    cross_stack_checks(&mut st, &mut findings);
+    st.findings = findings;
+    st
+}
+
+fn cross_stack_checks(st: &mut DesiredState, findings: &mut Vec<Finding>) {
+    let known: BTreeSet<String> = st.stacks.keys().chain(st.invalid.iter()).cloned().collect();
+    let mut bad = BTreeSet::new();
+    for (name, s) in &st.stacks {
+        let mut sink = Sink::new(Some(name), format!("stacks/{name}/stack.yaml"), findings);
+        for (i, d) in s.spec.depends_on.iter().enumerate() {
+            if d == name {
+                sink.error(
+                    format!("depends_on[{i}]"),
+                    "a stack cannot depend on itself",
+                    "remove it",
+                );
+                bad.insert(name.clone());
+            } else if !known.contains(d) {
+                sink.error(
+                    format!("depends_on[{i}]"),
+                    format!("names stack `{d}`, which does not exist"),
+                    format!("add stacks/{d}/ or remove it from depends_on"),
+                );
+                bad.insert(name.clone());
+            }
+        }
+        if let Some(src) = &s.spec.promote_from {
+            if src == name {
+                sink.error(
+                    "promote_from",
+                    "a stack cannot promote from itself",
+                    "name the staging stack whose verified digests this stack may run",
+                );
+                bad.insert(name.clone());
+            } else if !known.contains(src) {
+                sink.error(
+                    "promote_from",
+                    format!("names stack `{src}`, which does not exist"),
+                    format!("add stacks/{src}/ or correct the name"),
+                );
+                bad.insert(name.clone());
+            }
+        }
+    }
+    // Cycles through depends_on and promote_from.
+    for cycle in find_cycles(&st.stacks) {
+        let path = cycle.join(" → ");
+        for name in &cycle[..cycle.len() - 1] {
+            if bad.insert(name.clone()) {
+                Sink::new(Some(name), format!("stacks/{name}/stack.yaml"), findings).error(
+                    "depends_on",
+                    format!("depends_on/promote_from form a cycle: {path}"),
+                    "remove one of the edges so the stacks have an order",
+                );
+            }
+        }
+    }
+    for name in bad {
+        st.stacks.remove(&name);
+        st.invalid.insert(name);
+    }
+}
+
+/// Every cycle, each as a path that starts and ends at the same stack.
+fn find_cycles(stacks: &BTreeMap<String, Stack>) -> Vec<Vec<String>> {
+    fn visit(
+        n: &str,
+        stacks: &BTreeMap<String, Stack>,
+        stack: &mut Vec<String>,
+        state: &mut BTreeMap<String, u8>,
+        out: &mut Vec<Vec<String>>,
+    ) {
+        state.insert(n.to_string(), 1);
+        stack.push(n.to_string());
+        if let Some(s) = stacks.get(n) {
+            for p in s.predecessors() {
+                match state.get(p).copied().unwrap_or(0) {
+                    0 if stacks.contains_key(p) => visit(p, stacks, stack, state, out),
+                    1 => {
+                        let start = stack.iter().position(|x| x == p).unwrap_or(0);
+                        let mut c: Vec<String> = stack[start..].to_vec();
+                        c.push(p.to_string());
+                        out.push(c);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        stack.pop();
+        state.insert(n.to_string(), 2);
+    }
+    let mut state = BTreeMap::new();
+    let mut out = Vec::new();
+    for n in stacks.keys() {
+        if state.get(n).copied().unwrap_or(0) == 0 {
+            visit(n, stacks, &mut Vec::new(), &mut state, &mut out);
+        }
+    }
+    out
+}
+
+/// Collects the stack directory's files (relative to it), following only
+/// symlinks that stay inside it.
+fn collect_files(
+    tree: &dyn Tree,
+    stack_dir: &str,
+    sink: &mut Sink<'_>,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut dirs = vec![String::new()];
+    let mut total = 0usize;
+    while let Some(rel_dir) = dirs.pop() {
+        let full = if rel_dir.is_empty() {
+            stack_dir.to_string()
+        } else {
+            format!("{stack_dir}/{rel_dir}")
+        };
+        let list = match tree.list(&full) {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                sink.error(
+                    "",
+                    format!("{full} cannot be read: {e}"),
+                    "check the repository",
+                );
+                continue;
+            }
+        };
+        for e in list {
+            let rel = if rel_dir.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{rel_dir}/{}", e.name)
+            };
+            if !e.utf8 {
+                sink.error(
+                    "",
+                    format!("{stack_dir}/{rel} has a name that is not valid UTF-8"),
+                    "rename the file",
+                );
+                continue;
+            }
+            if rel == "stack.yaml" {
+                continue;
+            }
+            if files.len() >= MAX_FILES {
+                sink.error(
+                    "",
+                    format!("{stack_dir}/ holds more than {MAX_FILES} files"),
+                    "keep only what the compose file needs in the stack directory",
+                );
+                return files;
+            }
+            let content_path = match &e.kind {
+                Kind::Dir => {
+                    if rel.split('/').count() > 16 {
+                        sink.error(
+                            "",
+                            format!("{stack_dir}/{rel} is nested too deep"),
+                            "flatten the directory",
+                        );
+                    } else {
+                        dirs.push(rel);
+                    }
+                    continue;
+                }
+                Kind::File => rel.clone(),
+                Kind::Symlink(target) => {
+                    let link_dir = rel_dir.as_str();
+                    match paths::resolve_link(link_dir, target) {
+                        Some(t)
+                            if matches!(
+                                tree.kind(&format!("{stack_dir}/{t}")),
+                                Ok(Some(Kind::File))
+                            ) =>
+                        {
+                            t
+                        }
+                        Some(_) => {
+                            sink.error("", format!("{stack_dir}/{rel} is a symlink to \"{target}\", which is not a regular file in the stack"), "replace the link by the file itself");
+                            continue;
+                        }
+                        None => {
+                            sink.error("", format!("{stack_dir}/{rel} is a symlink to \"{target}\", outside the stack directory"), "copy the file into the stack directory instead of linking to it");
+                            continue;
+                        }
+                    }
+                }
+                Kind::Other => {
+                    sink.error(
+                        "",
+                        format!("{stack_dir}/{rel} is not a regular file"),
+                        "remove it",
+                    );
+                    continue;
+                }
+            };
+            match tree.read(&format!("{stack_dir}/{content_path}")) {
+                Ok(Some(b)) => {
+                    if b.len() > MAX_FILE_BYTES {
+                        sink.error("", format!("{stack_dir}/{rel} is {} bytes, over the {MAX_FILE_BYTES} byte limit", b.len()), "keep large data out of the desired-state repository");
+                        continue;
+                    }
+                    total += b.len();
+                    files.insert(rel, b);
+                }
+                Ok(None) => {}
+                Err(e) => sink.error(
+                    "",
+                    format!("{stack_dir}/{rel} cannot be read: {e}"),
+                    "check the repository",
+                ),
+            }
+        }
+    }
+    if total > 4 * MAX_FILE_BYTES {
+        sink.error(
+            "",
+            format!("{stack_dir}/ holds {total} bytes"),
+            "keep large data out of the desired-state repository",
+        );
+    }
+    files
+}
+
+fn load_stack(
+    tree: &dyn Tree,
+    name: &str,
+    repo: &RepoConfig,
+    findings: &mut Vec<Finding>,
+) -> Option<Stack> {
+    let dir = format!("stacks/{name}");
+    let spec_file = format!("{dir}/stack.yaml");
+    let spec: StackSpec = {
+        let mut sink = Sink::new(Some(name), spec_file.clone(), findings);
+        match tree.kind(&spec_file) {
+            Ok(Some(Kind::File)) => {}
+            Ok(None) => {
+                sink.error("", "is missing", format!("create {spec_file} (an `environment:` line is enough when the compose file pins digests)"));
+                return None;
+            }
+            _ => {
+                sink.error(
+                    "",
+                    "is not a regular file",
+                    "make stack.yaml a regular file, not a link",
+                );
+                return None;
+            }
+        }
+        read_yaml(tree, &spec_file, &mut sink).ok().flatten()?
+    };
+
+    let mut sink = Sink::new(Some(name), spec_file.clone(), findings);
+    let compose_rel = spec
+        .compose
+        .clone()
+        .unwrap_or_else(|| "compose.yaml".to_string());
+    let compose_rel = match paths::normalize_rel(&compose_rel) {
+        Ok(p) => p,
+        Err(e) => {
+            sink.error(
+                "compose",
+                format!("\"{compose_rel}\" {e}"),
+                "name the compose file by a path inside the stack directory, e.g. `compose.yaml`",
+            );
+            return None;
+        }
+    };
+    if let Some(v) = &spec.version
+        && !valid_version(v)
+    {
+        sink.error("version", format!("\"{v}\" is not a usable version label (letters, digits, `.`, `_`, `-`; no `__`; at most 128)"), "use a label like `sha-724f892` or `1.4.2`");
+    }
+    for (k, v) in &spec.env {
+        if !valid_env_key(k) {
+            sink.error(
+                format!("env.{k}"),
+                "is not a valid environment variable name",
+                "use letters, digits and `_`, not starting with a digit",
+            );
+        }
+        if v.contains('\n') || v.contains('\0') {
+            sink.error(
+                format!("env.{k}"),
+                "contains a newline",
+                "write the value on one line",
+            );
+        }
+    }
+    for (i, f) in spec.env_files.iter().enumerate() {
+        if !f.starts_with('/') {
+            sink.error(format!("env_files[{i}]"), format!("\"{f}\" is not an absolute host path"), "env_files name host-local secret files such as /etc/stackpin/secrets/<stack>.env; never commit secrets");
+        }
+    }
+    if let Some(bg) = &spec.break_glass
+        && bg.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+    {
+        sink.error(
+            "break_glass.reason",
+            "break_glass has no reason",
+            "write why the gate is skipped: `break_glass: {reason: \"CVE-2026-1234 hotfix\"}`",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        if !seen.insert(h) {
+            sink.error(
+                format!("hosts[{i}]"),
+                format!("host `{h}` is listed twice"),
+                "list each host once",
+            );
+        }
+        if h.trim().is_empty() {
+            sink.error(format!("hosts[{i}]"), "is empty", "write the host name");
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, d) in spec.depends_on.iter().enumerate() {
+        if !seen.insert(d) {
+            sink.error(
+                format!("depends_on[{i}]"),
+                format!("stack `{d}` is listed twice"),
+                "list each stack once",
+            );
+        }
+    }
+    if spec.keep_releases == Some(0) || spec.keep_releases == Some(1) {
+        sink.error(
+            "keep_releases",
+            "must be at least 2, so the previous release stays for a rollback",
+            "set keep_releases: 2 or more",
+        );
+    }
+    let default_timeout = repo
+        .defaults
+        .smoke_timeout
+        .as_deref()
+        .and_then(|t| humantime::parse_duration(t).ok())
+        .unwrap_or(DEFAULT_SMOKE_TIMEOUT);
+    let mut smoke_timeout = default_timeout;
+    if let Some(smoke) = &spec.smoke {
+        if let Some(t) = &smoke.timeout {
+            match humantime::parse_duration(t) {
+                Ok(d) if d.as_secs() >= 1 => smoke_timeout = d,
+                _ => sink.error(
+                    "smoke.timeout",
+                    format!("\"{t}\" is not a duration of at least 1s"),
+                    "write a duration such as `90s` or `5m`",
+                ),
+            }
+        }
+        for (i, c) in smoke.checks.iter().enumerate() {
+            let field = format!("smoke.checks[{i}]");
+            match c {
+                Check::Containers(_) => {}
+                Check::Http(h) => {
+                    match reqwest::Url::parse(&h.url) {
+                        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                        _ => sink.error(
+                            format!("{field}.http.url"),
+                            format!("\"{}\" is not an http(s) URL", h.url),
+                            "write e.g. `http://127.0.0.1:8069/web/health`",
+                        ),
+                    }
+                    if !(100..=599).contains(&h.expect_status) {
+                        sink.error(
+                            format!("{field}.http.expect_status"),
+                            format!("{} is not an HTTP status", h.expect_status),
+                            "use a status such as 200",
+                        );
+                    }
+                }
+                Check::Tcp(t) => {
+                    if t.address.parse::<std::net::SocketAddr>().is_err() {
+                        sink.error(
+                            format!("{field}.tcp.address"),
+                            format!("\"{}\" is not an address with a port", t.address),
+                            "write `127.0.0.1:8072`",
+                        );
+                    }
+                }
+                Check::Exec(e) => {
+                    if e.command.is_empty() {
+                        sink.error(
+                            format!("{field}.exec.command"),
+                            "is empty",
+                            "write the command as a list, e.g. [\"odoo\", \"--version\"]",
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if let Some(b) = &spec.backup {
+        for (i, p) in b.postgres.iter().enumerate() {
+            if p.databases.is_empty() {
+                sink.error(
+                    format!("backup.postgres[{i}].databases"),
+                    "is empty",
+                    "list the databases to dump",
+                );
+            }
+        }
+        if b.keep == Some(0) {
+            sink.error("backup.keep", "must be at least 1", "set keep: 1 or more");
+        }
+    }
+
+    drop(sink);
+    let files = {
+        let mut sink = Sink::new(Some(name), format!("{dir}/"), findings);
+        collect_files(tree, &dir, &mut sink)
+    };
+    let compose_file = format!("{dir}/{compose_rel}");
+    let mut sink = Sink::new(Some(name), compose_file.clone(), findings);
+    let Some(bytes) = files.get(&compose_rel) else {
+        Sink::new(Some(name), spec_file.clone(), sink.out).error(
+            "compose",
+            format!("{compose_file} does not exist"),
+            format!("add {compose_file} or set `compose:` to the compose file's name"),
+        );
+        return None;
+    };
+    let value = parse_yaml_value(bytes, &mut sink).ok()?;
+    let file_set: BTreeSet<String> = files.keys().cloned().collect();
+    let compose_dir = compose_rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    compose::check(
+        &value,
+        &PathContext {
+            compose_dir,
+            files: &file_set,
+            stack_dir: &dir,
+        },
+        &mut sink,
+    );
+    let compose = Compose { value };
+    let n = compose.services().count();
+    if n == 0 {
+        return None; // already reported by compose::check
+    }
+    if n > MAX_SERVICES {
+        sink.error(
+            "services",
+            format!("defines {n} services, more than the {MAX_SERVICES} one stack may hold"),
+            "split the stack",
+        );
+        return None;
+    }
+
+    // Effective images: the stack.yaml pin, else the compose image.
+    let mut pins = IndexMap::new();
+    let mut spec_sink = Sink::new(Some(name), spec_file.clone(), sink.out);
+    for (svc, r) in &spec.images {
+        let field = format!("images.{svc}");
+        if !compose.has_service(svc) {
+            spec_sink.error(
+                &field,
+                format!("no service `{svc}` in {compose_rel}"),
+                format!(
+                    "pin one of the services: {}",
+                    compose.service_names().join(", ")
+                ),
+            );
+            continue;
+        }
+        match ImageRef::parse(r) {
+            Err(m) => spec_sink.error(&field, m, "pin it as `repository@sha256:<64 hex>`"),
+            Ok(ir) if ir.digest.is_none() => spec_sink.error(&field, tag_message(r, &ir), "pin it as `repository@sha256:<64 hex>` (`docker buildx imagetools inspect` or the registry shows the digest)"),
+            Ok(ir) => {
+                pins.insert(svc.clone(), ir);
+            }
+        }
+    }
+    let mut compose_sink = Sink::new(Some(name), compose_file.clone(), spec_sink.out);
+    for svc in compose.service_names() {
+        if pins.contains_key(&svc) || spec.images.contains_key(&svc) {
+            continue;
+        }
+        let field = format!("services.{svc}.image");
+        let fix = format!(
+            "pin it in {spec_file}: `images: {{{svc}: repository@sha256:<64 hex>}}`, or write the digest in `image:`"
+        );
+        match compose.image(&svc) {
+            None => compose_sink.error(
+                &field,
+                format!("service `{svc}` has no image and no pin"),
+                fix,
+            ),
+            Some(img) if img.contains("${") => compose_sink.error(
+                &field,
+                format!("\"{img}\" uses interpolation, so the digest is not known before deploy"),
+                fix,
+            ),
+            Some(img) => match ImageRef::parse(img) {
+                Err(m) => compose_sink.error(&field, m, fix),
+                Ok(ir) if ir.digest.is_none() => {
+                    compose_sink.error(&field, tag_message(img, &ir), fix)
+                }
+                Ok(ir) => {
+                    pins.insert(svc.clone(), ir);
+                }
+            },
+        }
+    }
+    // Keep pins in compose service order for a stable version default.
+    let version = spec.version.clone().unwrap_or_else(|| {
+        spec.images
+            .keys()
+            .find_map(|k| pins.get(k))
+            .or_else(|| pins.values().next())
+            .and_then(|p| p.digest_hex())
+            .map(|h| h[..7].to_string())
+            .unwrap_or_else(|| "unversioned".into())
+    });
+    let mut exec_sink = Sink::new(Some(name), spec_file, compose_sink.out);
+    for (i, c) in spec.smoke.iter().flat_map(|s| s.checks.iter()).enumerate() {
+        if let Check::Exec(e) = c
+            && !compose.has_service(&e.service)
+        {
+            exec_sink.error(
+                format!("smoke.checks[{i}].exec.service"),
+                format!("no service `{}` in {compose_rel}", e.service),
+                format!("name one of: {}", compose.service_names().join(", ")),
+            );
+        }
+    }
+    Some(Stack {
+        name: name.to_string(),
+        keep_releases: spec
+            .keep_releases
+            .or(repo.defaults.keep_releases)
+            .unwrap_or(DEFAULT_KEEP_RELEASES),
+        spec,
+        compose_file: compose_rel,
+        compose,
+        files,
+        pins,
+        version,
+        smoke_timeout,
+    })
+}
+
+fn tag_message(raw: &str, ir: &ImageRef) -> String {
+    match ir.tag.as_deref() {
+        Some("latest") => {
+            format!("\"{raw}\" uses the `:latest` tag, which names a different image over time")
+        }
+        Some(_) => format!("\"{raw}\" is pinned by tag only; tags can be moved"),
+        None => format!("\"{raw}\" has no digest (it means `:latest`)"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

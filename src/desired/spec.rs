@@ -1,0 +1,178 @@
+//! The typed files of a desired-state repository: `stackpin.yaml`,
+//! `stacks/<stack>/stack.yaml` and `verified/<stack>.yaml`. Every struct denies
+//! unknown keys: a typo must be an error, not a silently ignored setting.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+/// `stackpin.yaml` at the repository root (optional).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Remove stacks from a host when they disappear from the repository.
+    /// Off by default: a missing stack is then only reported.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub keep_releases: Option<u32>,
+    pub smoke_timeout: Option<String>,
+}
+
+/// `stacks/<stack>/stack.yaml`, SPEC §1.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackSpec {
+    pub environment: Option<String>,
+    pub version: Option<String>,
+    pub compose: Option<String>,
+    /// service -> pinned image reference, in authoring order.
+    #[serde(default)]
+    pub images: IndexMap<String, String>,
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub env: IndexMap<String, String>,
+    #[serde(default)]
+    pub env_files: Vec<String>,
+    #[serde(default)]
+    pub marks_verified: bool,
+    pub promote_from: Option<String>,
+    pub break_glass: Option<BreakGlass>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    pub keep_releases: Option<u32>,
+    pub smoke: Option<Smoke>,
+    pub backup: Option<Backup>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlass {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smoke {
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+/// One smoke check; written as a one-key mapping (`- http: {...}`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Check {
+    Containers(ContainersCheck),
+    Http(HttpCheck),
+    Tcp(TcpCheck),
+    Exec(ExecCheck),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContainersCheck {}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub url: String,
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    pub host: Option<String>,
+    pub contains: Option<String>,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCheck {
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExecCheck {
+    pub service: String,
+    pub command: Vec<String>,
+}
+
+impl Check {
+    /// A short name for messages and history: `http http://127.0.0.1:8069/…`.
+    pub fn label(&self) -> String {
+        match self {
+            Check::Containers(_) => "containers".into(),
+            Check::Http(h) => format!("http {}", h.url),
+            Check::Tcp(t) => format!("tcp {}", t.address),
+            Check::Exec(e) => format!("exec {}: {}", e.service, e.command.join(" ")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    #[serde(default)]
+    pub postgres: Vec<PostgresBackup>,
+    pub keep: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresBackup {
+    pub container: String,
+    pub user: String,
+    pub databases: Vec<String>,
+}
+
+/// `verified/<stack>.yaml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifiedFile {
+    #[serde(default)]
+    pub verified: Vec<VerifiedEntry>,
+}
+
+/// One verified release of a stack: these exact pins passed smoke.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifiedEntry {
+    pub version: String,
+    /// service -> pinned reference (`repo@sha256:…`).
+    pub images: BTreeMap<String, String>,
+    pub verified_at: String,
+    pub host: String,
+    pub commit: String,
+}
+
+/// `env:` values may be written as numbers or booleans in YAML; they all end
+/// up as strings in `.env`.
+fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, String>, D::Error> {
+    use serde::de::Error;
+    let raw: IndexMap<String, serde_json::Value> = IndexMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(D::Error::custom(format!(
+                        "env.{k} must be a string, number or boolean, not {other}"
+                    )));
+                }
+            };
+            Ok((k, s))
+        })
+        .collect()
+}

@@ -1,0 +1,333 @@
+//! Unit tests of loading and validation over an in-memory tree: one case per
+//! rule, each checking the file, the field and the message.
+
+use super::*;
+use std::io;
+
+/// A tree held in memory: files, and symlinks written as `@link:<target>`.
+struct MemTree(BTreeMap<String, Vec<u8>>);
+
+impl MemTree {
+    fn kind_of(&self, path: &str) -> Option<Kind> {
+        if let Some(c) = self.0.get(path) {
+            let s = String::from_utf8_lossy(c);
+            return Some(match s.strip_prefix("@link:") {
+                Some(t) => Kind::Symlink(t.to_string()),
+                None => Kind::File,
+            });
+        }
+        let prefix = format!("{path}/");
+        self.0
+            .keys()
+            .any(|k| k.starts_with(&prefix) || path.is_empty())
+            .then_some(Kind::Dir)
+    }
+}
+
+impl Tree for MemTree {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    fn list(&self, dir: &str) -> io::Result<Option<Vec<tree::Entry>>> {
+        if self.kind_of(dir) != Some(Kind::Dir) {
+            return Ok(None);
+        }
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut names = BTreeSet::new();
+        for k in self.0.keys() {
+            if let Some(rest) = k.strip_prefix(&prefix) {
+                names.insert(rest.split('/').next().unwrap().to_string());
+            }
+        }
+        Ok(Some(
+            names
+                .into_iter()
+                .map(|n| tree::Entry {
+                    kind: self.kind_of(&format!("{prefix}{n}")).unwrap(),
+                    name: n,
+                    utf8: true,
+                })
+                .collect(),
+        ))
+    }
+    fn kind(&self, path: &str) -> io::Result<Option<Kind>> {
+        Ok(self.kind_of(path))
+    }
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.0.get(path).cloned())
+    }
+}
+
+const D1: &str = "sha256:1db6436ca7e084705cffcf3e760b6659cce449bd636edf94917b28de2df3fbe5";
+const D2: &str = "sha256:2b1e7c4f3a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+
+fn good_stack(name: &str) -> Vec<(String, String)> {
+    vec![
+        (format!("stacks/{name}/stack.yaml"), format!("environment: staging\nimages:\n  web: ghcr.io/acme/app@{D1}\n")),
+        (
+            format!("stacks/{name}/compose.yaml"),
+            "services:\n  web:\n    image: ghcr.io/acme/app\n    volumes:\n      - ./config/app.conf:/etc/app.conf:ro\n      - data:/var/lib/app\nvolumes:\n  data: {}\n".into(),
+        ),
+        (format!("stacks/{name}/config/app.conf"), "key = value\n".into()),
+    ]
+}
+
+fn load_files(files: Vec<(String, String)>) -> DesiredState {
+    let t = MemTree(
+        files
+            .into_iter()
+            .map(|(p, c)| (p, c.into_bytes()))
+            .collect(),
+    );
+    load(&t)
+}
+
+/// Loads `good_stack("a")` with `path` replaced (or added) by `content`.
+fn with(path: &str, content: &str) -> DesiredState {
+    let mut files = good_stack("a");
+    files.retain(|(p, _)| p != path);
+    if !content.is_empty() || path.ends_with(".yaml") {
+        files.push((path.to_string(), content.to_string()));
+    }
+    load_files(files)
+}
+
+fn the_error(st: &DesiredState) -> &Finding {
+    let errs: Vec<&Finding> = st.errors().collect();
+    assert_eq!(errs.len(), 1, "expected exactly one error, got {errs:#?}");
+    errs[0]
+}
+
+#[test]
+fn a_good_stack_loads() {
+    let st = load_files(good_stack("a"));
+    assert!(st.findings.is_empty(), "{:#?}", st.findings);
+    let s = &st.stacks["a"];
+    assert_eq!(s.version, "1db6436");
+    assert_eq!(
+        s.pins["web"].pinned().unwrap(),
+        format!("ghcr.io/acme/app@{D1}")
+    );
+    assert_eq!(s.keep_releases, DEFAULT_KEEP_RELEASES);
+    assert!(s.files.contains_key("config/app.conf") && s.files.contains_key("compose.yaml"));
+    assert!(!s.files.contains_key("stack.yaml"));
+}
+
+/// (case, file, replacement content, expected file, expected field, expected message fragment)
+#[test]
+fn every_rule_names_file_field_and_reason() {
+    let compose = "stacks/a/compose.yaml";
+    let spec = "stacks/a/stack.yaml";
+    let cases: Vec<(&str, &str, String, &str, &str, &str)> = vec![
+        ("pin without digest", spec, "images:\n  web: ghcr.io/acme/app:1.2\n".into(), spec, "images.web", "pinned by tag only"),
+        ("short digest", spec, "images:\n  web: ghcr.io/acme/app@sha256:abcd\n".into(), spec, "images.web", "it needs exactly 64"),
+        ("latest in compose", spec, "environment: x\n".into(), compose, "services.web.image", "no digest"),
+        ("pin for unknown service", spec, format!("images:\n  web: a@{D1}\n  api: a@{D1}\n"), spec, "images.api", "no service `api`"),
+        ("unknown key", spec, "environment: x\nimagez: {}\n".into(), spec, "imagez", "unknown field `imagez`"),
+        ("nested unknown key", spec, format!("images: {{web: a@{D1}}}\nsmoke:\n  checks:\n    - http: {{url: 'http://127.0.0.1:1/', expect: 200}}\n"), spec, "smoke.checks[0].http.expect", "unknown field `expect`"),
+        ("break glass without reason", spec, format!("images: {{web: a@{D1}}}\nbreak_glass: {{}}\n"), spec, "break_glass.reason", "break_glass has no reason"),
+        ("compose path escapes", spec, format!("compose: ../b/compose.yaml\nimages: {{web: a@{D1}}}\n"), spec, "compose", "uses `..`"),
+        ("absolute compose path", spec, format!("compose: /etc/compose.yaml\nimages: {{web: a@{D1}}}\n"), spec, "compose", "is an absolute path"),
+        ("duplicate hosts", spec, format!("images: {{web: a@{D1}}}\nhosts: [web-1, web-1]\n"), spec, "hosts[1]", "listed twice"),
+        ("bad duration", spec, format!("images: {{web: a@{D1}}}\nsmoke: {{timeout: soon}}\n"), spec, "smoke.timeout", "is not a duration"),
+        ("relative env file", spec, format!("images: {{web: a@{D1}}}\nenv_files: [secrets.env]\n"), spec, "env_files[0]", "not an absolute host path"),
+        ("bad yaml", spec, "images: [\n".into(), spec, "", "is not valid YAML"),
+        ("empty stack.yaml", spec, "".into(), spec, "", "is empty"),
+        ("duplicate key", spec, format!("images: {{web: a@{D1}}}\nimages: {{web: a@{D1}}}\n"), spec, "", "is not valid YAML"),
+        ("exec on unknown service", spec, format!("images: {{web: a@{D1}}}\nsmoke: {{checks: [{{exec: {{service: db, command: [\"true\"]}}}}]}}\n"), spec, "smoke.checks[0].exec.service", "no service `db`"),
+        ("build", compose, "services:\n  web:\n    build: .\n".into(), compose, "services.web.build", "`build:` is not allowed"),
+        ("writable relative bind", compose, "services:\n  web:\n    image: a\n    volumes: [\"./config/app.conf:/etc/app.conf\"]\n".into(), compose, "services.web.volumes[0]", "is writable"),
+        ("writable long-form bind", compose, "services:\n  web:\n    image: a\n    volumes: [{type: bind, source: ./config, target: /c}]\n".into(), compose, "services.web.volumes[0]", "is writable"),
+        ("bind escapes", compose, "services:\n  web:\n    image: a\n    volumes: [\"../../etc:/etc:ro\"]\n".into(), compose, "services.web.volumes[0]", "uses `..`"),
+        ("bind source missing", compose, "services:\n  web:\n    image: a\n    volumes: [\"./nope.conf:/etc/x:ro\"]\n".into(), compose, "services.web.volumes[0]", "does not exist in stacks/a/"),
+        ("undefined volume", compose, "services:\n  web:\n    image: a\n    volumes: [\"data:/d\"]\n".into(), compose, "services.web.volumes[0]", "undefined volume `data`"),
+        ("undefined network", compose, "services:\n  web:\n    image: a\n    networks: [edge]\n".into(), compose, "services.web.networks", "undefined network `edge`"),
+        ("undefined depends_on", compose, "services:\n  web:\n    image: a\n    depends_on: [db]\n".into(), compose, "services.web.depends_on", "undefined service `db`"),
+        ("no services", compose, "volumes: {}\n".into(), compose, "services", "defines no services"),
+        ("unknown top-level", compose, "services:\n  web: {image: a}\nservice: {}\n".into(), compose, "service", "unknown top-level key"),
+        ("compose not a mapping", compose, "- a\n".into(), compose, "", "not a mapping"),
+        ("interpolated image without pin", compose, "services:\n  web: {image: a}\n  db: {image: \"pg:${TAG}\"}\n".into(), compose, "services.db.image", "uses interpolation"),
+        ("tag-only image without pin", compose, "services:\n  web: {image: a}\n  db: {image: \"postgres:16\"}\n".into(), compose, "services.db.image", "pinned by tag only"),
+        ("latest image without pin", compose, "services:\n  web: {image: a}\n  db: {image: \"postgres:latest\"}\n".into(), compose, "services.db.image", "`:latest` tag"),
+        ("service without image", compose, "services:\n  web: {image: a}\n  db: {restart: always}\n".into(), compose, "services.db.image", "has no image and no pin"),
+        ("network_mode with networks", compose, "services:\n  web: {image: a, network_mode: host, networks: [default]}\n".into(), compose, "services.web.network_mode", "cannot be combined"),
+    ];
+    for (name, path, content, file, field, msg) in cases {
+        let st = with(path, &content);
+        let e = the_error(&st);
+        assert_eq!(
+            (e.file.as_str(), e.field.as_str()),
+            (file, field),
+            "{name}: {e}"
+        );
+        assert!(
+            e.message.contains(msg),
+            "{name}: message {:?} lacks {msg:?}",
+            e.message
+        );
+        assert!(!e.fix.is_empty(), "{name}: no fix given");
+        assert_eq!(e.stack.as_deref(), Some("a"), "{name}");
+        assert!(
+            st.invalid.contains("a") && st.stacks.is_empty(),
+            "{name}: stack not set aside"
+        );
+    }
+}
+
+#[test]
+fn compose_digest_without_pin_is_accepted() {
+    let st = with("stacks/a/stack.yaml", "environment: x\nversion: v1\n");
+    let mut files = good_stack("a");
+    files[0].1 = "environment: x\n".into();
+    files[1].1 = format!("services:\n  web: {{image: \"ghcr.io/acme/app:1.2@{D2}\"}}\n");
+    let st2 = load_files(files);
+    assert_eq!(st.errors().count(), 1); // compose image has no digest
+    assert!(st2.errors().next().is_none(), "{:#?}", st2.findings);
+    assert_eq!(st2.stacks["a"].pins["web"].digest.as_deref(), Some(D2));
+}
+
+#[test]
+fn bad_stack_names_are_refused_and_others_load() {
+    let mut files = good_stack("good");
+    for (p, c) in good_stack("Bad_Name") {
+        files.push((p, c));
+    }
+    let st = load_files(files);
+    let e = the_error(&st);
+    assert_eq!(e.file, "stacks/Bad_Name");
+    assert!(e.message.contains("not a valid stack name"), "{e}");
+    assert!(st.stacks.contains_key("good"));
+}
+
+#[test]
+fn one_bad_stack_does_not_block_the_others() {
+    let mut files = good_stack("good");
+    files.extend(good_stack("bad"));
+    files.retain(|(p, _)| p != "stacks/bad/stack.yaml");
+    files.push((
+        "stacks/bad/stack.yaml".into(),
+        "images: {web: \"app:latest\"}\n".into(),
+    ));
+    let st = load_files(files);
+    assert!(st.stacks.contains_key("good"));
+    assert!(st.invalid.contains("bad"));
+    assert_eq!(the_error(&st).file, "stacks/bad/stack.yaml");
+}
+
+#[test]
+fn symlinks_must_stay_inside_the_stack() {
+    let mut files = good_stack("a");
+    files.push((
+        "stacks/a/config/passwd".into(),
+        "@link:../../../etc/passwd".into(),
+    ));
+    let st = load_files(files.clone());
+    let e = the_error(&st);
+    assert!(e.message.contains("outside the stack directory"), "{e}");
+
+    files.pop();
+    files.push(("stacks/a/config/alias.conf".into(), "@link:app.conf".into()));
+    let st = load_files(files);
+    assert!(st.errors().next().is_none(), "{:#?}", st.findings);
+    assert_eq!(st.stacks["a"].files["config/alias.conf"], b"key = value\n");
+}
+
+#[test]
+fn cycles_and_missing_references() {
+    let mut files = good_stack("a");
+    files.extend(good_stack("b"));
+    files.extend(good_stack("c"));
+    let set = |files: &mut Vec<(String, String)>, s: &str, extra: &str| {
+        let p = format!("stacks/{s}/stack.yaml");
+        files.retain(|(q, _)| *q != p);
+        files.push((p, format!("images: {{web: a@{D1}}}\n{extra}")));
+    };
+    set(&mut files, "a", "depends_on: [b]\n");
+    set(&mut files, "b", "promote_from: a\n");
+    let st = load_files(files.clone());
+    assert_eq!(st.errors().count(), 2, "{:#?}", st.findings);
+    assert!(st.errors().all(|e| e.message.contains("form a cycle")));
+    assert!(st.stacks.contains_key("c") && !st.stacks.contains_key("a"));
+
+    set(&mut files, "a", "depends_on: [zzz]\n");
+    set(&mut files, "b", "promote_from: nope\n");
+    let st = load_files(files.clone());
+    let msgs: Vec<String> = st
+        .errors()
+        .map(|e| format!("{} {}", e.field, e.message))
+        .collect();
+    assert!(
+        msgs.contains(&"depends_on[0] names stack `zzz`, which does not exist".to_string()),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.contains(&"promote_from names stack `nope`, which does not exist".to_string()),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn order_follows_depends_on_and_promote_from() {
+    let mut files = Vec::new();
+    for (s, extra) in [
+        ("prod", "promote_from: stg\ndepends_on: [edge]\n"),
+        ("stg", "depends_on: [edge]\n"),
+        ("edge", ""),
+    ] {
+        let mut g = good_stack(s);
+        g[0].1 = format!("images: {{web: a@{D1}}}\n{extra}");
+        files.extend(g);
+    }
+    let st = load_files(files);
+    assert!(st.errors().next().is_none(), "{:#?}", st.findings);
+    assert_eq!(st.order(), vec!["edge", "stg", "prod"]);
+}
+
+#[test]
+fn verified_files_are_parsed_and_checked() {
+    let mut files = good_stack("a");
+    files.push((
+        "verified/a.yaml".into(),
+        format!("verified:\n  - version: v1\n    images: {{web: \"ghcr.io/acme/app@{D1}\"}}\n    verified_at: 2026-01-31T06:55:00Z\n    host: stg-1\n    commit: {}\n", "a".repeat(40)),
+    ));
+    let st = load_files(files.clone());
+    assert!(st.findings.is_empty(), "{:#?}", st.findings);
+    assert_eq!(st.verified["a"][0].version, "v1");
+
+    files.pop();
+    files.push(("verified/a.yaml".into(), "verified:\n  - version: v1\n    images: {web: \"app:1\"}\n    verified_at: x\n    host: h\n    commit: c\n".into()));
+    let st = load_files(files);
+    let e = the_error(&st);
+    assert_eq!(
+        (e.file.as_str(), e.field.as_str()),
+        ("verified/a.yaml", "verified[0].images.web")
+    );
+}
+
+#[test]
+fn env_values_become_strings() {
+    let st = with(
+        "stacks/a/stack.yaml",
+        &format!("images: {{web: a@{D1}}}\nenv: {{WORKERS: 4, DEBUG: false, NAME: x}}\n"),
+    );
+    let env = &st.stacks["a"].spec.env;
+    assert_eq!(env["WORKERS"], "4");
+    assert_eq!(env["DEBUG"], "false");
+}
+
+#[test]
+fn alias_bombs_are_refused() {
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let prev = (b'a' + (i - 1) as u8) as char;
+        let cur = (b'a' + i as u8) as char;
+        bomb.push_str(&format!("{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+    }
+    let st = with("stacks/a/compose.yaml", &bomb);
+    let e = the_error(&st);
+    assert!(e.message.contains("is not valid YAML"), "{e}");
+}

@@ -1,0 +1,252 @@
+//! Where desired state is read from: a directory on disk or a git tree at a
+//! commit. The loader only sees this trait, so the daemon's git mirror plugs in
+//! without the validation code knowing where bytes come from.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What a directory entry is. Symlinks are reported with their target and
+/// never followed by the tree itself: the loader decides whether a link stays
+/// inside the stack directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink(String),
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    /// False when the on-disk name was not valid UTF-8 (`name` is then lossy).
+    pub utf8: bool,
+    pub kind: Kind,
+}
+
+/// A read-only view of a desired-state repository. Paths are relative to the
+/// repository root and use `/`.
+pub trait Tree {
+    /// A short description for messages: a directory path or `repo@commit`.
+    fn describe(&self) -> String;
+    /// The entries of a directory, sorted by name; `None` when it does not exist.
+    fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>>;
+    /// What a path is, without following symlinks; `None` when it does not exist.
+    fn kind(&self, path: &str) -> io::Result<Option<Kind>>;
+    /// The bytes of a regular file; `None` when it does not exist.
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>>;
+}
+
+/// A desired-state repository checked out (or authored) in a directory.
+pub struct DirTree {
+    root: PathBuf,
+}
+
+impl DirTree {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirTree { root: root.into() }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() || rel == "." {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
+    }
+}
+
+fn kind_of(meta: &std::fs::Metadata, path: &Path) -> Kind {
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(path)
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Kind::Symlink(target)
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else {
+        Kind::Other
+    }
+}
+
+fn not_found<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl Tree for DirTree {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>> {
+        let path = self.path(dir);
+        let Some(rd) = not_found(std::fs::read_dir(&path))? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e?;
+            let os = e.file_name();
+            let (name, utf8) = match os.to_str() {
+                Some(s) => (s.to_string(), true),
+                None => (os.to_string_lossy().into_owned(), false),
+            };
+            if name == ".git" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(e.path())?;
+            out.push(Entry {
+                name,
+                utf8,
+                kind: kind_of(&meta, &e.path()),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(out))
+    }
+
+    fn kind(&self, path: &str) -> io::Result<Option<Kind>> {
+        let p = self.path(path);
+        Ok(not_found(std::fs::symlink_metadata(&p))?.map(|m| kind_of(&m, &p)))
+    }
+
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        let p = self.path(path);
+        match self.kind(path)? {
+            None => Ok(None),
+            Some(Kind::File) => Ok(Some(std::fs::read(p)?)),
+            Some(_) => Err(io::Error::other(format!("{path} is not a regular file"))),
+        }
+    }
+}
+
+/// A desired-state repository as it is in one git commit: what the daemon
+/// reads, so that nobody can edit a work tree under it.
+pub struct GitTree {
+    repo: git2::Repository,
+    tree: git2::Oid,
+    commit: git2::Oid,
+    /// Path inside the repository that holds the desired state ("" for the root).
+    base: String,
+}
+
+impl GitTree {
+    /// Opens `repo_path` (bare or not) at `rev` (a commit id, branch or ref).
+    pub fn open(repo_path: &Path, rev: &str, base: &str) -> Result<Self, git2::Error> {
+        let repo = git2::Repository::open(repo_path)?;
+        let (commit, tree) = {
+            let c = repo.revparse_single(rev)?.peel_to_commit()?;
+            (c.id(), c.tree_id())
+        };
+        let base = base.trim_matches('/').trim_start_matches("./").to_string();
+        let base = if base == "." { String::new() } else { base };
+        Ok(GitTree {
+            repo,
+            tree,
+            commit,
+            base,
+        })
+    }
+
+    pub fn commit_id(&self) -> String {
+        self.commit.to_string()
+    }
+
+    fn full(&self, rel: &str) -> String {
+        match (self.base.is_empty(), rel.is_empty() || rel == ".") {
+            (true, _) => rel.to_string(),
+            (false, true) => self.base.clone(),
+            (false, false) => format!("{}/{}", self.base, rel),
+        }
+    }
+
+    fn entry_kind(&self, e: &git2::TreeEntry<'_>) -> io::Result<Kind> {
+        Ok(match e.kind() {
+            Some(git2::ObjectType::Tree) => Kind::Dir,
+            Some(git2::ObjectType::Blob) if e.filemode() == 0o120000 => {
+                let blob = self.repo.find_blob(e.id()).map_err(io::Error::other)?;
+                Kind::Symlink(String::from_utf8_lossy(blob.content()).into_owned())
+            }
+            Some(git2::ObjectType::Blob) => Kind::File,
+            _ => Kind::Other,
+        })
+    }
+
+    fn lookup(&self, rel: &str) -> io::Result<Option<git2::TreeEntry<'static>>> {
+        let full = self.full(rel);
+        let root = self.repo.find_tree(self.tree).map_err(io::Error::other)?;
+        if full.is_empty() {
+            return Ok(None);
+        }
+        match root.get_path(Path::new(&full)) {
+            Ok(e) => Ok(Some(e.to_owned())),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+impl Tree for GitTree {
+    fn describe(&self) -> String {
+        format!(
+            "{}@{}",
+            self.repo.path().display(),
+            &self.commit.to_string()[..12]
+        )
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>> {
+        let tree = if self.full(dir).is_empty() {
+            self.repo.find_tree(self.tree).map_err(io::Error::other)?
+        } else {
+            match self.lookup(dir)? {
+                Some(e) if e.kind() == Some(git2::ObjectType::Tree) => {
+                    self.repo.find_tree(e.id()).map_err(io::Error::other)?
+                }
+                _ => return Ok(None),
+            }
+        };
+        let mut out = Vec::new();
+        for e in tree.iter() {
+            let (name, utf8) = match e.name() {
+                Ok(n) => (n.to_string(), true),
+                Err(_) => (String::from_utf8_lossy(e.name_bytes()).into_owned(), false),
+            };
+            out.push(Entry {
+                name,
+                utf8,
+                kind: self.entry_kind(&e)?,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(out))
+    }
+
+    fn kind(&self, path: &str) -> io::Result<Option<Kind>> {
+        if self.full(path).is_empty() {
+            return Ok(Some(Kind::Dir));
+        }
+        match self.lookup(path)? {
+            None => Ok(None),
+            Some(e) => Ok(Some(self.entry_kind(&e)?)),
+        }
+    }
+
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        match self.lookup(path)? {
+            None => Ok(None),
+            Some(e) if self.entry_kind(&e)? == Kind::File => {
+                let blob = self.repo.find_blob(e.id()).map_err(io::Error::other)?;
+                Ok(Some(blob.content().to_vec()))
+            }
+            Some(_) => Err(io::Error::other(format!("{path} is not a regular file"))),
+        }
+    }
+}

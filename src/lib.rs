@@ -1,0 +1,9 @@
+//! stackpin: a GitOps reconciler for hosts that run Docker Compose stacks.
+//!
+//! The decision logic (`desired`, `gate`, `plan`) is pure and tested in
+//! memory; everything that touches the host or the engine sits at the edges
+//! (`release`, `engine`, `reconcile`, `cli`).
+
+pub mod cli;
+pub mod desired;
+pub mod gate;
