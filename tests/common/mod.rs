@@ -1,0 +1,1083 @@
+//! Shared helpers for stackpin's integration tests.
+//!
+//! Every test builds a [`TestHost`]: its own temp dir with a host root (what
+//! `/srv` is in production), a desired-state git repository and a state dir; a
+//! short unique prefix for compose project (stack) names; loopback ports that
+//! it never hands out twice. [`TestHost::cmd`] runs the real `stackpin` binary
+//! against that host, and a failed assertion on its output panics with the
+//! command line, the exit code, both streams and a listing of the root, so a
+//! CI log alone explains the failure. Dropping the host removes every
+//! container, network and volume of the stacks it named.
+//!
+//! Tests that touch the engine call [`Fixtures::require`]: the real components
+//! that `scripts/fixtures.sh` set up (a Docker engine, a compose
+//! implementation, a registry on 127.0.0.1 and test images addressed by
+//! digest). Modelled on ripgrep's `tests/util.rs` and uv's `TestContext`.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The binary under test.
+pub const STACKPIN: &str = env!("CARGO_BIN_EXE_stackpin");
+
+/// How long [`TestCommand::run`] waits before it kills the command and fails.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The real components provided by `scripts/fixtures.sh`, read from the
+/// environment (`STACKPIN_TEST_*`) or from `target/test-fixtures.env`.
+#[derive(Clone, Debug)]
+pub struct Fixtures {
+    /// `127.0.0.1:PORT` of the loopback registry (`STACKPIN_TEST_REGISTRY`).
+    pub registry: String,
+    /// `REGISTRY/stackpin-test/app@sha256:…`: httpd on `127.0.0.1:$PORT`
+    /// (default 8080) serving `/` = `stackpin-test-app v1`, `/health` = `ok`,
+    /// `/version` = `v1`. Run it with `network_mode: host`.
+    pub v1: String,
+    /// As `v1`, saying `v2`.
+    pub v2: String,
+    /// As `v1`, saying `v3`.
+    pub v3: String,
+    /// Serves `/` but `/health` is a 404.
+    pub broken: String,
+    /// Prints a line and exits with status 1 after about a second.
+    pub crash: String,
+    /// Well-formed digest reference that the registry does not have.
+    pub missing: String,
+    /// `docker compose` or `docker-compose`, whichever works here.
+    pub compose: String,
+}
+
+const FIXTURE_VARS: [&str; 8] = [
+    "STACKPIN_TEST_REGISTRY",
+    "STACKPIN_TEST_IMAGE_V1",
+    "STACKPIN_TEST_IMAGE_V2",
+    "STACKPIN_TEST_IMAGE_V3",
+    "STACKPIN_TEST_IMAGE_BROKEN",
+    "STACKPIN_TEST_IMAGE_CRASH",
+    "STACKPIN_TEST_IMAGE_MISSING",
+    "STACKPIN_TEST_COMPOSE",
+];
+
+impl Fixtures {
+    /// The fixtures named by the environment, if all of them are set.
+    pub fn get() -> Option<Fixtures> {
+        Fixtures::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// The fixtures, from the environment or else from
+    /// `target/test-fixtures.env`.
+    ///
+    /// # Panics
+    /// When neither provides them: tests that need a real engine never skip
+    /// silently. Under `CI` the file is not consulted, since the harness must
+    /// have exported them.
+    pub fn require() -> Fixtures {
+        static CACHE: OnceLock<Fixtures> = OnceLock::new();
+        CACHE.get_or_init(Fixtures::load).clone()
+    }
+
+    fn load() -> Fixtures {
+        if let Some(f) = Fixtures::get() {
+            return f;
+        }
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "the harness did not provide fixtures (STACKPIN_TEST_* are not set); \
+                 run the tests with scripts/test.sh"
+            );
+        }
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-fixtures.env");
+        let vars = std::fs::read_to_string(&file)
+            .map(|text| parse_env_file(&text))
+            .unwrap_or_default();
+        Fixtures::from_lookup(|k| std::env::var(k).ok().or_else(|| vars.get(k).cloned()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "this test needs the real components (docker, compose, a registry, test \
+                     images) and {} does not name them; run `scripts/fixtures.sh` first \
+                     (or the whole suite with `scripts/test.sh`)",
+                    file.display()
+                )
+            })
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Option<Fixtures> {
+        let mut v: Vec<String> = Vec::with_capacity(FIXTURE_VARS.len());
+        for k in FIXTURE_VARS {
+            v.push(get(k).filter(|s| !s.is_empty())?);
+        }
+        let mut v = v.into_iter();
+        let mut next = || v.next().expect("one value per variable");
+        Some(Fixtures {
+            registry: next(),
+            v1: next(),
+            v2: next(),
+            v3: next(),
+            broken: next(),
+            crash: next(),
+            missing: next(),
+            compose: next(),
+        })
+    }
+
+    /// The compose command split into program and leading arguments.
+    pub fn compose_command(&self) -> Command {
+        let mut words = self.compose.split_whitespace();
+        let mut cmd = Command::new(words.next().expect("STACKPIN_TEST_COMPOSE is empty"));
+        cmd.args(words);
+        cmd
+    }
+}
+
+/// Parses the `export K=V` lines that `scripts/fixtures.sh` writes.
+pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+                .unwrap_or(v);
+            (k.trim().to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// One test's host: root, desired-state repo, state dir, names and ports.
+pub struct TestHost {
+    tmp: tempfile::TempDir,
+    prefix: String,
+    stacks: Mutex<Vec<String>>,
+    ports: Mutex<HashSet<u16>>,
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        TestHost::new()
+    }
+}
+
+impl TestHost {
+    pub fn new() -> TestHost {
+        let tmp = tempfile::Builder::new()
+            .prefix("stackpin-test.")
+            .tempdir()
+            .expect("failed to create the test's temp dir");
+        for d in ["root", "repo", "state"] {
+            std::fs::create_dir_all(tmp.path().join(d)).expect("failed to create test dirs");
+        }
+        TestHost {
+            tmp,
+            prefix: unique_prefix(),
+            stacks: Mutex::new(Vec::new()),
+            ports: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The real components; see [`Fixtures::require`].
+    pub fn fixtures(&self) -> Fixtures {
+        Fixtures::require()
+    }
+
+    pub fn tmp(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The host root passed as `--root` (stands for `/srv`).
+    pub fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    /// The desired-state git repository passed as `--repo`.
+    pub fn repo(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+
+    /// The state dir passed as `--state-dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    /// This host's unique prefix, `sp` + 6 hex digits.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A stack (= compose project) name unique to this test, e.g.
+    /// `sp1a2b3c-web`. Its containers, networks and volumes are removed when
+    /// the host drops.
+    pub fn stack(&self, name: &str) -> String {
+        let stack = format!("{}-{}", self.prefix, name);
+        let mut stacks = self.stacks.lock().unwrap();
+        if !stacks.contains(&stack) {
+            stacks.push(stack.clone());
+        }
+        stack
+    }
+
+    /// A free port on 127.0.0.1, never the same one twice from this host.
+    pub fn free_port(&self) -> u16 {
+        let mut ports = self.ports.lock().unwrap();
+        for _ in 0..100 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("failed to bind 127.0.0.1:0")
+                .port();
+            if ports.insert(port) {
+                return port;
+            }
+        }
+        panic!("no new free port after 100 tries");
+    }
+
+    // ---- desired-state repository ----
+
+    /// Writes `contents` to `rel` under the repo, creating parent dirs.
+    pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> &Self {
+        write_file(&self.repo().join(rel), contents.as_ref());
+        self
+    }
+
+    /// Removes a file or a directory tree under the repo.
+    pub fn remove(&self, rel: impl AsRef<Path>) -> &Self {
+        let path = self.repo().join(rel);
+        let res = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        res.unwrap_or_else(|e| panic!("failed to remove {}: {e}", path.display()));
+        self
+    }
+
+    /// Commits everything in the repo (on branch `main`, initialised on first
+    /// use) and returns the commit's sha.
+    pub fn commit(&self, msg: &str) -> String {
+        if !self.repo().join(".git").exists() {
+            self.git(["init", "-q", "-b", "main"]);
+        }
+        self.git(["add", "-A"]);
+        self.git(["commit", "-q", "--allow-empty", "-m", msg]);
+        self.git(["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// Runs git in the repo with a fixed identity and no signing; returns
+    /// stdout, panics on failure.
+    pub fn git<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(self.repo())
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.com",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "tag.gpgsign=false",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        self.command(cmd).run().ok().stdout()
+    }
+
+    // ---- the binary under test ----
+
+    /// The global arguments [`TestHost::cmd`] puts before the subcommand.
+    pub fn global_args(&self) -> Vec<OsString> {
+        vec![
+            "--root".into(),
+            self.root().into(),
+            "--repo".into(),
+            self.repo().into(),
+            "--host".into(),
+            "test-host".into(),
+            "--state-dir".into(),
+            self.state_dir().into(),
+        ]
+    }
+
+    /// `stackpin <global args> ARGS…` against this host.
+    pub fn cmd<I, S>(&self, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.cmd_raw(self.global_args());
+        cmd.args(args);
+        cmd
+    }
+
+    /// `stackpin ARGS…` without the global arguments.
+    pub fn cmd_raw<I, S>(&self, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(STACKPIN);
+        cmd.args(args).current_dir(self.tmp()).env("NO_COLOR", "1");
+        // A developer's own STACKPIN_* settings must not leak into tests.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("STACKPIN_") && !k.starts_with("STACKPIN_TEST_") {
+                cmd.env_remove(&*k);
+            }
+        }
+        self.command(cmd)
+    }
+
+    /// Any command, with this host's failure report.
+    pub fn command(&self, cmd: Command) -> TestCommand {
+        TestCommand {
+            cmd,
+            root: self.root(),
+            stdin: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    // ---- engine ----
+
+    /// `docker ARGS…`.
+    pub fn docker<I, S>(&self, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("docker");
+        cmd.args(args);
+        self.command(cmd)
+    }
+
+    /// The compose implementation from the fixtures, run in `dir` with
+    /// project `project`.
+    pub fn compose<I, S>(&self, dir: impl AsRef<Path>, project: &str, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.fixtures().compose_command();
+        cmd.current_dir(dir).args(["-p", project]).args(args);
+        self.command(cmd)
+    }
+
+    /// Every container (running or not) of compose project `project`, found
+    /// by label (v1 and v2 name containers differently).
+    pub fn containers(&self, project: &str) -> Vec<ContainerInfo> {
+        let ids = container_ids(&format!("label=com.docker.compose.project={project}"));
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let out = self
+            .docker(["container", "inspect"])
+            .args(&ids)
+            .run()
+            .ok()
+            .json();
+        let mut list: Vec<ContainerInfo> = out
+            .as_array()
+            .expect("docker inspect prints an array")
+            .iter()
+            .map(ContainerInfo::from_inspect)
+            .collect();
+        for c in &mut list {
+            c.repo_digests = self.repo_digests(&c.image_id);
+        }
+        list.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        list
+    }
+
+    /// `RepoDigests` of a local image (id or reference); empty if unknown.
+    pub fn repo_digests(&self, image: &str) -> Vec<String> {
+        let out = self
+            .docker([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RepoDigests}}",
+                image,
+            ])
+            .run();
+        if !out.success() {
+            return Vec::new();
+        }
+        serde_json::from_str(out.stdout().trim()).unwrap_or_default()
+    }
+
+    /// True when the engine has a local image for `image`.
+    pub fn image_exists(&self, image: &str) -> bool {
+        self.docker(["image", "inspect", image]).run().success()
+    }
+
+    // ---- polling ----
+
+    /// The body of `GET http://127.0.0.1:PORT/PATH` when it answers 2xx.
+    pub fn http_get(&self, port: u16, path: &str) -> Option<String> {
+        http_get(port, path)
+            .filter(|(status, _)| (200..300).contains(status))
+            .map(|(_, body)| body)
+    }
+
+    /// Status and body of `GET http://127.0.0.1:PORT/PATH`, if it answers.
+    pub fn http_get_status(&self, port: u16, path: &str) -> Option<(u16, String)> {
+        http_get(port, path)
+    }
+
+    /// Polls [`TestHost::http_get`] until it answers 2xx or `timeout` passes.
+    pub fn wait_http(&self, port: u16, path: &str, timeout: Duration) -> Option<String> {
+        wait_for(timeout, || self.http_get(port, path))
+    }
+
+    // ---- inspection ----
+
+    /// A recursive listing of the root: paths, modes, symlink targets.
+    pub fn root_listing(&self) -> String {
+        listing(&self.root())
+    }
+
+    /// Reads a file under the root, panicking with the listing if it is not
+    /// there.
+    pub fn read_root(&self, rel: impl AsRef<Path>) -> String {
+        let path = self.root().join(rel);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "failed to read {}: {e}\n--- root ---\n{}",
+                path.display(),
+                self.root_listing()
+            )
+        })
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let stacks = std::mem::take(&mut *self.stacks.lock().unwrap_or_else(|e| e.into_inner()));
+        for stack in &stacks {
+            remove_project(stack);
+        }
+        make_writable(self.tmp.path());
+        if std::env::var_os("STACKPIN_KEEP_TMP").is_some() {
+            self.tmp.disable_cleanup(true);
+            eprintln!("STACKPIN_KEEP_TMP: kept {}", self.tmp.path().display());
+        }
+    }
+}
+
+/// Removes the containers, networks and volumes of a compose project.
+/// Best effort: a missing engine is not a reason to panic in drop.
+pub fn remove_project(project: &str) {
+    let label = format!("label=com.docker.compose.project={project}");
+    let ids = container_ids(&label);
+    if !ids.is_empty() {
+        quiet(Command::new("docker").args(["rm", "-f", "-v"]).args(&ids));
+    }
+    for kind in ["network", "volume"] {
+        let out = quiet(Command::new("docker").args([kind, "ls", "-q", "--filter", &label]));
+        let names: Vec<&str> = out.split_whitespace().collect();
+        if !names.is_empty() {
+            quiet(Command::new("docker").args([kind, "rm"]).args(&names));
+        }
+    }
+}
+
+fn container_ids(filter: &str) -> Vec<String> {
+    quiet(Command::new("docker").args(["ps", "-a", "-q", "--no-trunc", "--filter", filter]))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Stdout of a command, or "" if it fails to run.
+fn quiet(cmd: &mut Command) -> String {
+    cmd.stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// A container as the engine reports it.
+#[derive(Clone, Debug)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    /// `com.docker.compose.service`.
+    pub service: String,
+    /// The reference the container was created from (`Config.Image`).
+    pub image: String,
+    /// The image id (`sha256:…`).
+    pub image_id: String,
+    /// `RepoDigests` of that image.
+    pub repo_digests: Vec<String>,
+    /// `running`, `exited`, `restarting`, `created`, …
+    pub state: String,
+    /// `healthy`, `unhealthy`, `starting`, or `None` without a healthcheck.
+    pub health: Option<String>,
+    pub exit_code: i64,
+    pub restart_count: i64,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ContainerInfo {
+    fn from_inspect(v: &serde_json::Value) -> ContainerInfo {
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let labels: BTreeMap<String, String> = v
+            .pointer("/Config/Labels")
+            .and_then(|l| l.as_object())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ContainerInfo {
+            id: s("/Id"),
+            name: s("/Name").trim_start_matches('/').to_string(),
+            service: labels
+                .get("com.docker.compose.service")
+                .cloned()
+                .unwrap_or_default(),
+            image: s("/Config/Image"),
+            image_id: s("/Image"),
+            repo_digests: Vec::new(),
+            state: s("/State/Status"),
+            health: v
+                .pointer("/State/Health/Status")
+                .and_then(|x| x.as_str())
+                .map(String::from),
+            exit_code: v
+                .pointer("/State/ExitCode")
+                .and_then(|x| x.as_i64())
+                .unwrap_or(0),
+            restart_count: v
+                .pointer("/RestartCount")
+                .and_then(|x| x.as_i64())
+                .unwrap_or(0),
+            labels,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+
+    /// True when the container's image was pulled as `pinned`
+    /// (`repo@sha256:…`).
+    pub fn runs_digest(&self, pinned: &str) -> bool {
+        self.repo_digests.iter().any(|d| d == pinned)
+    }
+}
+
+// ---- commands ----
+
+/// A command plus what is needed to explain its failure.
+pub struct TestCommand {
+    cmd: Command,
+    root: PathBuf,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl TestCommand {
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(&mut self, key: impl AsRef<OsStr>, val: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env(key, val);
+        self
+    }
+
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn stdin(&mut self, input: impl Into<Vec<u8>>) -> &mut Self {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    /// Kill the command and fail after `timeout` (default 300s).
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The command line, shell-quoted.
+    pub fn command_line(&self) -> String {
+        command_line(&self.cmd)
+    }
+
+    /// Runs to completion (or the timeout, which panics).
+    pub fn run(&mut self) -> Output {
+        let mut running = self.spawn();
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(status) = running.child.try_wait().expect("failed to wait for child") {
+                return running.finish(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = running.child.kill();
+                let status = running.child.wait().expect("failed to wait for child");
+                let out = running.finish(status);
+                panic!(
+                    "command timed out after {:?}\n{}",
+                    self.timeout,
+                    out.report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the command in the background (for `daemon`); it is killed when
+    /// the returned handle drops.
+    pub fn spawn(&mut self) -> Running {
+        let line = self.command_line();
+        let mut child = self
+            .cmd
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start `{line}`: {e}"));
+        if let Some(input) = self.stdin.clone() {
+            let mut pipe = child.stdin.take().expect("stdin is piped");
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            });
+        }
+        let stdout = Capture::start(child.stdout.take().expect("stdout is piped"));
+        let stderr = Capture::start(child.stderr.take().expect("stderr is piped"));
+        Running {
+            child,
+            line,
+            root: self.root.clone(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Collects a pipe in a thread so the child never blocks on a full pipe.
+struct Capture {
+    buf: Arc<Mutex<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Capture {
+    fn start(mut pipe: impl Read + Send + 'static) -> Capture {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let thread = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Capture {
+            buf,
+            thread: Some(thread),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    fn finish(&mut self) -> String {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.text()
+    }
+}
+
+/// A command running in the background.
+pub struct Running {
+    child: Child,
+    line: String,
+    root: PathBuf,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `KILL`, `HUP`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "failed to send SIG{signal} to `{}`", self.line);
+    }
+
+    /// SIGTERM, then waits up to `grace` before SIGKILL; returns the output.
+    pub fn terminate(mut self, grace: Duration) -> Output {
+        if self.is_running() {
+            self.signal("TERM");
+        }
+        let deadline = Instant::now() + grace;
+        while self.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("failed to wait for child");
+        self.finish(status)
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(mut self) -> Output {
+        let status = self.child.wait().expect("failed to wait for child");
+        self.finish(status)
+    }
+
+    fn finish(&mut self, status: ExitStatus) -> Output {
+        Output {
+            line: self.line.clone(),
+            root: self.root.clone(),
+            status,
+            stdout: self.stdout.finish(),
+            stderr: self.stderr.finish(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a finished command did. The assertions panic with [`Output::report`].
+#[derive(Clone)]
+pub struct Output {
+    line: String,
+    root: PathBuf,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.report())
+    }
+}
+
+impl Output {
+    /// Asserts exit status 0.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        if !self.status.success() {
+            panic!("expected success\n{}", self.report());
+        }
+        self
+    }
+
+    /// Asserts exit code `code`.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        if self.status.code() != Some(code) {
+            panic!("expected exit code {code}\n{}", self.report());
+        }
+        self
+    }
+
+    /// Asserts a non-zero exit.
+    #[track_caller]
+    pub fn failed(self) -> Self {
+        if self.status.success() {
+            panic!("expected failure\n{}", self.report());
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_contains(self, needle: &str) -> Self {
+        if !self.stdout.contains(needle) {
+            panic!("expected stdout to contain {needle:?}\n{}", self.report());
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_contains(self, needle: &str) -> Self {
+        if !self.stderr.contains(needle) {
+            panic!("expected stderr to contain {needle:?}\n{}", self.report());
+        }
+        self
+    }
+
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    pub fn status_code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.clone()
+    }
+
+    /// Stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.report()))
+    }
+
+    /// Command line, exit status, both streams and the root listing.
+    pub fn report(&self) -> String {
+        format!(
+            "command: {}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- root {} ---\n{}",
+            self.line,
+            self.status,
+            self.stdout.trim_end(),
+            self.stderr.trim_end(),
+            self.root.display(),
+            listing(&self.root),
+        )
+    }
+}
+
+fn command_line(cmd: &Command) -> String {
+    let mut line = String::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            let _ = write!(line, "{}={} ", k.to_string_lossy(), quote(v));
+        }
+    }
+    line.push_str(&quote(cmd.get_program()));
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        let _ = write!(line, "  (in {})", dir.display());
+    }
+    line
+}
+
+fn quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    if plain {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+// ---- files ----
+
+fn write_file(path: &Path, contents: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("failed to create {}: {e}", parent.display()));
+    }
+    std::fs::write(path, contents)
+        .unwrap_or_else(|e| panic!("failed to write {}: {e}", path.display()));
+}
+
+/// `path/ (mode)`, `path -> target`, `path (mode, N bytes)`, one per line,
+/// sorted, relative to `root`.
+pub fn listing(root: &Path) -> String {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for path in entries {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|e| format!("<{e}>"));
+                let dangling = if path.exists() { "" } else { " (dangling)" };
+                out.push(format!("{rel} -> {target}{dangling}"));
+            } else if meta.is_dir() {
+                out.push(format!("{rel}/ ({mode:o})"));
+                walk(root, &path, out);
+            } else {
+                out.push(format!("{rel} ({mode:o}, {} bytes)", meta.len()));
+            }
+        }
+    }
+    if !root.exists() {
+        return format!("<{} does not exist>", root.display());
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    const MAX: usize = 400;
+    if out.len() > MAX {
+        let more = out.len() - MAX;
+        out.truncate(MAX);
+        out.push(format!("… {more} more entries"));
+    }
+    if out.is_empty() {
+        "<empty>".to_string()
+    } else {
+        out.join("\n")
+    }
+}
+
+/// Adds u+w to every directory below `dir` (the product makes release dirs
+/// read-only) so that the temp dir can be removed. Never follows symlinks.
+fn make_writable(dir: &Path) {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mut perms = meta.permissions();
+    if perms.mode() & 0o700 != 0o700 {
+        perms.set_mode(perms.mode() | 0o700);
+        let _ = std::fs::set_permissions(dir, perms);
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            make_writable(&e.path());
+        }
+    }
+}
+
+// ---- network and polling ----
+
+/// Raw HTTP/1.0 GET to 127.0.0.1 with short timeouts: `(status, body)`.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let timeout = Duration::from_secs(2);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Polls `f` every 100ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `sp` + 6 hex digits, different per process, time and call.
+fn unique_prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // splitmix64 finaliser: spread every input bit over the 24 we keep.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    format!("sp{:06x}", x & 0xff_ffff)
+}
