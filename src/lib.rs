@@ -5,5 +5,16 @@
 //! (`release`, `engine`, `reconcile`, `cli`).
 
 pub mod cli;
+pub mod config;
 pub mod desired;
+pub mod engine;
+pub mod fault;
+pub mod fsutil;
 pub mod gate;
+pub mod history;
+pub mod observed;
+pub mod plan;
+pub mod reconcile;
+pub mod release;
+pub mod smoke;
+pub mod state;

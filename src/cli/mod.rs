@@ -2,6 +2,11 @@
 //! Exit codes: 0 ok, 1 refused or failed, 2 unexpected (the command itself
 //! could not run).
 
+mod history;
+mod releases;
+pub mod setup;
+mod status;
+mod sync;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +68,14 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Converge stacks now: release-create, pull, switch, up, smoke, record or revert.
+    Sync(sync::Args),
+    /// Show each stack's state, version, release and last change.
+    Status(status::Args),
+    /// Show the deploy history (the audit log).
+    History(history::Args),
+    /// List a stack's releases on this host.
+    Releases(releases::Args),
     /// Check a desired-state repository against every rule (exit 1 on errors).
     Validate(validate::Args),
 }
@@ -81,6 +94,10 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<Status> {
     match cli.command {
+        Command::Sync(a) => sync::run(&cli.global, a),
+        Command::Status(a) => status::run(&cli.global, a),
+        Command::History(a) => history::run(&cli.global, a),
+        Command::Releases(a) => releases::run(&cli.global, a),
         Command::Validate(a) => validate::run(&cli.global, a),
     }
 }

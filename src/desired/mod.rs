@@ -163,10 +163,11 @@ fn read_yaml<T: DeserializeOwned>(
             return Err(Reported);
         }
     };
-    parse_yaml(&bytes, sink).map(Some)
+    parse_typed(&bytes, sink).map(Some)
 }
 
-fn parse_yaml<T: DeserializeOwned>(bytes: &[u8], sink: &mut Sink<'_>) -> Result<T, Reported> {
+/// Parses YAML bytes into `T`, reporting problems with the field path.
+pub fn parse_typed<T: DeserializeOwned>(bytes: &[u8], sink: &mut Sink<'_>) -> Result<T, Reported> {
     let value = parse_yaml_value(bytes, sink)?;
     let mut track = serde_path_to_error::Track::new();
     let de = serde_path_to_error::Deserializer::new(value, &mut track);

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# stackpin's demo, on this machine, with real components: a registry on
+# loopback with three app images (v1, v2, and a broken one whose health check
+# fails), a desired-state git repository with one stack, and stackpin
+# converging it: deploy v1, upgrade to v2, then a bump to the broken image that
+# fails smoke and is reverted to v2 automatically. Ends with status and history.
+#
+#   scripts/demo.sh          run it (leaves the demo stack running; prints how to clean up)
+#   scripts/demo.sh --clean  stop the demo stack and the fixtures it started
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DEMO_DIR=${STACKPIN_DEMO_DIR:-/tmp/stackpin-demo}
+STACK=demo-web
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+pause() { [ -t 1 ] && sleep "${1:-1}" || true; }
+
+if [ "${1:-}" = "--clean" ]; then
+    if [ -d "$DEMO_DIR/root/stacks/$STACK" ]; then
+        (cd "$DEMO_DIR/root/stacks/$STACK" && docker-compose -p "$STACK" down --remove-orphans 2>/dev/null || docker compose -p "$STACK" down --remove-orphans) || true
+    fi
+    chmod -R u+w "$DEMO_DIR" 2>/dev/null || true
+    rm -rf "$DEMO_DIR"
+    bash scripts/fixtures.sh stop || true
+    exit 0
+fi
+
+step "real components: Docker engine, compose, a registry on 127.0.0.1, images pushed by digest"
+# shellcheck source=scripts/fixtures.sh
+. scripts/fixtures.sh
+stackpin_fixtures_setup
+
+step "building stackpin"
+cargo build --quiet
+BIN=$PWD/target/debug/stackpin
+
+# A fresh demo host and repository.
+if [ -d "$DEMO_DIR/root/stacks/$STACK" ]; then
+    (cd "$DEMO_DIR/root/stacks/$STACK" && $STACKPIN_TEST_COMPOSE -p "$STACK" down --remove-orphans >/dev/null 2>&1) || true
+fi
+chmod -R u+w "$DEMO_DIR" 2>/dev/null || true
+rm -rf "$DEMO_DIR"
+mkdir -p "$DEMO_DIR/root" "$DEMO_DIR/repo"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+REPO=$DEMO_DIR/repo
+sp() { "$BIN" --root "$DEMO_DIR/root" --repo "$REPO" --host demo-host --state-dir "$DEMO_DIR/state" "$@"; }
+
+write_stack() { # $1 image, $2 version
+    mkdir -p "$REPO/stacks/$STACK/config"
+    cat > "$REPO/stacks/$STACK/stack.yaml" <<YAML
+environment: demo
+version: $2
+images:
+  web: $1
+env:
+  PORT: "$PORT"
+keep_releases: 5
+marks_verified: true
+smoke:
+  timeout: 20s
+  checks:
+    - containers: {}
+    - http: {url: "http://127.0.0.1:$PORT/health", expect_status: 200, contains: ok}
+YAML
+    cat > "$REPO/stacks/$STACK/compose.yaml" <<'YAML'
+services:
+  web:
+    image: stackpin-test/app
+    network_mode: host
+    environment:
+      PORT: ${PORT}
+    volumes:
+      - ./config/site.conf:/etc/site.conf:ro
+YAML
+    echo "greeting = hello from $2" > "$REPO/stacks/$STACK/config/site.conf"
+    git -C "$REPO" add -A
+    git -C "$REPO" -c user.name=demo -c user.email=demo@example.com commit -qm "$STACK: $2"
+}
+show() { printf '    curl 127.0.0.1:%s/ -> %s\n' "$PORT" "$(curl -fsS "http://127.0.0.1:$PORT/" 2>/dev/null || echo '(nothing)')"; }
+
+git -C "$REPO" init -q -b main
+step "desired state: $STACK pinned to v1 ($STACKPIN_TEST_IMAGE_V1)"
+write_stack "$STACKPIN_TEST_IMAGE_V1" v1
+sp validate "$REPO"
+
+step "stackpin sync  (first deploy of v1)"
+sp sync
+show; pause
+
+step "a developer merges a digest bump to v2; stackpin sync"
+write_stack "$STACKPIN_TEST_IMAGE_V2" v2
+sp sync --dry-run
+sp sync
+show; pause
+
+step "a bump to a broken image (its /health is 404): smoke fails, stackpin reverts to v2"
+write_stack "$STACKPIN_TEST_IMAGE_BROKEN" v3-broken
+sp sync || echo "    (exit $? — the deploy failed and was rolled back, as it should)"
+show; pause
+
+step "the failed release is quarantined: another sync does nothing until git changes or --force"
+sp sync || true
+
+step "stackpin status"
+sp status
+step "stackpin history"
+sp history
+step "stackpin releases $STACK"
+sp releases "$STACK"
+step "the host layout"
+ls -l "$DEMO_DIR/root/stacks/"
+cat "$DEMO_DIR/root/releases/verified/$STACK.txt"
+
+printf '\nThe demo stack is still running (project %s, port %s). Look around:\n' "$STACK" "$PORT"
+printf '  cd %s/root/stacks/%s && %s ps\n' "$DEMO_DIR" "$STACK" "$STACKPIN_TEST_COMPOSE"
+printf 'Clean up with: scripts/demo.sh --clean\n'

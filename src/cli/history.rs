@@ -1,0 +1,40 @@
+//! `stackpin history [STACK] [--limit N]`: the audit log, newest last.
+
+use super::setup;
+use super::{Global, Status};
+use crate::history;
+use crate::release::Layout;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub stack: Option<String>,
+    /// Show at most this many lines (the newest).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    let layout = Layout { root: cfg.root };
+    let h = history::read(&layout.history())?;
+    for (n, line) in &h.bad_lines {
+        eprintln!(
+            "warning: {}:{n}: not a history line, skipped: {line}",
+            layout.history().display()
+        );
+    }
+    let list: Vec<&history::Entry> = h
+        .entries
+        .iter()
+        .filter(|e| a.stack.as_ref().is_none_or(|s| &e.stack == s))
+        .collect();
+    let list = &list[list.len().saturating_sub(a.limit)..];
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+    } else {
+        for e in list {
+            println!("{}", e.format());
+        }
+    }
+    Ok(Status::Ok)
+}

@@ -1,0 +1,71 @@
+//! `stackpin releases STACK`: the kept releases, oldest first, with which is
+//! current, previous and verified.
+
+use super::setup;
+use super::{Global, Status};
+use crate::release::{self, Layout};
+use serde::Serialize;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub stack: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    id: String,
+    version: Option<String>,
+    created_at: Option<String>,
+    complete: bool,
+    current: bool,
+    verified: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    let layout = Layout { root: cfg.root };
+    let current = release::current(&layout, &a.stack)?;
+    let verified = std::fs::read_to_string(layout.verified_txt(&a.stack))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let rows: Vec<Row> = release::list(&layout, &a.stack)?
+        .into_iter()
+        .map(|r| Row {
+            current: current.as_deref() == Some(r.id.as_str()),
+            version: r.meta.as_ref().map(|m| m.version.clone()),
+            created_at: r.meta.as_ref().map(|m| m.created_at.clone()),
+            verified: r
+                .meta
+                .as_ref()
+                .is_some_and(|m| Some(&m.version) == verified.as_ref()),
+            complete: r.complete,
+            id: r.id,
+        })
+        .collect();
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        println!("{} has no releases on this host", a.stack);
+    } else {
+        for r in &rows {
+            let mut marks = Vec::new();
+            if r.current {
+                marks.push("current");
+            }
+            if r.verified {
+                marks.push("verified");
+            }
+            if !r.complete {
+                marks.push("INCOMPLETE");
+            }
+            println!(
+                "{:<40} {:<20} {:<22} {}",
+                r.id,
+                r.version.as_deref().unwrap_or("?"),
+                r.created_at.as_deref().unwrap_or("?"),
+                marks.join(",")
+            );
+        }
+    }
+    Ok(Status::Ok)
+}

@@ -1,0 +1,157 @@
+//! Shared setup for the commands that act on a host: the effective config,
+//! the desired state, the engine and a reconcile context.
+
+use super::Global;
+use crate::config::{self, Config};
+use crate::desired::{self, DesiredState, DirTree, GitTree};
+use crate::engine::Engine;
+use crate::reconcile::{Context, Reporter, Stage};
+use crate::release::Layout;
+use crate::state::LocalStore;
+use anyhow::{Context as _, bail};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Resolves flags over the config file over defaults.
+pub fn config(g: &Global) -> anyhow::Result<Config> {
+    let explicit = std::env::var_os("STACKPIN_CONFIG").is_some()
+        || std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+    let file = config::load_file(&g.config, explicit)?;
+    let repo_cfg = file.repo.clone().unwrap_or_default();
+    Ok(Config {
+        host: g
+            .host
+            .clone()
+            .or(file.host.clone())
+            .unwrap_or_else(config::system_hostname),
+        root: g
+            .root
+            .clone()
+            .or(file.root.clone())
+            .unwrap_or_else(|| PathBuf::from("/srv")),
+        state_dir: g
+            .state_dir
+            .clone()
+            .or(file.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("/var/lib/stackpin")),
+        repo: g.repo.clone().or(repo_cfg.url.clone()),
+        branch: g.branch.clone().or(repo_cfg.branch.clone()),
+        repo_path: repo_cfg.path.clone().unwrap_or_else(|| ".".into()),
+        compose: file.compose.clone().unwrap_or_else(|| "auto".into()),
+        min_disk_free_percent: file.min_disk_free_percent.unwrap_or(20),
+        file,
+    })
+}
+
+/// Loads the desired state from the configured repository: a git repository
+/// is read at its branch's commit (not the work tree), a plain directory as is.
+pub fn load_desired(cfg: &Config) -> anyhow::Result<DesiredState> {
+    let Some(repo) = &cfg.repo else {
+        bail!("no desired-state repository: pass --repo PATH or set repo.url in the config file");
+    };
+    if repo.contains("://") && !repo.starts_with("file://")
+        || repo.contains('@') && repo.contains(':')
+    {
+        bail!(
+            "{repo} is a remote repository: the one-shot commands read a local path; clone it, or run `stackpin daemon`, which fetches it"
+        );
+    }
+    let path = Path::new(repo.strip_prefix("file://").unwrap_or(repo));
+    if !path.exists() {
+        bail!("desired-state repository {} does not exist", path.display());
+    }
+    let base = cfg.repo_path.as_str();
+    if let Ok(r) = git2::Repository::open(path) {
+        drop(r);
+        let rev = cfg
+            .branch
+            .as_ref()
+            .map(|b| format!("refs/heads/{b}"))
+            .unwrap_or_else(|| "HEAD".into());
+        let tree = GitTree::open(path, &rev, base)
+            .with_context(|| format!("failed to read {rev} of {}", path.display()))?;
+        let mut st = desired::load(&tree);
+        st.commit = Some(tree.commit_id());
+        return Ok(st);
+    }
+    let dir = if base == "." {
+        path.to_path_buf()
+    } else {
+        path.join(base)
+    };
+    Ok(desired::load(&DirTree::new(dir)))
+}
+
+/// Prints each stage as a line on stderr (hidden with --json).
+pub struct CliReporter {
+    pub quiet: bool,
+    pub tty: bool,
+}
+
+impl CliReporter {
+    pub fn new(quiet: bool) -> Self {
+        CliReporter {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Reporter for CliReporter {
+    fn stage(&self, stack: &str, s: &Stage) {
+        if self.quiet {
+            return;
+        }
+        let mark = if s.ok { "ok " } else { "FAIL" };
+        let secs = s.millis as f64 / 1000.0;
+        eprintln!(
+            "  {stack:<24} {:<10} {mark:<4} {secs:>6.1}s  {}",
+            s.name, s.detail
+        );
+    }
+
+    fn pull_progress(&self, stack: &str, line: &str) {
+        if !self.quiet && self.tty {
+            eprint!(
+                "\r\x1b[2K  {stack:<24} pull       {}",
+                line.chars().take(80).collect::<String>()
+            );
+        }
+    }
+}
+
+pub struct Host {
+    pub cfg: Config,
+    pub engine: Engine,
+}
+
+impl Host {
+    pub async fn connect(cfg: Config) -> anyhow::Result<Host> {
+        let engine = Engine::connect(&cfg.compose)
+            .await
+            .context("failed to connect to the Docker engine")?;
+        Ok(Host { cfg, engine })
+    }
+
+    pub fn context<'a>(&'a self, reporter: &'a dyn Reporter) -> Context<'a> {
+        Context {
+            layout: Layout {
+                root: self.cfg.root.clone(),
+            },
+            store: LocalStore::new(&self.cfg.root),
+            engine: &self.engine,
+            host: self.cfg.host.clone(),
+            actor: format!("stackpin@{}", self.cfg.host),
+            min_disk_free_percent: self.cfg.min_disk_free_percent,
+            reporter,
+        }
+    }
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}

@@ -1,0 +1,84 @@
+//! `stackpin sync [STACK…] [--force] [--dry-run]`: one converge run.
+
+use super::setup::{self, CliReporter, Host};
+use super::{Global, Status};
+use crate::reconcile::{self, Outcome, SyncOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Stacks to converge (default: every stack for this host).
+    pub stacks: Vec<String>,
+    /// Retry a quarantined release and redeploy even when nothing changed.
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would happen without touching the host.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip the promotion gate for this run, with the reason recorded in history.
+    #[arg(long, value_name = "REASON")]
+    pub break_glass: Option<String>,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    let desired = setup::load_desired(&cfg)?;
+    for f in desired.errors() {
+        eprintln!("{f}");
+    }
+    for s in &a.stacks {
+        if !desired.stacks.contains_key(s)
+            && !desired.invalid.contains(s)
+            && !crate::observed::stacks_on_host(&crate::release::Layout {
+                root: cfg.root.clone(),
+            })
+            .contains(s)
+        {
+            anyhow::bail!("stack `{s}` is neither in the desired state nor on this host");
+        }
+    }
+    if let Some(r) = &a.break_glass
+        && r.trim().is_empty()
+    {
+        anyhow::bail!("--break-glass needs a reason");
+    }
+    let rt = setup::runtime()?;
+    rt.block_on(async {
+        let host = Host::connect(cfg).await?;
+        let reporter = CliReporter::new(g.json);
+        let ctx = host.context(&reporter);
+        let opts = SyncOptions {
+            force: a.force,
+            dry_run: a.dry_run,
+            break_glass: a.break_glass.clone(),
+            only: a.stacks.clone(),
+            prune: desired.repo.prune,
+        };
+        let results = reconcile::sync(&ctx, &desired, &opts).await;
+        if g.json {
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        } else {
+            for r in &results {
+                let word = match r.outcome {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Deployed => "deployed",
+                    Outcome::Healed => "healed",
+                    Outcome::RolledBack => "rolled-back",
+                    Outcome::Failed => "FAILED",
+                    Outcome::Skipped => "skipped",
+                    Outcome::Blocked => "blocked",
+                    Outcome::Recovered => "recovered",
+                };
+                println!(
+                    "{:<24} {:<12} {:<20} {}",
+                    r.stack,
+                    word,
+                    r.version.as_deref().unwrap_or("-"),
+                    r.message
+                );
+            }
+        }
+        let failed = results.iter().any(|r| r.outcome.is_failure())
+            || (desired.errors().next().is_some() && !a.dry_run);
+        Ok(if failed { Status::Failed } else { Status::Ok })
+    })
+}

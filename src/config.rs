@@ -1,0 +1,117 @@
+//! Configuration: flags > environment > `/etc/stackpin/config.yaml` >
+//! defaults (SPEC §6). Unknown keys are errors; `*_file` keys name files that
+//! hold secrets, which are read when needed and never printed.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub host: Option<String>,
+    pub root: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub repo: Option<RepoConfig>,
+    pub http: Option<HttpConfig>,
+    pub control_socket: Option<PathBuf>,
+    pub compose: Option<String>,
+    pub concurrency: Option<usize>,
+    /// Minimum free space on the root's filesystem, in percent (default 20).
+    pub min_disk_free_percent: Option<u8>,
+    pub notify: Option<NotifyConfig>,
+    #[serde(default)]
+    pub trust: BTreeMap<String, TrustConfig>,
+    pub verified: Option<VerifiedConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub url: Option<String>,
+    pub branch: Option<String>,
+    pub path: Option<String>,
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub poll_interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: Option<String>,
+    pub github_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub slack_url_file: Option<PathBuf>,
+    pub webhook_url_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    pub allowed_signers: Option<PathBuf>,
+    #[serde(default)]
+    pub openpgp_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifiedConfig {
+    #[serde(default)]
+    pub publish: bool,
+    pub author: Option<String>,
+}
+
+/// The effective settings a command runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub host: String,
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    /// Desired-state repository: URL or local path.
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    /// Path of the desired state inside the repository.
+    pub repo_path: String,
+    pub compose: String,
+    pub min_disk_free_percent: u8,
+    pub file: FileConfig,
+}
+
+/// Reads the config file. A missing file is fine when it is the default path
+/// (every command runs without one); a missing file named explicitly is an
+/// error, and so is any unknown key.
+pub fn load_file(path: &Path, explicit: bool) -> anyhow::Result<FileConfig> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            return Ok(FileConfig::default());
+        }
+        Err(e) => anyhow::bail!("failed to read config {}: {e}", path.display()),
+    };
+    let mut findings = Vec::new();
+    let mut sink = crate::desired::Sink::new(None, path.display().to_string(), &mut findings);
+    let parsed: Result<FileConfig, _> = crate::desired::parse_typed(&bytes, &mut sink);
+    match parsed {
+        Ok(c) => Ok(c),
+        Err(_) => {
+            let msg: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+            anyhow::bail!("invalid config:\n{}", msg.join("\n"))
+        }
+    }
+}
+
+/// The machine's host name, for `hosts:` matching when none is configured.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

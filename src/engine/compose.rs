@@ -1,0 +1,351 @@
+//! The compose CLI: `docker compose` (v2, a docker plugin) or `docker-compose`
+//! (v1). Both take the same subset of arguments stackpin uses; the project
+//! name is always passed explicitly (`-p` and `COMPOSE_PROJECT_NAME`) so it
+//! never depends on the directory's name.
+
+use super::{CommandLog, Engine, Error};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How much of a command's output a [`CommandLog`] keeps (the tail).
+pub const LOG_OUTPUT_CAP: usize = 64 * 1024;
+/// How much of a failed command's output an [`Error::Compose`] carries.
+pub const ERROR_OUTPUT_CAP: usize = 4 * 1024;
+
+/// Which compose implementation to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComposeCmd {
+    /// `docker compose`
+    V2,
+    /// `docker-compose`
+    V1,
+}
+
+impl ComposeCmd {
+    /// Resolves the `compose` setting: `auto` tries `docker compose version`
+    /// then `docker-compose version`; `docker compose` and `docker-compose`
+    /// (also `v2` / `v1`) name one and check that it runs. Blocking.
+    ///
+    /// # Errors
+    /// [`Error::ComposeNotFound`] for an unknown setting or when no candidate
+    /// runs.
+    pub fn detect(setting: &str) -> Result<ComposeCmd, Error> {
+        let normalized = setting.split_whitespace().collect::<Vec<_>>().join(" ");
+        let candidates: &[ComposeCmd] = match normalized.as_str() {
+            "" | "auto" => &[ComposeCmd::V2, ComposeCmd::V1],
+            "docker compose" | "v2" => &[ComposeCmd::V2],
+            "docker-compose" | "v1" => &[ComposeCmd::V1],
+            _ => {
+                return Err(Error::ComposeNotFound {
+                    setting: setting.to_string(),
+                    detail: "unknown setting (use auto, \"docker compose\" or \"docker-compose\")"
+                        .into(),
+                });
+            }
+        };
+        let mut tried = Vec::new();
+        for c in candidates {
+            match c.version() {
+                Ok(v) => {
+                    tracing::debug!(compose = c.display(), version = %v, "found compose");
+                    return Ok(*c);
+                }
+                Err(why) => tried.push(format!("`{} version` {why}", c.display())),
+            }
+        }
+        Err(Error::ComposeNotFound {
+            setting: setting.to_string(),
+            detail: tried.join("; "),
+        })
+    }
+
+    /// The first line `<cmd> version` prints, or why it did not work.
+    fn version(self) -> Result<String, String> {
+        let (program, lead) = self.program();
+        let out = std::process::Command::new(program)
+            .args(lead)
+            .arg("version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("could not run: {e}"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(format!(
+                "failed ({}){}",
+                out.status,
+                super::last_line(&stderr)
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string())
+    }
+
+    /// The program and the arguments that precede the compose arguments.
+    pub fn program(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            ComposeCmd::V2 => ("docker", &["compose"]),
+            ComposeCmd::V1 => ("docker-compose", &[]),
+        }
+    }
+
+    /// `docker compose` or `docker-compose`.
+    pub fn display(self) -> &'static str {
+        match self {
+            ComposeCmd::V2 => "docker compose",
+            ComposeCmd::V1 => "docker-compose",
+        }
+    }
+
+    /// The full argument list after the program: `-p <project> -f f… args…`.
+    pub fn args(self, project: &str, files: &[String], args: &[&str]) -> Vec<String> {
+        let (_, lead) = self.program();
+        let mut out: Vec<String> = lead.iter().map(|s| s.to_string()).collect();
+        out.extend(["-p".to_string(), project.to_string()]);
+        for f in files {
+            out.extend(["-f".to_string(), f.clone()]);
+        }
+        out.extend(args.iter().map(|s| s.to_string()));
+        out
+    }
+}
+
+impl Engine {
+    /// Runs `<compose> -p <project> -f <file>… <args…>` in `dir` and returns
+    /// what it printed (stdout and stderr interleaved by line), masked.
+    /// Relative `files` are relative to `dir`; compose also reads `dir/.env`.
+    /// The child is killed if the returned future is dropped (e.g. by a
+    /// timeout).
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] when the program cannot be started,
+    /// [`Error::Compose`] (with the masked command and output tail) when it
+    /// exits non-zero.
+    pub async fn compose(
+        &self,
+        dir: &Path,
+        project: &str,
+        files: &[String],
+        args: &[&str],
+    ) -> Result<CommandLog, Error> {
+        let (program, _) = self.compose.program();
+        let argv = self.compose.args(project, files, args);
+        let command = self.mask(&shell_line(program, &argv));
+        let started = Instant::now();
+
+        let mut child = tokio::process::Command::new(program)
+            .args(&argv)
+            .current_dir(dir)
+            .env("COMPOSE_PROJECT_NAME", project)
+            // Plain output: no colours or cursor tricks in logs.
+            .env("COMPOSE_ANSI", "never")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+
+        let mut output = String::new();
+        let mut stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
+        let mut stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
+        while stdout.is_some() || stderr.is_some() {
+            let line = tokio::select! {
+                l = next_line(&mut stdout), if stdout.is_some() => l.map_err(|e| (e, true)),
+                l = next_line(&mut stderr), if stderr.is_some() => l.map_err(|e| (e, false)),
+            };
+            match line {
+                Ok(Some(l)) => {
+                    output.push_str(&l);
+                    output.push('\n');
+                    if output.len() > 2 * LOG_OUTPUT_CAP {
+                        output = tail(&output, LOG_OUTPUT_CAP).to_string();
+                    }
+                }
+                Ok(None) => {}
+                // A closed or broken pipe: stop reading that stream.
+                Err((_, true)) => stdout = None,
+                Err((_, false)) => stderr = None,
+            }
+        }
+        let status = child.wait().await.map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        let output = self.mask(tail(&output, LOG_OUTPUT_CAP));
+        let log = CommandLog {
+            command,
+            code: status.code(),
+            output,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            command = %log.command,
+            code = ?log.code,
+            duration = %humantime::format_duration(round_ms(log.duration)),
+            "compose {}",
+            if status.success() { "succeeded" } else { "failed" }
+        );
+        if !status.success() {
+            tracing::debug!(output = %log.output, "compose output");
+            return Err(Error::Compose {
+                command: log.command,
+                code: log.code,
+                output: tail(&log.output, ERROR_OUTPUT_CAP).to_string(),
+            });
+        }
+        Ok(log)
+    }
+
+    /// `up -d --remove-orphans`: creates or recreates what changed, removes
+    /// containers of services that are gone. Idempotent.
+    pub async fn up(
+        &self,
+        dir: &Path,
+        project: &str,
+        files: &[String],
+    ) -> Result<CommandLog, Error> {
+        self.compose(dir, project, files, &["up", "-d", "--remove-orphans"])
+            .await
+    }
+
+    /// `down --remove-orphans`: stops and removes the project's containers and
+    /// networks. Never removes volumes. Idempotent.
+    pub async fn down(
+        &self,
+        dir: &Path,
+        project: &str,
+        files: &[String],
+    ) -> Result<CommandLog, Error> {
+        self.compose(dir, project, files, &["down", "--remove-orphans"])
+            .await
+    }
+
+    /// `config -q`: validates the compose files (and `.env`) without touching
+    /// the engine's state.
+    pub async fn config_check(
+        &self,
+        dir: &Path,
+        project: &str,
+        files: &[String],
+    ) -> Result<CommandLog, Error> {
+        self.compose(dir, project, files, &["config", "-q"]).await
+    }
+}
+
+type Lines<R> = tokio::io::Lines<BufReader<R>>;
+
+/// The next line of an optional stream; a finished stream becomes `None` so
+/// the select loop stops polling it.
+async fn next_line<R: tokio::io::AsyncRead + Unpin>(
+    lines: &mut Option<Lines<R>>,
+) -> std::io::Result<Option<String>> {
+    let Some(l) = lines.as_mut() else {
+        return Ok(None);
+    };
+    let next = l.next_line().await?;
+    if next.is_none() {
+        *lines = None;
+    }
+    Ok(next)
+}
+
+/// The last `max` bytes of `s`, cut at a character boundary.
+fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// A command line a person can paste into a shell.
+fn shell_line(program: &str, args: &[String]) -> String {
+    let mut out = program.to_string();
+    for a in args {
+        out.push(' ');
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c))
+        {
+            out.push_str(a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', r"'\''"));
+            out.push('\'');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_always_name_the_project_and_files() {
+        let files = vec!["compose.yaml".to_string(), "override.yaml".to_string()];
+        assert_eq!(
+            ComposeCmd::V2.args("web", &files, &["up", "-d"]),
+            [
+                "compose",
+                "-p",
+                "web",
+                "-f",
+                "compose.yaml",
+                "-f",
+                "override.yaml",
+                "up",
+                "-d"
+            ]
+        );
+        assert_eq!(
+            ComposeCmd::V1.args("web", &[], &["down"]),
+            ["-p", "web", "down"]
+        );
+    }
+
+    #[test]
+    fn unknown_setting_is_refused_without_running_anything() {
+        let e = ComposeCmd::detect("podman-compose").unwrap_err();
+        assert!(matches!(e, Error::ComposeNotFound { .. }), "{e}");
+        assert!(e.to_string().contains("podman-compose"), "{e}");
+    }
+
+    #[test]
+    fn shell_line_quotes_what_needs_it() {
+        let args: Vec<String> = ["-p", "web", "-f", "my file.yaml", "it's"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            shell_line("docker-compose", &args),
+            r"docker-compose -p web -f 'my file.yaml' 'it'\''s'"
+        );
+    }
+
+    #[test]
+    fn tail_cuts_at_char_boundary() {
+        assert_eq!(tail("abc", 10), "abc");
+        assert_eq!(tail("abcdef", 3), "def");
+        assert_eq!(tail("aé", 1), "");
+    }
+}

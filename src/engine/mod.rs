@@ -1,0 +1,540 @@
+//! The container engine behind one small struct: bollard for what the Docker
+//! API answers well (pulls, inspection, exec, networks) and the compose CLI
+//! for what only compose knows (`up`, `down`, `config`). Everything the rest
+//! of stackpin learns about running containers comes through [`Engine`], and
+//! everything it logs or returns is masked with the stack's secrets.
+//!
+//! Containers are always found by their compose labels, never by name:
+//! compose v1 and v2 name containers differently (`_` vs `-`).
+
+mod compose;
+mod mask;
+
+pub use compose::ComposeCmd;
+pub use mask::{MASK, Masker};
+
+use crate::desired::image::ImageRef;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{CreateImageOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The compose label that names a container's project (= stack).
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+/// The compose label that names a container's service.
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+
+/// How much output [`Engine::exec`] keeps.
+pub const EXEC_OUTPUT_CAP: usize = 64 * 1024;
+
+/// What went wrong talking to the engine or running compose.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "failed to connect to the docker engine (is it running, and may this user use its socket?)"
+    )]
+    Connect(#[source] DockerError),
+    /// The engine refused or failed the pull; `message` is its reason
+    /// (`manifest unknown`, a network error, …).
+    #[error("failed to pull {image}: {message}")]
+    Pull { image: String, message: String },
+    /// The pulled image does not carry the pinned digest.
+    #[error(
+        "failed to verify {image}: the image's RepoDigests do not contain the pin (found: {})",
+        if found.is_empty() { "none".to_string() } else { found.join(", ") }
+    )]
+    DigestMismatch { image: String, found: Vec<String> },
+    #[error("failed to inspect {what}")]
+    Inspect {
+        what: String,
+        #[source]
+        source: DockerError,
+    },
+    #[error("failed to exec in container {container}")]
+    Exec {
+        container: String,
+        #[source]
+        source: DockerError,
+    },
+    /// A compose command ran and failed. `command` and `output` (its tail)
+    /// are masked.
+    #[error(
+        "failed to run `{command}` ({}){}",
+        match code { Some(c) => format!("exit code {c}"), None => "killed by a signal".to_string() },
+        last_line(output).map(|l| format!(": {l}")).unwrap_or_default()
+    )]
+    Compose {
+        command: String,
+        code: Option<i32>,
+        output: String,
+    },
+    /// A compose command could not be started at all.
+    #[error("failed to start `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "failed to find a compose implementation for the setting \"{setting}\": {detail}; \
+         install the docker compose plugin or docker-compose, or set compose to \
+         \"docker compose\" or \"docker-compose\""
+    )]
+    ComposeNotFound { setting: String, detail: String },
+}
+
+impl Error {
+    /// The message with every cause appended (`a: b: c`), for status lines,
+    /// history notes and logs that show one string.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(e) = cur {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cur = e.source();
+        }
+        out
+    }
+
+    /// Worth retrying as is (the engine was unreachable or busy), as opposed
+    /// to a failure that needs a change in the desired state or on the host.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect(_) | Error::Inspect { .. } | Error::Exec { .. }
+        )
+    }
+}
+
+fn last_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).rfind(|l| !l.is_empty())
+}
+
+/// One container of a compose project, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    /// The `com.docker.compose.service` label.
+    pub service: String,
+    /// The image as configured (`Config.Image`), e.g. `repo@sha256:…`.
+    pub image: String,
+    /// The local image id (`sha256:…`).
+    pub image_id: String,
+    /// The RepoDigests of that image (empty if the image is gone).
+    pub repo_digests: Vec<String>,
+    /// created, running, paused, restarting, removing, exited or dead.
+    pub state: String,
+    /// healthy, unhealthy or starting; `None` without a healthcheck.
+    pub health: Option<String>,
+    pub restart_count: i64,
+    /// Set once the container has stopped.
+    pub exit_code: Option<i64>,
+    pub labels: HashMap<String, String>,
+}
+
+/// One compose command as it ran, masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLog {
+    pub command: String,
+    pub code: Option<i32>,
+    /// stdout and stderr interleaved by line (tail, at most 64 KB).
+    pub output: String,
+    pub duration: Duration,
+}
+
+/// A connection to the Docker engine plus the compose CLI to use with it.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+    pub compose: ComposeCmd,
+    masker: Masker,
+}
+
+impl Engine {
+    /// Connects to the engine named by `DOCKER_HOST` (default: the local
+    /// socket), negotiates the API version, and finds the compose CLI
+    /// (`compose_setting`: `auto`, `docker compose` or `docker-compose`).
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the engine does not answer,
+    /// [`Error::ComposeNotFound`] when no compose implementation works.
+    pub async fn connect(compose_setting: &str) -> Result<Engine, Error> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(Error::Connect)?
+            .negotiate_version()
+            .await
+            .map_err(Error::Connect)?;
+        let setting = compose_setting.to_string();
+        let compose = tokio::task::spawn_blocking(move || ComposeCmd::detect(&setting))
+            .await
+            .map_err(|e| Error::ComposeNotFound {
+                setting: compose_setting.to_string(),
+                detail: e.to_string(),
+            })??;
+        tracing::debug!(
+            compose = compose.display(),
+            "connected to the docker engine"
+        );
+        Ok(Engine {
+            docker,
+            compose,
+            masker: Masker::default(),
+        })
+    }
+
+    /// Values to replace with `***` in every command line, output and error
+    /// this engine produces from now on. Values shorter than 4 characters are
+    /// ignored.
+    pub fn set_secrets(&mut self, secrets: Vec<String>) {
+        self.masker = Masker::new(secrets);
+    }
+
+    /// Masks `text` with this engine's secrets.
+    pub fn mask(&self, text: &str) -> String {
+        self.masker.mask(text)
+    }
+
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.docker.ping().await.map_err(Error::Connect)?;
+        Ok(())
+    }
+
+    /// Pulls `image` by its digest and checks that the local image's
+    /// RepoDigests contain the pin. Human progress lines go to `progress`.
+    ///
+    /// # Guarantees
+    /// Idempotent: an image already present with the pinned digest is not
+    /// pulled again, but is still verified. Never pulls by tag.
+    ///
+    /// # Errors
+    /// [`Error::Pull`] when the reference has no digest or the engine fails
+    /// the pull; [`Error::DigestMismatch`] when the image does not carry the
+    /// pin afterwards.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), Error> {
+        let pinned = image.pinned().ok_or_else(|| Error::Pull {
+            image: image.to_string(),
+            message: "the reference has no digest; stackpin pulls only pinned images".into(),
+        })?;
+        if let Some(digests) = self.image_repo_digests(&pinned).await?
+            && contains_pin(&digests, &pinned)
+        {
+            progress(&format!("{pinned}: already present"));
+            tracing::debug!(image = %pinned, "image already present");
+            return Ok(());
+        }
+
+        tracing::info!(image = %pinned, "pulling");
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(&pinned)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut last: HashMap<String, String> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| Error::Pull {
+                image: pinned.clone(),
+                message: self.mask(&docker_message(&e)),
+            })?;
+            let Some(status) = info.status.filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let id = info.id.unwrap_or_default();
+            // The engine repeats "Downloading"/"Extracting" for every chunk;
+            // one line per layer and phase is enough for a human.
+            if last.get(&id) == Some(&status) {
+                continue;
+            }
+            let line = if id.is_empty() {
+                status.clone()
+            } else {
+                format!("{id}: {status}")
+            };
+            last.insert(id, status);
+            progress(&line);
+        }
+
+        let digests = self
+            .image_repo_digests(&pinned)
+            .await?
+            .ok_or_else(|| Error::Pull {
+                image: pinned.clone(),
+                message: "the engine reported success but the image is not there".into(),
+            })?;
+        if !contains_pin(&digests, &pinned) {
+            return Err(Error::DigestMismatch {
+                image: pinned,
+                found: digests,
+            });
+        }
+        progress(&format!("{pinned}: pulled"));
+        Ok(())
+    }
+
+    /// RepoDigests of a local image, `None` if there is no such image.
+    async fn image_repo_digests(&self, name: &str) -> Result<Option<Vec<String>>, Error> {
+        match self.docker.inspect_image(name).await {
+            Ok(i) => Ok(Some(i.repo_digests.unwrap_or_default())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(source) => Err(Error::Inspect {
+                what: format!("image {name}"),
+                source,
+            }),
+        }
+    }
+
+    /// Every container of compose project `project`, stopped ones included,
+    /// sorted by service and name. Read-only.
+    pub async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{PROJECT_LABEL}={project}")],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| Error::Inspect {
+                what: format!("the containers of project {project}"),
+                source,
+            })?;
+
+        let mut digests_by_image: HashMap<String, Vec<String>> = HashMap::new();
+        let mut out = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            let c = match self.docker.inspect_container(&id, None).await {
+                Ok(c) => c,
+                // Removed between list and inspect: it is not part of the
+                // project any more.
+                Err(e) if is_not_found(&e) => continue,
+                Err(source) => {
+                    return Err(Error::Inspect {
+                        what: format!("container {id}"),
+                        source,
+                    });
+                }
+            };
+            let image_id = c.image.clone().unwrap_or_default();
+            let repo_digests = match digests_by_image.get(&image_id) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = if image_id.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.image_repo_digests(&image_id)
+                            .await?
+                            .unwrap_or_default()
+                    };
+                    digests_by_image.insert(image_id.clone(), d.clone());
+                    d
+                }
+            };
+            let config = c.config.unwrap_or_default();
+            let labels = config.labels.unwrap_or_default();
+            let state = c.state.unwrap_or_default();
+            let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+            let health = state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none");
+            let exit_code = if status == "running" || status == "created" {
+                None
+            } else {
+                state.exit_code
+            };
+            out.push(ContainerInfo {
+                id: c.id.unwrap_or(id),
+                name: c
+                    .name
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+                image: config.image.unwrap_or_default(),
+                image_id,
+                repo_digests,
+                state: status,
+                health,
+                restart_count: c.restart_count.unwrap_or(0),
+                exit_code,
+                labels,
+            });
+        }
+        out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        Ok(out)
+    }
+
+    /// Runs `cmd` in a running container and returns its exit code and its
+    /// stdout and stderr combined (the first 64 KB). No timeout of its own:
+    /// wrap the call when the command might hang.
+    pub async fn exec(&self, container_id: &str, cmd: &[String]) -> Result<(i64, String), Error> {
+        let err = |source| Error::Exec {
+            container: container_id.to_string(),
+            source,
+        };
+        let created = self
+            .docker
+            .create_exec(
+                container_id,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(err)?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None::<StartExecOptions>)
+            .await
+            .map_err(err)?;
+        let mut output: Vec<u8> = Vec::new();
+        if let StartExecResults::Attached { output: mut s, .. } = started {
+            while let Some(chunk) = s.next().await {
+                let bytes = chunk.map_err(err)?.into_bytes();
+                // Keep draining past the cap so the command is not blocked
+                // on a full pipe.
+                let room = EXEC_OUTPUT_CAP.saturating_sub(output.len());
+                output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+        }
+        // The stream ends when the process closes its output; the exit code
+        // may follow a moment later.
+        let mut code = None;
+        for _ in 0..50 {
+            let inspect = self.docker.inspect_exec(&created.id).await.map_err(err)?;
+            if inspect.running != Some(true) {
+                code = inspect.exit_code;
+                if code.is_some() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text = self.mask(&String::from_utf8_lossy(&output));
+        Ok((code.unwrap_or(-1), text))
+    }
+
+    /// Whether a network of that name (or id) exists. Read-only.
+    pub async fn network_exists(&self, name: &str) -> Result<bool, Error> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(source) => Err(Error::Inspect {
+                what: format!("network {name}"),
+                source,
+            }),
+        }
+    }
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The engine's own words, without bollard's wrapping.
+fn docker_message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerStreamError { error } => error.clone(),
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A repository name as the engine lists it in RepoDigests: Docker Hub's
+/// `docker.io/` and `library/` prefixes dropped.
+pub fn normalize_repository(repo: &str) -> &str {
+    let repo = ["docker.io/", "index.docker.io/", "registry-1.docker.io/"]
+        .iter()
+        .find_map(|p| repo.strip_prefix(p))
+        .unwrap_or(repo);
+    repo.strip_prefix("library/").unwrap_or(repo)
+}
+
+/// Whether `repo_digests` (as the engine reports them) contain `pinned`
+/// (`repository@sha256:…`), comparing normalized repository names.
+pub fn contains_pin(repo_digests: &[String], pinned: &str) -> bool {
+    let Some((repo, digest)) = pinned.rsplit_once('@') else {
+        return false;
+    };
+    let repo = normalize_repository(repo);
+    repo_digests.iter().any(|rd| {
+        rd.rsplit_once('@')
+            .is_some_and(|(r, d)| d == digest && normalize_repository(r) == repo)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:1db6436ca7e084705cffcf3e760b6659cce449bd636edf94917b28de2df3fbe5";
+
+    #[test]
+    fn pin_matches_docker_hub_short_names() {
+        let rd = vec![format!("redis@{D}")];
+        assert!(contains_pin(&rd, &format!("docker.io/library/redis@{D}")));
+        assert!(contains_pin(&rd, &format!("redis@{D}")));
+        assert!(contains_pin(&rd, &format!("library/redis@{D}")));
+        let rd = vec![format!("acme/app@{D}")];
+        assert!(contains_pin(&rd, &format!("docker.io/acme/app@{D}")));
+    }
+
+    #[test]
+    fn pin_needs_same_repository_and_digest() {
+        let rd = vec![format!("127.0.0.1:5000/app@{D}")];
+        assert!(contains_pin(&rd, &format!("127.0.0.1:5000/app@{D}")));
+        assert!(!contains_pin(&rd, &format!("127.0.0.1:5000/other@{D}")));
+        let other = D.replace("1db6", "2db6");
+        assert!(!contains_pin(&rd, &format!("127.0.0.1:5000/app@{other}")));
+        assert!(!contains_pin(&rd, "127.0.0.1:5000/app"));
+        assert!(!contains_pin(&[], &format!("127.0.0.1:5000/app@{D}")));
+    }
+
+    #[test]
+    fn compose_error_names_command_code_and_last_line() {
+        let e = Error::Compose {
+            command: "docker-compose -p web up -d".into(),
+            code: Some(1),
+            output: "Creating web_app_1 ...\nERROR: manifest unknown\n\n".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "failed to run `docker-compose -p web up -d` (exit code 1): ERROR: manifest unknown"
+        );
+    }
+
+    #[test]
+    fn report_appends_causes() {
+        let e = Error::Spawn {
+            command: "docker-compose version".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(
+            e.report(),
+            "failed to start `docker-compose version`: no such file"
+        );
+    }
+}

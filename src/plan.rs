@@ -1,0 +1,639 @@
+//! The plan, pure: from the desired state, what the host runs and this host's
+//! own records, one action per stack with the reason. Nothing here touches the
+//! engine or the disk, so `plan`, `--dry-run` and the daemon agree by
+//! construction and the table tests below cover every branch.
+
+use crate::desired::DesiredState;
+use crate::desired::spec::VerifiedEntry;
+use crate::gate::{self, Verdict};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the host runs for one stack, reduced to what planning needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedStack {
+    /// Release id the symlink points at.
+    pub release: Option<String>,
+    /// Fingerprint recorded in that release's release.json.
+    pub fingerprint: Option<String>,
+    pub containers: Vec<ObservedContainer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedContainer {
+    pub service: String,
+    pub running: bool,
+    /// The image reference and repo digests the container runs.
+    pub images: Vec<String>,
+}
+
+/// This host's records about a stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalRecord {
+    /// Fingerprint that failed smoke and must not be retried unforced.
+    pub quarantined: Option<String>,
+    /// Why the stack is held (manual rollback or `hold`).
+    pub held: Option<String>,
+    /// This host's verified entries, by stack (for the gate).
+    pub verified: Vec<VerifiedEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Noop,
+    Deploy,
+    Heal,
+    Skip {
+        why: Skip,
+    },
+    /// The stack left the desired state; prune is on.
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Skip {
+    Quarantined,
+    Held,
+    NotForThisHost,
+    /// The desired stack has validation errors: the host keeps what it runs.
+    Invalid,
+    /// The promotion gate refused the pins.
+    Blocked,
+    /// Running but no longer desired, and prune is off: only reported.
+    Orphaned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    pub stack: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub reason: String,
+    /// Desired fingerprint, when the stack is valid and for this host.
+    pub fingerprint: Option<String>,
+    pub verdict: Option<Verdict>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub items: Vec<Item>,
+}
+
+/// Inputs beyond desired and observed.
+#[derive(Debug, Clone, Default)]
+pub struct Options<'a> {
+    pub host: &'a str,
+    /// Retry quarantined fingerprints and redeploy even when nothing changed.
+    pub force: bool,
+    /// Remove stacks that left the desired state.
+    pub prune: bool,
+    /// A one-run break-glass reason from the operator.
+    pub break_glass: Option<&'a str>,
+    /// Limit to these stacks (empty: all).
+    pub only: &'a [String],
+}
+
+/// Computes the plan.
+///
+/// `fingerprints` holds the desired fingerprint of each valid stack (the
+/// caller renders releases to compute it, reading secret files on the way).
+pub fn plan(
+    desired: &DesiredState,
+    fingerprints: &BTreeMap<String, String>,
+    observed: &BTreeMap<String, ObservedStack>,
+    local: &BTreeMap<String, LocalRecord>,
+    opts: &Options<'_>,
+) -> Plan {
+    let wanted = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
+    let none = LocalRecord::default();
+    let empty = ObservedStack::default();
+    let mut items = Vec::new();
+    for name in desired.order() {
+        if !wanted(&name) {
+            continue;
+        }
+        let stack = &desired.stacks[&name];
+        let rec = local.get(&name).unwrap_or(&none);
+        let obs = observed.get(&name).unwrap_or(&empty);
+        let fp = fingerprints.get(&name).cloned();
+        let item = |action, reason: String, verdict| Item {
+            stack: name.clone(),
+            action,
+            reason,
+            fingerprint: fp.clone(),
+            verdict,
+        };
+        if !stack.runs_on(opts.host) {
+            let reason = format!(
+                "hosts: [{}] does not include {}",
+                stack.spec.hosts.join(", "),
+                opts.host
+            );
+            items.push(item(
+                Action::Skip {
+                    why: Skip::NotForThisHost,
+                },
+                reason,
+                None,
+            ));
+            continue;
+        }
+        if let Some(why) = &rec.held {
+            items.push(item(
+                Action::Skip { why: Skip::Held },
+                format!("held: {why}"),
+                None,
+            ));
+            continue;
+        }
+        let Some(fp_val) = fp.clone() else {
+            items.push(item(
+                Action::Skip { why: Skip::Invalid },
+                "the desired release could not be rendered".into(),
+                None,
+            ));
+            continue;
+        };
+        let up_to_date = obs.fingerprint.as_deref() == Some(fp_val.as_str());
+        if up_to_date && !opts.force {
+            match drift(stack, obs) {
+                Some(d) => items.push(item(Action::Heal, d, None)),
+                None => items.push(item(
+                    Action::Noop,
+                    format!(
+                        "release {} is current",
+                        obs.release.as_deref().unwrap_or("?")
+                    ),
+                    None,
+                )),
+            }
+            continue;
+        }
+        if rec.quarantined.as_deref() == Some(fp_val.as_str()) && !opts.force {
+            items.push(item(
+                Action::Skip { why: Skip::Quarantined },
+                format!("fingerprint {} failed smoke and is quarantined; change the desired state or run `stackpin sync --force {name}`", &fp_val[..12.min(fp_val.len())]),
+                None,
+            ));
+            continue;
+        }
+        let source = stack.spec.promote_from.as_deref();
+        let mut entries: Vec<VerifiedEntry> = source
+            .and_then(|s| desired.verified.get(s))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(s) = source
+            && let Some(r) = local.get(s)
+        {
+            entries.extend(r.verified.iter().cloned());
+        }
+        let bg = opts.break_glass.or(stack.break_glass_reason());
+        let verdict = gate::promotion(source, &stack.pins, &entries, bg);
+        if !verdict.allows() {
+            let reason = verdict.describe();
+            items.push(item(
+                Action::Skip { why: Skip::Blocked },
+                reason,
+                Some(verdict),
+            ));
+            continue;
+        }
+        let reason = match (&obs.release, up_to_date) {
+            (None, _) => format!("first deploy of {}", stack.version),
+            (Some(_), true) => format!("forced redeploy of {}", stack.version),
+            (Some(r), false) => format!("desired {} differs from release {r}", stack.version),
+        };
+        let verdict = (verdict != Verdict::NotGated).then_some(verdict);
+        items.push(item(Action::Deploy, reason, verdict));
+    }
+    for name in &desired.invalid {
+        if wanted(name) {
+            items.push(Item {
+                stack: name.clone(),
+                action: Action::Skip { why: Skip::Invalid },
+                reason: "the desired state of this stack has errors (see `stackpin validate`); the host keeps what it runs".into(),
+                fingerprint: None,
+                verdict: None,
+            });
+        }
+    }
+    let known: BTreeSet<&String> = desired
+        .stacks
+        .keys()
+        .chain(desired.invalid.iter())
+        .collect();
+    for (name, obs) in observed {
+        if known.contains(name) || obs.release.is_none() || !wanted(name) {
+            continue;
+        }
+        let (action, reason) = if opts.prune {
+            (
+                Action::Remove,
+                "no longer in the desired state; prune is on".to_string(),
+            )
+        } else {
+            (
+                Action::Skip {
+                    why: Skip::Orphaned,
+                },
+                "no longer in the desired state; left running because prune is off".to_string(),
+            )
+        };
+        items.push(Item {
+            stack: name.clone(),
+            action,
+            reason,
+            fingerprint: None,
+            verdict: None,
+        });
+    }
+    Plan { items }
+}
+
+/// Why the running containers differ from the release, if they do.
+fn drift(stack: &crate::desired::Stack, obs: &ObservedStack) -> Option<String> {
+    let mut problems = Vec::new();
+    for (svc, pin) in &stack.pins {
+        let ours: Vec<&ObservedContainer> = obs
+            .containers
+            .iter()
+            .filter(|c| &c.service == svc)
+            .collect();
+        let hex = pin.digest_hex().unwrap_or_default();
+        if ours.is_empty() {
+            problems.push(format!("{svc}: no container"));
+        } else if ours.iter().any(|c| !c.running) {
+            problems.push(format!("{svc}: not running"));
+        } else if !ours
+            .iter()
+            .all(|c| c.images.iter().any(|i| i.contains(hex)))
+        {
+            problems.push(format!("{svc}: runs another image"));
+        }
+    }
+    (!problems.is_empty()).then(|| format!("drifted: {}", problems.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{self, DirTree};
+
+    const D1: &str = "1db6436ca7e084705cffcf3e760b6659cce449bd636edf94917b28de2df3fbe5";
+    const D2: &str = "2b1e7c4f3a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+
+    fn desired(stacks: &[(&str, &str)], verified: Option<&str>) -> DesiredState {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, extra) in stacks {
+            let d = dir.path().join("stacks").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("stack.yaml"),
+                format!("images: {{web: app@sha256:{D1}}}\n{extra}"),
+            )
+            .unwrap();
+            std::fs::write(d.join("compose.yaml"), "services:\n  web: {image: app}\n").unwrap();
+        }
+        if let Some(v) = verified {
+            std::fs::create_dir_all(dir.path().join("verified")).unwrap();
+            std::fs::write(dir.path().join("verified/stg.yaml"), v).unwrap();
+        }
+        let st = desired::load(&DirTree::new(dir.path()));
+        assert!(
+            st.errors().next().is_none() || stacks.iter().any(|(_, e)| e.contains("BAD")),
+            "{:#?}",
+            st.findings
+        );
+        st
+    }
+
+    fn running(digest: &str) -> ObservedStack {
+        ObservedStack {
+            release: Some("v1__20260101T000000Z".into()),
+            fingerprint: Some("fp-a".into()),
+            containers: vec![ObservedContainer {
+                service: "web".into(),
+                running: true,
+                images: vec![format!("app@sha256:{digest}")],
+            }],
+        }
+    }
+
+    fn fps(d: &DesiredState, fp: &str) -> BTreeMap<String, String> {
+        d.stacks
+            .keys()
+            .map(|k| (k.clone(), fp.to_string()))
+            .collect()
+    }
+
+    fn one(
+        d: &DesiredState,
+        fp: &str,
+        obs: Option<ObservedStack>,
+        rec: LocalRecord,
+        opts: Options<'_>,
+    ) -> Item {
+        let observed: BTreeMap<String, ObservedStack> =
+            obs.into_iter().map(|o| ("a".to_string(), o)).collect();
+        let local: BTreeMap<String, LocalRecord> = [("a".to_string(), rec)].into();
+        let p = plan(d, &fps(d, fp), &observed, &local, &opts);
+        p.items.into_iter().find(|i| i.stack == "a").unwrap()
+    }
+
+    #[test]
+    fn table() {
+        let d = desired(&[("a", "")], None);
+        let host = Options {
+            host: "h",
+            ..Default::default()
+        };
+        let force = Options {
+            host: "h",
+            force: true,
+            ..Default::default()
+        };
+        let stopped = ObservedStack {
+            containers: vec![ObservedContainer {
+                service: "web".into(),
+                running: false,
+                images: vec![],
+            }],
+            ..running(D1)
+        };
+        let q = LocalRecord {
+            quarantined: Some("fp-b".into()),
+            ..Default::default()
+        };
+        let held = LocalRecord {
+            held: Some("manual rollback".into()),
+            ..Default::default()
+        };
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(
+            &str,
+            &str,
+            Option<ObservedStack>,
+            LocalRecord,
+            &Options<'_>,
+            Action,
+            &str,
+        )> = vec![
+            (
+                "nothing deployed",
+                "fp-a",
+                None,
+                LocalRecord::default(),
+                &host,
+                Action::Deploy,
+                "first deploy",
+            ),
+            (
+                "same fingerprint, healthy",
+                "fp-a",
+                Some(running(D1)),
+                LocalRecord::default(),
+                &host,
+                Action::Noop,
+                "is current",
+            ),
+            (
+                "new fingerprint",
+                "fp-b",
+                Some(running(D1)),
+                LocalRecord::default(),
+                &host,
+                Action::Deploy,
+                "differs from release",
+            ),
+            (
+                "container missing",
+                "fp-a",
+                Some(ObservedStack {
+                    containers: vec![],
+                    ..running(D1)
+                }),
+                LocalRecord::default(),
+                &host,
+                Action::Heal,
+                "web: no container",
+            ),
+            (
+                "container stopped",
+                "fp-a",
+                Some(stopped),
+                LocalRecord::default(),
+                &host,
+                Action::Heal,
+                "web: not running",
+            ),
+            (
+                "other image",
+                "fp-a",
+                Some(running(D2)),
+                LocalRecord::default(),
+                &host,
+                Action::Heal,
+                "runs another image",
+            ),
+            (
+                "quarantined",
+                "fp-b",
+                Some(running(D1)),
+                q.clone(),
+                &host,
+                Action::Skip {
+                    why: Skip::Quarantined,
+                },
+                "quarantined",
+            ),
+            (
+                "quarantined but forced",
+                "fp-b",
+                Some(running(D1)),
+                q,
+                &force,
+                Action::Deploy,
+                "differs",
+            ),
+            (
+                "forced with nothing changed",
+                "fp-a",
+                Some(running(D1)),
+                LocalRecord::default(),
+                &force,
+                Action::Deploy,
+                "forced redeploy",
+            ),
+            (
+                "held",
+                "fp-b",
+                Some(running(D1)),
+                held,
+                &host,
+                Action::Skip { why: Skip::Held },
+                "manual rollback",
+            ),
+        ];
+        for (name, fp, obs, rec, opts, action, reason) in cases {
+            let it = one(&d, fp, obs, rec, opts.clone());
+            assert_eq!(it.action, action, "{name}: {it:?}");
+            assert!(
+                it.reason.contains(reason),
+                "{name}: reason {:?} lacks {reason:?}",
+                it.reason
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_gate_invalid_and_orphans() {
+        let d = desired(&[("a", "hosts: [other]\n")], None);
+        let it = one(
+            &d,
+            "fp",
+            None,
+            LocalRecord::default(),
+            Options {
+                host: "h",
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            it.action,
+            Action::Skip {
+                why: Skip::NotForThisHost
+            }
+        );
+
+        let entry = format!(
+            "verified:\n  - {{version: v1, images: {{web: app@sha256:{D1}}}, verified_at: x, host: s, commit: c}}\n"
+        );
+        let d = desired(&[("a", "promote_from: stg\n"), ("stg", "")], Some(&entry));
+        let it = one(
+            &d,
+            "fp",
+            None,
+            LocalRecord::default(),
+            Options {
+                host: "h",
+                ..Default::default()
+            },
+        );
+        assert_eq!(it.action, Action::Deploy);
+        assert!(matches!(it.verdict, Some(Verdict::Pass { .. })));
+
+        let d = desired(&[("a", "promote_from: stg\n"), ("stg", "")], None);
+        let it = one(
+            &d,
+            "fp",
+            None,
+            LocalRecord::default(),
+            Options {
+                host: "h",
+                ..Default::default()
+            },
+        );
+        assert_eq!(it.action, Action::Skip { why: Skip::Blocked });
+        assert!(
+            it.reason.starts_with("unverified: web=sha256:1db6436"),
+            "{}",
+            it.reason
+        );
+        let it = one(
+            &d,
+            "fp",
+            None,
+            LocalRecord::default(),
+            Options {
+                host: "h",
+                break_glass: Some("hotfix"),
+                ..Default::default()
+            },
+        );
+        assert_eq!(it.action, Action::Deploy);
+        // The host's own verified store counts too.
+        let mut local: BTreeMap<String, LocalRecord> = BTreeMap::new();
+        local.insert(
+            "stg".into(),
+            LocalRecord {
+                verified: desired::spec::VerifiedFile::default().verified,
+                ..Default::default()
+            },
+        );
+        let mut e = serde_json::from_value::<VerifiedEntry>(serde_json::json!({"version": "v9", "images": {"web": format!("app@sha256:{D1}")}, "verified_at": "x", "host": "h", "commit": "c"})).unwrap();
+        e.version = "v9".into();
+        local.get_mut("stg").unwrap().verified.push(e);
+        let p = plan(
+            &d,
+            &fps(&d, "fp"),
+            &BTreeMap::new(),
+            &local,
+            &Options {
+                host: "h",
+                ..Default::default()
+            },
+        );
+        let it = p.items.iter().find(|i| i.stack == "a").unwrap();
+        assert!(
+            matches!(&it.verdict, Some(Verdict::Pass { version, .. }) if version == "v9"),
+            "{it:?}"
+        );
+
+        let d = desired(&[("a", ""), ("b", "images: BAD\n")], None);
+        let mut observed = BTreeMap::new();
+        observed.insert("gone".to_string(), running(D1));
+        let p = plan(
+            &d,
+            &fps(&d, "fp"),
+            &observed,
+            &BTreeMap::new(),
+            &Options {
+                host: "h",
+                ..Default::default()
+            },
+        );
+        let by: BTreeMap<&str, &Action> = p
+            .items
+            .iter()
+            .map(|i| (i.stack.as_str(), &i.action))
+            .collect();
+        assert_eq!(by["b"], &Action::Skip { why: Skip::Invalid });
+        assert_eq!(
+            by["gone"],
+            &Action::Skip {
+                why: Skip::Orphaned
+            }
+        );
+        let p = plan(
+            &d,
+            &fps(&d, "fp"),
+            &observed,
+            &BTreeMap::new(),
+            &Options {
+                host: "h",
+                prune: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            p.items
+                .iter()
+                .any(|i| i.stack == "gone" && i.action == Action::Remove)
+        );
+        let only = vec!["a".to_string()];
+        let p = plan(
+            &d,
+            &fps(&d, "fp"),
+            &observed,
+            &BTreeMap::new(),
+            &Options {
+                host: "h",
+                only: &only,
+                ..Default::default()
+            },
+        );
+        assert_eq!(p.items.len(), 1);
+    }
+}

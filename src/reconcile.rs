@@ -1,0 +1,1266 @@
+//! The converge pipeline (SPEC §3), the imperative shell around the pure
+//! plan: preflight → release-create → pull → switch → up → smoke → record,
+//! or revert to the previous release. Each stage that fails gives one
+//! [`Reason`], which is what history, status and the exit code show.
+//!
+//! # Guarantees
+//! - One converge per stack at a time: every stage runs under the stack's
+//!   file lock, shared with every other stackpin process on the host.
+//! - Nothing before the switch changes what runs: a failed preflight or pull
+//!   leaves the old release and its containers untouched.
+//! - A journal is written before the switch and cleared after the outcome is
+//!   recorded; [`recover`] finishes or reverts an interrupted converge, so each
+//!   stack ends on a complete release that passed smoke.
+
+use crate::desired::spec::{Check, VerifiedEntry, VerifiedFile};
+use crate::desired::{DesiredState, Stack};
+use crate::engine::Engine;
+use crate::fault;
+use crate::gate::Verdict;
+use crate::history::{self, Entry};
+use crate::observed::{self, StackObservation};
+use crate::plan::{self, Action, Item, LocalRecord, Skip};
+use crate::release::{self, CurrentRecord, ImageRecord, Layout, ReleaseMeta, Rendered};
+use crate::smoke;
+use crate::state::{Hold, JOURNAL_FORMAT, Journal, LocalStore, Phase, Quarantine};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why a stack did not end converged; one per failed stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Reason {
+    InvalidSpec,
+    PreflightFailed,
+    PullFailed,
+    UpFailed,
+    SmokeFailed,
+    RolledBack,
+    RevertFailed,
+    Unverified,
+    Quarantined,
+    Held,
+    Interrupted,
+    EngineUnavailable,
+}
+
+/// How one stack's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing to do: the release is current and healthy.
+    Unchanged,
+    Deployed,
+    Healed,
+    /// The new release failed; the previous one runs again.
+    RolledBack,
+    Failed,
+    Skipped,
+    Blocked,
+    /// Interrupted converge recovered.
+    Recovered,
+}
+
+impl Outcome {
+    /// Whether the command should exit non-zero because of this stack.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Outcome::RolledBack | Outcome::Failed | Outcome::Blocked
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub name: &'static str,
+    pub ok: bool,
+    pub millis: u128,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackResult {
+    pub stack: String,
+    pub outcome: Outcome,
+    pub reason: Option<Reason>,
+    pub message: String,
+    pub version: Option<String>,
+    pub release: Option<String>,
+    pub stages: Vec<Stage>,
+}
+
+/// Receives progress as it happens (the CLI prints it; the daemon logs it).
+pub trait Reporter: Send + Sync {
+    fn stage(&self, stack: &str, stage: &Stage);
+    fn pull_progress(&self, _stack: &str, _line: &str) {}
+}
+
+/// A reporter that only logs through tracing.
+pub struct LogReporter;
+
+impl Reporter for LogReporter {
+    fn stage(&self, stack: &str, s: &Stage) {
+        tracing::info!(stack, stage = s.name, ok = s.ok, millis = s.millis as u64, detail = %s.detail, "stage");
+    }
+}
+
+pub struct Context<'a> {
+    pub layout: Layout,
+    pub store: LocalStore,
+    pub engine: &'a Engine,
+    pub host: String,
+    /// Who acts: recorded in current.json.
+    pub actor: String,
+    pub min_disk_free_percent: u8,
+    pub reporter: &'a dyn Reporter,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    pub force: bool,
+    pub dry_run: bool,
+    pub break_glass: Option<String>,
+    pub only: Vec<String>,
+    pub prune: bool,
+}
+
+/// What the smoke of a release needs, stored inside the release so that a
+/// revert smokes the previous release with its own checks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmokeSpec {
+    pub timeout_secs: u64,
+    pub services: Vec<String>,
+    pub checks: Vec<Check>,
+}
+
+pub const SMOKE_FILE: &str = "stackpin.smoke.json";
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Renders a stack's release from the desired state and this host's secret
+/// files. Errors name the missing or unreadable file.
+pub fn render(stack: &Stack, commit: Option<&str>) -> Result<Rendered, String> {
+    let mut secrets = Vec::new();
+    for f in &stack.spec.env_files {
+        match std::fs::read(f) {
+            Ok(b) => secrets.push((f.clone(), b)),
+            Err(e) => {
+                return Err(format!(
+                    "env file {f} cannot be read: {e} (create it on this host; secrets are never in git)"
+                ));
+            }
+        }
+    }
+    // The smoke spec travels inside the release (a revert smokes the previous
+    // release with its own checks) and is part of the fingerprint.
+    let spec = SmokeSpec {
+        timeout_secs: stack.smoke_timeout.as_secs(),
+        services: stack.compose.service_names(),
+        checks: stack.checks().to_vec(),
+    };
+    let mut with_smoke = stack.clone();
+    with_smoke.files.insert(
+        SMOKE_FILE.into(),
+        serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
+    );
+    release::render(&with_smoke, &secrets, commit).map_err(|e| e.to_string())
+}
+
+fn read_smoke(dir: &Path) -> SmokeSpec {
+    std::fs::read(dir.join(SMOKE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(SmokeSpec {
+            timeout_secs: 120,
+            services: Vec::new(),
+            checks: Vec::new(),
+        })
+}
+
+impl Context<'_> {
+    fn history(
+        &self,
+        stack: &str,
+        env: &str,
+        action: &str,
+        version: &str,
+        status: &str,
+        notes: &str,
+    ) {
+        let e = Entry {
+            time: chrono::Utc::now().naive_utc(),
+            stack: stack.into(),
+            env: env.into(),
+            action: action.into(),
+            version: version.into(),
+            status: status.into(),
+            notes: notes.into(),
+        };
+        if let Err(err) = history::append(&self.layout.history(), &e) {
+            tracing::error!(stack, "failed to append to history: {err}");
+        }
+    }
+
+    /// The host's verified entries for a stack.
+    pub fn verified_store(&self, stack: &str) -> Vec<VerifiedEntry> {
+        std::fs::read(self.layout.verified_store(stack))
+            .ok()
+            .and_then(|b| {
+                let mut f = Vec::new();
+                let mut sink = crate::desired::Sink::new(None, "", &mut f);
+                crate::desired::parse_typed::<VerifiedFile>(&b, &mut sink).ok()
+            })
+            .map(|v| v.verified)
+            .unwrap_or_default()
+    }
+
+    fn local_record(&self, stack: &str) -> LocalRecord {
+        LocalRecord {
+            quarantined: self
+                .store
+                .quarantine(stack)
+                .ok()
+                .flatten()
+                .map(|q| q.fingerprint),
+            held: self.store.hold(stack).ok().flatten().map(|h| h.reason),
+            verified: self.verified_store(stack),
+        }
+    }
+}
+
+/// Runs a stage, timing it and reporting it.
+struct Stages<'r> {
+    stack: String,
+    list: Vec<Stage>,
+    reporter: &'r dyn Reporter,
+}
+
+impl Stages<'_> {
+    fn record(
+        &mut self,
+        name: &'static str,
+        started: Instant,
+        ok: bool,
+        detail: impl Into<String>,
+    ) {
+        let s = Stage {
+            name,
+            ok,
+            millis: started.elapsed().as_millis(),
+            detail: detail.into(),
+        };
+        self.reporter.stage(&self.stack, &s);
+        self.list.push(s);
+    }
+}
+
+/// Converges every selected stack of `desired` in order. Each stack is
+/// planned and executed under its lock, so a plan is never acted on after
+/// another process changed the stack.
+pub async fn sync(
+    ctx: &Context<'_>,
+    desired: &DesiredState,
+    opts: &SyncOptions,
+) -> Vec<StackResult> {
+    let mut results = recover(ctx).await;
+    let names: Vec<String> = {
+        let probe = plan::plan(
+            desired,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &plan::Options {
+                host: &ctx.host,
+                only: &opts.only,
+                ..Default::default()
+            },
+        );
+        let mut n: Vec<String> = probe.items.iter().map(|i| i.stack.clone()).collect();
+        for s in observed::stacks_on_host(&ctx.layout) {
+            if !n.contains(&s) && (opts.only.is_empty() || opts.only.contains(&s)) {
+                n.push(s);
+            }
+        }
+        n
+    };
+    for name in names {
+        results.push(sync_stack(ctx, desired, &name, opts).await);
+    }
+    results
+}
+
+/// Plans and executes one stack under its lock.
+pub async fn sync_stack(
+    ctx: &Context<'_>,
+    desired: &DesiredState,
+    name: &str,
+    opts: &SyncOptions,
+) -> StackResult {
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        match ctx.store.try_lock(name) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                tracing::info!(
+                    stack = name,
+                    "another stackpin process is converging this stack; waiting for its lock"
+                );
+                let store = LocalStore::new(&ctx.layout.root);
+                let n = name.to_string();
+                match tokio::task::spawn_blocking(move || store.lock(&n)).await {
+                    Ok(Ok(l)) => Some(l),
+                    _ => {
+                        return skipped(
+                            name,
+                            Reason::PreflightFailed,
+                            "the stack's lock could not be taken",
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                return skipped(
+                    name,
+                    Reason::PreflightFailed,
+                    &format!("the stack's lock could not be taken: {e}"),
+                );
+            }
+        }
+    };
+    let mut fingerprints = BTreeMap::new();
+    let mut rendered = None;
+    let mut render_error = None;
+    if let Some(stack) = desired.stacks.get(name) {
+        match render(stack, desired.commit.as_deref()) {
+            Ok(r) => {
+                fingerprints.insert(name.to_string(), r.fingerprint.clone());
+                rendered = Some(r);
+            }
+            Err(e) => render_error = Some(e),
+        }
+    }
+    let obs = observed::observe(&ctx.layout, ctx.engine, name).await;
+    for p in &obs.problems {
+        tracing::warn!(stack = name, "{p}");
+    }
+    let mut local = BTreeMap::new();
+    local.insert(name.to_string(), ctx.local_record(name));
+    if let Some(src) = desired
+        .stacks
+        .get(name)
+        .and_then(|s| s.spec.promote_from.clone())
+    {
+        local.insert(src.clone(), ctx.local_record(&src));
+    }
+    let mut observed_map = BTreeMap::new();
+    observed_map.insert(name.to_string(), obs.for_plan());
+    let only = vec![name.to_string()];
+    let popts = plan::Options {
+        host: &ctx.host,
+        force: opts.force,
+        prune: opts.prune,
+        break_glass: opts.break_glass.as_deref(),
+        only: &only,
+    };
+    let p = plan::plan(desired, &fingerprints, &observed_map, &local, &popts);
+    let Some(item) = p.items.into_iter().next() else {
+        return skipped(name, Reason::InvalidSpec, "not in the desired state");
+    };
+    if let Some(e) = render_error {
+        return StackResult {
+            stack: name.into(),
+            outcome: Outcome::Failed,
+            reason: Some(Reason::PreflightFailed),
+            message: e,
+            version: None,
+            release: obs.release,
+            stages: vec![],
+        };
+    }
+    if opts.dry_run {
+        return StackResult {
+            stack: name.into(),
+            outcome: Outcome::Skipped,
+            reason: None,
+            message: format!("would {}: {}", action_word(&item.action), item.reason),
+            version: desired.stacks.get(name).map(|s| s.version.clone()),
+            release: obs.release,
+            stages: vec![],
+        };
+    }
+    execute(ctx, desired, item, rendered, obs, opts).await
+}
+
+fn action_word(a: &Action) -> &'static str {
+    match a {
+        Action::Noop => "do nothing",
+        Action::Deploy => "deploy",
+        Action::Heal => "heal",
+        Action::Remove => "remove",
+        Action::Skip { .. } => "skip",
+    }
+}
+
+fn skipped(stack: &str, reason: Reason, msg: &str) -> StackResult {
+    StackResult {
+        stack: stack.into(),
+        outcome: Outcome::Skipped,
+        reason: Some(reason),
+        message: msg.into(),
+        version: None,
+        release: None,
+        stages: vec![],
+    }
+}
+
+async fn execute(
+    ctx: &Context<'_>,
+    desired: &DesiredState,
+    item: Item,
+    rendered: Option<Rendered>,
+    obs: StackObservation,
+    opts: &SyncOptions,
+) -> StackResult {
+    let name = item.stack.clone();
+    let stack = desired.stacks.get(&name);
+    let base = StackResult {
+        stack: name.clone(),
+        outcome: Outcome::Skipped,
+        reason: None,
+        message: item.reason.clone(),
+        version: stack.map(|s| s.version.clone()),
+        release: obs.release.clone(),
+        stages: vec![],
+    };
+    match (&item.action, stack, rendered) {
+        (Action::Noop, _, _) => StackResult {
+            outcome: Outcome::Unchanged,
+            ..base
+        },
+        (Action::Skip { why }, _, _) => {
+            let reason = match why {
+                Skip::Quarantined => Reason::Quarantined,
+                Skip::Held => Reason::Held,
+                Skip::Invalid => Reason::InvalidSpec,
+                Skip::Blocked => Reason::Unverified,
+                Skip::NotForThisHost | Skip::Orphaned => return base,
+            };
+            if *why == Skip::Blocked
+                && let Some(s) = stack
+            {
+                record_refusal(ctx, s, &item);
+                return StackResult {
+                    outcome: Outcome::Blocked,
+                    reason: Some(reason),
+                    ..base
+                };
+            }
+            StackResult {
+                reason: Some(reason),
+                ..base
+            }
+        }
+        (Action::Heal, Some(s), _) => heal(ctx, s, &obs, &item.reason).await,
+        (Action::Deploy, Some(s), Some(r)) => {
+            deploy(ctx, desired, s, r, &obs, item.verdict.as_ref(), opts).await
+        }
+        (Action::Remove, _, _) => StackResult {
+            message: "prune is not implemented yet; the stack is left running".into(),
+            ..base
+        },
+        _ => StackResult {
+            outcome: Outcome::Failed,
+            reason: Some(Reason::InvalidSpec),
+            ..base
+        },
+    }
+}
+
+/// Writes `blocked … | refused` once per distinct refusal, not every loop.
+fn record_refusal(ctx: &Context<'_>, s: &Stack, item: &Item) {
+    let key = format!(
+        "{}:{}",
+        item.fingerprint.as_deref().unwrap_or(""),
+        item.reason
+    );
+    let marker = ctx
+        .store
+        .dir()
+        .join("blocked")
+        .join(format!("{}.key", s.name));
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
+        return;
+    }
+    ctx.history(
+        &s.name,
+        s.environment(),
+        "blocked",
+        &s.version,
+        "refused",
+        &item.reason,
+    );
+    let _ = crate::fsutil::write_atomic(&marker, key.as_bytes(), 0o644);
+}
+
+async fn heal(ctx: &Context<'_>, s: &Stack, obs: &StackObservation, why: &str) -> StackResult {
+    let mut st = Stages {
+        stack: s.name.clone(),
+        list: vec![],
+        reporter: ctx.reporter,
+    };
+    let id = obs.release.clone().unwrap_or_default();
+    let dir = ctx.layout.release_dir(&s.name, &id);
+    let files = obs
+        .meta
+        .as_ref()
+        .map(|m| m.compose_files.clone())
+        .unwrap_or_default();
+    let t = Instant::now();
+    let up = ctx.engine.up(&dir, &s.name, &files).await;
+    st.record(
+        "up",
+        t,
+        up.is_ok(),
+        up.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+    );
+    let (outcome, reason, message) = match up {
+        Err(e) => (
+            Outcome::Failed,
+            Some(Reason::UpFailed),
+            format!("heal failed: {e}"),
+        ),
+        Ok(_) => {
+            let spec = read_smoke(&dir);
+            let t = Instant::now();
+            let sm = smoke::run(
+                ctx.engine,
+                &s.name,
+                &spec.services,
+                &spec.checks,
+                Duration::from_secs(spec.timeout_secs),
+            )
+            .await;
+            st.record("smoke", t, sm.passed, smoke_detail(&sm));
+            if sm.passed {
+                (Outcome::Healed, None, format!("healed ({why})"))
+            } else {
+                (
+                    Outcome::Failed,
+                    Some(Reason::SmokeFailed),
+                    format!("healed containers fail smoke: {}", smoke_detail(&sm)),
+                )
+            }
+        }
+    };
+    let status = if outcome == Outcome::Healed {
+        "success"
+    } else {
+        "failed"
+    };
+    let version = obs
+        .meta
+        .as_ref()
+        .map(|m| m.version.clone())
+        .unwrap_or_default();
+    ctx.history(
+        &s.name,
+        s.environment(),
+        "deploy",
+        &version,
+        status,
+        &format!("heal: {why}; {message}"),
+    );
+    StackResult {
+        stack: s.name.clone(),
+        outcome,
+        reason,
+        message,
+        version: Some(version),
+        release: Some(id),
+        stages: st.list,
+    }
+}
+
+fn smoke_detail(o: &smoke::Outcome) -> String {
+    if o.passed {
+        format!("passed after {} attempt(s)", o.attempts)
+    } else {
+        format!(
+            "{}: {}",
+            o.failed_check.as_deref().unwrap_or("smoke"),
+            o.error.as_deref().unwrap_or("failed")
+        )
+    }
+}
+
+fn disk_free_percent(path: &Path) -> Option<u8> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 || s.f_blocks == 0 {
+        return None;
+    }
+    Some(((s.f_bavail as u128 * 100) / s.f_blocks as u128) as u8)
+}
+
+async fn deploy(
+    ctx: &Context<'_>,
+    desired: &DesiredState,
+    s: &Stack,
+    rendered: Rendered,
+    obs: &StackObservation,
+    verdict: Option<&Verdict>,
+    opts: &SyncOptions,
+) -> StackResult {
+    let name = s.name.clone();
+    let env = s.environment().to_string();
+    let mut st = Stages {
+        stack: name.clone(),
+        list: vec![],
+        reporter: ctx.reporter,
+    };
+    let prev = obs
+        .release
+        .clone()
+        .filter(|id| release::is_complete(&ctx.layout.release_dir(&name, id)));
+    let fail = |st: Stages<'_>, reason: Reason, msg: String, release: Option<String>| StackResult {
+        stack: name.clone(),
+        outcome: Outcome::Failed,
+        reason: Some(reason),
+        message: msg,
+        version: Some(s.version.clone()),
+        release,
+        stages: st.list,
+    };
+    let mut notes = Vec::new();
+    match verdict {
+        Some(Verdict::BreakGlass { reason, .. }) => notes.push(format!("BREAK_GLASS: {reason}")),
+        Some(v @ Verdict::Pass { .. }) => notes.push(v.describe()),
+        _ => {}
+    }
+    let _ = opts;
+
+    // 1. preflight
+    let t = Instant::now();
+    let mut problems = Vec::new();
+    std::fs::create_dir_all(ctx.layout.releases_dir(&name)).ok();
+    if let Some(pct) = disk_free_percent(&ctx.layout.root)
+        && pct < ctx.min_disk_free_percent
+    {
+        problems.push(format!(
+            "only {pct}% disk free on {}, {}% required",
+            ctx.layout.root.display(),
+            ctx.min_disk_free_percent
+        ));
+    }
+    for net in s.compose.external_networks() {
+        match ctx.engine.network_exists(&net).await {
+            Ok(true) => {}
+            Ok(false) => problems.push(format!(
+                "external network `{net}` does not exist (create it: docker network create {net})"
+            )),
+            Err(e) => problems.push(format!("cannot check network `{net}`: {e}")),
+        }
+    }
+    st.record("preflight", t, problems.is_empty(), problems.join("; "));
+    if !problems.is_empty() {
+        let msg = format!("preflight failed: {}", problems.join("; "));
+        ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+        return fail(st, Reason::PreflightFailed, msg, prev);
+    }
+
+    // 2. release-create (+ compose config check on the written release)
+    let t = Instant::now();
+    let rdir = ctx.layout.releases_dir(&name);
+    let id = release::new_release_id(&s.version, chrono::Utc::now(), |id| rdir.join(id).exists());
+    let meta = ReleaseMeta {
+        stack: name.clone(),
+        release_id: id.clone(),
+        version: s.version.clone(),
+        environment: env.clone(),
+        fingerprint: rendered.fingerprint.clone(),
+        commit: desired.commit.clone(),
+        images: s
+            .pins
+            .iter()
+            .map(|(k, v)| (k.clone(), v.pinned().unwrap_or_default()))
+            .collect(),
+        compose_files: rendered.compose_files.clone(),
+        created_at: now_rfc3339(),
+    };
+    let dir = match release::create(&ctx.layout, &name, &rendered, &meta) {
+        Ok(d) => d,
+        Err(e) => {
+            st.record("release", t, false, e.to_string());
+            let msg = format!("release-create failed: {e}");
+            ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+            return fail(st, Reason::PreflightFailed, msg, prev);
+        }
+    };
+    fault::point("after-create");
+    if let Err(e) = ctx
+        .engine
+        .config_check(&dir, &name, &rendered.compose_files)
+        .await
+    {
+        st.record("release", t, false, e.to_string());
+        let msg = format!("compose config rejected the release: {e}");
+        ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+        let _ = crate::fsutil::remove_tree(&dir);
+        return fail(st, Reason::PreflightFailed, msg, prev);
+    }
+    st.record("release", t, true, id.clone());
+
+    // 3. pull by digest (host untouched on failure)
+    let t = Instant::now();
+    for (svc, pin) in &s.pins {
+        let reporter = ctx.reporter;
+        let n = name.clone();
+        let mut progress = |line: &str| reporter.pull_progress(&n, line);
+        if let Err(e) = ctx.engine.pull(pin, &mut progress).await {
+            st.record("pull", t, false, format!("{svc}: {e}"));
+            let msg = format!("pull failed: {svc}: {e}");
+            ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+            let _ = crate::fsutil::remove_tree(&dir);
+            return fail(st, Reason::PullFailed, msg, prev);
+        }
+    }
+    st.record("pull", t, true, format!("{} image(s)", s.pins.len()));
+    fault::point("after-pull");
+
+    // 4. journal, switch
+    let mut journal = Journal {
+        format: JOURNAL_FORMAT,
+        stack: name.clone(),
+        op: "deploy".into(),
+        from: prev.clone(),
+        to: id.clone(),
+        fingerprint: rendered.fingerprint.clone(),
+        phase: Phase::Switching,
+        started_at: now_rfc3339(),
+    };
+    let t = Instant::now();
+    if let Err(e) = ctx.store.write_journal(&journal) {
+        st.record("switch", t, false, e.to_string());
+        return fail(
+            st,
+            Reason::PreflightFailed,
+            format!("journal cannot be written: {e}"),
+            prev,
+        );
+    }
+    fault::point("after-journal");
+    if let Err(e) = release::switch(&ctx.layout, &name, &id) {
+        st.record("switch", t, false, e.to_string());
+        let _ = ctx.store.clear_journal(&name);
+        let msg = format!("switch failed: {e}");
+        ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+        return fail(st, Reason::PreflightFailed, msg, prev);
+    }
+    journal.phase = Phase::Verifying;
+    let _ = ctx.store.write_journal(&journal);
+    st.record(
+        "switch",
+        t,
+        true,
+        format!("{} → {id}", prev.as_deref().unwrap_or("(none)")),
+    );
+    fault::point("after-switch");
+
+    // 5. up, 6. smoke
+    let (ok, why) = up_and_smoke(ctx, &name, &dir, &rendered.compose_files, &mut st).await;
+    fault::point("after-smoke");
+    if ok {
+        record_success(
+            ctx,
+            desired,
+            s,
+            &id,
+            &rendered,
+            prev.as_deref(),
+            &notes.join("; "),
+        );
+        fault::point("after-record");
+        let _ = ctx.store.clear_journal(&name);
+        return StackResult {
+            stack: name.clone(),
+            outcome: Outcome::Deployed,
+            reason: None,
+            message: format!("deployed {}", s.version),
+            version: Some(s.version.clone()),
+            release: Some(id),
+            stages: st.list,
+        };
+    }
+
+    // 7. failure: revert to the previous release, quarantine the fingerprint
+    let q = Quarantine {
+        fingerprint: rendered.fingerprint.clone(),
+        release_id: id.clone(),
+        version: s.version.clone(),
+        reason: why.clone(),
+        at: now_rfc3339(),
+    };
+    let _ = ctx.store.set_quarantine(&name, &q);
+    ctx.history(
+        &name,
+        &env,
+        "deploy",
+        &s.version,
+        "failed",
+        &join_notes(&why, &notes),
+    );
+    journal.phase = Phase::Reverting;
+    let _ = ctx.store.write_journal(&journal);
+    let res = revert(ctx, &name, &env, prev.as_deref(), &id, &why, &mut st).await;
+    let _ = ctx.store.clear_journal(&name);
+    StackResult {
+        stack: name.clone(),
+        version: Some(s.version.clone()),
+        stages: st.list,
+        ..res
+    }
+}
+
+fn join_notes(a: &str, extra: &[String]) -> String {
+    std::iter::once(a.to_string())
+        .chain(extra.iter().cloned())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `compose up` then smoke. Returns (passed, why not).
+async fn up_and_smoke(
+    ctx: &Context<'_>,
+    name: &str,
+    dir: &Path,
+    files: &[String],
+    st: &mut Stages<'_>,
+) -> (bool, String) {
+    let t = Instant::now();
+    let up = ctx.engine.up(dir, name, files).await;
+    st.record(
+        "up",
+        t,
+        up.is_ok(),
+        up.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+    );
+    fault::point(if st.list.iter().any(|s| s.name == "revert") {
+        "revert-after-up"
+    } else {
+        "after-up"
+    });
+    if let Err(e) = up {
+        return (
+            false,
+            format!("compose up failed: {}", first_line(&e.to_string())),
+        );
+    }
+    let spec = read_smoke(dir);
+    let t = Instant::now();
+    let sm = smoke::run(
+        ctx.engine,
+        name,
+        &spec.services,
+        &spec.checks,
+        Duration::from_secs(spec.timeout_secs),
+    )
+    .await;
+    st.record("smoke", t, sm.passed, smoke_detail(&sm));
+    if sm.passed {
+        (true, String::new())
+    } else {
+        (false, format!("smoke failed: {}", smoke_detail(&sm)))
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+/// Switches back to `prev` (if any), brings it up and smokes it; with no
+/// previous release the failed one is stopped and the link removed.
+async fn revert(
+    ctx: &Context<'_>,
+    name: &str,
+    env: &str,
+    prev: Option<&str>,
+    failed_id: &str,
+    why: &str,
+    st: &mut Stages<'_>,
+) -> StackResult {
+    let t = Instant::now();
+    let failed_dir = ctx.layout.release_dir(name, failed_id);
+    let Some(prev) = prev else {
+        let files = release_meta(&failed_dir)
+            .map(|m| m.compose_files)
+            .unwrap_or_default();
+        let down = ctx.engine.down(&failed_dir, name, &files).await;
+        let _ = release::unlink(&ctx.layout, name);
+        st.record(
+            "revert",
+            t,
+            down.is_ok(),
+            "first deploy failed: stopped, no previous release",
+        );
+        ctx.history(
+            name,
+            env,
+            "rollback",
+            "-",
+            "failed",
+            &format!("{why}; first deploy left stopped"),
+        );
+        return StackResult {
+            stack: name.into(),
+            outcome: Outcome::Failed,
+            reason: Some(Reason::SmokeFailed),
+            message: format!("{why}; no previous release: stopped"),
+            version: None,
+            release: None,
+            stages: vec![],
+        };
+    };
+    if let Err(e) = release::switch(&ctx.layout, name, prev) {
+        st.record("revert", t, false, e.to_string());
+        ctx.history(
+            name,
+            env,
+            "rollback",
+            prev,
+            "failed",
+            &format!("{why}; switch back failed: {e}"),
+        );
+        return StackResult {
+            stack: name.into(),
+            outcome: Outcome::Failed,
+            reason: Some(Reason::RevertFailed),
+            message: format!("{why}; switch back failed: {e}"),
+            version: None,
+            release: Some(failed_id.into()),
+            stages: vec![],
+        };
+    }
+    st.record("revert", t, true, format!("{failed_id} → {prev}"));
+    fault::point("revert-after-switch");
+    let dir = ctx.layout.release_dir(name, prev);
+    let meta = release_meta(&dir);
+    let files = meta
+        .as_ref()
+        .map(|m| m.compose_files.clone())
+        .unwrap_or_default();
+    let version = meta
+        .as_ref()
+        .map(|m| m.version.clone())
+        .unwrap_or_else(|| prev.to_string());
+    let (ok, why2) = up_and_smoke(ctx, name, &dir, &files, st).await;
+    let (status, outcome, reason, msg) = if ok {
+        (
+            Outcome::RolledBack,
+            "success",
+            Reason::RolledBack,
+            format!("{why}; rolled back to {version}"),
+        )
+    } else {
+        (
+            Outcome::Failed,
+            "failed",
+            Reason::RevertFailed,
+            format!("{why}; the previous release {version} also fails: {why2}"),
+        )
+    };
+    ctx.history(
+        name,
+        env,
+        "rollback",
+        &version,
+        outcome,
+        &format!("{why} (release {failed_id})"),
+    );
+    StackResult {
+        stack: name.into(),
+        outcome: status,
+        reason: Some(reason),
+        message: msg,
+        version: Some(version),
+        release: Some(prev.into()),
+        stages: vec![],
+    }
+}
+
+fn release_meta(dir: &Path) -> Option<ReleaseMeta> {
+    serde_json::from_slice(&std::fs::read(dir.join("release.json")).ok()?).ok()
+}
+
+fn record_success(
+    ctx: &Context<'_>,
+    desired: &DesiredState,
+    s: &Stack,
+    id: &str,
+    rendered: &Rendered,
+    prev: Option<&str>,
+    notes: &str,
+) {
+    let name = &s.name;
+    let rec = CurrentRecord {
+        stack: name.clone(),
+        release_id: id.into(),
+        version: s.version.clone(),
+        environment: s.environment().into(),
+        commit: desired.commit.clone(),
+        images: s
+            .pins
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    ImageRecord {
+                        pinned: v.pinned().unwrap_or_default(),
+                        digest: v.digest.clone().unwrap_or_default(),
+                    },
+                )
+            })
+            .collect(),
+        fingerprint: rendered.fingerprint.clone(),
+        deployed_at: now_rfc3339(),
+        actor: ctx.actor.clone(),
+    };
+    if let Err(e) = release::write_current(&ctx.layout, name, &rec) {
+        tracing::error!(stack = %name, "failed to write current record: {e}");
+    }
+    let _ = ctx.store.clear_quarantine(name);
+    ctx.history(
+        name,
+        s.environment(),
+        "deploy",
+        &s.version,
+        "success",
+        notes,
+    );
+    if s.spec.marks_verified {
+        mark_verified(ctx, s, desired.commit.as_deref());
+    }
+    let mut protect: Vec<String> = vec![id.to_string()];
+    protect.extend(prev.map(str::to_string));
+    if let Ok(v) = std::fs::read_to_string(ctx.layout.verified_txt(name)) {
+        let v = v.trim();
+        if let Ok(list) = release::list(&ctx.layout, name)
+            && let Some(r) = list
+                .iter()
+                .rev()
+                .find(|r| r.meta.as_ref().is_some_and(|m| m.version == v))
+        {
+            protect.push(r.id.clone());
+        }
+    }
+    let protect_refs: Vec<&str> = protect.iter().map(String::as_str).collect();
+    match release::retain(&ctx.layout, name, s.keep_releases as usize, &protect_refs) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(stack = %name, removed = ?removed, "retention removed old releases")
+        }
+        Err(e) => tracing::warn!(stack = %name, "retention failed: {e}"),
+        _ => {}
+    }
+}
+
+/// Appends this release to the host's verified store and writes the one-line
+/// `verified/<stack>.txt` of the runbooks.
+pub fn mark_verified(ctx: &Context<'_>, s: &Stack, commit: Option<&str>) {
+    let mut list = ctx.verified_store(&s.name);
+    let entry = VerifiedEntry {
+        version: s.version.clone(),
+        images: s
+            .pins
+            .iter()
+            .map(|(k, v)| (k.clone(), v.pinned().unwrap_or_default()))
+            .collect(),
+        verified_at: now_rfc3339(),
+        host: ctx.host.clone(),
+        commit: commit.unwrap_or("").to_string(),
+    };
+    if !list
+        .iter()
+        .any(|e| e.images == entry.images && e.version == entry.version)
+    {
+        list.push(entry);
+    }
+    let file = VerifiedFile { verified: list };
+    match serde_saphyr::to_string(&file) {
+        Ok(text) => {
+            if let Err(e) = crate::fsutil::write_atomic(
+                &ctx.layout.verified_store(&s.name),
+                text.as_bytes(),
+                0o644,
+            ) {
+                tracing::error!(stack = %s.name, "failed to write the verified store: {e}");
+            }
+        }
+        Err(e) => tracing::error!(stack = %s.name, "failed to serialize the verified store: {e}"),
+    }
+    if let Err(e) = release::write_verified_txt(&ctx.layout, &s.name, &s.version) {
+        tracing::error!(stack = %s.name, "failed to write verified marker: {e}");
+    }
+}
+
+/// Finishes or reverts every interrupted converge found in the journals.
+///
+/// # Guarantees
+/// Idempotent: running it twice is harmless. A journal that cannot be read is
+/// reported and left in place for a person, never guessed at.
+pub async fn recover(ctx: &Context<'_>) -> Vec<StackResult> {
+    let mut out = Vec::new();
+    for name in ctx.store.journaled_stacks() {
+        let Ok(_lock) = ctx.store.lock(&name) else {
+            continue;
+        };
+        let j = match ctx.store.journal(&name) {
+            Ok(Some(j)) => j,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(stack = %name, "{e}; leaving it for an operator (remove it once the stack is checked)");
+                out.push(StackResult {
+                    stack: name.clone(),
+                    outcome: Outcome::Failed,
+                    reason: Some(Reason::Interrupted),
+                    message: e,
+                    version: None,
+                    release: None,
+                    stages: vec![],
+                });
+                continue;
+            }
+        };
+        out.push(recover_one(ctx, &j).await);
+        let _ = ctx.store.clear_journal(&name);
+    }
+    out
+}
+
+async fn recover_one(ctx: &Context<'_>, j: &Journal) -> StackResult {
+    let name = &j.stack;
+    let mut st = Stages {
+        stack: name.clone(),
+        list: vec![],
+        reporter: ctx.reporter,
+    };
+    let to_dir = ctx.layout.release_dir(name, &j.to);
+    let env = release_meta(&to_dir)
+        .map(|m| m.environment)
+        .unwrap_or_else(|| "default".into());
+    tracing::warn!(stack = %name, phase = ?j.phase, from = ?j.from, to = %j.to, "recovering an interrupted {}", j.op);
+    let why = format!("interrupted {} to {} recovered", j.op, j.to);
+    match &j.from {
+        Some(prev) => {
+            let mut r = revert(ctx, name, &env, Some(prev), &j.to, &why, &mut st).await;
+            if r.outcome == Outcome::RolledBack {
+                r.outcome = Outcome::Recovered;
+            }
+            StackResult {
+                stages: st.list,
+                ..r
+            }
+        }
+        None => {
+            // First deploy: finish it if it passes, else stop it.
+            let current = release::current(&ctx.layout, name).ok().flatten();
+            if current.as_deref() != Some(j.to.as_str()) {
+                return StackResult {
+                    stack: name.clone(),
+                    outcome: Outcome::Recovered,
+                    reason: Some(Reason::Interrupted),
+                    message: "interrupted before the switch; nothing ran".into(),
+                    version: None,
+                    release: None,
+                    stages: st.list,
+                };
+            }
+            let files = release_meta(&to_dir)
+                .map(|m| m.compose_files)
+                .unwrap_or_default();
+            let (ok, why2) = up_and_smoke(ctx, name, &to_dir, &files, &mut st).await;
+            if ok {
+                if let Some(m) = release_meta(&to_dir) {
+                    let rec = CurrentRecord {
+                        stack: name.clone(),
+                        release_id: j.to.clone(),
+                        version: m.version.clone(),
+                        environment: m.environment.clone(),
+                        commit: m.commit.clone(),
+                        images: m
+                            .images
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    ImageRecord {
+                                        pinned: v.clone(),
+                                        digest: v
+                                            .split_once('@')
+                                            .map(|x| x.1.to_string())
+                                            .unwrap_or_default(),
+                                    },
+                                )
+                            })
+                            .collect(),
+                        fingerprint: m.fingerprint.clone(),
+                        deployed_at: now_rfc3339(),
+                        actor: ctx.actor.clone(),
+                    };
+                    let _ = release::write_current(&ctx.layout, name, &rec);
+                    ctx.history(name, &env, "deploy", &m.version, "success", &why);
+                }
+                StackResult {
+                    stack: name.clone(),
+                    outcome: Outcome::Recovered,
+                    reason: None,
+                    message: why,
+                    version: None,
+                    release: Some(j.to.clone()),
+                    stages: st.list,
+                }
+            } else {
+                let q = Quarantine {
+                    fingerprint: j.fingerprint.clone(),
+                    release_id: j.to.clone(),
+                    version: String::new(),
+                    reason: why2.clone(),
+                    at: now_rfc3339(),
+                };
+                let _ = ctx.store.set_quarantine(name, &q);
+                let mut r = revert(ctx, name, &env, None, &j.to, &why2, &mut st).await;
+                r.stages = st.list;
+                r
+            }
+        }
+    }
+}
+
+/// Puts a hold on a stack (used by rollback and `hold`).
+pub fn hold(
+    ctx: &Context<'_>,
+    stack: &str,
+    reason: &str,
+    release_id: Option<String>,
+) -> std::io::Result<()> {
+    ctx.store.set_hold(
+        stack,
+        &Hold {
+            reason: reason.into(),
+            at: now_rfc3339(),
+            release_id,
+        },
+    )
+}
+
+/// The path of a release directory, for messages.
+pub fn release_path(ctx: &Context<'_>, stack: &str, id: &str) -> PathBuf {
+    ctx.layout.release_dir(stack, id)
+}

@@ -1,0 +1,658 @@
+//! Smoke tests after `compose up` (SPEC §1 `smoke:`, §3 step 7): every
+//! configured check must pass within one overall budget. Checks that have
+//! not passed yet are retried about every [`RETRY_INTERVAL`]; a check that
+//! passed stays passed. With no checks configured the stack gets
+//! `containers: {}`.
+//!
+//! Independently of the checks, every attempt looks at the project's
+//! containers and fails fast — without waiting for the budget — when one has
+//! exited, died, or restarted since the first look: a crash loop does not get
+//! better by waiting. And a run never passes before the containers have been
+//! watched for [`MIN_STABLE`] (capped at half the budget), so an image that
+//! dies a second after start is not declared good.
+
+use crate::desired::spec::{Check, ContainersCheck, ExecCheck, HttpCheck, TcpCheck};
+use crate::engine::{ContainerInfo, Engine};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Pause between two attempts of the checks that have not passed yet.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(750);
+/// How long the containers are watched before a run may pass.
+pub const MIN_STABLE: Duration = Duration::from_secs(3);
+/// Per-request timeout of an `http` check.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connect timeout of a `tcp` check.
+pub const TCP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Timeout of one `exec` check attempt.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+/// The name under which container failures are reported.
+pub const CONTAINERS: &str = "containers";
+
+/// The verdict of one smoke run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub passed: bool,
+    /// [`Check::label`] of the check that failed, or `containers` when a
+    /// container exited, died or restarted.
+    pub failed_check: Option<String>,
+    /// `<check label>: <its last error>`.
+    pub error: Option<String>,
+    pub duration: Duration,
+    /// How many rounds of checks ran.
+    pub attempts: u32,
+}
+
+impl Outcome {
+    /// One line for status and logs.
+    pub fn summary(&self) -> String {
+        let took =
+            humantime::format_duration(Duration::from_millis(self.duration.as_millis() as u64));
+        match (&self.passed, &self.error) {
+            (true, _) => format!("smoke passed in {took} ({} attempts)", self.attempts),
+            (false, Some(e)) => format!("smoke failed after {took}: {e}"),
+            (false, None) => format!("smoke failed after {took}"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct CheckState {
+    passed: bool,
+    last_error: Option<String>,
+}
+
+/// Runs `checks` (or `containers: {}` when there are none) against compose
+/// project `project`, whose expected services are `services`, within
+/// `timeout`. Read-only: it never starts, stops or restarts anything.
+///
+/// # Guarantees
+/// Returns by `timeout` plus at most one check attempt's own timeout. Returns
+/// early, failed with `failed_check = "containers"`, as soon as a container
+/// of the project has exited (with a non-zero code, or at all when its
+/// service is one of `services`), is dead or restarting, or has restarted
+/// since the first observation.
+pub async fn run(
+    engine: &Engine,
+    project: &str,
+    services: &[String],
+    checks: &[Check],
+    timeout: Duration,
+) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let stable_at = started + MIN_STABLE.min(timeout / 2);
+    let default = [Check::Containers(ContainersCheck {})];
+    let checks: &[Check] = if checks.is_empty() { &default } else { checks };
+    let labels: Vec<String> = checks.iter().map(Check::label).collect();
+    let mut states: Vec<CheckState> = checks.iter().map(|_| CheckState::default()).collect();
+    let client = http_client();
+    let mut baseline: HashMap<String, i64> = HashMap::new();
+    let mut attempts = 0u32;
+
+    let finish = |attempts: u32, failed: Option<(String, String)>| {
+        let outcome = Outcome {
+            passed: failed.is_none(),
+            error: failed.as_ref().map(|(l, e)| format!("{l}: {e}")),
+            failed_check: failed.map(|(l, _)| l),
+            duration: started.elapsed(),
+            attempts,
+        };
+        if outcome.passed {
+            tracing::info!(project, attempts, "{}", outcome.summary());
+        } else {
+            tracing::info!(project, attempts, failed_check = ?outcome.failed_check, "{}", outcome.summary());
+        }
+        outcome
+    };
+
+    loop {
+        attempts += 1;
+        let observed = engine.containers(project).await.map_err(|e| e.report());
+        match &observed {
+            Ok(containers) => {
+                for c in containers {
+                    baseline.entry(c.id.clone()).or_insert(c.restart_count);
+                }
+                if let Some(why) = crashed(containers, &baseline, services) {
+                    return finish(attempts, Some((CONTAINERS.to_string(), why)));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(project, attempt = attempts, error = %e, "failed to list containers")
+            }
+        }
+
+        for ((check, label), state) in checks.iter().zip(&labels).zip(&mut states) {
+            if state.passed {
+                continue;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match check {
+                Check::Containers(_) => observed
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|cs| containers_ready(cs, services)),
+                Check::Http(h) => match &client {
+                    Ok(client) => bounded(remaining, http_check(client, h)).await,
+                    Err(e) => Err(e.clone()),
+                },
+                Check::Tcp(t) => bounded(remaining, tcp_check(t)).await,
+                Check::Exec(x) => match &observed {
+                    Ok(cs) => bounded(remaining, exec_check(engine, cs, x)).await,
+                    Err(e) => Err(e.clone()),
+                },
+            };
+            tracing::debug!(project, attempt = attempts, check = %label, result = ?result, "smoke check");
+            match result {
+                Ok(()) => state.passed = true,
+                Err(e) => state.last_error = Some(e),
+            }
+        }
+
+        let now = Instant::now();
+        let all_passed = states.iter().all(|s| s.passed);
+        if all_passed && now >= stable_at {
+            return finish(attempts, None);
+        }
+        if now >= deadline {
+            let (label, state) = labels
+                .iter()
+                .zip(&states)
+                .find(|(_, s)| !s.passed)
+                .map(|(l, s)| (l.clone(), s.last_error.clone()))
+                .unwrap_or_else(|| {
+                    (
+                        CONTAINERS.to_string(),
+                        Some("the containers were not stable for long enough".into()),
+                    )
+                });
+            let why = state.unwrap_or_else(|| "not attempted".into());
+            return finish(
+                attempts,
+                Some((
+                    label,
+                    format!(
+                        "{why} (timed out after {})",
+                        humantime::format_duration(timeout)
+                    ),
+                )),
+            );
+        }
+        let next = if all_passed {
+            stable_at.min(now + RETRY_INTERVAL)
+        } else {
+            (now + RETRY_INTERVAL).min(deadline)
+        };
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// One attempt, cut off at the remaining budget (but given at least a
+/// moment, so a check made right at the end can still succeed).
+async fn bounded(
+    remaining: Duration,
+    fut: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    let limit = remaining.max(Duration::from_millis(250));
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(format!(
+            "timed out after {}",
+            humantime::format_duration(limit)
+        ))
+    })
+}
+
+/// Why the project counts as crashed, if it does. `baseline` holds the
+/// restart count of every container at its first observation.
+pub fn crashed(
+    containers: &[ContainerInfo],
+    baseline: &HashMap<String, i64>,
+    services: &[String],
+) -> Option<String> {
+    let mut problems = Vec::new();
+    for c in containers {
+        let expected = services.is_empty() || services.contains(&c.service);
+        let code = c
+            .exit_code
+            .map(|x| format!(" (exit code {x})"))
+            .unwrap_or_default();
+        let who = format!("service {} (container {})", c.service, c.name);
+        match c.state.as_str() {
+            "dead" => problems.push(format!("{who} is dead{code}")),
+            "restarting" => problems.push(format!(
+                "{who} is restarting{code}, restart count {}",
+                c.restart_count
+            )),
+            // A one-shot job outside `services` may finish cleanly.
+            "exited" if expected || c.exit_code != Some(0) => {
+                problems.push(format!("{who} exited{code}"))
+            }
+            _ => {
+                let first = baseline.get(&c.id).copied().unwrap_or(c.restart_count);
+                if c.restart_count > first {
+                    problems.push(format!(
+                        "{who} restarted (restart count {first} -> {}), state {}",
+                        c.restart_count, c.state
+                    ));
+                }
+            }
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// The `containers` check: every service has at least one container, all
+/// running, and healthy where a healthcheck is defined. With no `services`,
+/// every container of the project counts, and there must be one.
+pub fn containers_ready(containers: &[ContainerInfo], services: &[String]) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let wanted: Vec<&ContainerInfo> = if services.is_empty() {
+        if containers.is_empty() {
+            return Err("the project has no containers".into());
+        }
+        containers.iter().collect()
+    } else {
+        for s in services {
+            if !containers.iter().any(|c| &c.service == s) {
+                problems.push(format!("service {s} has no container"));
+            }
+        }
+        containers
+            .iter()
+            .filter(|c| services.contains(&c.service))
+            .collect()
+    };
+    for c in wanted {
+        let who = format!("service {} (container {})", c.service, c.name);
+        if c.state != "running" {
+            problems.push(format!("{who} is {}", c.state));
+        } else if let Some(h) = c.health.as_deref().filter(|h| *h != "healthy") {
+            problems.push(format!("{who} is {h}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .map_err(|e| format!("failed to build an HTTP client: {}", error_chain(&e)))
+}
+
+/// One attempt of an `http` check.
+pub async fn http_check(client: &reqwest::Client, check: &HttpCheck) -> Result<(), String> {
+    let mut req = client.get(&check.url);
+    if let Some(host) = &check.host {
+        req = req.header(reqwest::header::HOST, host);
+    }
+    let resp = req.send().await.map_err(|e| {
+        if e.is_timeout() {
+            format!(
+                "no answer within {}",
+                humantime::format_duration(HTTP_TIMEOUT)
+            )
+        } else {
+            innermost(&e)
+        }
+    })?;
+    let status = resp.status().as_u16();
+    if status != check.expect_status {
+        return Err(format!("status {status}, expected {}", check.expect_status));
+    }
+    if let Some(needle) = &check.contains {
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| format!("failed to read the body: {}", innermost(&e)))?;
+        if !body.contains(needle.as_str()) {
+            return Err(format!(
+                "the body does not contain {needle:?} (body: {:?})",
+                excerpt(&body, 200)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One attempt of a `tcp` check.
+pub async fn tcp_check(check: &TcpCheck) -> Result<(), String> {
+    match tokio::time::timeout(TCP_TIMEOUT, tokio::net::TcpStream::connect(&check.address)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("failed to connect: {e}")),
+        Err(_) => Err(format!(
+            "no connection within {}",
+            humantime::format_duration(TCP_TIMEOUT)
+        )),
+    }
+}
+
+/// One attempt of an `exec` check, in the first running container of the
+/// service.
+async fn exec_check(
+    engine: &Engine,
+    containers: &[ContainerInfo],
+    check: &ExecCheck,
+) -> Result<(), String> {
+    let Some(c) = containers
+        .iter()
+        .find(|c| c.service == check.service && c.state == "running")
+    else {
+        return Err(format!(
+            "service {} has no running container",
+            check.service
+        ));
+    };
+    let run = engine.exec(&c.id, &check.command);
+    let (code, output) = tokio::time::timeout(EXEC_TIMEOUT, run)
+        .await
+        .map_err(|_| {
+            format!(
+                "no exit within {}",
+                humantime::format_duration(EXEC_TIMEOUT)
+            )
+        })?
+        .map_err(|e| e.report())?;
+    if code == 0 {
+        return Ok(());
+    }
+    let out = output.trim();
+    if out.is_empty() {
+        Err(format!("exit code {code}"))
+    } else {
+        Err(format!("exit code {code}: {}", tail_chars(out, 500)))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The most specific cause (`Connection refused (os error 111)`): reqwest's
+/// outer layers only repeat the URL, which the check label already shows.
+fn innermost(e: &dyn std::error::Error) -> String {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
+}
+
+fn excerpt(s: &str, max_chars: usize) -> String {
+    let mut out: String = s.chars().take(max_chars).collect();
+    if s.chars().count() > max_chars {
+        out.push('…');
+    }
+    out
+}
+
+fn tail_chars(s: &str, max_chars: usize) -> String {
+    let n = s.chars().count();
+    if n <= max_chars {
+        return s.to_string();
+    }
+    let mut out = String::from("…");
+    out.extend(s.chars().skip(n - max_chars));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A one-thread HTTP server that answers every request with `response`
+    /// and keeps the requests it saw.
+    fn serve(response: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                seen2
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf).into_owned());
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn http(url: String, status: u16, host: Option<&str>, contains: Option<&str>) -> HttpCheck {
+        HttpCheck {
+            url,
+            expect_status: status,
+            host: host.map(String::from),
+            contains: contains.map(String::from),
+        }
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nall ok\n";
+    const NOT_FOUND: &str =
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    const REDIRECT: &str = "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+    #[tokio::test]
+    async fn http_passes_on_expected_status_and_body() {
+        let (base, _) = serve(OK);
+        let client = http_client().unwrap();
+        let c = http(format!("{base}/health"), 200, None, Some("ok"));
+        assert_eq!(http_check(&client, &c).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn http_reports_status_mismatch() {
+        let (base, _) = serve(NOT_FOUND);
+        let client = http_client().unwrap();
+        let c = http(format!("{base}/health"), 200, None, None);
+        assert_eq!(
+            http_check(&client, &c).await,
+            Err("status 404, expected 200".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn http_reports_missing_substring() {
+        let (base, _) = serve(OK);
+        let client = http_client().unwrap();
+        let c = http(format!("{base}/"), 200, None, Some("pass"));
+        let err = http_check(&client, &c).await.unwrap_err();
+        assert!(err.contains("does not contain \"pass\""), "{err}");
+        assert!(err.contains("all ok"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn http_sends_the_host_override() {
+        let (base, seen) = serve(OK);
+        let client = http_client().unwrap();
+        let c = http(
+            format!("{base}/web/health"),
+            200,
+            Some("staging.odoo.example"),
+            None,
+        );
+        http_check(&client, &c).await.unwrap();
+        let req = seen.lock().unwrap()[0].to_lowercase();
+        assert!(req.starts_with("get /web/health http/1.1\r\n"), "{req}");
+        assert!(req.contains("\r\nhost: staging.odoo.example\r\n"), "{req}");
+        assert_eq!(req.matches("\r\nhost:").count(), 1, "{req}");
+    }
+
+    #[tokio::test]
+    async fn http_does_not_follow_redirects() {
+        let (base, seen) = serve(REDIRECT);
+        let client = http_client().unwrap();
+        let c = http(format!("{base}/"), 200, None, None);
+        assert_eq!(
+            http_check(&client, &c).await,
+            Err("status 302, expected 200".to_string())
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        let c = http(format!("{base}/"), 302, None, None);
+        assert_eq!(http_check(&client, &c).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn http_reports_connection_refused() {
+        let port = closed_port();
+        let client = http_client().unwrap();
+        let c = http(format!("http://127.0.0.1:{port}/"), 200, None, None);
+        let err = http_check(&client, &c).await.unwrap_err();
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+
+    fn closed_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn tcp_open_and_closed_ports() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = TcpCheck {
+            address: listener.local_addr().unwrap().to_string(),
+        };
+        assert_eq!(tcp_check(&open).await, Ok(()));
+        let closed = TcpCheck {
+            address: format!("127.0.0.1:{}", closed_port()),
+        };
+        let err = tcp_check(&closed).await.unwrap_err();
+        assert!(err.starts_with("failed to connect"), "{err}");
+    }
+
+    fn container(service: &str, state: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("id-{service}"),
+            name: format!("p-{service}-1"),
+            service: service.into(),
+            image: "app@sha256:00".into(),
+            image_id: "sha256:00".into(),
+            repo_digests: vec![],
+            state: state.into(),
+            health: None,
+            restart_count: 0,
+            exit_code: (state == "exited").then_some(1),
+            labels: HashMap::new(),
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn containers_check_needs_every_service_running_and_healthy() {
+        let web = container("web", "running");
+        let db = container("db", "running");
+        assert_eq!(
+            containers_ready(&[web.clone(), db.clone()], &names(&["web", "db"])),
+            Ok(())
+        );
+        let err = containers_ready(std::slice::from_ref(&web), &names(&["web", "db"])).unwrap_err();
+        assert_eq!(err, "service db has no container");
+
+        let mut starting = db.clone();
+        starting.health = Some("starting".into());
+        let err = containers_ready(&[web.clone(), starting], &names(&["web", "db"])).unwrap_err();
+        assert_eq!(err, "service db (container p-db-1) is starting");
+
+        let mut healthy = db.clone();
+        healthy.health = Some("healthy".into());
+        assert_eq!(
+            containers_ready(&[web.clone(), healthy], &names(&["web", "db"])),
+            Ok(())
+        );
+
+        let created = container("db", "created");
+        let err = containers_ready(&[web, created], &names(&["web", "db"])).unwrap_err();
+        assert_eq!(err, "service db (container p-db-1) is created");
+    }
+
+    #[test]
+    fn containers_check_without_services_uses_the_whole_project() {
+        assert!(containers_ready(&[], &[]).is_err());
+        assert_eq!(containers_ready(&[container("x", "running")], &[]), Ok(()));
+    }
+
+    #[test]
+    fn crash_detection() {
+        let services = names(&["web"]);
+        let base = HashMap::new();
+        assert_eq!(
+            crashed(&[container("web", "running")], &base, &services),
+            None
+        );
+
+        let why = crashed(&[container("web", "exited")], &base, &services).unwrap();
+        assert_eq!(why, "service web (container p-web-1) exited (exit code 1)");
+
+        // A one-shot job outside `services` may exit 0, not 1.
+        let mut job = container("migrate", "exited");
+        job.exit_code = Some(0);
+        assert_eq!(crashed(&[job.clone()], &base, &services), None);
+        job.exit_code = Some(2);
+        assert!(crashed(&[job], &base, &services).is_some());
+
+        let dead = container("web", "dead");
+        assert!(crashed(&[dead], &base, &services).unwrap().contains("dead"));
+        let restarting = container("web", "restarting");
+        assert!(
+            crashed(&[restarting], &base, &services)
+                .unwrap()
+                .contains("restarting")
+        );
+
+        let mut again = container("web", "running");
+        again.restart_count = 2;
+        let base = HashMap::from([(again.id.clone(), 1)]);
+        let why = crashed(&[again.clone()], &base, &services).unwrap();
+        assert!(why.contains("restart count 1 -> 2"), "{why}");
+        let base = HashMap::from([(again.id.clone(), 2)]);
+        assert_eq!(crashed(&[again], &base, &services), None);
+    }
+
+    #[test]
+    fn summary_names_the_failed_check() {
+        let o = Outcome {
+            passed: false,
+            failed_check: Some("http http://127.0.0.1:1/health".into()),
+            error: Some("http http://127.0.0.1:1/health: status 404, expected 200".into()),
+            duration: Duration::from_millis(1500),
+            attempts: 3,
+        };
+        assert_eq!(
+            o.summary(),
+            "smoke failed after 1s 500ms: http http://127.0.0.1:1/health: status 404, expected 200"
+        );
+    }
+}

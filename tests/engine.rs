@@ -1,0 +1,357 @@
+//! `engine` and `smoke` against the real components: the Docker engine, the
+//! compose CLI and the loopback registry with the test images from
+//! `scripts/fixtures.sh`. Each test owns a [`TestHost`], whose drop removes
+//! the containers of every project it named, even when the test panics.
+
+mod common;
+
+use common::{Fixtures, TestHost};
+use stackpin::desired::image::ImageRef;
+use stackpin::desired::spec::{Check, ContainersCheck, ExecCheck, HttpCheck, TcpCheck};
+use stackpin::engine::{ComposeCmd, Engine, Error};
+use stackpin::smoke;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+async fn engine() -> Engine {
+    Fixtures::require();
+    Engine::connect("auto")
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()))
+}
+
+fn image(reference: &str) -> ImageRef {
+    ImageRef::parse(reference).unwrap()
+}
+
+/// `docker image inspect` RepoDigests, straight from the CLI.
+fn cli_repo_digests(reference: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            reference,
+        ])
+        .output()
+        .expect("failed to run docker");
+    assert!(
+        out.status.success(),
+        "docker image inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A compose project in its own directory: one service `app` running
+/// `image` on the host network, listening on `port`.
+struct Project {
+    name: String,
+    dir: PathBuf,
+    files: Vec<String>,
+    port: u16,
+}
+
+fn project(host: &TestHost, stack: &str, image: &str) -> Project {
+    let name = host.stack(stack);
+    let port = host.free_port();
+    let dir = host.tmp().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!(
+            "services:\n  app:\n    image: {image}\n    network_mode: host\n    environment:\n      PORT: \"{port}\"\n"
+        ),
+    )
+    .unwrap();
+    Project {
+        name,
+        dir,
+        files: vec!["compose.yaml".into()],
+        port,
+    }
+}
+
+fn http(url: String, contains: Option<&str>) -> Check {
+    Check::Http(HttpCheck {
+        url,
+        expect_status: 200,
+        host: None,
+        contains: contains.map(String::from),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn detects_a_working_compose() {
+    let f = Fixtures::require();
+    let detected = ComposeCmd::detect("auto").unwrap();
+    assert_eq!(detected.display(), f.compose);
+    assert_eq!(ComposeCmd::detect(&f.compose).unwrap(), detected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulls_by_digest_and_verifies_repo_digests() {
+    let f = Fixtures::require();
+    let engine = engine().await;
+    engine.ping().await.unwrap();
+    let v1 = image(&f.v1);
+    // Remove it first (ignoring failure: a running container may use it) so
+    // the network path is exercised when possible.
+    let _ = Command::new("docker").args(["image", "rm", &f.v1]).output();
+
+    let mut lines = Vec::new();
+    engine
+        .pull(&v1, &mut |l| lines.push(l.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    assert!(!lines.is_empty());
+    assert!(cli_repo_digests(&f.v1).contains(&f.v1), "{lines:?}");
+
+    // Already there: no pull, still verified.
+    let mut lines = Vec::new();
+    engine
+        .pull(&v1, &mut |l| lines.push(l.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(lines, [format!("{}: already present", f.v1)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_of_a_missing_digest_fails() {
+    let f = Fixtures::require();
+    let engine = engine().await;
+    let err = engine
+        .pull(&image(&f.missing), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Pull { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("failed to pull "), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_without_a_digest_is_refused() {
+    let f = Fixtures::require();
+    let engine = engine().await;
+    let tagged = image(&format!("{}/stackpin-test/app:latest", f.registry));
+    let err = engine.pull(&tagged, &mut |_| {}).await.unwrap_err();
+    assert!(matches!(err, Error::Pull { .. }), "{err:?}");
+    assert!(err.to_string().contains("no digest"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn networks() {
+    let host = TestHost::new();
+    let engine = engine().await;
+    assert!(engine.network_exists("bridge").await.unwrap());
+    let missing = format!("{}-no-such-network", host.prefix());
+    assert!(!engine.network_exists(&missing).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_smoke_and_down() {
+    let host = TestHost::new();
+    let f = host.fixtures();
+    let engine = engine().await;
+    let p = project(&host, "web", &f.v1);
+
+    engine
+        .config_check(&p.dir, &p.name, &p.files)
+        .await
+        .unwrap();
+    let log = engine
+        .up(&p.dir, &p.name, &p.files)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    assert!(
+        log.command.contains(&format!(
+            "-p {} -f compose.yaml up -d --remove-orphans",
+            p.name
+        )),
+        "{}",
+        log.command
+    );
+    assert_eq!(log.code, Some(0));
+
+    let containers = engine.containers(&p.name).await.unwrap();
+    assert_eq!(containers.len(), 1, "{containers:#?}");
+    let c = &containers[0];
+    assert_eq!(c.service, "app");
+    assert_eq!(c.state, "running");
+    assert_eq!(c.image, f.v1);
+    assert!(c.repo_digests.contains(&f.v1), "{c:#?}");
+    assert_eq!(c.labels["com.docker.compose.project"], p.name);
+    assert_eq!(c.exit_code, None);
+    assert_eq!(c.health, None);
+
+    let base = format!("http://127.0.0.1:{}", p.port);
+    let checks = vec![
+        Check::Containers(ContainersCheck {}),
+        http(format!("{base}/health"), Some("ok")),
+        http(format!("{base}/"), Some("stackpin-test-app v1")),
+        Check::Tcp(TcpCheck {
+            address: format!("127.0.0.1:{}", p.port),
+        }),
+        Check::Exec(ExecCheck {
+            service: "app".into(),
+            command: vec!["cat".into(), "/www/version".into()],
+        }),
+    ];
+    let services = vec!["app".to_string()];
+    let outcome = smoke::run(
+        &engine,
+        &p.name,
+        &services,
+        &checks,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(outcome.passed, "{outcome:#?}");
+    assert_eq!(outcome.failed_check, None);
+    assert!(outcome.attempts >= 1);
+
+    let (code, out) = engine
+        .exec(&c.id, &["cat".into(), "/www/version".into()])
+        .await
+        .unwrap();
+    assert_eq!((code, out.trim()), (0, "v1"));
+    let (code, _) = engine
+        .exec(&c.id, &["cat".into(), "/no/such/file".into()])
+        .await
+        .unwrap();
+    assert_ne!(code, 0);
+
+    // A failing exec check names the check and carries the output.
+    let failing = [Check::Exec(ExecCheck {
+        service: "app".into(),
+        command: vec!["cat".into(), "/no/such/file".into()],
+    })];
+    let outcome = smoke::run(
+        &engine,
+        &p.name,
+        &services,
+        &failing,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(!outcome.passed);
+    assert_eq!(
+        outcome.failed_check.as_deref(),
+        Some("exec app: cat /no/such/file")
+    );
+    let error = outcome.error.unwrap();
+    assert!(error.contains("exit code 1"), "{error}");
+    assert!(error.contains("/no/such/file"), "{error}");
+
+    engine.down(&p.dir, &p.name, &p.files).await.unwrap();
+    assert!(engine.containers(&p.name).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_health_fails_naming_the_check() {
+    let host = TestHost::new();
+    let f = host.fixtures();
+    let engine = engine().await;
+    let p = project(&host, "broken", &f.broken);
+    engine.up(&p.dir, &p.name, &p.files).await.unwrap();
+
+    let url = format!("http://127.0.0.1:{}/health", p.port);
+    let checks = vec![
+        Check::Containers(ContainersCheck {}),
+        http(url.clone(), None),
+    ];
+    let timeout = Duration::from_secs(5);
+    let outcome = smoke::run(&engine, &p.name, &["app".into()], &checks, timeout).await;
+    assert!(!outcome.passed, "{outcome:#?}");
+    assert_eq!(
+        outcome.failed_check.as_deref(),
+        Some(&*format!("http {url}"))
+    );
+    let error = outcome.error.unwrap();
+    assert!(
+        error.starts_with(&format!("http {url}: status 404, expected 200")),
+        "{error}"
+    );
+    assert!(outcome.duration >= timeout);
+    assert!(outcome.attempts > 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_fails_fast() {
+    let host = TestHost::new();
+    let f = host.fixtures();
+    let engine = engine().await;
+    let p = project(&host, "crash", &f.crash);
+    engine.up(&p.dir, &p.name, &p.files).await.unwrap();
+
+    let timeout = Duration::from_secs(60);
+    let checks = vec![http(format!("http://127.0.0.1:{}/health", p.port), None)];
+    let outcome = smoke::run(&engine, &p.name, &["app".into()], &checks, timeout).await;
+    assert!(!outcome.passed, "{outcome:#?}");
+    assert_eq!(outcome.failed_check.as_deref(), Some("containers"));
+    assert!(outcome.duration < timeout / 2, "{outcome:#?}");
+    let error = outcome.error.unwrap();
+    assert!(error.contains("service app"), "{error}");
+    assert!(error.contains("exited (exit code 1)"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_fails_fast_without_checks() {
+    // No checks means `containers: {}`; a container that is running at first
+    // but dies a second later must not pass.
+    let host = TestHost::new();
+    let f = host.fixtures();
+    let engine = engine().await;
+    let p = project(&host, "crash0", &f.crash);
+    engine.up(&p.dir, &p.name, &p.files).await.unwrap();
+
+    let timeout = Duration::from_secs(60);
+    let outcome = smoke::run(&engine, &p.name, &["app".into()], &[], timeout).await;
+    assert!(!outcome.passed, "{outcome:#?}");
+    assert_eq!(outcome.failed_check.as_deref(), Some("containers"));
+    assert!(outcome.duration < timeout / 2, "{outcome:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_failures_are_masked() {
+    let host = TestHost::new();
+    let f = host.fixtures();
+    let mut engine = engine().await;
+    let secret = "s3cr3t-value-42";
+    engine.set_secrets(vec![secret.into(), "ab".into()]);
+    let p = project(&host, "masked", &f.v1);
+    // An unknown key makes compose print the key, secret included.
+    std::fs::write(
+        p.dir.join("compose.yaml"),
+        format!(
+            "services:\n  app:\n    image: {}\n    bogus_{secret}: 1\n",
+            f.v1
+        ),
+    )
+    .unwrap();
+    let files = vec!["compose.yaml".to_string(), format!("{secret}.yaml")];
+    std::fs::write(
+        p.dir.join(format!("{secret}.yaml")),
+        "services:\n  app:\n    environment:\n      X: y\n",
+    )
+    .unwrap();
+
+    let err = engine
+        .config_check(&p.dir, &p.name, &files)
+        .await
+        .unwrap_err();
+    let Error::Compose {
+        command,
+        code,
+        output,
+    } = &err
+    else {
+        panic!("expected a compose error, got {err:?}");
+    };
+    assert_ne!(*code, Some(0));
+    assert!(command.contains("-f ***.yaml config -q"), "{command}");
+    assert!(output.contains("bogus_***"), "{output}");
+    let all = format!("{err:?} {err}");
+    assert!(!all.contains(secret), "{all}");
+}

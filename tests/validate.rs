@@ -1,0 +1,127 @@
+//! `stackpin validate` through the binary: the example repository passes, a
+//! broken one is reported with file, field and fix, `--json` parses, exit
+//! codes follow the contract. No engine needed.
+
+mod common;
+
+use common::TestHost;
+
+const D1: &str = "sha256:1db6436ca7e084705cffcf3e760b6659cce449bd636edf94917b28de2df3fbe5";
+const D2: &str = "sha256:9dbec371551c2626c0bce9f673e67de4d6cd0332894b359a11b1243112e169ee";
+
+fn example() -> String {
+    format!("{}/desired-state-example", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_example_repository_is_valid() {
+    let h = TestHost::new();
+    h.cmd_raw(["validate", &example()])
+        .run()
+        .ok()
+        .stdout_contains("5 stack(s), 0 with errors; 0 error(s)");
+    let out = h.cmd_raw(["validate", "--json", &example()]).run().ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).expect("--json must print JSON");
+    assert_eq!(v, serde_json::json!([]));
+}
+
+#[test]
+fn the_examples_production_pins_are_exactly_what_staging_verified() {
+    // Removing the verified file must make the production stack fail the gate.
+    let h = TestHost::new();
+    let copy = h.tmp().join("copy");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(example())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_file(copy.join("verified/odoo18-staging.yaml")).unwrap();
+    let out = h.cmd_raw(["validate", "--json"]).arg(&copy).run().code(1);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(v.len(), 1, "{v:#?}");
+    assert_eq!(v[0]["file"], "stacks/odoo18-prod/stack.yaml");
+    assert_eq!(v[0]["field"], "images");
+    let msg = v[0]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("not verified in `odoo18-staging`: odoo-tenant=sha256:"),
+        "{msg}"
+    );
+}
+
+fn good(h: &TestHost, stack: &str, extra: &str) {
+    h.write(
+        format!("stacks/{stack}/stack.yaml"),
+        format!("environment: staging\nimages:\n  web: ghcr.io/acme/app@{D1}\n{extra}"),
+    );
+    h.write(format!("stacks/{stack}/compose.yaml"), "services:\n  web:\n    image: ghcr.io/acme/app\n    volumes: [\"./config/a.conf:/etc/a.conf:ro\"]\n");
+    h.write(format!("stacks/{stack}/config/a.conf"), "a\n");
+}
+
+#[test]
+fn errors_name_file_field_and_fix_and_other_stacks_still_validate() {
+    let h = TestHost::new();
+    good(&h, "good", "");
+    good(&h, "bad", "");
+    h.write("stacks/bad/compose.yaml", "services:\n  web:\n    image: ghcr.io/acme/app\n    volumes: [\"./config/a.conf:/etc/a.conf\"]\n  db:\n    image: postgres:latest\n");
+    let out = h.cmd_raw(["validate"]).arg(h.repo()).run().code(1);
+    let text = out.stdout();
+    assert!(
+        text.contains("error: stacks/bad/compose.yaml: services.web.volumes[0]: relative bind mount \"./config/a.conf\" is writable: state written there would stay behind in an old release\n  fix: mount it read-only (append `:ro`) or use a named volume for data"),
+        "{text}"
+    );
+    assert!(text.contains("error: stacks/bad/compose.yaml: services.db.image: \"postgres:latest\" uses the `:latest` tag"), "{text}");
+    assert!(
+        text.contains("2 stack(s), 1 with errors; 2 error(s)"),
+        "{text}"
+    );
+    assert!(!text.contains("stacks/good"), "{text}");
+
+    let out = h
+        .cmd_raw(["validate", "--json"])
+        .arg(h.repo())
+        .run()
+        .code(1);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(v.len(), 2);
+    assert!(v.iter().all(|f| f["severity"] == "error"
+        && f["stack"] == "bad"
+        && !f["fix"].as_str().unwrap().is_empty()));
+}
+
+#[test]
+fn gate_refusal_lists_missing_digests_and_break_glass_warns() {
+    let h = TestHost::new();
+    good(&h, "stg", "marks_verified: true\n");
+    good(&h, "prod", "promote_from: stg\n");
+    h.write(
+        "stacks/prod/stack.yaml",
+        format!(
+            "environment: production\nimages:\n  web: ghcr.io/acme/app@{D2}\npromote_from: stg\n"
+        ),
+    );
+    h.write("verified/stg.yaml", format!("verified:\n  - {{version: v1, images: {{web: \"ghcr.io/acme/app@{D1}\"}}, verified_at: \"2026-01-31T06:55:00Z\", host: s, commit: c}}\n"));
+    h.cmd_raw(["validate"])
+        .arg(h.repo())
+        .run()
+        .code(1)
+        .stdout_contains(&format!("not verified in `stg`: web={D2}"));
+    h.write("stacks/prod/stack.yaml", format!("environment: production\nimages:\n  web: ghcr.io/acme/app@{D2}\npromote_from: stg\nbreak_glass: {{reason: \"CVE hotfix\"}}\n"));
+    h.cmd_raw(["validate"])
+        .arg(h.repo())
+        .run()
+        .ok()
+        .stdout_contains(
+            "warning: stacks/prod/stack.yaml: break_glass: break-glass skips the gate",
+        );
+}
+
+#[test]
+fn a_missing_directory_is_exit_2() {
+    let h = TestHost::new();
+    h.cmd_raw(["validate", "/nonexistent/stackpin-repo"])
+        .run()
+        .code(2)
+        .stderr_contains("is not a directory");
+}
