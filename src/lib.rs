@@ -18,3 +18,4 @@ pub mod reconcile;
 pub mod release;
 pub mod smoke;
 pub mod state;
+pub mod status;

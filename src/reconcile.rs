@@ -218,7 +218,7 @@ impl Context<'_> {
             .unwrap_or_default()
     }
 
-    fn local_record(&self, stack: &str) -> LocalRecord {
+    pub fn local_record(&self, stack: &str) -> LocalRecord {
         LocalRecord {
             quarantined: self
                 .store
