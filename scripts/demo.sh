@@ -68,6 +68,7 @@ services:
   web:
     image: stackpin-test/app
     network_mode: host
+    stop_grace_period: 2s
     environment:
       PORT: ${PORT}
     volumes:

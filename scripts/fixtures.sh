@@ -69,6 +69,12 @@ stackpin_fixtures_install_tools() {
     command -v git >/dev/null 2>&1 || pkgs+=(git)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl)
     command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+    # Building git2 with https and ssh links OpenSSL; the trust tests sign
+    # commits with ssh-keygen and gpg.
+    command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
+    dpkg -s libssl-dev >/dev/null 2>&1 || pkgs+=(libssl-dev)
+    command -v ssh-keygen >/dev/null 2>&1 || pkgs+=(openssh-client)
+    command -v gpg >/dev/null 2>&1 || pkgs+=(gnupg)
     if [ "${#pkgs[@]}" -gt 0 ]; then
         _fx_log "installing: ${pkgs[*]}"
         _fx_sudo apt-get update -qq

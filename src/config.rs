@@ -15,6 +15,8 @@ pub struct FileConfig {
     pub repo: Option<RepoConfig>,
     pub http: Option<HttpConfig>,
     pub control_socket: Option<PathBuf>,
+    /// Group that may use the control socket (mode 0660).
+    pub control_socket_group: Option<String>,
     pub compose: Option<String>,
     pub concurrency: Option<usize>,
     /// Minimum free space on the root's filesystem, in percent (default 20).
@@ -35,6 +37,8 @@ pub struct RepoConfig {
     pub known_hosts_file: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub poll_interval: Option<String>,
+    /// Watch a local repository path for changes (default true).
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -80,6 +84,8 @@ pub struct Config {
     pub repo_path: String,
     pub compose: String,
     pub min_disk_free_percent: u8,
+    /// The daemon's control socket (CLI actions go through it when it answers).
+    pub control_socket: PathBuf,
     pub file: FileConfig,
 }
 

@@ -6,16 +6,24 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod desired;
+pub mod diff;
 pub mod engine;
+pub mod events;
 pub mod fault;
 pub mod fsutil;
 pub mod gate;
 pub mod history;
+pub mod metrics;
 pub mod observed;
 pub mod plan;
 pub mod reconcile;
 pub mod release;
+pub mod server;
 pub mod smoke;
+pub mod source;
 pub mod state;
 pub mod status;
+pub mod trust;

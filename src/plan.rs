@@ -93,6 +93,9 @@ pub struct Options<'a> {
     pub break_glass: Option<&'a str>,
     /// Limit to these stacks (empty: all).
     pub only: &'a [String],
+    /// Environments whose desired commit failed the signature policy
+    /// (environment -> `untrusted commit <sha>: <why>`).
+    pub untrusted: Option<&'a BTreeMap<String, String>>,
 }
 
 /// Computes the plan.
@@ -146,6 +149,10 @@ pub fn plan(
                 format!("held: {why}"),
                 None,
             ));
+            continue;
+        }
+        if let Some(why) = opts.untrusted.and_then(|u| u.get(stack.environment())) {
+            items.push(item(Action::Skip { why: Skip::Blocked }, why.clone(), None));
             continue;
         }
         let Some(fp_val) = fp.clone() else {
@@ -580,6 +587,39 @@ mod tests {
             matches!(&it.verdict, Some(Verdict::Pass { version, .. }) if version == "v9"),
             "{it:?}"
         );
+
+        // A commit that fails the environment's signature policy blocks
+        // only that environment's stacks.
+        let d = desired(
+            &[
+                ("a", "environment: production\n"),
+                ("c", "environment: staging\n"),
+            ],
+            None,
+        );
+        let untrusted: BTreeMap<String, String> = [(
+            "production".to_string(),
+            "untrusted commit 0123456789ab: unsigned commit".to_string(),
+        )]
+        .into();
+        let p = plan(
+            &d,
+            &fps(&d, "fp"),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &Options {
+                host: "h",
+                untrusted: Some(&untrusted),
+                ..Default::default()
+            },
+        );
+        let by: BTreeMap<&str, &Item> = p.items.iter().map(|i| (i.stack.as_str(), i)).collect();
+        assert_eq!(by["a"].action, Action::Skip { why: Skip::Blocked });
+        assert_eq!(
+            by["a"].reason,
+            "untrusted commit 0123456789ab: unsigned commit"
+        );
+        assert_eq!(by["c"].action, Action::Deploy);
 
         let d = desired(&[("a", ""), ("b", "images: BAD\n")], None);
         let mut observed = BTreeMap::new();

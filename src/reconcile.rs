@@ -15,6 +15,7 @@
 use crate::desired::spec::{Check, VerifiedEntry, VerifiedFile};
 use crate::desired::{DesiredState, Stack};
 use crate::engine::Engine;
+use crate::events::{Event, EventSink};
 use crate::fault;
 use crate::gate::Verdict;
 use crate::history::{self, Entry};
@@ -25,11 +26,11 @@ use crate::smoke;
 use crate::state::{Hold, JOURNAL_FORMAT, Journal, LocalStore, Phase, Quarantine};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Why a stack did not end converged; one per failed stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
     InvalidSpec,
     PreflightFailed,
@@ -46,7 +47,7 @@ pub enum Reason {
 }
 
 /// How one stack's run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Nothing to do: the release is current and healthy.
@@ -60,6 +61,8 @@ pub enum Outcome {
     Blocked,
     /// Interrupted converge recovered.
     Recovered,
+    /// `--dry-run`: what would happen, nothing done.
+    Planned,
 }
 
 impl Outcome {
@@ -72,15 +75,15 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stage {
-    pub name: &'static str,
+    pub name: String,
     pub ok: bool,
     pub millis: u128,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackResult {
     pub stack: String,
     pub outcome: Outcome,
@@ -115,6 +118,10 @@ pub struct Context<'a> {
     pub actor: String,
     pub min_disk_free_percent: u8,
     pub reporter: &'a dyn Reporter,
+    /// Where notifications go (see `events`).
+    pub events: &'a dyn EventSink,
+    /// Signature policies by environment (SPEC §5); empty: no policy.
+    pub trust: &'a BTreeMap<String, crate::trust::Policy>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -124,6 +131,11 @@ pub struct SyncOptions {
     pub break_glass: Option<String>,
     pub only: Vec<String>,
     pub prune: bool,
+    /// Stacks converging at once (at least 1).
+    pub concurrency: usize,
+    /// Environments whose desired commit failed the signature policy, with
+    /// why; computed by [`sync`] from `Context::trust`.
+    pub untrusted: BTreeMap<String, String>,
 }
 
 /// What the smoke of a release needs, stored inside the release so that a
@@ -205,17 +217,13 @@ impl Context<'_> {
         }
     }
 
+    fn emit(&self, e: Event) {
+        self.events.emit(e);
+    }
+
     /// The host's verified entries for a stack.
     pub fn verified_store(&self, stack: &str) -> Vec<VerifiedEntry> {
-        std::fs::read(self.layout.verified_store(stack))
-            .ok()
-            .and_then(|b| {
-                let mut f = Vec::new();
-                let mut sink = crate::desired::Sink::new(None, "", &mut f);
-                crate::desired::parse_typed::<VerifiedFile>(&b, &mut sink).ok()
-            })
-            .map(|v| v.verified)
-            .unwrap_or_default()
+        read_verified_store(&self.layout, stack)
     }
 
     pub fn local_record(&self, stack: &str) -> LocalRecord {
@@ -230,6 +238,20 @@ impl Context<'_> {
             verified: self.verified_store(stack),
         }
     }
+}
+
+/// The host's verified entries for a stack (`releases/verified/<stack>.yaml`);
+/// empty when missing or unreadable.
+pub fn read_verified_store(layout: &Layout, stack: &str) -> Vec<VerifiedEntry> {
+    std::fs::read(layout.verified_store(stack))
+        .ok()
+        .and_then(|b| {
+            let mut f = Vec::new();
+            let mut sink = crate::desired::Sink::new(None, "", &mut f);
+            crate::desired::parse_typed::<VerifiedFile>(&b, &mut sink).ok()
+        })
+        .map(|v| v.verified)
+        .unwrap_or_default()
 }
 
 /// Runs a stage, timing it and reporting it.
@@ -248,7 +270,7 @@ impl Stages<'_> {
         detail: impl Into<String>,
     ) {
         let s = Stage {
-            name,
+            name: name.to_string(),
             ok,
             millis: started.elapsed().as_millis(),
             detail: detail.into(),
@@ -258,39 +280,118 @@ impl Stages<'_> {
     }
 }
 
-/// Converges every selected stack of `desired` in order. Each stack is
-/// planned and executed under its lock, so a plan is never acted on after
-/// another process changed the stack.
+/// Converges every selected stack of `desired`: a stack starts once every
+/// stack it depends on (`depends_on`, `promote_from`) has finished, and at
+/// most `opts.concurrency` converge at once. Each stack is planned and
+/// executed under its lock, so a plan is never acted on after another process
+/// changed the stack.
 pub async fn sync(
     ctx: &Context<'_>,
     desired: &DesiredState,
     opts: &SyncOptions,
 ) -> Vec<StackResult> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut results = recover(ctx).await;
-    let names: Vec<String> = {
-        let probe = plan::plan(
-            desired,
-            &BTreeMap::new(),
-            &BTreeMap::new(),
-            &BTreeMap::new(),
-            &plan::Options {
-                host: &ctx.host,
-                only: &opts.only,
-                ..Default::default()
-            },
-        );
-        let mut n: Vec<String> = probe.items.iter().map(|i| i.stack.clone()).collect();
-        for s in observed::stacks_on_host(&ctx.layout) {
-            if !n.contains(&s) && (opts.only.is_empty() || opts.only.contains(&s)) {
-                n.push(s);
-            }
+    let mut with_trust = opts.clone();
+    with_trust.untrusted = trust_verdicts(ctx, desired);
+    let opts = &with_trust;
+    let mut names: Vec<String> = desired
+        .order()
+        .into_iter()
+        .chain(desired.invalid.iter().cloned())
+        .filter(|n| opts.only.is_empty() || opts.only.contains(n))
+        .collect();
+    for s in observed::stacks_on_host(&ctx.layout) {
+        if !names.contains(&s) && (opts.only.is_empty() || opts.only.contains(&s)) {
+            names.push(s);
         }
-        n
+    }
+    let preds = |n: &str| -> Vec<String> {
+        desired
+            .stacks
+            .get(n)
+            .map(|s| {
+                s.predecessors()
+                    .filter(|p| names.iter().any(|x| x == p))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    for name in names {
-        results.push(sync_stack(ctx, desired, &name, opts).await);
+    let limit = opts.concurrency.max(1);
+    let mut pending: Vec<String> = names.clone();
+    let mut done: Vec<String> = Vec::new();
+    let mut running = FuturesUnordered::new();
+    let mut by_name: BTreeMap<String, StackResult> = BTreeMap::new();
+    loop {
+        while running.len() < limit {
+            let Some(pos) = pending
+                .iter()
+                .position(|n| preds(n).iter().all(|p| done.contains(p)))
+            else {
+                break;
+            };
+            let n = pending.remove(pos);
+            running.push(async move {
+                let r = sync_stack(ctx, desired, &n, opts).await;
+                (n, r)
+            });
+        }
+        match running.next().await {
+            Some((n, r)) => {
+                done.push(n.clone());
+                by_name.insert(n, r);
+            }
+            None => break,
+        }
+    }
+    // Report in converge order.
+    for n in names {
+        if let Some(r) = by_name.remove(&n) {
+            results.push(r);
+        }
     }
     results
+}
+
+/// Checks the desired commit against the signature policy of every
+/// environment that has one. Returns the environments it does not satisfy.
+pub fn trust_verdicts(ctx: &Context<'_>, desired: &DesiredState) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if ctx.trust.is_empty() {
+        return out;
+    }
+    let envs: std::collections::BTreeSet<&str> =
+        desired.stacks.values().map(|s| s.environment()).collect();
+    let repo = desired
+        .repo_path
+        .as_ref()
+        .and_then(|p| git2::Repository::open(p).ok());
+    for env in envs {
+        let Some(policy) = ctx.trust.get(env) else {
+            continue;
+        };
+        let why = match (&repo, &desired.commit) {
+            (Some(r), Some(c)) => {
+                match crate::trust::verify_commit(r, c, policy, chrono::Utc::now()) {
+                    crate::trust::Verdict::Trusted { signer, method } => {
+                        tracing::debug!(environment = env, %signer, method, "desired commit is trusted");
+                        continue;
+                    }
+                    crate::trust::Verdict::Untrusted { why } => why,
+                }
+            }
+            _ => "the desired state is not a git commit, so its signature cannot be checked"
+                .to_string(),
+        };
+        let sha = desired
+            .commit
+            .as_deref()
+            .map(|c| &c[..12.min(c.len())])
+            .unwrap_or("-");
+        out.insert(env.to_string(), format!("untrusted commit {sha}: {why}"));
+    }
+    out
 }
 
 /// Plans and executes one stack under its lock.
@@ -366,6 +467,7 @@ pub async fn sync_stack(
         prune: opts.prune,
         break_glass: opts.break_glass.as_deref(),
         only: &only,
+        untrusted: Some(&opts.untrusted),
     };
     let p = plan::plan(desired, &fingerprints, &observed_map, &local, &popts);
     let Some(item) = p.items.into_iter().next() else {
@@ -385,7 +487,7 @@ pub async fn sync_stack(
     if opts.dry_run {
         return StackResult {
             stack: name.into(),
-            outcome: Outcome::Skipped,
+            outcome: Outcome::Planned,
             reason: None,
             message: format!("would {}: {}", action_word(&item.action), item.reason),
             version: desired.stacks.get(name).map(|s| s.version.clone()),
@@ -504,6 +606,12 @@ fn record_refusal(ctx: &Context<'_>, s: &Stack, item: &Item) {
         "refused",
         &item.reason,
     );
+    ctx.emit(Event::Blocked {
+        stack: s.name.clone(),
+        environment: s.environment().into(),
+        version: s.version.clone(),
+        reason: item.reason.clone(),
+    });
     let _ = crate::fsutil::write_atomic(&marker, key.as_bytes(), 0o644);
 }
 
@@ -575,6 +683,20 @@ async fn heal(ctx: &Context<'_>, s: &Stack, obs: &StackObservation, why: &str) -
         status,
         &format!("heal: {why}; {message}"),
     );
+    if outcome == Outcome::Healed {
+        ctx.emit(Event::Deployed {
+            stack: s.name.clone(),
+            environment: s.environment().into(),
+            version: version.clone(),
+        });
+    } else {
+        ctx.emit(Event::DeployFailed {
+            stack: s.name.clone(),
+            environment: s.environment().into(),
+            version: version.clone(),
+            reason: message.clone(),
+        });
+    }
     StackResult {
         stack: s.name.clone(),
         outcome,
@@ -673,6 +795,12 @@ async fn deploy(
     if !problems.is_empty() {
         let msg = format!("preflight failed: {}", problems.join("; "));
         ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+        ctx.emit(Event::DeployFailed {
+            stack: name.clone(),
+            environment: env.clone(),
+            version: s.version.clone(),
+            reason: msg.clone(),
+        });
         return fail(st, Reason::PreflightFailed, msg, prev);
     }
 
@@ -701,6 +829,12 @@ async fn deploy(
             st.record("release", t, false, e.to_string());
             let msg = format!("release-create failed: {e}");
             ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+            ctx.emit(Event::DeployFailed {
+                stack: name.clone(),
+                environment: env.clone(),
+                version: s.version.clone(),
+                reason: msg.clone(),
+            });
             return fail(st, Reason::PreflightFailed, msg, prev);
         }
     };
@@ -713,6 +847,12 @@ async fn deploy(
         st.record("release", t, false, e.to_string());
         let msg = format!("compose config rejected the release: {e}");
         ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+        ctx.emit(Event::DeployFailed {
+            stack: name.clone(),
+            environment: env.clone(),
+            version: s.version.clone(),
+            reason: msg.clone(),
+        });
         let _ = crate::fsutil::remove_tree(&dir);
         return fail(st, Reason::PreflightFailed, msg, prev);
     }
@@ -728,6 +868,12 @@ async fn deploy(
             st.record("pull", t, false, format!("{svc}: {e}"));
             let msg = format!("pull failed: {svc}: {e}");
             ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+            ctx.emit(Event::DeployFailed {
+                stack: name.clone(),
+                environment: env.clone(),
+                version: s.version.clone(),
+                reason: msg.clone(),
+            });
             let _ = crate::fsutil::remove_tree(&dir);
             return fail(st, Reason::PullFailed, msg, prev);
         }
@@ -762,6 +908,12 @@ async fn deploy(
         let _ = ctx.store.clear_journal(&name);
         let msg = format!("switch failed: {e}");
         ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+        ctx.emit(Event::DeployFailed {
+            stack: name.clone(),
+            environment: env.clone(),
+            version: s.version.clone(),
+            reason: msg.clone(),
+        });
         return fail(st, Reason::PreflightFailed, msg, prev);
     }
     journal.phase = Phase::Verifying;
@@ -809,6 +961,12 @@ async fn deploy(
         at: now_rfc3339(),
     };
     let _ = ctx.store.set_quarantine(&name, &q);
+    ctx.emit(Event::Quarantined {
+        stack: name.clone(),
+        environment: env.clone(),
+        version: s.version.clone(),
+        fingerprint: rendered.fingerprint.clone(),
+    });
     ctx.history(
         &name,
         &env,
@@ -919,6 +1077,12 @@ async fn revert(
             "failed",
             &format!("{why}; first deploy left stopped"),
         );
+        ctx.emit(Event::DeployFailed {
+            stack: name.into(),
+            environment: env.into(),
+            version: failed_version(ctx, name, failed_id),
+            reason: format!("{why}; first deploy left stopped"),
+        });
         return StackResult {
             stack: name.into(),
             outcome: Outcome::Failed,
@@ -939,6 +1103,12 @@ async fn revert(
             "failed",
             &format!("{why}; switch back failed: {e}"),
         );
+        ctx.emit(Event::DeployFailed {
+            stack: name.into(),
+            environment: env.into(),
+            version: failed_version(ctx, name, failed_id),
+            reason: format!("{why}; switch back failed: {e}"),
+        });
         return StackResult {
             stack: name.into(),
             outcome: Outcome::Failed,
@@ -985,6 +1155,22 @@ async fn revert(
         outcome,
         &format!("{why} (release {failed_id})"),
     );
+    if status == Outcome::RolledBack {
+        ctx.emit(Event::RolledBack {
+            stack: name.into(),
+            environment: env.into(),
+            failed_version: failed_version(ctx, name, failed_id),
+            version: version.clone(),
+            reason: why.to_string(),
+        });
+    } else {
+        ctx.emit(Event::DeployFailed {
+            stack: name.into(),
+            environment: env.into(),
+            version: failed_version(ctx, name, failed_id),
+            reason: format!("{why}; the previous release {version} also fails: {why2}"),
+        });
+    }
     StackResult {
         stack: name.into(),
         outcome: status,
@@ -994,6 +1180,13 @@ async fn revert(
         release: Some(prev.into()),
         stages: vec![],
     }
+}
+
+/// The version of a release, for messages (its id when unreadable).
+fn failed_version(ctx: &Context<'_>, stack: &str, id: &str) -> String {
+    release_meta(&ctx.layout.release_dir(stack, id))
+        .map(|m| m.version)
+        .unwrap_or_else(|| id.to_string())
 }
 
 fn release_meta(dir: &Path) -> Option<ReleaseMeta> {
@@ -1045,6 +1238,19 @@ fn record_success(
         "success",
         notes,
     );
+    if let Some(reason) = notes.strip_prefix("BREAK_GLASS: ") {
+        ctx.emit(Event::BreakGlass {
+            stack: name.clone(),
+            environment: s.environment().into(),
+            version: s.version.clone(),
+            reason: reason.split("; ").next().unwrap_or(reason).to_string(),
+        });
+    }
+    ctx.emit(Event::Deployed {
+        stack: name.clone(),
+        environment: s.environment().into(),
+        version: s.version.clone(),
+    });
     if s.spec.marks_verified {
         mark_verified(ctx, s, desired.commit.as_deref());
     }
@@ -1216,6 +1422,12 @@ async fn recover_one(ctx: &Context<'_>, j: &Journal) -> StackResult {
                     };
                     let _ = release::write_current(&ctx.layout, name, &rec);
                     ctx.history(name, &env, "deploy", &m.version, "success", &why);
+                    ctx.emit(Event::Recovered {
+                        stack: name.clone(),
+                        environment: env.clone(),
+                        version: m.version.clone(),
+                        note: why.clone(),
+                    });
                 }
                 StackResult {
                     stack: name.clone(),
@@ -1243,13 +1455,22 @@ async fn recover_one(ctx: &Context<'_>, j: &Journal) -> StackResult {
     }
 }
 
-/// Puts a hold on a stack (used by rollback and `hold`).
-pub fn hold(
+fn env_of(ctx: &Context<'_>, stack: &str) -> (String, String) {
+    match release::read_current(&ctx.layout, stack).ok().flatten() {
+        Some(c) => (c.environment, c.version),
+        None => ("-".into(), "-".into()),
+    }
+}
+
+/// Holds a stack: syncs skip it until [`resume_stack`]. Idempotent; records
+/// `hold` in history.
+pub fn hold_stack(
     ctx: &Context<'_>,
     stack: &str,
     reason: &str,
     release_id: Option<String>,
-) -> std::io::Result<()> {
+) -> std::io::Result<String> {
+    let _lock = ctx.store.lock(stack)?;
     ctx.store.set_hold(
         stack,
         &Hold {
@@ -1257,10 +1478,24 @@ pub fn hold(
             at: now_rfc3339(),
             release_id,
         },
-    )
+    )?;
+    let (env, version) = env_of(ctx, stack);
+    ctx.history(stack, &env, "hold", &version, "success", reason);
+    Ok(format!(
+        "{stack} is held: {reason}; `stackpin resume {stack}` lets git win again"
+    ))
 }
 
-/// The path of a release directory, for messages.
-pub fn release_path(ctx: &Context<'_>, stack: &str, id: &str) -> PathBuf {
-    ctx.layout.release_dir(stack, id)
+/// Lifts a hold. Records `resume` in history when there was one.
+pub fn resume_stack(ctx: &Context<'_>, stack: &str) -> std::io::Result<String> {
+    let _lock = ctx.store.lock(stack)?;
+    if ctx.store.hold(stack).ok().flatten().is_none() {
+        return Ok(format!("{stack} is not held"));
+    }
+    ctx.store.clear_hold(stack)?;
+    let (env, version) = env_of(ctx, stack);
+    ctx.history(stack, &env, "resume", &version, "success", "");
+    Ok(format!(
+        "{stack} resumed: the next sync converges it to git"
+    ))
 }

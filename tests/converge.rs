@@ -18,7 +18,7 @@ fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str,
     );
     h.write(
         format!("stacks/{stack}/compose.yaml"),
-        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    environment:\n      PORT: ${PORT}\n    volumes:\n      - ./config/site.conf:/etc/site.conf:ro\n",
+        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n    volumes:\n      - ./config/site.conf:/etc/site.conf:ro\n",
     );
     h.write(
         format!("stacks/{stack}/config/site.conf"),

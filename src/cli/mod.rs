@@ -2,7 +2,10 @@
 //! Exit codes: 0 ok, 1 refused or failed, 2 unexpected (the command itself
 //! could not run).
 
+mod daemon;
 mod history;
+mod hold;
+mod plan;
 mod releases;
 pub mod setup;
 mod status;
@@ -61,27 +64,81 @@ pub struct Global {
     /// Where stackpin keeps its own state (git mirror, quarantine, locks).
     #[arg(long, global = true)]
     pub state_dir: Option<PathBuf>,
+    /// The running daemon's control socket (default /run/stackpin/control.sock).
+    #[arg(long, global = true, env = "STACKPIN_CONTROL_SOCKET")]
+    pub control_socket: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr; no stage lines.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the GitOps loop: fetch, converge, serve webhooks, metrics and the control socket.
+    Daemon(daemon::Args),
     /// Converge stacks now: release-create, pull, switch, up, smoke, record or revert.
     Sync(sync::Args),
+    /// What a sync would change and why: actions, gate verdicts, file and image diffs.
+    #[command(visible_alias = "diff")]
+    Plan(plan::Args),
     /// Show each stack's state, version, release and last change.
     Status(status::Args),
     /// Show the deploy history (the audit log).
     History(history::Args),
     /// List a stack's releases on this host.
     Releases(releases::Args),
+    /// Hold a stack: syncs leave it as it is until `resume`.
+    Hold(hold::HoldArgs),
+    /// Lift a hold: the next sync converges the stack to git.
+    Resume(hold::ResumeArgs),
     /// Check a desired-state repository against every rule (exit 1 on errors).
     Validate(validate::Args),
 }
 
+/// Logs go to stderr: text or JSON, `RUST_LOG` wins over the defaults
+/// (info for the daemon, warnings for one-shot commands).
+fn init_logging(g: &Global, daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (g.quiet, g.verbose, daemon) {
+        (true, _, _) => "error",
+        (_, 0, false) => "warn",
+        (_, 0, true) | (_, 1, _) => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("stackpin={default},warn")));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match g.log_format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .try_init(),
+    };
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli.global, matches!(cli.command, Command::Daemon(_)));
     match run(cli) {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Failed) => ExitCode::from(1),
@@ -94,7 +151,11 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<Status> {
     match cli.command {
+        Command::Daemon(a) => daemon::run(&cli.global, a),
+        Command::Hold(a) => hold::hold(&cli.global, a),
+        Command::Resume(a) => hold::resume(&cli.global, a),
         Command::Sync(a) => sync::run(&cli.global, a),
+        Command::Plan(a) => plan::run(&cli.global, a),
         Command::Status(a) => status::run(&cli.global, a),
         Command::History(a) => history::run(&cli.global, a),
         Command::Releases(a) => releases::run(&cli.global, a),

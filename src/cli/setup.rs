@@ -39,6 +39,11 @@ pub fn config(g: &Global) -> anyhow::Result<Config> {
         repo_path: repo_cfg.path.clone().unwrap_or_else(|| ".".into()),
         compose: file.compose.clone().unwrap_or_else(|| "auto".into()),
         min_disk_free_percent: file.min_disk_free_percent.unwrap_or(20),
+        control_socket: g
+            .control_socket
+            .clone()
+            .or(file.control_socket.clone())
+            .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_SOCKET)),
         file,
     })
 }
@@ -72,6 +77,7 @@ pub fn load_desired(cfg: &Config) -> anyhow::Result<DesiredState> {
             .with_context(|| format!("failed to read {rev} of {}", path.display()))?;
         let mut st = desired::load(&tree);
         st.commit = Some(tree.commit_id());
+        st.repo_path = Some(path.to_path_buf());
         return Ok(st);
     }
     let dir = if base == "." {
@@ -123,6 +129,19 @@ impl Reporter for CliReporter {
 pub struct Host {
     pub cfg: Config,
     pub engine: Engine,
+    pub events: Box<dyn crate::events::EventSink>,
+    pub trust: std::collections::BTreeMap<String, crate::trust::Policy>,
+}
+
+/// Loads the signature policy of every configured environment.
+pub fn trust_policies(
+    cfg: &Config,
+) -> anyhow::Result<std::collections::BTreeMap<String, crate::trust::Policy>> {
+    cfg.file
+        .trust
+        .iter()
+        .map(|(env, t)| Ok((env.clone(), crate::trust::load_policy(t)?)))
+        .collect()
 }
 
 impl Host {
@@ -130,7 +149,13 @@ impl Host {
         let engine = Engine::connect(&cfg.compose)
             .await
             .context("failed to connect to the Docker engine")?;
-        Ok(Host { cfg, engine })
+        let trust = trust_policies(&cfg)?;
+        Ok(Host {
+            cfg,
+            engine,
+            events: Box::new(crate::events::NoEvents),
+            trust,
+        })
     }
 
     pub fn context<'a>(&'a self, reporter: &'a dyn Reporter) -> Context<'a> {
@@ -144,6 +169,8 @@ impl Host {
             actor: format!("stackpin@{}", self.cfg.host),
             min_disk_free_percent: self.cfg.min_disk_free_percent,
             reporter,
+            events: self.events.as_ref(),
+            trust: &self.trust,
         }
     }
 }
@@ -154,4 +181,9 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")
+}
+
+/// The control socket a running daemon listens on.
+pub fn control_socket(cfg: &Config) -> PathBuf {
+    cfg.control_socket.clone()
 }

@@ -41,10 +41,41 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     {
         anyhow::bail!("--break-glass needs a reason");
     }
+    // A running daemon executes it, so that one executor acts on the host.
+    let req = crate::control::Request::Sync {
+        root: cfg.root.clone(),
+        stacks: a.stacks.clone(),
+        force: a.force,
+        dry_run: a.dry_run,
+        break_glass: a.break_glass.clone(),
+    };
+    if let Some(resp) = crate::control::call(&setup::control_socket(&cfg), &req)? {
+        if let Some(e) = resp.error {
+            anyhow::bail!("the daemon refused: {e}");
+        }
+        if !g.json {
+            eprintln!("(executed by the running daemon)");
+        }
+        print_results(g, &resp.results)?;
+        return Ok(if resp.results.iter().any(|r| r.outcome.is_failure()) {
+            Status::Failed
+        } else {
+            Status::Ok
+        });
+    }
     let rt = setup::runtime()?;
     rt.block_on(async {
-        let host = Host::connect(cfg).await?;
-        let reporter = CliReporter::new(g.json);
+        let mut host = Host::connect(cfg).await?;
+        // Secret values from env files are masked in every logged command
+        // line and output.
+        let secrets: Vec<String> = desired
+            .stacks
+            .values()
+            .filter_map(|s| reconcile::render(s, None).ok())
+            .flat_map(|r| r.secret_values)
+            .collect();
+        host.engine.set_secrets(secrets);
+        let reporter = CliReporter::new(g.json || g.quiet);
         let ctx = host.context(&reporter);
         let opts = SyncOptions {
             force: a.force,
@@ -52,33 +83,41 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             break_glass: a.break_glass.clone(),
             only: a.stacks.clone(),
             prune: desired.repo.prune,
+            concurrency: host.cfg.file.concurrency.unwrap_or(2),
+            ..Default::default()
         };
         let results = reconcile::sync(&ctx, &desired, &opts).await;
-        if g.json {
-            println!("{}", serde_json::to_string_pretty(&results)?);
-        } else {
-            for r in &results {
-                let word = match r.outcome {
-                    Outcome::Unchanged => "unchanged",
-                    Outcome::Deployed => "deployed",
-                    Outcome::Healed => "healed",
-                    Outcome::RolledBack => "rolled-back",
-                    Outcome::Failed => "FAILED",
-                    Outcome::Skipped => "skipped",
-                    Outcome::Blocked => "blocked",
-                    Outcome::Recovered => "recovered",
-                };
-                println!(
-                    "{:<24} {:<12} {:<20} {}",
-                    r.stack,
-                    word,
-                    r.version.as_deref().unwrap_or("-"),
-                    r.message
-                );
-            }
-        }
+        print_results(g, &results)?;
         let failed = results.iter().any(|r| r.outcome.is_failure())
             || (desired.errors().next().is_some() && !a.dry_run);
         Ok(if failed { Status::Failed } else { Status::Ok })
     })
+}
+
+fn print_results(g: &Global, results: &[reconcile::StackResult]) -> anyhow::Result<()> {
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(results)?);
+    } else {
+        for r in results {
+            let word = match r.outcome {
+                Outcome::Unchanged => "unchanged",
+                Outcome::Deployed => "deployed",
+                Outcome::Healed => "healed",
+                Outcome::RolledBack => "rolled-back",
+                Outcome::Failed => "FAILED",
+                Outcome::Skipped => "skipped",
+                Outcome::Blocked => "blocked",
+                Outcome::Recovered => "recovered",
+                Outcome::Planned => "plan",
+            };
+            println!(
+                "{:<24} {:<12} {:<20} {}",
+                r.stack,
+                word,
+                r.version.as_deref().unwrap_or("-"),
+                r.message
+            );
+        }
+    }
+    Ok(())
 }

@@ -92,6 +92,8 @@ pub struct DesiredState {
     pub source: String,
     /// The desired commit, when read from git.
     pub commit: Option<String>,
+    /// The git repository the commit is in (for signature checks).
+    pub repo_path: Option<std::path::PathBuf>,
     pub repo: RepoConfig,
     pub stacks: BTreeMap<String, Stack>,
     /// Stacks set aside because of errors, with the reason in `findings`.
@@ -788,6 +790,24 @@ fn load_stack(
     }
     if let Some(b) = &spec.backup {
         for (i, p) in b.postgres.iter().enumerate() {
+            match (&p.container, &p.url_file) {
+                (Some(_), Some(_)) | (None, None) => sink.error(
+                    format!("backup.postgres[{i}]"),
+                    "needs exactly one of `container` (pg_dump inside a container) or `url_file` (the host's pg_dump against a server)",
+                    "write `{container: seisei-db, user: odoo, databases: [...]}` or `{url_file: /etc/stackpin/secrets/db.url, databases: [...]}`",
+                ),
+                (Some(_), None) if p.user.is_none() => sink.error(
+                    format!("backup.postgres[{i}].user"),
+                    "is required with `container`",
+                    "name the database user pg_dump runs as, e.g. `user: odoo`",
+                ),
+                (None, Some(f)) if !f.starts_with('/') => sink.error(
+                    format!("backup.postgres[{i}].url_file"),
+                    format!("\"{f}\" is not an absolute host path"),
+                    "keep the connection URL (it holds a password) in a host-local file such as /etc/stackpin/secrets/<stack>-db.url",
+                ),
+                _ => {}
+            }
             if p.databases.is_empty() {
                 sink.error(
                     format!("backup.postgres[{i}].databases"),

@@ -124,14 +124,21 @@ impl Check {
 pub struct Backup {
     #[serde(default)]
     pub postgres: Vec<PostgresBackup>,
+    /// Backups kept per stack (default 10).
     pub keep: Option<u32>,
+    /// A failed backup blocks the deploy unless this is `false`.
+    pub required: Option<bool>,
 }
 
+/// One PostgreSQL source: `pg_dump -Fc` run inside `container` through the
+/// engine's exec API (as `user`), or the host's `pg_dump` against the
+/// connection URL held in the host-local secret file `url_file`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresBackup {
-    pub container: String,
-    pub user: String,
+    pub container: Option<String>,
+    pub user: Option<String>,
+    pub url_file: Option<String>,
     pub databases: Vec<String>,
 }
 

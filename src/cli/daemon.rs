@@ -1,0 +1,107 @@
+//! `stackpin daemon [--check-config]`: the GitOps loop, or a check of the
+//! effective configuration with secrets masked.
+
+use super::setup;
+use super::{Global, Status};
+use crate::daemon;
+use anyhow::Context as _;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Validate the configuration, print the effective settings (secrets masked) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// HTTP listen address (overrides http.listen), e.g. 127.0.0.1:9750.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Poll interval (overrides repo.poll_interval), e.g. 60s.
+    #[arg(long)]
+    pub poll_interval: Option<String>,
+}
+
+fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the secret file {}", path.display()))?;
+    Ok(s.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
+}
+
+/// Removes `user:password@` from a URL for display.
+pub fn strip_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((cred, host)) if !cred.contains('/') => format!("{scheme}://***@{host}"),
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+pub fn options(a: &Args, cfg: &crate::config::Config) -> anyhow::Result<daemon::Options> {
+    let file = &cfg.file;
+    let poll = a
+        .poll_interval
+        .clone()
+        .or_else(|| file.repo.as_ref().and_then(|r| r.poll_interval.clone()))
+        .unwrap_or_else(|| "60s".into());
+    let poll_interval = humantime::parse_duration(&poll)
+        .with_context(|| format!("poll interval \"{poll}\" is not a duration (write e.g. 60s)"))?;
+    if poll_interval < Duration::from_secs(1) {
+        anyhow::bail!("poll interval must be at least 1s");
+    }
+    let http = file.http.clone().unwrap_or_default();
+    let webhook_secret = match &http.github_secret_file {
+        Some(p) => Some(read_secret(p)?),
+        None => None,
+    };
+    Ok(daemon::Options {
+        poll_interval,
+        listen: a.listen.clone().or(http.listen),
+        webhook_secret,
+        control_socket: setup::control_socket(cfg),
+        control_socket_group: file.control_socket_group.clone(),
+        concurrency: file.concurrency.unwrap_or(2).max(1),
+        fetch_timeout: Duration::from_secs(60),
+    })
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    let opts = options(&a, &cfg)?;
+    if a.check_config {
+        let mut shown = serde_json::json!({
+            "host": cfg.host,
+            "root": cfg.root,
+            "state_dir": cfg.state_dir,
+            "repo": cfg.repo.as_deref().map(strip_credentials),
+            "branch": cfg.branch.clone().unwrap_or_else(|| "main".into()),
+            "repo_path": cfg.repo_path,
+            "compose": cfg.compose,
+            "min_disk_free_percent": cfg.min_disk_free_percent,
+            "poll_interval": humantime::format_duration(opts.poll_interval).to_string(),
+            "http_listen": opts.listen,
+            "webhook_secret": opts.webhook_secret.as_ref().map(|_| "*** (from http.github_secret_file)"),
+            "control_socket": opts.control_socket,
+            "control_socket_group": opts.control_socket_group,
+            "concurrency": opts.concurrency,
+        });
+        if let Some(r) = &cfg.file.repo {
+            shown["ssh_key_file"] = serde_json::json!(r.ssh_key_file);
+            shown["known_hosts_file"] = serde_json::json!(r.known_hosts_file);
+            shown["token_file"] = serde_json::json!(r.token_file);
+        }
+        shown["notify"] = serde_json::to_value(&cfg.file.notify)?;
+        shown["trust"] = serde_json::to_value(&cfg.file.trust)?;
+        shown["verified"] = serde_json::to_value(&cfg.file.verified)?;
+        if cfg.repo.is_none() {
+            anyhow::bail!(
+                "no desired-state repository: set repo.url in the config file or pass --repo"
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(Status::Ok);
+    }
+    let rt = setup::runtime()?;
+    rt.block_on(daemon::run(cfg, opts))?;
+    Ok(Status::Ok)
+}

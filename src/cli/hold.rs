@@ -1,0 +1,79 @@
+//! `stackpin hold STACK --reason R` and `stackpin resume STACK`.
+
+use super::setup::{self, Host};
+use super::{Global, Status};
+use crate::control::{self, Request};
+use crate::reconcile::{self, LogReporter};
+
+#[derive(Debug, clap::Args)]
+pub struct HoldArgs {
+    pub stack: String,
+    /// Why the stack is held (shown in status and history).
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    pub stack: String,
+}
+
+fn via_daemon(cfg: &crate::config::Config, req: Request) -> anyhow::Result<Option<Status>> {
+    let Some(resp) = control::call(&setup::control_socket(cfg), &req)? else {
+        return Ok(None);
+    };
+    match resp.error {
+        Some(e) => anyhow::bail!("the daemon refused: {e}"),
+        None => {
+            println!("{}", resp.message.unwrap_or_default());
+            Ok(Some(Status::Ok))
+        }
+    }
+}
+
+pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    if a.reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why the stack is held");
+    }
+    if let Some(s) = via_daemon(
+        &cfg,
+        Request::Hold {
+            root: cfg.root.clone(),
+            stack: a.stack.clone(),
+            reason: a.reason.clone(),
+        },
+    )? {
+        return Ok(s);
+    }
+    let rt = setup::runtime()?;
+    rt.block_on(async {
+        let host = Host::connect(cfg).await?;
+        let ctx = host.context(&LogReporter);
+        println!(
+            "{}",
+            reconcile::hold_stack(&ctx, &a.stack, &a.reason, None)?
+        );
+        Ok(Status::Ok)
+    })
+}
+
+pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    if let Some(s) = via_daemon(
+        &cfg,
+        Request::Resume {
+            root: cfg.root.clone(),
+            stack: a.stack.clone(),
+        },
+    )? {
+        return Ok(s);
+    }
+    let rt = setup::runtime()?;
+    rt.block_on(async {
+        let host = Host::connect(cfg).await?;
+        let ctx = host.context(&LogReporter);
+        println!("{}", reconcile::resume_stack(&ctx, &a.stack)?);
+        Ok(Status::Ok)
+    })
+}

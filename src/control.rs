@@ -1,0 +1,147 @@
+//! The operator's channel to a running daemon: a Unix socket (mode 0660,
+//! optional group) speaking one JSON request and one JSON response per
+//! connection. CLI actions go through it so that they run in the daemon's one
+//! executor; with no daemon listening the CLI runs them in-process under the
+//! same per-stack locks.
+
+use crate::reconcile::StackResult;
+use crate::status::StackStatus;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_SOCKET: &str = "/run/stackpin/control.sock";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Sync {
+        root: PathBuf,
+        stacks: Vec<String>,
+        force: bool,
+        dry_run: bool,
+        break_glass: Option<String>,
+    },
+    Status {
+        root: PathBuf,
+        stacks: Vec<String>,
+    },
+    Hold {
+        root: PathBuf,
+        stack: String,
+        reason: String,
+    },
+    Resume {
+        root: PathBuf,
+        stack: String,
+    },
+}
+
+impl Request {
+    pub fn root(&self) -> &Path {
+        match self {
+            Request::Sync { root, .. }
+            | Request::Status { root, .. }
+            | Request::Hold { root, .. }
+            | Request::Resume { root, .. } => root,
+        }
+    }
+
+    /// A short description for the daemon's log.
+    pub fn describe(&self) -> String {
+        match self {
+            Request::Sync {
+                stacks,
+                force,
+                dry_run,
+                break_glass,
+                ..
+            } => format!(
+                "sync{}{}{} [{}]",
+                if *force { " --force" } else { "" },
+                if *dry_run { " --dry-run" } else { "" },
+                if break_glass.is_some() {
+                    " --break-glass"
+                } else {
+                    ""
+                },
+                stacks.join(", ")
+            ),
+            Request::Status { .. } => "status".into(),
+            Request::Hold { stack, .. } => format!("hold {stack}"),
+            Request::Resume { stack, .. } => format!("resume {stack}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    pub error: Option<String>,
+    /// The daemon manages another root: the caller should act in-process.
+    #[serde(default)]
+    pub wrong_root: bool,
+    #[serde(default)]
+    pub results: Vec<StackResult>,
+    #[serde(default)]
+    pub status: Vec<StackStatus>,
+    pub message: Option<String>,
+}
+
+/// Sends `req` to the daemon at `socket`. `Ok(None)` when no daemon listens
+/// there (no socket, or connection refused) or it manages another root.
+pub fn call(socket: &Path, req: &Request) -> anyhow::Result<Option<Response>> {
+    let stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            anyhow::bail!(
+                "a daemon listens on {} but this user may not use it: {e} (join the socket's group, or run as root)",
+                socket.display()
+            )
+        }
+        Err(_) => return Ok(None),
+    };
+    // A converge can take minutes (pulls, smoke timeouts).
+    stream.set_read_timeout(Some(Duration::from_secs(3600)))?;
+    let mut w = stream.try_clone()?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    w.write_all(line.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    let resp: Response = serde_json::from_str(&answer)
+        .map_err(|e| anyhow::anyhow!("the daemon answered something unreadable: {e}"))?;
+    if resp.wrong_root {
+        return Ok(None);
+    }
+    Ok(Some(resp))
+}
+
+/// Makes the socket 0660 and, when configured, owned by `group`.
+pub fn secure_socket(path: &Path, group: Option<&str>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(g) = group {
+        let cname = std::ffi::CString::new(g)?;
+        // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer
+        // into static storage or NULL; we copy the gid out immediately.
+        let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
+        if gr.is_null() {
+            anyhow::bail!("group `{g}` for the control socket does not exist");
+        }
+        let gid = unsafe { (*gr).gr_gid };
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,597 @@
+//! The GitOps loop (SPEC §5, §6): fetch the desired state, converge, repeat.
+//!
+//! Triggers — the poll tick (which also catches drift), a GitHub webhook, a
+//! change under a local repository path, an operator request — all feed one
+//! executor. The trigger channel holds one entry: while a run is in flight at
+//! most one follow-up is queued, so a storm of 1,000 webhooks yields at most
+//! two runs. Within a run stacks converge in `depends_on` order with the
+//! configured parallelism, each under its own lock.
+//!
+//! Errors are sorted as Flux does: a failed fetch is transient (retried with
+//! capped exponential backoff, the host left as it is); a blocked, held or
+//! quarantined stack is waiting (skipped until its inputs change); an invalid
+//! stack is stalled (not retried until the desired state changes). The last
+//! two need no timer: the plan skips them on every run until the desired
+//! fingerprint changes.
+
+use crate::config::Config;
+use crate::control::{self, Request, Response};
+use crate::desired::{self, DesiredState, DirTree};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::reconcile::{
+    self, Context, LogReporter, Outcome, Reporter, StackResult, Stage, SyncOptions,
+};
+use crate::release::Layout;
+use crate::server::{self, AppState, Snapshot, Trigger};
+use crate::source::Backoff;
+use crate::source::{self, GitSource, SourceConfig};
+use crate::state::LocalStore;
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Daemon settings beyond [`Config`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub poll_interval: Duration,
+    pub listen: Option<String>,
+    pub webhook_secret: Option<Vec<u8>>,
+    pub control_socket: PathBuf,
+    pub control_socket_group: Option<String>,
+    pub concurrency: usize,
+    pub fetch_timeout: Duration,
+}
+
+/// Where desired state comes from.
+enum Source {
+    Git(Arc<GitSource>),
+    /// A plain directory (not a git repository): read as it is, watched.
+    Dir(PathBuf),
+}
+
+impl Source {
+    fn watch_path(&self, cfg: &Config) -> Option<PathBuf> {
+        let repo = cfg.repo.as_deref()?;
+        let p = Path::new(repo.strip_prefix("file://").unwrap_or(repo));
+        match self {
+            Source::Dir(d) => Some(d.clone()),
+            Source::Git(_) if p.is_dir() => Some(p.to_path_buf()),
+            Source::Git(_) => None,
+        }
+    }
+}
+
+fn open_source(cfg: &Config, fetch_timeout: Duration) -> anyhow::Result<Source> {
+    let Some(url) = cfg.repo.clone() else {
+        anyhow::bail!(
+            "no desired-state repository: set repo.url in the config file or pass --repo"
+        );
+    };
+    let local = Path::new(url.strip_prefix("file://").unwrap_or(&url));
+    let is_remote = url.contains("://") && !url.starts_with("file://")
+        || (url.contains('@') && url.contains(':') && !local.exists());
+    if !is_remote && local.is_dir() && git2::Repository::open(local).is_err() {
+        let dir = if cfg.repo_path == "." {
+            local.to_path_buf()
+        } else {
+            local.join(&cfg.repo_path)
+        };
+        return Ok(Source::Dir(dir));
+    }
+    let repo_cfg = cfg.file.repo.clone().unwrap_or_default();
+    let auth = if let Some(key) = repo_cfg.ssh_key_file {
+        source::Auth::SshKey {
+            key_file: key,
+            known_hosts: repo_cfg.known_hosts_file,
+        }
+    } else if let Some(t) = repo_cfg.token_file {
+        source::Auth::Token { token_file: t }
+    } else {
+        source::Auth::None
+    };
+    let sc = SourceConfig {
+        url,
+        branch: cfg.branch.clone().unwrap_or_else(|| "main".into()),
+        path: cfg.repo_path.clone(),
+        auth,
+        fetch_timeout,
+    };
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("failed to create the state dir {}", cfg.state_dir.display()))?;
+    Ok(Source::Git(Arc::new(GitSource::new(sc, &cfg.state_dir)?)))
+}
+
+/// A reporter that logs stages and feeds the duration metrics.
+struct MetricsReporter {
+    metrics: Arc<Metrics>,
+}
+
+impl Reporter for MetricsReporter {
+    fn stage(&self, stack: &str, s: &Stage) {
+        LogReporter.stage(stack, s);
+        if s.name == "smoke" {
+            self.metrics.observe_smoke(stack, s.millis as f64 / 1000.0);
+        }
+    }
+}
+
+struct Daemon {
+    cfg: Config,
+    opts: Options,
+    engine: Engine,
+    source: Source,
+    snapshot: Arc<RwLock<Snapshot>>,
+    metrics: Arc<Metrics>,
+    reporter: MetricsReporter,
+    backoff: Backoff,
+    /// The last desired state fetched successfully (used by operator runs
+    /// while the remote is unreachable).
+    last: Option<DesiredState>,
+    ready_sent: bool,
+    events: Box<dyn crate::events::EventSink>,
+    trust: std::collections::BTreeMap<String, crate::trust::Policy>,
+}
+
+type OpMsg = (Request, oneshot::Sender<Response>);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
+    let engine = Engine::connect(&cfg.compose)
+        .await
+        .context("failed to connect to the Docker engine")?;
+    let source = open_source(&cfg, opts.fetch_timeout)?;
+    let metrics = Arc::new(Metrics::new());
+    let snapshot = Arc::new(RwLock::new(Snapshot::default()));
+    let (trig_tx, mut trig_rx) = mpsc::channel::<Trigger>(1);
+    let (op_tx, mut op_rx) = mpsc::channel::<OpMsg>(16);
+
+    if let Some(listen) = &opts.listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("failed to listen on {listen}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "HTTP server listening");
+        let state = AppState {
+            trigger: trig_tx.clone(),
+            webhook_secret: opts.webhook_secret.clone().map(Arc::new),
+            branch: cfg.branch.clone().unwrap_or_else(|| "main".into()),
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            history_path: Layout {
+                root: cfg.root.clone(),
+            }
+            .history(),
+            ready_max_age: (opts.poll_interval * 3).max(Duration::from_secs(180)),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = server::serve(listener, state, std::future::pending()).await {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        });
+    }
+    spawn_control_socket(&opts, op_tx)?;
+    let watch = cfg.file.repo.as_ref().and_then(|r| r.watch).unwrap_or(true);
+    let _watcher = source
+        .watch_path(&cfg)
+        .filter(|_| watch)
+        .and_then(|p| spawn_watcher(&p, trig_tx.clone()));
+    spawn_watchdog();
+
+    let cfg_for_trust = cfg.clone();
+    let mut d = Daemon {
+        reporter: MetricsReporter {
+            metrics: metrics.clone(),
+        },
+        backoff: Backoff::new(
+            Duration::from_secs(2),
+            opts.poll_interval.max(Duration::from_secs(4)),
+        ),
+        cfg,
+        opts,
+        engine,
+        source,
+        snapshot,
+        metrics,
+        last: None,
+        ready_sent: false,
+        events: Box::new(crate::events::NoEvents),
+        trust: crate::cli::setup::trust_policies(&cfg_for_trust)?,
+    };
+    let mut poll = tokio::time::interval(d.opts.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tracing::info!(host = %d.cfg.host, root = %d.cfg.root.display(), poll = ?d.opts.poll_interval, "stackpin daemon started");
+    loop {
+        let retry = async {
+            match retry_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let trigger = tokio::select! {
+            _ = poll.tick() => Some(Trigger::Poll),
+            Some(t) = trig_rx.recv() => Some(t),
+            _ = retry => Some(Trigger::Poll),
+            Some((req, reply)) = op_rx.recv() => {
+                let resp = d.operator(req).await;
+                let _ = reply.send(resp);
+                None
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        };
+        if let Some(t) = trigger {
+            retry_at = d
+                .run(t, SyncOptions::default())
+                .await
+                .map(|delay| tokio::time::Instant::now() + delay);
+        }
+    }
+    tracing::info!("stackpin daemon stopping");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&d.opts.control_socket);
+    Ok(())
+}
+
+impl Daemon {
+    fn context(&self) -> Context<'_> {
+        Context {
+            layout: Layout {
+                root: self.cfg.root.clone(),
+            },
+            store: LocalStore::new(&self.cfg.root),
+            engine: &self.engine,
+            host: self.cfg.host.clone(),
+            actor: format!("stackpin-daemon@{}", self.cfg.host),
+            min_disk_free_percent: self.cfg.min_disk_free_percent,
+            reporter: &self.reporter,
+            events: self.events.as_ref(),
+            trust: &self.trust,
+        }
+    }
+
+    /// Fetches and loads the desired state. On failure the host is left as
+    /// it is and the error recorded; returns the retry delay.
+    async fn fetch(&mut self) -> Result<DesiredState, Duration> {
+        let loaded = match &self.source {
+            Source::Dir(dir) => Ok(desired::load(&DirTree::new(dir))),
+            Source::Git(g) => {
+                let g = g.clone();
+                // The source logs a force-push itself; the snapshot shows it.
+                let r = tokio::task::spawn_blocking(
+                    move || -> Result<(DesiredState, Option<String>), (String, bool)> {
+                        let f = g.fetch().map_err(|e| (e.to_string(), e.is_transient()))?;
+                        let forced = f.forced.then(|| {
+                            format!(
+                                "force-push: {} → {}",
+                                f.previous.clone().unwrap_or_default(),
+                                f.commit
+                            )
+                        });
+                        let d = g
+                            .load(&f.commit)
+                            .map_err(|e| (e.to_string(), e.is_transient()))?;
+                        Ok((d, forced))
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| Err((e.to_string(), true)));
+                r.map(|(d, forced)| {
+                    if let Some(n) = forced {
+                        self.snapshot.write().unwrap().forced_push = Some(n);
+                    }
+                    d
+                })
+            }
+        };
+        match loaded {
+            Ok(d) => {
+                self.backoff.succeed();
+                let now = chrono::Utc::now();
+                self.metrics.set_last_fetch(now.timestamp());
+                {
+                    let mut s = self.snapshot.write().unwrap();
+                    s.last_fetch_ok = Some(now);
+                    s.last_fetch_error = None;
+                    s.commit = d.commit.clone();
+                }
+                if !self.ready_sent {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    self.ready_sent = true;
+                }
+                for f in d.errors() {
+                    tracing::warn!(stack = ?f.stack, file = %f.file, field = %f.field, "{}", f.message);
+                }
+                self.last = Some(d.clone());
+                Ok(d)
+            }
+            Err((e, transient)) => {
+                // Transient (network, timeout, corrupt fetch): capped
+                // exponential backoff. Stalled (bad credentials, missing
+                // branch): a person must act; retry only at the poll interval.
+                let delay = if transient {
+                    self.backoff.fail()
+                } else {
+                    self.opts.poll_interval
+                };
+                let class = if transient { "transient" } else { "stalled" };
+                tracing::error!(retry_in = ?delay, class, "FetchFailed: {e}; the host keeps what it runs");
+                self.metrics.fetch_error();
+                self.snapshot.write().unwrap().last_fetch_error = Some(e);
+                Err(delay)
+            }
+        }
+    }
+
+    /// One run: fetch, converge every stack, publish status. Returns a retry
+    /// delay when the fetch failed.
+    async fn run(&mut self, trigger: Trigger, opts: SyncOptions) -> Option<Duration> {
+        tracing::info!(?trigger, "sync run");
+        let desired = match self.fetch().await {
+            Ok(d) => d,
+            Err(delay) => {
+                self.metrics.record_run("fetch_failed");
+                return Some(delay);
+            }
+        };
+        let results = self.converge(&desired, opts).await;
+        let result = if results.iter().any(|r| r.outcome.is_failure()) {
+            "failed"
+        } else if results
+            .iter()
+            .all(|r| r.outcome == Outcome::Unchanged || r.outcome == Outcome::Skipped)
+        {
+            "noop"
+        } else {
+            "success"
+        };
+        self.metrics.record_run(result);
+        None
+    }
+
+    async fn converge(&self, desired: &DesiredState, mut opts: SyncOptions) -> Vec<StackResult> {
+        opts.prune = desired.repo.prune;
+        opts.concurrency = self.opts.concurrency;
+        let ctx = self.context();
+        let results = reconcile::sync(&ctx, desired, &opts).await;
+        for r in &results {
+            let secs: f64 = r.stages.iter().map(|s| s.millis as f64 / 1000.0).sum();
+            if !r.stages.is_empty() {
+                self.metrics.observe_converge(&r.stack, secs);
+            }
+            if matches!(
+                r.outcome,
+                Outcome::Deployed | Outcome::Healed | Outcome::Unchanged | Outcome::Recovered
+            ) {
+                self.metrics
+                    .set_last_success(&r.stack, chrono::Utc::now().timestamp());
+            }
+            if r.outcome != Outcome::Unchanged && r.outcome != Outcome::Skipped {
+                tracing::info!(stack = %r.stack, outcome = ?r.outcome, reason = ?r.reason, version = ?r.version, "{}", r.message);
+            }
+        }
+        self.publish(desired).await;
+        results
+    }
+
+    async fn publish(&self, desired: &DesiredState) {
+        let ctx = self.context();
+        let rows = crate::status::collect(&ctx, Some(desired), &[]).await;
+        let (mut q, mut h, mut b) = (0, 0, 0);
+        for r in &rows {
+            self.metrics.set_stack_state(&r.stack, &r.state);
+            q += r.quarantined as i64;
+            h += r.held as i64;
+            b += (r.state == "Blocked") as i64;
+        }
+        self.metrics.set_counts(q, h, b);
+        self.snapshot.write().unwrap().stacks = rows;
+    }
+
+    /// An operator request from the control socket, run in this executor.
+    async fn operator(&mut self, req: Request) -> Response {
+        tracing::info!(request = %req.describe(), "operator request via control socket");
+        if req.root() != self.cfg.root {
+            return Response {
+                wrong_root: true,
+                error: Some(format!("this daemon manages {}", self.cfg.root.display())),
+                ..Default::default()
+            };
+        }
+        match req {
+            Request::Sync {
+                stacks,
+                force,
+                dry_run,
+                break_glass,
+                ..
+            } => {
+                let desired = match self.fetch().await {
+                    Ok(d) => d,
+                    Err(_) => match self.last.clone() {
+                        Some(d) => d,
+                        None => {
+                            return Response {
+                                error: Some("the desired state could not be fetched yet".into()),
+                                ..Default::default()
+                            };
+                        }
+                    },
+                };
+                let results = self
+                    .converge(
+                        &desired,
+                        SyncOptions {
+                            force,
+                            dry_run,
+                            break_glass,
+                            only: stacks,
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                Response {
+                    ok: true,
+                    results,
+                    ..Default::default()
+                }
+            }
+            Request::Status { stacks, .. } => {
+                let ctx = self.context();
+                let status = crate::status::collect(&ctx, self.last.as_ref(), &stacks).await;
+                Response {
+                    ok: true,
+                    status,
+                    ..Default::default()
+                }
+            }
+            Request::Hold { stack, reason, .. } => {
+                let ctx = self.context();
+                match reconcile::hold_stack(&ctx, &stack, &reason, None) {
+                    Ok(m) => Response {
+                        ok: true,
+                        message: Some(m),
+                        ..Default::default()
+                    },
+                    Err(e) => Response {
+                        error: Some(e.to_string()),
+                        ..Default::default()
+                    },
+                }
+            }
+            Request::Resume { stack, .. } => {
+                let ctx = self.context();
+                match reconcile::resume_stack(&ctx, &stack) {
+                    Ok(m) => Response {
+                        ok: true,
+                        message: Some(m),
+                        ..Default::default()
+                    },
+                    Err(e) => Response {
+                        error: Some(e.to_string()),
+                        ..Default::default()
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let path = opts.control_socket.clone();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    // A socket left by a previous daemon: remove it only if nobody answers.
+    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener = tokio::net::UnixListener::bind(&path).with_context(|| {
+        format!(
+            "failed to bind the control socket {} (is another daemon running?)",
+            path.display()
+        )
+    })?;
+    control::secure_socket(&path, opts.control_socket_group.as_deref())?;
+    tracing::info!(socket = %path.display(), "control socket listening");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let op_tx = op_tx.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut line = String::new();
+                if BufReader::new(r).read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let resp = match serde_json::from_str::<Request>(&line) {
+                    Err(e) => Response {
+                        error: Some(format!("bad request: {e}")),
+                        ..Default::default()
+                    },
+                    Ok(req) => {
+                        let (tx, rx) = oneshot::channel();
+                        if op_tx.send((req, tx)).await.is_err() {
+                            return;
+                        }
+                        rx.await.unwrap_or_else(|_| Response {
+                            error: Some("the daemon is stopping".into()),
+                            ..Default::default()
+                        })
+                    }
+                };
+                let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{}".into());
+                out.push('\n');
+                let _ = w.write_all(out.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Watches a local repository path (debounced) and triggers a run on change.
+/// In a git repository only ref updates count (a commit or a push), so that
+/// reading objects — our own fetch included — never triggers a run.
+fn spawn_watcher(
+    path: &Path,
+    trig: mpsc::Sender<Trigger>,
+) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
+    use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+    let git_dir = git2::Repository::open(path)
+        .ok()
+        .map(|r| r.path().to_path_buf());
+    let watched = git_dir.clone().unwrap_or_else(|| path.to_path_buf());
+    let relevant = move |p: &Path| match &git_dir {
+        None => !p.components().any(|c| c.as_os_str() == ".git"),
+        Some(g) => p.strip_prefix(g).is_ok_and(|rel| {
+            let first = rel
+                .components()
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (first == "refs" || first == "packed-refs" || first == "HEAD")
+                && !p.to_string_lossy().ends_with(".lock")
+        }),
+    };
+    let mut deb = new_debouncer(
+        Duration::from_millis(500),
+        move |res: DebounceEventResult| {
+            if let Ok(events) = res
+                && events.iter().any(|e| relevant(&e.path))
+            {
+                let _ = trig.try_send(Trigger::Watch);
+            }
+        },
+    )
+    .map_err(|e| tracing::warn!("file watch unavailable: {e}"))
+    .ok()?;
+    deb.watcher()
+        .watch(&watched, notify::RecursiveMode::Recursive)
+        .map_err(|e| tracing::warn!(path = %watched.display(), "cannot watch: {e}"))
+        .ok()?;
+    tracing::info!(path = %watched.display(), "watching the local repository for changes");
+    Some(deb)
+}
+
+/// Pings the systemd watchdog from the runtime at half its interval.
+fn spawn_watchdog() {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let every = Duration::from_micros(usec / 2);
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        loop {
+            t.tick().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+    });
+}

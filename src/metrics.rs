@@ -1,0 +1,382 @@
+//! The daemon's Prometheus metrics (SPEC §6): syncs by result, converge and
+//! smoke durations, per-stack state, last success time, how many stacks are
+//! quarantined / held / blocked, fetch health and webhook outcomes.
+//!
+//! One [`Metrics`] value is shared (`Arc`) between the reconciler, which
+//! records, and the HTTP server, which encodes. Recording never fails and
+//! never blocks on the scrape for longer than an atomic update or a map
+//! insert. The exposition is OpenMetrics text ([`CONTENT_TYPE`]).
+
+use prometheus_client::encoding::text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Bucket bounds (seconds) of the converge and smoke duration histograms:
+/// a smoke test takes seconds, a converge with pulls up to minutes.
+pub const DURATION_BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+
+/// The values of the `condition` label of `stackpin_stacks`.
+pub const CONDITIONS: [&str; 3] = ["quarantined", "held", "blocked"];
+
+type Labels = Vec<(&'static str, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The registry and a handle on every metric in it.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    sync_runs: Family<Labels, Counter>,
+    converge: HistogramFamily,
+    smoke: HistogramFamily,
+    stack_state: Family<Labels, Gauge>,
+    last_success: Family<Labels, Gauge>,
+    stacks: Family<Labels, Gauge>,
+    fetch_errors: Counter,
+    last_fetch: Gauge,
+    webhooks: Family<Labels, Counter>,
+    /// Per stack, a state outside `status::STATES` that was last set, so the
+    /// next call can drop its series instead of leaving it at 1.
+    odd_states: Mutex<HashMap<String, String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (families start
+    /// without series; `stackpin_fetch_errors_total` and
+    /// `stackpin_last_fetch_success_timestamp_seconds` start at 0).
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            sync_runs: Family::default(),
+            converge: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            smoke: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            stack_state: Family::default(),
+            last_success: Family::default(),
+            stacks: Family::default(),
+            fetch_errors: Counter::default(),
+            last_fetch: Gauge::default(),
+            webhooks: Family::default(),
+            odd_states: Mutex::new(HashMap::new()),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            r.register(
+                "stackpin_sync_runs",
+                "Sync runs by result",
+                m.sync_runs.clone(),
+            );
+            r.register_with_unit(
+                "stackpin_converge_duration",
+                "Time to converge one stack, from pull to recorded outcome",
+                Unit::Seconds,
+                m.converge.clone(),
+            );
+            r.register_with_unit(
+                "stackpin_smoke_duration",
+                "Time of one stack's smoke tests",
+                Unit::Seconds,
+                m.smoke.clone(),
+            );
+            r.register(
+                "stackpin_stack_state",
+                "1 for the stack's current state, 0 for the others",
+                m.stack_state.clone(),
+            );
+            r.register_with_unit(
+                "stackpin_last_success_timestamp",
+                "Unix time of the stack's last successful converge",
+                Unit::Seconds,
+                m.last_success.clone(),
+            );
+            r.register(
+                "stackpin_stacks",
+                "Number of stacks by condition (quarantined, held, blocked)",
+                m.stacks.clone(),
+            );
+            r.register(
+                "stackpin_fetch_errors",
+                "Failed fetches of the desired-state repository",
+                m.fetch_errors.clone(),
+            );
+            r.register_with_unit(
+                "stackpin_last_fetch_success_timestamp",
+                "Unix time of the last successful fetch of the desired-state repository",
+                Unit::Seconds,
+                m.last_fetch.clone(),
+            );
+            r.register(
+                "stackpin_webhooks",
+                "Webhook deliveries by outcome",
+                m.webhooks.clone(),
+            );
+        }
+        m
+    }
+
+    /// Counts one sync run ending in `result` (`success`, `failed`, `noop`, …).
+    pub fn record_run(&self, result: &str) {
+        self.sync_runs
+            .get_or_create(&labels([("result", result)]))
+            .inc();
+    }
+
+    pub fn observe_converge(&self, stack: &str, secs: f64) {
+        self.converge
+            .get_or_create(&labels([("stack", stack)]))
+            .observe(secs);
+    }
+
+    pub fn observe_smoke(&self, stack: &str, secs: f64) {
+        self.smoke
+            .get_or_create(&labels([("stack", stack)]))
+            .observe(secs);
+    }
+
+    /// Sets `stackpin_stack_state{stack,state}` to 1 for `state` and to 0 for
+    /// every other state of [`crate::status::STATES`]. Idempotent. A state
+    /// outside that list gets its own series, dropped again when the stack
+    /// leaves it.
+    pub fn set_stack_state(&self, stack: &str, state: &str) {
+        for s in crate::status::STATES {
+            self.stack_state
+                .get_or_create(&labels([("stack", stack), ("state", s)]))
+                .set(i64::from(*s == state));
+        }
+        let mut odd = self
+            .odd_states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(prev) = odd.remove(stack)
+            && prev != state
+        {
+            self.stack_state
+                .remove(&labels([("stack", stack), ("state", &prev)]));
+        }
+        if !crate::status::STATES.contains(&state) {
+            self.stack_state
+                .get_or_create(&labels([("stack", stack), ("state", state)]))
+                .set(1);
+            odd.insert(stack.to_string(), state.to_string());
+        }
+    }
+
+    pub fn set_last_success(&self, stack: &str, unix_secs: i64) {
+        self.last_success
+            .get_or_create(&labels([("stack", stack)]))
+            .set(unix_secs);
+    }
+
+    /// Drops every per-stack series of `stack` (for a stack removed from the
+    /// desired state). Idempotent.
+    pub fn forget_stack(&self, stack: &str) {
+        let one = labels([("stack", stack)]);
+        self.converge.remove(&one);
+        self.smoke.remove(&one);
+        self.last_success.remove(&one);
+        let prev = self
+            .odd_states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(stack);
+        for s in crate::status::STATES.iter().copied().chain(prev.as_deref()) {
+            self.stack_state
+                .remove(&labels([("stack", stack), ("state", s)]));
+        }
+    }
+
+    /// Sets `stackpin_stacks{condition}` for the three conditions.
+    pub fn set_counts(&self, quarantined: i64, held: i64, blocked: i64) {
+        for (c, n) in CONDITIONS.into_iter().zip([quarantined, held, blocked]) {
+            self.stacks
+                .get_or_create(&labels([("condition", c)]))
+                .set(n);
+        }
+    }
+
+    pub fn fetch_error(&self) {
+        self.fetch_errors.inc();
+    }
+
+    pub fn set_last_fetch(&self, unix_secs: i64) {
+        self.last_fetch.set(unix_secs);
+    }
+
+    /// Counts one webhook delivery by outcome (`accepted`, `ignored`,
+    /// `unauthorized`, `too_large`, `bad_request`, …).
+    pub fn webhook(&self, outcome: &str) {
+        self.webhooks
+            .get_or_create(&labels([("outcome", outcome)]))
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition, ending in `# EOF`.
+    pub fn encode(&self) -> String {
+        let r = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = String::new();
+        // Writing to a String only fails if an encoder reports an error,
+        // which the built-in metric types never do.
+        if text::encode(&mut out, &r).is_err() {
+            tracing::error!("failed to encode metrics");
+        }
+        out
+    }
+}
+
+/// Label sets with escaped values: prometheus-client writes values as
+/// given, and a stack name is user input.
+fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k, escape_label_value(v)))
+        .collect()
+}
+
+fn escape_label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn encodes_every_metric() {
+        let m = Metrics::new();
+        m.record_run("success");
+        m.record_run("success");
+        m.record_run("failed");
+        m.observe_converge("web", 3.0);
+        m.observe_smoke("web", 0.2);
+        m.set_stack_state("web", "Converged");
+        m.set_last_success("web", 1_700_000_000);
+        m.set_counts(1, 2, 3);
+        m.fetch_error();
+        m.set_last_fetch(1_700_000_001);
+        m.webhook("accepted");
+        let t = m.encode();
+        assert!(t.ends_with("# EOF\n"), "{t}");
+        assert_eq!(
+            sample(&t, "stackpin_sync_runs_total{result=\"success\"}"),
+            Some("2")
+        );
+        assert_eq!(
+            sample(&t, "stackpin_sync_runs_total{result=\"failed\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "stackpin_converge_duration_seconds_bucket{le=\"5.0\",stack=\"web\"}"
+            )
+            .or_else(|| sample(
+                &t,
+                "stackpin_converge_duration_seconds_bucket{stack=\"web\",le=\"5.0\"}"
+            )),
+            Some("1"),
+            "{t}"
+        );
+        assert_eq!(
+            sample(&t, "stackpin_smoke_duration_seconds_count{stack=\"web\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "stackpin_stack_state{stack=\"web\",state=\"Converged\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&t, "stackpin_stack_state{stack=\"web\",state=\"Failed\"}"),
+            Some("0")
+        );
+        assert_eq!(
+            sample(&t, "stackpin_last_success_timestamp_seconds{stack=\"web\"}"),
+            Some("1700000000")
+        );
+        assert_eq!(sample(&t, "stackpin_stacks{condition=\"held\"}"), Some("2"));
+        assert_eq!(sample(&t, "stackpin_fetch_errors_total"), Some("1"));
+        assert_eq!(
+            sample(&t, "stackpin_last_fetch_success_timestamp_seconds"),
+            Some("1700000001")
+        );
+        assert_eq!(
+            sample(&t, "stackpin_webhooks_total{outcome=\"accepted\"}"),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn stack_state_is_one_hot() {
+        let m = Metrics::new();
+        m.set_stack_state("web", "Converged");
+        m.set_stack_state("web", "Weird");
+        let t = m.encode();
+        let ones: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("stackpin_stack_state{") && l.ends_with(" 1"))
+            .collect();
+        assert_eq!(
+            ones,
+            ["stackpin_stack_state{stack=\"web\",state=\"Weird\"} 1"]
+        );
+        m.set_stack_state("web", "Held");
+        let t = m.encode();
+        assert!(!t.contains("Weird"), "{t}");
+        assert_eq!(
+            t.lines()
+                .filter(|l| l.starts_with("stackpin_stack_state{") && l.ends_with(" 1"))
+                .collect::<Vec<_>>(),
+            ["stackpin_stack_state{stack=\"web\",state=\"Held\"} 1"]
+        );
+        m.forget_stack("web");
+        assert!(!m.encode().contains("stack=\"web\""));
+    }
+
+    #[test]
+    fn escapes_label_values() {
+        let m = Metrics::new();
+        m.set_last_success("a\"b\\c\nd", 1);
+        let t = m.encode();
+        assert!(
+            t.contains("stackpin_last_success_timestamp_seconds{stack=\"a\\\"b\\\\c\\nd\"} 1"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Metrics>();
+    }
+}

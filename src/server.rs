@@ -1,0 +1,451 @@
+//! The daemon's HTTP face (SPEC §5, §6): the GitHub push webhook that
+//! triggers a sync at once, health and readiness probes, Prometheus metrics
+//! and a read-only JSON API over status and history.
+//!
+//! The server decides nothing about the host: it reads a [`Snapshot`] the
+//! reconciler publishes, and asks for a run by sending a [`Trigger`] on a
+//! bounded channel. A full channel means a run is already queued, so further
+//! deliveries coalesce into it and the sender never waits.
+//!
+//! Webhook bodies are authenticated (HMAC-SHA256 over the raw bytes,
+//! compared in constant time) before anything in them is parsed. Neither
+//! bodies nor signature headers are ever logged.
+
+use crate::metrics::{self, Metrics};
+use crate::status::StackStatus;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Sha256;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+/// Why a sync run was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Trigger {
+    Poll,
+    Webhook,
+    Watch,
+    Operator,
+    Drift,
+}
+
+/// What the reconciler last published for the API and `/readyz`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub stacks: Vec<StackStatus>,
+    /// The desired-state commit of the last run.
+    pub commit: Option<String>,
+    pub last_fetch_ok: Option<DateTime<Utc>>,
+    /// The error of the last fetch, when it failed (cleared on success).
+    pub last_fetch_error: Option<String>,
+    /// The last force-push notice.
+    pub forced_push: Option<String>,
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Asks for a run; `try_send` only, a full channel is a queued run.
+    pub trigger: mpsc::Sender<Trigger>,
+    /// None: `/hooks/github` answers 404.
+    pub webhook_secret: Option<Arc<Vec<u8>>>,
+    /// The tracked branch (without `refs/heads/`).
+    pub branch: String,
+    pub snapshot: Arc<RwLock<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub history_path: PathBuf,
+    /// `/readyz` fails when the last successful fetch is older than this.
+    pub ready_max_age: Duration,
+}
+
+/// The largest webhook body accepted; GitHub caps payloads at 25 MB but a
+/// push payload is far below this, and bigger ones are answered 413.
+pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
+
+/// The default and the largest `limit` of `/api/v1/history`.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+/// The routes of SPEC §6 over `state`.
+pub fn router(state: AppState) -> Router {
+    let hook = if state.webhook_secret.is_some() {
+        post(github_hook)
+    } else {
+        // Answered before the body is read.
+        post(|| async { (StatusCode::NOT_FOUND, "webhook not configured\n") })
+    };
+    Router::new()
+        .route(
+            "/hooks/github",
+            hook.layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .route("/api/v1/stacks", get(stacks))
+        .route("/api/v1/history", get(history))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes, then lets
+/// requests in flight finish.
+///
+/// # Errors
+/// Only what accepting on the listener returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "http server listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Whether `header` (`sha256=<hex>`, GitHub's `X-Hub-Signature-256`) is the
+/// HMAC-SHA256 of `body` under `secret`. The digest comparison is constant
+/// time. A malformed header or an empty secret (anyone could sign) is false.
+pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let Some(sig) = header
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    // `verify_slice` compares in constant time and rejects other lengths.
+    mac.verify_slice(&sig).is_ok()
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+/// A header's value, when present and visible ASCII.
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[derive(Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+#[derive(Deserialize)]
+struct PingEvent {
+    #[serde(default)]
+    zen: Option<String>,
+}
+
+async fn github_hook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let m = &st.metrics;
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            m.webhook("too_large");
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("payload larger than {MAX_WEBHOOK_BYTES} bytes\n"),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            m.webhook("bad_request");
+            return (e.status(), "failed to read the request body\n").into_response();
+        }
+    };
+    let secret = st.webhook_secret.as_deref().map_or(&[][..], |s| &s[..]);
+    let signed = header_str(&headers, "x-hub-signature-256")
+        .is_some_and(|sig| verify_signature(secret, &body, sig));
+    if !signed {
+        m.webhook("unauthorized");
+        tracing::warn!("webhook rejected: missing or bad X-Hub-Signature-256");
+        return (StatusCode::UNAUTHORIZED, "bad or missing signature\n").into_response();
+    }
+    // Authenticated from here on; still only short, printable header values
+    // reach the log.
+    let delivery: String = header_str(&headers, "x-github-delivery")
+        .unwrap_or("-")
+        .chars()
+        .take(64)
+        .collect();
+    let event = header_str(&headers, "x-github-event").unwrap_or("");
+    match event {
+        "ping" => match serde_json::from_slice::<PingEvent>(&body) {
+            Ok(p) => {
+                m.webhook("ping");
+                tracing::info!(delivery = %delivery, "webhook ping");
+                json_response(StatusCode::OK, json!({"ok": true, "zen": p.zen}))
+            }
+            Err(e) => bad_request(m, &delivery, &e),
+        },
+        "push" => {
+            let push = match serde_json::from_slice::<PushEvent>(&body) {
+                Ok(p) => p,
+                Err(e) => return bad_request(m, &delivery, &e),
+            };
+            let wanted = format!("refs/heads/{}", st.branch);
+            if push.git_ref != wanted {
+                m.webhook("ignored");
+                let why = format!("push to {}, tracking {wanted}", push.git_ref);
+                tracing::info!(delivery = %delivery, "webhook ignored: {why}");
+                return json_response(
+                    StatusCode::ACCEPTED,
+                    json!({"accepted": false, "ignored": why}),
+                );
+            }
+            match st.trigger.try_send(Trigger::Webhook) {
+                Ok(()) => {
+                    tracing::info!(delivery = %delivery, branch = %st.branch, "webhook push: sync queued");
+                }
+                Err(TrySendError::Full(_)) => {
+                    tracing::debug!(delivery = %delivery, "webhook push: a sync is already queued");
+                }
+                Err(TrySendError::Closed(_)) => {
+                    m.webhook("unavailable");
+                    tracing::error!(delivery = %delivery, "webhook push: the reconciler is not running");
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the reconciler is not running\n",
+                    )
+                        .into_response();
+                }
+            }
+            m.webhook("accepted");
+            json_response(StatusCode::ACCEPTED, json!({"accepted": true}))
+        }
+        "" => {
+            m.webhook("bad_request");
+            (StatusCode::BAD_REQUEST, "missing X-GitHub-Event\n").into_response()
+        }
+        other => {
+            m.webhook("ignored");
+            let why = format!("event {other:?} is not handled");
+            tracing::info!(delivery = %delivery, "webhook ignored: {why}");
+            json_response(
+                StatusCode::ACCEPTED,
+                json!({"accepted": false, "ignored": why}),
+            )
+        }
+    }
+}
+
+fn bad_request(m: &Metrics, delivery: &str, e: &serde_json::Error) -> Response {
+    m.webhook("bad_request");
+    // The serde error names a position and an expectation, not the content.
+    tracing::warn!(delivery = %delivery, "webhook body is not the expected JSON: {e}");
+    (
+        StatusCode::BAD_REQUEST,
+        format!("body is not the expected JSON: {e}\n"),
+    )
+        .into_response()
+}
+
+/// Why the daemon is not ready, or None when it is. Pure, for tests.
+pub fn not_ready_reason(snap: &Snapshot, max_age: Duration, now: DateTime<Utc>) -> Option<String> {
+    let failed = snap
+        .last_fetch_error
+        .as_deref()
+        .map(|e| format!("last fetch failed: {}", one_line(e)));
+    let Some(ok) = snap.last_fetch_ok else {
+        return Some(match failed {
+            Some(f) => format!("never fetched successfully; {f}"),
+            None => "never fetched".to_string(),
+        });
+    };
+    // A fetch time in the future (clock step) counts as fresh.
+    let age = (now - ok).to_std().unwrap_or(Duration::ZERO);
+    if age <= max_age {
+        return None;
+    }
+    let stale = format!(
+        "stale since {} ({}s ago, limit {}s)",
+        ok.format("%Y-%m-%dT%H:%M:%SZ"),
+        age.as_secs(),
+        max_age.as_secs()
+    );
+    Some(match failed {
+        Some(f) => format!("{f}; {stale}"),
+        None => stale,
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn read_snapshot(st: &AppState) -> Snapshot {
+    st.snapshot
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    let reason = {
+        let snap = st.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+        not_ready_reason(&snap, st.ready_max_age, Utc::now())
+    };
+    match reason {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(r) => (StatusCode::SERVICE_UNAVAILABLE, format!("{r}\n")).into_response(),
+    }
+}
+
+async fn metrics_page(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        st.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn stacks(State(st): State<AppState>) -> Response {
+    axum::Json(read_snapshot(&st)).into_response()
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    stack: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn history(State(st): State<AppState>, Query(q): Query<HistoryQuery>) -> Response {
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_HISTORY_LIMIT)
+        .min(MAX_HISTORY_LIMIT);
+    let path = st.history_path.clone();
+    let read = tokio::task::spawn_blocking(move || crate::history::read(&path)).await;
+    let h = match read {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::error!(path = %st.history_path.display(), "failed to read history: {e}");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to read {}: {e}\n", st.history_path.display()),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            tracing::error!("history reader panicked: {e}");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed to read history\n",
+            )
+                .into_response();
+        }
+    };
+    let mut entries: Vec<crate::history::Entry> = match &q.stack {
+        Some(s) => h.entries.into_iter().filter(|e| &e.stack == s).collect(),
+        None => h.entries,
+    };
+    let skip = entries.len().saturating_sub(limit);
+    entries.drain(..skip);
+    axum::Json(entries).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"It's a Secret to Everybody";
+    const BODY: &[u8] = b"Hello, World!";
+    const SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    #[test]
+    fn github_test_vector() {
+        // https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+        assert!(verify_signature(SECRET, BODY, SIG));
+        assert!(verify_signature(
+            SECRET,
+            BODY,
+            &SIG.to_uppercase().replace("SHA256=", "sha256=")
+        ));
+    }
+
+    #[test]
+    fn rejects_tampering_and_malformed_headers() {
+        let mut body = BODY.to_vec();
+        body[0] ^= 1;
+        assert!(!verify_signature(SECRET, &body, SIG));
+        assert!(!verify_signature(b"It's a secret to everybody", BODY, SIG));
+        assert!(!verify_signature(b"", BODY, SIG));
+        let hexsig = SIG.strip_prefix("sha256=").unwrap();
+        let mut flipped = hexsig.to_string().into_bytes();
+        flipped[63] = if flipped[63] == b'7' { b'8' } else { b'7' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        for h in [
+            hexsig.to_string(),
+            format!("sha1={hexsig}"),
+            format!("sha256={}", &hexsig[1..]),
+            format!("sha256={}", &hexsig[..62]),
+            format!("sha256={hexsig}00"),
+            format!("sha256= {hexsig}"),
+            format!("sha256={flipped}"),
+            "sha256=".to_string(),
+            "sha256=zz".to_string(),
+            String::new(),
+        ] {
+            assert!(!verify_signature(SECRET, BODY, &h), "{h:?} verified");
+        }
+    }
+
+    #[test]
+    fn readiness_reasons() {
+        let now = Utc::now();
+        let max = Duration::from_secs(300);
+        let mut s = Snapshot::default();
+        assert_eq!(
+            not_ready_reason(&s, max, now).as_deref(),
+            Some("never fetched")
+        );
+        s.last_fetch_error = Some("remote\nunreachable".into());
+        assert_eq!(
+            not_ready_reason(&s, max, now).as_deref(),
+            Some("never fetched successfully; last fetch failed: remote unreachable")
+        );
+        s.last_fetch_ok = Some(now - chrono::Duration::seconds(10));
+        assert_eq!(not_ready_reason(&s, max, now), None);
+        s.last_fetch_ok = Some(now + chrono::Duration::seconds(10));
+        assert_eq!(not_ready_reason(&s, max, now), None);
+        s.last_fetch_ok = Some(now - chrono::Duration::seconds(301));
+        let r = not_ready_reason(&s, max, now).unwrap();
+        assert!(
+            r.starts_with("last fetch failed: remote unreachable; stale since "),
+            "{r}"
+        );
+        s.last_fetch_error = None;
+        let r = not_ready_reason(&s, max, now).unwrap();
+        assert!(
+            r.starts_with("stale since ") && r.contains("301s ago"),
+            "{r}"
+        );
+    }
+}

@@ -1,0 +1,1066 @@
+//! The git mirror: one persistent bare repository under the state dir that
+//! the daemon fetches one branch into and reads desired state from.
+//!
+//! Refs in the mirror:
+//! - `refs/remotes/origin/<branch>`: what the last fetch brought, deleted
+//!   before each fetch so that a branch gone from the remote is noticed;
+//! - `refs/stackpin/<branch>`: the last fetched commit whose objects were all
+//!   read back successfully. It only moves after that check, so a failed or
+//!   corrupt fetch leaves it (and everything reachable from it) as it was.
+//!
+//! libgit2 never garbage-collects, so commits the branch no longer reaches
+//! (after a force-push) stay readable for as long as the host runs them.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use git2::{CertificateCheckStatus, CredentialType, ErrorClass, ErrorCode, Oid, Repository};
+
+use super::{Auth, Error, SourceConfig, redact, strip_credentials};
+use crate::desired::{self, DesiredState, GitTree};
+
+/// The outcome of one fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The branch's commit now (full hex id).
+    pub commit: String,
+    /// The commit the previous successful fetch brought, if any.
+    pub previous: Option<String>,
+    /// `previous` is not an ancestor of `commit`: the branch was rewritten
+    /// (force-pushed or reset). The new commit is followed anyway.
+    pub forced: bool,
+    /// `commit` differs from `previous`.
+    pub changed: bool,
+}
+
+/// The daemon's view of the desired-state repository.
+///
+/// Fetches through one value are serialised; two processes must not share a
+/// state dir (the daemon's lock already ensures that).
+pub struct GitSource {
+    cfg: SourceConfig,
+    /// What libgit2 is given: `cfg.url`, with a relative local path made
+    /// absolute.
+    remote_url: String,
+    transport: Transport,
+    mirror: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSource")
+            .field("url", &strip_credentials(&self.cfg.url))
+            .field("branch", &self.cfg.branch)
+            .field("path", &self.cfg.path)
+            .field("mirror", &self.mirror)
+            .finish()
+    }
+}
+
+impl GitSource {
+    /// Prepares the mirror `<state_dir>/mirror.git`: creates it when missing;
+    /// when it exists but cannot be opened, or its last fetched commit cannot
+    /// be read, moves it aside to `mirror.git.corrupt-<time>` (logged) and
+    /// starts a new one, so the next fetch repairs the host by itself.
+    ///
+    /// # Errors
+    /// [`Error::BranchMissing`] for a branch name git cannot have,
+    /// [`Error::Io`] when the state dir cannot be written.
+    pub fn new(cfg: SourceConfig, state_dir: &Path) -> Result<GitSource, Error> {
+        if cfg.branch.is_empty()
+            || !git2::Reference::is_valid_name(&format!("refs/heads/{}", cfg.branch))
+        {
+            return Err(Error::BranchMissing { branch: cfg.branch });
+        }
+        let transport = Transport::of(&cfg.url);
+        let remote_url = match transport {
+            Transport::Local if !cfg.url.contains("://") => std::path::absolute(&cfg.url)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| cfg.url.clone()),
+            _ => cfg.url.clone(),
+        };
+        std::fs::create_dir_all(state_dir).map_err(|source| Error::Io {
+            op: "create the state dir",
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let mirror = state_dir.join("mirror.git");
+        let src = GitSource {
+            cfg,
+            remote_url,
+            transport,
+            mirror,
+            lock: Mutex::new(()),
+        };
+        src.prepare_mirror(state_dir)?;
+        Ok(src)
+    }
+
+    /// The bare mirror repository.
+    pub fn mirror_path(&self) -> &Path {
+        &self.mirror
+    }
+
+    /// The configuration this source was made from.
+    pub fn config(&self) -> &SourceConfig {
+        &self.cfg
+    }
+
+    /// The commit the last successful fetch brought, if any (survives
+    /// restarts: it is a ref in the mirror).
+    pub fn last_fetched(&self) -> Option<String> {
+        let repo = Repository::open_bare(&self.mirror).ok()?;
+        repo.refname_to_id(&self.good_ref())
+            .ok()
+            .map(|id| id.to_string())
+    }
+
+    fn good_ref(&self) -> String {
+        format!("refs/stackpin/{}", self.cfg.branch)
+    }
+
+    fn fetch_ref(&self) -> String {
+        format!("refs/remotes/origin/{}", self.cfg.branch)
+    }
+
+    fn url(&self) -> String {
+        strip_credentials(&self.cfg.url)
+    }
+
+    fn prepare_mirror(&self, state_dir: &Path) -> Result<(), Error> {
+        let problem = match std::fs::symlink_metadata(&self.mirror) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.init_mirror(),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "inspect the git mirror",
+                    path: self.mirror.clone(),
+                    source,
+                });
+            }
+            Ok(_) => self.check_mirror().err(),
+        };
+        let Some(problem) = problem else {
+            return Ok(());
+        };
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let aside = state_dir.join(format!("mirror.git.corrupt-{stamp}"));
+        tracing::warn!(
+            mirror = %self.mirror.display(),
+            moved_to = %aside.display(),
+            problem = %problem,
+            "the git mirror is unreadable; moving it aside and fetching into a new one"
+        );
+        std::fs::rename(&self.mirror, &aside).map_err(|source| Error::Io {
+            op: "move aside the corrupt git mirror",
+            path: self.mirror.clone(),
+            source,
+        })?;
+        self.init_mirror()
+    }
+
+    /// Why the existing mirror cannot be used, if it cannot.
+    fn check_mirror(&self) -> Result<(), String> {
+        let repo = Repository::open_bare(&self.mirror).map_err(|e| e.message().to_string())?;
+        if !repo.is_bare() {
+            return Err("it is not a bare repository".into());
+        }
+        match repo.refname_to_id(&self.good_ref()) {
+            Ok(id) => verify_commit(&repo, id),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(e.message().to_string()),
+        }
+    }
+
+    fn init_mirror(&self) -> Result<(), Error> {
+        Repository::init_bare(&self.mirror).map_err(|e| Error::Io {
+            op: "create the git mirror",
+            path: self.mirror.clone(),
+            source: std::io::Error::other(e.message().to_string()),
+        })?;
+        Ok(())
+    }
+
+    /// Fetches the branch into the mirror (blocking; at most `fetch_timeout`
+    /// on the network) and reads every object of the new commit's tree back.
+    ///
+    /// # Guarantees
+    /// Idempotent. On any error the mirror still holds, and
+    /// [`GitSource::load`] still reads, every commit fetched before. A
+    /// rewritten branch is followed and reported as `forced` (and logged).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::Fetch`] (unreachable, refused),
+    /// [`Error::Auth`] (credentials, host key), [`Error::BranchMissing`],
+    /// [`Error::Corrupt`] (an object cannot be read), [`Error::Io`].
+    pub fn fetch(&self) -> Result<Fetched, Error> {
+        let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let repo = Repository::open_bare(&self.mirror).map_err(|e| Error::Corrupt {
+            message: format!(
+                "the git mirror {} cannot be opened ({}); restart the daemon to rebuild it",
+                self.mirror.display(),
+                e.message()
+            ),
+        })?;
+        let previous = match repo.refname_to_id(&self.good_ref()) {
+            Ok(id) => Some(id),
+            Err(e) if e.code() == ErrorCode::NotFound => None,
+            Err(e) => return Err(corrupt(&e)),
+        };
+        if let Ok(mut stale) = repo.find_reference(&self.fetch_ref()) {
+            stale.delete().map_err(|e| corrupt(&e))?;
+        }
+
+        if self.transport == Transport::Local {
+            let path = self
+                .remote_url
+                .strip_prefix("file://")
+                .unwrap_or(&self.remote_url);
+            if !Path::new(path).exists() {
+                return Err(Error::Fetch {
+                    url: self.url(),
+                    message: "no such file or directory (is the disk mounted?)".into(),
+                });
+            }
+        }
+        let creds = self.credentials()?;
+        let secret = match &creds {
+            Creds::Token(t) => t.as_str(),
+            _ => "",
+        };
+        let deadline = Instant::now() + self.cfg.fetch_timeout;
+        if self.transport != Transport::Local {
+            set_network_timeouts(self.cfg.fetch_timeout);
+        }
+
+        let timed_out = Cell::new(false);
+        let refused: RefCell<Option<Error>> = RefCell::new(None);
+        let tried = Cell::new(0u32);
+        let result = {
+            let mut cb = git2::RemoteCallbacks::new();
+            let past_deadline = || {
+                let late = Instant::now() >= deadline;
+                if late {
+                    timed_out.set(true);
+                }
+                late
+            };
+            cb.transfer_progress(|_| !past_deadline());
+            cb.sideband_progress(|_| !past_deadline());
+            cb.credentials(|_url, user_from_url, allowed| {
+                if past_deadline() {
+                    return Err(git2::Error::from_str("fetch timed out"));
+                }
+                self.answer_credentials(&creds, user_from_url, allowed, &tried)
+                    .map_err(|e| {
+                        let msg = e.to_string();
+                        *refused.borrow_mut() = Some(e);
+                        git2::Error::from_str(&msg)
+                    })
+            });
+            cb.certificate_check(|cert, host| match cert.as_hostkey() {
+                None => Ok(CertificateCheckStatus::CertificatePassthrough),
+                Some(hostkey) => self.check_host_key(&creds, hostkey, host).map_err(|e| {
+                    let msg = e.to_string();
+                    *refused.borrow_mut() = Some(e);
+                    git2::Error::from_str(&msg)
+                }),
+            });
+            let mut opts = git2::FetchOptions::new();
+            opts.remote_callbacks(cb)
+                .download_tags(git2::AutotagOption::None)
+                .update_fetchhead(false);
+            if self.transport == Transport::Http {
+                let mut proxy = git2::ProxyOptions::new();
+                proxy.auto();
+                opts.proxy_options(proxy);
+            }
+            let refspec = format!("+refs/heads/{}:{}", self.cfg.branch, self.fetch_ref());
+            repo.remote_anonymous(&self.remote_url)
+                .and_then(|mut remote| remote.fetch(&[refspec.as_str()], Some(&mut opts), None))
+        };
+        if let Err(e) = result {
+            if let Some(err) = refused.into_inner() {
+                return Err(err);
+            }
+            return Err(self.classify(&e, timed_out.get() || Instant::now() >= deadline, secret));
+        }
+
+        let commit = match repo.refname_to_id(&self.fetch_ref()) {
+            Ok(id) => id,
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                return Err(Error::BranchMissing {
+                    branch: self.cfg.branch.clone(),
+                });
+            }
+            Err(e) => return Err(corrupt(&e)),
+        };
+        verify_commit(&repo, commit).map_err(|message| Error::Corrupt {
+            message: format!("commit {commit}: {message}"),
+        })?;
+        let forced = match previous {
+            Some(prev) if prev != commit => !repo
+                .graph_descendant_of(commit, prev)
+                .map_err(|e| corrupt(&e))?,
+            _ => false,
+        };
+        if let Some(prev) = previous.filter(|_| forced) {
+            tracing::warn!(
+                url = %self.url(),
+                branch = %self.cfg.branch,
+                previous = %prev,
+                commit = %commit,
+                "the branch was rewritten (force-push): {prev} is not an ancestor of {commit}; following the new commit"
+            );
+        }
+        repo.reference(&self.good_ref(), commit, true, "stackpin: fetched")
+            .map_err(|e| Error::Io {
+                op: "record the fetched commit in",
+                path: self.mirror.clone(),
+                source: std::io::Error::other(e.message().to_string()),
+            })?;
+        Ok(Fetched {
+            commit: commit.to_string(),
+            previous: previous.map(|p| p.to_string()),
+            forced,
+            changed: previous != Some(commit),
+        })
+    }
+
+    /// The desired-state tree of `commit` (a full or abbreviated id, or a
+    /// ref of the mirror), rooted at the configured path.
+    pub fn tree(&self, commit: &str) -> Result<GitTree, Error> {
+        GitTree::open(&self.mirror, commit, &self.cfg.path).map_err(|e| Error::Corrupt {
+            message: format!(
+                "commit {commit} cannot be read from the mirror {}: {}",
+                self.mirror.display(),
+                e.message()
+            ),
+        })
+    }
+
+    /// Loads and validates the desired state of `commit`; `commit` of the
+    /// result is set to its full id.
+    pub fn load(&self, commit: &str) -> Result<DesiredState, Error> {
+        let tree = self.tree(commit)?;
+        let mut state = desired::load(&tree);
+        state.commit = Some(tree.commit_id());
+        Ok(state)
+    }
+
+    /// Reads what the fetch will need before touching the network, so that
+    /// configuration mistakes are reported as such and not as a refusal from
+    /// the server.
+    fn credentials(&self) -> Result<Creds, Error> {
+        match (&self.transport, &self.cfg.auth) {
+            (Transport::Local, _) | (Transport::Http, Auth::None | Auth::SshKey { .. }) => {
+                Ok(Creds::None)
+            }
+            (Transport::Http, Auth::Token { token_file }) => {
+                let token = std::fs::read_to_string(token_file).map_err(|e| Error::Auth {
+                    message: format!("cannot read the token file {}: {e}", token_file.display()),
+                })?;
+                let token = token.trim().to_string();
+                if token.is_empty() {
+                    return Err(Error::Auth {
+                        message: format!(
+                            "the token file {} is empty; write the access token into it",
+                            token_file.display()
+                        ),
+                    });
+                }
+                Ok(Creds::Token(token))
+            }
+            (Transport::Ssh { host, port, .. }, auth) => {
+                let name = host_port(host, *port);
+                let Auth::SshKey {
+                    key_file,
+                    known_hosts,
+                } = auth
+                else {
+                    return Err(Error::Auth {
+                        message: format!(
+                            "ssh to {name} needs a deploy key; configure an ssh key file (repo.ssh_key_file) and a known_hosts file"
+                        ),
+                    });
+                };
+                let Some(known_hosts) = known_hosts else {
+                    return Err(Error::Auth {
+                        message: format!(
+                            "refusing ssh to {name}: no known_hosts file is configured, so the server's identity cannot be checked; \
+                             write its host key to a file (`ssh-keyscan {}{host} > FILE`, then compare the fingerprint) and configure it",
+                            if *port == 22 {
+                                String::new()
+                            } else {
+                                format!("-p {port} ")
+                            }
+                        ),
+                    });
+                };
+                let text = std::fs::read_to_string(known_hosts).map_err(|e| Error::Auth {
+                    message: format!(
+                        "cannot read the known_hosts file {}: {e}",
+                        known_hosts.display()
+                    ),
+                })?;
+                if let Err(e) = std::fs::metadata(key_file) {
+                    return Err(Error::Auth {
+                        message: format!("cannot read the ssh key {}: {e}", key_file.display()),
+                    });
+                }
+                Ok(Creds::Ssh {
+                    key_file: key_file.clone(),
+                    known_hosts: known_hosts.clone(),
+                    hosts: KnownHosts::parse(&text),
+                })
+            }
+        }
+    }
+
+    /// Answers libgit2's request for credentials, at most once per kind:
+    /// asking again means the server refused them, and answering again would
+    /// make libgit2 loop.
+    fn answer_credentials(
+        &self,
+        creds: &Creds,
+        user_from_url: Option<&str>,
+        allowed: CredentialType,
+        tried: &Cell<u32>,
+    ) -> Result<git2::Cred, Error> {
+        let once = |kind: CredentialType| {
+            let first = tried.get() & kind.bits() == 0;
+            tried.set(tried.get() | kind.bits());
+            first
+        };
+        let url = self.url();
+        let user = user_from_url.unwrap_or("git");
+        let to_auth = |e: git2::Error| Error::Auth {
+            message: e.message().to_string(),
+        };
+        match creds {
+            Creds::Token(token) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+                if !once(CredentialType::USER_PASS_PLAINTEXT) {
+                    return Err(Error::Auth {
+                        message: format!(
+                            "{url} refused the token; check that it is valid and may read the repository"
+                        ),
+                    });
+                }
+                git2::Cred::userpass_plaintext("x-access-token", token).map_err(to_auth)
+            }
+            Creds::Ssh { .. }
+                if allowed.contains(CredentialType::USERNAME) && once(CredentialType::USERNAME) =>
+            {
+                git2::Cred::username(user).map_err(to_auth)
+            }
+            Creds::Ssh { key_file, .. } if allowed.contains(CredentialType::SSH_KEY) => {
+                if !once(CredentialType::SSH_KEY) {
+                    return Err(Error::Auth {
+                        message: format!(
+                            "{url} refused the ssh key {} for user {user}; check that it is a deploy key of the repository",
+                            key_file.display()
+                        ),
+                    });
+                }
+                git2::Cred::ssh_key(user, None, key_file, None).map_err(to_auth)
+            }
+            Creds::None => Err(Error::Auth {
+                message: format!(
+                    "{url} asks for credentials and none are configured; configure a token file (https) or a deploy key (ssh)"
+                ),
+            }),
+            _ => Err(Error::Auth {
+                message: format!(
+                    "{url} asks for a kind of credentials ({allowed:?}) the configuration does not provide"
+                ),
+            }),
+        }
+    }
+
+    fn check_host_key(
+        &self,
+        creds: &Creds,
+        cert: &git2::cert::CertHostkey<'_>,
+        libgit2_host: &str,
+    ) -> Result<CertificateCheckStatus, Error> {
+        let Creds::Ssh {
+            known_hosts, hosts, ..
+        } = creds
+        else {
+            return Err(Error::Auth {
+                message: "an ssh host key was offered but ssh is not configured".into(),
+            });
+        };
+        let (host, port) = match &self.transport {
+            Transport::Ssh { host, port, .. } => (host.as_str(), *port),
+            _ => (libgit2_host, 22),
+        };
+        let name = host_port(host, port);
+        let key_type = cert.hostkey_type().map(|t| t.name()).unwrap_or("unknown");
+        let Some(key) = cert.hostkey() else {
+            return Err(Error::Auth {
+                message: format!(
+                    "refusing ssh to {name}: libssh2 did not hand over the raw host key to compare with {}",
+                    known_hosts.display()
+                ),
+            });
+        };
+        let file = known_hosts.display();
+        let keyscan = format!(
+            "ssh-keyscan {}{host}",
+            if port == 22 {
+                String::new()
+            } else {
+                format!("-p {port} ")
+            }
+        );
+        match hosts.check(host, port, key) {
+            HostKeyVerdict::Trusted => Ok(CertificateCheckStatus::CertificateOk),
+            HostKeyVerdict::Revoked => Err(Error::Auth {
+                message: format!(
+                    "refusing ssh to {name}: its {key_type} host key is marked @revoked in {file}"
+                ),
+            }),
+            HostKeyVerdict::Mismatch { known } => Err(Error::Auth {
+                message: format!(
+                    "refusing ssh to {name}: its {key_type} host key does not match {file} (which lists {}); \
+                     if the server's key really changed, replace its line with the output of `{keyscan}` after \
+                     checking the fingerprint, otherwise someone may be intercepting the connection",
+                    known.join(", ")
+                ),
+            }),
+            HostKeyVerdict::Unknown { hashed_entries } => Err(Error::Auth {
+                message: format!(
+                    "refusing ssh to {name}: the host is not in {file}; add its key (`{keyscan} >> {file}`, then compare the fingerprint){}",
+                    if hashed_entries > 0 {
+                        format!(
+                            "; note: {hashed_entries} hashed entr{} (`|1|…`) in that file cannot be matched by stackpin, write host names in clear (ssh-keyscan without -H)",
+                            if hashed_entries == 1 { "y" } else { "ies" }
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            }),
+        }
+    }
+
+    fn classify(&self, e: &git2::Error, late: bool, secret: &str) -> Error {
+        let url = self.url();
+        if late || e.code() == ErrorCode::Timeout {
+            return Error::Timeout {
+                url,
+                secs: self.cfg.fetch_timeout.as_secs().max(1),
+            };
+        }
+        let mut message = redact(e.message(), &self.cfg.url, &[secret]);
+        if e.code() == ErrorCode::Auth || e.code() == ErrorCode::Certificate {
+            return Error::Auth {
+                message: format!("{url}: {message}"),
+            };
+        }
+        if matches!(
+            e.class(),
+            ErrorClass::Zlib | ErrorClass::Indexer | ErrorClass::Odb | ErrorClass::Object
+        ) {
+            return Error::Corrupt {
+                message: format!(
+                    "{url} sent an object that cannot be read ({message}); the remote repository may be damaged"
+                ),
+            };
+        }
+        if message.contains("not owned by current user") {
+            message.push_str(
+                "; the daemon's user must own the repository, or list it in that user's git \
+                 config (`git config --global --add safe.directory PATH`)",
+            );
+        }
+        Error::Fetch { url, message }
+    }
+}
+
+/// What `GitSource::credentials` read for one fetch.
+enum Creds {
+    None,
+    Token(String),
+    Ssh {
+        key_file: PathBuf,
+        known_hosts: PathBuf,
+        hosts: KnownHosts,
+    },
+}
+
+/// libgit2 has no per-fetch timeout; these process-wide socket timeouts bound
+/// connecting and each read or write. The progress callbacks bound the rest.
+fn set_network_timeouts(timeout: Duration) {
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    // SAFETY: these only store an integer in libgit2's global settings, which
+    // libgit2 reads when it opens a socket.
+    unsafe {
+        if let Err(e) = git2::opts::set_server_connect_timeout_in_milliseconds(ms) {
+            tracing::debug!("failed to set libgit2's connect timeout: {e}");
+        }
+        if let Err(e) = git2::opts::set_server_timeout_in_milliseconds(ms) {
+            tracing::debug!("failed to set libgit2's socket timeout: {e}");
+        }
+    }
+}
+
+fn corrupt(e: &git2::Error) -> Error {
+    Error::Corrupt {
+        message: e.message().to_string(),
+    }
+}
+
+/// Reads the commit, its tree and every tree and blob below it, so that a
+/// missing or damaged object is found now and not halfway through a sync.
+fn verify_commit(repo: &Repository, id: Oid) -> Result<(), String> {
+    let commit = repo
+        .find_commit(id)
+        .map_err(|e| format!("cannot read the commit object: {}", e.message()))?;
+    let tree = commit
+        .tree()
+        .map_err(|e| format!("cannot read its tree: {}", e.message()))?;
+    verify_tree(repo, &tree, "")
+}
+
+fn verify_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &str) -> Result<(), String> {
+    for entry in tree.iter() {
+        let name = format!("{dir}{}", String::from_utf8_lossy(entry.name_bytes()));
+        match entry.kind() {
+            Some(git2::ObjectType::Tree) => {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(|e| format!("cannot read directory {name}: {}", e.message()))?;
+                verify_tree(repo, &sub, &format!("{name}/"))?;
+            }
+            Some(git2::ObjectType::Blob) => {
+                repo.find_blob(entry.id())
+                    .map_err(|e| format!("cannot read {name}: {}", e.message()))?;
+            }
+            // Submodules (commits of other repositories) are not fetched.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How libgit2 will reach a URL, as far as auth and timeouts care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Transport {
+    Local,
+    Http,
+    Ssh { host: String, port: u16 },
+}
+
+impl Transport {
+    fn of(url: &str) -> Transport {
+        if let Some((scheme, rest)) = url.split_once("://") {
+            let scheme = scheme.to_ascii_lowercase();
+            return match scheme.as_str() {
+                "http" | "https" => Transport::Http,
+                "ssh" | "git+ssh" | "ssh+git" => {
+                    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+                    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                    let (host, port) = split_host_port(hostport);
+                    Transport::Ssh {
+                        host,
+                        port: port.unwrap_or(22),
+                    }
+                }
+                _ => Transport::Local,
+            };
+        }
+        // scp-like `[user@]host:path`: a colon before any slash.
+        match (url.find(':'), url.find('/')) {
+            (Some(colon), slash) if slash.is_none_or(|s| colon < s) && colon > 0 => {
+                let hostpart = &url[..colon];
+                let host = hostpart.rsplit_once('@').map_or(hostpart, |(_, h)| h);
+                Transport::Ssh {
+                    host: host.trim_matches(['[', ']']).to_string(),
+                    port: 22,
+                }
+            }
+            _ => Transport::Local,
+        }
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(s: &str) -> (String, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        return (
+            host.to_string(),
+            after.strip_prefix(':').and_then(|p| p.parse().ok()),
+        );
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
+        _ => (s.to_string(), None),
+    }
+}
+
+/// The name of a host in known_hosts: `host`, or `[host]:port` off port 22.
+fn host_port(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// An OpenSSH known_hosts file, as far as checking one server's key needs.
+///
+/// Understood: host patterns (comma lists, `*`/`?` wildcards, `!` negation,
+/// `[host]:port`), `@revoked`. Skipped: hashed host names (`|1|…`, counted so
+/// that the refusal can say why), `@cert-authority` lines, and lines that do
+/// not parse (logged with their number).
+#[derive(Debug, Clone, Default)]
+pub struct KnownHosts {
+    entries: Vec<HostEntry>,
+    hashed: usize,
+    skipped: Vec<(usize, &'static str)>,
+}
+
+#[derive(Debug, Clone)]
+struct HostEntry {
+    patterns: Vec<String>,
+    key_type: String,
+    key: Vec<u8>,
+    revoked: bool,
+}
+
+/// What a known_hosts file says about a server's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyVerdict {
+    /// The key is listed for the host.
+    Trusted,
+    /// The key is listed as `@revoked`.
+    Revoked,
+    /// The host is listed, with other keys (their types).
+    Mismatch { known: Vec<String> },
+    /// The host is not listed (hashed entries could not be checked).
+    Unknown { hashed_entries: usize },
+}
+
+impl KnownHosts {
+    /// Parses the text of a known_hosts file. Never fails: lines it cannot
+    /// use are skipped and listed in [`KnownHosts::skipped`].
+    pub fn parse(text: &str) -> KnownHosts {
+        let mut kh = KnownHosts::default();
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let mut first = fields.next().unwrap_or_default();
+            let mut revoked = false;
+            if first.starts_with('@') {
+                match first {
+                    "@revoked" => revoked = true,
+                    "@cert-authority" => {
+                        kh.skipped
+                            .push((n, "@cert-authority lines are not supported"));
+                        continue;
+                    }
+                    _ => {
+                        kh.skipped.push((n, "unknown marker"));
+                        continue;
+                    }
+                }
+                first = fields.next().unwrap_or_default();
+            }
+            let (Some(key_type), Some(b64)) = (fields.next(), fields.next()) else {
+                kh.skipped
+                    .push((n, "expected `HOSTS KEYTYPE BASE64KEY [COMMENT]`"));
+                continue;
+            };
+            if first.starts_with("|1|") {
+                kh.hashed += 1;
+                kh.skipped.push((n, "hashed host names are not supported"));
+                continue;
+            }
+            let Some(key) = base64_decode(b64) else {
+                kh.skipped.push((n, "the key is not valid base64"));
+                continue;
+            };
+            kh.entries.push(HostEntry {
+                patterns: first.split(',').map(|p| p.to_ascii_lowercase()).collect(),
+                key_type: key_type.to_string(),
+                key,
+                revoked,
+            });
+        }
+        for (n, why) in &kh.skipped {
+            tracing::debug!(line = n, "known_hosts: skipping a line: {why}");
+        }
+        kh
+    }
+
+    /// The entries usable for checking.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Lines skipped (1-based line number, reason).
+    pub fn skipped(&self) -> &[(usize, &'static str)] {
+        &self.skipped
+    }
+
+    /// Checks the key blob `key` (SSH wire format, as libssh2 hands it over)
+    /// that `host` presented on `port`.
+    pub fn check(&self, host: &str, port: u16, key: &[u8]) -> HostKeyVerdict {
+        let host = host.to_ascii_lowercase();
+        let mut names = vec![host_port(&host, port)];
+        if port == 22 {
+            names.push(format!("[{host}]:22"));
+        }
+        let matching: Vec<&HostEntry> = self
+            .entries
+            .iter()
+            .filter(|e| names.iter().any(|n| patterns_match(&e.patterns, n)))
+            .collect();
+        if matching.iter().any(|e| e.revoked && e.key == key) {
+            return HostKeyVerdict::Revoked;
+        }
+        if matching.iter().any(|e| !e.revoked && e.key == key) {
+            return HostKeyVerdict::Trusted;
+        }
+        let mut known: Vec<String> = matching
+            .iter()
+            .filter(|e| !e.revoked)
+            .map(|e| e.key_type.clone())
+            .collect();
+        known.dedup();
+        if known.is_empty() {
+            HostKeyVerdict::Unknown {
+                hashed_entries: self.hashed,
+            }
+        } else {
+            HostKeyVerdict::Mismatch { known }
+        }
+    }
+}
+
+fn patterns_match(patterns: &[String], name: &str) -> bool {
+    let mut hit = false;
+    for p in patterns {
+        match p.strip_prefix('!') {
+            Some(neg) if glob(neg.as_bytes(), name.as_bytes()) => return false,
+            Some(_) => {}
+            None => hit |= glob(p.as_bytes(), name.as_bytes()),
+        }
+    }
+    hit
+}
+
+/// OpenSSH host pattern matching: `*` any run, `?` any one character.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Standard base64 with optional padding; `None` on any other character.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // GitHub's published host keys.
+    const ED: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    const ECDSA: &str = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg=";
+
+    fn key(b64: &str) -> Vec<u8> {
+        base64_decode(b64).unwrap()
+    }
+
+    #[test]
+    fn the_source_can_be_shared_with_blocking_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<GitSource>();
+        shareable::<Error>();
+    }
+
+    #[test]
+    fn decodes_base64_key_blobs() {
+        let k = key(ED);
+        assert_eq!(k.len(), 51);
+        assert_eq!(&k[4..15], b"ssh-ed25519");
+        assert_eq!(base64_decode("aGk="), Some(b"hi".to_vec()));
+        assert_eq!(base64_decode("not base64!"), None);
+    }
+
+    #[test]
+    fn matches_plain_comma_and_port_entries() {
+        let kh = KnownHosts::parse(&format!(
+            "# comment\n\
+             \n\
+             github.com,140.82.121.4 ssh-ed25519 {ED}\n\
+             [git.example.org]:2222 ssh-ed25519 {ED} deploy@example\n\
+             *.corp.example,!evil.corp.example ecdsa-sha2-nistp256 {ECDSA}\n"
+        ));
+        assert_eq!(kh.len(), 3);
+        assert!(kh.skipped().is_empty(), "{:?}", kh.skipped());
+        let ed = key(ED);
+        assert_eq!(kh.check("github.com", 22, &ed), HostKeyVerdict::Trusted);
+        assert_eq!(kh.check("GitHub.com", 22, &ed), HostKeyVerdict::Trusted);
+        assert_eq!(kh.check("140.82.121.4", 22, &ed), HostKeyVerdict::Trusted);
+        // A port entry only matches that port, and a plain one only port 22.
+        assert_eq!(
+            kh.check("git.example.org", 2222, &ed),
+            HostKeyVerdict::Trusted
+        );
+        assert_eq!(
+            kh.check("git.example.org", 22, &ed),
+            HostKeyVerdict::Unknown { hashed_entries: 0 }
+        );
+        assert_eq!(
+            kh.check("github.com", 2222, &ed),
+            HostKeyVerdict::Unknown { hashed_entries: 0 }
+        );
+        // Wildcards and negation.
+        let ec = key(ECDSA);
+        assert_eq!(
+            kh.check("git.corp.example", 22, &ec),
+            HostKeyVerdict::Trusted
+        );
+        assert_eq!(
+            kh.check("evil.corp.example", 22, &ec),
+            HostKeyVerdict::Unknown { hashed_entries: 0 }
+        );
+    }
+
+    #[test]
+    fn a_different_key_is_a_mismatch() {
+        let kh = KnownHosts::parse(&format!("github.com ssh-ed25519 {ED}\n"));
+        assert_eq!(
+            kh.check("github.com", 22, &key(ECDSA)),
+            HostKeyVerdict::Mismatch {
+                known: vec!["ssh-ed25519".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn revoked_keys_are_refused() {
+        let kh = KnownHosts::parse(&format!(
+            "@revoked * ssh-ed25519 {ED}\ngithub.com ssh-ed25519 {ED}\n"
+        ));
+        assert_eq!(
+            kh.check("github.com", 22, &key(ED)),
+            HostKeyVerdict::Revoked
+        );
+    }
+
+    #[test]
+    fn skips_hashed_cert_authority_and_broken_lines() {
+        let kh = KnownHosts::parse(&format!(
+            "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= ssh-ed25519 {ED}\n\
+             @cert-authority *.example ssh-ed25519 {ED}\n\
+             host-only\n\
+             host ssh-ed25519 %%%\n"
+        ));
+        assert!(kh.is_empty());
+        let lines: Vec<usize> = kh.skipped().iter().map(|(n, _)| *n).collect();
+        assert_eq!(lines, [1, 2, 3, 4]);
+        assert_eq!(
+            kh.check("github.com", 22, &key(ED)),
+            HostKeyVerdict::Unknown { hashed_entries: 1 }
+        );
+    }
+
+    #[test]
+    fn classifies_urls() {
+        let ssh = |host: &str, port| Transport::Ssh {
+            host: host.into(),
+            port,
+        };
+        let cases = [
+            ("https://github.com/a/b.git", Transport::Http),
+            ("http://127.0.0.1:8080/r.git", Transport::Http),
+            ("git@github.com:acme/ds.git", ssh("github.com", 22)),
+            ("github.com:acme/ds.git", ssh("github.com", 22)),
+            (
+                "ssh://git@git.example.org:2222/ds.git",
+                ssh("git.example.org", 2222),
+            ),
+            ("ssh://git.example.org/ds.git", ssh("git.example.org", 22)),
+            ("ssh://git@[::1]:2222/ds.git", ssh("::1", 2222)),
+            ("file:///srv/ds", Transport::Local),
+            ("/srv/ds", Transport::Local),
+            ("./ds", Transport::Local),
+            ("ds", Transport::Local),
+            ("./a:b", Transport::Local),
+        ];
+        for (url, want) in cases {
+            assert_eq!(Transport::of(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn ssh_without_known_hosts_is_refused_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "not really a key").unwrap();
+        let mut cfg = SourceConfig::new("git@127.0.0.1:acme/ds.git", "main");
+        cfg.auth = Auth::SshKey {
+            key_file,
+            known_hosts: None,
+        };
+        let src = GitSource::new(cfg, dir.path()).unwrap();
+        let err = src.fetch().unwrap_err();
+        assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("no known_hosts file is configured"), "{text}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn ssh_without_a_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SourceConfig::new("ssh://git@127.0.0.1:1/ds.git", "main");
+        let err = GitSource::new(cfg, dir.path())
+            .unwrap()
+            .fetch()
+            .unwrap_err();
+        assert!(err.to_string().contains("needs a deploy key"), "{err}");
+    }
+}

@@ -1,0 +1,639 @@
+//! The daemon on a real engine and real git repositories (issue: daemon):
+//! poll, GitHub webhook, trigger storms, unreachable and force-pushed
+//! remotes, the control socket, metrics, logs without secrets, the unit file.
+
+mod common;
+
+use common::{Fixtures, Running, TestHost};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "webhook-secret-for-tests";
+
+fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str) {
+    h.write(
+        format!("stacks/{stack}/stack.yaml"),
+        format!(
+            "environment: test\nversion: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\nenv_files: [{}]\nsmoke:\n  timeout: 15s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200}}\n",
+            h.tmp().join("secret.env").display()
+        ),
+    );
+    h.write(
+        format!("stacks/{stack}/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n      API_TOKEN: ${API_TOKEN}\n",
+    );
+}
+
+/// A bare remote the daemon fetches from; the work tree pushes to it.
+fn bare_remote(h: &TestHost) -> PathBuf {
+    let remote = h.tmp().join("remote.git");
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(h.repo())
+        .arg(&remote)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    h.git(["remote", "add", "origin", remote.to_str().unwrap()]);
+    remote
+}
+
+fn push(h: &TestHost, force: bool) {
+    if force {
+        h.git(["push", "-q", "--force", "origin", "main"]);
+    } else {
+        h.git(["push", "-q", "origin", "main"]);
+    }
+}
+
+struct Daemon {
+    run: Option<Running>,
+    port: u16,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon; `watch` turns the local-path watch on, so tests of
+    /// the webhook and of coalescing see only the triggers they send.
+    fn start(
+        h: &TestHost,
+        repo_url: &str,
+        poll: &str,
+        watch: bool,
+        extra_env: &[(&str, &str)],
+    ) -> Daemon {
+        let port = h.free_port();
+        let socket = h.tmp().join("control.sock");
+        let cfg = h.tmp().join("config.yaml");
+        std::fs::write(h.tmp().join("webhook-secret"), SECRET).unwrap();
+        std::fs::write(
+            &cfg,
+            format!("concurrency: 2\nhttp: {{listen: \"127.0.0.1:{port}\", github_secret_file: {}}}\nrepo: {{branch: main, poll_interval: {poll}, watch: {watch}}}\n", h.tmp().join("webhook-secret").display()),
+        )
+        .unwrap();
+        let mut c = h.cmd_raw([
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "--root".as_ref(),
+            h.root().as_os_str(),
+            "--repo".as_ref(),
+            repo_url.as_ref(),
+            "--host".as_ref(),
+            "test-host".as_ref(),
+            "--state-dir".as_ref(),
+            h.state_dir().as_os_str(),
+            "--control-socket".as_ref(),
+            socket.as_os_str(),
+            "daemon".as_ref(),
+        ]);
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        let run = c.spawn();
+        let d = Daemon {
+            run: Some(run),
+            port,
+            socket,
+        };
+        d.wait_until("the HTTP server", Duration::from_secs(60), || {
+            http(d.port, "GET", "/healthz", &[], b"")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+        });
+        d
+    }
+
+    fn logs(&self) -> String {
+        self.run.as_ref().map(|r| r.stderr()).unwrap_or_default()
+    }
+
+    #[track_caller]
+    fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "timed out waiting for {what}\n--- daemon log ---\n{}",
+            self.logs()
+        );
+    }
+
+    fn metric_sum(&self, name: &str) -> f64 {
+        let (_, body) = http(self.port, "GET", "/metrics", &[], b"").expect("metrics");
+        parse_metrics(&body)
+            .into_iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    fn stop(mut self) -> String {
+        self.run
+            .take()
+            .unwrap()
+            .terminate(Duration::from_secs(10))
+            .stderr()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(r) = self.run.take() {
+            r.terminate(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client on loopback: (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+fn sign(body: &[u8], secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn push_event(port: u16, branch: &str, secret: &str) -> (u16, String) {
+    let body = format!("{{\"ref\":\"refs/heads/{branch}\",\"after\":\"0000\"}}");
+    let headers = [
+        ("X-GitHub-Event", "push".to_string()),
+        ("X-GitHub-Delivery", "d-1".to_string()),
+        ("Content-Type", "application/json".to_string()),
+        ("X-Hub-Signature-256", sign(body.as_bytes(), secret)),
+    ];
+    http(port, "POST", "/hooks/github", &headers, body.as_bytes()).expect("webhook request")
+}
+
+/// A small Prometheus text-format parser: (name, labels, value) per sample;
+/// panics on a malformed line.
+fn parse_metrics(text: &str) -> Vec<(String, String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (head, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("malformed metrics line: {line}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in: {line}")),
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, l)) => {
+                assert!(l.ends_with('}'), "bad labels in: {line}");
+                (n.to_string(), l.trim_end_matches('}').to_string())
+            }
+            None => (head.to_string(), String::new()),
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in: {line}"
+        );
+        out.push((name, labels, value));
+    }
+    out
+}
+
+fn serves(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+}
+
+fn setup(h: &TestHost, f: &Fixtures, stack: &str, app_port: u16) -> PathBuf {
+    std::fs::write(
+        h.tmp().join("secret.env"),
+        "API_TOKEN=s3cr3t-token-never-logged\n",
+    )
+    .unwrap();
+    write_stack(h, stack, &f.v1, app_port, "v1");
+    h.commit("v1");
+    bare_remote(h)
+}
+
+#[test]
+fn daemon_polls_a_remote_and_applies_a_pushed_commit() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    let remote = setup(&h, &f, &s, app);
+    let d = Daemon::start(
+        &h,
+        &format!("file://{}", remote.display()),
+        "2s",
+        false,
+        &[("RUST_LOG", "stackpin=debug")],
+    );
+    d.wait_until("v1 to be served", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v1")
+    });
+    d.wait_until("/readyz", Duration::from_secs(10), || {
+        http(d.port, "GET", "/readyz", &[], b"")
+            .map(|(s, _)| s == 200)
+            .unwrap_or(false)
+    });
+
+    write_stack(&h, &s, &f.v2, app, "v2");
+    h.commit("v2");
+    push(&h, false);
+    d.wait_until(
+        "v2 after the push (one poll interval)",
+        Duration::from_secs(90),
+        || serves(app).as_deref() == Some("stackpin-test-app v2"),
+    );
+
+    // The JSON API and the metrics reflect it.
+    d.wait_until("the API to show v2", Duration::from_secs(30), || {
+        http(d.port, "GET", "/api/v1/stacks", &[], b"")
+            .is_some_and(|(_, b)| b.contains("\"version\":\"v2\"") && b.contains("Converged"))
+    });
+    let (_, hist) = http(d.port, "GET", "/api/v1/history", &[], b"").unwrap();
+    let hist: serde_json::Value = serde_json::from_str(&hist).expect("history JSON");
+    assert!(hist.as_array().unwrap().len() >= 2, "{hist}");
+    let (_, metrics) = http(d.port, "GET", "/metrics", &[], b"").unwrap();
+    let samples = parse_metrics(&metrics);
+    for name in [
+        "stackpin_sync_runs_total",
+        "stackpin_converge_duration_seconds_count",
+        "stackpin_stack_state",
+        "stackpin_last_success_timestamp_seconds",
+    ] {
+        assert!(
+            samples.iter().any(|(n, _, _)| n == name),
+            "{name} missing:\n{metrics}"
+        );
+    }
+    assert!(
+        samples.iter().any(|(n, l, v)| n == "stackpin_stack_state"
+            && l.contains(&s)
+            && l.contains("Converged")
+            && *v == 1.0),
+        "{metrics}"
+    );
+
+    // Secrets from env files never reach the logs.
+    let logs = d.stop();
+    assert!(logs.contains("sync run"), "{logs}");
+    assert!(
+        !logs.contains("s3cr3t-token-never-logged"),
+        "a secret was logged:\n{logs}"
+    );
+}
+
+#[test]
+fn webhook_triggers_at_once_and_bad_signatures_do_nothing() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    let remote = setup(&h, &f, &s, app);
+    let d = Daemon::start(
+        &h,
+        &format!("file://{}", remote.display()),
+        "1h",
+        false,
+        &[],
+    );
+    d.wait_until("v1 to be served", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v1")
+    });
+    d.wait_until("the first run to finish", Duration::from_secs(30), || {
+        d.metric_sum("stackpin_sync_runs_total") >= 1.0
+    });
+
+    write_stack(&h, &s, &f.v2, app, "v2");
+    h.commit("v2");
+    push(&h, false);
+    // A wrong signature is refused and triggers nothing.
+    let (status, _) = push_event(d.port, "main", "wrong-secret");
+    assert_eq!(status, 401);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        serves(app).as_deref(),
+        Some("stackpin-test-app v1"),
+        "an unsigned delivery must not trigger a sync"
+    );
+    // Another branch is ignored.
+    assert_eq!(push_event(d.port, "other", SECRET).0, 202);
+    // A good one triggers at once (the poll interval is an hour).
+    assert_eq!(push_event(d.port, "main", SECRET).0, 202);
+    d.wait_until("v2 after the webhook", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v2")
+    });
+}
+
+#[test]
+fn a_storm_of_webhooks_coalesces() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    let remote = setup(&h, &f, &s, app);
+    let d = Daemon::start(
+        &h,
+        &format!("file://{}", remote.display()),
+        "1h",
+        false,
+        &[],
+    );
+    d.wait_until("v1 to be served", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v1")
+    });
+    d.wait_until("the first run to finish", Duration::from_secs(30), || {
+        d.metric_sum("stackpin_sync_runs_total") >= 1.0
+    });
+    let before = d.metric_sum("stackpin_sync_runs_total");
+
+    write_stack(&h, &s, &f.v2, app, "v2");
+    h.commit("v2");
+    push(&h, false);
+    for _ in 0..1000 {
+        assert_eq!(push_event(d.port, "main", SECRET).0, 202);
+    }
+    d.wait_until("v2", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v2")
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    let runs = d.metric_sum("stackpin_sync_runs_total") - before;
+    assert!(
+        (1.0..=2.0).contains(&runs),
+        "1,000 deliveries must coalesce into at most 2 runs, got {runs}\n{}",
+        d.logs()
+    );
+    let hist = std::fs::read_to_string(h.root().join("deploy-history.log")).unwrap();
+    assert_eq!(
+        hist.matches("| deploy | v2 | success |").count(),
+        1,
+        "{hist}"
+    );
+}
+
+#[test]
+fn unreachable_remote_keeps_the_host_and_shows_in_readyz_and_metrics() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    let remote = setup(&h, &f, &s, app);
+    let d = Daemon::start(
+        &h,
+        &format!("file://{}", remote.display()),
+        "1s",
+        false,
+        &[],
+    );
+    d.wait_until("v1 to be served", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v1")
+    });
+    // The remote disappears.
+    std::fs::rename(&remote, h.tmp().join("remote-gone.git")).unwrap();
+    d.wait_until("fetch errors in metrics", Duration::from_secs(30), || {
+        d.metric_sum("stackpin_fetch_errors_total") >= 1.0
+    });
+    let (_, api) = http(d.port, "GET", "/api/v1/stacks", &[], b"").unwrap();
+    assert!(
+        api.contains("last_fetch_error") && !api.contains("\"last_fetch_error\":null"),
+        "{api}"
+    );
+    assert_eq!(
+        serves(app).as_deref(),
+        Some("stackpin-test-app v1"),
+        "the host keeps running"
+    );
+
+    // It comes back, force-pushed with v2: followed, and logged as such.
+    std::fs::rename(h.tmp().join("remote-gone.git"), &remote).unwrap();
+    h.git(["reset", "-q", "--hard", "HEAD"]);
+    write_stack(&h, &s, &f.v2, app, "v2");
+    h.git(["add", "-A"]);
+    h.git([
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-q",
+        "--amend",
+        "-m",
+        "rewritten",
+    ]);
+    push(&h, true);
+    d.wait_until("v2 after the force-push", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v2")
+    });
+    let logs = d.stop();
+    assert!(logs.contains("force-pushed"), "{logs}");
+    assert!(logs.contains("FetchFailed"), "{logs}");
+}
+
+#[test]
+fn readyz_fails_when_the_remote_never_answered() {
+    let h = TestHost::new();
+    let d = Daemon::start(
+        &h,
+        &format!("file://{}", h.tmp().join("nothing-here.git").display()),
+        "1s",
+        false,
+        &[],
+    );
+    d.wait_until("a fetch error", Duration::from_secs(30), || {
+        d.metric_sum("stackpin_fetch_errors_total") >= 1.0
+    });
+    let (status, body) = http(d.port, "GET", "/readyz", &[], b"").unwrap();
+    assert_eq!(status, 503, "{body}");
+}
+
+#[test]
+fn cli_actions_go_through_the_control_socket() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    let remote = setup(&h, &f, &s, app);
+    let d = Daemon::start(
+        &h,
+        &format!("file://{}", remote.display()),
+        "1h",
+        false,
+        &[],
+    );
+    d.wait_until("v1 to be served", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v1")
+    });
+    let sock = d.socket.clone();
+    let mut c = h.cmd(["sync", "--force", &s]);
+    c.env("STACKPIN_CONTROL_SOCKET", &sock);
+    let out = c.run().ok();
+    assert!(
+        out.stderr().contains("executed by the running daemon"),
+        "{}",
+        out.report()
+    );
+    assert!(out.stdout().contains("deployed"), "{}", out.report());
+    let mut c = h.cmd(["hold", &s, "--reason", "investigating"]);
+    c.env("STACKPIN_CONTROL_SOCKET", &sock);
+    c.run().ok().stdout_contains("is held");
+    let logs = d.stop();
+    assert!(
+        logs.contains("operator request via control socket") && logs.contains("sync --force"),
+        "{logs}"
+    );
+    assert!(logs.contains("hold "), "{logs}");
+    let mode = std::fs::metadata(&sock)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    // The socket is removed on shutdown.
+    assert!(mode.is_err(), "socket left behind: {mode:?}");
+}
+
+#[test]
+fn check_config_masks_secrets_and_rejects_unknown_keys() {
+    let h = TestHost::new();
+    let cfg = h.tmp().join("c.yaml");
+    std::fs::write(h.tmp().join("hook"), "very-secret").unwrap();
+    std::fs::write(&cfg, format!("host: web-1\nrepo: {{url: \"https://user:tok@example.com/x.git\", branch: main}}\nhttp: {{listen: \"127.0.0.1:9750\", github_secret_file: {}}}\n", h.tmp().join("hook").display())).unwrap();
+    let out = h
+        .cmd_raw([
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "daemon".as_ref(),
+            "--check-config".as_ref(),
+        ])
+        .run()
+        .ok();
+    let text = out.stdout();
+    assert!(
+        !text.contains("very-secret") && !text.contains("tok@"),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://***@example.com/x.git")
+            && text.contains("\"poll_interval\": \"1m\""),
+        "{text}"
+    );
+    std::fs::write(&cfg, "host: web-1\nrepo: {url: x, brnach: main}\n").unwrap();
+    h.cmd_raw([
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "daemon".as_ref(),
+        "--check-config".as_ref(),
+    ])
+    .run()
+    .code(2)
+    .stderr_contains("unknown field `brnach`");
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/stackpin.service"),
+    )
+    .unwrap();
+    for key in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "SupplementaryGroups=docker",
+    ] {
+        assert!(unit.contains(key), "unit lacks {key}");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("systemd-analyze is missing: scripts/test.sh installs systemd");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stackpin.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/stackpin", common::STACKPIN),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("stackpin.service:"),
+        "systemd-analyze verify: {err}"
+    );
+}
+
+use std::process::Command;
+
+#[test]
+fn a_local_repository_path_is_watched() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    std::fs::write(h.tmp().join("secret.env"), "API_TOKEN=x-token\n").unwrap();
+    write_stack(&h, &s, &f.v1, app, "v1");
+    h.commit("v1");
+    let repo = h.repo();
+    let d = Daemon::start(&h, repo.to_str().unwrap(), "1h", true, &[]);
+    d.wait_until("v1 to be served", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v1")
+    });
+    // A commit in the local repository is picked up without a poll or webhook.
+    write_stack(&h, &s, &f.v2, app, "v2");
+    h.commit("v2");
+    d.wait_until("v2 after the local commit", Duration::from_secs(90), || {
+        serves(app).as_deref() == Some("stackpin-test-app v2")
+    });
+    let logs = d.stop();
+    assert!(logs.contains("trigger=Watch"), "{logs}");
+}
