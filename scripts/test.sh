@@ -18,8 +18,27 @@ fi
 section "fixtures (docker, compose, registry, images)"
 # shellcheck source=scripts/fixtures.sh
 . scripts/fixtures.sh
-trap stackpin_fixtures_cleanup EXIT
+# Cleanup hooks of the extra components below run before the fixtures'.
+STACKPIN_EXIT_HOOKS=()
+stackpin_on_exit() { STACKPIN_EXIT_HOOKS+=("$*"); }
+_stackpin_cleanup_all() {
+    local h
+    for h in "${STACKPIN_EXIT_HOOKS[@]}"; do eval "$h" || true; done
+    stackpin_fixtures_cleanup
+}
+trap _stackpin_cleanup_all EXIT
 stackpin_fixtures_setup # exports STACKPIN_TEST_*
+
+# Extra real components some tests need (a PostgreSQL server, a browser, …).
+# Each scripts/setup.d/*.sh is sourced: it installs what is missing, starts
+# what it needs on 127.0.0.1, exports STACKPIN_TEST_* variables and registers
+# its cleanup with `stackpin_on_exit "command"`.
+for f in scripts/setup.d/*.sh; do
+    [ -e "$f" ] || continue
+    section "setup: $f"
+    # shellcheck disable=SC1090
+    . "$f"
+done
 [ -z "${CI+x}" ] || export CI
 
 section "toolchain"

@@ -194,7 +194,7 @@ fn read_smoke(dir: &Path) -> SmokeSpec {
 }
 
 impl Context<'_> {
-    fn history(
+    pub(crate) fn history(
         &self,
         stack: &str,
         env: &str,
@@ -217,7 +217,7 @@ impl Context<'_> {
         }
     }
 
-    fn emit(&self, e: Event) {
+    pub(crate) fn emit(&self, e: Event) {
         self.events.emit(e);
     }
 
@@ -255,14 +255,28 @@ pub fn read_verified_store(layout: &Layout, stack: &str) -> Vec<VerifiedEntry> {
 }
 
 /// Runs a stage, timing it and reporting it.
-struct Stages<'r> {
+pub(crate) struct Stages<'r> {
     stack: String,
     list: Vec<Stage>,
     reporter: &'r dyn Reporter,
 }
 
+// `new` and `into_list` serve the rollback pipeline (crate::rollback).
+#[allow(dead_code)]
 impl Stages<'_> {
-    fn record(
+    pub(crate) fn new<'r>(stack: &str, reporter: &'r dyn Reporter) -> Stages<'r> {
+        Stages {
+            stack: stack.to_string(),
+            list: Vec::new(),
+            reporter,
+        }
+    }
+
+    pub(crate) fn into_list(self) -> Vec<Stage> {
+        self.list
+    }
+
+    pub(crate) fn record(
         &mut self,
         name: &'static str,
         started: Instant,
@@ -804,6 +818,8 @@ async fn deploy(
         return fail(st, Reason::PreflightFailed, msg, prev);
     }
 
+    // 1b. backup (SPEC §3 step 2): see crate::backup — inserted here.
+
     // 2. release-create (+ compose config check on the written release)
     let t = Instant::now();
     let rdir = ctx.layout.releases_dir(&name);
@@ -996,7 +1012,7 @@ fn join_notes(a: &str, extra: &[String]) -> String {
 }
 
 /// `compose up` then smoke. Returns (passed, why not).
-async fn up_and_smoke(
+pub(crate) async fn up_and_smoke(
     ctx: &Context<'_>,
     name: &str,
     dir: &Path,
@@ -1046,7 +1062,7 @@ fn first_line(s: &str) -> String {
 
 /// Switches back to `prev` (if any), brings it up and smokes it; with no
 /// previous release the failed one is stopped and the link removed.
-async fn revert(
+pub(crate) async fn revert(
     ctx: &Context<'_>,
     name: &str,
     env: &str,
@@ -1189,7 +1205,7 @@ fn failed_version(ctx: &Context<'_>, stack: &str, id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-fn release_meta(dir: &Path) -> Option<ReleaseMeta> {
+pub(crate) fn release_meta(dir: &Path) -> Option<ReleaseMeta> {
     serde_json::from_slice(&std::fs::read(dir.join("release.json")).ok()?).ok()
 }
 
