@@ -467,7 +467,7 @@ fn unreachable_remote_keeps_the_host_and_shows_in_readyz_and_metrics() {
         serves(app).as_deref() == Some("stackpin-test-app v2")
     });
     let logs = d.stop();
-    assert!(logs.contains("force-pushed"), "{logs}");
+    assert!(logs.contains("force-push"), "{logs}");
     assert!(logs.contains("FetchFailed"), "{logs}");
 }
 
