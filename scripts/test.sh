@@ -64,4 +64,8 @@ else
     cargo test --no-fail-fast "$@"
 fi
 
+# Tests that restart the Docker daemon run alone, after everything else.
+section "exclusive: the Docker daemon restarted mid-converge"
+STACKPIN_TEST_EXCLUSIVE=1 cargo test --test faults docker_daemon_restarted_mid_converge -- --exact
+
 section "all checks passed"

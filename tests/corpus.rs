@@ -25,18 +25,39 @@ fn corpus() -> Vec<Case> {
         .filter(|e| e.path().join("expect").is_file())
         .map(|e| {
             let expect = std::fs::read_to_string(e.path().join("expect")).unwrap();
-            let field = |k: &str| expect.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("{}: no {k}", e.path().display())).trim().to_string();
-            Case { name: e.file_name().to_string_lossy().into_owned(), repo: e.path().join("repo"), file: field("file:"), message: field("message:") }
+            let field = |k: &str| {
+                expect
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap_or_else(|| panic!("{}: no {k}", e.path().display()))
+                    .trim()
+                    .to_string()
+            };
+            Case {
+                name: e.file_name().to_string_lossy().into_owned(),
+                repo: e.path().join("repo"),
+                file: field("file:"),
+                message: field("message:"),
+            }
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(out.len() >= 40, "the corpus must hold at least 40 cases, found {}", out.len());
+    assert!(
+        out.len() >= 40,
+        "the corpus must hold at least 40 cases, found {}",
+        out.len()
+    );
     out
 }
 
 /// Copies a case's repository (symlinks kept as links) into `dest`.
 fn copy_case(src: &Path, dest: &Path) {
-    let status = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", src.display())).arg(dest).status().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dest)
+        .status()
+        .unwrap();
     assert!(status.success(), "cp -a {}", src.display());
 }
 
@@ -45,13 +66,22 @@ fn generated(dir: &Path) -> Vec<(String, PathBuf, String, String)> {
     let mut out = Vec::new();
     let huge = dir.join("huge-file");
     std::fs::create_dir_all(huge.join("stacks/bad")).unwrap();
-    std::fs::write(huge.join("stacks/bad/stack.yaml"), format!("images:\n  web: app@{GOOD_DIGEST}\n")).unwrap();
+    std::fs::write(
+        huge.join("stacks/bad/stack.yaml"),
+        format!("images:\n  web: app@{GOOD_DIGEST}\n"),
+    )
+    .unwrap();
     let mut big = String::from("services:\n  web:\n    image: app\nx-padding: |\n");
     while big.len() < 2 << 20 {
         big.push_str("  0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n");
     }
     std::fs::write(huge.join("stacks/bad/compose.yaml"), big).unwrap();
-    out.push(("huge-file".into(), huge, "stacks/bad/compose.yaml".into(), "larger than the".into()));
+    out.push((
+        "huge-file".into(),
+        huge,
+        "stacks/bad/compose.yaml".into(),
+        "larger than the".into(),
+    ));
 
     let many = dir.join("many-services");
     std::fs::create_dir_all(many.join("stacks/bad")).unwrap();
@@ -61,7 +91,12 @@ fn generated(dir: &Path) -> Vec<(String, PathBuf, String, String)> {
         text.push_str(&format!("  s{i}: {{image: \"app@{GOOD_DIGEST}\"}}\n"));
     }
     std::fs::write(many.join("stacks/bad/compose.yaml"), text).unwrap();
-    out.push(("many-services".into(), many, "stacks/bad/compose.yaml".into(), "services".into()));
+    out.push((
+        "many-services".into(),
+        many,
+        "stacks/bad/compose.yaml".into(),
+        "services".into(),
+    ));
     out
 }
 
@@ -80,29 +115,60 @@ fn write_good_stack(repo: &Path, image: &str, port: u16, marker: &str) {
 #[test]
 fn validate_rejects_every_case_naming_the_file() {
     let h = TestHost::new();
-    let mut all: Vec<(String, PathBuf, String, String)> = corpus().into_iter().map(|c| (c.name, c.repo, c.file, c.message)).collect();
+    let mut all: Vec<(String, PathBuf, String, String)> = corpus()
+        .into_iter()
+        .map(|c| (c.name, c.repo, c.file, c.message))
+        .collect();
     all.extend(generated(&h.tmp().join("generated")));
     let mut failures = Vec::new();
     for (name, src, file, message) in &all {
         let work = h.tmp().join("cases").join(name);
         std::fs::create_dir_all(&work).unwrap();
         copy_case(src, &work);
-        write_good_stack(&work, &format!("registry.example/app@{GOOD_DIGEST}"), 8080, "x");
+        write_good_stack(
+            &work,
+            &format!("registry.example/app@{GOOD_DIGEST}"),
+            8080,
+            "x",
+        );
         let out = h.cmd_raw(["validate", "--json"]).arg(&work).run();
         if out.status_code() != Some(1) {
-            failures.push(format!("{name}: exit {:?}\n{}", out.status_code(), out.stdout()));
+            failures.push(format!(
+                "{name}: exit {:?}\n{}",
+                out.status_code(),
+                out.stdout()
+            ));
             continue;
         }
-        let findings: Vec<serde_json::Value> = serde_json::from_str(&out.stdout()).unwrap_or_else(|e| panic!("{name}: --json is not JSON: {e}"));
-        let hit = findings.iter().any(|f| f["severity"] == "error" && f["file"].as_str().is_some_and(|x| x == file || x.starts_with(file.as_str())) && f["message"].as_str().is_some_and(|m| m.contains(message.as_str())));
+        let findings: Vec<serde_json::Value> = serde_json::from_str(&out.stdout())
+            .unwrap_or_else(|e| panic!("{name}: --json is not JSON: {e}"));
+        let hit = findings.iter().any(|f| {
+            f["severity"] == "error"
+                && f["file"]
+                    .as_str()
+                    .is_some_and(|x| x == file || x.starts_with(file.as_str()))
+                && f["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(message.as_str()))
+        });
         if !hit {
-            failures.push(format!("{name}: no error naming {file} with {message:?}: {findings:#?}"));
+            failures.push(format!(
+                "{name}: no error naming {file} with {message:?}: {findings:#?}"
+            ));
         }
         if findings.iter().any(|f| f["stack"] == "good") {
-            failures.push(format!("{name}: the good stack was reported: {findings:#?}"));
+            failures.push(format!(
+                "{name}: the good stack was reported: {findings:#?}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), all.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -113,7 +179,10 @@ fn sync_refuses_every_case_and_the_good_stack_still_converges() {
     h.stack("good"); // cleaned up on drop
     // The good stack's compose project is its directory name: make it unique.
     let good = h.stack("good");
-    let mut all: Vec<(String, PathBuf, String, String)> = corpus().into_iter().map(|c| (c.name, c.repo, c.file, c.message)).collect();
+    let mut all: Vec<(String, PathBuf, String, String)> = corpus()
+        .into_iter()
+        .map(|c| (c.name, c.repo, c.file, c.message))
+        .collect();
     all.extend(generated(&h.tmp().join("generated")));
     let repo = h.repo();
     let mut deploys = 0;
@@ -122,7 +191,11 @@ fn sync_refuses_every_case_and_the_good_stack_still_converges() {
         for entry in std::fs::read_dir(&repo).unwrap().flatten() {
             if entry.file_name() != ".git" {
                 let p = entry.path();
-                if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p).unwrap() } else { std::fs::remove_file(&p).unwrap() }
+                if p.is_dir() && !p.is_symlink() {
+                    std::fs::remove_dir_all(&p).unwrap()
+                } else {
+                    std::fs::remove_file(&p).unwrap()
+                }
             }
         }
         copy_case(src, &repo);
@@ -136,13 +209,41 @@ fn sync_refuses_every_case_and_the_good_stack_still_converges() {
         std::fs::rename(repo.join("stacks/good"), repo.join("stacks").join(&good)).unwrap();
         h.commit(name);
         let out = h.cmd(["sync"]).run();
-        assert_eq!(out.status_code(), Some(1), "{name}: a bad stack must make sync exit 1\n{}", out.report());
-        assert!(out.stderr().contains(file.as_str()) || out.stderr().contains(file.trim_end_matches('/')), "{name}: stderr must name {file}\n{}", out.report());
+        assert_eq!(
+            out.status_code(),
+            Some(1),
+            "{name}: a bad stack must make sync exit 1\n{}",
+            out.report()
+        );
+        assert!(
+            out.stderr().contains(file.as_str())
+                || out.stderr().contains(file.trim_end_matches('/')),
+            "{name}: stderr must name {file}\n{}",
+            out.report()
+        );
         let want = if bump { "deployed" } else { "unchanged" };
-        assert!(out.stdout().lines().any(|l| l.starts_with(&good) && l.contains(want)), "{name}: the good stack must be {want}\n{}", out.report());
+        assert!(
+            out.stdout()
+                .lines()
+                .any(|l| l.starts_with(&good) && l.contains(want)),
+            "{name}: the good stack must be {want}\n{}",
+            out.report()
+        );
         // Nothing exists on the host for any bad stack.
-        let linked: Vec<String> = std::fs::read_dir(h.root().join("stacks")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        assert_eq!(linked, vec![good.clone()], "{name}: only the good stack may be on the host\n{}", h.root_listing());
+        let linked: Vec<String> = std::fs::read_dir(h.root().join("stacks"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            linked,
+            vec![good.clone()],
+            "{name}: only the good stack may be on the host\n{}",
+            h.root_listing()
+        );
     }
-    assert!(h.http_get(port, "/").is_some_and(|b| b.contains("stackpin-test-app v1")));
+    assert!(
+        h.http_get(port, "/")
+            .is_some_and(|b| b.contains("stackpin-test-app v1"))
+    );
 }

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use spec::{Check, RepoConfig, StackSpec, VerifiedEntry, VerifiedFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-pub use tree::{DirTree, GitTree, Kind, Tree};
+pub use tree::{DirTree, GitTree, Kind, MemTree, Tree};
 
 /// Largest YAML file read (stack.yaml, compose, verified): larger is refused.
 pub const MAX_YAML_BYTES: usize = 1 << 20;

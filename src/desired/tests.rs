@@ -2,65 +2,8 @@
 //! rule, each checking the file, the field and the message.
 
 use super::*;
-use std::io;
 
-/// A tree held in memory: files, and symlinks written as `@link:<target>`.
-struct MemTree(BTreeMap<String, Vec<u8>>);
-
-impl MemTree {
-    fn kind_of(&self, path: &str) -> Option<Kind> {
-        if let Some(c) = self.0.get(path) {
-            let s = String::from_utf8_lossy(c);
-            return Some(match s.strip_prefix("@link:") {
-                Some(t) => Kind::Symlink(t.to_string()),
-                None => Kind::File,
-            });
-        }
-        let prefix = format!("{path}/");
-        self.0
-            .keys()
-            .any(|k| k.starts_with(&prefix) || path.is_empty())
-            .then_some(Kind::Dir)
-    }
-}
-
-impl Tree for MemTree {
-    fn describe(&self) -> String {
-        "memory".into()
-    }
-    fn list(&self, dir: &str) -> io::Result<Option<Vec<tree::Entry>>> {
-        if self.kind_of(dir) != Some(Kind::Dir) {
-            return Ok(None);
-        }
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        let mut names = BTreeSet::new();
-        for k in self.0.keys() {
-            if let Some(rest) = k.strip_prefix(&prefix) {
-                names.insert(rest.split('/').next().unwrap().to_string());
-            }
-        }
-        Ok(Some(
-            names
-                .into_iter()
-                .map(|n| tree::Entry {
-                    kind: self.kind_of(&format!("{prefix}{n}")).unwrap(),
-                    name: n,
-                    utf8: true,
-                })
-                .collect(),
-        ))
-    }
-    fn kind(&self, path: &str) -> io::Result<Option<Kind>> {
-        Ok(self.kind_of(path))
-    }
-    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.0.get(path).cloned())
-    }
-}
+use tree::MemTree;
 
 const D1: &str = "sha256:1db6436ca7e084705cffcf3e760b6659cce449bd636edf94917b28de2df3fbe5";
 const D2: &str = "sha256:2b1e7c4f3a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";

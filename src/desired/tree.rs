@@ -250,3 +250,74 @@ impl Tree for GitTree {
         }
     }
 }
+
+/// A tree held in memory: path -> bytes, where a value `@link:<target>`
+/// stands for a symlink. Used by tests, fuzzing and benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct MemTree(pub std::collections::BTreeMap<String, Vec<u8>>);
+
+impl MemTree {
+    fn kind_of(&self, path: &str) -> Option<Kind> {
+        if let Some(c) = self.0.get(path) {
+            return Some(match c.strip_prefix(b"@link:") {
+                Some(t) => Kind::Symlink(String::from_utf8_lossy(t).into_owned()),
+                None => Kind::File,
+            });
+        }
+        let prefix = format!("{path}/");
+        self.0
+            .keys()
+            .any(|k| k.starts_with(&prefix) || path.is_empty())
+            .then_some(Kind::Dir)
+    }
+}
+
+impl Tree for MemTree {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Option<Vec<Entry>>> {
+        if self.kind_of(dir) != Some(Kind::Dir) {
+            return Ok(None);
+        }
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for k in self.0.keys() {
+            if let Some(rest) = k.strip_prefix(&prefix)
+                && let Some(first) = rest.split('/').next()
+                && !first.is_empty()
+            {
+                names.insert(first.to_string());
+            }
+        }
+        Ok(Some(
+            names
+                .into_iter()
+                .filter_map(|n| {
+                    let kind = self.kind_of(&format!("{prefix}{n}"))?;
+                    Some(Entry {
+                        kind,
+                        name: n,
+                        utf8: true,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn kind(&self, path: &str) -> io::Result<Option<Kind>> {
+        Ok(self.kind_of(path))
+    }
+
+    fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(match self.kind_of(path) {
+            Some(Kind::File) => self.0.get(path).cloned(),
+            _ => None,
+        })
+    }
+}
