@@ -66,9 +66,15 @@ pub struct TrustConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifiedConfig {
+    /// Commit and push this host's verified entries to `verified/<stack>.yaml`
+    /// in the desired-state repository (see `crate::publish`).
     #[serde(default)]
     pub publish: bool,
+    /// Author and committer of those commits, `Name <email>`; default
+    /// `stackpin <stackpin@HOST>`.
     pub author: Option<String>,
+    /// Branch to push to; default the tracked branch (`repo.branch`).
+    pub branch: Option<String>,
 }
 
 /// The effective settings a command runs with.

@@ -37,6 +37,11 @@ pub enum Request {
         root: PathBuf,
         stack: String,
     },
+    Rollback {
+        root: PathBuf,
+        stack: String,
+        target: crate::rollback::Target,
+    },
 }
 
 impl Request {
@@ -45,7 +50,8 @@ impl Request {
             Request::Sync { root, .. }
             | Request::Status { root, .. }
             | Request::Hold { root, .. }
-            | Request::Resume { root, .. } => root,
+            | Request::Resume { root, .. }
+            | Request::Rollback { root, .. } => root,
         }
     }
 
@@ -72,6 +78,9 @@ impl Request {
             Request::Status { .. } => "status".into(),
             Request::Hold { stack, .. } => format!("hold {stack}"),
             Request::Resume { stack, .. } => format!("resume {stack}"),
+            Request::Rollback { stack, target, .. } => {
+                format!("rollback {stack} {}", target.describe())
+            }
         }
     }
 }

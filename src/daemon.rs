@@ -133,6 +133,8 @@ struct Daemon {
     ready_sent: bool,
     events: Box<dyn crate::events::EventSink>,
     trust: std::collections::BTreeMap<String, crate::trust::Policy>,
+    /// Publishes verified markers to git after each run (`verified.publish`).
+    publisher: Option<crate::publish::Worker>,
 }
 
 type OpMsg = (Request, oneshot::Sender<Response>);
@@ -143,6 +145,15 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         .await
         .context("failed to connect to the Docker engine")?;
     let source = open_source(&cfg, opts.fetch_timeout)?;
+    // A bad notify section fails the start, not the first failure.
+    let events: Box<dyn crate::events::EventSink> =
+        match crate::notify::Notifier::from_config(&cfg, &cfg.host, &cfg.root)? {
+            Some(n) => {
+                tracing::info!("notifications enabled");
+                Box::new(n)
+            }
+            None => Box::new(crate::events::NoEvents),
+        };
     let metrics = Arc::new(Metrics::new());
     let snapshot = Arc::new(RwLock::new(Snapshot::default()));
     let (trig_tx, mut trig_rx) = mpsc::channel::<Trigger>(1);
@@ -180,6 +191,15 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     spawn_watchdog();
 
     let cfg_for_trust = cfg.clone();
+    let publisher = crate::publish::Settings::from_config(&cfg)?.map(|s| {
+        tracing::info!(branch = %s.branch, author = %format!("{} <{}>", s.author_name, s.author_email), "publishing verified markers to the desired-state repository");
+        crate::publish::Worker::spawn(
+            crate::publish::Publisher::new(s),
+            Layout {
+                root: cfg.root.clone(),
+            },
+        )
+    });
     let mut d = Daemon {
         reporter: MetricsReporter {
             metrics: metrics.clone(),
@@ -196,8 +216,9 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         metrics,
         last: None,
         ready_sent: false,
-        events: Box::new(crate::events::NoEvents),
+        events,
         trust: crate::cli::setup::trust_policies(&cfg_for_trust)?,
+        publisher,
     };
     let mut poll = tokio::time::interval(d.opts.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -357,6 +378,13 @@ impl Daemon {
         opts.concurrency = self.opts.concurrency;
         let ctx = self.context();
         let results = reconcile::sync(&ctx, desired, &opts).await;
+        // Off the converge path: the worker publishes on its own thread, and
+        // whatever fails stays pending for the next run.
+        if let Some(p) = &self.publisher
+            && !opts.dry_run
+        {
+            p.kick();
+        }
         for r in &results {
             let secs: f64 = r.stages.iter().map(|s| s.millis as f64 / 1000.0).sum();
             if !r.stages.is_empty() {
@@ -472,6 +500,21 @@ impl Daemon {
                     },
                     Err(e) => Response {
                         error: Some(e.to_string()),
+                        ..Default::default()
+                    },
+                }
+            }
+            Request::Rollback { stack, target, .. } => {
+                let ctx = self.context();
+                match crate::rollback::rollback(&ctx, &stack, &target).await {
+                    Ok(r) => Response {
+                        ok: !r.outcome.is_failure(),
+                        message: Some(r.message.clone()),
+                        results: vec![r],
+                        ..Default::default()
+                    },
+                    Err(e) => Response {
+                        error: Some(format!("{:#}", anyhow::Error::new(e))),
                         ..Default::default()
                     },
                 }

@@ -3,7 +3,8 @@
 //! process aborts (no destructors, no cleanup, like SIGKILL) when it reaches a
 //! named stage. Stages: `after-create`, `after-pull`, `after-journal`,
 //! `after-switch`, `after-up`, `after-smoke`, `after-record`,
-//! `revert-after-switch`, `revert-after-up`.
+//! `revert-after-switch`, `revert-after-up`; manual rollback:
+//! `rollback-after-switch`, `rollback-after-hold`.
 
 pub const VAR: &str = "STACKPIN_FAULT";
 

@@ -4,6 +4,7 @@
 //! memory; everything that touches the host or the engine sits at the edges
 //! (`release`, `engine`, `reconcile`, `cli`).
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -17,10 +18,14 @@ pub mod fsutil;
 pub mod gate;
 pub mod history;
 pub mod metrics;
+pub mod notify;
 pub mod observed;
+pub mod page;
 pub mod plan;
+pub mod publish;
 pub mod reconcile;
 pub mod release;
+pub mod rollback;
 pub mod server;
 pub mod smoke;
 pub mod source;

@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 pub enum Reason {
     InvalidSpec,
     PreflightFailed,
+    /// The pre-deploy backup failed (and `backup.required` is not `false`).
+    BackupFailed,
     PullFailed,
     UpFailed,
     SmokeFailed,
@@ -371,8 +373,17 @@ pub async fn sync(
 /// Checks the desired commit against the signature policy of every
 /// environment that has one. Returns the environments it does not satisfy.
 pub fn trust_verdicts(ctx: &Context<'_>, desired: &DesiredState) -> BTreeMap<String, String> {
+    untrusted_environments(ctx.trust, desired)
+}
+
+/// [`trust_verdicts`] without a [`Context`], for commands that plan without
+/// an engine (`plan`, `status`): environment -> `untrusted commit <sha>: <why>`.
+pub fn untrusted_environments(
+    trust: &BTreeMap<String, crate::trust::Policy>,
+    desired: &DesiredState,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if ctx.trust.is_empty() {
+    if trust.is_empty() {
         return out;
     }
     let envs: std::collections::BTreeSet<&str> =
@@ -382,7 +393,7 @@ pub fn trust_verdicts(ctx: &Context<'_>, desired: &DesiredState) -> BTreeMap<Str
         .as_ref()
         .and_then(|p| git2::Repository::open(p).ok());
     for env in envs {
-        let Some(policy) = ctx.trust.get(env) else {
+        let Some(policy) = trust.get(env) else {
             continue;
         };
         let why = match (&repo, &desired.commit) {
@@ -447,6 +458,21 @@ pub async fn sync_stack(
             }
         }
     };
+    // A journal that cannot be read means an interrupted converge nobody
+    // understands: leave the stack exactly as it is for a person.
+    if let Err(e) = ctx.store.journal(name) {
+        return StackResult {
+            stack: name.into(),
+            outcome: Outcome::Failed,
+            reason: Some(Reason::Interrupted),
+            message: format!(
+                "{e}; the stack is left as it is: check it, then remove the journal file"
+            ),
+            version: None,
+            release: None,
+            stages: vec![],
+        };
+    }
     let mut fingerprints = BTreeMap::new();
     let mut rendered = None;
     let mut render_error = None;
@@ -818,7 +844,39 @@ async fn deploy(
         return fail(st, Reason::PreflightFailed, msg, prev);
     }
 
-    // 1b. backup (SPEC §3 step 2): see crate::backup — inserted here.
+    // 1b. backup (SPEC §3 step 2): a failure blocks the deploy unless
+    // `backup.required: false`; a first deploy has nothing to back up.
+    if let Some(b) = &s.spec.backup {
+        let t = Instant::now();
+        if prev.is_none() {
+            st.record(
+                "backup",
+                t,
+                true,
+                "skipped: first deploy, nothing to back up",
+            );
+        } else {
+            match crate::backup::run(ctx, s, "pre-deploy").await {
+                Ok(r) => st.record("backup", t, true, r.summary()),
+                Err(e) if b.required == Some(false) => {
+                    st.record("backup", t, false, format!("{e} (not required: deploying)"));
+                    notes.push(format!("backup failed (not required): {e}"));
+                }
+                Err(e) => {
+                    st.record("backup", t, false, e.clone());
+                    let msg = format!("backup failed: {e}");
+                    ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+                    ctx.emit(Event::DeployFailed {
+                        stack: name.clone(),
+                        environment: env.clone(),
+                        version: s.version.clone(),
+                        reason: msg.clone(),
+                    });
+                    return fail(st, Reason::BackupFailed, msg, prev);
+                }
+            }
+        }
+    }
 
     // 2. release-create (+ compose config check on the written release)
     let t = Instant::now();
@@ -952,7 +1010,10 @@ async fn deploy(
             s,
             &id,
             &rendered,
-            prev.as_deref(),
+            // Protected from retention even when damaged (incomplete): it
+            // is what ran before, and nothing is deleted that a person may
+            // want to inspect.
+            obs.release.as_deref(),
             &notes.join("; "),
         );
         fault::point("after-record");
@@ -1294,42 +1355,66 @@ fn record_success(
 }
 
 /// Appends this release to the host's verified store and writes the one-line
-/// `verified/<stack>.txt` of the runbooks.
+/// `verified/<stack>.txt` of the runbooks. Publishing the entry to git (when
+/// configured) happens off the converge path: see [`crate::publish`].
 pub fn mark_verified(ctx: &Context<'_>, s: &Stack, commit: Option<&str>) {
-    let mut list = ctx.verified_store(&s.name);
+    let images = s
+        .pins
+        .iter()
+        .map(|(k, v)| (k.clone(), v.pinned().unwrap_or_default()))
+        .collect();
+    record_verified(&ctx.layout, &ctx.host, &s.name, &s.version, images, commit);
+}
+
+/// Records `version` with `images` (service -> pinned ref, as in a release's
+/// `release.json`) as verified on this host: appends an entry to
+/// `releases/verified/<stack>.yaml` unless one with the same version and
+/// images is there, and writes `verified/<stack>.txt`. Returns the entry and
+/// whether it was added.
+///
+/// # Guarantees
+/// Idempotent for the same version and images; the store is replaced
+/// atomically. Failures are logged, never returned: a verified marker must not
+/// fail the deploy that earned it.
+pub fn record_verified(
+    layout: &Layout,
+    host: &str,
+    stack: &str,
+    version: &str,
+    images: BTreeMap<String, String>,
+    commit: Option<&str>,
+) -> (VerifiedEntry, bool) {
+    let mut list = read_verified_store(layout, stack);
     let entry = VerifiedEntry {
-        version: s.version.clone(),
-        images: s
-            .pins
-            .iter()
-            .map(|(k, v)| (k.clone(), v.pinned().unwrap_or_default()))
-            .collect(),
+        version: version.to_string(),
+        images,
         verified_at: now_rfc3339(),
-        host: ctx.host.clone(),
+        host: host.to_string(),
         commit: commit.unwrap_or("").to_string(),
     };
-    if !list
+    let existing = list
         .iter()
-        .any(|e| e.images == entry.images && e.version == entry.version)
-    {
-        list.push(entry);
+        .find(|e| e.images == entry.images && e.version == entry.version)
+        .cloned();
+    let added = existing.is_none();
+    if added {
+        list.push(entry.clone());
     }
     let file = VerifiedFile { verified: list };
     match serde_saphyr::to_string(&file) {
         Ok(text) => {
-            if let Err(e) = crate::fsutil::write_atomic(
-                &ctx.layout.verified_store(&s.name),
-                text.as_bytes(),
-                0o644,
-            ) {
-                tracing::error!(stack = %s.name, "failed to write the verified store: {e}");
+            if let Err(e) =
+                crate::fsutil::write_atomic(&layout.verified_store(stack), text.as_bytes(), 0o644)
+            {
+                tracing::error!(stack, "failed to write the verified store: {e}");
             }
         }
-        Err(e) => tracing::error!(stack = %s.name, "failed to serialize the verified store: {e}"),
+        Err(e) => tracing::error!(stack, "failed to serialize the verified store: {e}"),
     }
-    if let Err(e) = release::write_verified_txt(&ctx.layout, &s.name, &s.version) {
-        tracing::error!(stack = %s.name, "failed to write verified marker: {e}");
+    if let Err(e) = release::write_verified_txt(layout, stack, version) {
+        tracing::error!(stack, "failed to write verified marker: {e}");
     }
+    (existing.unwrap_or(entry), added)
 }
 
 /// Finishes or reverts every interrupted converge found in the journals.
@@ -1380,6 +1465,29 @@ async fn recover_one(ctx: &Context<'_>, j: &Journal) -> StackResult {
     tracing::warn!(stack = %name, phase = ?j.phase, from = ?j.from, to = %j.to, "recovering an interrupted {}", j.op);
     let why = format!("interrupted {} to {} recovered", j.op, j.to);
     match &j.from {
+        // A manual rollback that got as far as its hold had completed (the
+        // hold is written last, after current.json and history).
+        Some(_)
+            if j.op == "rollback"
+                && ctx
+                    .store
+                    .hold(name)
+                    .ok()
+                    .flatten()
+                    .and_then(|h| h.release_id)
+                    == Some(j.to.clone())
+                && release::current(&ctx.layout, name).ok().flatten() == Some(j.to.clone()) =>
+        {
+            StackResult {
+                stack: name.clone(),
+                outcome: Outcome::Recovered,
+                reason: None,
+                message: format!("interrupted rollback to {} had completed", j.to),
+                version: None,
+                release: Some(j.to.clone()),
+                stages: st.list,
+            }
+        }
         Some(prev) => {
             let mut r = revert(ctx, name, &env, Some(prev), &j.to, &why, &mut st).await;
             if r.outcome == Outcome::RolledBack {
@@ -1410,32 +1518,7 @@ async fn recover_one(ctx: &Context<'_>, j: &Journal) -> StackResult {
             let (ok, why2) = up_and_smoke(ctx, name, &to_dir, &files, &mut st).await;
             if ok {
                 if let Some(m) = release_meta(&to_dir) {
-                    let rec = CurrentRecord {
-                        stack: name.clone(),
-                        release_id: j.to.clone(),
-                        version: m.version.clone(),
-                        environment: m.environment.clone(),
-                        commit: m.commit.clone(),
-                        images: m
-                            .images
-                            .iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.clone(),
-                                    ImageRecord {
-                                        pinned: v.clone(),
-                                        digest: v
-                                            .split_once('@')
-                                            .map(|x| x.1.to_string())
-                                            .unwrap_or_default(),
-                                    },
-                                )
-                            })
-                            .collect(),
-                        fingerprint: m.fingerprint.clone(),
-                        deployed_at: now_rfc3339(),
-                        actor: ctx.actor.clone(),
-                    };
+                    let rec = current_from_meta(&m, &ctx.actor);
                     let _ = release::write_current(&ctx.layout, name, &rec);
                     ctx.history(name, &env, "deploy", &m.version, "success", &why);
                     ctx.emit(Event::Recovered {
@@ -1471,6 +1554,37 @@ async fn recover_one(ctx: &Context<'_>, j: &Journal) -> StackResult {
     }
 }
 
+/// The `current/<stack>.json` record of a release that now runs, from its
+/// `release.json` (recovery and manual rollback; a deploy has the stack).
+pub(crate) fn current_from_meta(m: &ReleaseMeta, actor: &str) -> CurrentRecord {
+    CurrentRecord {
+        stack: m.stack.clone(),
+        release_id: m.release_id.clone(),
+        version: m.version.clone(),
+        environment: m.environment.clone(),
+        commit: m.commit.clone(),
+        images: m
+            .images
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    ImageRecord {
+                        pinned: v.clone(),
+                        digest: v
+                            .split_once('@')
+                            .map(|x| x.1.to_string())
+                            .unwrap_or_default(),
+                    },
+                )
+            })
+            .collect(),
+        fingerprint: m.fingerprint.clone(),
+        deployed_at: now_rfc3339(),
+        actor: actor.to_string(),
+    }
+}
+
 fn env_of(ctx: &Context<'_>, stack: &str) -> (String, String) {
     match release::read_current(&ctx.layout, stack).ok().flatten() {
         Some(c) => (c.environment, c.version),
@@ -1487,6 +1601,16 @@ pub fn hold_stack(
     release_id: Option<String>,
 ) -> std::io::Result<String> {
     let _lock = ctx.store.lock(stack)?;
+    hold_locked(ctx, stack, reason, release_id)
+}
+
+/// [`hold_stack`] for a caller that already holds the stack's lock.
+pub(crate) fn hold_locked(
+    ctx: &Context<'_>,
+    stack: &str,
+    reason: &str,
+    release_id: Option<String>,
+) -> std::io::Result<String> {
     ctx.store.set_hold(
         stack,
         &Hold {

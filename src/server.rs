@@ -1,6 +1,7 @@
 //! The daemon's HTTP face (SPEC §5, §6): the GitHub push webhook that
 //! triggers a sync at once, health and readiness probes, Prometheus metrics
-//! and a read-only JSON API over status and history.
+//! and a read-only JSON API over status and history, with the same data
+//! as an HTML status page at `/` (see [`crate::page`]).
 //!
 //! The server decides nothing about the host: it reads a [`Snapshot`] the
 //! reconciler publishes, and asks for a run by sending a [`Trigger`] on a
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
             "/hooks/github",
             hook.layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
         )
+        .route("/", get(crate::page::status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))

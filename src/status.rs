@@ -103,7 +103,7 @@ pub async fn collect(
                 "a converge is under way or was interrupted".into(),
             )
         } else if let Some(h) = &hold {
-            ("Held", format!("held: {}", h.reason))
+            ("Held", held_reason(h, desired, &name, obs.meta.as_ref()))
         } else if let Some(it) = &item {
             match &it.action {
                 Action::Noop => ("Converged", it.reason.clone()),
@@ -163,4 +163,52 @@ pub async fn collect(
         });
     }
     rows
+}
+
+/// `held: <reason>` and how far git is ahead of what the stack is held on:
+/// "held: manual rollback to v1; git wants v3 (2 commits ahead)".
+fn held_reason(
+    h: &crate::state::Hold,
+    desired: Option<&DesiredState>,
+    name: &str,
+    running: Option<&crate::release::ReleaseMeta>,
+) -> String {
+    let base = format!("held: {}", h.reason);
+    let Some((d, s)) = desired.and_then(|d| Some((d, d.stacks.get(name)?))) else {
+        return base;
+    };
+    let Ok(r) = reconcile::render(s, d.commit.as_deref()) else {
+        return format!("{base}; git wants {} (not renderable here)", s.version);
+    };
+    if running.is_some_and(|m| m.fingerprint == r.fingerprint) {
+        return format!("{base}; git agrees ({})", s.version);
+    }
+    let same_version = running.is_some_and(|m| m.version == s.version);
+    let ahead = match (&d.repo_path, &d.commit, running.and_then(|m| m.commit.as_ref())) {
+        (Some(repo), Some(want), Some(have)) => commits_ahead(repo, have, want),
+        _ => None,
+    };
+    format!(
+        "{base}; git wants {}{}{}",
+        s.version,
+        if same_version {
+            " with other files or images"
+        } else {
+            ""
+        },
+        match ahead {
+            Some(1) => " (1 commit ahead)".to_string(),
+            Some(n) if n > 1 => format!(" ({n} commits ahead)"),
+            _ => String::new(),
+        }
+    )
+}
+
+/// Commits reachable from `want` but not from `have`.
+fn commits_ahead(repo: &std::path::Path, have: &str, want: &str) -> Option<usize> {
+    let r = git2::Repository::open(repo).ok()?;
+    let mut walk = r.revwalk().ok()?;
+    walk.push(git2::Oid::from_str(want).ok()?).ok()?;
+    walk.hide(git2::Oid::from_str(have).ok()?).ok()?;
+    Some(walk.count())
 }

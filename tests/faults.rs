@@ -223,7 +223,7 @@ fn corrupted_files_are_reported_and_nothing_is_lost() {
 }
 
 /// How this machine runs dockerd, so the test can restart it.
-fn restart_docker(h: &TestHost) {
+fn restart_docker() {
     let systemd = Command::new("systemctl")
         .args(["is-active", "--quiet", "docker"])
         .status()
@@ -263,7 +263,11 @@ fn restart_docker(h: &TestHost) {
             assert!(Instant::now() < deadline, "dockerd did not stop");
             std::thread::sleep(Duration::from_millis(200));
         }
-        let logf = std::fs::File::create(h.tmp().join("dockerd.log")).unwrap();
+        // dockerd outlives the test (it is the machine's engine): its log goes
+        // beside the system's temp files, not into the test's temp dir.
+        let logf =
+            std::fs::File::create(std::env::temp_dir().join("stackpin-test-dockerd.log")).unwrap();
+        #[allow(clippy::zombie_processes)] // never waited for: it keeps running
         Command::new("setsid")
             .args(&args)
             .stdin(Stdio::null())
@@ -320,7 +324,7 @@ fn docker_daemon_restarted_mid_converge() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    restart_docker(&h);
+    restart_docker();
     let first = run.wait();
     // Whatever the first run concluded, the next runs converge to a healthy release.
     let mut last = None;

@@ -2,15 +2,19 @@
 //! Exit codes: 0 ok, 1 refused or failed, 2 unexpected (the command itself
 //! could not run).
 
+mod backup;
+mod completions;
 mod daemon;
 mod history;
 mod hold;
 mod plan;
 mod releases;
+mod rollback;
 pub mod setup;
 mod status;
 mod sync;
 mod validate;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -102,12 +106,20 @@ pub enum Command {
     History(history::Args),
     /// List a stack's releases on this host.
     Releases(releases::Args),
+    /// Go back to a kept release and hold the stack there (or --list them).
+    Rollback(rollback::Args),
     /// Hold a stack: syncs leave it as it is until `resume`.
     Hold(hold::HoldArgs),
     /// Lift a hold: the next sync converges the stack to git.
     Resume(hold::ResumeArgs),
     /// Check a desired-state repository against every rule (exit 1 on errors).
     Validate(validate::Args),
+    /// Record by hand that a release on this host is verified (default: the current one).
+    Verify(verify::Args),
+    /// Back up a stack's databases and running release now; prints the backup directory.
+    Backup(backup::Args),
+    /// Print a shell completion script (bash, zsh, fish) to stdout.
+    Completions(completions::Args),
 }
 
 /// Logs go to stderr: text or JSON, `RUST_LOG` wins over the defaults
@@ -159,6 +171,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Status> {
         Command::Status(a) => status::run(&cli.global, a),
         Command::History(a) => history::run(&cli.global, a),
         Command::Releases(a) => releases::run(&cli.global, a),
+        Command::Rollback(a) => rollback::run(&cli.global, a),
         Command::Validate(a) => validate::run(&cli.global, a),
+        Command::Verify(a) => verify::run(&cli.global, a),
+        Command::Backup(a) => backup::run(&cli.global, a),
+        Command::Completions(a) => completions::run(a),
     }
 }

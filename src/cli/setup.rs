@@ -130,6 +130,8 @@ pub struct Host {
     pub cfg: Config,
     pub engine: Engine,
     pub events: Box<dyn crate::events::EventSink>,
+    /// The configured notifier (also behind `events`), for [`Host::flush_events`].
+    pub notifier: Option<crate::notify::Notifier>,
     pub trust: std::collections::BTreeMap<String, crate::trust::Policy>,
 }
 
@@ -150,12 +152,32 @@ impl Host {
             .await
             .context("failed to connect to the Docker engine")?;
         let trust = trust_policies(&cfg)?;
+        // A broken notify section must not stop `status` or a deploy: it is
+        // reported and the run goes on without notifications.
+        let notifier = crate::notify::Notifier::from_config(&cfg, &cfg.host, &cfg.root)
+            .unwrap_or_else(|e| {
+                tracing::warn!("notifications disabled: {e:#}");
+                None
+            });
+        let events: Box<dyn crate::events::EventSink> = match &notifier {
+            Some(n) => Box::new(n.clone()),
+            None => Box::new(crate::events::NoEvents),
+        };
         Ok(Host {
             cfg,
             engine,
-            events: Box::new(crate::events::NoEvents),
+            events,
+            notifier,
             trust,
         })
+    }
+
+    /// Lets queued notifications go out before a one-shot command exits
+    /// (at most 15 s; what is left then is dropped with a warning).
+    pub async fn flush_events(&self) {
+        if let Some(n) = &self.notifier {
+            n.flush(std::time::Duration::from_secs(15)).await;
+        }
     }
 
     pub fn context<'a>(&'a self, reporter: &'a dyn Reporter) -> Context<'a> {

@@ -88,6 +88,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         };
         let results = reconcile::sync(&ctx, &desired, &opts).await;
         print_results(g, &results)?;
+        host.flush_events().await;
         let failed = results.iter().any(|r| r.outcome.is_failure())
             || (desired.errors().next().is_some() && !a.dry_run);
         Ok(if failed { Status::Failed } else { Status::Ok })

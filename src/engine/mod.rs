@@ -15,6 +15,7 @@ pub use mask::{MASK, Masker};
 
 use crate::desired::image::ImageRef;
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{CreateImageOptionsBuilder, ListContainersOptionsBuilder};
@@ -29,6 +30,9 @@ pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 
 /// How much output [`Engine::exec`] keeps.
 pub const EXEC_OUTPUT_CAP: usize = 64 * 1024;
+
+/// How much stderr [`Engine::exec_to_file`] keeps (the tail).
+pub const EXEC_STDERR_TAIL: usize = 8 * 1024;
 
 /// What went wrong talking to the engine or running compose.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,14 @@ pub enum Error {
         container: String,
         #[source]
         source: DockerError,
+    },
+    /// The output of an exec could not be written to its file.
+    #[error("failed to write the output of an exec in container {container} to {}", path.display())]
+    ExecOutput {
+        container: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     /// A compose command ran and failed. `command` and `output` (its tail)
     /// are masked.
@@ -429,6 +441,112 @@ impl Engine {
         }
         let text = self.mask(&String::from_utf8_lossy(&output));
         Ok((code.unwrap_or(-1), text))
+    }
+
+    /// Runs `cmd` in a running container (by id or name) and streams its
+    /// stdout into a new file `out` (mode 0600), chunk by chunk: a database
+    /// dump of any size never sits in memory. `env` holds `KEY=value`
+    /// entries for the process, `user` the user to run it as (default: the
+    /// container's). Returns the exit code (-1 when the engine never reported
+    /// one), the bytes written and the last 8 KB of stderr, masked. No timeout
+    /// of its own.
+    ///
+    /// # Guarantees
+    /// `out` is created (never replaced: an existing file is an error),
+    /// written in order and fsynced before this returns `Ok`.
+    ///
+    /// # Errors
+    /// [`Error::Exec`] when the engine fails the exec, [`Error::ExecOutput`]
+    /// when `out` cannot be created or written.
+    pub async fn exec_to_file(
+        &self,
+        container: &str,
+        cmd: &[String],
+        env: &[String],
+        user: Option<&str>,
+        out: &std::path::Path,
+    ) -> Result<(i64, u64, String), Error> {
+        use tokio::io::AsyncWriteExt;
+        let err = |source| Error::Exec {
+            container: container.to_string(),
+            source,
+        };
+        let io_err = |source| Error::ExecOutput {
+            container: container.to_string(),
+            path: out.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .await
+            .map_err(io_err)?;
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    env: (!env.is_empty()).then(|| env.to_vec()),
+                    user: user.map(str::to_string),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(err)?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None::<StartExecOptions>)
+            .await
+            .map_err(err)?;
+        let mut bytes: u64 = 0;
+        let mut stderr: Vec<u8> = Vec::new();
+        if let StartExecResults::Attached { output: mut s, .. } = started {
+            // Pull-based: the next chunk is read from the engine only after
+            // this one is written, so a slow disk slows the dump instead of
+            // filling memory.
+            while let Some(chunk) = s.next().await {
+                match chunk.map_err(err)? {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        file.write_all(&message).await.map_err(io_err)?;
+                        bytes += message.len() as u64;
+                    }
+                    LogOutput::StdErr { message } => {
+                        stderr.extend_from_slice(&message);
+                        if stderr.len() > EXEC_STDERR_TAIL {
+                            stderr.drain(..stderr.len() - EXEC_STDERR_TAIL);
+                        }
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+        }
+        file.flush().await.map_err(io_err)?;
+        file.sync_all().await.map_err(io_err)?;
+        drop(file);
+        let code = self.exec_exit_code(&created.id).await.map_err(err)?;
+        let tail = self.mask(&String::from_utf8_lossy(&stderr));
+        Ok((code, bytes, tail))
+    }
+
+    /// The exit code of a finished exec. The output stream ends when the
+    /// process closes it; the code may follow a moment later (up to 5s).
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, DockerError> {
+        for _ in 0..50 {
+            let inspect = self.docker.inspect_exec(exec_id).await?;
+            if inspect.running != Some(true)
+                && let Some(code) = inspect.exit_code
+            {
+                return Ok(code);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(-1)
     }
 
     /// Whether a network of that name (or id) exists. Read-only.

@@ -1,0 +1,623 @@
+#!/usr/bin/env bash
+# stackpin's whole-system figures on this machine, with the real engine, the
+# real compose and a registry on loopback (scripts/fixtures.sh). Prints one
+# table at the end; writes nothing into the repository but the release build
+# in target/. See docs/benchmarks.md for what each figure means.
+#
+#   scripts/bench.sh                 full run (builds with `cargo build --release`,
+#                                    ~5 min the first time; then ~20-30 min)
+#   scripts/bench.sh --quick         few rounds: proves it works, figures are rough
+#   scripts/bench.sh --only webhook,rss     some parts only
+#                                    (parts: converge, revert, crash, webhook, rss)
+#   STACKPIN_BENCH_BIN=target/debug/stackpin scripts/bench.sh --quick
+#                                    use that binary, no build (debugging the script;
+#                                    debug-build figures are not the product's)
+#
+# Everything it starts is stopped on exit: the daemons, the containers of its
+# compose projects (named spb-<pid>-*), its temp dir, and the registry if
+# fixtures.sh started one for this run. Traffic goes only to 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+QUICK=0
+ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --only)
+        ONLY="${2:?--only needs a list}"
+        shift
+        ;;
+    --only=*) ONLY="${1#--only=}" ;;
+    -h | --help)
+        sed -n '2,18p' "$0"
+        exit 0
+        ;;
+    *)
+        echo "unknown argument: $1 (see --help)" >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/stackpin-bench.XXXXXX")"
+PREFIX="spb-$$-"
+
+cleanup() {
+    local rc=$?
+    set +e
+    # Daemons this run started (the python driver records their pids).
+    if [ -s "$WORK/daemons.pids" ]; then
+        while read -r pid; do
+            if kill -0 "$pid" 2>/dev/null; then
+                kill -TERM "$pid" 2>/dev/null
+                for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+                kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+            fi
+        done <"$WORK/daemons.pids"
+    fi
+    # Containers, networks and volumes of this run's compose projects only.
+    local ids
+    ids="$(docker ps -a --filter label=com.docker.compose.project \
+        --format '{{.ID}} {{.Label "com.docker.compose.project"}}' 2>/dev/null |
+        awk -v p="$PREFIX" 'index($2, p) == 1 {print $1}')"
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1
+    ids="$(docker network ls --filter label=com.docker.compose.project \
+        --format '{{.ID}} {{.Label "com.docker.compose.project"}}' 2>/dev/null |
+        awk -v p="$PREFIX" 'index($2, p) == 1 {print $1}')"
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1
+    ids="$(docker volume ls --filter label=com.docker.compose.project \
+        --format '{{.Name}} {{.Label "com.docker.compose.project"}}' 2>/dev/null |
+        awk -v p="$PREFIX" 'index($2, p) == 1 {print $1}')"
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || docker volume rm $ids >/dev/null 2>&1
+    chmod -R u+w "$WORK" 2>/dev/null
+    rm -rf "$WORK"
+    if declare -F stackpin_fixtures_cleanup >/dev/null; then
+        stackpin_fixtures_cleanup
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "fixtures: engine, compose, registry on 127.0.0.1, images by digest"
+# shellcheck source=scripts/fixtures.sh
+. scripts/fixtures.sh
+stackpin_fixtures_setup
+
+if [ -n "${STACKPIN_BENCH_BIN:-}" ]; then
+    BIN="$(cd "$(dirname "$STACKPIN_BENCH_BIN")" && pwd)/$(basename "$STACKPIN_BENCH_BIN")"
+    log "using $BIN (no build)"
+else
+    # Tests and CI use the debug profile; the figures are about what ships.
+    log "cargo build --release (a few minutes the first time)"
+    cargo build --release --quiet --bin stackpin
+    BIN="$PWD/target/release/stackpin"
+fi
+[ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 2; }
+
+machine() {
+    local cpu mem
+    cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+    mem="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+    printf '%s, %s CPU(s), %s RAM; %s; docker %s; %s; load average %s' \
+        "${cpu:-unknown CPU}" "$(nproc)" "$mem" "$(uname -sr)" \
+        "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')" \
+        "$($STACKPIN_TEST_COMPOSE version --short 2>/dev/null | sed "s/^/$STACKPIN_TEST_COMPOSE /" || echo "$STACKPIN_TEST_COMPOSE")" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+export BENCH_BIN="$BIN" BENCH_WORK="$WORK" BENCH_PREFIX="$PREFIX" BENCH_QUICK="$QUICK" \
+    BENCH_ONLY="$ONLY" BENCH_MACHINE="$(machine)" BENCH_PROFILE="$(basename "$(dirname "$BIN")")"
+
+python3 - <<'PY'
+import datetime, hashlib, hmac, http.client, json, os, shutil, socket, statistics
+import subprocess, sys, time
+
+BIN = os.environ["BENCH_BIN"]
+WORK = os.environ["BENCH_WORK"]
+PREFIX = os.environ["BENCH_PREFIX"]
+QUICK = os.environ["BENCH_QUICK"] == "1"
+ONLY = [p for p in os.environ["BENCH_ONLY"].split(",") if p]
+COMPOSE = os.environ["STACKPIN_TEST_COMPOSE"].split()
+IMG = {k: os.environ[f"STACKPIN_TEST_IMAGE_{k.upper()}"] for k in ("v1", "v2", "broken", "crash")}
+HOST = "bench-host"
+SECRET = "bench-webhook-secret"
+
+ROUNDS = 2 if QUICK else 5            # converge vs raw, revert, crash
+DELIVERIES = 5 if QUICK else 50       # webhooks
+SYNCS = 50 if QUICK else 1000         # RSS loop
+SYNC_BUDGET = 120 if QUICK else 1800  # seconds, RSS loop
+
+rows = []  # (figure, value, note)
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def want(part):
+    return not ONLY or part in ONLY
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def run(cmd, cwd=None, check=True, timeout=600, env=None):
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def git(repo, *args):
+    return run(["git", "-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@example.com", *args])
+
+
+def pct(values, p):
+    """Nearest-rank percentile."""
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(-(-p * len(v) // 100)) - 1))
+    return v[k]
+
+
+def ms(x):
+    return f"{x * 1000:.0f} ms" if x < 10 else f"{x:.1f} s"
+
+
+def summary(values):
+    if not values:
+        return "no samples"
+    return f"median {ms(statistics.median(values))}, p99 {ms(pct(values, 99))} (n={len(values)}, min {ms(min(values))}, max {ms(max(values))})"
+
+
+def http_status(port, path, timeout=2):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read().decode(errors="replace")
+        c.close()
+        return r.status, body
+    except OSError:
+        return None, ""
+
+
+def wait_for(what, timeout, f, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = f()
+        if v:
+            return v
+        time.sleep(every)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+STACK_YAML = """environment: bench
+version: {version}
+images:
+  web: {image}
+env:
+  PORT: "{port}"
+keep_releases: 3
+{hosts}smoke:
+  timeout: {timeout}s
+  checks:
+    - containers: {{}}
+    - http: {{url: "http://127.0.0.1:{port}/health", expect_status: 200, contains: ok}}
+"""
+
+COMPOSE_YAML = """services:
+  web:
+    image: stackpin-test/app
+    network_mode: host
+    stop_grace_period: 1s
+    environment:
+      PORT: ${PORT}
+    volumes:
+      - ./config/site.conf:/etc/site.conf:ro
+"""
+
+
+def write_stack(repo, stack, image, port, version, conf, timeout=20, hosts=None):
+    d = os.path.join(repo, "stacks", stack)
+    os.makedirs(os.path.join(d, "config"), exist_ok=True)
+    h = f"hosts: [{', '.join(hosts)}]\n" if hosts else ""
+    with open(os.path.join(d, "stack.yaml"), "w") as f:
+        f.write(STACK_YAML.format(version=version, image=image, port=port, hosts=h, timeout=timeout))
+    with open(os.path.join(d, "compose.yaml"), "w") as f:
+        f.write(COMPOSE_YAML)
+    with open(os.path.join(d, "config", "site.conf"), "w") as f:
+        f.write(conf + "\n")
+
+
+def commit(repo, msg):
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", msg)
+
+
+class Host:
+    """One host root with its own desired-state repository."""
+
+    def __init__(self, name):
+        self.dir = os.path.join(WORK, name)
+        self.root = os.path.join(self.dir, "root")
+        self.repo = os.path.join(self.dir, "repo")
+        self.state = os.path.join(self.dir, "state")
+        os.makedirs(self.repo)
+        git(self.repo, "init", "-q", "-b", "main")
+
+    def cli(self, *args, check=False):
+        cmd = [BIN, "--root", self.root, "--repo", self.repo, "--host", HOST,
+               "--state-dir", self.state, "--control-socket", os.path.join(self.dir, "no-daemon.sock"),
+               *args]
+        return run(cmd, check=check, timeout=600)
+
+    def sync(self, stack):
+        """`stackpin sync --json STACK`: (wall seconds, result dict)."""
+        t0 = time.monotonic()
+        p = self.cli("--json", "sync", stack)
+        wall = time.monotonic() - t0
+        try:
+            results = json.loads(p.stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"sync printed no JSON (exit {p.returncode}):\n{p.stdout}\n{p.stderr}")
+        r = next(x for x in results if x["stack"] == stack)
+        return wall, r
+
+
+def stages(r):
+    return [(s["name"], s["ok"], s["millis"] / 1000.0) for s in r["stages"]]
+
+
+# ---------------------------------------------------------------- converge
+raw_up = []
+
+
+def part_converge(h, stack, port):
+    log(f"converge: first deploy of {stack}")
+    write_stack(h.repo, stack, IMG["v1"], port, "v1", "round 0")
+    commit(h.repo, "v1")
+    _, r = h.sync(stack)
+    if r["outcome"] != "deployed":
+        raise RuntimeError(f"first deploy failed: {r}")
+    # The raw side: a copy of the same release, its own project and port.
+    rel = os.path.realpath(os.path.join(h.root, "stacks", stack))
+    raw = os.path.join(WORK, "raw-release")
+    shutil.copytree(rel, raw, symlinks=True)
+    run(["chmod", "-R", "u+w", raw])
+    raw_port = free_port()
+    env_path = os.path.join(raw, ".env")
+    lines = []
+    for line in open(env_path).read().splitlines():
+        if line.startswith("COMPOSE_PROJECT_NAME="):
+            line = f"COMPOSE_PROJECT_NAME={PREFIX}raw"
+        elif line.startswith("PORT="):
+            line = f"PORT={raw_port}"
+        lines.append(line)
+    open(env_path, "w").write("\n".join(lines) + "\n")
+    if "PORT=" not in open(env_path).read():
+        raise RuntimeError(f"the release .env has no PORT line:\n{open(env_path).read()}")
+    sp_wall, sp_stage_sum, sp_by_stage = [], [], {}
+    for k in range(1, ROUNDS + 1):
+        # stackpin: a commit that changes a config file -> new release, recreate, smoke.
+        write_stack(h.repo, stack, IMG["v1"], port, "v1", f"round {k}")
+        commit(h.repo, f"round {k}")
+        wall, r = h.sync(stack)
+        if r["outcome"] != "deployed":
+            raise RuntimeError(f"round {k}: {r}")
+        sp_wall.append(wall)
+        sp_stage_sum.append(sum(s for _, _, s in stages(r)))
+        for n, _, s in stages(r):
+            sp_by_stage.setdefault(n, []).append(s)
+        # raw: compose up -d (recreate) of the same release + wait for /health 200.
+        t0 = time.monotonic()
+        run([*COMPOSE, "up", "-d", "--force-recreate", "--remove-orphans"], cwd=raw)
+        wait_for("the raw copy's /health", 60, lambda: http_status(raw_port, "/health", 1)[0] == 200, every=0.02)
+        raw_up.append(time.monotonic() - t0)
+        log(f"converge round {k}: stackpin {ms(wall)} (stages {ms(sp_stage_sum[-1])}), raw {ms(raw_up[-1])}")
+    run([*COMPOSE, "down", "--remove-orphans"], cwd=raw, check=False)
+    ratio = statistics.median(sp_wall) / statistics.median(raw_up)
+    rows.append(("converge: stackpin sync of a changed config (wall)", summary(sp_wall), f"CLI, {os.environ['BENCH_PROFILE']} binary"))
+    rows.append(("converge: sum of stages", summary(sp_stage_sum),
+                 " ".join(f"{n} {ms(statistics.median(v))}" for n, v in sp_by_stage.items())))
+    rows.append(("converge: raw compose up -d + /health 200", summary(raw_up), "same release, copied"))
+    rows.append(("converge ratio stackpin ÷ raw", f"{ratio:.2f}×",
+                 "smoke watches containers >= 3s before passing (MIN_STABLE)"))
+
+
+def part_revert(h, stack, port):
+    rec, detect = [], []
+    for k in range(1, ROUNDS + 1):
+        write_stack(h.repo, stack, IMG["broken"], port, f"broken{k}", f"broken {k}", timeout=5)
+        commit(h.repo, f"broken {k}")
+        _, r = h.sync(stack)
+        if r["outcome"] != "rolled_back":
+            raise RuntimeError(f"revert round {k}: expected rolled_back, got {r}")
+        st = stages(r)
+        i = next(i for i, (n, _, _) in enumerate(st) if n == "revert")
+        after = st[i:]
+        names = [n for n, _, _ in after]
+        if names[:3] != ["revert", "up", "smoke"] or not after[2][1]:
+            raise RuntimeError(f"unexpected stages after the failed smoke: {st}")
+        rec.append(sum(s for _, _, s in after[:3]))
+        detect.append(st[i - 1][2])
+        log(f"revert round {k}: failed smoke {ms(detect[-1])}, revert+up+smoke {ms(rec[-1])}")
+    rows.append(("auto-revert: smoke failure -> previous release healthy", summary(rec), "revert + up + smoke stages"))
+    if raw_up:
+        rows.append(("auto-revert ratio ÷ raw up + health", f"{statistics.median(rec) / statistics.median(raw_up):.2f}×", ""))
+    rows.append(("  (failed smoke itself: /health 404 until the 5s budget)", summary(detect), "bounded by smoke.timeout"))
+
+
+def part_crash(h, stack, port):
+    verdict = []
+    for k in range(1, ROUNDS + 1):
+        write_stack(h.repo, stack, IMG["crash"], port, f"crash{k}", f"crash {k}", timeout=60)
+        commit(h.repo, f"crash {k}")
+        _, r = h.sync(stack)
+        st = stages(r)
+        i = next(i for i, (n, _, _) in enumerate(st) if n == "smoke")
+        if st[i][1] or st[i - 1][0] != "up":
+            raise RuntimeError(f"crash round {k}: the smoke should fail right after up: {st}")
+        verdict.append(st[i][2])
+        log(f"crash round {k}: up end -> verdict {ms(verdict[-1])} ({r['outcome']})")
+    rows.append(("crash during smoke: up end -> smoke verdict", summary(verdict),
+                 "image exits after ~1s; budget 60s (fail fast)"))
+
+
+# ---------------------------------------------------------------- daemon
+class Daemon:
+    def __init__(self, h, name):
+        self.h = h
+        self.port = free_port()
+        self.sock = os.path.join(h.dir, "control.sock")
+        self.remote = os.path.join(h.dir, "remote.git")
+        self.logpath = os.path.join(h.dir, "daemon.log")
+        self.offset = 0
+        self.partial = ""
+        run(["git", "clone", "-q", "--bare", h.repo, self.remote])
+        git(h.repo, "remote", "add", "origin", self.remote)
+        with open(os.path.join(h.dir, "hook-secret"), "w") as f:
+            f.write(SECRET)
+        cfg = os.path.join(h.dir, "config.yaml")
+        with open(cfg, "w") as f:
+            f.write(
+                f'concurrency: 2\nhttp: {{listen: "127.0.0.1:{self.port}", '
+                f'github_secret_file: {os.path.join(h.dir, "hook-secret")}}}\n'
+                "repo: {branch: main, poll_interval: 1h, watch: false}\n")
+        self.logf = open(self.logpath, "w")
+        self.proc = subprocess.Popen(
+            [BIN, "--config", cfg, "--root", h.root, "--repo", f"file://{self.remote}", "--host", HOST,
+             "--state-dir", h.state, "--control-socket", self.sock, "--log-format", "json", "daemon"],
+            stdout=subprocess.DEVNULL, stderr=self.logf, stdin=subprocess.DEVNULL)
+        with open(os.path.join(WORK, "daemons.pids"), "a") as f:
+            f.write(f"{self.proc.pid}\n")
+        wait_for("the daemon's /healthz", 60, lambda: self.alive() and http_status(self.port, "/healthz")[0] == 200)
+
+    def alive(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited ({self.proc.returncode}):\n{open(self.logpath).read()[-4000:]}")
+        return True
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.logf.close()
+
+    def lines(self):
+        """New JSON log lines since the last call."""
+        with open(self.logpath) as f:
+            f.seek(self.offset)
+            data = f.read()
+            self.offset = f.tell()
+        data = self.partial + data
+        parts = data.split("\n")
+        self.partial = parts.pop()
+        out = []
+        for p in parts:
+            try:
+                out.append(json.loads(p))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+    def metric(self, name):
+        st, body = http_status(self.port, "/metrics", 10)
+        if st != 200:
+            return 0.0
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def rss_kib(self):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def push_webhook(self, delivery):
+        body = json.dumps({"ref": "refs/heads/main", "after": "0" * 40}).encode()
+        sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request("POST", "/hooks/github", body=body, headers={
+            "X-GitHub-Event": "push", "X-GitHub-Delivery": delivery,
+            "Content-Type": "application/json", "X-Hub-Signature-256": sig})
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+
+    def control(self, req, timeout=300):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(self.sock)
+        s.sendall((json.dumps(req) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        s.close()
+        return json.loads(buf)
+
+
+def ts(entry):
+    return datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def part_webhook():
+    h = Host("webhook")
+    stack = f"{PREFIX}hook"
+    port = free_port()
+    write_stack(h.repo, stack, IMG["v1"], port, "v1", "delivery 0")
+    commit(h.repo, "v1")
+    d = Daemon(h, "webhook")
+    try:
+        wait_for("the first deploy by the daemon", 180,
+                 lambda: d.alive() and d.metric("stackpin_sync_runs_total") >= 1 and http_status(port, "/health")[0] == 200)
+        d.lines()
+        to_recv, to_run, to_converge, to_done = [], [], [], []
+        deadline = time.monotonic() + (300 if QUICK else 1800)
+        for i in range(1, DELIVERIES + 1):
+            if time.monotonic() > deadline:
+                log(f"webhook: time budget spent after {i - 1} deliveries")
+                break
+            write_stack(h.repo, stack, IMG["v1"], port, "v1", f"delivery {i}")
+            commit(h.repo, f"delivery {i}")
+            git(h.repo, "push", "-q", "origin", "main")
+            runs = d.metric("stackpin_sync_runs_total")
+            delivery = f"bench-{i}"
+            t_send = time.time()
+            status = d.push_webhook(delivery)
+            if status != 202:
+                raise RuntimeError(f"webhook answered {status}")
+            got = {}
+
+            def scan():
+                d.alive()
+                for e in d.lines():
+                    fl = e.get("fields", {})
+                    msg = fl.get("message", "")
+                    if msg.startswith("webhook push") and fl.get("delivery") == delivery:
+                        got["recv"] = ts(e)
+                    elif msg == "sync run" and fl.get("trigger") == "Webhook" and "recv" in got and "run" not in got:
+                        got["run"] = ts(e)
+                    elif msg == "stage" and fl.get("stack") == stack and "run" in got:
+                        if fl.get("stage") == "preflight" and "pre" not in got:
+                            # Logged when preflight ends: its start is when the converge began.
+                            got["pre"] = ts(e) - fl.get("millis", 0) / 1000.0
+                        if fl.get("stage") == "smoke" and "done" not in got:
+                            got["done"] = ts(e)
+                return "done" in got
+
+            wait_for(f"delivery {i} to converge", 120, scan, every=0.05)
+            wait_for(f"run {i} to finish", 60, lambda: d.metric("stackpin_sync_runs_total") >= runs + 1, every=0.05)
+            to_recv.append(got["recv"] - t_send)
+            to_run.append(got["run"] - t_send)
+            to_converge.append(got["pre"] - t_send)
+            to_done.append(got["done"] - t_send)
+            log(f"delivery {i}: received {ms(to_recv[-1])}, run {ms(to_run[-1])}, converge started {ms(to_converge[-1])}, smoke done {ms(to_done[-1])}")
+        rows.append(("webhook sent -> received (log line)", summary(to_recv), "loopback HTTP + HMAC"))
+        rows.append(("webhook sent -> sync run started (trigger=Webhook)", summary(to_run), ""))
+        rows.append(("webhook sent -> converge started (preflight start)", summary(to_converge), "includes git fetch, load, observe, plan"))
+        rows.append(("webhook sent -> new release smoke-passed", summary(to_done), "the whole deploy"))
+    finally:
+        d.stop()
+
+
+def part_rss():
+    h = Host("rss")
+    deployed = [f"{PREFIX}rss-a", f"{PREFIX}rss-b"]
+    ports = [free_port(), free_port()]
+    for s, p in zip(deployed, ports):
+        write_stack(h.repo, s, IMG["v1"], p, "v1", "rss")
+    for i in range(98):
+        write_stack(h.repo, f"other-{i:03d}", IMG["v1"], 30000 + i, "v1", f"other {i}", hosts=["other-host"])
+    commit(h.repo, "100 stacks")
+    d = Daemon(h, "rss")
+    try:
+        wait_for("the first run (2 deploys)", 300,
+                 lambda: d.alive() and d.metric("stackpin_sync_runs_total") >= 1
+                 and all(http_status(p, "/health")[0] == 200 for p in ports))
+        time.sleep(2)
+        start_rss = d.rss_kib()
+        samples = [(0, start_rss)]
+        per_sync = []
+        t_start = time.monotonic()
+        req = {"op": "sync", "root": h.root, "stacks": [], "force": False, "dry_run": False, "break_glass": None}
+        n = 0
+        every = max(1, SYNCS // 10)
+        while n < SYNCS and time.monotonic() - t_start < SYNC_BUDGET:
+            t0 = time.monotonic()
+            resp = d.control(req)
+            per_sync.append(time.monotonic() - t0)
+            if not resp.get("ok"):
+                raise RuntimeError(f"sync via the control socket failed: {resp}")
+            n += 1
+            if n % every == 0:
+                samples.append((n, d.rss_kib()))
+                log(f"rss: {n} syncs, VmRSS {samples[-1][1] / 1024:.1f} MiB, last sync {ms(per_sync[-1])}")
+        if n < SYNCS:
+            log(f"rss: time budget spent after {n} syncs")
+        time.sleep(2)
+        end_rss = d.rss_kib()
+        peak = max(r for _, r in samples + [(n, end_rss)])
+        rows.append(("daemon RSS after startup, 100 stacks (2 deployed)", f"{start_rss / 1024:.1f} MiB", "VmRSS"))
+        rows.append((f"daemon RSS after {n} syncs", f"{end_rss / 1024:.1f} MiB",
+                     f"growth {(end_rss - start_rss) / 1024:+.1f} MiB; peak {peak / 1024:.1f} MiB"))
+        rows.append(("  samples (syncs: MiB)", ", ".join(f"{k}: {v / 1024:.1f}" for k, v in samples), ""))
+        rows.append(("no-op sync of 100 stacks via the control socket", summary(per_sync), "fetch + load + plan + observe"))
+    finally:
+        d.stop()
+
+
+def main():
+    t_all = time.monotonic()
+    conv_stack = f"{PREFIX}conv"
+    if want("converge") or want("revert") or want("crash"):
+        h = Host("cli")
+        port = free_port()
+        part_converge(h, conv_stack, port)  # also the first deploy the others revert to
+        if want("revert"):
+            part_revert(h, conv_stack, port)
+        if want("crash"):
+            part_crash(h, conv_stack, port)
+        if not want("converge"):
+            rows[:] = [r for r in rows if not r[0].startswith("converge")]
+    if want("webhook"):
+        part_webhook()
+    if want("rss"):
+        part_rss()
+    print()
+    print(f"stackpin whole-system figures ({'QUICK: few rounds, rough' if QUICK else 'full run'}; "
+          f"{os.environ['BENCH_PROFILE']} binary; took {ms(time.monotonic() - t_all)})")
+    print(f"machine: {os.environ['BENCH_MACHINE']}")
+    print()
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'figure'.ljust(w)} | value | note |")
+    print(f"|{'-' * (w + 2)}|---|---|")
+    for name, value, note in rows:
+        print(f"| {name.ljust(w)} | {value} | {note} |")
+
+
+main()
+PY

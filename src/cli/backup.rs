@@ -1,0 +1,125 @@
+//! `stackpin backup STACK…` and `stackpin backup --all`: take a backup now
+//! (see `crate::backup`). Runs in this process under each stack's lock, the
+//! same lock a converge holds, so it never overlaps a deploy of the stack,
+//! also while a daemon runs. Prints each backup directory on stdout.
+
+use super::setup::{self, Host};
+use super::{Global, Status};
+use crate::desired::Stack;
+use crate::reconcile::LogReporter;
+use crate::release::{self, Layout};
+use anyhow::Context as _;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Stacks to back up (each must have `backup:` in its stack.yaml).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub stacks: Vec<String>,
+    /// Every stack of this host that has `backup:` and a deployed release
+    /// (what `stackpin-backup.timer` runs).
+    #[arg(long)]
+    pub all: bool,
+    /// Recorded in the manifest and history.
+    #[arg(long, value_enum, default_value_t = Why::Manual)]
+    pub reason: Why,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Why {
+    Manual,
+    Scheduled,
+}
+
+impl Why {
+    fn as_str(self) -> &'static str {
+        match self {
+            Why::Manual => "manual",
+            Why::Scheduled => "scheduled",
+        }
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    let desired = setup::load_desired(&cfg)?;
+    let layout = Layout {
+        root: cfg.root.clone(),
+    };
+    let mut refused = false;
+    let mut chosen: Vec<&Stack> = Vec::new();
+    if a.all {
+        chosen.extend(desired.stacks.values().filter(|s| {
+            s.spec.backup.is_some()
+                && s.runs_on(&cfg.host)
+                && release::current(&layout, &s.name).ok().flatten().is_some()
+        }));
+        if chosen.is_empty() && !g.json {
+            eprintln!("no stack on this host has `backup:` and a deployed release; nothing to do");
+        }
+    } else {
+        for name in &a.stacks {
+            match desired.stacks.get(name) {
+                Some(s) if s.spec.backup.is_some() => chosen.push(s),
+                Some(_) => {
+                    eprintln!(
+                        "error: stack `{name}` has no `backup:` in stacks/{name}/stack.yaml; add one (e.g. `backup: {{postgres: [{{container: db, user: app, databases: [app]}}]}}`)"
+                    );
+                    refused = true;
+                }
+                None if desired.invalid.contains(name) => {
+                    eprintln!(
+                        "error: stack `{name}` is invalid in the desired state; run `stackpin validate`"
+                    );
+                    refused = true;
+                }
+                None => {
+                    eprintln!("error: stack `{name}` is not in the desired state");
+                    refused = true;
+                }
+            }
+        }
+    }
+    let rt = setup::runtime()?;
+    let (results, failed) = rt.block_on(async {
+        let mut host = Host::connect(cfg).await?;
+        // Values of env files are masked in whatever the engine returns.
+        host.engine.set_secrets(
+            chosen
+                .iter()
+                .filter_map(|s| crate::reconcile::render(s, None).ok())
+                .flat_map(|r| r.secret_values)
+                .collect(),
+        );
+        let ctx = host.context(&LogReporter);
+        let mut results = Vec::new();
+        let mut failed = false;
+        for s in chosen {
+            let store = crate::state::LocalStore::new(&host.cfg.root);
+            let _lock = store
+                .lock(&s.name)
+                .with_context(|| format!("failed to take the lock of {}", s.name))?;
+            match crate::backup::run(&ctx, s, a.reason.as_str()).await {
+                Ok(r) => {
+                    if !g.json {
+                        println!("{}", r.dir.display());
+                    }
+                    results.push(serde_json::json!({"stack": s.name, "ok": true, "backup": r}));
+                }
+                Err(e) => {
+                    eprintln!("error: backup of {} failed: {e}", s.name);
+                    results.push(serde_json::json!({"stack": s.name, "ok": false, "error": e}));
+                    failed = true;
+                }
+            }
+        }
+        anyhow::Ok((results, failed))
+    })?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(if failed || refused {
+        Status::Failed
+    } else {
+        Status::Ok
+    })
+}

@@ -1,0 +1,152 @@
+//! `stackpin rollback STACK (--steps N | --to VERSION|RELEASE-ID | --last-good)`
+//! and `stackpin rollback STACK --list`: go back to a kept release and hold
+//! the stack there; `stackpin resume STACK` lets git win again.
+
+use super::setup::{self, CliReporter, Host};
+use super::{Global, Status};
+use crate::control::{self, Request};
+use crate::reconcile::StackResult;
+use crate::release::Layout;
+use crate::rollback::{self, ReleaseRow, Target};
+use crate::state::LocalStore;
+
+#[derive(Debug, clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("what")
+        .required(true)
+        .args(["steps", "to", "target", "last_good", "list"])
+))]
+pub struct Args {
+    /// The stack to roll back.
+    pub stack: String,
+    /// Same as --to (the runbook's `rollback.sh STACK VERSION`).
+    #[arg(value_name = "VERSION|RELEASE-ID")]
+    pub target: Option<String>,
+    /// Go back N complete releases before the current one, in time order.
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u32>,
+    /// A release id, or a version (its newest release).
+    #[arg(long, value_name = "VERSION|RELEASE-ID")]
+    pub to: Option<String>,
+    /// The newest other release that deployed or rolled back successfully
+    /// and is not quarantined.
+    #[arg(long)]
+    pub last_good: bool,
+    /// List the kept releases, their outcome, and which is current,
+    /// previous and verified.
+    #[arg(long)]
+    pub list: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    let target = match (&a.steps, a.to.as_ref().or(a.target.as_ref()), a.last_good) {
+        _ if a.list => return list(g, cfg, &a.stack),
+        (Some(n), _, _) => Target::Steps(*n),
+        (_, Some(x), _) => Target::To(x.clone()),
+        _ => Target::LastGood,
+    };
+    // A running daemon executes it, so that one executor acts on the host.
+    let req = Request::Rollback {
+        root: cfg.root.clone(),
+        stack: a.stack.clone(),
+        target: target.clone(),
+    };
+    if let Some(resp) = control::call(&setup::control_socket(&cfg), &req)? {
+        if let Some(e) = resp.error {
+            eprintln!("error: {e}");
+            return Ok(Status::Failed);
+        }
+        if !g.json {
+            eprintln!("(executed by the running daemon)");
+        }
+        return match resp.results.first() {
+            Some(r) => print_result(g, r),
+            None => anyhow::bail!("the daemon answered without a result"),
+        };
+    }
+    let rt = setup::runtime()?;
+    rt.block_on(async {
+        let host = Host::connect(cfg).await?;
+        let reporter = CliReporter::new(g.json || g.quiet);
+        let ctx = host.context(&reporter);
+        match rollback::rollback(&ctx, &a.stack, &target).await {
+            Ok(r) => print_result(g, &r),
+            Err(e) if e.is_refusal() => {
+                eprintln!("error: {e}");
+                Ok(Status::Failed)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+fn print_result(g: &Global, r: &StackResult) -> anyhow::Result<Status> {
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        println!("{}: {}", r.stack, r.message);
+    }
+    Ok(if r.outcome.is_failure() {
+        Status::Failed
+    } else {
+        Status::Ok
+    })
+}
+
+fn list(g: &Global, cfg: crate::config::Config, stack: &str) -> anyhow::Result<Status> {
+    // Reads the host's files only: no engine needed.
+    let layout = Layout { root: cfg.root };
+    let store = LocalStore::new(&layout.root);
+    let rows = rollback::releases(&layout, &store, stack)?;
+    let hold = store.hold(stack).ok().flatten();
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(Status::Ok);
+    }
+    if rows.is_empty() {
+        println!("{stack} has no releases on this host");
+        return Ok(Status::Ok);
+    }
+    println!(
+        "{:<40} {:<16} {:<20} {:<24} MARKS",
+        "RELEASE", "VERSION", "CREATED (UTC)", "OUTCOME"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:<16} {:<20} {:<24} {}",
+            r.id,
+            r.version,
+            r.created.as_deref().unwrap_or("?"),
+            r.outcome.as_str(),
+            marks(r)
+        );
+    }
+    if let Some(h) = hold {
+        println!(
+            "{stack} is held: {} (`stackpin resume {stack}` lets git win again)",
+            h.reason
+        );
+    }
+    Ok(Status::Ok)
+}
+
+fn marks(r: &ReleaseRow) -> String {
+    let mut m = Vec::new();
+    if r.current {
+        m.push("current");
+    }
+    if r.previous {
+        m.push("previous");
+    }
+    if r.verified {
+        m.push("verified");
+    }
+    if r.quarantined {
+        m.push("quarantined");
+    }
+    if !r.complete {
+        m.push("INCOMPLETE");
+    }
+    m.join(",")
+}

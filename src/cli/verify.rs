@@ -1,0 +1,156 @@
+//! `stackpin verify STACK [VERSION]`: records by hand that a release this
+//! host has is verified (the runbooks' `echo sha-… > verified/<stack>.txt`),
+//! with the release's own pins from its `release.json`. The entry goes to the
+//! host's verified store, `verified/<stack>.txt` names it, history records
+//! `verify`, and, when `verified.publish` is on, it is published to git.
+//!
+//! It runs in-process under the stack's lock (the daemon's converges take
+//! the same lock) and never needs the Docker engine.
+
+use super::setup;
+use super::{Global, Status};
+use crate::history::{self, Action, Entry};
+use crate::publish::{Publisher, Settings};
+use crate::release::{self, Layout};
+use crate::state::LocalStore;
+use anyhow::Context as _;
+use serde::Serialize;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The stack whose release is verified.
+    pub stack: String,
+    /// The version to verify: the newest kept release with this version
+    /// (default: the current release).
+    #[arg(value_name = "VERSION")]
+    pub release_version: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    stack: String,
+    version: String,
+    release: String,
+    /// False when the store already had this version with these images.
+    added: bool,
+    entry: crate::desired::spec::VerifiedEntry,
+    /// What publishing did, when `verified.publish` is on.
+    published: Option<crate::publish::Published>,
+    /// Why publishing failed (the marker stays pending for the next run).
+    publish_error: Option<String>,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    let layout = Layout {
+        root: cfg.root.clone(),
+    };
+    let store = LocalStore::new(&cfg.root);
+    let _lock = store
+        .lock(&a.stack)
+        .with_context(|| format!("failed to take the lock of {}", a.stack))?;
+    let releases = release::list(&layout, &a.stack)?;
+    let current = release::current(&layout, &a.stack)?;
+    let chosen = match &a.release_version {
+        None => releases.iter().find(|r| Some(&r.id) == current.as_ref()),
+        Some(v) => releases
+            .iter()
+            .rev()
+            .filter(|r| r.complete)
+            .find(|r| r.meta.as_ref().is_some_and(|m| &m.version == v)),
+    };
+    let Some(rel) = chosen else {
+        let what = match &a.release_version {
+            None => format!("{} has no current release on this host", a.stack),
+            Some(v) => format!(
+                "{} has no kept release with version {v} on this host (see `stackpin releases {}`)",
+                a.stack, a.stack
+            ),
+        };
+        eprintln!("error: {what}");
+        return Ok(Status::Failed);
+    };
+    let Some(meta) = rel.meta.clone() else {
+        eprintln!(
+            "error: release {} of {} has no readable release.json, so its pins are unknown",
+            rel.id, a.stack
+        );
+        return Ok(Status::Failed);
+    };
+    if let Ok(Some(q)) = store.quarantine(&a.stack)
+        && q.release_id == rel.id
+    {
+        eprintln!(
+            "error: release {} of {} failed smoke on this host ({}); it cannot be verified",
+            rel.id, a.stack, q.reason
+        );
+        return Ok(Status::Failed);
+    }
+    let (entry, added) = crate::reconcile::record_verified(
+        &layout,
+        &cfg.host,
+        &a.stack,
+        &meta.version,
+        meta.images.clone(),
+        meta.commit.as_deref(),
+    );
+    let notes = if added {
+        format!("verified by hand: release {}", rel.id)
+    } else {
+        format!("verified by hand: release {} (already verified)", rel.id)
+    };
+    history::append(
+        &layout.history(),
+        &Entry::now(
+            &a.stack,
+            &meta.environment,
+            Action::Verify,
+            &meta.version,
+            history::Status::Success,
+            notes,
+        ),
+    )
+    .with_context(|| format!("failed to append to {}", layout.history().display()))?;
+    // Publishing is best effort here too: the marker is recorded on the host
+    // either way, and a running daemon publishes what is still pending.
+    let (published, publish_error) = match Settings::from_config(&cfg)? {
+        None => (None, None),
+        Some(s) => match Publisher::new(s).publish_stack(&layout, &a.stack) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
+    let report = Report {
+        stack: a.stack.clone(),
+        version: meta.version.clone(),
+        release: rel.id.clone(),
+        added,
+        entry,
+        published,
+        publish_error,
+    };
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} {} is verified on {} (release {}){}",
+            report.stack,
+            report.version,
+            cfg.host,
+            report.release,
+            if added { "" } else { "; it already was" }
+        );
+        if let Some(p) = &report.published {
+            match &p.commit {
+                Some(c) => println!("published to git: commit {c}"),
+                None => println!("published to git: already there"),
+            }
+        }
+        if let Some(e) = &report.publish_error {
+            eprintln!(
+                "warning: {e}; the marker is recorded on this host and is published at the next run"
+            );
+        }
+    }
+    Ok(Status::Ok)
+}
