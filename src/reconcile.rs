@@ -65,6 +65,8 @@ pub enum Outcome {
     Recovered,
     /// `--dry-run`: what would happen, nothing done.
     Planned,
+    /// Pruned: stopped and unlinked because it left the desired state.
+    Removed,
 }
 
 impl Outcome {
@@ -263,8 +265,6 @@ pub(crate) struct Stages<'r> {
     reporter: &'r dyn Reporter,
 }
 
-// `new` and `into_list` serve the rollback pipeline (crate::rollback).
-#[allow(dead_code)]
 impl Stages<'_> {
     pub(crate) fn new<'r>(stack: &str, reporter: &'r dyn Reporter) -> Stages<'r> {
         Stages {
@@ -368,6 +368,34 @@ pub async fn sync(
         }
     }
     results
+}
+
+/// Removes a stack that left the desired state (only when `prune: true` in
+/// stackpin.yaml, or by `stackpin prune`): `compose down` of its current
+/// release (volumes are kept), the `/srv/stacks/<stack>` link removed,
+/// history `prune`. Release directories and backups are kept for audit;
+/// the caller holds the stack lock.
+pub async fn prune_stack(ctx: &Context<'_>, name: &str, obs: &StackObservation) -> StackResult {
+    let mut st = Stages::new(name, ctx.reporter);
+    let t = Instant::now();
+    let version = obs.meta.as_ref().map(|m| m.version.clone()).unwrap_or_else(|| "-".into());
+    let env = obs.meta.as_ref().map(|m| m.environment.clone()).unwrap_or_else(|| "-".into());
+    let down = match &obs.release {
+        Some(id) => {
+            let dir = ctx.layout.release_dir(name, id);
+            let files = obs.meta.as_ref().map(|m| m.compose_files.clone()).unwrap_or_default();
+            ctx.engine.down(&dir, name, &files).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+        None => Ok(()),
+    };
+    let res = down.and_then(|_| release::unlink(&ctx.layout, name).map_err(|e| e.to_string()));
+    st.record("prune", t, res.is_ok(), res.as_ref().err().cloned().unwrap_or_default());
+    let (outcome, status, msg) = match &res {
+        Ok(()) => (Outcome::Removed, "success", format!("removed (no longer in the desired state); releases kept under {}", ctx.layout.releases_dir(name).display())),
+        Err(e) => (Outcome::Failed, "failed", format!("prune failed: {e}")),
+    };
+    ctx.history(name, &env, "prune", &version, status, &msg);
+    StackResult { stack: name.into(), outcome, reason: None, message: msg, version: Some(version), release: None, stages: st.into_list() }
 }
 
 /// Checks the desired commit against the signature policy of every
@@ -611,10 +639,7 @@ async fn execute(
         (Action::Deploy, Some(s), Some(r)) => {
             deploy(ctx, desired, s, r, &obs, item.verdict.as_ref(), opts).await
         }
-        (Action::Remove, _, _) => StackResult {
-            message: "prune is not implemented yet; the stack is left running".into(),
-            ..base
-        },
+        (Action::Remove, _, _) => prune_stack(ctx, &name, &obs).await,
         _ => StackResult {
             outcome: Outcome::Failed,
             reason: Some(Reason::InvalidSpec),

@@ -464,3 +464,45 @@ fn concurrent_syncs_never_converge_one_stack_twice() {
     );
     serves(&h, port, "stackpin-test-app v1");
 }
+
+#[test]
+fn a_stack_removed_from_git_is_left_running_until_pruned() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (a, b) = (h.stack("keep"), h.stack("gone"));
+    let (pa, pb) = (h.free_port(), h.free_port());
+    write_stack(&h, &a, &f.v1, pa, "v1", "");
+    write_stack(&h, &b, &f.v1, pb, "v1", "");
+    h.commit("two stacks");
+    h.cmd(["sync"]).run().ok();
+    h.remove(format!("stacks/{b}"));
+    h.commit("drop one");
+    // prune is off by default: reported, left running.
+    h.cmd(["sync"])
+        .run()
+        .ok()
+        .stdout_contains("left running because prune is off");
+    serves(&h, pb, "stackpin-test-app v1");
+    h.cmd(["prune", "--dry-run"])
+        .run()
+        .ok()
+        .stdout_contains("would remove");
+    assert!(link_target(&h, &b).is_some());
+    h.cmd(["prune"]).run().ok().stdout_contains("removed");
+    assert!(link_target(&h, &b).is_none(), "{}", h.root_listing());
+    assert!(h.containers(&b).is_empty(), "{:?}", h.containers(&b));
+    assert!(
+        !release_dirs(&h, &b).is_empty(),
+        "releases are kept for audit"
+    );
+    assert!(
+        history(&h).contains(&format!("| {b} | test | prune | v1 | success |")),
+        "{}",
+        history(&h)
+    );
+    serves(&h, pa, "stackpin-test-app v1");
+    h.cmd(["prune"])
+        .run()
+        .ok()
+        .stdout_contains("nothing to prune");
+}

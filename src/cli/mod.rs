@@ -100,6 +100,8 @@ pub enum Command {
     /// What a sync would change and why: actions, gate verdicts, file and image diffs.
     #[command(visible_alias = "diff")]
     Plan(plan::Args),
+    /// Stop and unlink stacks that left the desired state (releases and backups are kept).
+    Prune(sync::PruneArgs),
     /// Show each stack's state, version, release and last change.
     Status(status::Args),
     /// Show the deploy history (the audit log).
@@ -167,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Status> {
         Command::Hold(a) => hold::hold(&cli.global, a),
         Command::Resume(a) => hold::resume(&cli.global, a),
         Command::Sync(a) => sync::run(&cli.global, a),
+        Command::Prune(a) => sync::prune(&cli.global, a),
         Command::Plan(a) => plan::run(&cli.global, a),
         Command::Status(a) => status::run(&cli.global, a),
         Command::History(a) => history::run(&cli.global, a),

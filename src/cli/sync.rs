@@ -19,6 +19,57 @@ pub struct Args {
     pub break_glass: Option<String>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Show what would be removed without touching the host.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `stackpin prune`: stops and unlinks the stacks that run on this host but
+/// left the desired state (whatever `prune:` in stackpin.yaml says).
+pub fn prune(g: &Global, a: PruneArgs) -> anyhow::Result<Status> {
+    let cfg = setup::config(g)?;
+    let desired = setup::load_desired(&cfg)?;
+    let layout = crate::release::Layout {
+        root: cfg.root.clone(),
+    };
+    let orphans: Vec<String> = crate::observed::stacks_on_host(&layout)
+        .into_iter()
+        .filter(|s| !desired.stacks.contains_key(s) && !desired.invalid.contains(s))
+        // Only what still runs: a pruned stack keeps its releases, not its link.
+        .filter(|s| std::fs::symlink_metadata(layout.stack_link(s)).is_ok())
+        .collect();
+    if orphans.is_empty() {
+        if !g.json {
+            println!("nothing to prune: every stack on this host is in the desired state");
+        } else {
+            println!("[]");
+        }
+        return Ok(Status::Ok);
+    }
+    let rt = setup::runtime()?;
+    rt.block_on(async {
+        let host = Host::connect(cfg).await?;
+        let reporter = CliReporter::new(g.json || g.quiet);
+        let ctx = host.context(&reporter);
+        let opts = SyncOptions {
+            dry_run: a.dry_run,
+            only: orphans,
+            prune: true,
+            concurrency: 1,
+            ..Default::default()
+        };
+        let results = reconcile::sync(&ctx, &desired, &opts).await;
+        print_results(g, &results)?;
+        Ok(if results.iter().any(|r| r.outcome.is_failure()) {
+            Status::Failed
+        } else {
+            Status::Ok
+        })
+    })
+}
+
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
     let desired = setup::load_desired(&cfg)?;
@@ -110,6 +161,7 @@ fn print_results(g: &Global, results: &[reconcile::StackResult]) -> anyhow::Resu
                 Outcome::Blocked => "blocked",
                 Outcome::Recovered => "recovered",
                 Outcome::Planned => "plan",
+                Outcome::Removed => "removed",
             };
             println!(
                 "{:<24} {:<12} {:<20} {}",
