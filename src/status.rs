@@ -51,6 +51,9 @@ pub async fn collect(
         names.extend(d.invalid.iter().cloned());
     }
     names.retain(|n| only.is_empty() || only.contains(n));
+    let untrusted = desired
+        .map(|d| reconcile::trust_verdicts(ctx, d))
+        .unwrap_or_default();
     let mut rows = Vec::new();
     for name in names {
         let obs = observed::observe(&ctx.layout, ctx.engine, &name).await;
@@ -87,6 +90,7 @@ pub async fn collect(
                 &plan::Options {
                     host: &ctx.host,
                     only: &only,
+                    untrusted: Some(&untrusted),
                     ..Default::default()
                 },
             )
@@ -184,7 +188,11 @@ fn held_reason(
         return format!("{base}; git agrees ({})", s.version);
     }
     let same_version = running.is_some_and(|m| m.version == s.version);
-    let ahead = match (&d.repo_path, &d.commit, running.and_then(|m| m.commit.as_ref())) {
+    let ahead = match (
+        &d.repo_path,
+        &d.commit,
+        running.and_then(|m| m.commit.as_ref()),
+    ) {
         (Some(repo), Some(want), Some(have)) => commits_ahead(repo, have, want),
         _ => None,
     };

@@ -65,6 +65,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let layout = Layout {
         root: cfg.root.clone(),
     };
+    let trust = setup::trust_policies(&cfg)?;
+    let untrusted = reconcile::untrusted_environments(&trust, &desired);
     let rt = setup::runtime()?;
     let engine = rt.block_on(Engine::connect(&cfg.compose)).ok();
     let mut out = Vec::new();
@@ -129,6 +131,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         let only = vec![name.clone()];
         let opts = plan::Options {
             host: &cfg.host,
+            untrusted: Some(&untrusted),
             break_glass: a.break_glass.as_deref(),
             only: &only,
             ..Default::default()

@@ -347,6 +347,8 @@ impl GitSource {
         let tree = self.tree(commit)?;
         let mut state = desired::load(&tree);
         state.commit = Some(tree.commit_id());
+        // Signature checks read the commit from the mirror.
+        state.repo_path = Some(self.mirror.clone());
         Ok(state)
     }
 
