@@ -378,24 +378,60 @@ pub async fn sync(
 pub async fn prune_stack(ctx: &Context<'_>, name: &str, obs: &StackObservation) -> StackResult {
     let mut st = Stages::new(name, ctx.reporter);
     let t = Instant::now();
-    let version = obs.meta.as_ref().map(|m| m.version.clone()).unwrap_or_else(|| "-".into());
-    let env = obs.meta.as_ref().map(|m| m.environment.clone()).unwrap_or_else(|| "-".into());
+    let version = obs
+        .meta
+        .as_ref()
+        .map(|m| m.version.clone())
+        .unwrap_or_else(|| "-".into());
+    let env = obs
+        .meta
+        .as_ref()
+        .map(|m| m.environment.clone())
+        .unwrap_or_else(|| "-".into());
     let down = match &obs.release {
         Some(id) => {
             let dir = ctx.layout.release_dir(name, id);
-            let files = obs.meta.as_ref().map(|m| m.compose_files.clone()).unwrap_or_default();
-            ctx.engine.down(&dir, name, &files).await.map(|_| ()).map_err(|e| e.to_string())
+            let files = obs
+                .meta
+                .as_ref()
+                .map(|m| m.compose_files.clone())
+                .unwrap_or_default();
+            ctx.engine
+                .down(&dir, name, &files)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
         None => Ok(()),
     };
     let res = down.and_then(|_| release::unlink(&ctx.layout, name).map_err(|e| e.to_string()));
-    st.record("prune", t, res.is_ok(), res.as_ref().err().cloned().unwrap_or_default());
+    st.record(
+        "prune",
+        t,
+        res.is_ok(),
+        res.as_ref().err().cloned().unwrap_or_default(),
+    );
     let (outcome, status, msg) = match &res {
-        Ok(()) => (Outcome::Removed, "success", format!("removed (no longer in the desired state); releases kept under {}", ctx.layout.releases_dir(name).display())),
+        Ok(()) => (
+            Outcome::Removed,
+            "success",
+            format!(
+                "removed (no longer in the desired state); releases kept under {}",
+                ctx.layout.releases_dir(name).display()
+            ),
+        ),
         Err(e) => (Outcome::Failed, "failed", format!("prune failed: {e}")),
     };
     ctx.history(name, &env, "prune", &version, status, &msg);
-    StackResult { stack: name.into(), outcome, reason: None, message: msg, version: Some(version), release: None, stages: st.into_list() }
+    StackResult {
+        stack: name.into(),
+        outcome,
+        reason: None,
+        message: msg,
+        version: Some(version),
+        release: None,
+        stages: st.into_list(),
+    }
 }
 
 /// Checks the desired commit against the signature policy of every
@@ -1171,55 +1207,31 @@ pub(crate) async fn revert(
             down.is_ok(),
             "first deploy failed: stopped, no previous release",
         );
-        ctx.history(
+        let note = format!("{why}; first deploy left stopped");
+        return revert_failed(
+            ctx,
             name,
             env,
-            "rollback",
+            failed_id,
             "-",
-            "failed",
-            &format!("{why}; first deploy left stopped"),
+            &note,
+            Reason::SmokeFailed,
+            None,
         );
-        ctx.emit(Event::DeployFailed {
-            stack: name.into(),
-            environment: env.into(),
-            version: failed_version(ctx, name, failed_id),
-            reason: format!("{why}; first deploy left stopped"),
-        });
-        return StackResult {
-            stack: name.into(),
-            outcome: Outcome::Failed,
-            reason: Some(Reason::SmokeFailed),
-            message: format!("{why}; no previous release: stopped"),
-            version: None,
-            release: None,
-            stages: vec![],
-        };
     };
     if let Err(e) = release::switch(&ctx.layout, name, prev) {
         st.record("revert", t, false, e.to_string());
-        ctx.history(
+        let note = format!("{why}; switch back failed: {e}");
+        return revert_failed(
+            ctx,
             name,
             env,
-            "rollback",
+            failed_id,
             prev,
-            "failed",
-            &format!("{why}; switch back failed: {e}"),
+            &note,
+            Reason::RevertFailed,
+            Some(failed_id.into()),
         );
-        ctx.emit(Event::DeployFailed {
-            stack: name.into(),
-            environment: env.into(),
-            version: failed_version(ctx, name, failed_id),
-            reason: format!("{why}; switch back failed: {e}"),
-        });
-        return StackResult {
-            stack: name.into(),
-            outcome: Outcome::Failed,
-            reason: Some(Reason::RevertFailed),
-            message: format!("{why}; switch back failed: {e}"),
-            version: None,
-            release: Some(failed_id.into()),
-            stages: vec![],
-        };
     }
     st.record("revert", t, true, format!("{failed_id} → {prev}"));
     fault::point("revert-after-switch");
@@ -1280,6 +1292,37 @@ pub(crate) async fn revert(
         message: msg,
         version: Some(version),
         release: Some(prev.into()),
+        stages: vec![],
+    }
+}
+
+/// A revert that could not bring the previous release back: history
+/// `rollback … | failed`, a DeployFailed event, and the failed result.
+#[allow(clippy::too_many_arguments)]
+fn revert_failed(
+    ctx: &Context<'_>,
+    name: &str,
+    env: &str,
+    failed_id: &str,
+    history_version: &str,
+    note: &str,
+    reason: Reason,
+    release: Option<String>,
+) -> StackResult {
+    ctx.history(name, env, "rollback", history_version, "failed", note);
+    ctx.emit(Event::DeployFailed {
+        stack: name.into(),
+        environment: env.into(),
+        version: failed_version(ctx, name, failed_id),
+        reason: note.to_string(),
+    });
+    StackResult {
+        stack: name.into(),
+        outcome: Outcome::Failed,
+        reason: Some(reason),
+        message: note.to_string(),
+        version: None,
+        release,
         stages: vec![],
     }
 }
