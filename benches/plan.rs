@@ -222,6 +222,9 @@ impl Fixture {
                     release: Some(format!("{}__20260101T000000Z", s.version)),
                     fingerprint: Some(fingerprints[name].clone()),
                     containers,
+                    // Fields added later (e.g. the release's images) do not
+                    // change a no-op plan.
+                    ..Default::default()
                 };
                 (name.clone(), obs)
             })

@@ -5,7 +5,7 @@
 # in target/. See docs/benchmarks.md for what each figure means.
 #
 #   scripts/bench.sh                 full run (builds with `cargo build --release`,
-#                                    ~5 min the first time; then ~20-30 min)
+#                                    ~5 min the first time; then ~10-15 min)
 #   scripts/bench.sh --quick         few rounds: proves it works, figures are rough
 #   scripts/bench.sh --only webhook,rss     some parts only
 #                                    (parts: converge, revert, crash, webhook, rss)
@@ -61,6 +61,8 @@ cleanup() {
     fi
     # Containers, networks and volumes of this run's compose projects only.
     local ids
+    docker info >/dev/null 2>&1 ||
+        log "the docker engine does not answer: remove the containers of compose projects ${PREFIX}* by hand"
     ids="$(docker ps -a --filter label=com.docker.compose.project \
         --format '{{.ID}} {{.Label "com.docker.compose.project"}}' 2>/dev/null |
         awk -v p="$PREFIX" 'index($2, p) == 1 {print $1}')"
@@ -173,6 +175,8 @@ def pct(values, p):
 
 
 def ms(x):
+    if x < 0.01:
+        return f"{x * 1000:.1f} ms"
     return f"{x * 1000:.0f} ms" if x < 10 else f"{x:.1f} s"
 
 
@@ -420,6 +424,12 @@ class Daemon:
                 self.proc.wait(5)
         self.logf.close()
 
+    def tail(self, n):
+        try:
+            return "\n".join(open(self.logpath).read().splitlines()[-n:])
+        except OSError as e:
+            return str(e)
+
     def lines(self):
         """New JSON log lines since the last call."""
         with open(self.logpath) as f:
@@ -506,6 +516,7 @@ def part_webhook():
             git(h.repo, "push", "-q", "origin", "main")
             runs = d.metric("stackpin_sync_runs_total")
             delivery = f"bench-{i}"
+            d.lines()  # drain: every line from here on belongs to this delivery
             t_send = time.time()
             status = d.push_webhook(delivery)
             if status != 202:
@@ -514,20 +525,22 @@ def part_webhook():
 
             def scan():
                 d.alive()
+                # The server logs "sync queued" after handing over the
+                # trigger, so "sync run" may come first: no order assumed.
                 for e in d.lines():
                     fl = e.get("fields", {})
                     msg = fl.get("message", "")
                     if msg.startswith("webhook push") and fl.get("delivery") == delivery:
-                        got["recv"] = ts(e)
-                    elif msg == "sync run" and fl.get("trigger") == "Webhook" and "recv" in got and "run" not in got:
-                        got["run"] = ts(e)
-                    elif msg == "stage" and fl.get("stack") == stack and "run" in got:
-                        if fl.get("stage") == "preflight" and "pre" not in got:
+                        got.setdefault("recv", ts(e))
+                    elif msg == "sync run" and fl.get("trigger") == "Webhook":
+                        got.setdefault("run", ts(e))
+                    elif msg == "stage" and fl.get("stack") == stack:
+                        if fl.get("stage") == "preflight":
                             # Logged when preflight ends: its start is when the converge began.
-                            got["pre"] = ts(e) - fl.get("millis", 0) / 1000.0
-                        if fl.get("stage") == "smoke" and "done" not in got:
-                            got["done"] = ts(e)
-                return "done" in got
+                            got.setdefault("pre", ts(e) - fl.get("millis", 0) / 1000.0)
+                        elif fl.get("stage") == "smoke":
+                            got.setdefault("done", ts(e))
+                return all(k in got for k in ("recv", "run", "pre", "done"))
 
             wait_for(f"delivery {i} to converge", 120, scan, every=0.05)
             wait_for(f"run {i} to finish", 60, lambda: d.metric("stackpin_sync_runs_total") >= runs + 1, every=0.05)
@@ -540,6 +553,9 @@ def part_webhook():
         rows.append(("webhook sent -> sync run started (trigger=Webhook)", summary(to_run), ""))
         rows.append(("webhook sent -> converge started (preflight start)", summary(to_converge), "includes git fetch, load, observe, plan"))
         rows.append(("webhook sent -> new release smoke-passed", summary(to_done), "the whole deploy"))
+    except Exception:
+        log("daemon log (last 40 lines):\n" + d.tail(40))
+        raise
     finally:
         d.stop()
 
@@ -586,6 +602,9 @@ def part_rss():
                      f"growth {(end_rss - start_rss) / 1024:+.1f} MiB; peak {peak / 1024:.1f} MiB"))
         rows.append(("  samples (syncs: MiB)", ", ".join(f"{k}: {v / 1024:.1f}" for k, v in samples), ""))
         rows.append(("no-op sync of 100 stacks via the control socket", summary(per_sync), "fetch + load + plan + observe"))
+    except Exception:
+        log("daemon log (last 40 lines):\n" + d.tail(40))
+        raise
     finally:
         d.stop()
 

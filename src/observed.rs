@@ -26,6 +26,11 @@ impl StackObservation {
         ObservedStack {
             release: self.release.clone(),
             fingerprint: self.meta.as_ref().map(|m| m.fingerprint.clone()),
+            images: self
+                .meta
+                .as_ref()
+                .map(|m| m.images.clone())
+                .unwrap_or_default(),
             containers: self
                 .containers
                 .iter()

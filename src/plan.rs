@@ -16,6 +16,8 @@ pub struct ObservedStack {
     pub release: Option<String>,
     /// Fingerprint recorded in that release's release.json.
     pub fingerprint: Option<String>,
+    /// service -> pinned reference of that release (from release.json).
+    pub images: BTreeMap<String, String>,
     pub containers: Vec<ObservedContainer>,
 }
 
@@ -143,16 +145,24 @@ pub fn plan(
             ));
             continue;
         }
+        // A stack that waits (held, blocked, quarantined) keeps its current
+        // release running: drift of that release is still healed.
+        let wait = |why: Skip, reason: String, verdict: Option<Verdict>| match current_drift(obs) {
+            Some(d) => (
+                Action::Heal,
+                format!("{reason}; the running release {d}: healing it"),
+                verdict,
+            ),
+            None => (Action::Skip { why }, reason, verdict),
+        };
         if let Some(why) = &rec.held {
-            items.push(item(
-                Action::Skip { why: Skip::Held },
-                format!("held: {why}"),
-                None,
-            ));
+            let (a, r, v) = wait(Skip::Held, format!("held: {why}"), None);
+            items.push(item(a, r, v));
             continue;
         }
         if let Some(why) = opts.untrusted.and_then(|u| u.get(stack.environment())) {
-            items.push(item(Action::Skip { why: Skip::Blocked }, why.clone(), None));
+            let (a, r, v) = wait(Skip::Blocked, why.clone(), None);
+            items.push(item(a, r, v));
             continue;
         }
         let Some(fp_val) = fp.clone() else {
@@ -179,11 +189,15 @@ pub fn plan(
             continue;
         }
         if rec.quarantined.as_deref() == Some(fp_val.as_str()) && !opts.force {
-            items.push(item(
-                Action::Skip { why: Skip::Quarantined },
-                format!("fingerprint {} failed smoke and is quarantined; change the desired state or run `stackpin sync --force {name}`", &fp_val[..12.min(fp_val.len())]),
+            let (a, r, v) = wait(
+                Skip::Quarantined,
+                format!(
+                    "fingerprint {} failed smoke and is quarantined; change the desired state or run `stackpin sync --force {name}`",
+                    &fp_val[..12.min(fp_val.len())]
+                ),
                 None,
-            ));
+            );
+            items.push(item(a, r, v));
             continue;
         }
         let source = stack.spec.promote_from.as_deref();
@@ -199,12 +213,8 @@ pub fn plan(
         let bg = opts.break_glass.or(stack.break_glass_reason());
         let verdict = gate::promotion(source, &stack.pins, &entries, bg);
         if !verdict.allows() {
-            let reason = verdict.describe();
-            items.push(item(
-                Action::Skip { why: Skip::Blocked },
-                reason,
-                Some(verdict),
-            ));
+            let (a, r, v) = wait(Skip::Blocked, verdict.describe(), Some(verdict));
+            items.push(item(a, r, v));
             continue;
         }
         let reason = match (&obs.release, up_to_date) {
@@ -259,16 +269,43 @@ pub fn plan(
     Plan { items }
 }
 
-/// Why the running containers differ from the release, if they do.
+/// Why the running containers differ from the desired release, if they do.
 fn drift(stack: &crate::desired::Stack, obs: &ObservedStack) -> Option<String> {
-    let mut problems = Vec::new();
-    for (svc, pin) in &stack.pins {
-        let ours: Vec<&ObservedContainer> = obs
-            .containers
+    drift_from(
+        stack
+            .pins
             .iter()
-            .filter(|c| &c.service == svc)
-            .collect();
-        let hex = pin.digest_hex().unwrap_or_default();
+            .map(|(svc, pin)| (svc.as_str(), pin.digest_hex().unwrap_or_default())),
+        obs,
+    )
+}
+
+/// Why the running containers differ from the release the host runs (its
+/// recorded images), if they do: a stack that is held, blocked or whose
+/// desired state is quarantined still gets its current release healed.
+fn current_drift(obs: &ObservedStack) -> Option<String> {
+    if obs.release.is_none() || obs.images.is_empty() {
+        return None;
+    }
+    drift_from(
+        obs.images.iter().map(|(svc, r)| {
+            (
+                svc.as_str(),
+                r.split_once("@sha256:").map(|x| x.1).unwrap_or(r.as_str()),
+            )
+        }),
+        obs,
+    )
+}
+
+fn drift_from<'a>(
+    pins: impl Iterator<Item = (&'a str, &'a str)>,
+    obs: &ObservedStack,
+) -> Option<String> {
+    let mut problems = Vec::new();
+    for (svc, hex) in pins {
+        let ours: Vec<&ObservedContainer> =
+            obs.containers.iter().filter(|c| c.service == svc).collect();
         if ours.is_empty() {
             problems.push(format!("{svc}: no container"));
         } else if ours.iter().any(|c| !c.running) {
@@ -320,6 +357,7 @@ mod tests {
         ObservedStack {
             release: Some("v1__20260101T000000Z".into()),
             fingerprint: Some("fp-a".into()),
+            images: [("web".to_string(), format!("app@sha256:{digest}"))].into(),
             containers: vec![ObservedContainer {
                 service: "web".into(),
                 running: true,
@@ -477,10 +515,42 @@ mod tests {
                 "held",
                 "fp-b",
                 Some(running(D1)),
-                held,
+                held.clone(),
                 &host,
                 Action::Skip { why: Skip::Held },
                 "manual rollback",
+            ),
+            // Waiting stacks keep their current release running.
+            (
+                "held, current release stopped",
+                "fp-b",
+                Some(ObservedStack {
+                    containers: vec![ObservedContainer {
+                        service: "web".into(),
+                        running: false,
+                        images: vec![],
+                    }],
+                    ..running(D1)
+                }),
+                held,
+                &host,
+                Action::Heal,
+                "the running release drifted: web: not running",
+            ),
+            (
+                "quarantined, current container gone",
+                "fp-b",
+                Some(ObservedStack {
+                    containers: vec![],
+                    ..running(D1)
+                }),
+                LocalRecord {
+                    quarantined: Some("fp-b".into()),
+                    ..Default::default()
+                },
+                &host,
+                Action::Heal,
+                "`stackpin sync --force a`; the running release drifted: web: no container: healing it",
             ),
         ];
         for (name, fp, obs, rec, opts, action, reason) in cases {

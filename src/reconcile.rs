@@ -1090,7 +1090,31 @@ async fn deploy(
         };
     }
 
-    // 7. failure: revert to the previous release, quarantine the fingerprint
+    // 7. failure. When the engine itself is gone (restarted, crashed), the
+    // release is not at fault: no quarantine, and the journal stays so that
+    // the next run, once the engine answers, reverts and retries.
+    if ctx.engine.ping().await.is_err() {
+        let msg = format!(
+            "{why}; the Docker engine does not answer: the converge is finished or reverted when it does"
+        );
+        ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
+        ctx.emit(Event::DeployFailed {
+            stack: name.clone(),
+            environment: env.clone(),
+            version: s.version.clone(),
+            reason: msg.clone(),
+        });
+        return StackResult {
+            stack: name.clone(),
+            outcome: Outcome::Failed,
+            reason: Some(Reason::EngineUnavailable),
+            message: msg,
+            version: Some(s.version.clone()),
+            release: Some(id),
+            stages: st.list,
+        };
+    }
+    // The release failed: revert to the previous one, quarantine the fingerprint.
     let q = Quarantine {
         fingerprint: rendered.fingerprint.clone(),
         release_id: id.clone(),
