@@ -4,7 +4,9 @@ use libfuzzer_sys::fuzz_target;
 use stackpin::trust::allowed_signers::AllowedSigners;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(a) = AllowedSigners::parse(text) {
         for e in a.entries() {
             assert!(!e.principals.is_empty());

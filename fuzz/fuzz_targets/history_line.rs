@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use stackpin::history::Entry;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(line) = std::str::from_utf8(data) else { return };
+    let Ok(line) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(e) = Entry::parse(line) {
         let again = Entry::parse(&e.format()).expect("a formatted entry must parse");
         assert_eq!(again, e);

@@ -22,7 +22,10 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let state = AppState {
             trigger: tx,
@@ -33,12 +36,18 @@ fn env() -> &'static Env {
             history_path: std::env::temp_dir().join("stackpin-fuzz-history.log"),
             ready_max_age: std::time::Duration::from_secs(60),
         };
-        Env { rt, app: server::router(state), _rx: rx }
+        Env {
+            rt,
+            app: server::router(state),
+            _rx: rx,
+        }
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, body)) = data.split_first() else { return };
+    let Some((&flags, body)) = data.split_first() else {
+        return;
+    };
     let event = ["push", "ping", "issues", "", "push\u{0}"][(flags & 7) as usize % 5];
     let signature = if flags & 8 != 0 {
         let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
@@ -47,12 +56,22 @@ fuzz_target!(|data: &[u8]| {
     } else {
         format!("sha256={}", hex::encode(&body[..body.len().min(32)]))
     };
-    let mut req = axum::http::Request::builder().method("POST").uri("/hooks/github").header("X-Hub-Signature-256", signature);
+    let mut req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/hooks/github")
+        .header("X-Hub-Signature-256", signature);
     if !event.contains('\u{0}') {
         req = req.header("X-GitHub-Event", event);
     }
     let req = req.body(axum::body::Body::from(body.to_vec())).unwrap();
     let e = env();
-    let status = e.rt.block_on(e.app.clone().oneshot(req)).unwrap().status().as_u16();
-    assert!([200, 202, 400, 401, 413, 503].contains(&status), "unexpected status {status}");
+    let status =
+        e.rt.block_on(e.app.clone().oneshot(req))
+            .unwrap()
+            .status()
+            .as_u16();
+    assert!(
+        [200, 202, 400, 401, 413, 503].contains(&status),
+        "unexpected status {status}"
+    );
 });

@@ -151,6 +151,7 @@ fn init_logging(g: &Global, daemon: bool) {
 }
 
 pub fn main() -> ExitCode {
+    crate::desired::tree::init_git_cache();
     let cli = Cli::parse();
     init_logging(&cli.global, matches!(cli.command, Command::Daemon(_)));
     match run(cli) {

@@ -127,6 +127,19 @@ impl Tree for DirTree {
     }
 }
 
+/// Every lookup walks from the root tree; libgit2 caches only trees up to
+/// 4 KiB by default, so `stacks/` of a few hundred stacks was re-read for
+/// every file (quadratic). This caches trees up to 1 MiB. `cli::main` calls it
+/// first thing, before any thread exists; later calls do nothing.
+pub fn init_git_cache() {
+    static CACHE: std::sync::Once = std::sync::Once::new();
+    CACHE.call_once(|| {
+        // SAFETY: a global libgit2 option, set once; the first call happens
+        // at process start (or in a test's first repository read).
+        let _ = unsafe { git2::opts::set_cache_object_limit(git2::ObjectType::Tree, 1 << 20) };
+    });
+}
+
 /// A desired-state repository as it is in one git commit: what the daemon
 /// reads, so that nobody can edit a work tree under it.
 pub struct GitTree {
@@ -140,6 +153,7 @@ pub struct GitTree {
 impl GitTree {
     /// Opens `repo_path` (bare or not) at `rev` (a commit id, branch or ref).
     pub fn open(repo_path: &Path, rev: &str, base: &str) -> Result<Self, git2::Error> {
+        init_git_cache();
         let repo = git2::Repository::open(repo_path)?;
         let (commit, tree) = {
             let c = repo.revparse_single(rev)?.peel_to_commit()?;
