@@ -221,6 +221,18 @@ impl Context<'_> {
         }
     }
 
+    /// Records a deploy that failed: history `deploy … | failed` and a
+    /// DeployFailed notification.
+    pub(crate) fn deploy_failed(&self, stack: &str, env: &str, version: &str, msg: &str) {
+        self.history(stack, env, "deploy", version, "failed", msg);
+        self.emit(Event::DeployFailed {
+            stack: stack.into(),
+            environment: env.into(),
+            version: version.into(),
+            reason: msg.into(),
+        });
+    }
+
     pub(crate) fn emit(&self, e: Event) {
         self.events.emit(e);
     }
@@ -895,13 +907,7 @@ async fn deploy(
     st.record("preflight", t, problems.is_empty(), problems.join("; "));
     if !problems.is_empty() {
         let msg = format!("preflight failed: {}", problems.join("; "));
-        ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
-        ctx.emit(Event::DeployFailed {
-            stack: name.clone(),
-            environment: env.clone(),
-            version: s.version.clone(),
-            reason: msg.clone(),
-        });
+        ctx.deploy_failed(&name, &env, &s.version, &msg);
         return fail(st, Reason::PreflightFailed, msg, prev);
     }
 
@@ -926,13 +932,7 @@ async fn deploy(
                 Err(e) => {
                     st.record("backup", t, false, e.clone());
                     let msg = format!("backup failed: {e}");
-                    ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
-                    ctx.emit(Event::DeployFailed {
-                        stack: name.clone(),
-                        environment: env.clone(),
-                        version: s.version.clone(),
-                        reason: msg.clone(),
-                    });
+                    ctx.deploy_failed(&name, &env, &s.version, &msg);
                     return fail(st, Reason::BackupFailed, msg, prev);
                 }
             }
@@ -963,13 +963,7 @@ async fn deploy(
         Err(e) => {
             st.record("release", t, false, e.to_string());
             let msg = format!("release-create failed: {e}");
-            ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
-            ctx.emit(Event::DeployFailed {
-                stack: name.clone(),
-                environment: env.clone(),
-                version: s.version.clone(),
-                reason: msg.clone(),
-            });
+            ctx.deploy_failed(&name, &env, &s.version, &msg);
             return fail(st, Reason::PreflightFailed, msg, prev);
         }
     };
@@ -981,13 +975,7 @@ async fn deploy(
     {
         st.record("release", t, false, e.to_string());
         let msg = format!("compose config rejected the release: {e}");
-        ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
-        ctx.emit(Event::DeployFailed {
-            stack: name.clone(),
-            environment: env.clone(),
-            version: s.version.clone(),
-            reason: msg.clone(),
-        });
+        ctx.deploy_failed(&name, &env, &s.version, &msg);
         let _ = crate::fsutil::remove_tree(&dir);
         return fail(st, Reason::PreflightFailed, msg, prev);
     }
@@ -1002,13 +990,7 @@ async fn deploy(
         if let Err(e) = ctx.engine.pull(pin, &mut progress).await {
             st.record("pull", t, false, format!("{svc}: {e}"));
             let msg = format!("pull failed: {svc}: {e}");
-            ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
-            ctx.emit(Event::DeployFailed {
-                stack: name.clone(),
-                environment: env.clone(),
-                version: s.version.clone(),
-                reason: msg.clone(),
-            });
+            ctx.deploy_failed(&name, &env, &s.version, &msg);
             let _ = crate::fsutil::remove_tree(&dir);
             return fail(st, Reason::PullFailed, msg, prev);
         }
@@ -1042,13 +1024,7 @@ async fn deploy(
         st.record("switch", t, false, e.to_string());
         let _ = ctx.store.clear_journal(&name);
         let msg = format!("switch failed: {e}");
-        ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
-        ctx.emit(Event::DeployFailed {
-            stack: name.clone(),
-            environment: env.clone(),
-            version: s.version.clone(),
-            reason: msg.clone(),
-        });
+        ctx.deploy_failed(&name, &env, &s.version, &msg);
         return fail(st, Reason::PreflightFailed, msg, prev);
     }
     journal.phase = Phase::Verifying;
@@ -1097,13 +1073,7 @@ async fn deploy(
         let msg = format!(
             "{why}; the Docker engine does not answer: the converge is finished or reverted when it does"
         );
-        ctx.history(&name, &env, "deploy", &s.version, "failed", &msg);
-        ctx.emit(Event::DeployFailed {
-            stack: name.clone(),
-            environment: env.clone(),
-            version: s.version.clone(),
-            reason: msg.clone(),
-        });
+        ctx.deploy_failed(&name, &env, &s.version, &msg);
         return StackResult {
             stack: name.clone(),
             outcome: Outcome::Failed,
