@@ -134,6 +134,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             untrusted: Some(&untrusted),
             break_glass: a.break_glass.as_deref(),
             only: &only,
+            prune: desired.repo.prune,
             ..Default::default()
         };
         let Some(mut item) = plan::plan(&desired, &fps, &observed_map, &local, &opts)

@@ -1,0 +1,196 @@
+//! `stackpin plan` on a real host: every action kind appears with its
+//! reason, and the command changes nothing (the root is hashed before and
+//! after, and the containers are the same).
+
+mod common;
+
+use common::{Fixtures, TestHost};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str, extra: &str) {
+    h.write(
+        format!("stacks/{stack}/stack.yaml"),
+        format!("environment: test\nversion: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\n{extra}smoke:\n  timeout: 6s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\"}}\n"),
+    );
+    h.write(format!("stacks/{stack}/compose.yaml"), "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n    volumes: ['./config/site.conf:/etc/site.conf:ro']\n");
+    h.write(
+        format!("stacks/{stack}/config/site.conf"),
+        format!("version {version}\n"),
+    );
+}
+
+/// sha256 over every path, mode, symlink target and file content under `dir`.
+fn hash_tree(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut paths = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            paths.push((p, m));
+        }
+    }
+    paths.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = Sha256::new();
+    for (p, m) in paths {
+        h.update(p.to_string_lossy().as_bytes());
+        h.update(m.permissions().mode().to_le_bytes());
+        if m.file_type().is_symlink() {
+            h.update(std::fs::read_link(&p).unwrap().to_string_lossy().as_bytes());
+        } else if m.is_file() {
+            h.update(std::fs::read(&p).unwrap());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+#[test]
+fn plan_shows_every_action_and_changes_nothing() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let names = ["same", "bump", "drift", "quar", "held", "gone", "away"].map(|n| h.stack(n));
+    let [same, bump, drift, quar, held, gone, away] = names.clone();
+    let ports: Vec<u16> = names.iter().map(|_| h.free_port()).collect();
+    for (i, s) in names.iter().enumerate() {
+        write_stack(&h, s, &f.v1, ports[i], "v1", "");
+    }
+    h.commit("all on v1");
+    h.cmd(["sync"]).run().ok();
+
+    // Drive each stack into the state that gives its action.
+    write_stack(&h, &quar, &f.broken, ports[3], "bad", "");
+    h.commit("quar: broken");
+    h.cmd(["sync", &quar]).run().code(1); // reverted and quarantined
+    h.cmd(["hold", &held, "--reason", "investigating"])
+        .run()
+        .ok();
+    let id = h.containers(&drift)[0].id.clone();
+    h.docker(["rm", "-f", &id]).run().ok();
+    write_stack(&h, &bump, &f.v2, ports[1], "v2", "");
+    h.remove(format!("stacks/{gone}"));
+    write_stack(&h, &away, &f.v1, ports[6], "v1", "hosts: [another-host]\n");
+    let stg = h.stack("stg");
+    write_stack(
+        &h,
+        &stg,
+        &f.v1,
+        h.free_port(),
+        "v1",
+        "hosts: [another-host]\n",
+    );
+    let gated = h.stack("gated");
+    write_stack(
+        &h,
+        &gated,
+        &f.v3,
+        h.free_port(),
+        "v3",
+        &format!("promote_from: {stg}\n"),
+    );
+    let bad = h.stack("bad");
+    h.write(
+        format!("stacks/{bad}/stack.yaml"),
+        "images: {web: \"app:latest\"}\n",
+    );
+    h.write(
+        format!("stacks/{bad}/compose.yaml"),
+        "services:\n  web: {image: app}\n",
+    );
+    h.commit("every action");
+
+    let before = hash_tree(&h.root());
+    let containers_before: Vec<(String, String)> = names
+        .iter()
+        .flat_map(|s| h.containers(s))
+        .map(|c| (c.id, c.state))
+        .collect();
+
+    let out = h.cmd(["plan", "--json"]).run().ok();
+    let plan: Vec<serde_json::Value> = serde_json::from_str(&out.stdout()).expect("plan --json");
+    let action = |s: &str| -> (String, String, String) {
+        let it = plan
+            .iter()
+            .find(|p| p["stack"] == s)
+            .unwrap_or_else(|| panic!("{s} missing from plan:\n{}", out.stdout()));
+        (
+            it["action"].as_str().unwrap_or("").to_string(),
+            it["why"].as_str().unwrap_or("").to_string(),
+            it["reason"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let cases = [
+        (&same, "noop", "", "is current"),
+        (&bump, "deploy", "", "differs from release"),
+        (&drift, "heal", "", "web: no container"),
+        (&quar, "skip", "quarantined", "quarantined"),
+        (&held, "skip", "held", "investigating"),
+        (&gone, "skip", "orphaned", "prune is off"),
+        (&away, "skip", "not_for_this_host", "another-host"),
+        (&gated, "skip", "blocked", "unverified: web=sha256:"),
+        (&bad, "skip", "invalid", "has errors"),
+    ];
+    for (s, a, why, reason) in cases {
+        let (got_a, got_why, got_reason) = action(s);
+        assert_eq!(
+            (got_a.as_str(), got_why.as_str()),
+            (a, why),
+            "{s}: {got_reason}\n{}",
+            out.stdout()
+        );
+        assert!(
+            got_reason.contains(reason),
+            "{s}: reason {got_reason:?} lacks {reason:?}"
+        );
+    }
+    // The bump shows its image change and a unified diff of the changed file.
+    let bump_plan = plan.iter().find(|p| p["stack"] == bump.as_str()).unwrap();
+    assert!(
+        bump_plan["images"][0]
+            .as_str()
+            .unwrap()
+            .contains("(version v1 → v2)"),
+        "{bump_plan}"
+    );
+    let diffs = bump_plan["files"].to_string();
+    assert!(
+        diffs.contains("-version v1") && diffs.contains("+version v2"),
+        "{diffs}"
+    );
+    // Text output too.
+    h.cmd(["plan", &bump])
+        .run()
+        .ok()
+        .stdout_contains("+version v2")
+        .stdout_contains("image web: sha256:");
+
+    // With prune on, the orphan becomes a removal.
+    h.write("stackpin.yaml", "prune: true\n");
+    h.commit("prune on");
+    let out = h.cmd(["plan", "--json", &gone]).run().ok();
+    assert!(
+        out.stdout().contains("\"action\": \"remove\""),
+        "{}",
+        out.stdout()
+    );
+
+    assert_eq!(
+        hash_tree(&h.root()),
+        before,
+        "plan changed the host root\n{}",
+        h.root_listing()
+    );
+    let containers_after: Vec<(String, String)> = names
+        .iter()
+        .flat_map(|s| h.containers(s))
+        .map(|c| (c.id, c.state))
+        .collect();
+    assert_eq!(
+        containers_after, containers_before,
+        "plan touched containers"
+    );
+}
