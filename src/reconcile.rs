@@ -243,17 +243,43 @@ impl Context<'_> {
     }
 
     pub fn local_record(&self, stack: &str) -> LocalRecord {
-        LocalRecord {
-            quarantined: self
-                .store
-                .quarantine(stack)
-                .ok()
-                .flatten()
-                .map(|q| q.fingerprint),
-            held: self.store.hold(stack).ok().flatten().map(|h| h.reason),
-            verified: self.verified_store(stack),
-        }
+        local_record(&self.layout, &self.store, stack)
     }
+}
+
+/// This host's records about one stack: quarantine, hold, verified entries.
+pub fn local_record(layout: &Layout, store: &LocalStore, stack: &str) -> LocalRecord {
+    LocalRecord {
+        quarantined: store
+            .quarantine(stack)
+            .ok()
+            .flatten()
+            .map(|q| q.fingerprint),
+        held: store.hold(stack).ok().flatten().map(|h| h.reason),
+        verified: read_verified_store(layout, stack),
+    }
+}
+
+/// The local records the plan of one stack needs: its own and, when it has
+/// `promote_from`, its source's (the gate reads the source's verified store).
+pub fn local_records_for(
+    layout: &Layout,
+    desired: &DesiredState,
+    name: &str,
+) -> BTreeMap<String, LocalRecord> {
+    let store = LocalStore::new(&layout.root);
+    std::iter::once(name.to_string())
+        .chain(
+            desired
+                .stacks
+                .get(name)
+                .and_then(|s| s.spec.promote_from.clone()),
+        )
+        .map(|n| {
+            let rec = local_record(layout, &store, &n);
+            (n, rec)
+        })
+        .collect()
 }
 
 /// The host's verified entries for a stack (`releases/verified/<stack>.yaml`);
@@ -565,15 +591,7 @@ pub async fn sync_stack(
     for p in &obs.problems {
         tracing::warn!(stack = name, "{p}");
     }
-    let mut local = BTreeMap::new();
-    local.insert(name.to_string(), ctx.local_record(name));
-    if let Some(src) = desired
-        .stacks
-        .get(name)
-        .and_then(|s| s.spec.promote_from.clone())
-    {
-        local.insert(src.clone(), ctx.local_record(&src));
-    }
+    let local = local_records_for(&ctx.layout, desired, name);
     let mut observed_map = BTreeMap::new();
     observed_map.insert(name.to_string(), obs.for_plan());
     let only = vec![name.to_string()];

@@ -67,18 +67,7 @@ pub async fn collect(
             {
                 fps.insert(name.clone(), r.fingerprint);
             }
-            let local: BTreeMap<String, plan::LocalRecord> = [name.clone()]
-                .into_iter()
-                .chain(
-                    d.stacks
-                        .get(&name)
-                        .and_then(|s| s.spec.promote_from.clone()),
-                )
-                .map(|n| {
-                    let rec = ctx.local_record(&n);
-                    (n, rec)
-                })
-                .collect();
+            let local = reconcile::local_records_for(&ctx.layout, d, &name);
             let only = vec![name.clone()];
             let observed: BTreeMap<String, plan::ObservedStack> =
                 [(name.clone(), obs.for_plan())].into();

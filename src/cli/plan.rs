@@ -12,7 +12,6 @@ use crate::observed;
 use crate::plan::{self, Action, Item};
 use crate::reconcile;
 use crate::release::{self, Layout};
-use crate::state::LocalStore;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -108,24 +107,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         if let Some(Ok(r)) = &rendered {
             fps.insert(name.clone(), r.fingerprint.clone());
         }
-        let store = LocalStore::new(&cfg.root);
-        let local: BTreeMap<String, plan::LocalRecord> = [name.clone()]
-            .into_iter()
-            .chain(
-                desired
-                    .stacks
-                    .get(&name)
-                    .and_then(|s| s.spec.promote_from.clone()),
-            )
-            .map(|n| {
-                let rec = plan::LocalRecord {
-                    quarantined: store.quarantine(&n).ok().flatten().map(|q| q.fingerprint),
-                    held: store.hold(&n).ok().flatten().map(|h| h.reason),
-                    verified: verified_store(&layout, &n),
-                };
-                (n, rec)
-            })
-            .collect();
+        let local = reconcile::local_records_for(&layout, &desired, &name);
         let observed_map: BTreeMap<String, plan::ObservedStack> =
             [(name.clone(), obs.for_plan())].into();
         let only = vec![name.clone()];
@@ -227,8 +209,4 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         }
     }
     Ok(Status::Ok)
-}
-
-fn verified_store(layout: &Layout, stack: &str) -> Vec<crate::desired::spec::VerifiedEntry> {
-    reconcile::read_verified_store(layout, stack)
 }
