@@ -39,7 +39,8 @@ use crate::desired::Stack;
 use crate::desired::spec::Backup;
 use crate::engine::Masker;
 use crate::fsutil;
-use crate::reconcile::Context;
+use crate::history::{Action, Status};
+use crate::host::Host;
 use crate::release;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,24 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Why a backup failed: one line naming the database, its source and
+/// `pg_dump`'s stderr tail, or the file that could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(pub String);
+
+impl From<String> for Error {
+    fn from(s: String) -> Error {
+        Error(s)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(s: &str) -> Error {
+        Error(s.to_string())
+    }
+}
 
 /// Backups kept per stack when `backup.keep` is not set.
 pub const DEFAULT_KEEP: u32 = 10;
@@ -110,7 +129,7 @@ impl Dump {
 /// A database name that cannot be a file name or an argument (empty, `/`,
 /// leading `.` or `-`), or the same database twice (the dumps would share a
 /// file), or an entry with neither or both of `container` and `url_file`.
-pub fn dumps(spec: &Backup) -> Result<Vec<Dump>, String> {
+pub fn dumps(spec: &Backup) -> Result<Vec<Dump>, Error> {
     let mut out: Vec<Dump> = Vec::new();
     for (i, p) in spec.postgres.iter().enumerate() {
         let source = match (&p.container, &p.url_file) {
@@ -122,9 +141,9 @@ pub fn dumps(spec: &Backup) -> Result<Vec<Dump>, String> {
                 url_file: f.clone(),
             },
             _ => {
-                return Err(format!(
+                return Err(Error(format!(
                     "backup.postgres[{i}] needs exactly one of `container` or `url_file`"
-                ));
+                )));
             }
         };
         for db in &p.databases {
@@ -133,14 +152,14 @@ pub fn dumps(spec: &Backup) -> Result<Vec<Dump>, String> {
                 || db.starts_with('-')
                 || db.contains(['/', '\0', '\n'])
             {
-                return Err(format!(
+                return Err(Error(format!(
                     "backup.postgres[{i}]: database name {db:?} cannot be backed up (it names the dump file: no `/`, no leading `.` or `-`)"
-                ));
+                )));
             }
             if out.iter().any(|d| &d.database == db) {
-                return Err(format!(
+                return Err(Error(format!(
                     "backup.postgres[{i}]: database `{db}` is listed twice; its dumps would share {db}.dump"
-                ));
+                )));
             }
             out.push(Dump {
                 database: db.clone(),
@@ -194,15 +213,15 @@ pub struct DbUrl {
 /// `url` (`postgres[ql]://[user[:password]@]host[:port][/db][?params]`) with
 /// its database replaced by `db` and its password taken out. Pure. Errors
 /// never quote the URL (it is a secret).
-pub fn url_for_db(url: &str, db: &str) -> Result<DbUrl, String> {
+pub fn url_for_db(url: &str, db: &str) -> Result<DbUrl, Error> {
     let url = url.trim();
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err("is not a URL (expected postgresql://user:password@host:port)".into());
     };
     if scheme != "postgresql" && scheme != "postgres" {
-        return Err(format!(
+        return Err(Error(format!(
             "has scheme `{scheme}`, expected postgresql:// (or postgres://)"
-        ));
+        )));
     }
     let (before_query, query) = match rest.split_once('?') {
         Some((a, q)) => (a, Some(q)),
@@ -250,7 +269,7 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+fn percent_decode(s: &str) -> Result<String, Error> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -364,9 +383,9 @@ struct Current {
     version: String,
 }
 
-fn current(ctx: &Context<'_>, stack: &str) -> Option<Current> {
-    let id = release::current(&ctx.layout, stack).ok().flatten()?;
-    let dir = ctx.layout.release_dir(stack, &id);
+fn current(host: &Host<'_>, stack: &str) -> Option<Current> {
+    let id = release::current(&host.layout, stack).ok().flatten()?;
+    let dir = host.layout.release_dir(stack, &id);
     let version = release::read_meta(&dir)
         .map(|m| m.version)
         .unwrap_or_else(|_| id.clone());
@@ -386,35 +405,35 @@ fn current(ctx: &Context<'_>, stack: &str) -> Option<Current> {
 /// # Errors
 /// One line naming the database, its source and `pg_dump`'s stderr tail
 /// (non-zero exit or empty output), or the file that could not be written.
-pub async fn run(ctx: &Context<'_>, stack: &Stack, reason: &str) -> Result<BackupReport, String> {
-    let cur = current(ctx, &stack.name);
+pub async fn run(host: &Host<'_>, stack: &Stack, reason: &str) -> Result<BackupReport, Error> {
+    let cur = current(host, &stack.name);
     let version = cur
         .as_ref()
         .map(|c| c.version.clone())
         .unwrap_or_else(|| "-".into());
     let env = stack.environment();
     tracing::info!(stack = %stack.name, reason, "backup started");
-    match take(ctx, stack, reason, cur.as_ref()).await {
+    match take(host, stack, reason, cur.as_ref()).await {
         Ok(r) => {
             tracing::info!(stack = %stack.name, dir = %r.dir.display(), bytes = r.manifest.bytes, "backup complete");
-            ctx.history(
+            let _ = host.record(
                 &stack.name,
                 env,
-                "backup",
+                Action::Backup,
                 &version,
-                "success",
+                Status::Success,
                 &format!("{reason}: {}", r.summary()),
             );
             Ok(r)
         }
         Err(e) => {
             tracing::error!(stack = %stack.name, reason, "backup failed: {e}");
-            ctx.history(
+            let _ = host.record(
                 &stack.name,
                 env,
-                "backup",
+                Action::Backup,
                 &version,
-                "failed",
+                Status::Failed,
                 &format!("{reason}: {e}"),
             );
             Err(e)
@@ -423,11 +442,11 @@ pub async fn run(ctx: &Context<'_>, stack: &Stack, reason: &str) -> Result<Backu
 }
 
 async fn take(
-    ctx: &Context<'_>,
+    host: &Host<'_>,
     stack: &Stack,
     reason: &str,
     cur: Option<&Current>,
-) -> Result<BackupReport, String> {
+) -> Result<BackupReport, Error> {
     let started = Instant::now();
     let spec = stack.spec.backup.as_ref().ok_or_else(|| {
         format!(
@@ -436,7 +455,7 @@ async fn take(
         )
     })?;
     let dumps = dumps(spec)?;
-    let parent = ctx.layout.backups_dir(&stack.name);
+    let parent = host.layout.backups_dir(&stack.name);
     prepare_parent(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     let id = new_id(Utc::now(), |id| {
         fs::symlink_metadata(parent.join(id)).is_ok()
@@ -448,10 +467,10 @@ async fn take(
         .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(DIR_MODE)))
         .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
 
-    let result: Result<Manifest, String> = async {
+    let result: Result<Manifest, Error> = async {
         let mut records = Vec::with_capacity(dumps.len());
         for d in &dumps {
-            records.push(dump_one(ctx, &stack.name, d, &tmp).await?);
+            records.push(dump_one(host, &stack.name, d, &tmp).await?);
         }
         let release_files = match cur {
             Some(c) => {
@@ -468,7 +487,7 @@ async fn take(
             stack: stack.name.clone(),
             environment: stack.environment().to_string(),
             reason: reason.to_string(),
-            host: ctx.host.clone(),
+            host: host.name.clone(),
             id: id.clone(),
             created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             release_id: cur.map(|c| c.id.clone()),
@@ -561,23 +580,18 @@ fn retain(parent: &Path, keep: usize) -> io::Result<Vec<String>> {
     Ok(old)
 }
 
-async fn dump_one(
-    ctx: &Context<'_>,
-    stack: &str,
-    d: &Dump,
-    tmp: &Path,
-) -> Result<DumpRecord, String> {
+async fn dump_one(host: &Host<'_>, stack: &str, d: &Dump, tmp: &Path) -> Result<DumpRecord, Error> {
     let file = tmp.join(d.file_name());
     let t = Instant::now();
     let label = format!("database `{}` ({})", d.database, d.source.describe());
     let (code, bytes, tail) = match &d.source {
         Source::Container { container, user } => {
-            let target = resolve_container(ctx, stack, container).await;
+            let target = resolve_container(host, stack, container).await;
             let cmd: Vec<String> = ["pg_dump", "-Fc", "-U", user, &d.database]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-            ctx.engine
+            host.engine
                 .exec_to_file(&target, &cmd, &[], None, &file)
                 .await
                 .map_err(|e| format!("{label}: {}", e.report()))?
@@ -592,14 +606,14 @@ async fn dump_one(
         // image) on stdout: show it when stderr says nothing.
         if tail.trim().is_empty() && bytes > 0 && bytes <= 4096 {
             let text = fs::read(&file).unwrap_or_default();
-            tail = ctx.engine.mask(&String::from_utf8_lossy(&text));
+            tail = host.engine.mask(&String::from_utf8_lossy(&text));
         }
         let what = if code != 0 {
             format!("pg_dump exited with code {code}")
         } else {
             "pg_dump wrote nothing".to_string()
         };
-        return Err(format!("{label}: {what}{}", tail_suffix(&tail)));
+        return Err(Error(format!("{label}: {what}{}", tail_suffix(&tail))));
     }
     let path = file.clone();
     let sha = tokio::task::spawn_blocking(move || sha256_file(&path))
@@ -646,8 +660,8 @@ fn tail_suffix(tail: &str) -> String {
 /// A service name of the stack resolves to its running container (compose
 /// v1 and v2 name containers differently); anything else is passed to the
 /// engine as a container name or id.
-async fn resolve_container(ctx: &Context<'_>, stack: &str, name: &str) -> String {
-    match ctx.engine.containers(stack).await {
+async fn resolve_container(host: &Host<'_>, stack: &str, name: &str) -> String {
+    match host.engine.containers(stack).await {
         Ok(list) => list
             .iter()
             .filter(|c| c.state == "running")
@@ -661,7 +675,7 @@ async fn resolve_container(ctx: &Context<'_>, stack: &str, name: &str) -> String
 /// Runs the host's `pg_dump -Fc --dbname=<url without password>/<db>` with
 /// stdout going straight into `out`. Returns (exit code, bytes, masked stderr
 /// tail). Errors never contain the URL.
-async fn host_pg_dump(url_file: &str, db: &str, out: &Path) -> Result<(i64, u64, String), String> {
+async fn host_pg_dump(url_file: &str, db: &str, out: &Path) -> Result<(i64, u64, String), Error> {
     let raw = tokio::fs::read_to_string(url_file).await.map_err(|e| {
         format!(
             "url_file {url_file} cannot be read: {e} (create it on this host, mode 0600, holding postgresql://user:password@host:port)"
@@ -669,7 +683,7 @@ async fn host_pg_dump(url_file: &str, db: &str, out: &Path) -> Result<(i64, u64,
     })?;
     let raw = raw.trim();
     if raw.is_empty() {
-        return Err(format!("url_file {url_file} is empty"));
+        return Err(Error(format!("url_file {url_file} is empty")));
     }
     let u = url_for_db(raw, db).map_err(|e| format!("url_file {url_file}: the URL {e}"))?;
     let mut secrets = vec![raw.to_string(), u.url.clone()];
@@ -874,7 +888,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert!(dumps(&spec).unwrap_err().contains("listed twice"));
+        assert!(dumps(&spec).unwrap_err().0.contains("listed twice"));
     }
 
     #[test]
@@ -940,7 +954,7 @@ mod tests {
             "postgresql://u:hunter22%zz@h",
         ] {
             let e = url_for_db(bad, "app").unwrap_err();
-            assert!(!e.contains("hunter22"), "{e}");
+            assert!(!e.0.contains("hunter22"), "{e}");
         }
     }
 

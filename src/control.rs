@@ -4,7 +4,7 @@
 //! executor; with no daemon listening the CLI runs them in-process under the
 //! same per-stack locks.
 
-use crate::reconcile::StackResult;
+use crate::outcome::StackResult;
 use crate::status::StackStatus;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};

@@ -17,16 +17,15 @@
 use crate::config::Config;
 use crate::control::{self, Request, Response};
 use crate::desired::{self, DesiredState, DirTree};
-use crate::engine::Engine;
+use crate::host::{Host, LogReporter, Reporter};
 use crate::metrics::Metrics;
-use crate::reconcile::{
-    self, Context, LogReporter, Outcome, Reporter, StackResult, Stage, SyncOptions,
-};
+use crate::outcome::{Outcome, Stage, StageRecord};
+use crate::reconcile::{self, SyncOptions, SyncReport};
 use crate::release::Layout;
 use crate::server::{self, AppState, Snapshot, Trigger};
 use crate::source::Backoff;
 use crate::source::{self, GitSource, SourceConfig};
-use crate::state::LocalStore;
+use crate::startup::Services;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -110,9 +109,9 @@ struct MetricsReporter {
 }
 
 impl Reporter for MetricsReporter {
-    fn stage(&self, stack: &str, s: &Stage) {
+    fn stage(&self, stack: &str, s: &StageRecord) {
         LogReporter.stage(stack, s);
-        if s.name == "smoke" {
+        if s.name == Stage::Smoke {
             self.metrics.observe_smoke(stack, s.millis as f64 / 1000.0);
         }
     }
@@ -121,7 +120,7 @@ impl Reporter for MetricsReporter {
 struct Daemon {
     cfg: Config,
     opts: Options,
-    engine: Engine,
+    services: Services,
     source: Source,
     snapshot: Arc<RwLock<Snapshot>>,
     metrics: Arc<Metrics>,
@@ -131,8 +130,6 @@ struct Daemon {
     /// while the remote is unreachable).
     last: Option<DesiredState>,
     ready_sent: bool,
-    events: Box<dyn crate::events::EventSink>,
-    trust: std::collections::BTreeMap<String, crate::trust::Policy>,
     /// Publishes verified markers to git after each run (`verified.publish`).
     publisher: Option<crate::publish::Worker>,
 }
@@ -141,19 +138,12 @@ type OpMsg = (Request, oneshot::Sender<Response>);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
-    let engine = Engine::connect(&cfg.compose)
-        .await
-        .context("failed to connect to the Docker engine")?;
-    let source = open_source(&cfg, opts.fetch_timeout)?;
     // A bad notify section fails the start, not the first failure.
-    let events: Box<dyn crate::events::EventSink> =
-        match crate::notify::Notifier::from_config(&cfg, &cfg.host, &cfg.root)? {
-            Some(n) => {
-                tracing::info!("notifications enabled");
-                Box::new(n)
-            }
-            None => Box::new(crate::events::NoEvents),
-        };
+    let services = Services::connect(cfg.clone(), true).await?;
+    if services.notifier.is_some() {
+        tracing::info!("notifications enabled");
+    }
+    let source = open_source(&cfg, opts.fetch_timeout)?;
     let metrics = Arc::new(Metrics::new());
     let snapshot = Arc::new(RwLock::new(Snapshot::default()));
     let (trig_tx, mut trig_rx) = mpsc::channel::<Trigger>(1);
@@ -190,7 +180,6 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         .and_then(|p| spawn_watcher(&p, trig_tx.clone()));
     spawn_watchdog();
 
-    let cfg_for_trust = cfg.clone();
     let publisher = crate::publish::Settings::from_config(&cfg)?.map(|s| {
         tracing::info!(branch = %s.branch, author = %format!("{} <{}>", s.author_name, s.author_email), "publishing verified markers to the desired-state repository");
         crate::publish::Worker::spawn(
@@ -210,14 +199,12 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         ),
         cfg,
         opts,
-        engine,
+        services,
         source,
         snapshot,
         metrics,
         last: None,
         ready_sent: false,
-        events,
-        trust: crate::cli::setup::trust_policies(&cfg_for_trust)?,
         publisher,
     };
     let mut poll = tokio::time::interval(d.opts.poll_interval);
@@ -258,20 +245,9 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
 }
 
 impl Daemon {
-    fn context(&self) -> Context<'_> {
-        Context {
-            layout: Layout {
-                root: self.cfg.root.clone(),
-            },
-            store: LocalStore::new(&self.cfg.root),
-            engine: &self.engine,
-            host: self.cfg.host.clone(),
-            actor: format!("stackpin-daemon@{}", self.cfg.host),
-            min_disk_free_percent: self.cfg.min_disk_free_percent,
-            reporter: &self.reporter,
-            events: self.events.as_ref(),
-            trust: &self.trust,
-        }
+    fn host(&self) -> Host<'_> {
+        self.services
+            .host(&self.reporter, format!("stackpin-daemon@{}", self.cfg.host))
     }
 
     /// Fetches and loads the desired state. On failure the host is left as
@@ -358,10 +334,11 @@ impl Daemon {
                 return Some(delay);
             }
         };
-        let results = self.converge(&desired, opts).await;
-        let result = if results.iter().any(|r| r.outcome.is_failure()) {
+        let report = self.converge(&desired, opts).await;
+        let result = if report.any_failure() {
             "failed"
-        } else if results
+        } else if report
+            .results
             .iter()
             .all(|r| r.outcome == Outcome::Unchanged || r.outcome == Outcome::Skipped)
         {
@@ -373,11 +350,10 @@ impl Daemon {
         None
     }
 
-    async fn converge(&self, desired: &DesiredState, mut opts: SyncOptions) -> Vec<StackResult> {
-        opts.prune = desired.repo.prune;
+    async fn converge(&self, desired: &DesiredState, mut opts: SyncOptions) -> SyncReport {
         opts.concurrency = self.opts.concurrency;
-        let ctx = self.context();
-        let results = reconcile::sync(&ctx, desired, &opts).await;
+        let host = self.host();
+        let report = reconcile::sync(&host, desired, &opts).await;
         // Off the converge path: the worker publishes on its own thread, and
         // whatever fails stays pending for the next run.
         if let Some(p) = &self.publisher
@@ -385,7 +361,7 @@ impl Daemon {
         {
             p.kick();
         }
-        for r in &results {
+        for r in &report.results {
             let secs: f64 = r.stages.iter().map(|s| s.millis as f64 / 1000.0).sum();
             if !r.stages.is_empty() {
                 self.metrics.observe_converge(&r.stack, secs);
@@ -401,22 +377,35 @@ impl Daemon {
                 tracing::info!(stack = %r.stack, outcome = ?r.outcome, reason = ?r.reason, version = ?r.version, "{}", r.message);
             }
         }
-        self.publish(desired).await;
-        results
+        if !opts.dry_run {
+            self.publish(desired, &report);
+        }
+        report
     }
 
-    async fn publish(&self, desired: &DesiredState) {
-        let ctx = self.context();
-        let rows = crate::status::collect(&ctx, Some(desired), &[]).await;
+    /// Publishes the run's own plan and results as status and metrics (no
+    /// second plan). A run limited to some stacks updates only their rows.
+    fn publish(&self, desired: &DesiredState, report: &SyncReport) {
+        let host = self.host();
+        let fresh = crate::status::after_run(&host, desired, report);
+        let mut snap = self.snapshot.write().unwrap();
+        let mut rows: Vec<crate::status::StackStatus> = snap
+            .stacks
+            .iter()
+            .filter(|r| !fresh.iter().any(|f| f.stack == r.stack))
+            .cloned()
+            .collect();
+        rows.extend(fresh);
+        rows.sort_by(|a, b| a.stack.cmp(&b.stack));
         let (mut q, mut h, mut b) = (0, 0, 0);
         for r in &rows {
-            self.metrics.set_stack_state(&r.stack, &r.state);
+            self.metrics.set_stack_state(&r.stack, r.state);
             q += r.quarantined as i64;
             h += r.held as i64;
-            b += (r.state == "Blocked") as i64;
+            b += (r.state == crate::outcome::State::Blocked) as i64;
         }
         self.metrics.set_counts(q, h, b);
-        self.snapshot.write().unwrap().stacks = rows;
+        snap.stacks = rows;
     }
 
     /// An operator request from the control socket, run in this executor.
@@ -449,7 +438,7 @@ impl Daemon {
                         }
                     },
                 };
-                let results = self
+                let report = self
                     .converge(
                         &desired,
                         SyncOptions {
@@ -463,13 +452,13 @@ impl Daemon {
                     .await;
                 Response {
                     ok: true,
-                    results,
+                    results: report.results,
                     ..Default::default()
                 }
             }
             Request::Status { stacks, .. } => {
-                let ctx = self.context();
-                let status = crate::status::collect(&ctx, self.last.as_ref(), &stacks).await;
+                let host = self.host();
+                let status = crate::status::collect(&host, self.last.as_ref(), &stacks).await;
                 Response {
                     ok: true,
                     status,
@@ -477,8 +466,8 @@ impl Daemon {
                 }
             }
             Request::Hold { stack, reason, .. } => {
-                let ctx = self.context();
-                match reconcile::hold_stack(&ctx, &stack, &reason, None) {
+                let host = self.host();
+                match reconcile::hold_stack(&host, &stack, &reason, None) {
                     Ok(m) => Response {
                         ok: true,
                         message: Some(m),
@@ -491,8 +480,8 @@ impl Daemon {
                 }
             }
             Request::Resume { stack, .. } => {
-                let ctx = self.context();
-                match reconcile::resume_stack(&ctx, &stack) {
+                let host = self.host();
+                match reconcile::resume_stack(&host, &stack) {
                     Ok(m) => Response {
                         ok: true,
                         message: Some(m),
@@ -505,8 +494,8 @@ impl Daemon {
                 }
             }
             Request::Rollback { stack, target, .. } => {
-                let ctx = self.context();
-                match crate::rollback::rollback(&ctx, &stack, &target).await {
+                let host = self.host();
+                match crate::rollback::rollback(&host, &stack, &target).await {
                     Ok(r) => Response {
                         ok: !r.outcome.is_failure(),
                         message: Some(r.message.clone()),

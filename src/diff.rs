@@ -2,6 +2,7 @@
 //! unified diff per file (secret values in `.env` masked) and the image
 //! changes. Pure: the caller reads both trees.
 
+use crate::desired::image::ImageRef;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,8 +25,8 @@ pub struct FileDiff {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ImageChange {
     pub service: String,
-    pub old: Option<String>,
-    pub new: Option<String>,
+    pub old: Option<ImageRef>,
+    pub new: Option<ImageRef>,
 }
 
 /// Files that describe the release itself rather than its content.
@@ -100,13 +101,13 @@ pub fn mask_env(text: &str, public: &BTreeSet<String>) -> String {
 
 /// Image changes between the current release's images and the desired pins.
 pub fn image_changes(
-    old: &BTreeMap<String, String>,
-    new: &BTreeMap<String, String>,
+    old: &BTreeMap<String, ImageRef>,
+    new: &BTreeMap<String, ImageRef>,
 ) -> Vec<ImageChange> {
     let services: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     services
         .into_iter()
-        .filter(|s| old.get(*s) != new.get(*s))
+        .filter(|s| old.get(*s).map(ImageRef::pinned) != new.get(*s).map(ImageRef::pinned))
         .map(|s| ImageChange {
             service: s.clone(),
             old: old.get(s).cloned(),
@@ -115,9 +116,9 @@ pub fn image_changes(
         .collect()
 }
 
-fn short(r: &str) -> String {
-    match r.split_once("@sha256:") {
-        Some((_, h)) => format!("sha256:{}", &h[..12.min(h.len())]),
+fn short(r: &ImageRef) -> String {
+    match r.digest_hex() {
+        Some(h) => format!("sha256:{}", &h[..12.min(h.len())]),
         None => r.to_string(),
     }
 }
@@ -129,11 +130,11 @@ impl ImageChange {
             "{}: {} → {} (version {} → {})",
             self.service,
             self.old
-                .as_deref()
+                .as_ref()
                 .map(short)
                 .unwrap_or_else(|| "(none)".into()),
             self.new
-                .as_deref()
+                .as_ref()
                 .map(short)
                 .unwrap_or_else(|| "(removed)".into()),
             old_version.unwrap_or("-"),
@@ -196,14 +197,14 @@ mod tests {
 
     #[test]
     fn image_changes_describe_digests_and_versions() {
-        let d1 = format!("app@sha256:{}", "1".repeat(64));
-        let d2 = format!("app@sha256:{}", "2".repeat(64));
-        let old: BTreeMap<String, String> = [
+        let d1 = ImageRef::parse(&format!("app@sha256:{}", "1".repeat(64))).unwrap();
+        let d2 = ImageRef::parse(&format!("app@sha256:{}", "2".repeat(64))).unwrap();
+        let old: BTreeMap<String, ImageRef> = [
             ("web".to_string(), d1.clone()),
             ("db".to_string(), d1.clone()),
         ]
         .into();
-        let new: BTreeMap<String, String> =
+        let new: BTreeMap<String, ImageRef> =
             [("web".to_string(), d2), ("db".to_string(), d1)].into();
         let c = image_changes(&old, &new);
         assert_eq!(c.len(), 1);

@@ -11,6 +11,9 @@ use crate::desired::spec::VerifiedEntry;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
+/// How a break-glass deploy is marked in history notes (the runbooks' form).
+pub const BREAK_GLASS_PREFIX: &str = "BREAK_GLASS: ";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
@@ -41,7 +44,7 @@ impl Verdict {
         match self {
             Verdict::NotGated => "not gated".into(),
             Verdict::Pass { source, version } => format!("verified in {source} as {version}"),
-            Verdict::BreakGlass { reason, .. } => format!("BREAK_GLASS: {reason}"),
+            Verdict::BreakGlass { reason, .. } => format!("{BREAK_GLASS_PREFIX}{reason}"),
             Verdict::Refused { missing, .. } => format!("unverified: {}", missing.join(", ")),
         }
     }

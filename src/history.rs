@@ -26,7 +26,7 @@ use std::path::Path;
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// What happened (the fourth field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
     Deploy,
     Rollback,
@@ -37,6 +37,8 @@ pub enum Action {
     Resume,
     Prune,
     Backup,
+    /// A word stackpin does not write (older, hand-written logs), kept as is.
+    Other(String),
 }
 
 impl Action {
@@ -52,7 +54,7 @@ impl Action {
         Action::Backup,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Action::Deploy => "deploy",
             Action::Rollback => "rollback",
@@ -63,11 +65,16 @@ impl Action {
             Action::Resume => "resume",
             Action::Prune => "prune",
             Action::Backup => "backup",
+            Action::Other(w) => w,
         }
     }
 
-    pub fn from_word(s: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    /// The action a word names; an unknown word is [`Action::Other`].
+    pub fn from_word(s: &str) -> Action {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .unwrap_or_else(|| Action::Other(s.to_string()))
     }
 }
 
@@ -78,26 +85,67 @@ impl fmt::Display for Action {
 }
 
 /// How it ended (the sixth field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Status {
     Success,
     Failed,
     Refused,
+    /// A word stackpin does not write (`fail` in old logs), kept as is.
+    Other(String),
 }
 
 impl Status {
     pub const ALL: [Status; 3] = [Status::Success, Status::Failed, Status::Refused];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Status::Success => "success",
             Status::Failed => "failed",
             Status::Refused => "refused",
+            Status::Other(w) => w,
         }
     }
 
-    pub fn from_word(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|a| a.as_str() == s)
+    /// The status a word names; an unknown word is [`Status::Other`].
+    pub fn from_word(s: &str) -> Status {
+        Status::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .unwrap_or_else(|| Status::Other(s.to_string()))
+    }
+
+    /// `success` or `failed`.
+    pub fn of(ok: bool) -> Status {
+        if ok { Status::Success } else { Status::Failed }
+    }
+}
+
+macro_rules! serde_as_word {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok(<$t>::from_word(&String::deserialize(d)?))
+            }
+        }
+    };
+}
+serde_as_word!(Action);
+serde_as_word!(Status);
+
+impl From<&str> for Action {
+    fn from(s: &str) -> Action {
+        Action::from_word(s)
+    }
+}
+
+impl From<&str> for Status {
+    fn from(s: &str) -> Status {
+        Status::from_word(s)
     }
 }
 
@@ -114,9 +162,9 @@ pub struct Entry {
     pub time: NaiveDateTime,
     pub stack: String,
     pub env: String,
-    pub action: String,
+    pub action: Action,
     pub version: String,
-    pub status: String,
+    pub status: Status,
     pub notes: String,
 }
 
@@ -147,15 +195,15 @@ impl Entry {
             time: time.with_nanosecond(0).unwrap_or(time),
             stack: stack.to_string(),
             env: env.to_string(),
-            action: action.as_str().to_string(),
+            action,
             version: version.to_string(),
-            status: status.as_str().to_string(),
+            status,
             notes: notes.into(),
         }
     }
 
     pub fn is(&self, action: Action, status: Status) -> bool {
-        self.action == action.as_str() && self.status == status.as_str()
+        self.action == action && self.status == status
     }
 
     /// The line, without the trailing newline. Sub-second precision of
@@ -163,11 +211,11 @@ impl Entry {
     pub fn format(&self) -> String {
         let mut out = self.time.format(TIME_FORMAT).to_string();
         for f in [
-            &self.stack,
+            self.stack.as_str(),
             &self.env,
-            &self.action,
+            self.action.as_str(),
             &self.version,
-            &self.status,
+            self.status.as_str(),
         ] {
             out.push_str(" | ");
             out.push_str(&escape(f));
@@ -206,9 +254,9 @@ impl Entry {
             time,
             stack: field(1, "stack", true)?,
             env: field(2, "environment", false)?,
-            action: field(3, "action", true)?,
+            action: Action::from_word(&field(3, "action", true)?),
             version: field(4, "version", false)?,
-            status: field(5, "status", true)?,
+            status: Status::from_word(&field(5, "status", true)?),
             notes,
         })
     }
@@ -351,7 +399,7 @@ impl History {
         self.entries
             .iter()
             .rev()
-            .find(|e| e.stack == stack && e.is(action, Status::Success))
+            .find(|e| e.stack == stack && e.is(action.clone(), Status::Success))
     }
 }
 
@@ -382,9 +430,9 @@ mod tests {
             time: t(10, 0, 0),
             stack: "odoo18-prod".into(),
             env: "production".into(),
-            action: "deploy".into(),
+            action: Action::Deploy,
             version: "sha-19b9b98".into(),
-            status: "success".into(),
+            status: Status::Success,
             notes: notes.into(),
         }
     }
@@ -415,7 +463,7 @@ mod tests {
         assert_eq!(h.entries.len(), 3);
         assert_eq!(h.entries[0].notes, "");
         assert_eq!(h.entries[0].env, "prod");
-        assert_eq!(h.entries[1].action, "rollback");
+        assert_eq!(h.entries[1].action, Action::Rollback);
         assert_eq!(h.entries[1].version, "sha-4b1ce21");
         assert_eq!(h.entries[1].notes, "smoke failed");
         assert_eq!(
@@ -481,9 +529,9 @@ mod tests {
                 time: t(23, 59, 59),
                 stack: format!("s{}", gen_field(0)),
                 env: gen_field(0),
-                action: format!("{}x", gen_field(0)),
+                action: Action::from_word(&format!("{}x", gen_field(0))),
                 version: gen_field(0),
-                status: gen_field(1).replace(' ', "_") + "!",
+                status: Status::from_word(&(gen_field(1).replace(' ', "_") + "!")),
                 notes: gen_field(0),
             };
             let line = e.format();
@@ -501,7 +549,7 @@ mod tests {
         let mut a = entry("first | one");
         append(&p, &a).unwrap();
         a.time = t(11, 0, 0);
-        a.action = Action::Rollback.to_string();
+        a.action = Action::Rollback;
         a.version = "sha-old".into();
         append(&p, &a).unwrap();
         let mut other = entry("x\ny");

@@ -7,13 +7,13 @@
 //! never blocks on the scrape for longer than an atomic update or a map
 //! insert. The exposition is OpenMetrics text ([`CONTENT_TYPE`]).
 
+use crate::outcome::State;
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -45,9 +45,6 @@ pub struct Metrics {
     fetch_errors: Counter,
     last_fetch: Gauge,
     webhooks: Family<Labels, Counter>,
-    /// Per stack, a state outside `status::STATES` that was last set, so the
-    /// next call can drop its series instead of leaving it at 1.
-    odd_states: Mutex<HashMap<String, String>>,
 }
 
 impl Default for Metrics {
@@ -72,7 +69,6 @@ impl Metrics {
             fetch_errors: Counter::default(),
             last_fetch: Gauge::default(),
             webhooks: Family::default(),
-            odd_states: Mutex::new(HashMap::new()),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -149,30 +145,12 @@ impl Metrics {
     }
 
     /// Sets `stackpin_stack_state{stack,state}` to 1 for `state` and to 0 for
-    /// every other state of [`crate::status::STATES`]. Idempotent. A state
-    /// outside that list gets its own series, dropped again when the stack
-    /// leaves it.
-    pub fn set_stack_state(&self, stack: &str, state: &str) {
-        for s in crate::status::STATES {
+    /// every other [`State`]. Idempotent.
+    pub fn set_stack_state(&self, stack: &str, state: State) {
+        for s in State::ALL {
             self.stack_state
-                .get_or_create(&labels([("stack", stack), ("state", s)]))
-                .set(i64::from(*s == state));
-        }
-        let mut odd = self
-            .odd_states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(prev) = odd.remove(stack)
-            && prev != state
-        {
-            self.stack_state
-                .remove(&labels([("stack", stack), ("state", &prev)]));
-        }
-        if !crate::status::STATES.contains(&state) {
-            self.stack_state
-                .get_or_create(&labels([("stack", stack), ("state", state)]))
-                .set(1);
-            odd.insert(stack.to_string(), state.to_string());
+                .get_or_create(&labels([("stack", stack), ("state", s.as_str())]))
+                .set(i64::from(s == state));
         }
     }
 
@@ -189,14 +167,9 @@ impl Metrics {
         self.converge.remove(&one);
         self.smoke.remove(&one);
         self.last_success.remove(&one);
-        let prev = self
-            .odd_states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(stack);
-        for s in crate::status::STATES.iter().copied().chain(prev.as_deref()) {
+        for s in State::ALL {
             self.stack_state
-                .remove(&labels([("stack", stack), ("state", s)]));
+                .remove(&labels([("stack", stack), ("state", s.as_str())]));
         }
     }
 
@@ -277,7 +250,7 @@ mod tests {
         m.record_run("failed");
         m.observe_converge("web", 3.0);
         m.observe_smoke("web", 0.2);
-        m.set_stack_state("web", "Converged");
+        m.set_stack_state("web", State::Converged);
         m.set_last_success("web", 1_700_000_000);
         m.set_counts(1, 2, 3);
         m.fetch_error();
@@ -339,8 +312,7 @@ mod tests {
     #[test]
     fn stack_state_is_one_hot() {
         let m = Metrics::new();
-        m.set_stack_state("web", "Converged");
-        m.set_stack_state("web", "Weird");
+        m.set_stack_state("web", State::Converged);
         let t = m.encode();
         let ones: Vec<&str> = t
             .lines()
@@ -348,11 +320,10 @@ mod tests {
             .collect();
         assert_eq!(
             ones,
-            ["stackpin_stack_state{stack=\"web\",state=\"Weird\"} 1"]
+            ["stackpin_stack_state{stack=\"web\",state=\"Converged\"} 1"]
         );
-        m.set_stack_state("web", "Held");
+        m.set_stack_state("web", State::Held);
         let t = m.encode();
-        assert!(!t.contains("Weird"), "{t}");
         assert_eq!(
             t.lines()
                 .filter(|l| l.starts_with("stackpin_stack_state{") && l.ends_with(" 1"))

@@ -392,7 +392,7 @@ impl Notifier {
     /// # Errors
     /// A URL file that cannot be read or holds no http(s) URL (the error
     /// names the file, not its content); no current tokio runtime.
-    pub fn from_config(cfg: &Config, host: &str, root: &Path) -> anyhow::Result<Option<Notifier>> {
+    pub fn from_config(cfg: &Config, host: &str, root: &Path) -> Result<Option<Notifier>, Error> {
         let Some(n) = &cfg.file.notify else {
             return Ok(None);
         };

@@ -100,7 +100,7 @@ pub fn observe_files(layout: &Layout, stack: &str) -> StackObservation {
 }
 
 /// Reads the files and the containers of one stack.
-pub async fn observe(layout: &Layout, engine: &Engine, stack: &str) -> StackObservation {
+pub async fn observe(layout: &Layout, engine: &dyn Engine, stack: &str) -> StackObservation {
     let mut o = observe_files(layout, stack);
     match engine.containers(stack).await {
         Ok(c) => o.containers = c,

@@ -159,8 +159,9 @@ pub fn render(
 
     // Counts per state, in the order of SPEC §6.
     h.push_str("<div class=\"counts\" id=\"counts\">");
-    for s in crate::status::STATES {
-        let n = snap.stacks.iter().filter(|r| r.state == *s).count();
+    for st in crate::outcome::State::ALL {
+        let n = snap.stacks.iter().filter(|r| r.state == st).count();
+        let s = st.as_str();
         if n > 0 {
             let _ = write!(
                 h,
@@ -212,10 +213,10 @@ pub fn render(
                 e.time.format(crate::history::TIME_FORMAT),
                 escape(&e.stack),
                 escape(&e.env),
-                escape(&e.action),
+                escape(e.action.as_str()),
                 escape(&e.version),
-                status_class(&e.status),
-                escape(&e.status),
+                status_class(e.status.as_str()),
+                escape(e.status.as_str()),
                 escape(&e.notes),
             );
         }
@@ -248,8 +249,8 @@ fn stack_row(h: &mut String, r: &StackStatus) {
          <td><span class=\"state {class}\">{state}</span></td><td>{version}</td><td>{digest}</td>\
          <td class=\"nowrap\">{release}</td><td>{last}</td><td class=\"reason\">{badges}{reason}</td></tr>",
         stack = escape(&r.stack),
-        state = escape(&r.state),
-        class = state_class(&r.state),
+        state = escape(r.state.as_str()),
+        class = state_class(r.state.as_str()),
         version = opt(&r.version, "mono"),
         digest = opt(&r.digest, "mono"),
         release = opt(&r.release, "mono"),
@@ -315,7 +316,7 @@ mod tests {
         let snap = Snapshot {
             stacks: vec![StackStatus {
                 stack: "<img src=x onerror=alert(1)>".into(),
-                state: "Weird\"><b>".into(),
+                state: crate::outcome::State::Failed,
                 version: Some("v1".into()),
                 release: None,
                 digest: None,
@@ -330,7 +331,6 @@ mod tests {
         assert!(!h.contains("<img src=x"), "{h}");
         assert!(!h.contains("<b>") && !h.contains("<i>"));
         assert!(h.contains("&lt;img src=x onerror=alert(1)&gt;"));
-        assert!(h.contains("class=\"state st-unknown\""));
         assert!(h.contains("<span class=\"badge held\">held</span>"));
         assert!(h.contains("http-equiv=\"refresh\" content=\"10\""));
         assert!(h.contains("No deploys recorded yet."));

@@ -4,6 +4,7 @@
 //! construction and the table tests below cover every branch.
 
 use crate::desired::DesiredState;
+use crate::desired::image::ImageRef;
 use crate::desired::spec::VerifiedEntry;
 use crate::gate::{self, Verdict};
 use serde::Serialize;
@@ -16,8 +17,8 @@ pub struct ObservedStack {
     pub release: Option<String>,
     /// Fingerprint recorded in that release's release.json.
     pub fingerprint: Option<String>,
-    /// service -> pinned reference of that release (from release.json).
-    pub images: BTreeMap<String, String>,
+    /// service -> pin of that release (from release.json).
+    pub images: BTreeMap<String, ImageRef>,
     pub containers: Vec<ObservedContainer>,
 }
 
@@ -63,6 +64,8 @@ pub enum Skip {
     Invalid,
     /// The promotion gate refused the pins.
     Blocked,
+    /// The desired commit does not satisfy the signature policy.
+    Untrusted,
     /// Running but no longer desired, and prune is off: only reported.
     Orphaned,
 }
@@ -161,7 +164,7 @@ pub fn plan(
             continue;
         }
         if let Some(why) = opts.untrusted.and_then(|u| u.get(stack.environment())) {
-            let (a, r, v) = wait(Skip::Blocked, why.clone(), None);
+            let (a, r, v) = wait(Skip::Untrusted, why.clone(), None);
             items.push(item(a, r, v));
             continue;
         }
@@ -271,13 +274,7 @@ pub fn plan(
 
 /// Why the running containers differ from the desired release, if they do.
 fn drift(stack: &crate::desired::Stack, obs: &ObservedStack) -> Option<String> {
-    drift_from(
-        stack
-            .pins
-            .iter()
-            .map(|(svc, pin)| (svc.as_str(), pin.digest_hex().unwrap_or_default())),
-        obs,
-    )
+    drift_from(stack.pins.iter(), obs)
 }
 
 /// Why the running containers differ from the release the host runs (its
@@ -287,32 +284,27 @@ fn current_drift(obs: &ObservedStack) -> Option<String> {
     if obs.release.is_none() || obs.images.is_empty() {
         return None;
     }
-    drift_from(
-        obs.images.iter().map(|(svc, r)| {
-            (
-                svc.as_str(),
-                r.split_once("@sha256:").map(|x| x.1).unwrap_or(r.as_str()),
-            )
-        }),
-        obs,
-    )
+    drift_from(obs.images.iter(), obs)
 }
 
 fn drift_from<'a>(
-    pins: impl Iterator<Item = (&'a str, &'a str)>,
+    pins: impl Iterator<Item = (&'a String, &'a ImageRef)>,
     obs: &ObservedStack,
 ) -> Option<String> {
     let mut problems = Vec::new();
-    for (svc, hex) in pins {
-        let ours: Vec<&ObservedContainer> =
-            obs.containers.iter().filter(|c| c.service == svc).collect();
+    for (svc, pin) in pins {
+        let ours: Vec<&ObservedContainer> = obs
+            .containers
+            .iter()
+            .filter(|c| &c.service == svc)
+            .collect();
         if ours.is_empty() {
             problems.push(format!("{svc}: no container"));
         } else if ours.iter().any(|c| !c.running) {
             problems.push(format!("{svc}: not running"));
         } else if !ours
             .iter()
-            .all(|c| c.images.iter().any(|i| i.contains(hex)))
+            .all(|c| c.images.iter().any(|i| pin.same_digest(i)))
         {
             problems.push(format!("{svc}: runs another image"));
         }
@@ -357,7 +349,11 @@ mod tests {
         ObservedStack {
             release: Some("v1__20260101T000000Z".into()),
             fingerprint: Some("fp-a".into()),
-            images: [("web".to_string(), format!("app@sha256:{digest}"))].into(),
+            images: [(
+                "web".to_string(),
+                ImageRef::parse(&format!("app@sha256:{digest}")).unwrap(),
+            )]
+            .into(),
             containers: vec![ObservedContainer {
                 service: "web".into(),
                 running: true,
@@ -684,7 +680,12 @@ mod tests {
             },
         );
         let by: BTreeMap<&str, &Item> = p.items.iter().map(|i| (i.stack.as_str(), i)).collect();
-        assert_eq!(by["a"].action, Action::Skip { why: Skip::Blocked });
+        assert_eq!(
+            by["a"].action,
+            Action::Skip {
+                why: Skip::Untrusted
+            }
+        );
         assert_eq!(
             by["a"].reason,
             "untrusted commit 0123456789ab: unsigned commit"

@@ -11,6 +11,7 @@
 //! points at such a directory.
 
 use crate::desired::Stack;
+use crate::desired::image::ImageRef;
 use crate::fsutil;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeDelta, Timelike, Utc};
 use indexmap::IndexMap;
@@ -202,11 +203,19 @@ pub struct ReleaseMeta {
     pub environment: String,
     pub fingerprint: String,
     pub commit: Option<String>,
-    /// service -> pinned reference (`repo@sha256:…`).
-    pub images: BTreeMap<String, String>,
+    /// service -> pinned reference, as fields (older releases hold
+    /// `repo@sha256:…` strings, which read the same).
+    pub images: BTreeMap<String, ImageRef>,
     pub compose_files: Vec<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// The stack's `marks_verified` when the release was made: recording
+    /// it (also after a crash) marks it verified.
+    #[serde(default)]
+    pub marks_verified: bool,
+    /// The stack's `keep_releases` when the release was made (retention).
+    #[serde(default)]
+    pub keep_releases: Option<u32>,
 }
 
 impl ReleaseMeta {
@@ -223,9 +232,15 @@ impl ReleaseMeta {
             environment: stack.environment().to_string(),
             fingerprint: rendered.fingerprint.clone(),
             commit: rendered.commit.clone(),
-            images: pinned_images(stack).into_iter().collect(),
+            images: stack
+                .pins
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             compose_files: rendered.compose_files.clone(),
             created_at: created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            marks_verified: stack.spec.marks_verified,
+            keep_releases: Some(stack.keep_releases),
         }
     }
 }
@@ -1006,6 +1021,36 @@ pub struct ImageRecord {
     pub digest: String,
 }
 
+impl From<&ImageRef> for ImageRecord {
+    fn from(r: &ImageRef) -> ImageRecord {
+        ImageRecord {
+            pinned: r.pinned().unwrap_or_else(|| r.to_string()),
+            digest: r.digest.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl CurrentRecord {
+    /// What runs once `meta`'s release is up, deployed now by `actor`.
+    pub fn of(meta: &ReleaseMeta, actor: &str) -> CurrentRecord {
+        CurrentRecord {
+            stack: meta.stack.clone(),
+            release_id: meta.release_id.clone(),
+            version: meta.version.clone(),
+            environment: meta.environment.clone(),
+            commit: meta.commit.clone(),
+            images: meta
+                .images
+                .iter()
+                .map(|(k, v)| (k.clone(), ImageRecord::from(v)))
+                .collect(),
+            fingerprint: meta.fingerprint.clone(),
+            deployed_at: crate::host::now_rfc3339(),
+            actor: actor.to_string(),
+        }
+    }
+}
+
 /// `<root>/releases/current/<stack>.json`: what runs, for people and tools.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentRecord {
@@ -1341,7 +1386,10 @@ mod tests {
         assert_eq!(meta.release_id, id);
         assert_eq!(meta.commit.as_deref(), Some("abc123"));
         assert_eq!(meta.environment, "staging");
-        assert_eq!(meta.images["web"], format!("ghcr.io/acme/odoo18@{D1}"));
+        assert_eq!(
+            meta.images["web"].pinned().unwrap(),
+            format!("ghcr.io/acme/odoo18@{D1}")
+        );
         assert_eq!(meta.created_at, "2026-01-30T10:00:00Z");
         let env = fs::read_to_string(dir.join(".env")).unwrap();
         assert!(env.contains("COMPOSE_PROJECT_NAME=odoo18-staging\n"));

@@ -5,17 +5,18 @@
 //! [`releases`] reads what the host keeps (release directories, the history,
 //! the quarantine and the verified marker) into [`ReleaseRow`]s; [`select`]
 //! is the pure choice of the target among them; [`rollback`] executes it
-//! through the converge pipeline's own stages: journal → pull → switch → up
-//! → smoke → record and hold, or revert to the release it came from.
+//! through the one converge pipeline (`Op::Rollback`: pull → journal →
+//! switch → up → smoke → record and hold, or revert to the release it came
+//! from).
 
-use crate::desired::image::ImageRef;
-use crate::history::{self, Entry};
-use crate::reconcile::{self, Context, Outcome, Reason, StackResult, Stages};
+use crate::history::{self, Action, Entry, Status};
+use crate::host::Host;
+use crate::outcome::StackResult;
+use crate::reconcile::{self, Op, Switch};
 use crate::release::{self, Layout, ReleaseInfo};
-use crate::state::{JOURNAL_FORMAT, Journal, LocalStore, Phase, StackLock};
+use crate::state::LocalStore;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 
 /// Which release to go back to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,14 +276,14 @@ fn history_outcome<'a>(
         if created.is_some_and(|c| e.time < c) || until.is_some_and(|u| e.time >= u) {
             continue;
         }
-        let ok = e.status == "success";
-        let o = match (e.action.as_str(), ok) {
-            ("deploy", true) => HistoryOutcome::Deployed,
-            ("deploy", false) => HistoryOutcome::Failed,
-            ("rollback", true) => HistoryOutcome::RolledBackTo,
-            ("rollback", false) => HistoryOutcome::RollbackFailed,
-            ("manual-rollback", true) => HistoryOutcome::ManualRollback,
-            ("manual-rollback", false) => HistoryOutcome::ManualRollbackFailed,
+        let ok = e.status == Status::Success;
+        let o = match (&e.action, ok) {
+            (Action::Deploy, true) => HistoryOutcome::Deployed,
+            (Action::Deploy, false) => HistoryOutcome::Failed,
+            (Action::Rollback, true) => HistoryOutcome::RolledBackTo,
+            (Action::Rollback, false) => HistoryOutcome::RollbackFailed,
+            (Action::ManualRollback, true) => HistoryOutcome::ManualRollback,
+            (Action::ManualRollback, false) => HistoryOutcome::ManualRollbackFailed,
             _ => continue,
         };
         succeeded |= ok;
@@ -379,26 +380,6 @@ pub fn releases(
     ))
 }
 
-async fn lock(ctx: &Context<'_>, stack: &str) -> Result<StackLock, Error> {
-    let err = |source| Error::Lock {
-        stack: stack.into(),
-        source,
-    };
-    if let Some(l) = ctx.store.try_lock(stack).map_err(err)? {
-        return Ok(l);
-    }
-    tracing::info!(
-        stack,
-        "another stackpin process is converging this stack; waiting for its lock"
-    );
-    let store = LocalStore::new(&ctx.layout.root);
-    let s = stack.to_string();
-    tokio::task::spawn_blocking(move || store.lock(&s))
-        .await
-        .map_err(|e| err(std::io::Error::other(e)))?
-        .map_err(err)
-}
-
 /// Rolls `stack` back to the release `target` selects and holds it there.
 ///
 /// # Guarantees
@@ -409,24 +390,24 @@ async fn lock(ctx: &Context<'_>, stack: &str) -> Result<StackLock, Error> {
 /// `current/<stack>.json` describes the target, the history gets
 /// `manual-rollback | <version> | success | from <old version>` and the stack
 /// is held (`manual rollback to <version>`). When the target fails its own
-/// smoke, the release it came from is switched back, brought up and smoked
-/// (`reconcile::revert`), the history gets `manual-rollback … | failed` and
-/// the stack is not held.
+/// smoke, the release it came from is switched back, brought up and smoked,
+/// the history gets `manual-rollback … | failed` and the stack is not held.
 ///
 /// # Errors
 /// [`Error`] when nothing was done: no such release, lock or read failures.
 /// A rollback that ran and failed is an `Ok` result whose outcome is a
 /// failure.
-pub async fn rollback(
-    ctx: &Context<'_>,
-    stack: &str,
-    target: &Target,
-) -> Result<StackResult, Error> {
-    if !matches!(ctx.store.journal(stack), Ok(None)) {
-        reconcile::recover(ctx).await;
+pub async fn rollback(host: &Host<'_>, stack: &str, target: &Target) -> Result<StackResult, Error> {
+    if !matches!(host.store.journal(stack), Ok(None)) {
+        reconcile::recover(host).await;
     }
-    let _lock = lock(ctx, stack).await?;
-    match ctx.store.journal(stack) {
+    let _lock = reconcile::lock(host, stack)
+        .await
+        .map_err(|source| Error::Lock {
+            stack: stack.into(),
+            source,
+        })?;
+    match host.store.journal(stack) {
         Ok(None) => {}
         Ok(Some(j)) => {
             return Err(Error::Journal {
@@ -441,7 +422,7 @@ pub async fn rollback(
             });
         }
     }
-    let rows = releases(&ctx.layout, &ctx.store, stack)?;
+    let rows = releases(&host.layout, &host.store, stack)?;
     let to = select(stack, &rows, target)?.clone();
     let from = rows
         .iter()
@@ -451,157 +432,28 @@ pub async fn rollback(
             stack: stack.into(),
             known: known(&rows),
         })?;
-    Ok(execute(ctx, stack, &from, &to).await)
-}
-
-async fn execute(ctx: &Context<'_>, name: &str, from: &ReleaseRow, to: &ReleaseRow) -> StackResult {
-    let mut st = Stages::new(name, ctx.reporter);
-    let dir = ctx.layout.release_dir(name, &to.id);
-    let meta = reconcile::release_meta(&dir);
-    let env = meta
-        .as_ref()
-        .map(|m| m.environment.clone())
-        .unwrap_or_else(|| "-".into());
-    let files = meta
-        .as_ref()
-        .map(|m| m.compose_files.clone())
-        .unwrap_or_default();
-    tracing::info!(stack = name, from = %from.id, to = %to.id, "manual rollback");
-    let result = |outcome, reason, message: String, release: &str, st: Stages<'_>| StackResult {
-        stack: name.into(),
-        outcome,
-        reason,
-        message,
-        version: Some(to.version.clone()),
-        release: Some(release.into()),
-        stages: st.into_list(),
-    };
-
-    // Pull by digest first: images pruned since the release ran must not
-    // leave the stack switched to something that cannot start.
-    let t = Instant::now();
-    let images = meta.as_ref().map(|m| m.images.clone()).unwrap_or_default();
-    for (svc, pinned) in &images {
-        let pulled = match ImageRef::parse(pinned) {
-            Ok(img) => {
-                let reporter = ctx.reporter;
-                let mut progress = |line: &str| reporter.pull_progress(name, line);
-                ctx.engine
-                    .pull(&img, &mut progress)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = pulled {
-            st.record("pull", t, false, format!("{svc}: {e}"));
-            let msg = format!("pull failed: {svc}: {e}");
-            ctx.history(name, &env, "manual-rollback", &to.version, "failed", &msg);
-            return result(
-                Outcome::Failed,
-                Some(Reason::PullFailed),
-                format!("{msg}; {} still runs", from.version),
-                &from.id,
-                st,
-            );
+    let meta = release::read_meta(&host.layout.release_dir(stack, &to.id)).map_err(|source| {
+        Error::Release {
+            stack: stack.into(),
+            source,
         }
-    }
-    st.record("pull", t, true, format!("{} image(s)", images.len()));
-
-    let mut journal = Journal {
-        format: JOURNAL_FORMAT,
-        stack: name.into(),
-        op: "rollback".into(),
+    })?;
+    tracing::info!(stack, from = %from.id, to = %to.id, "manual rollback");
+    let sw = Switch {
+        op: Op::Rollback,
+        stack: stack.to_string(),
+        environment: meta.environment.clone(),
         from: Some(from.id.clone()),
-        to: to.id.clone(),
-        fingerprint: to.fingerprint.clone().unwrap_or_default(),
-        phase: Phase::Switching,
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        target: reconcile::Target::Kept {
+            id: to.id.clone(),
+            meta: Box::new(meta),
+        },
+        notes: Vec::new(),
+        resume_at: None,
+        recovering: false,
+        journal: None,
     };
-    let t = Instant::now();
-    if let Err(e) = ctx.store.write_journal(&journal) {
-        st.record("switch", t, false, e.to_string());
-        return result(
-            Outcome::Failed,
-            Some(Reason::PreflightFailed),
-            format!("journal cannot be written: {e}"),
-            &from.id,
-            st,
-        );
-    }
-    if let Err(e) = release::switch(&ctx.layout, name, &to.id) {
-        st.record("switch", t, false, e.to_string());
-        let _ = ctx.store.clear_journal(name);
-        let msg = format!("switch failed: {e}");
-        ctx.history(name, &env, "manual-rollback", &to.version, "failed", &msg);
-        return result(
-            Outcome::Failed,
-            Some(Reason::PreflightFailed),
-            msg,
-            &from.id,
-            st,
-        );
-    }
-    journal.phase = Phase::Verifying;
-    let _ = ctx.store.write_journal(&journal);
-    st.record("switch", t, true, format!("{} → {}", from.id, to.id));
-    crate::fault::point("rollback-after-switch");
-
-    let (ok, why) = reconcile::up_and_smoke(ctx, name, &dir, &files, &mut st).await;
-    if ok {
-        if let Some(m) = &meta {
-            let rec = reconcile::current_from_meta(m, &ctx.actor);
-            if let Err(e) = release::write_current(&ctx.layout, name, &rec) {
-                tracing::error!(stack = name, "failed to write current record: {e}");
-            }
-        }
-        ctx.history(
-            name,
-            &env,
-            "manual-rollback",
-            &to.version,
-            "success",
-            &format!("from {}", from.version),
-        );
-        let reason = format!("manual rollback to {}", to.version);
-        let held = reconcile::hold_locked(ctx, name, &reason, Some(to.id.clone()));
-        crate::fault::point("rollback-after-hold");
-        let _ = ctx.store.clear_journal(name);
-        let message = match held {
-            Ok(_) => format!(
-                "rolled back to {} (release {}) from {}; held: `stackpin resume {name}` lets git win again",
-                to.version, to.id, from.version
-            ),
-            Err(e) => format!(
-                "rolled back to {} (release {}) from {}, but the hold could not be written ({e}): the next sync redeploys git",
-                to.version, to.id, from.version
-            ),
-        };
-        return result(Outcome::Deployed, None, message, &to.id, st);
-    }
-
-    ctx.history(name, &env, "manual-rollback", &to.version, "failed", &why);
-    journal.phase = Phase::Reverting;
-    let _ = ctx.store.write_journal(&journal);
-    let back = reconcile::revert(ctx, name, &env, Some(&from.id), &to.id, &why, &mut st).await;
-    let _ = ctx.store.clear_journal(name);
-    let message = if back.outcome == Outcome::RolledBack {
-        format!(
-            "rollback to {} failed ({why}); {} runs again",
-            to.version, from.version
-        )
-    } else {
-        format!(
-            "rollback to {} failed ({why}); {}",
-            to.version, back.message
-        )
-    };
-    StackResult {
-        message,
-        version: Some(to.version.clone()),
-        stages: st.into_list(),
-        ..back
-    }
+    Ok(reconcile::pipeline::converge(host, sw).await)
 }
 
 #[cfg(test)]
@@ -792,9 +644,9 @@ mod tests {
             time: NaiveDateTime::parse_from_str(time, history::TIME_FORMAT).unwrap(),
             stack: "app".into(),
             env: "test".into(),
-            action: action.into(),
+            action: Action::from_word(action),
             version: version.into(),
-            status: status.into(),
+            status: Status::from_word(status),
             notes: String::new(),
         }
     }
@@ -804,6 +656,8 @@ mod tests {
             id: id.into(),
             dir: std::path::PathBuf::from("/nonexistent").join(id),
             meta: Some(release::ReleaseMeta {
+                marks_verified: false,
+                keep_releases: None,
                 stack: "app".into(),
                 release_id: id.into(),
                 version: version.into(),

@@ -11,10 +11,85 @@
 //! watched for [`MIN_STABLE`] (capped at half the budget), so an image that
 //! dies a second after start is not declared good.
 
+use crate::desired::Stack;
 use crate::desired::spec::{Check, ContainersCheck, ExecCheck, HttpCheck, TcpCheck};
 use crate::engine::{ContainerInfo, Engine};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
+// The tokio clock, so that a paused test clock and the sleeps agree.
+use tokio::time::Instant;
+
+/// The file inside every release that holds its [`Spec`].
+pub const SPEC_FILE: &str = "stackpin.smoke.json";
+
+/// What the smoke of a release needs, stored inside the release so that a
+/// revert or a recovery smokes a release with its own checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub timeout_secs: u64,
+    /// The compose services the release runs.
+    pub services: Vec<String>,
+    pub checks: Vec<Check>,
+}
+
+/// A release's [`Spec`] could not be read: it cannot be judged, so it is
+/// never passed.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to read the smoke checks {}: {why}", path.display())]
+pub struct SpecError {
+    pub path: std::path::PathBuf,
+    pub why: String,
+}
+
+impl Spec {
+    /// The spec of a stack's desired release.
+    pub fn of(stack: &Stack) -> Spec {
+        Spec {
+            timeout_secs: stack.smoke_timeout.as_secs(),
+            services: stack.compose.service_names(),
+            checks: stack.checks().to_vec(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    /// Reads `<release>/stackpin.smoke.json`.
+    ///
+    /// # Errors
+    /// The file is missing, unreadable or not a spec.
+    pub fn read(release_dir: &Path) -> Result<Spec, SpecError> {
+        let path = release_dir.join(SPEC_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| SpecError {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| SpecError {
+            path,
+            why: e.to_string(),
+        })
+    }
+}
+
+/// Why one check attempt did not pass, in words for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Failure(pub String);
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure(s)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(s: &str) -> Failure {
+        Failure(s.to_string())
+    }
+}
 
 /// Pause between two attempts of the checks that have not passed yet.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(750);
@@ -73,7 +148,7 @@ struct CheckState {
 /// service is one of `services`), is dead or restarting, or has restarted
 /// since the first observation.
 pub async fn run(
-    engine: &Engine,
+    engine: &dyn Engine,
     project: &str,
     services: &[String],
     checks: &[Check],
@@ -108,7 +183,10 @@ pub async fn run(
 
     loop {
         attempts += 1;
-        let observed = engine.containers(project).await.map_err(|e| e.report());
+        let observed = engine
+            .containers(project)
+            .await
+            .map_err(|e| Failure(e.report()));
         match &observed {
             Ok(containers) => {
                 for c in containers {
@@ -146,7 +224,7 @@ pub async fn run(
             tracing::debug!(project, attempt = attempts, check = %label, result = ?result, "smoke check");
             match result {
                 Ok(()) => state.passed = true,
-                Err(e) => state.last_error = Some(e),
+                Err(e) => state.last_error = Some(e.0),
             }
         }
 
@@ -184,7 +262,7 @@ pub async fn run(
         } else {
             (now + RETRY_INTERVAL).min(deadline)
         };
-        tokio::time::sleep_until(next.into()).await;
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -192,14 +270,14 @@ pub async fn run(
 /// moment, so a check made right at the end can still succeed).
 async fn bounded(
     remaining: Duration,
-    fut: impl std::future::Future<Output = Result<(), String>>,
-) -> Result<(), String> {
+    fut: impl std::future::Future<Output = Result<(), Failure>>,
+) -> Result<(), Failure> {
     let limit = remaining.max(Duration::from_millis(250));
     tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-        Err(format!(
+        Err(Failure(format!(
             "timed out after {}",
             humantime::format_duration(limit)
-        ))
+        )))
     })
 }
 
@@ -245,7 +323,7 @@ pub fn crashed(
 /// The `containers` check: every service has at least one container, all
 /// running, and healthy where a healthcheck is defined. With no `services`,
 /// every container of the project counts, and there must be one.
-pub fn containers_ready(containers: &[ContainerInfo], services: &[String]) -> Result<(), String> {
+pub fn containers_ready(containers: &[ContainerInfo], services: &[String]) -> Result<(), Failure> {
     let mut problems = Vec::new();
     let wanted: Vec<&ContainerInfo> = if services.is_empty() {
         if containers.is_empty() {
@@ -274,21 +352,26 @@ pub fn containers_ready(containers: &[ContainerInfo], services: &[String]) -> Re
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("; "))
+        Err(Failure(problems.join("; ")))
     }
 }
 
-fn http_client() -> Result<reqwest::Client, String> {
+fn http_client() -> Result<reqwest::Client, Failure> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .timeout(HTTP_TIMEOUT)
         .build()
-        .map_err(|e| format!("failed to build an HTTP client: {}", error_chain(&e)))
+        .map_err(|e| {
+            Failure(format!(
+                "failed to build an HTTP client: {}",
+                error_chain(&e)
+            ))
+        })
 }
 
 /// One attempt of an `http` check.
-pub async fn http_check(client: &reqwest::Client, check: &HttpCheck) -> Result<(), String> {
+pub async fn http_check(client: &reqwest::Client, check: &HttpCheck) -> Result<(), Failure> {
     let mut req = client.get(&check.url);
     if let Some(host) = &check.host {
         req = req.header(reqwest::header::HOST, host);
@@ -305,7 +388,10 @@ pub async fn http_check(client: &reqwest::Client, check: &HttpCheck) -> Result<(
     })?;
     let status = resp.status().as_u16();
     if status != check.expect_status {
-        return Err(format!("status {status}, expected {}", check.expect_status));
+        return Err(Failure(format!(
+            "status {status}, expected {}",
+            check.expect_status
+        )));
     }
     if let Some(needle) = &check.contains {
         let body = resp
@@ -313,42 +399,42 @@ pub async fn http_check(client: &reqwest::Client, check: &HttpCheck) -> Result<(
             .await
             .map_err(|e| format!("failed to read the body: {}", innermost(&e)))?;
         if !body.contains(needle.as_str()) {
-            return Err(format!(
+            return Err(Failure(format!(
                 "the body does not contain {needle:?} (body: {:?})",
                 excerpt(&body, 200)
-            ));
+            )));
         }
     }
     Ok(())
 }
 
 /// One attempt of a `tcp` check.
-pub async fn tcp_check(check: &TcpCheck) -> Result<(), String> {
+pub async fn tcp_check(check: &TcpCheck) -> Result<(), Failure> {
     match tokio::time::timeout(TCP_TIMEOUT, tokio::net::TcpStream::connect(&check.address)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("failed to connect: {e}")),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(Failure(format!("failed to connect: {e}"))),
+        Err(_) => Err(Failure(format!(
             "no connection within {}",
             humantime::format_duration(TCP_TIMEOUT)
-        )),
+        ))),
     }
 }
 
 /// One attempt of an `exec` check, in the first running container of the
 /// service.
 async fn exec_check(
-    engine: &Engine,
+    engine: &dyn Engine,
     containers: &[ContainerInfo],
     check: &ExecCheck,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let Some(c) = containers
         .iter()
         .find(|c| c.service == check.service && c.state == "running")
     else {
-        return Err(format!(
+        return Err(Failure(format!(
             "service {} has no running container",
             check.service
-        ));
+        )));
     };
     let run = engine.exec(&c.id, &check.command);
     let (code, output) = tokio::time::timeout(EXEC_TIMEOUT, run)
@@ -365,9 +451,12 @@ async fn exec_check(
     }
     let out = output.trim();
     if out.is_empty() {
-        Err(format!("exit code {code}"))
+        Err(Failure(format!("exit code {code}")))
     } else {
-        Err(format!("exit code {code}: {}", tail_chars(out, 500)))
+        Err(Failure(format!(
+            "exit code {code}: {}",
+            tail_chars(out, 500)
+        )))
     }
 }
 
@@ -474,7 +563,7 @@ mod tests {
         let c = http(format!("{base}/health"), 200, None, None);
         assert_eq!(
             http_check(&client, &c).await,
-            Err("status 404, expected 200".to_string())
+            Err(Failure("status 404, expected 200".to_string()))
         );
     }
 
@@ -484,8 +573,8 @@ mod tests {
         let client = http_client().unwrap();
         let c = http(format!("{base}/"), 200, None, Some("pass"));
         let err = http_check(&client, &c).await.unwrap_err();
-        assert!(err.contains("does not contain \"pass\""), "{err}");
-        assert!(err.contains("all ok"), "{err}");
+        assert!(err.0.contains("does not contain \"pass\""), "{err}");
+        assert!(err.0.contains("all ok"), "{err}");
     }
 
     #[tokio::test]
@@ -512,7 +601,7 @@ mod tests {
         let c = http(format!("{base}/"), 200, None, None);
         assert_eq!(
             http_check(&client, &c).await,
-            Err("status 302, expected 200".to_string())
+            Err(Failure("status 302, expected 200".to_string()))
         );
         assert_eq!(seen.lock().unwrap().len(), 1);
         let c = http(format!("{base}/"), 302, None, None);
@@ -525,7 +614,7 @@ mod tests {
         let client = http_client().unwrap();
         let c = http(format!("http://127.0.0.1:{port}/"), 200, None, None);
         let err = http_check(&client, &c).await.unwrap_err();
-        assert!(err.to_lowercase().contains("refused"), "{err}");
+        assert!(err.0.to_lowercase().contains("refused"), "{err}");
     }
 
     fn closed_port() -> u16 {
@@ -547,7 +636,7 @@ mod tests {
             address: format!("127.0.0.1:{}", closed_port()),
         };
         let err = tcp_check(&closed).await.unwrap_err();
-        assert!(err.starts_with("failed to connect"), "{err}");
+        assert!(err.0.starts_with("failed to connect"), "{err}");
     }
 
     fn container(service: &str, state: &str) -> ContainerInfo {
@@ -579,12 +668,12 @@ mod tests {
             Ok(())
         );
         let err = containers_ready(std::slice::from_ref(&web), &names(&["web", "db"])).unwrap_err();
-        assert_eq!(err, "service db has no container");
+        assert_eq!(err.0, "service db has no container");
 
         let mut starting = db.clone();
         starting.health = Some("starting".into());
         let err = containers_ready(&[web.clone(), starting], &names(&["web", "db"])).unwrap_err();
-        assert_eq!(err, "service db (container p-db-1) is starting");
+        assert_eq!(err.0, "service db (container p-db-1) is starting");
 
         let mut healthy = db.clone();
         healthy.health = Some("healthy".into());
@@ -595,7 +684,7 @@ mod tests {
 
         let created = container("db", "created");
         let err = containers_ready(&[web, created], &names(&["web", "db"])).unwrap_err();
-        assert_eq!(err, "service db (container p-db-1) is created");
+        assert_eq!(err.0, "service db (container p-db-1) is created");
     }
 
     #[test]

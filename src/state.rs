@@ -17,6 +17,8 @@ pub enum Phase {
     Switching,
     /// Switched to `to`; compose up / smoke under way.
     Verifying,
+    /// Smoke passed: the outcome is being recorded (never reverted).
+    Recording,
     /// Smoke failed: switching back to `from`.
     Reverting,
 }

@@ -1,22 +1,23 @@
 //! Per-stack status as operators see it (CLI `status`, the daemon's API and
-//! metrics): the state of SPEC §6 with its reason, derived from the host's
-//! files, the engine, this host's records and — when given — the desired
-//! state. Reads only.
+//! metrics): the state of SPEC §6 with its reason. [`collect`] plans from
+//! the one plan-input gathering; [`after_run`] derives the same rows from
+//! a sync's own plan and results, so the daemon never plans twice. Reads
+//! only.
 
 use crate::desired::DesiredState;
-use crate::history;
-use crate::observed;
-use crate::plan::{self, Action, Skip};
-use crate::reconcile::{self, Context};
+use crate::history::{self, History};
+use crate::host::Host;
+use crate::observed::{self, StackObservation};
+use crate::outcome::{Outcome, Reason, StackResult, State};
+use crate::plan::{Action, Item, Skip};
+use crate::reconcile::{PlanInputs, PlanOptions, SyncReport, inputs};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
 
 /// One stack's row.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StackStatus {
     pub stack: String,
-    /// Converged, Progressing, Failed, RolledBack, Blocked, Held, Drifted, Absent.
-    pub state: String,
+    pub state: State,
     pub version: Option<String>,
     pub release: Option<String>,
     /// First 12 hex digits of the first image's digest.
@@ -27,134 +28,202 @@ pub struct StackStatus {
     pub quarantined: bool,
 }
 
-pub const STATES: &[&str] = &[
-    "Converged",
-    "Progressing",
-    "Failed",
-    "RolledBack",
-    "Blocked",
-    "Held",
-    "Drifted",
-    "Absent",
-];
+/// This host's records that decide a state beside the plan.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// A converge is journaled (under way, or interrupted).
+    pub journaled: bool,
+    /// Why the journal cannot be read.
+    pub journal_error: Option<String>,
+    pub hold: Option<String>,
+    pub quarantine: Option<String>,
+    /// The stack link points at a release.
+    pub running: bool,
+}
 
-/// Collects the status of every stack on the host and in `desired`.
+/// The state and its reason. Pure: from the plan item (before a run) or
+/// the run's outcome (after it), and this host's records.
+pub fn state_of(
+    item: Option<&Item>,
+    outcome: Option<&StackResult>,
+    r: &Records,
+) -> (State, String) {
+    let running_or_absent = |reason: String| {
+        if r.running {
+            (State::Converged, reason)
+        } else {
+            (State::Absent, reason)
+        }
+    };
+    if let Some(e) = &r.journal_error {
+        return (State::Failed, e.clone());
+    }
+    if r.journaled {
+        return (
+            State::Progressing,
+            "a converge is under way or was interrupted".into(),
+        );
+    }
+    if let Some(h) = &r.hold {
+        return (State::Held, format!("held: {h}"));
+    }
+    if let Some(res) = outcome {
+        match res.outcome {
+            Outcome::Deployed | Outcome::Healed | Outcome::Unchanged | Outcome::Recovered => {
+                return (State::Converged, res.message.clone());
+            }
+            Outcome::RolledBack => return (State::RolledBack, res.message.clone()),
+            Outcome::Failed => return (State::Failed, res.message.clone()),
+            Outcome::Blocked => return (State::Blocked, res.message.clone()),
+            Outcome::Removed => return (State::Absent, res.message.clone()),
+            Outcome::Skipped | Outcome::Planned => {}
+        }
+        if res.reason == Some(Reason::LockFailed) {
+            return (State::Progressing, res.message.clone());
+        }
+    }
+    let Some(it) = item else {
+        return running_or_absent(if r.running {
+            "no desired state given: showing what runs".into()
+        } else {
+            String::new()
+        });
+    };
+    let reason = it.reason.clone();
+    match &it.action {
+        Action::Noop => (State::Converged, reason),
+        Action::Heal => (State::Drifted, reason),
+        Action::Deploy | Action::Remove => (State::Progressing, reason),
+        Action::Skip {
+            why: Skip::Blocked | Skip::Untrusted,
+        } => (State::Blocked, reason),
+        Action::Skip {
+            why: Skip::Quarantined,
+        } => {
+            let q = r.quarantine.clone().unwrap_or(reason);
+            if r.running {
+                (State::RolledBack, q)
+            } else {
+                (State::Failed, q)
+            }
+        }
+        Action::Skip { why: Skip::Invalid } => (State::Failed, reason),
+        Action::Skip { .. } => running_or_absent(reason),
+    }
+}
+
+fn records(host: &Host<'_>, name: &str, obs: &StackObservation) -> Records {
+    let journal = host.store.journal(name);
+    Records {
+        journaled: matches!(journal, Ok(Some(_))),
+        journal_error: journal.err(),
+        hold: match host.store.hold(name) {
+            Ok(h) => h.map(|h| h.reason),
+            Err(e) => Some(format!("{e}; held until it is fixed")),
+        },
+        quarantine: host.store.quarantine(name).ok().flatten().map(|q| q.reason),
+        running: obs.release.is_some(),
+    }
+}
+
+fn row(
+    host: &Host<'_>,
+    name: &str,
+    obs: &StackObservation,
+    hist: &History,
+    desired: Option<&DesiredState>,
+    (state, reason): (State, String),
+    rec: &Records,
+) -> StackStatus {
+    let meta = obs.meta.as_ref();
+    let reason = match (state, host.store.hold(name).ok().flatten()) {
+        (State::Held, Some(h)) => held_reason(&h, desired, name, meta),
+        _ => reason,
+    };
+    let last = hist.entries.iter().rev().find(|e| e.stack == name);
+    StackStatus {
+        stack: name.to_string(),
+        state,
+        version: meta.map(|m| m.version.clone()),
+        release: obs.release.clone(),
+        digest: meta
+            .and_then(|m| m.images.values().next())
+            .and_then(|r| r.digest_hex())
+            .map(|h| h[..12.min(h.len())].to_string()),
+        last_change: last.map(|e| {
+            format!(
+                "{} {} {} {}",
+                e.time.format(history::TIME_FORMAT),
+                e.action,
+                e.version,
+                e.status
+            )
+        }),
+        reason,
+        held: rec.hold.is_some(),
+        quarantined: rec.quarantine.is_some(),
+    }
+}
+
+/// Collects the status of every stack on the host and in `desired` (or of
+/// `only`), planning with the one plan-input gathering.
 pub async fn collect(
-    ctx: &Context<'_>,
+    host: &Host<'_>,
     desired: Option<&DesiredState>,
     only: &[String],
 ) -> Vec<StackStatus> {
-    let hist = history::read(&ctx.layout.history()).unwrap_or_default();
-    let mut names: BTreeSet<String> = observed::stacks_on_host(&ctx.layout);
-    if let Some(d) = desired {
-        names.extend(d.stacks.keys().cloned());
-        names.extend(d.invalid.iter().cloned());
-    }
-    names.retain(|n| only.is_empty() || only.contains(n));
-    let untrusted = desired
-        .map(|d| reconcile::trust_verdicts(ctx, d))
-        .unwrap_or_default();
+    let hist = history::read(&host.layout.history()).unwrap_or_default();
     let mut rows = Vec::new();
-    for name in names {
-        let obs = observed::observe(&ctx.layout, ctx.engine, &name).await;
-        let hold = ctx.store.hold(&name).ok().flatten();
-        let q = ctx.store.quarantine(&name).ok().flatten();
-        let journal = ctx.store.journal(&name);
-        let item = desired.and_then(|d| {
-            let mut fps = BTreeMap::new();
-            if let Some(s) = d.stacks.get(&name)
-                && let Ok(r) = reconcile::render(s, d.commit.as_deref())
-            {
-                fps.insert(name.clone(), r.fingerprint);
+    match desired {
+        Some(d) => {
+            let names: Vec<String> = inputs::all_names(host, d)
+                .into_iter()
+                .filter(|n| only.is_empty() || only.contains(n))
+                .collect();
+            if names.is_empty() {
+                return rows;
             }
-            let local = reconcile::local_records_for(&ctx.layout, d, &name);
-            let only = vec![name.clone()];
-            let observed: BTreeMap<String, plan::ObservedStack> =
-                [(name.clone(), obs.for_plan())].into();
-            plan::plan(
-                d,
-                &fps,
-                &observed,
-                &local,
-                &plan::Options {
-                    host: &ctx.host,
-                    only: &only,
-                    untrusted: Some(&untrusted),
-                    ..Default::default()
-                },
-            )
-            .items
-            .into_iter()
-            .next()
-        });
-        let last = hist.entries.iter().rev().find(|e| e.stack == name);
-        let (state, reason): (&'static str, String) = if let Err(e) = &journal {
-            ("Failed", e.clone())
-        } else if matches!(journal, Ok(Some(_))) {
-            (
-                "Progressing",
-                "a converge is under way or was interrupted".into(),
-            )
-        } else if let Some(h) = &hold {
-            ("Held", held_reason(h, desired, &name, obs.meta.as_ref()))
-        } else if let Some(it) = &item {
-            match &it.action {
-                Action::Noop => ("Converged", it.reason.clone()),
-                Action::Heal => ("Drifted", it.reason.clone()),
-                Action::Deploy | Action::Remove => ("Progressing", it.reason.clone()),
-                Action::Skip { why: Skip::Blocked } => ("Blocked", it.reason.clone()),
-                Action::Skip {
-                    why: Skip::Quarantined,
-                } => {
-                    let r = q.as_ref().map(|q| q.reason.clone()).unwrap_or_default();
-                    if obs.release.is_some() {
-                        ("RolledBack", r)
-                    } else {
-                        ("Failed", r)
-                    }
+            let inputs = PlanInputs::gather(host, d, &names).await;
+            let plan = inputs.plan(&host.name, d, &PlanOptions::default());
+            for name in &inputs.names {
+                let obs = &inputs.observed[name];
+                let item = plan.items.iter().find(|i| &i.stack == name);
+                let rec = records(host, name, obs);
+                let s = state_of(item, None, &rec);
+                rows.push(row(host, name, obs, &hist, desired, s, &rec));
+            }
+        }
+        None => {
+            for name in observed::stacks_on_host(&host.layout) {
+                if !only.is_empty() && !only.contains(&name) {
+                    continue;
                 }
-                Action::Skip { why: Skip::Invalid } => ("Failed", it.reason.clone()),
-                Action::Skip { .. } => (
-                    if obs.release.is_some() {
-                        "Converged"
-                    } else {
-                        "Absent"
-                    },
-                    it.reason.clone(),
-                ),
+                let obs = observed::observe(&host.layout, host.engine, &name).await;
+                let rec = records(host, &name, &obs);
+                let s = state_of(None, None, &rec);
+                rows.push(row(host, &name, &obs, &hist, None, s, &rec));
             }
-        } else if obs.release.is_some() {
-            (
-                "Converged",
-                "no desired state given: showing what runs".into(),
-            )
-        } else {
-            ("Absent", String::new())
-        };
-        let meta = obs.meta.as_ref();
-        rows.push(StackStatus {
-            stack: name.clone(),
-            state: state.to_string(),
-            version: meta.map(|m| m.version.clone()),
-            release: obs.release.clone(),
-            digest: meta
-                .and_then(|m| m.images.values().next())
-                .and_then(|r| r.split_once("@sha256:"))
-                .map(|(_, h)| h[..12.min(h.len())].to_string()),
-            last_change: last.map(|e| {
-                format!(
-                    "{} {} {} {}",
-                    e.time.format("%Y-%m-%d %H:%M:%S"),
-                    e.action,
-                    e.version,
-                    e.status
-                )
-            }),
-            reason,
-            held: hold.is_some(),
-            quarantined: q.is_some(),
-        });
+        }
     }
+    rows.sort_by(|a, b| a.stack.cmp(&b.stack));
+    rows
+}
+
+/// The rows of a sync run, from its own plan items and results: no second
+/// plan, no engine call.
+pub fn after_run(host: &Host<'_>, desired: &DesiredState, report: &SyncReport) -> Vec<StackStatus> {
+    let hist = history::read(&host.layout.history()).unwrap_or_default();
+    let mut rows: Vec<StackStatus> = Vec::new();
+    for res in &report.results {
+        if rows.iter().any(|r| r.stack == res.stack) {
+            rows.retain(|r| r.stack != res.stack);
+        }
+        let obs = observed::observe_files(&host.layout, &res.stack);
+        let rec = records(host, &res.stack, &obs);
+        let s = state_of(report.items.get(&res.stack), Some(res), &rec);
+        rows.push(row(host, &res.stack, &obs, &hist, Some(desired), s, &rec));
+    }
+    rows.sort_by(|a, b| a.stack.cmp(&b.stack));
     rows
 }
 
@@ -170,7 +239,7 @@ fn held_reason(
     let Some((d, s)) = desired.and_then(|d| Some((d, d.stacks.get(name)?))) else {
         return base;
     };
-    let Ok(r) = reconcile::render(s, d.commit.as_deref()) else {
+    let Ok(r) = inputs::render(s, d.commit.as_deref()) else {
         return format!("{base}; git wants {} (not renderable here)", s.version);
     };
     if running.is_some_and(|m| m.fingerprint == r.fingerprint) {
@@ -208,4 +277,133 @@ fn commits_ahead(repo: &std::path::Path, have: &str, want: &str) -> Option<usize
     walk.push(git2::Oid::from_str(want).ok()?).ok()?;
     walk.hide(git2::Oid::from_str(have).ok()?).ok()?;
     Some(walk.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(action: Action) -> Item {
+        Item {
+            stack: "s".into(),
+            action,
+            reason: "why".into(),
+            fingerprint: None,
+            verdict: None,
+        }
+    }
+
+    #[test]
+    fn state_table() {
+        let running = Records {
+            running: true,
+            ..Default::default()
+        };
+        let absent = Records::default();
+        let held = Records {
+            hold: Some("manual".into()),
+            ..running.clone()
+        };
+        let journaled = Records {
+            journaled: true,
+            ..running.clone()
+        };
+        let q = Records {
+            quarantine: Some("smoke failed".into()),
+            ..running.clone()
+        };
+        let res = |o: Outcome| StackResult::new("s", o, None, "msg".into());
+        let cases: Vec<(Option<Item>, Option<StackResult>, &Records, State)> = vec![
+            (Some(item(Action::Noop)), None, &running, State::Converged),
+            (Some(item(Action::Heal)), None, &running, State::Drifted),
+            (
+                Some(item(Action::Deploy)),
+                None,
+                &running,
+                State::Progressing,
+            ),
+            (
+                Some(item(Action::Skip { why: Skip::Blocked })),
+                None,
+                &running,
+                State::Blocked,
+            ),
+            (
+                Some(item(Action::Skip {
+                    why: Skip::Untrusted,
+                })),
+                None,
+                &running,
+                State::Blocked,
+            ),
+            (
+                Some(item(Action::Skip {
+                    why: Skip::Quarantined,
+                })),
+                None,
+                &q,
+                State::RolledBack,
+            ),
+            (
+                Some(item(Action::Skip { why: Skip::Invalid })),
+                None,
+                &running,
+                State::Failed,
+            ),
+            (
+                Some(item(Action::Skip {
+                    why: Skip::NotForThisHost,
+                })),
+                None,
+                &absent,
+                State::Absent,
+            ),
+            (Some(item(Action::Noop)), None, &held, State::Held),
+            (
+                Some(item(Action::Noop)),
+                None,
+                &journaled,
+                State::Progressing,
+            ),
+            (None, None, &running, State::Converged),
+            // After a run, the outcome wins over the item it acted on.
+            (
+                Some(item(Action::Deploy)),
+                Some(res(Outcome::Deployed)),
+                &running,
+                State::Converged,
+            ),
+            (
+                Some(item(Action::Deploy)),
+                Some(res(Outcome::RolledBack)),
+                &q,
+                State::RolledBack,
+            ),
+            (
+                Some(item(Action::Deploy)),
+                Some(res(Outcome::Failed)),
+                &absent,
+                State::Failed,
+            ),
+            (
+                Some(item(Action::Heal)),
+                Some(res(Outcome::Healed)),
+                &running,
+                State::Converged,
+            ),
+            (
+                Some(item(Action::Remove)),
+                Some(res(Outcome::Removed)),
+                &absent,
+                State::Absent,
+            ),
+        ];
+        for (i, o, r, want) in cases {
+            assert_eq!(
+                state_of(i.as_ref(), o.as_ref(), r).0,
+                want,
+                "{i:?} {o:?} {r:?}"
+            );
+        }
+    }
 }

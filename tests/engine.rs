@@ -8,15 +8,16 @@ mod common;
 use common::{Fixtures, TestHost};
 use stackpin::desired::image::ImageRef;
 use stackpin::desired::spec::{Check, ContainersCheck, ExecCheck, HttpCheck, TcpCheck};
-use stackpin::engine::{ComposeCmd, Engine, Error};
+use stackpin::engine::{ComposeCmd, Docker, Engine, Error};
 use stackpin::smoke;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
-async fn engine() -> Engine {
+async fn engine() -> Docker {
     Fixtures::require();
-    Engine::connect("auto")
+    Docker::connect("auto")
         .await
         .unwrap_or_else(|e| panic!("{}", e.report()))
 }
@@ -52,6 +53,16 @@ struct Project {
     dir: PathBuf,
     files: Vec<String>,
     port: u16,
+}
+
+impl Project {
+    fn p(&self) -> stackpin::engine::Project<'_> {
+        stackpin::engine::Project {
+            name: &self.name,
+            dir: &self.dir,
+            files: &self.files,
+        }
+    }
 }
 
 fn project(host: &TestHost, stack: &str, image: &str) -> Project {
@@ -101,20 +112,22 @@ async fn pulls_by_digest_and_verifies_repo_digests() {
     // the network path is exercised when possible.
     let _ = Command::new("docker").args(["image", "rm", &f.v1]).output();
 
-    let mut lines = Vec::new();
+    let lines = Mutex::new(Vec::new());
     engine
-        .pull(&v1, &mut |l| lines.push(l.to_string()))
+        .pull(&v1, &|l: &str| lines.lock().unwrap().push(l.to_string()))
         .await
         .unwrap_or_else(|e| panic!("{}", e.report()));
+    let lines = lines.into_inner().unwrap();
     assert!(!lines.is_empty());
     assert!(cli_repo_digests(&f.v1).contains(&f.v1), "{lines:?}");
 
     // Already there: no pull, still verified.
-    let mut lines = Vec::new();
+    let lines = Mutex::new(Vec::new());
     engine
-        .pull(&v1, &mut |l| lines.push(l.to_string()))
+        .pull(&v1, &|l: &str| lines.lock().unwrap().push(l.to_string()))
         .await
         .unwrap();
+    let lines = lines.into_inner().unwrap();
     assert_eq!(lines, [format!("{}: already present", f.v1)]);
 }
 
@@ -123,7 +136,7 @@ async fn pull_of_a_missing_digest_fails() {
     let f = Fixtures::require();
     let engine = engine().await;
     let err = engine
-        .pull(&image(&f.missing), &mut |_| {})
+        .pull(&image(&f.missing), &|_: &str| {})
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Pull { .. }), "{err:?}");
@@ -135,7 +148,7 @@ async fn pull_without_a_digest_is_refused() {
     let f = Fixtures::require();
     let engine = engine().await;
     let tagged = image(&format!("{}/stackpin-test/app:latest", f.registry));
-    let err = engine.pull(&tagged, &mut |_| {}).await.unwrap_err();
+    let err = engine.pull(&tagged, &|_: &str| {}).await.unwrap_err();
     assert!(matches!(err, Error::Pull { .. }), "{err:?}");
     assert!(err.to_string().contains("no digest"), "{err}");
 }
@@ -156,12 +169,9 @@ async fn up_smoke_and_down() {
     let engine = engine().await;
     let p = project(&host, "web", &f.v1);
 
-    engine
-        .config_check(&p.dir, &p.name, &p.files)
-        .await
-        .unwrap();
+    engine.config_check(p.p()).await.unwrap();
     let log = engine
-        .up(&p.dir, &p.name, &p.files)
+        .up(p.p())
         .await
         .unwrap_or_else(|e| panic!("{}", e.report()));
     assert!(
@@ -244,7 +254,7 @@ async fn up_smoke_and_down() {
     assert!(error.contains("exit code 1"), "{error}");
     assert!(error.contains("/no/such/file"), "{error}");
 
-    engine.down(&p.dir, &p.name, &p.files).await.unwrap();
+    engine.down(p.p()).await.unwrap();
     assert!(engine.containers(&p.name).await.unwrap().is_empty());
 }
 
@@ -254,7 +264,7 @@ async fn broken_health_fails_naming_the_check() {
     let f = host.fixtures();
     let engine = engine().await;
     let p = project(&host, "broken", &f.broken);
-    engine.up(&p.dir, &p.name, &p.files).await.unwrap();
+    engine.up(p.p()).await.unwrap();
 
     let url = format!("http://127.0.0.1:{}/health", p.port);
     let checks = vec![
@@ -283,7 +293,7 @@ async fn crash_fails_fast() {
     let f = host.fixtures();
     let engine = engine().await;
     let p = project(&host, "crash", &f.crash);
-    engine.up(&p.dir, &p.name, &p.files).await.unwrap();
+    engine.up(p.p()).await.unwrap();
 
     let timeout = Duration::from_secs(60);
     let checks = vec![http(format!("http://127.0.0.1:{}/health", p.port), None)];
@@ -304,7 +314,7 @@ async fn crash_fails_fast_without_checks() {
     let f = host.fixtures();
     let engine = engine().await;
     let p = project(&host, "crash0", &f.crash);
-    engine.up(&p.dir, &p.name, &p.files).await.unwrap();
+    engine.up(p.p()).await.unwrap();
 
     let timeout = Duration::from_secs(60);
     let outcome = smoke::run(&engine, &p.name, &["app".into()], &[], timeout).await;
@@ -317,9 +327,9 @@ async fn crash_fails_fast_without_checks() {
 async fn compose_failures_are_masked() {
     let host = TestHost::new();
     let f = host.fixtures();
-    let mut engine = engine().await;
+    let engine = engine().await;
     let secret = "s3cr3t-value-42";
-    engine.set_secrets(vec![secret.into(), "ab".into()]);
+    engine.add_secrets(&[secret.into(), "ab".into()]);
     let p = project(&host, "masked", &f.v1);
     // An unknown key makes compose print the key, secret included.
     std::fs::write(
@@ -338,7 +348,11 @@ async fn compose_failures_are_masked() {
     .unwrap();
 
     let err = engine
-        .config_check(&p.dir, &p.name, &files)
+        .config_check(stackpin::engine::Project {
+            name: &p.name,
+            dir: &p.dir,
+            files: &files,
+        })
         .await
         .unwrap_err();
     let Error::Compose {

@@ -452,7 +452,7 @@ fn status_and_plan_show_the_signature_verdict() {
     let dry = with_cfg(&["sync", "--dry-run", &p.prod]).run();
     assert!(dry.stdout().contains(&reason), "{}", dry.stdout());
     let plan = with_cfg(&["--json", "plan", &p.prod]).run().ok().json();
-    assert_eq!(plan[0]["why"], "blocked", "{plan}");
+    assert_eq!(plan[0]["why"], "untrusted", "{plan}");
     assert_eq!(plan[0]["reason"], reason.as_str(), "{plan}");
     let status = with_cfg(&["--json", "status"]).run().json();
     let row = status

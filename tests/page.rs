@@ -23,7 +23,7 @@ const INJECTION: &str = "<script>document.title='pwned'</script><img src=x onerr
 fn row(stack: &str, state: &str, reason: &str) -> StackStatus {
     StackStatus {
         stack: stack.into(),
-        state: state.into(),
+        state: state.parse().unwrap(),
         version: Some("1.4.2".into()),
         release: Some("20260130T100000Z-1a2b3c".into()),
         digest: Some("0123456789ab".into()),

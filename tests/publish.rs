@@ -255,19 +255,30 @@ fn pending_entries_are_published_once_and_not_resurrected() {
     // Nothing verified yet: nothing to do.
     assert!(p.publish_pending(&layout).is_empty());
 
-    let (e, added) = stackpin::reconcile::record_verified(
+    let images = entry("x", "host-1", 7)
+        .images
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                stackpin::desired::image::ImageRef::parse(v).unwrap(),
+            )
+        })
+        .collect();
+    let (e, added) = stackpin::verified::record(
         &layout,
         "host-1",
         "app",
         "sha-1111111",
-        entry("x", "host-1", 7).images,
+        &images,
         Some("5777e06c97ef8c8b025ad6e81199d89be62fa2a8"),
-    );
+    )
+    .unwrap();
     assert!(added);
     // An entry another host verified (e.g. copied in by hand) is not ours to publish.
     let mut foreign = entry("sha-2222222", "host-2", 8);
     foreign.verified_at = e.verified_at.clone();
-    let mut store = stackpin::reconcile::read_verified_store(&layout, "app");
+    let mut store = stackpin::verified::read(&layout, "app").unwrap();
     store.push(foreign.clone());
     let text = serde_saphyr::to_string(&stackpin::desired::spec::VerifiedFile { verified: store })
         .unwrap();

@@ -429,7 +429,7 @@ async fn metrics_parse_as_prometheus_text() {
     m.record_run("noop");
     m.observe_converge("web", 4.2);
     m.observe_smoke("web", 0.7);
-    m.set_stack_state("web", "Converged");
+    m.set_stack_state("web", stackpin::outcome::State::Converged);
     m.set_last_success("web", 1_769_767_200);
     m.set_counts(1, 0, 2);
     m.fetch_error();
@@ -549,7 +549,7 @@ async fn api_serves_stacks_and_history_as_json() {
         snap.last_fetch_ok = Some(Utc::now());
         snap.stacks.push(StackStatus {
             stack: "web".into(),
-            state: "Converged".into(),
+            state: stackpin::outcome::State::Converged,
             version: Some("v1".into()),
             release: Some("20260130T100000Z-v1".into()),
             digest: Some("1db6436ca7e0".into()),

@@ -3,10 +3,10 @@
 //! same lock a converge holds, so it never overlaps a deploy of the stack,
 //! also while a daemon runs. Prints each backup directory on stdout.
 
-use super::setup::{self, Host};
+use super::setup;
 use super::{Global, Status};
 use crate::desired::Stack;
-use crate::reconcile::LogReporter;
+use crate::host::LogReporter;
 use crate::release::{self, Layout};
 use anyhow::Context as _;
 
@@ -81,24 +81,22 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     }
     let rt = setup::runtime()?;
     let (results, failed) = rt.block_on(async {
-        let mut host = Host::connect(cfg).await?;
+        let services = setup::connect(cfg).await?;
+        let host = services.host(&LogReporter, setup::actor(&services.cfg));
         // Values of env files are masked in whatever the engine returns.
-        host.engine.set_secrets(
-            chosen
-                .iter()
-                .filter_map(|s| crate::reconcile::render(s, None).ok())
-                .flat_map(|r| r.secret_values)
-                .collect(),
-        );
-        let ctx = host.context(&LogReporter);
+        for s in &chosen {
+            if let Ok(r) = crate::reconcile::render(s, None) {
+                host.engine.add_secrets(&r.secret_values);
+            }
+        }
         let mut results = Vec::new();
         let mut failed = false;
         for s in chosen {
-            let store = crate::state::LocalStore::new(&host.cfg.root);
-            let _lock = store
+            let _lock = host
+                .store
                 .lock(&s.name)
                 .with_context(|| format!("failed to take the lock of {}", s.name))?;
-            match crate::backup::run(&ctx, s, a.reason.as_str()).await {
+            match crate::backup::run(&host, s, a.reason.as_str()).await {
                 Ok(r) => {
                     if !g.json {
                         println!("{}", r.dir.display());
@@ -107,7 +105,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
                 }
                 Err(e) => {
                     eprintln!("error: backup of {} failed: {e}", s.name);
-                    results.push(serde_json::json!({"stack": s.name, "ok": false, "error": e}));
+                    results.push(
+                        serde_json::json!({"stack": s.name, "ok": false, "error": e.to_string()}),
+                    );
                     failed = true;
                 }
             }

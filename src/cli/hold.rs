@@ -1,9 +1,10 @@
 //! `stackpin hold STACK --reason R` and `stackpin resume STACK`.
 
-use super::setup::{self, Host};
+use super::setup::{self, Services};
 use super::{Global, Status};
 use crate::control::{self, Request};
-use crate::reconcile::{self, LogReporter};
+use crate::host::LogReporter;
+use crate::reconcile;
 
 #[derive(Debug, clap::Args)]
 pub struct HoldArgs {
@@ -46,16 +47,14 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
     )? {
         return Ok(s);
     }
-    let rt = setup::runtime()?;
-    rt.block_on(async {
-        let host = Host::connect(cfg).await?;
-        let ctx = host.context(&LogReporter);
-        println!(
-            "{}",
-            reconcile::hold_stack(&ctx, &a.stack, &a.reason, None)?
-        );
-        Ok(Status::Ok)
-    })
+    // A hold only writes files: no engine needed.
+    let services = Services::offline(cfg, "not needed to hold a stack")?;
+    let host = services.host(&LogReporter, setup::actor(&services.cfg));
+    println!(
+        "{}",
+        reconcile::hold_stack(&host, &a.stack, &a.reason, None)?
+    );
+    Ok(Status::Ok)
 }
 
 pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
@@ -69,11 +68,8 @@ pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
     )? {
         return Ok(s);
     }
-    let rt = setup::runtime()?;
-    rt.block_on(async {
-        let host = Host::connect(cfg).await?;
-        let ctx = host.context(&LogReporter);
-        println!("{}", reconcile::resume_stack(&ctx, &a.stack)?);
-        Ok(Status::Ok)
-    })
+    let services = Services::offline(cfg, "not needed to resume a stack")?;
+    let host = services.host(&LogReporter, setup::actor(&services.cfg));
+    println!("{}", reconcile::resume_stack(&host, &a.stack)?);
+    Ok(Status::Ok)
 }

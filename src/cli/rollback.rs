@@ -2,10 +2,10 @@
 //! and `stackpin rollback STACK --list`: go back to a kept release and hold
 //! the stack there; `stackpin resume STACK` lets git win again.
 
-use super::setup::{self, CliReporter, Host};
+use super::setup::{self, CliReporter};
 use super::{Global, Status};
 use crate::control::{self, Request};
-use crate::reconcile::StackResult;
+use crate::outcome::StackResult;
 use crate::release::Layout;
 use crate::rollback::{self, ReleaseRow, Target};
 use crate::state::LocalStore;
@@ -67,10 +67,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     }
     let rt = setup::runtime()?;
     rt.block_on(async {
-        let host = Host::connect(cfg).await?;
+        let services = setup::connect(cfg).await?;
         let reporter = CliReporter::new(g.json || g.quiet);
-        let ctx = host.context(&reporter);
-        match rollback::rollback(&ctx, &a.stack, &target).await {
+        let host = services.host(&reporter, setup::actor(&services.cfg));
+        match rollback::rollback(&host, &a.stack, &target).await {
             Ok(r) => print_result(g, &r),
             Err(e) if e.is_refusal() => {
                 eprintln!("error: {e}");

@@ -1,13 +1,13 @@
 //! Shared setup for the commands that act on a host: the effective config,
-//! the desired state, the engine and a reconcile context.
+//! the desired state and the stage printer. The engine, policies and
+//! notifier come from [`crate::startup`], shared with the daemon.
 
 use super::Global;
 use crate::config::{self, Config};
 use crate::desired::{self, DesiredState, DirTree, GitTree};
-use crate::engine::Engine;
-use crate::reconcile::{Context, Reporter, Stage};
-use crate::release::Layout;
-use crate::state::LocalStore;
+use crate::host::Reporter;
+use crate::outcome::StageRecord;
+pub use crate::startup::Services;
 use anyhow::{Context as _, bail};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -104,7 +104,7 @@ impl CliReporter {
 }
 
 impl Reporter for CliReporter {
-    fn stage(&self, stack: &str, s: &Stage) {
+    fn stage(&self, stack: &str, s: &StageRecord) {
         if self.quiet {
             return;
         }
@@ -112,7 +112,8 @@ impl Reporter for CliReporter {
         let secs = s.millis as f64 / 1000.0;
         eprintln!(
             "  {stack:<24} {:<10} {mark:<4} {secs:>6.1}s  {}",
-            s.name, s.detail
+            s.name.as_str(),
+            s.detail
         );
     }
 
@@ -126,75 +127,14 @@ impl Reporter for CliReporter {
     }
 }
 
-pub struct Host {
-    pub cfg: Config,
-    pub engine: Engine,
-    pub events: Box<dyn crate::events::EventSink>,
-    /// The configured notifier (also behind `events`), for [`Host::flush_events`].
-    pub notifier: Option<crate::notify::Notifier>,
-    pub trust: std::collections::BTreeMap<String, crate::trust::Policy>,
+/// Connects to the engine and loads policies and the notifier.
+pub async fn connect(cfg: Config) -> anyhow::Result<Services> {
+    Ok(Services::connect(cfg, false).await?)
 }
 
-/// Loads the signature policy of every configured environment.
-pub fn trust_policies(
-    cfg: &Config,
-) -> anyhow::Result<std::collections::BTreeMap<String, crate::trust::Policy>> {
-    cfg.file
-        .trust
-        .iter()
-        .map(|(env, t)| Ok((env.clone(), crate::trust::load_policy(t)?)))
-        .collect()
-}
-
-impl Host {
-    pub async fn connect(cfg: Config) -> anyhow::Result<Host> {
-        let engine = Engine::connect(&cfg.compose)
-            .await
-            .context("failed to connect to the Docker engine")?;
-        let trust = trust_policies(&cfg)?;
-        // A broken notify section must not stop `status` or a deploy: it is
-        // reported and the run goes on without notifications.
-        let notifier = crate::notify::Notifier::from_config(&cfg, &cfg.host, &cfg.root)
-            .unwrap_or_else(|e| {
-                tracing::warn!("notifications disabled: {e:#}");
-                None
-            });
-        let events: Box<dyn crate::events::EventSink> = match &notifier {
-            Some(n) => Box::new(n.clone()),
-            None => Box::new(crate::events::NoEvents),
-        };
-        Ok(Host {
-            cfg,
-            engine,
-            events,
-            notifier,
-            trust,
-        })
-    }
-
-    /// Lets queued notifications go out before a one-shot command exits
-    /// (at most 15 s; what is left then is dropped with a warning).
-    pub async fn flush_events(&self) {
-        if let Some(n) = &self.notifier {
-            n.flush(std::time::Duration::from_secs(15)).await;
-        }
-    }
-
-    pub fn context<'a>(&'a self, reporter: &'a dyn Reporter) -> Context<'a> {
-        Context {
-            layout: Layout {
-                root: self.cfg.root.clone(),
-            },
-            store: LocalStore::new(&self.cfg.root),
-            engine: &self.engine,
-            host: self.cfg.host.clone(),
-            actor: format!("stackpin@{}", self.cfg.host),
-            min_disk_free_percent: self.cfg.min_disk_free_percent,
-            reporter,
-            events: self.events.as_ref(),
-            trust: &self.trust,
-        }
-    }
+/// The actor a one-shot command records in current.json.
+pub fn actor(cfg: &Config) -> String {
+    format!("stackpin@{}", cfg.host)
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -1,9 +1,9 @@
 //! `stackpin status`: one row per stack — state, version, release, digest,
 //! last change and why. Reads the host and the engine; changes nothing.
 
-use super::setup::{self, Host};
+use super::setup::{self, Services};
 use super::{Global, Status};
-use crate::reconcile::LogReporter;
+use crate::host::LogReporter;
 use crate::status;
 
 #[derive(Debug, clap::Args)]
@@ -21,9 +21,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     };
     let rt = setup::runtime()?;
     let rows = rt.block_on(async {
-        let host = Host::connect(cfg).await?;
-        let ctx = host.context(&LogReporter);
-        anyhow::Ok(status::collect(&ctx, desired.as_ref(), &a.stacks).await)
+        let services = Services::connect_or_offline(cfg).await?;
+        let host = services.host(&LogReporter, setup::actor(&services.cfg));
+        anyhow::Ok(status::collect(&host, desired.as_ref(), &a.stacks).await)
     })?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -49,7 +49,7 @@ pub fn print_table(rows: &[status::StackStatus]) {
         println!(
             "{:<w$}  {:<11}  {:<vw$}  {:<12}  {:<40}  {}",
             r.stack,
-            r.state,
+            r.state.as_str(),
             r.version.as_deref().unwrap_or("-"),
             r.digest.as_deref().unwrap_or("-"),
             r.last_change.as_deref().unwrap_or("-"),

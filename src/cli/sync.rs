@@ -1,8 +1,9 @@
 //! `stackpin sync [STACK…] [--force] [--dry-run]`: one converge run.
 
-use super::setup::{self, CliReporter, Host};
+use super::setup::{self, CliReporter};
 use super::{Global, Status};
-use crate::reconcile::{self, Outcome, SyncOptions};
+use crate::outcome::StackResult;
+use crate::reconcile::{self, SyncOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,17 +51,17 @@ pub fn prune(g: &Global, a: PruneArgs) -> anyhow::Result<Status> {
     }
     let rt = setup::runtime()?;
     rt.block_on(async {
-        let host = Host::connect(cfg).await?;
+        let services = setup::connect(cfg).await?;
         let reporter = CliReporter::new(g.json || g.quiet);
-        let ctx = host.context(&reporter);
+        let host = services.host(&reporter, setup::actor(&services.cfg));
         let opts = SyncOptions {
             dry_run: a.dry_run,
             only: orphans,
-            prune: true,
+            prune: Some(true),
             concurrency: 1,
             ..Default::default()
         };
-        let results = reconcile::sync(&ctx, &desired, &opts).await;
+        let results = reconcile::sync(&host, &desired, &opts).await.results;
         print_results(g, &results)?;
         Ok(if results.iter().any(|r| r.outcome.is_failure()) {
             Status::Failed
@@ -116,53 +117,32 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     }
     let rt = setup::runtime()?;
     rt.block_on(async {
-        let mut host = Host::connect(cfg).await?;
-        // Secret values from env files are masked in every logged command
-        // line and output.
-        let secrets: Vec<String> = desired
-            .stacks
-            .values()
-            .filter_map(|s| reconcile::render(s, None).ok())
-            .flat_map(|r| r.secret_values)
-            .collect();
-        host.engine.set_secrets(secrets);
+        let services = setup::connect(cfg).await?;
         let reporter = CliReporter::new(g.json || g.quiet);
-        let ctx = host.context(&reporter);
+        let host = services.host(&reporter, setup::actor(&services.cfg));
         let opts = SyncOptions {
             force: a.force,
             dry_run: a.dry_run,
             break_glass: a.break_glass.clone(),
             only: a.stacks.clone(),
-            prune: desired.repo.prune,
-            concurrency: host.cfg.file.concurrency.unwrap_or(2),
-            ..Default::default()
+            prune: None,
+            concurrency: services.cfg.file.concurrency.unwrap_or(2),
         };
-        let results = reconcile::sync(&ctx, &desired, &opts).await;
+        let results = reconcile::sync(&host, &desired, &opts).await.results;
         print_results(g, &results)?;
-        host.flush_events().await;
+        services.flush_events().await;
         let failed = results.iter().any(|r| r.outcome.is_failure())
             || (desired.errors().next().is_some() && !a.dry_run);
         Ok(if failed { Status::Failed } else { Status::Ok })
     })
 }
 
-fn print_results(g: &Global, results: &[reconcile::StackResult]) -> anyhow::Result<()> {
+fn print_results(g: &Global, results: &[StackResult]) -> anyhow::Result<()> {
     if g.json {
         println!("{}", serde_json::to_string_pretty(results)?);
     } else {
         for r in results {
-            let word = match r.outcome {
-                Outcome::Unchanged => "unchanged",
-                Outcome::Deployed => "deployed",
-                Outcome::Healed => "healed",
-                Outcome::RolledBack => "rolled-back",
-                Outcome::Failed => "FAILED",
-                Outcome::Skipped => "skipped",
-                Outcome::Blocked => "blocked",
-                Outcome::Recovered => "recovered",
-                Outcome::Planned => "plan",
-                Outcome::Removed => "removed",
-            };
+            let word = r.outcome.word();
             println!(
                 "{:<24} {:<12} {:<20} {}",
                 r.stack,

@@ -86,14 +86,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         );
         return Ok(Status::Failed);
     }
-    let (entry, added) = crate::reconcile::record_verified(
+    let (entry, added) = crate::verified::record(
         &layout,
         &cfg.host,
         &a.stack,
         &meta.version,
-        meta.images.clone(),
+        &meta.images,
         meta.commit.as_deref(),
-    );
+    )?;
     let notes = if added {
         format!("verified by hand: release {}", rel.id)
     } else {

@@ -1,10 +1,16 @@
 //! Image references: `registry/repo[:tag][@sha256:<64 hex>]`. A pin is a
 //! reference with a digest; the tag, if any, is informational.
+//!
+//! This is the one place that takes a reference string apart: everything
+//! else (release records, the gate, drift, the engine's digest check) works
+//! on [`ImageRef`] values. In `release.json` a reference is stored as its
+//! fields; in the verified markers, which people read and write, as the
+//! pinned string.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ImageRef {
     pub repository: String,
     pub tag: Option<String>,
@@ -62,6 +68,87 @@ impl ImageRef {
         self.digest
             .as_ref()
             .map(|d| format!("{}@{}", self.repository, d))
+    }
+}
+
+impl ImageRef {
+    /// The repository as the engine lists it in RepoDigests: Docker Hub's
+    /// `docker.io/` and `library/` prefixes dropped.
+    pub fn normalized_repository(&self) -> &str {
+        normalize_repository(&self.repository)
+    }
+
+    /// Whether `repo_digest` (`repo@sha256:…`, as the engine reports an
+    /// image's RepoDigests or a container's configured image) names this
+    /// pin: the same digest in the same (normalized) repository.
+    pub fn matches(&self, repo_digest: &str) -> bool {
+        let Some(digest) = &self.digest else {
+            return false;
+        };
+        ImageRef::parse(repo_digest).is_ok_and(|other| {
+            other.digest.as_ref() == Some(digest)
+                && other.normalized_repository() == self.normalized_repository()
+        })
+    }
+
+    /// Whether any of `repo_digests` names this pin (see [`ImageRef::matches`]).
+    pub fn is_in(&self, repo_digests: &[String]) -> bool {
+        repo_digests.iter().any(|rd| self.matches(rd))
+    }
+
+    /// Whether `reference` carries this pin's digest, whatever repository it
+    /// names (a container runs the image a digest names, from any mirror).
+    pub fn same_digest(&self, reference: &str) -> bool {
+        self.digest.is_some()
+            && ImageRef::parse(reference).is_ok_and(|other| other.digest == self.digest)
+    }
+}
+
+/// A repository name as the engine lists it in RepoDigests: Docker Hub's
+/// `docker.io/` and `library/` prefixes dropped.
+pub fn normalize_repository(repo: &str) -> &str {
+    let repo = ["docker.io/", "index.docker.io/", "registry-1.docker.io/"]
+        .iter()
+        .find_map(|p| repo.strip_prefix(p))
+        .unwrap_or(repo);
+    repo.strip_prefix("library/").unwrap_or(repo)
+}
+
+/// Reads a reference written either as its fields (`release.json` since the
+/// typed format) or as one string (older releases, hand-written files).
+impl<'de> Deserialize<'de> for ImageRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            repository: String,
+            #[serde(default)]
+            tag: Option<String>,
+            #[serde(default)]
+            digest: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Fields(Fields),
+        }
+        let text = match Either::deserialize(d)? {
+            Either::Text(s) => s,
+            Either::Fields(f) => {
+                let mut s = f.repository;
+                if let Some(t) = f.tag {
+                    s.push(':');
+                    s.push_str(&t);
+                }
+                if let Some(dg) = f.digest {
+                    s.push('@');
+                    s.push_str(&dg);
+                }
+                s
+            }
+        };
+        ImageRef::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -130,6 +217,37 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("18"));
         assert_eq!(r.pinned().unwrap(), format!("ghcr.io/acme/odoo@{D}"));
         assert_eq!(r.digest_hex().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn matches_docker_hub_short_names_and_needs_the_same_digest() {
+        let p = |s: &str| ImageRef::parse(s).unwrap();
+        let rd = vec![format!("redis@{D}")];
+        assert!(p(&format!("docker.io/library/redis@{D}")).is_in(&rd));
+        assert!(p(&format!("redis@{D}")).is_in(&rd));
+        assert!(p(&format!("library/redis@{D}")).is_in(&rd));
+        assert!(p(&format!("docker.io/acme/app@{D}")).is_in(&[format!("acme/app@{D}")]));
+        let rd = vec![format!("127.0.0.1:5000/app@{D}")];
+        assert!(p(&format!("127.0.0.1:5000/app@{D}")).is_in(&rd));
+        assert!(!p(&format!("127.0.0.1:5000/other@{D}")).is_in(&rd));
+        let other = D.replace("1db6", "2db6");
+        assert!(!p(&format!("127.0.0.1:5000/app@{other}")).is_in(&rd));
+        assert!(!p("127.0.0.1:5000/app").is_in(&rd));
+        assert!(!p(&format!("127.0.0.1:5000/app@{D}")).is_in(&[]));
+        assert!(p(&format!("mirror.example/app@{D}")).same_digest(&rd[0]));
+    }
+
+    #[test]
+    fn reads_fields_or_a_string_and_writes_fields() {
+        let r = ImageRef::parse(&format!("ghcr.io/acme/odoo:18@{D}")).unwrap();
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["repository"], "ghcr.io/acme/odoo");
+        assert_eq!(json["digest"], D);
+        assert_eq!(serde_json::from_value::<ImageRef>(json).unwrap(), r);
+        let old: ImageRef =
+            serde_json::from_value(serde_json::json!(format!("ghcr.io/acme/odoo:18@{D}"))).unwrap();
+        assert_eq!(old, r);
+        assert!(serde_json::from_value::<ImageRef>(serde_json::json!("app@sha256:x")).is_err());
     }
 
     #[test]

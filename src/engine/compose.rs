@@ -3,8 +3,7 @@
 //! name is always passed explicitly (`-p` and `COMPOSE_PROJECT_NAME`) so it
 //! never depends on the directory's name.
 
-use super::{CommandLog, Engine, Error};
-use std::path::Path;
+use super::{CommandLog, Docker, Engine as _, Error, Project};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -117,26 +116,21 @@ impl ComposeCmd {
     }
 }
 
-impl Engine {
-    /// Runs `<compose> -p <project> -f <file>… <args…>` in `dir` and returns
-    /// what it printed (stdout and stderr interleaved by line), masked.
-    /// Relative `files` are relative to `dir`; compose also reads `dir/.env`.
-    /// The child is killed if the returned future is dropped (e.g. by a
-    /// timeout).
+impl Docker {
+    /// Runs `<compose> -p <project> -f <file>… <args…>` in the project's
+    /// directory and returns what it printed (stdout and stderr interleaved
+    /// by line), masked. Relative files are relative to that directory;
+    /// compose also reads its `.env`. The child is killed if the returned
+    /// future is dropped (e.g. by a timeout).
     ///
     /// # Errors
     /// [`Error::Spawn`] when the program cannot be started,
     /// [`Error::Compose`] (with the masked command and output tail) when it
     /// exits non-zero.
-    pub async fn compose(
-        &self,
-        dir: &Path,
-        project: &str,
-        files: &[String],
-        args: &[&str],
-    ) -> Result<CommandLog, Error> {
+    pub async fn compose(&self, p: Project<'_>, args: &[&str]) -> Result<CommandLog, Error> {
+        let (dir, project) = (p.dir, p.name);
         let (program, _) = self.compose.program();
-        let argv = self.compose.args(project, files, args);
+        let argv = self.compose.args(project, p.files, args);
         let command = self.mask(&shell_line(program, &argv));
         let started = Instant::now();
 
@@ -206,41 +200,6 @@ impl Engine {
             });
         }
         Ok(log)
-    }
-
-    /// `up -d --remove-orphans`: creates or recreates what changed, removes
-    /// containers of services that are gone. Idempotent.
-    pub async fn up(
-        &self,
-        dir: &Path,
-        project: &str,
-        files: &[String],
-    ) -> Result<CommandLog, Error> {
-        self.compose(dir, project, files, &["up", "-d", "--remove-orphans"])
-            .await
-    }
-
-    /// `down --remove-orphans`: stops and removes the project's containers and
-    /// networks. Never removes volumes. Idempotent.
-    pub async fn down(
-        &self,
-        dir: &Path,
-        project: &str,
-        files: &[String],
-    ) -> Result<CommandLog, Error> {
-        self.compose(dir, project, files, &["down", "--remove-orphans"])
-            .await
-    }
-
-    /// `config -q`: validates the compose files (and `.env`) without touching
-    /// the engine's state.
-    pub async fn config_check(
-        &self,
-        dir: &Path,
-        project: &str,
-        files: &[String],
-    ) -> Result<CommandLog, Error> {
-        self.compose(dir, project, files, &["config", "-q"]).await
     }
 }
 

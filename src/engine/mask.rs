@@ -39,6 +39,16 @@ impl Masker {
         out
     }
 
+    /// This set plus `more`.
+    pub fn with(&self, more: &[String]) -> Masker {
+        Masker::new(self.secrets.iter().chain(more).cloned())
+    }
+
+    /// Whether `secret` is masked (or too short to be).
+    pub fn contains(&self, secret: &str) -> bool {
+        secret.chars().count() < MIN_SECRET_LEN || self.secrets.iter().any(|s| s == secret)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }

@@ -1,20 +1,27 @@
-//! The container engine behind one small struct: bollard for what the Docker
-//! API answers well (pulls, inspection, exec, networks) and the compose CLI
-//! for what only compose knows (`up`, `down`, `config`). Everything the rest
-//! of stackpin learns about running containers comes through [`Engine`], and
-//! everything it logs or returns is masked with the stack's secrets.
+//! The container engine behind one small trait, [`Engine`]: pull, up, down,
+//! inspect containers, exec. [`Docker`] implements it with bollard for what
+//! the Docker API answers well (pulls, inspection, exec, networks) and the
+//! compose CLI for what only compose knows (`up`, `down`, `config`);
+//! [`memory::MemoryEngine`] implements it in memory so that the pipeline and
+//! recovery are unit-tested without Docker; [`Offline`] answers every call
+//! with "unavailable", for the commands that work without an engine.
+//! Everything the rest of stackpin learns about running containers comes
+//! through the trait, and everything an engine logs or returns is masked
+//! with the secrets it was given.
 //!
 //! Containers are always found by their compose labels, never by name:
 //! compose v1 and v2 name containers differently (`_` vs `-`).
 
 mod compose;
 mod mask;
+pub mod memory;
 
 pub use compose::ComposeCmd;
 pub use mask::{MASK, Masker};
 
 use crate::desired::image::ImageRef;
-use bollard::Docker;
+use async_trait::async_trait;
+use bollard::Docker as Bollard;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -96,6 +103,9 @@ pub enum Error {
          \"docker compose\" or \"docker-compose\""
     )]
     ComposeNotFound { setting: String, detail: String },
+    /// No engine is connected ([`Offline`]), or it stopped answering.
+    #[error("failed to reach the docker engine: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -117,7 +127,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Connect(_) | Error::Inspect { .. } | Error::Exec { .. }
+            Error::Connect(_) | Error::Inspect { .. } | Error::Exec { .. } | Error::Unavailable(_)
         )
     }
 }
@@ -160,15 +170,88 @@ pub struct CommandLog {
     pub duration: Duration,
 }
 
-/// A connection to the Docker engine plus the compose CLI to use with it.
-#[derive(Debug, Clone)]
-pub struct Engine {
-    docker: Docker,
-    pub compose: ComposeCmd,
-    masker: Masker,
+/// One compose project as a command runs it: the project name (always the
+/// stack name), the directory compose runs in and its compose files
+/// (relative to `dir`).
+#[derive(Debug, Clone, Copy)]
+pub struct Project<'a> {
+    pub name: &'a str,
+    pub dir: &'a std::path::Path,
+    pub files: &'a [String],
 }
 
-impl Engine {
+/// Progress lines of a pull, for a person watching.
+pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
+/// What stackpin needs of a container engine. Every method is read-only or
+/// idempotent as its documentation says; every text an implementation
+/// returns is masked with the secrets of [`Engine::add_secrets`].
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// What this engine is, for status and logs (`docker compose`, …).
+    fn describe(&self) -> String;
+
+    /// Adds values to replace with `***` in every command line, output and
+    /// error from now on (values given before stay masked: an old secret
+    /// must not leak after a rotation). Values shorter than 4 characters are
+    /// ignored.
+    fn add_secrets(&self, secrets: &[String]);
+
+    /// Masks `text` with the secrets given.
+    fn mask(&self, text: &str) -> String;
+
+    /// Whether the engine answers.
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// Pulls `image` by its digest and checks that the local image carries
+    /// the pin. Idempotent: an image already present is verified, not pulled
+    /// again. Never pulls by tag.
+    async fn pull(&self, image: &ImageRef, progress: Progress<'_>) -> Result<(), Error>;
+
+    /// Every container of compose project `project`, stopped ones included,
+    /// sorted by service and name. Read-only.
+    async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error>;
+
+    /// Runs `cmd` in a running container; its exit code and output (capped).
+    async fn exec(&self, container: &str, cmd: &[String]) -> Result<(i64, String), Error>;
+
+    /// Runs `cmd` in a running container and streams its stdout into the new
+    /// file `out` (mode 0600, fsynced); the exit code, bytes written and the
+    /// tail of stderr.
+    async fn exec_to_file(
+        &self,
+        container: &str,
+        cmd: &[String],
+        env: &[String],
+        user: Option<&str>,
+        out: &std::path::Path,
+    ) -> Result<(i64, u64, String), Error>;
+
+    /// Whether a network of that name (or id) exists. Read-only.
+    async fn network_exists(&self, name: &str) -> Result<bool, Error>;
+
+    /// `up -d --remove-orphans`: creates or recreates what changed, removes
+    /// containers of services that are gone. Idempotent.
+    async fn up(&self, project: Project<'_>) -> Result<CommandLog, Error>;
+
+    /// `down --remove-orphans`: stops and removes the project's containers
+    /// and networks. Never removes volumes. Idempotent.
+    async fn down(&self, project: Project<'_>) -> Result<CommandLog, Error>;
+
+    /// `config -q`: validates the compose files (and `.env`) without
+    /// touching the engine's state.
+    async fn config_check(&self, project: Project<'_>) -> Result<CommandLog, Error>;
+}
+
+/// A connection to the Docker engine plus the compose CLI to use with it.
+#[derive(Debug)]
+pub struct Docker {
+    docker: Bollard,
+    pub compose: ComposeCmd,
+    masker: std::sync::RwLock<Masker>,
+}
+
+impl Docker {
     /// Connects to the engine named by `DOCKER_HOST` (default: the local
     /// socket), negotiates the API version, and finds the compose CLI
     /// (`compose_setting`: `auto`, `docker compose` or `docker-compose`).
@@ -176,8 +259,8 @@ impl Engine {
     /// # Errors
     /// [`Error::Connect`] when the engine does not answer,
     /// [`Error::ComposeNotFound`] when no compose implementation works.
-    pub async fn connect(compose_setting: &str) -> Result<Engine, Error> {
-        let docker = Docker::connect_with_defaults()
+    pub async fn connect(compose_setting: &str) -> Result<Docker, Error> {
+        let docker = Bollard::connect_with_defaults()
             .map_err(Error::Connect)?
             .negotiate_version()
             .await
@@ -193,28 +276,11 @@ impl Engine {
             compose = compose.display(),
             "connected to the docker engine"
         );
-        Ok(Engine {
+        Ok(Docker {
             docker,
             compose,
-            masker: Masker::default(),
+            masker: std::sync::RwLock::new(Masker::default()),
         })
-    }
-
-    /// Values to replace with `***` in every command line, output and error
-    /// this engine produces from now on. Values shorter than 4 characters are
-    /// ignored.
-    pub fn set_secrets(&mut self, secrets: Vec<String>) {
-        self.masker = Masker::new(secrets);
-    }
-
-    /// Masks `text` with this engine's secrets.
-    pub fn mask(&self, text: &str) -> String {
-        self.masker.mask(text)
-    }
-
-    pub async fn ping(&self) -> Result<(), Error> {
-        self.docker.ping().await.map_err(Error::Connect)?;
-        Ok(())
     }
 
     /// Pulls `image` by its digest and checks that the local image's
@@ -228,17 +294,13 @@ impl Engine {
     /// [`Error::Pull`] when the reference has no digest or the engine fails
     /// the pull; [`Error::DigestMismatch`] when the image does not carry the
     /// pin afterwards.
-    pub async fn pull(
-        &self,
-        image: &ImageRef,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<(), Error> {
+    async fn pull_image(&self, image: &ImageRef, progress: Progress<'_>) -> Result<(), Error> {
         let pinned = image.pinned().ok_or_else(|| Error::Pull {
             image: image.to_string(),
             message: "the reference has no digest; stackpin pulls only pinned images".into(),
         })?;
         if let Some(digests) = self.image_repo_digests(&pinned).await?
-            && contains_pin(&digests, &pinned)
+            && image.is_in(&digests)
         {
             progress(&format!("{pinned}: already present"));
             tracing::debug!(image = %pinned, "image already present");
@@ -281,7 +343,7 @@ impl Engine {
                 image: pinned.clone(),
                 message: "the engine reported success but the image is not there".into(),
             })?;
-        if !contains_pin(&digests, &pinned) {
+        if !image.is_in(&digests) {
             return Err(Error::DigestMismatch {
                 image: pinned,
                 found: digests,
@@ -303,9 +365,7 @@ impl Engine {
         }
     }
 
-    /// Every container of compose project `project`, stopped ones included,
-    /// sorted by service and name. Read-only.
-    pub async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
+    async fn list_containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![format!("{PROJECT_LABEL}={project}")],
@@ -393,7 +453,11 @@ impl Engine {
     /// Runs `cmd` in a running container and returns its exit code and its
     /// stdout and stderr combined (the first 64 KB). No timeout of its own:
     /// wrap the call when the command might hang.
-    pub async fn exec(&self, container_id: &str, cmd: &[String]) -> Result<(i64, String), Error> {
+    async fn exec_capture(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+    ) -> Result<(i64, String), Error> {
         let err = |source| Error::Exec {
             container: container_id.to_string(),
             source,
@@ -458,7 +522,7 @@ impl Engine {
     /// # Errors
     /// [`Error::Exec`] when the engine fails the exec, [`Error::ExecOutput`]
     /// when `out` cannot be created or written.
-    pub async fn exec_to_file(
+    async fn exec_streaming(
         &self,
         container: &str,
         cmd: &[String],
@@ -549,8 +613,7 @@ impl Engine {
         Ok(-1)
     }
 
-    /// Whether a network of that name (or id) exists. Read-only.
-    pub async fn network_exists(&self, name: &str) -> Result<bool, Error> {
+    async fn inspect_network(&self, name: &str) -> Result<bool, Error> {
         match self.docker.inspect_network(name, None).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
@@ -581,55 +644,141 @@ fn docker_message(e: &DockerError) -> String {
     }
 }
 
-/// A repository name as the engine lists it in RepoDigests: Docker Hub's
-/// `docker.io/` and `library/` prefixes dropped.
-pub fn normalize_repository(repo: &str) -> &str {
-    let repo = ["docker.io/", "index.docker.io/", "registry-1.docker.io/"]
-        .iter()
-        .find_map(|p| repo.strip_prefix(p))
-        .unwrap_or(repo);
-    repo.strip_prefix("library/").unwrap_or(repo)
+#[async_trait]
+impl Engine for Docker {
+    fn describe(&self) -> String {
+        self.compose.display().to_string()
+    }
+
+    fn add_secrets(&self, secrets: &[String]) {
+        let mut m = self
+            .masker
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if secrets.iter().any(|s| !m.contains(s)) {
+            *m = m.with(secrets);
+        }
+    }
+
+    fn mask(&self, text: &str) -> String {
+        self.masker
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .mask(text)
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        self.docker.ping().await.map_err(Error::Connect)?;
+        Ok(())
+    }
+
+    async fn pull(&self, image: &ImageRef, progress: Progress<'_>) -> Result<(), Error> {
+        self.pull_image(image, progress).await
+    }
+
+    async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
+        self.list_containers(project).await
+    }
+
+    async fn exec(&self, container: &str, cmd: &[String]) -> Result<(i64, String), Error> {
+        self.exec_capture(container, cmd).await
+    }
+
+    async fn exec_to_file(
+        &self,
+        container: &str,
+        cmd: &[String],
+        env: &[String],
+        user: Option<&str>,
+        out: &std::path::Path,
+    ) -> Result<(i64, u64, String), Error> {
+        self.exec_streaming(container, cmd, env, user, out).await
+    }
+
+    async fn network_exists(&self, name: &str) -> Result<bool, Error> {
+        self.inspect_network(name).await
+    }
+
+    async fn up(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        self.compose(p, &["up", "-d", "--remove-orphans"]).await
+    }
+
+    async fn down(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        self.compose(p, &["down", "--remove-orphans"]).await
+    }
+
+    async fn config_check(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        self.compose(p, &["config", "-q"]).await
+    }
 }
 
-/// Whether `repo_digests` (as the engine reports them) contain `pinned`
-/// (`repository@sha256:…`), comparing normalized repository names.
-pub fn contains_pin(repo_digests: &[String], pinned: &str) -> bool {
-    let Some((repo, digest)) = pinned.rsplit_once('@') else {
-        return false;
-    };
-    let repo = normalize_repository(repo);
-    repo_digests.iter().any(|rd| {
-        rd.rsplit_once('@')
-            .is_some_and(|(r, d)| d == digest && normalize_repository(r) == repo)
-    })
+/// The engine of a command that runs without one (`plan`, `status`, `hold`
+/// where Docker is not at hand): every call fails with
+/// [`Error::Unavailable`] naming why, so callers report "not checked"
+/// instead of guessing.
+#[derive(Debug, Clone)]
+pub struct Offline {
+    why: String,
+}
+
+impl Offline {
+    pub fn new(why: impl Into<String>) -> Offline {
+        Offline { why: why.into() }
+    }
+
+    fn err<T>(&self) -> Result<T, Error> {
+        Err(Error::Unavailable(self.why.clone()))
+    }
+}
+
+#[async_trait]
+impl Engine for Offline {
+    fn describe(&self) -> String {
+        format!("no engine ({})", self.why)
+    }
+    fn add_secrets(&self, _secrets: &[String]) {}
+    fn mask(&self, text: &str) -> String {
+        text.to_string()
+    }
+    async fn ping(&self) -> Result<(), Error> {
+        self.err()
+    }
+    async fn pull(&self, _image: &ImageRef, _progress: Progress<'_>) -> Result<(), Error> {
+        self.err()
+    }
+    async fn containers(&self, _project: &str) -> Result<Vec<ContainerInfo>, Error> {
+        self.err()
+    }
+    async fn exec(&self, _container: &str, _cmd: &[String]) -> Result<(i64, String), Error> {
+        self.err()
+    }
+    async fn exec_to_file(
+        &self,
+        _container: &str,
+        _cmd: &[String],
+        _env: &[String],
+        _user: Option<&str>,
+        _out: &std::path::Path,
+    ) -> Result<(i64, u64, String), Error> {
+        self.err()
+    }
+    async fn network_exists(&self, _name: &str) -> Result<bool, Error> {
+        self.err()
+    }
+    async fn up(&self, _p: Project<'_>) -> Result<CommandLog, Error> {
+        self.err()
+    }
+    async fn down(&self, _p: Project<'_>) -> Result<CommandLog, Error> {
+        self.err()
+    }
+    async fn config_check(&self, _p: Project<'_>) -> Result<CommandLog, Error> {
+        self.err()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const D: &str = "sha256:1db6436ca7e084705cffcf3e760b6659cce449bd636edf94917b28de2df3fbe5";
-
-    #[test]
-    fn pin_matches_docker_hub_short_names() {
-        let rd = vec![format!("redis@{D}")];
-        assert!(contains_pin(&rd, &format!("docker.io/library/redis@{D}")));
-        assert!(contains_pin(&rd, &format!("redis@{D}")));
-        assert!(contains_pin(&rd, &format!("library/redis@{D}")));
-        let rd = vec![format!("acme/app@{D}")];
-        assert!(contains_pin(&rd, &format!("docker.io/acme/app@{D}")));
-    }
-
-    #[test]
-    fn pin_needs_same_repository_and_digest() {
-        let rd = vec![format!("127.0.0.1:5000/app@{D}")];
-        assert!(contains_pin(&rd, &format!("127.0.0.1:5000/app@{D}")));
-        assert!(!contains_pin(&rd, &format!("127.0.0.1:5000/other@{D}")));
-        let other = D.replace("1db6", "2db6");
-        assert!(!contains_pin(&rd, &format!("127.0.0.1:5000/app@{other}")));
-        assert!(!contains_pin(&rd, "127.0.0.1:5000/app"));
-        assert!(!contains_pin(&[], &format!("127.0.0.1:5000/app@{D}")));
-    }
 
     #[test]
     fn compose_error_names_command_code_and_last_line() {

@@ -1,0 +1,336 @@
+//! The one vocabulary of what happened to a stack, shared by the pipeline,
+//! `sync`'s output, `status`, the history, the metrics and the
+//! notifications: the [`Stage`]s of a converge, the [`Reason`] a stage gives
+//! when it fails (one each), how a stack's run ended ([`Outcome`]) and the
+//! state an operator reads ([`State`]). Plain data: nothing here does I/O.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One step of the converge pipeline (SPEC §3). Each maps to exactly one
+/// [`Reason`] when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Render the release, disk space, external networks.
+    Preflight,
+    /// The pre-deploy backup.
+    Backup,
+    /// Write the release directory and check it with `compose config`.
+    Release,
+    /// Pull every pinned image by digest.
+    Pull,
+    /// Write the journal that makes a crash recoverable.
+    Journal,
+    /// Point the stack link at the target release.
+    Switch,
+    /// `compose up`.
+    Up,
+    /// The smoke checks.
+    Smoke,
+    /// current.json, history, verified marker, retention.
+    Record,
+    /// Switch back to the previous release (the start of an auto-revert).
+    Revert,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 10] = [
+        Stage::Preflight,
+        Stage::Backup,
+        Stage::Release,
+        Stage::Pull,
+        Stage::Journal,
+        Stage::Switch,
+        Stage::Up,
+        Stage::Smoke,
+        Stage::Record,
+        Stage::Revert,
+    ];
+
+    /// The reason a failure of this stage reports.
+    pub fn reason(self) -> Reason {
+        match self {
+            Stage::Preflight => Reason::PreflightFailed,
+            Stage::Backup => Reason::BackupFailed,
+            Stage::Release => Reason::ReleaseFailed,
+            Stage::Pull => Reason::PullFailed,
+            Stage::Journal => Reason::JournalFailed,
+            Stage::Switch => Reason::SwitchFailed,
+            Stage::Up => Reason::UpFailed,
+            Stage::Smoke => Reason::SmokeFailed,
+            Stage::Record => Reason::RecordFailed,
+            Stage::Revert => Reason::RevertFailed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Preflight => "preflight",
+            Stage::Backup => "backup",
+            Stage::Release => "release",
+            Stage::Pull => "pull",
+            Stage::Journal => "journal",
+            Stage::Switch => "switch",
+            Stage::Up => "up",
+            Stage::Smoke => "smoke",
+            Stage::Record => "record",
+            Stage::Revert => "revert",
+        }
+    }
+
+    /// Whether the stack link has moved once this stage has run: failures
+    /// from here on leave the host on a release other than the one it ran.
+    pub fn is_after_switch(self) -> bool {
+        matches!(
+            self,
+            Stage::Up | Stage::Smoke | Stage::Record | Stage::Revert
+        )
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a stack did not end converged. Every failing [`Stage`] gives its own
+/// (see [`Stage::reason`]); the others come from the plan or the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    /// The desired state of the stack has validation errors.
+    InvalidSpec,
+    PreflightFailed,
+    /// The pre-deploy backup failed (and `backup.required` is not `false`).
+    BackupFailed,
+    ReleaseFailed,
+    PullFailed,
+    JournalFailed,
+    SwitchFailed,
+    UpFailed,
+    SmokeFailed,
+    RecordFailed,
+    /// The new release failed; the previous one runs again.
+    RolledBack,
+    /// The previous release could not be brought back either.
+    RevertFailed,
+    /// The promotion gate refused the pins.
+    Unverified,
+    /// The desired commit does not satisfy the host's signature policy.
+    Untrusted,
+    Quarantined,
+    Held,
+    /// A converge was interrupted (crash) and is being finished or reverted.
+    Interrupted,
+    /// The Docker engine stopped answering; the converge is finished later.
+    EngineUnavailable,
+    /// The stack's lock could not be taken.
+    LockFailed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::PreflightFailed => "PreflightFailed",
+            Reason::BackupFailed => "BackupFailed",
+            Reason::ReleaseFailed => "ReleaseFailed",
+            Reason::PullFailed => "PullFailed",
+            Reason::JournalFailed => "JournalFailed",
+            Reason::SwitchFailed => "SwitchFailed",
+            Reason::UpFailed => "UpFailed",
+            Reason::SmokeFailed => "SmokeFailed",
+            Reason::RecordFailed => "RecordFailed",
+            Reason::RolledBack => "RolledBack",
+            Reason::RevertFailed => "RevertFailed",
+            Reason::Unverified => "Unverified",
+            Reason::Untrusted => "Untrusted",
+            Reason::Quarantined => "Quarantined",
+            Reason::Held => "Held",
+            Reason::Interrupted => "Interrupted",
+            Reason::EngineUnavailable => "EngineUnavailable",
+            Reason::LockFailed => "LockFailed",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one stack's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing to do: the release is current and healthy.
+    Unchanged,
+    Deployed,
+    Healed,
+    /// The new release failed; the previous one runs again.
+    RolledBack,
+    Failed,
+    Skipped,
+    Blocked,
+    /// Interrupted converge recovered.
+    Recovered,
+    /// `--dry-run`: what would happen, nothing done.
+    Planned,
+    /// Pruned: stopped and unlinked because it left the desired state.
+    Removed,
+}
+
+impl Outcome {
+    /// Whether the command should exit non-zero because of this stack.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Outcome::RolledBack | Outcome::Failed | Outcome::Blocked
+        )
+    }
+
+    /// The word `sync` prints.
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Unchanged => "unchanged",
+            Outcome::Deployed => "deployed",
+            Outcome::Healed => "healed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Failed => "FAILED",
+            Outcome::Skipped => "skipped",
+            Outcome::Blocked => "blocked",
+            Outcome::Recovered => "recovered",
+            Outcome::Planned => "plan",
+            Outcome::Removed => "removed",
+        }
+    }
+}
+
+/// A stack's state as operators see it (SPEC §6), plus `Absent` for a stack
+/// that is neither running nor wanted here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    Converged,
+    Progressing,
+    Failed,
+    RolledBack,
+    Blocked,
+    Held,
+    Drifted,
+    Absent,
+}
+
+impl State {
+    pub const ALL: [State; 8] = [
+        State::Converged,
+        State::Progressing,
+        State::Failed,
+        State::RolledBack,
+        State::Blocked,
+        State::Held,
+        State::Drifted,
+        State::Absent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Converged => "Converged",
+            State::Progressing => "Progressing",
+            State::Failed => "Failed",
+            State::RolledBack => "RolledBack",
+            State::Blocked => "Blocked",
+            State::Held => "Held",
+            State::Drifted => "Drifted",
+            State::Absent => "Absent",
+        }
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<State, String> {
+        State::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a state"))
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One stage as it ran: for the stage lines on stderr, `sync --json` and the
+/// duration metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: Stage,
+    pub ok: bool,
+    pub millis: u128,
+    pub detail: String,
+}
+
+/// How one stack's run ended, with the stages it went through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackResult {
+    pub stack: String,
+    pub outcome: Outcome,
+    pub reason: Option<Reason>,
+    pub message: String,
+    pub version: Option<String>,
+    pub release: Option<String>,
+    pub stages: Vec<StageRecord>,
+}
+
+impl StackResult {
+    /// A result with no stages run.
+    pub fn new(stack: &str, outcome: Outcome, reason: Option<Reason>, message: String) -> Self {
+        StackResult {
+            stack: stack.to_string(),
+            outcome,
+            reason,
+            message,
+            version: None,
+            release: None,
+            stages: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_stage_has_its_own_reason() {
+        let reasons: HashSet<Reason> = Stage::ALL.iter().map(|s| s.reason()).collect();
+        assert_eq!(reasons.len(), Stage::ALL.len());
+        for s in Stage::ALL {
+            assert!(
+                s.reason().as_str().ends_with("Failed"),
+                "{s}: {}",
+                s.reason()
+            );
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                s.as_str(),
+                "JSON and text agree"
+            );
+        }
+    }
+
+    #[test]
+    fn json_names_match_the_text() {
+        for r in [Reason::PullFailed, Reason::RolledBack, Reason::Untrusted] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for s in State::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Why a stage failed. Each variant names the boundary it came from; the
+//! stage it failed in is carried next to it ([`super::pipeline::Failed`]).
+//! Messages read as "<what> failed: <why>", which is what history, status
+//! and notifications show.
+
+use crate::outcome::Stage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The desired release could not be rendered on this host.
+    #[error("preflight failed: {0}")]
+    Render(#[from] super::inputs::RenderError),
+    /// Disk space, external networks: each problem in words.
+    #[error("preflight failed: {}", .0.join("; "))]
+    Preflight(Vec<String>),
+    #[error("backup failed: {0}")]
+    Backup(#[from] crate::backup::Error),
+    #[error("release-create failed: {}", report(.0))]
+    Release(#[source] crate::release::Error),
+    #[error("compose config rejected the release: {}", .0.report())]
+    Config(#[source] crate::engine::Error),
+    #[error("pull failed: {service}: {}", source.report())]
+    Pull {
+        service: String,
+        #[source]
+        source: crate::engine::Error,
+    },
+    #[error("journal cannot be written: {0}")]
+    Journal(#[source] std::io::Error),
+    #[error("switch failed: {}", report(.0))]
+    Switch(#[source] crate::release::Error),
+    #[error("compose up failed: {}", .0.report())]
+    Up(#[source] crate::engine::Error),
+    #[error("smoke failed: {0}")]
+    Smoke(String),
+    #[error("{0}")]
+    SmokeSpec(#[from] crate::smoke::SpecError),
+    #[error("the record could not be written: {what}: {source}")]
+    Record {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the record could not be written: current.json: {}", report(.0))]
+    Current(#[source] crate::release::Error),
+    #[error("switch back failed: {}", report(.0))]
+    Revert(#[source] crate::release::Error),
+    #[error("{stage}: the release has no readable release.json")]
+    NoMeta { stage: Stage },
+}
+
+/// `a: b: c` for an error and its causes.
+pub fn report(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.ends_with(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,578 @@
+//! Converging the host to the desired state (SPEC §3). [`sync`] is the loop
+//! over stacks: recovery first, then every selected stack in `depends_on` /
+//! `promote_from` order, at most `concurrency` at once, each planned and
+//! executed under its lock by [`sync_stack`]. What a stack's plan item asks
+//! for becomes a [`pipeline::Switch`] run by the one pipeline.
+//!
+//! The layout: [`inputs`] gathers what the pure plan needs; [`pipeline`]
+//! runs a switch's stages and decides what follows a failure; [`stage`] is
+//! one function per stage; [`recover`] turns a journal into a switch.
+//! Manual rollback (`crate::rollback`), backups and status sit on top of
+//! this module and of [`crate::host`], never the other way round — except
+//! that the backup stage calls [`crate::backup::run`].
+//!
+//! # Guarantees
+//! - One converge per stack at a time: every stage runs under the stack's
+//!   file lock, shared with every other stackpin process on the host.
+//! - Nothing before the switch changes what runs (see [`pipeline`]).
+//! - A journal is written before the switch and cleared after the outcome is
+//!   recorded; [`recover`] finishes or reverts an interrupted converge, so
+//!   each stack ends on a complete release that passed smoke.
+
+pub mod error;
+pub mod inputs;
+pub mod pipeline;
+pub mod recover;
+pub mod stage;
+
+pub use error::Error;
+pub use inputs::{PlanInputs, PlanOptions, render};
+pub use pipeline::{Op, Switch, Target};
+pub use recover::recover;
+
+use crate::desired::{DesiredState, Stack};
+use crate::events::Event;
+use crate::history::{Action, Status};
+use crate::host::{Host, Stages, now_rfc3339};
+use crate::observed::StackObservation;
+use crate::outcome::{Outcome, Reason, StackResult, Stage};
+use crate::plan::{self, Item, Skip};
+use crate::release::{self, Rendered};
+use crate::state::Hold;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// What one run converges and how.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    pub force: bool,
+    pub dry_run: bool,
+    pub break_glass: Option<String>,
+    /// Limit to these stacks (empty: all).
+    pub only: Vec<String>,
+    /// Remove stacks that left the desired state; `None`: `stackpin.yaml`.
+    pub prune: Option<bool>,
+    /// Stacks converging at once (at least 1).
+    pub concurrency: usize,
+}
+
+impl SyncOptions {
+    fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            force: self.force,
+            break_glass: self.break_glass.clone(),
+            prune: self.prune,
+        }
+    }
+}
+
+/// One run: each stack's result, with the plan item it acted on (what the
+/// daemon publishes as status without planning again).
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Recoveries first, then stacks in converge order.
+    pub results: Vec<StackResult>,
+    /// The plan item of each stack that was planned, by stack.
+    pub items: BTreeMap<String, Item>,
+}
+
+impl SyncReport {
+    pub fn any_failure(&self) -> bool {
+        self.results.iter().any(|r| r.outcome.is_failure())
+    }
+}
+
+/// Converges every selected stack of `desired`: a stack starts once every
+/// stack it depends on (`depends_on`, `promote_from`) has finished, and at
+/// most `opts.concurrency` converge at once. Each stack is planned and
+/// executed under its lock, so a plan is never acted on after another process
+/// changed the stack.
+pub async fn sync(host: &Host<'_>, desired: &DesiredState, opts: &SyncOptions) -> SyncReport {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut report = SyncReport {
+        results: if opts.dry_run {
+            Vec::new()
+        } else {
+            recover(host).await
+        },
+        ..Default::default()
+    };
+    let untrusted = untrusted_environments(host.trust, desired);
+    let names: Vec<String> = inputs::all_names(host, desired)
+        .into_iter()
+        .filter(|n| opts.only.is_empty() || opts.only.contains(n))
+        .collect();
+    let preds = |n: &str| -> Vec<String> {
+        desired
+            .stacks
+            .get(n)
+            .map(|s| {
+                s.predecessors()
+                    .filter(|p| names.iter().any(|x| x == p))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let limit = opts.concurrency.max(1);
+    let mut pending: Vec<String> = names.clone();
+    let mut done: Vec<String> = Vec::new();
+    let mut running = FuturesUnordered::new();
+    let mut by_name: BTreeMap<String, (StackResult, Option<Item>)> = BTreeMap::new();
+    loop {
+        while running.len() < limit {
+            let Some(pos) = pending
+                .iter()
+                .position(|n| preds(n).iter().all(|p| done.contains(p)))
+            else {
+                break;
+            };
+            let n = pending.remove(pos);
+            let untrusted = untrusted.clone();
+            running.push(async move {
+                let r = sync_stack(host, desired, &n, opts, untrusted).await;
+                (n, r)
+            });
+        }
+        match running.next().await {
+            Some((n, r)) => {
+                done.push(n.clone());
+                by_name.insert(n, r);
+            }
+            None => break,
+        }
+    }
+    for n in names {
+        if let Some((r, item)) = by_name.remove(&n) {
+            report.items.extend(item.map(|i| (n, i)));
+            report.results.push(r);
+        }
+    }
+    report
+}
+
+/// Plans and executes one stack under its lock; the plan item it acted on.
+pub async fn sync_stack(
+    host: &Host<'_>,
+    desired: &DesiredState,
+    name: &str,
+    opts: &SyncOptions,
+    untrusted: BTreeMap<String, String>,
+) -> (StackResult, Option<Item>) {
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        match lock(host, name).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return (
+                    StackResult::new(
+                        name,
+                        Outcome::Skipped,
+                        Some(Reason::LockFailed),
+                        format!("the stack's lock could not be taken: {e}"),
+                    ),
+                    None,
+                );
+            }
+        }
+    };
+    // A journal that cannot be read means an interrupted converge nobody
+    // understands: leave the stack exactly as it is for a person.
+    if let Err(e) = host.store.journal(name) {
+        let msg =
+            format!("{e}; the stack is left as it is: check it, then remove the journal file");
+        return (
+            StackResult::new(name, Outcome::Failed, Some(Reason::Interrupted), msg),
+            None,
+        );
+    }
+    if !opts.dry_run
+        && let Err(e) = release::sweep_temp(&host.layout, name)
+    {
+        tracing::warn!(stack = name, "failed to remove temporary leftovers: {e}");
+    }
+    let mut inputs = PlanInputs::gather_with(host, desired, &[name.to_string()], untrusted).await;
+    let plan = inputs.plan(&host.name, desired, &opts.plan_options());
+    let Some(item) = plan.items.into_iter().next() else {
+        let r = StackResult::new(
+            name,
+            Outcome::Skipped,
+            Some(Reason::InvalidSpec),
+            "not in the desired state".into(),
+        );
+        return (r, None);
+    };
+    let obs = inputs.observed.remove(name).unwrap_or_default();
+    for p in &obs.problems {
+        tracing::warn!(stack = name, "{p}");
+    }
+    let rendered = inputs.rendered.remove(name);
+    if opts.dry_run {
+        let r = StackResult {
+            version: desired.stacks.get(name).map(|s| s.version.clone()),
+            release: obs.release.clone(),
+            ..StackResult::new(
+                name,
+                Outcome::Planned,
+                None,
+                format!("would {}: {}", action_word(&item.action), item.reason),
+            )
+        };
+        return (r, Some(item));
+    }
+    let r = execute(host, desired, &item, rendered, obs).await;
+    (r, Some(item))
+}
+
+/// Takes the stack's lock, waiting (off the async threads) for another
+/// process to finish with it.
+pub async fn lock(host: &Host<'_>, name: &str) -> std::io::Result<crate::state::StackLock> {
+    if let Some(l) = host.store.try_lock(name)? {
+        return Ok(l);
+    }
+    tracing::info!(
+        stack = name,
+        "another stackpin process is converging this stack; waiting for its lock"
+    );
+    let store = crate::state::LocalStore::new(&host.layout.root);
+    let n = name.to_string();
+    tokio::task::spawn_blocking(move || store.lock(&n))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn action_word(a: &plan::Action) -> &'static str {
+    match a {
+        plan::Action::Noop => "do nothing",
+        plan::Action::Deploy => "deploy",
+        plan::Action::Heal => "heal",
+        plan::Action::Remove => "remove",
+        plan::Action::Skip { .. } => "skip",
+    }
+}
+
+/// Carries out one plan item.
+async fn execute(
+    host: &Host<'_>,
+    desired: &DesiredState,
+    item: &Item,
+    rendered: Option<Result<Rendered, inputs::RenderError>>,
+    obs: StackObservation,
+) -> StackResult {
+    let name = item.stack.as_str();
+    let stack = desired.stacks.get(name);
+    let base = StackResult {
+        version: stack.map(|s| s.version.clone()),
+        release: obs.release.clone(),
+        ..StackResult::new(name, Outcome::Skipped, None, item.reason.clone())
+    };
+    match (&item.action, stack) {
+        (plan::Action::Noop, _) => StackResult {
+            outcome: Outcome::Unchanged,
+            ..base
+        },
+        (plan::Action::Skip { why }, _) => {
+            let reason = match why {
+                Skip::Quarantined => Reason::Quarantined,
+                Skip::Held => Reason::Held,
+                Skip::Invalid => Reason::InvalidSpec,
+                Skip::Blocked => Reason::Unverified,
+                Skip::Untrusted => Reason::Untrusted,
+                Skip::NotForThisHost | Skip::Orphaned => return base,
+            };
+            if matches!(why, Skip::Blocked | Skip::Untrusted)
+                && let Some(s) = stack
+            {
+                record_refusal(host, s, item);
+                return StackResult {
+                    outcome: Outcome::Blocked,
+                    reason: Some(reason),
+                    ..base
+                };
+            }
+            StackResult {
+                reason: Some(reason),
+                ..base
+            }
+        }
+        (plan::Action::Heal, Some(s)) => heal(host, s, &obs, &item.reason).await,
+        (plan::Action::Deploy, Some(s)) => match rendered {
+            Some(Ok(r)) => deploy(host, desired, s, r, &obs, item).await,
+            Some(Err(e)) => {
+                let e = Error::Render(e);
+                StackResult {
+                    outcome: Outcome::Failed,
+                    reason: Some(Stage::Preflight.reason()),
+                    message: e.to_string(),
+                    ..base
+                }
+            }
+            None => StackResult {
+                outcome: Outcome::Failed,
+                reason: Some(Reason::InvalidSpec),
+                ..base
+            },
+        },
+        (plan::Action::Remove, _) => prune_stack(host, name, &obs).await,
+        _ => StackResult {
+            outcome: Outcome::Failed,
+            reason: Some(Reason::InvalidSpec),
+            ..base
+        },
+    }
+}
+
+async fn deploy(
+    host: &Host<'_>,
+    desired: &DesiredState,
+    s: &Stack,
+    rendered: Rendered,
+    obs: &StackObservation,
+    item: &Item,
+) -> StackResult {
+    let mut notes = Vec::new();
+    match &item.verdict {
+        Some(v @ crate::gate::Verdict::BreakGlass { .. }) => notes.push(v.describe()),
+        Some(v @ crate::gate::Verdict::Pass { .. }) => notes.push(v.describe()),
+        _ => {}
+    }
+    let sw = Switch {
+        op: Op::Deploy,
+        stack: s.name.clone(),
+        environment: s.environment().to_string(),
+        // An incomplete release that ran before is not one to go back to
+        // (it is still protected from retention as the one replaced).
+        from: obs.release.clone(),
+        target: Target::New {
+            stack: Box::new(s.clone()),
+            rendered: Box::new(rendered),
+            commit: desired.commit.clone(),
+        },
+        notes,
+        resume_at: None,
+        recovering: false,
+        journal: None,
+    };
+    pipeline::converge(host, sw).await
+}
+
+async fn heal(host: &Host<'_>, s: &Stack, obs: &StackObservation, why: &str) -> StackResult {
+    let (Some(id), Some(meta)) = (&obs.release, &obs.meta) else {
+        return StackResult::new(
+            &s.name,
+            Outcome::Failed,
+            Some(Reason::UpFailed),
+            format!("heal failed: the running release has no readable release.json ({why})"),
+        );
+    };
+    let sw = Switch {
+        op: Op::Heal,
+        stack: s.name.clone(),
+        environment: s.environment().to_string(),
+        from: Some(id.clone()),
+        target: Target::Kept {
+            id: id.clone(),
+            meta: Box::new(meta.clone()),
+        },
+        notes: vec![why.to_string()],
+        resume_at: None,
+        recovering: false,
+        journal: None,
+    };
+    let mut r = pipeline::converge(host, sw).await;
+    if r.outcome == Outcome::Failed {
+        r.message = format!("heal failed: {}", r.message);
+    }
+    r
+}
+
+/// Writes `blocked … | refused` once per distinct refusal, not every loop.
+fn record_refusal(host: &Host<'_>, s: &Stack, item: &Item) {
+    let key = format!(
+        "{}:{}",
+        item.fingerprint.as_deref().unwrap_or(""),
+        item.reason
+    );
+    let marker = host
+        .store
+        .dir()
+        .join("blocked")
+        .join(format!("{}.key", s.name));
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
+        return;
+    }
+    let _ = host.record(
+        &s.name,
+        s.environment(),
+        Action::Blocked,
+        &s.version,
+        Status::Refused,
+        &item.reason,
+    );
+    host.emit(Event::Blocked {
+        stack: s.name.clone(),
+        environment: s.environment().into(),
+        version: s.version.clone(),
+        reason: item.reason.clone(),
+    });
+    if let Err(e) = crate::fsutil::write_atomic(&marker, key.as_bytes(), 0o644) {
+        tracing::warn!(stack = %s.name, "failed to remember the refusal: {e}");
+    }
+}
+
+/// Removes a stack that left the desired state (only when `prune: true` in
+/// stackpin.yaml, or by `stackpin prune`): `compose down` of its current
+/// release (volumes are kept), the `/srv/stacks/<stack>` link removed,
+/// history `prune`. Release directories and backups are kept for audit;
+/// the caller holds the stack lock.
+pub async fn prune_stack(host: &Host<'_>, name: &str, obs: &StackObservation) -> StackResult {
+    let mut st = Stages::new(name, host.reporter);
+    let t = Instant::now();
+    let version = obs
+        .meta
+        .as_ref()
+        .map(|m| m.version.clone())
+        .unwrap_or_else(|| "-".into());
+    let env = obs
+        .meta
+        .as_ref()
+        .map(|m| m.environment.clone())
+        .unwrap_or_else(|| "-".into());
+    let problems = stage::stop_and_unlink(host, name, obs.meta.as_ref()).await;
+    // A link that could not be stopped (no readable release) is still removed.
+    let ok = problems.is_empty();
+    st.record(Stage::Record, t, ok, problems.join("; "));
+    let (outcome, status, msg) = if ok {
+        (
+            Outcome::Removed,
+            Status::Success,
+            format!(
+                "removed (no longer in the desired state); releases kept under {}",
+                host.layout.releases_dir(name).display()
+            ),
+        )
+    } else {
+        (
+            Outcome::Failed,
+            Status::Failed,
+            format!("prune failed: {}", problems.join("; ")),
+        )
+    };
+    let _ = host.record(name, &env, Action::Prune, &version, status, &msg);
+    StackResult {
+        version: Some(version),
+        stages: st.into_list(),
+        ..StackResult::new(name, outcome, None, msg)
+    }
+}
+
+/// Checks the desired commit against the signature policy of every
+/// environment that has one: environment -> `untrusted commit <sha>: <why>`.
+pub fn untrusted_environments(
+    trust: &BTreeMap<String, crate::trust::Policy>,
+    desired: &DesiredState,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if trust.is_empty() {
+        return out;
+    }
+    let envs: std::collections::BTreeSet<&str> =
+        desired.stacks.values().map(|s| s.environment()).collect();
+    let repo = desired
+        .repo_path
+        .as_ref()
+        .and_then(|p| git2::Repository::open(p).ok());
+    for env in envs {
+        let Some(policy) = trust.get(env) else {
+            continue;
+        };
+        let why = match (&repo, &desired.commit) {
+            (Some(r), Some(c)) => {
+                match crate::trust::verify_commit(r, c, policy, chrono::Utc::now()) {
+                    crate::trust::Verdict::Trusted { signer, method } => {
+                        tracing::debug!(environment = env, %signer, method, "desired commit is trusted");
+                        continue;
+                    }
+                    crate::trust::Verdict::Untrusted { why } => why,
+                }
+            }
+            _ => "the desired state is not a git commit, so its signature cannot be checked"
+                .to_string(),
+        };
+        let sha = desired
+            .commit
+            .as_deref()
+            .map(|c| &c[..12.min(c.len())])
+            .unwrap_or("-");
+        out.insert(env.to_string(), format!("untrusted commit {sha}: {why}"));
+    }
+    out
+}
+
+fn env_of(host: &Host<'_>, stack: &str) -> (String, String) {
+    match release::read_current(&host.layout, stack).ok().flatten() {
+        Some(c) => (c.environment, c.version),
+        None => ("-".into(), "-".into()),
+    }
+}
+
+/// Holds a stack: syncs skip it until [`resume_stack`]. Idempotent; records
+/// `hold` in history.
+pub fn hold_stack(
+    host: &Host<'_>,
+    stack: &str,
+    reason: &str,
+    release_id: Option<String>,
+) -> std::io::Result<String> {
+    let _lock = host.store.lock(stack)?;
+    hold_locked(host, stack, reason, release_id)
+}
+
+/// [`hold_stack`] for a caller that already holds the stack's lock.
+pub fn hold_locked(
+    host: &Host<'_>,
+    stack: &str,
+    reason: &str,
+    release_id: Option<String>,
+) -> std::io::Result<String> {
+    host.store.set_hold(
+        stack,
+        &Hold {
+            reason: reason.into(),
+            at: now_rfc3339(),
+            release_id: release_id.clone(),
+        },
+    )?;
+    // Held on a release: that release's version, even before current.json
+    // names it (a rollback holds, then records).
+    let (env, version) = release_id
+        .as_deref()
+        .and_then(|id| release::read_meta(&host.layout.release_dir(stack, id)).ok())
+        .map(|m| (m.environment, m.version))
+        .unwrap_or_else(|| env_of(host, stack));
+    host.record(stack, &env, Action::Hold, &version, Status::Success, reason)?;
+    Ok(format!(
+        "{stack} is held: {reason}; `stackpin resume {stack}` lets git win again"
+    ))
+}
+
+/// Lifts a hold. Records `resume` in history when there was one.
+pub fn resume_stack(host: &Host<'_>, stack: &str) -> std::io::Result<String> {
+    let _lock = host.store.lock(stack)?;
+    match host.store.hold(stack) {
+        Ok(None) => return Ok(format!("{stack} is not held")),
+        Ok(Some(_)) => {}
+        // An unreadable hold is lifted too: resume is how a person clears it.
+        Err(e) => tracing::warn!(stack, "{e}; removing it"),
+    }
+    host.store.clear_hold(stack)?;
+    let (env, version) = env_of(host, stack);
+    host.record(stack, &env, Action::Resume, &version, Status::Success, "")?;
+    Ok(format!(
+        "{stack} resumed: the next sync converges it to git"
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,434 @@
+//! One function per [`Stage`]. Each returns the detail shown in its stage
+//! line, or the [`Error`] that stops the switch; the journal phase moves
+//! with them: written as `switching` by [`journal`], `verifying` once
+//! [`switch`] moved the link, `recording` once [`smoke`] passed (a revert
+//! keeps `reverting` throughout).
+
+use super::error::Error;
+use super::pipeline::{Op, Run, Target};
+use crate::engine::Project;
+use crate::events::Event;
+use crate::gate;
+use crate::history::{Action, Status};
+use crate::host::{Host, now_rfc3339};
+use crate::outcome::Stage;
+use crate::release::{self, CurrentRecord, ReleaseMeta};
+use crate::smoke;
+use crate::state::{JOURNAL_FORMAT, Journal, Phase};
+use std::path::Path;
+
+/// Runs `stage` of `r`.
+pub async fn run(host: &Host<'_>, r: &mut Run<'_, '_>, stage: Stage) -> Result<String, Error> {
+    match stage {
+        Stage::Preflight => preflight(host, r).await,
+        Stage::Backup => backup(host, r).await,
+        Stage::Release => create_release(host, r).await,
+        Stage::Pull => pull(host, r).await,
+        Stage::Journal => journal(host, r),
+        Stage::Switch => switch(host, r),
+        Stage::Up => up(host, r).await,
+        Stage::Smoke => smoke(host, r).await,
+        Stage::Record => record(host, r),
+        Stage::Revert => switch_back(host, r),
+    }
+}
+
+fn target_id<'a>(
+    r: &'a Run<'_, '_>,
+    stage: Stage,
+) -> Result<(&'a str, &'a Path, &'a ReleaseMeta), Error> {
+    match (&r.id, &r.dir, &r.meta) {
+        (Some(id), Some(dir), Some(meta)) => Ok((id, dir, meta)),
+        _ => Err(Error::NoMeta { stage }),
+    }
+}
+
+fn set_phase(host: &Host<'_>, r: &mut Run<'_, '_>, phase: Phase) {
+    if let Some(j) = &mut r.journal
+        && j.phase != Phase::Reverting
+    {
+        j.phase = phase;
+        if let Err(e) = host.store.write_journal(j) {
+            // The journal still names the converge; recovery reads an
+            // earlier phase, which it handles more cautiously.
+            tracing::error!(stack = %j.stack, "failed to update the journal: {e}");
+        }
+    }
+}
+
+/// Disk space and external networks (the release was rendered by the plan).
+async fn preflight(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let Target::New { stack, .. } = &r.sw.target else {
+        return Ok("nothing to check".into());
+    };
+    let mut problems = Vec::new();
+    if let Some(pct) = disk_free_percent(&host.layout.root)
+        && pct < host.min_disk_free_percent
+    {
+        problems.push(format!(
+            "only {pct}% disk free on {}, {}% required",
+            host.layout.root.display(),
+            host.min_disk_free_percent
+        ));
+    }
+    for net in stack.compose.external_networks() {
+        match host.engine.network_exists(&net).await {
+            Ok(true) => {}
+            Ok(false) => problems.push(format!(
+                "external network `{net}` does not exist (create it: docker network create {net})"
+            )),
+            Err(e) => problems.push(format!("cannot check network `{net}`: {}", e.report())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(String::new())
+    } else {
+        Err(Error::Preflight(problems))
+    }
+}
+
+fn disk_free_percent(path: &Path) -> Option<u8> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 || s.f_blocks == 0 {
+        return None;
+    }
+    Some(((s.f_bavail as u128 * 100) / s.f_blocks as u128) as u8)
+}
+
+/// SPEC §3 step 2: a failure blocks the deploy unless `backup.required:
+/// false`; a first deploy has nothing to back up.
+async fn backup(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let Target::New { stack, .. } = &r.sw.target else {
+        return Ok("skipped".into());
+    };
+    let Some(b) = &stack.spec.backup else {
+        return Ok("none configured".into());
+    };
+    if r.sw.from.is_none() {
+        return Ok("skipped: first deploy, nothing to back up".into());
+    }
+    match crate::backup::run(host, stack, "pre-deploy").await {
+        Ok(rep) => Ok(rep.summary()),
+        Err(e) if b.required == Some(false) => {
+            r.notes.push(format!("backup failed (not required): {e}"));
+            Ok(format!("{e} (not required: deploying)"))
+        }
+        Err(e) => Err(Error::Backup(e)),
+    }
+}
+
+/// Writes the release directory, then lets compose check it.
+async fn create_release(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let Target::New {
+        stack, rendered, ..
+    } = &r.sw.target
+    else {
+        return Ok("kept release".into());
+    };
+    let name = &r.sw.stack;
+    let rdir = host.layout.releases_dir(name);
+    let id = release::new_release_id(&stack.version, chrono::Utc::now(), |id| {
+        rdir.join(id).exists()
+    });
+    let meta = ReleaseMeta::new(stack, rendered, &id, chrono::Utc::now());
+    let dir = release::create(&host.layout, name, rendered, &meta).map_err(Error::Release)?;
+    r.created = true;
+    r.id = Some(id.clone());
+    r.meta = Some(meta);
+    r.dir = Some(dir.clone());
+    host.engine
+        .config_check(Project {
+            name,
+            dir: &dir,
+            files: &rendered.compose_files,
+        })
+        .await
+        .map_err(Error::Config)?;
+    Ok(id)
+}
+
+/// Pulls every pin of the target by digest; the host is untouched on failure.
+async fn pull(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let (_, _, meta) = target_id(r, Stage::Pull)?;
+    let name = r.sw.stack.clone();
+    let reporter = host.reporter;
+    let progress = move |line: &str| reporter.pull_progress(&name, line);
+    for (svc, pin) in &meta.images {
+        host.engine
+            .pull(pin, &progress)
+            .await
+            .map_err(|source| Error::Pull {
+                service: svc.clone(),
+                source,
+            })?;
+    }
+    Ok(format!("{} image(s)", meta.images.len()))
+}
+
+fn journal(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let (id, _, meta) = target_id(r, Stage::Journal)?;
+    let j = Journal {
+        format: JOURNAL_FORMAT,
+        stack: r.sw.stack.clone(),
+        op: match r.sw.op {
+            Op::Rollback => "rollback".into(),
+            _ => "deploy".into(),
+        },
+        from: r.sw.from.clone(),
+        to: id.to_string(),
+        fingerprint: meta.fingerprint.clone(),
+        phase: Phase::Switching,
+        started_at: now_rfc3339(),
+    };
+    host.store.write_journal(&j).map_err(Error::Journal)?;
+    r.journal = Some(j);
+    Ok(String::new())
+}
+
+fn switch(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let (id, _, _) = target_id(r, Stage::Switch)?;
+    let id = id.to_string();
+    release::switch(&host.layout, &r.sw.stack, &id).map_err(Error::Switch)?;
+    set_phase(host, r, Phase::Verifying);
+    Ok(format!(
+        "{} → {id}",
+        r.sw.from.as_deref().unwrap_or("(none)")
+    ))
+}
+
+/// The first stage of a revert: the link back to the previous release.
+fn switch_back(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let (id, _, _) = target_id(r, Stage::Revert)?;
+    release::switch(&host.layout, &r.sw.stack, id).map_err(Error::Revert)?;
+    Ok(format!(
+        "{} → {id}",
+        r.sw.from.as_deref().unwrap_or("(none)")
+    ))
+}
+
+async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let (_, dir, meta) = target_id(r, Stage::Up)?;
+    host.engine
+        .up(Project {
+            name: &r.sw.stack,
+            dir,
+            files: &meta.compose_files,
+        })
+        .await
+        .map_err(Error::Up)?;
+    Ok(String::new())
+}
+
+async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let (_, dir, _) = target_id(r, Stage::Smoke)?;
+    let spec = smoke::Spec::read(dir)?;
+    let o = smoke::run(
+        host.engine,
+        &r.sw.stack,
+        &spec.services,
+        &spec.checks,
+        spec.timeout(),
+    )
+    .await;
+    if !o.passed {
+        return Err(Error::Smoke(format!(
+            "{}: {}",
+            o.failed_check.as_deref().unwrap_or("smoke"),
+            o.error.as_deref().unwrap_or("failed")
+        )));
+    }
+    set_phase(host, r, Phase::Recording);
+    Ok(format!("passed after {} attempt(s)", o.attempts))
+}
+
+/// What a landed switch writes. The history line first (a deploy without
+/// its audit line fails), `current.json` last: once it names the target,
+/// the record is complete (recovery relies on that).
+fn record(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let (id, _, meta) = target_id(r, Stage::Record)?;
+    let (id, meta) = (id.to_string(), meta.clone());
+    let sw = r.sw;
+    let notes = r.notes.join("; ");
+    let history = |action: Action, notes: &str| {
+        host.record(
+            &sw.stack,
+            &meta.environment,
+            action,
+            &meta.version,
+            Status::Success,
+            notes,
+        )
+        .map_err(|source| Error::Record {
+            what: "history",
+            source,
+        })
+    };
+    let mut detail = Vec::new();
+    match sw.op {
+        Op::Heal => {
+            history(Action::Deploy, &format!("heal: {notes}; healed"))?;
+            host.emit(deployed(sw, &meta));
+            return Ok("healed".into());
+        }
+        Op::Revert => {
+            history(Action::Rollback, &notes)?;
+            host.emit(Event::RolledBack {
+                stack: sw.stack.clone(),
+                environment: meta.environment.clone(),
+                failed_version: failed_version(host, sw),
+                version: meta.version.clone(),
+                reason: notes.clone(),
+            });
+        }
+        Op::Rollback => {
+            let from_version = super::pipeline::version_of(host, &sw.stack, sw.from.as_deref());
+            let mut why = vec![format!("from {from_version}")];
+            why.extend(r.notes.iter().cloned());
+            history(Action::ManualRollback, &why.join("; "))?;
+            let reason = format!("manual rollback to {}", meta.version);
+            super::hold_locked(host, &sw.stack, &reason, Some(id.clone())).map_err(|source| {
+                Error::Record {
+                    what: "hold",
+                    source,
+                }
+            })?;
+        }
+        Op::Deploy => {
+            history(Action::Deploy, &notes)?;
+            if let Err(e) = host.store.clear_quarantine(&sw.stack) {
+                detail.push(format!("the old quarantine could not be cleared: {e}"));
+            }
+            if let Some(reason) = r
+                .notes
+                .iter()
+                .find_map(|n| n.strip_prefix(gate::BREAK_GLASS_PREFIX))
+            {
+                host.emit(Event::BreakGlass {
+                    stack: sw.stack.clone(),
+                    environment: meta.environment.clone(),
+                    version: meta.version.clone(),
+                    reason: reason.to_string(),
+                });
+            }
+            host.emit(if sw.recovering {
+                Event::Recovered {
+                    stack: sw.stack.clone(),
+                    environment: meta.environment.clone(),
+                    version: meta.version.clone(),
+                    note: notes.clone(),
+                }
+            } else {
+                deployed(sw, &meta)
+            });
+            if meta.marks_verified
+                && let Err(e) = crate::verified::record(
+                    &host.layout,
+                    &host.name,
+                    &sw.stack,
+                    &meta.version,
+                    &meta.images,
+                    meta.commit.as_deref(),
+                )
+            {
+                tracing::error!(stack = %sw.stack, "{e}");
+                detail.push(format!("not marked verified: {e}"));
+            }
+            detail.extend(retain(host, sw, &meta, &id));
+        }
+    }
+    let current = release::read_current(&host.layout, &sw.stack)
+        .ok()
+        .flatten();
+    if current.as_ref().is_none_or(|c| c.release_id != id) {
+        release::write_current(
+            &host.layout,
+            &sw.stack,
+            &CurrentRecord::of(&meta, &host.actor),
+        )
+        .map_err(Error::Current)?;
+    }
+    Ok(detail.join("; "))
+}
+
+fn deployed(sw: &super::pipeline::Switch, meta: &ReleaseMeta) -> Event {
+    Event::Deployed {
+        stack: sw.stack.clone(),
+        environment: meta.environment.clone(),
+        version: meta.version.clone(),
+    }
+}
+
+/// The version of the release a revert undoes, for its event.
+fn failed_version(host: &Host<'_>, sw: &super::pipeline::Switch) -> String {
+    super::pipeline::version_of(host, &sw.stack, sw.from.as_deref())
+}
+
+/// Retention after a deploy: keeps `keep_releases`, the new release, the one
+/// it replaced and the newest verified one. Returns a note when it failed.
+fn retain(
+    host: &Host<'_>,
+    sw: &super::pipeline::Switch,
+    meta: &ReleaseMeta,
+    id: &str,
+) -> Option<String> {
+    let name = &sw.stack;
+    let mut protect: Vec<String> = vec![id.to_string()];
+    protect.extend(sw.from.clone());
+    if let Ok(Some(v)) = release::read_verified_txt(&host.layout, name)
+        && let Ok(list) = release::list(&host.layout, name)
+        && let Some(r) = list
+            .iter()
+            .rev()
+            .find(|r| r.meta.as_ref().is_some_and(|m| m.version == v))
+    {
+        protect.push(r.id.clone());
+    }
+    let keep = meta
+        .keep_releases
+        .unwrap_or(crate::desired::DEFAULT_KEEP_RELEASES) as usize;
+    let refs: Vec<&str> = protect.iter().map(String::as_str).collect();
+    match release::retain(&host.layout, name, keep, &refs) {
+        Ok(removed) => {
+            if !removed.is_empty() {
+                tracing::info!(stack = %name, removed = ?removed, "retention removed old releases");
+            }
+            None
+        }
+        Err(e) => {
+            tracing::warn!(stack = %name, "retention failed: {e}");
+            Some(format!("retention failed: {e}"))
+        }
+    }
+}
+
+/// A first deploy that failed: its containers stopped, the link removed.
+/// Returns what could not be done (empty: both done).
+pub async fn stop_and_unlink(
+    host: &Host<'_>,
+    stack: &str,
+    meta: Option<&ReleaseMeta>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(m) = meta {
+        let dir = host.layout.release_dir(stack, &m.release_id);
+        if let Err(e) = host
+            .engine
+            .down(Project {
+                name: stack,
+                dir: &dir,
+                files: &m.compose_files,
+            })
+            .await
+        {
+            problems.push(e.report());
+        }
+    }
+    if let Err(e) = release::unlink(&host.layout, stack) {
+        problems.push(e.to_string());
+    }
+    problems
+}

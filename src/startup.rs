@@ -1,0 +1,137 @@
+//! What the daemon and the one-shot commands both build at start from the
+//! effective config: the engine, the signature policies and the notifier —
+//! [`Services`] — and from them a [`Host`] to act on.
+
+use crate::config::Config;
+use crate::engine::{self, Docker, Engine, Offline};
+use crate::events::{EventSink, NoEvents};
+use crate::host::{Host, Reporter};
+use crate::release::Layout;
+use crate::state::LocalStore;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to connect to the Docker engine: {}", .0.report())]
+    Engine(#[source] engine::Error),
+    #[error("failed to load the signature policy of `{environment}`: {source}")]
+    Trust {
+        environment: String,
+        #[source]
+        source: crate::trust::Error,
+    },
+    #[error("failed to set up notifications: {0}")]
+    Notify(#[from] crate::notify::Error),
+}
+
+/// Loads the signature policy of every configured environment.
+///
+/// # Errors
+/// A policy file that cannot be read or parsed (named).
+pub fn trust_policies(cfg: &Config) -> Result<BTreeMap<String, crate::trust::Policy>, Error> {
+    cfg.file
+        .trust
+        .iter()
+        .map(|(env, t)| {
+            crate::trust::load_policy(t)
+                .map(|p| (env.clone(), p))
+                .map_err(|source| Error::Trust {
+                    environment: env.clone(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// The engine, policies and notifier of one process.
+pub struct Services {
+    pub cfg: Config,
+    pub engine: Box<dyn Engine>,
+    pub events: Box<dyn EventSink>,
+    /// The configured notifier (also behind `events`), for [`Services::flush_events`].
+    pub notifier: Option<crate::notify::Notifier>,
+    pub trust: BTreeMap<String, crate::trust::Policy>,
+}
+
+impl Services {
+    /// Connects to the Docker engine. `strict`: a notify section that does
+    /// not load fails (the daemon); otherwise it is reported and the command
+    /// goes on without notifications.
+    ///
+    /// # Errors
+    /// The engine does not answer, a policy or (when `strict`) the notify
+    /// section does not load.
+    pub async fn connect(cfg: Config, strict: bool) -> Result<Services, Error> {
+        let engine = Docker::connect(&cfg.compose).await.map_err(Error::Engine)?;
+        Services::with_engine(cfg, Box::new(engine), strict)
+    }
+
+    /// Without an engine: every engine call answers "unavailable: `why`"
+    /// (commands that only read or write files: `plan`, `status`, `hold`).
+    pub fn offline(cfg: Config, why: &str) -> Result<Services, Error> {
+        Services::with_engine(cfg, Box::new(Offline::new(why)), false)
+    }
+
+    /// Connects when the engine answers, else [`Services::offline`] with
+    /// the reason.
+    pub async fn connect_or_offline(cfg: Config) -> Result<Services, Error> {
+        match Docker::connect(&cfg.compose).await {
+            Ok(e) => Services::with_engine(cfg, Box::new(e), false),
+            Err(e) => {
+                let why = e.report();
+                Services::offline(cfg, &why)
+            }
+        }
+    }
+
+    pub fn with_engine(
+        cfg: Config,
+        engine: Box<dyn Engine>,
+        strict: bool,
+    ) -> Result<Services, Error> {
+        let trust = trust_policies(&cfg)?;
+        let notifier = match crate::notify::Notifier::from_config(&cfg, &cfg.host, &cfg.root) {
+            Ok(n) => n,
+            Err(e) if !strict => {
+                tracing::warn!("notifications disabled: {e}");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let events: Box<dyn EventSink> = match &notifier {
+            Some(n) => Box::new(n.clone()),
+            None => Box::new(NoEvents),
+        };
+        Ok(Services {
+            cfg,
+            engine,
+            events,
+            notifier,
+            trust,
+        })
+    }
+
+    /// Lets queued notifications go out before a one-shot command exits
+    /// (at most 15 s; what is left then is dropped with a warning).
+    pub async fn flush_events(&self) {
+        if let Some(n) = &self.notifier {
+            n.flush(std::time::Duration::from_secs(15)).await;
+        }
+    }
+
+    /// The host these services act on, reporting to `reporter`, acting as
+    /// `actor` (recorded in current.json).
+    pub fn host<'a>(&'a self, reporter: &'a dyn Reporter, actor: String) -> Host<'a> {
+        Host {
+            layout: Layout::new(self.cfg.root.clone()),
+            store: LocalStore::new(&self.cfg.root),
+            engine: self.engine.as_ref(),
+            name: self.cfg.host.clone(),
+            actor,
+            min_disk_free_percent: self.cfg.min_disk_free_percent,
+            reporter,
+            events: self.events.as_ref(),
+            trust: &self.trust,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! This host's verified store (`<root>/releases/verified/<stack>.yaml`) and
+//! the runbooks' one-line marker `<root>/releases/verified/<stack>.txt`: the
+//! releases that passed smoke here (a staging stack with `marks_verified`)
+//! or that an operator verified by hand. The gate reads it for same-host
+//! promotion; publishing copies it to git. A record, readable without the
+//! pipeline.
+//!
+//! A store that cannot be read or parsed is an error, never an empty list:
+//! reading it as empty and writing it back would lose every entry.
+
+use crate::desired::image::ImageRef;
+use crate::desired::spec::{VerifiedEntry, VerifiedFile};
+use crate::release::{self, Layout};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read the verified store {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "failed to parse the verified store {}: {why}; fix or move the file (it is never overwritten while it cannot be read)",
+        path.display()
+    )]
+    Parse { path: PathBuf, why: String },
+    #[error("failed to write the verified store {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write the verified marker")]
+    Marker(#[source] release::Error),
+}
+
+/// The host's verified entries for a stack, oldest first; empty when the
+/// store does not exist.
+///
+/// # Errors
+/// The file exists but cannot be read or parsed.
+pub fn read(layout: &Layout, stack: &str) -> Result<Vec<VerifiedEntry>, Error> {
+    let path = layout.verified_store(stack);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(Error::Read { path, source }),
+    };
+    let mut findings = Vec::new();
+    let mut sink = crate::desired::Sink::new(None, path.display().to_string(), &mut findings);
+    match crate::desired::parse_typed::<VerifiedFile>(&bytes, &mut sink) {
+        Ok(f) => Ok(f.verified),
+        Err(_) => Err(Error::Parse {
+            why: findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+            path,
+        }),
+    }
+}
+
+/// Records `version` with `images` (service -> pin) as verified on `host`:
+/// appends an entry unless one with the same version and images is there,
+/// and writes `verified/<stack>.txt`. Returns the entry and whether it was
+/// added.
+///
+/// # Guarantees
+/// Idempotent for the same version and images; the store is replaced
+/// atomically and never written when the existing one cannot be read.
+pub fn record(
+    layout: &Layout,
+    host: &str,
+    stack: &str,
+    version: &str,
+    images: &BTreeMap<String, ImageRef>,
+    commit: Option<&str>,
+) -> Result<(VerifiedEntry, bool), Error> {
+    let mut list = read(layout, stack)?;
+    let entry = VerifiedEntry {
+        version: version.to_string(),
+        images: images
+            .iter()
+            .map(|(k, v)| (k.clone(), v.pinned().unwrap_or_else(|| v.to_string())))
+            .collect(),
+        verified_at: crate::host::now_rfc3339(),
+        host: host.to_string(),
+        commit: commit.unwrap_or("").to_string(),
+    };
+    let existing = list
+        .iter()
+        .find(|e| e.images == entry.images && e.version == entry.version)
+        .cloned();
+    let added = existing.is_none();
+    if added {
+        list.push(entry.clone());
+        let path = layout.verified_store(stack);
+        let text = serde_saphyr::to_string(&VerifiedFile { verified: list }).map_err(|e| {
+            Error::Write {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+            .map_err(|source| Error::Write { path, source })?;
+    }
+    release::write_verified_txt(layout, stack, version).map_err(Error::Marker)?;
+    Ok((existing.unwrap_or(entry), added))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:1db6436ca7e084705cffcf3e760b6659cce449bd636edf94917b28de2df3fbe5";
+
+    #[test]
+    fn records_once_and_refuses_to_overwrite_what_it_cannot_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let images: BTreeMap<String, ImageRef> =
+            [("web".into(), ImageRef::parse(&format!("app@{D}")).unwrap())].into();
+        assert!(read(&layout, "s").unwrap().is_empty());
+        let (e, added) = record(&layout, "h", "s", "v1", &images, Some("c0")).unwrap();
+        assert!(added);
+        assert_eq!(e.images["web"], format!("app@{D}"));
+        let (_, again) = record(&layout, "h", "s", "v1", &images, Some("c0")).unwrap();
+        assert!(!again, "idempotent");
+        assert_eq!(read(&layout, "s").unwrap().len(), 1);
+        assert_eq!(
+            release::read_verified_txt(&layout, "s").unwrap().as_deref(),
+            Some("v1")
+        );
+
+        std::fs::write(layout.verified_store("s"), "verified: [ {").unwrap();
+        let err = read(&layout, "s").unwrap_err();
+        assert!(matches!(err, Error::Parse { .. }), "{err}");
+        assert!(record(&layout, "h", "s", "v2", &images, None).is_err());
+        assert_eq!(
+            std::fs::read_to_string(layout.verified_store("s")).unwrap(),
+            "verified: [ {",
+            "an unreadable store is never overwritten"
+        );
+    }
+}
