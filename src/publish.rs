@@ -31,10 +31,11 @@
 use crate::config::Config;
 use crate::desired::spec::{VerifiedEntry, VerifiedFile};
 use crate::release::Layout;
-use crate::source::{Auth, KnownHosts, strip_credentials};
-use git2::{CertificateCheckStatus, CredentialType, ErrorCode, Oid, Repository, Signature};
+use crate::source::credentials::{self, Creds, Purpose, Session, Transport};
+use crate::source::{Auth, strip_credentials};
+use git2::{ErrorCode, Oid, Repository, Signature};
 use serde::{Deserialize, Serialize};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -262,7 +263,11 @@ impl Publisher {
     /// Entries this host verified for `stack` and has not published yet.
     pub fn pending(&self, layout: &Layout, stack: &str) -> Vec<VerifiedEntry> {
         let done = self.published(stack);
-        crate::reconcile::read_verified_store(layout, stack)
+        crate::verified::read(layout, stack)
+            .unwrap_or_else(|e| {
+                tracing::warn!(stack, "nothing to publish: {e}");
+                Vec::new()
+            })
             .into_iter()
             .filter(|e| e.host == self.s.host)
             .filter(|e| !done.iter().any(|k| k.matches(e)))
@@ -522,11 +527,14 @@ impl Publisher {
             }
         };
         let tracking = format!("refs/remotes/origin/{}", self.s.branch);
-        let creds = Creds::read(&self.s.auth, &self.url())?;
+        let transport = Transport::of(&self.s.url);
+        let url = self.url();
+        let creds = Creds::read(&transport, &self.s.auth).map_err(|r| self.refused(r))?;
+        let never = || false;
         {
-            let refused = RefCell::new(None);
-            let tried = Cell::new(0u32);
-            let cb = self.callbacks(&creds, &refused, &tried);
+            let session = Session::default();
+            let cb =
+                credentials::callbacks(&creds, &transport, &url, Purpose::Push, &session, &never);
             let mut opts = git2::FetchOptions::new();
             opts.remote_callbacks(cb)
                 .download_tags(git2::AutotagOption::None)
@@ -536,9 +544,9 @@ impl Publisher {
                 .remote_anonymous(&self.remote_url)
                 .and_then(|mut remote| remote.fetch(&[spec.as_str()], Some(&mut opts), None));
             if let Err(e) = r {
-                return Err(refused
-                    .borrow_mut()
-                    .take()
+                return Err(session
+                    .take_refusal()
+                    .map(|r| self.refused(r))
                     .unwrap_or_else(|| self.git_error(&e)));
             }
         }
@@ -554,10 +562,10 @@ impl Publisher {
         repo.reference(&local_ref, commit, true, "stackpin: publish")
             .map_err(|e| self.git_error(&e))?;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
-        let refused = RefCell::new(None);
-        let tried = Cell::new(0u32);
+        let session = Session::default();
         let result = {
-            let mut cb = self.callbacks(&creds, &refused, &tried);
+            let mut cb =
+                credentials::callbacks(&creds, &transport, &url, Purpose::Push, &session, &never);
             cb.push_update_reference(|_refname, status| {
                 if let Some(s) = status {
                     *rejected.borrow_mut() = Some(s.to_string());
@@ -574,7 +582,12 @@ impl Publisher {
             Err(e) if e.code() == ErrorCode::NotFastForward => {
                 return Ok(Step::Moved(format!("{} moved since {head}", self.s.branch)));
             }
-            Err(e) => return Err(refused.into_inner().unwrap_or_else(|| self.git_error(&e))),
+            Err(e) => {
+                return Err(session
+                    .take_refusal()
+                    .map(|r| self.refused(r))
+                    .unwrap_or_else(|| self.git_error(&e)));
+            }
             Ok(()) => {}
         }
         if let Some(status) = rejected.into_inner() {
@@ -608,33 +621,11 @@ impl Publisher {
         }))
     }
 
-    fn callbacks<'a>(
-        &'a self,
-        creds: &'a Creds,
-        refused: &'a RefCell<Option<Error>>,
-        tried: &'a Cell<u32>,
-    ) -> git2::RemoteCallbacks<'a> {
-        let mut cb = git2::RemoteCallbacks::new();
-        cb.credentials(move |_url, user, allowed| {
-            creds
-                .answer(&self.url(), user, allowed, tried)
-                .map_err(|e| {
-                    let msg = e.to_string();
-                    *refused.borrow_mut() = Some(e);
-                    git2::Error::from_str(&msg)
-                })
-        });
-        cb.certificate_check(move |cert, host| match cert.as_hostkey() {
-            None => Ok(CertificateCheckStatus::CertificatePassthrough),
-            Some(key) => creds
-                .check_host(&self.s.url, &self.url(), key, host)
-                .map_err(|e| {
-                    let msg = e.to_string();
-                    *refused.borrow_mut() = Some(e);
-                    git2::Error::from_str(&msg)
-                }),
-        });
-        cb
+    fn refused(&self, r: credentials::Refusal) -> Error {
+        Error::Auth {
+            url: self.url(),
+            message: r.0,
+        }
     }
 
     fn git_error(&self, e: &git2::Error) -> Error {
@@ -858,170 +849,6 @@ fn scalar(s: &str) -> String {
     }
 }
 
-/// What a fetch or push needs, read before touching the network.
-enum Creds {
-    None,
-    Token(String),
-    Ssh {
-        key_file: PathBuf,
-        known_hosts: Option<(PathBuf, KnownHosts)>,
-    },
-}
-
-impl Creds {
-    fn read(auth: &Auth, url: &str) -> Result<Creds, Error> {
-        let auth_err = |message: String| Error::Auth {
-            url: url.to_string(),
-            message,
-        };
-        match auth {
-            Auth::None => Ok(Creds::None),
-            Auth::Token { token_file } => {
-                let t = std::fs::read_to_string(token_file).map_err(|e| {
-                    auth_err(format!(
-                        "cannot read the token file {}: {e}",
-                        token_file.display()
-                    ))
-                })?;
-                Ok(Creds::Token(t.trim().to_string()))
-            }
-            Auth::SshKey {
-                key_file,
-                known_hosts,
-            } => {
-                let kh = match known_hosts {
-                    Some(p) => {
-                        let text = std::fs::read_to_string(p).map_err(|e| {
-                            auth_err(format!(
-                                "cannot read the known_hosts file {}: {e}",
-                                p.display()
-                            ))
-                        })?;
-                        Some((p.clone(), KnownHosts::parse(&text)))
-                    }
-                    None => None,
-                };
-                Ok(Creds::Ssh {
-                    key_file: key_file.clone(),
-                    known_hosts: kh,
-                })
-            }
-        }
-    }
-
-    /// Answers once per kind: asked again means refused.
-    fn answer(
-        &self,
-        url: &str,
-        user: Option<&str>,
-        allowed: CredentialType,
-        tried: &Cell<u32>,
-    ) -> Result<git2::Cred, Error> {
-        let first = |kind: CredentialType| {
-            let f = tried.get() & kind.bits() == 0;
-            tried.set(tried.get() | kind.bits());
-            f
-        };
-        let auth = |message: String| Error::Auth {
-            url: url.to_string(),
-            message,
-        };
-        let user = user.unwrap_or("git");
-        match self {
-            Creds::Token(t) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
-                if !first(CredentialType::USER_PASS_PLAINTEXT) {
-                    return Err(auth(
-                        "the token was refused; it needs write access (contents: write) to publish"
-                            .into(),
-                    ));
-                }
-                git2::Cred::userpass_plaintext("x-access-token", t)
-                    .map_err(|e| auth(e.message().into()))
-            }
-            Creds::Ssh { .. }
-                if allowed.contains(CredentialType::USERNAME)
-                    && first(CredentialType::USERNAME) =>
-            {
-                git2::Cred::username(user).map_err(|e| auth(e.message().into()))
-            }
-            Creds::Ssh { key_file, .. } if allowed.contains(CredentialType::SSH_KEY) => {
-                if !first(CredentialType::SSH_KEY) {
-                    return Err(auth(format!(
-                        "the ssh key {} was refused; publishing needs a deploy key with write access",
-                        key_file.display()
-                    )));
-                }
-                git2::Cred::ssh_key(user, None, key_file, None)
-                    .map_err(|e| auth(e.message().into()))
-            }
-            _ => Err(auth(format!(
-                "the remote asks for credentials ({allowed:?}) the configuration does not provide"
-            ))),
-        }
-    }
-
-    /// The server's ssh host key must be in known_hosts, as for fetches.
-    fn check_host(
-        &self,
-        raw_url: &str,
-        url: &str,
-        cert: &git2::cert::CertHostkey<'_>,
-        libgit2_host: &str,
-    ) -> Result<CertificateCheckStatus, Error> {
-        let auth = |message: String| Error::Auth {
-            url: url.to_string(),
-            message,
-        };
-        let Creds::Ssh {
-            known_hosts: Some((file, hosts)),
-            ..
-        } = self
-        else {
-            return Err(auth(
-                "refusing ssh: no known_hosts file is configured (repo.known_hosts_file)".into(),
-            ));
-        };
-        let (host, port) = ssh_host_port(raw_url).unwrap_or((libgit2_host.to_string(), 22));
-        let key = cert
-            .hostkey()
-            .ok_or_else(|| auth("libssh2 did not hand over the host key".into()))?;
-        match hosts.check(&host, port, key) {
-            crate::source::HostKeyVerdict::Trusted => Ok(CertificateCheckStatus::CertificateOk),
-            other => Err(auth(format!(
-                "refusing ssh to {host}:{port}: its host key is not trusted by {} ({other:?})",
-                file.display()
-            ))),
-        }
-    }
-}
-
-/// Host and port of an `ssh://` or scp-like URL.
-fn ssh_host_port(url: &str) -> Option<(String, u16)> {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if !scheme.to_ascii_lowercase().contains("ssh") {
-            return None;
-        }
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        let hp = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        return Some(match hp.rsplit_once(':') {
-            Some((h, p)) if !h.contains(']') || h.ends_with(']') => (
-                h.trim_matches(['[', ']']).to_string(),
-                p.parse().unwrap_or(22),
-            ),
-            _ => (hp.trim_matches(['[', ']']).to_string(), 22),
-        });
-    }
-    let colon = url.find(':')?;
-    let hostpart = &url[..colon];
-    Some((
-        hostpart
-            .rsplit_once('@')
-            .map_or(hostpart, |(_, h)| h)
-            .to_string(),
-        22,
-    ))
-}
-
 /// Publishes on its own thread, one run at a time: [`Worker::kick`] after a
 /// converge run; kicks during a publish coalesce into one more.
 pub struct Worker {
@@ -1159,14 +986,6 @@ mod tests {
         assert!(!is_local("git@github.com:acme/ds.git"));
         assert!(!is_local("https://github.com/acme/ds.git"));
         assert!(!is_local("git://127.0.0.1:9418/ds.git"));
-        assert_eq!(
-            ssh_host_port("ssh://git@host:2222/r.git"),
-            Some(("host".into(), 2222))
-        );
-        assert_eq!(
-            ssh_host_port("git@github.com:acme/ds.git"),
-            Some(("github.com".into(), 22))
-        );
         let d = jittered(Duration::from_millis(100), 3);
         assert!(d >= Duration::from_millis(400) && d < Duration::from_millis(800));
     }

@@ -11,14 +11,15 @@
 //! libgit2 never garbage-collects, so commits the branch no longer reaches
 //! (after a force-push) stay readable for as long as the host runs them.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use git2::{CertificateCheckStatus, CredentialType, ErrorClass, ErrorCode, Oid, Repository};
+use git2::{ErrorClass, ErrorCode, Oid, Repository};
 
-use super::{Auth, Error, SourceConfig, redact, strip_credentials};
+use super::credentials::{self, Creds, Purpose, Session, Transport, host_port};
+use super::{Error, SourceConfig, redact, strip_credentials};
 use crate::desired::{self, DesiredState, GitTree};
 
 /// The outcome of one fetch.
@@ -225,49 +226,35 @@ impl GitSource {
                 });
             }
         }
-        let creds = self.credentials()?;
-        let secret = match &creds {
-            Creds::Token(t) => t.as_str(),
-            _ => "",
-        };
+        let creds = Creds::read(&self.transport, &self.cfg.auth)
+            .map_err(|r| Error::Auth { message: r.0 })?;
+        let secret = creds.secret();
         let deadline = Instant::now() + self.cfg.fetch_timeout;
         if self.transport != Transport::Local {
             set_network_timeouts(self.cfg.fetch_timeout);
         }
 
         let timed_out = Cell::new(false);
-        let refused: RefCell<Option<Error>> = RefCell::new(None);
-        let tried = Cell::new(0u32);
+        let session = Session::default();
+        let url = self.url();
+        let past_deadline = || {
+            let late = Instant::now() >= deadline;
+            if late {
+                timed_out.set(true);
+            }
+            late
+        };
         let result = {
-            let mut cb = git2::RemoteCallbacks::new();
-            let past_deadline = || {
-                let late = Instant::now() >= deadline;
-                if late {
-                    timed_out.set(true);
-                }
-                late
-            };
+            let mut cb = credentials::callbacks(
+                &creds,
+                &self.transport,
+                &url,
+                Purpose::Fetch,
+                &session,
+                &past_deadline,
+            );
             cb.transfer_progress(|_| !past_deadline());
             cb.sideband_progress(|_| !past_deadline());
-            cb.credentials(|_url, user_from_url, allowed| {
-                if past_deadline() {
-                    return Err(git2::Error::from_str("fetch timed out"));
-                }
-                self.answer_credentials(&creds, user_from_url, allowed, &tried)
-                    .map_err(|e| {
-                        let msg = e.to_string();
-                        *refused.borrow_mut() = Some(e);
-                        git2::Error::from_str(&msg)
-                    })
-            });
-            cb.certificate_check(|cert, host| match cert.as_hostkey() {
-                None => Ok(CertificateCheckStatus::CertificatePassthrough),
-                Some(hostkey) => self.check_host_key(&creds, hostkey, host).map_err(|e| {
-                    let msg = e.to_string();
-                    *refused.borrow_mut() = Some(e);
-                    git2::Error::from_str(&msg)
-                }),
-            });
             let mut opts = git2::FetchOptions::new();
             opts.remote_callbacks(cb)
                 .download_tags(git2::AutotagOption::None)
@@ -282,8 +269,8 @@ impl GitSource {
                 .and_then(|mut remote| remote.fetch(&[refspec.as_str()], Some(&mut opts), None))
         };
         if let Err(e) = result {
-            if let Some(err) = refused.into_inner() {
-                return Err(err);
+            if let Some(r) = session.take_refusal() {
+                return Err(Error::Auth { message: r.0 });
             }
             return Err(self.classify(&e, timed_out.get() || Instant::now() >= deadline, secret));
         }
@@ -352,203 +339,6 @@ impl GitSource {
         Ok(state)
     }
 
-    /// Reads what the fetch will need before touching the network, so that
-    /// configuration mistakes are reported as such and not as a refusal from
-    /// the server.
-    fn credentials(&self) -> Result<Creds, Error> {
-        match (&self.transport, &self.cfg.auth) {
-            (Transport::Local, _) | (Transport::Http, Auth::None | Auth::SshKey { .. }) => {
-                Ok(Creds::None)
-            }
-            (Transport::Http, Auth::Token { token_file }) => {
-                let token = std::fs::read_to_string(token_file).map_err(|e| Error::Auth {
-                    message: format!("cannot read the token file {}: {e}", token_file.display()),
-                })?;
-                let token = token.trim().to_string();
-                if token.is_empty() {
-                    return Err(Error::Auth {
-                        message: format!(
-                            "the token file {} is empty; write the access token into it",
-                            token_file.display()
-                        ),
-                    });
-                }
-                Ok(Creds::Token(token))
-            }
-            (Transport::Ssh { host, port, .. }, auth) => {
-                let name = host_port(host, *port);
-                let Auth::SshKey {
-                    key_file,
-                    known_hosts,
-                } = auth
-                else {
-                    return Err(Error::Auth {
-                        message: format!(
-                            "ssh to {name} needs a deploy key; configure an ssh key file (repo.ssh_key_file) and a known_hosts file"
-                        ),
-                    });
-                };
-                let Some(known_hosts) = known_hosts else {
-                    return Err(Error::Auth {
-                        message: format!(
-                            "refusing ssh to {name}: no known_hosts file is configured, so the server's identity cannot be checked; \
-                             write its host key to a file (`ssh-keyscan {}{host} > FILE`, then compare the fingerprint) and configure it",
-                            if *port == 22 {
-                                String::new()
-                            } else {
-                                format!("-p {port} ")
-                            }
-                        ),
-                    });
-                };
-                let text = std::fs::read_to_string(known_hosts).map_err(|e| Error::Auth {
-                    message: format!(
-                        "cannot read the known_hosts file {}: {e}",
-                        known_hosts.display()
-                    ),
-                })?;
-                if let Err(e) = std::fs::metadata(key_file) {
-                    return Err(Error::Auth {
-                        message: format!("cannot read the ssh key {}: {e}", key_file.display()),
-                    });
-                }
-                Ok(Creds::Ssh {
-                    key_file: key_file.clone(),
-                    known_hosts: known_hosts.clone(),
-                    hosts: KnownHosts::parse(&text),
-                })
-            }
-        }
-    }
-
-    /// Answers libgit2's request for credentials, at most once per kind:
-    /// asking again means the server refused them, and answering again would
-    /// make libgit2 loop.
-    fn answer_credentials(
-        &self,
-        creds: &Creds,
-        user_from_url: Option<&str>,
-        allowed: CredentialType,
-        tried: &Cell<u32>,
-    ) -> Result<git2::Cred, Error> {
-        let once = |kind: CredentialType| {
-            let first = tried.get() & kind.bits() == 0;
-            tried.set(tried.get() | kind.bits());
-            first
-        };
-        let url = self.url();
-        let user = user_from_url.unwrap_or("git");
-        let to_auth = |e: git2::Error| Error::Auth {
-            message: e.message().to_string(),
-        };
-        match creds {
-            Creds::Token(token) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
-                if !once(CredentialType::USER_PASS_PLAINTEXT) {
-                    return Err(Error::Auth {
-                        message: format!(
-                            "{url} refused the token; check that it is valid and may read the repository"
-                        ),
-                    });
-                }
-                git2::Cred::userpass_plaintext("x-access-token", token).map_err(to_auth)
-            }
-            Creds::Ssh { .. }
-                if allowed.contains(CredentialType::USERNAME) && once(CredentialType::USERNAME) =>
-            {
-                git2::Cred::username(user).map_err(to_auth)
-            }
-            Creds::Ssh { key_file, .. } if allowed.contains(CredentialType::SSH_KEY) => {
-                if !once(CredentialType::SSH_KEY) {
-                    return Err(Error::Auth {
-                        message: format!(
-                            "{url} refused the ssh key {} for user {user}; check that it is a deploy key of the repository",
-                            key_file.display()
-                        ),
-                    });
-                }
-                git2::Cred::ssh_key(user, None, key_file, None).map_err(to_auth)
-            }
-            Creds::None => Err(Error::Auth {
-                message: format!(
-                    "{url} asks for credentials and none are configured; configure a token file (https) or a deploy key (ssh)"
-                ),
-            }),
-            _ => Err(Error::Auth {
-                message: format!(
-                    "{url} asks for a kind of credentials ({allowed:?}) the configuration does not provide"
-                ),
-            }),
-        }
-    }
-
-    fn check_host_key(
-        &self,
-        creds: &Creds,
-        cert: &git2::cert::CertHostkey<'_>,
-        libgit2_host: &str,
-    ) -> Result<CertificateCheckStatus, Error> {
-        let Creds::Ssh {
-            known_hosts, hosts, ..
-        } = creds
-        else {
-            return Err(Error::Auth {
-                message: "an ssh host key was offered but ssh is not configured".into(),
-            });
-        };
-        let (host, port) = match &self.transport {
-            Transport::Ssh { host, port, .. } => (host.as_str(), *port),
-            _ => (libgit2_host, 22),
-        };
-        let name = host_port(host, port);
-        let key_type = cert.hostkey_type().map(|t| t.name()).unwrap_or("unknown");
-        let Some(key) = cert.hostkey() else {
-            return Err(Error::Auth {
-                message: format!(
-                    "refusing ssh to {name}: libssh2 did not hand over the raw host key to compare with {}",
-                    known_hosts.display()
-                ),
-            });
-        };
-        let file = known_hosts.display();
-        let keyscan = format!(
-            "ssh-keyscan {}{host}",
-            if port == 22 {
-                String::new()
-            } else {
-                format!("-p {port} ")
-            }
-        );
-        match hosts.check(host, port, key) {
-            HostKeyVerdict::Trusted => Ok(CertificateCheckStatus::CertificateOk),
-            HostKeyVerdict::Revoked => Err(Error::Auth {
-                message: format!(
-                    "refusing ssh to {name}: its {key_type} host key is marked @revoked in {file}"
-                ),
-            }),
-            HostKeyVerdict::Mismatch { known } => Err(Error::Auth {
-                message: format!(
-                    "refusing ssh to {name}: its {key_type} host key does not match {file} (which lists {}); \
-                     if the server's key really changed, replace its line with the output of `{keyscan}` after \
-                     checking the fingerprint, otherwise someone may be intercepting the connection",
-                    known.join(", ")
-                ),
-            }),
-            HostKeyVerdict::Unknown { hashed_entries } => Err(Error::Auth {
-                message: format!(
-                    "refusing ssh to {name}: the host is not in {file}; add its key (`{keyscan} >> {file}`, then compare the fingerprint){}",
-                    if hashed_entries > 0 {
-                        format!(
-                            "; note: {hashed_entries} hashed entr{} (`|1|…`) in that file cannot be matched by stackpin, write host names in clear (ssh-keyscan without -H)",
-                            if hashed_entries == 1 { "y" } else { "ies" }
-                        )
-                    } else {
-                        String::new()
-                    }
-                ),
-            }),
-        }
-    }
-
     fn classify(&self, e: &git2::Error, late: bool, secret: &str) -> Error {
         let url = self.url();
         if late || e.code() == ErrorCode::Timeout {
@@ -581,17 +371,6 @@ impl GitSource {
         }
         Error::Fetch { url, message }
     }
-}
-
-/// What `GitSource::credentials` read for one fetch.
-enum Creds {
-    None,
-    Token(String),
-    Ssh {
-        key_file: PathBuf,
-        known_hosts: PathBuf,
-        hosts: KnownHosts,
-    },
 }
 
 /// libgit2 has no per-fetch timeout; these process-wide socket timeouts bound
@@ -647,72 +426,6 @@ fn verify_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &str) -> Result<()
         }
     }
     Ok(())
-}
-
-/// How libgit2 will reach a URL, as far as auth and timeouts care.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Transport {
-    Local,
-    Http,
-    Ssh { host: String, port: u16 },
-}
-
-impl Transport {
-    fn of(url: &str) -> Transport {
-        if let Some((scheme, rest)) = url.split_once("://") {
-            let scheme = scheme.to_ascii_lowercase();
-            return match scheme.as_str() {
-                "http" | "https" => Transport::Http,
-                "ssh" | "git+ssh" | "ssh+git" => {
-                    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-                    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-                    let (host, port) = split_host_port(hostport);
-                    Transport::Ssh {
-                        host,
-                        port: port.unwrap_or(22),
-                    }
-                }
-                _ => Transport::Local,
-            };
-        }
-        // scp-like `[user@]host:path`: a colon before any slash.
-        match (url.find(':'), url.find('/')) {
-            (Some(colon), slash) if slash.is_none_or(|s| colon < s) && colon > 0 => {
-                let hostpart = &url[..colon];
-                let host = hostpart.rsplit_once('@').map_or(hostpart, |(_, h)| h);
-                Transport::Ssh {
-                    host: host.trim_matches(['[', ']']).to_string(),
-                    port: 22,
-                }
-            }
-            _ => Transport::Local,
-        }
-    }
-}
-
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn split_host_port(s: &str) -> (String, Option<u16>) {
-    if let Some(rest) = s.strip_prefix('[')
-        && let Some((host, after)) = rest.split_once(']')
-    {
-        return (
-            host.to_string(),
-            after.strip_prefix(':').and_then(|p| p.parse().ok()),
-        );
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
-        _ => (s.to_string(), None),
-    }
-}
-
-/// The name of a host in known_hosts: `host`, or `[host]:port` off port 22.
-fn host_port(host: &str, port: u16) -> String {
-    if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    }
 }
 
 /// An OpenSSH known_hosts file, as far as checking one server's key needs.
@@ -905,6 +618,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Auth;
 
     // GitHub's published host keys.
     const ED: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
@@ -1007,34 +721,6 @@ mod tests {
             kh.check("github.com", 22, &key(ED)),
             HostKeyVerdict::Unknown { hashed_entries: 1 }
         );
-    }
-
-    #[test]
-    fn classifies_urls() {
-        let ssh = |host: &str, port| Transport::Ssh {
-            host: host.into(),
-            port,
-        };
-        let cases = [
-            ("https://github.com/a/b.git", Transport::Http),
-            ("http://127.0.0.1:8080/r.git", Transport::Http),
-            ("git@github.com:acme/ds.git", ssh("github.com", 22)),
-            ("github.com:acme/ds.git", ssh("github.com", 22)),
-            (
-                "ssh://git@git.example.org:2222/ds.git",
-                ssh("git.example.org", 2222),
-            ),
-            ("ssh://git.example.org/ds.git", ssh("git.example.org", 22)),
-            ("ssh://git@[::1]:2222/ds.git", ssh("::1", 2222)),
-            ("file:///srv/ds", Transport::Local),
-            ("/srv/ds", Transport::Local),
-            ("./ds", Transport::Local),
-            ("ds", Transport::Local),
-            ("./a:b", Transport::Local),
-        ];
-        for (url, want) in cases {
-            assert_eq!(Transport::of(url), want, "{url}");
-        }
     }
 
     #[test]

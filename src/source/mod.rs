@@ -10,6 +10,7 @@
 //! message has its URL stripped of credentials.
 
 mod backoff;
+pub mod credentials;
 mod git;
 
 use std::path::PathBuf;
