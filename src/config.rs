@@ -6,6 +6,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -98,23 +111,27 @@ pub struct Config {
 /// Reads the config file. A missing file is fine when it is the default path
 /// (every command runs without one); a missing file named explicitly is an
 /// error, and so is any unknown key.
-pub fn load_file(path: &Path, explicit: bool) -> anyhow::Result<FileConfig> {
+pub fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(FileConfig::default());
         }
-        Err(e) => anyhow::bail!("failed to read config {}: {e}", path.display()),
+        Err(source) => {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     let mut findings = Vec::new();
     let mut sink = crate::desired::Sink::new(None, path.display().to_string(), &mut findings);
     let parsed: Result<FileConfig, _> = crate::desired::parse_typed(&bytes, &mut sink);
     match parsed {
         Ok(c) => Ok(c),
-        Err(_) => {
-            let msg: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
-            anyhow::bail!("invalid config:\n{}", msg.join("\n"))
-        }
+        Err(_) => Err(Error::Invalid(
+            findings.iter().map(|f| f.to_string()).collect(),
+        )),
     }
 }
 

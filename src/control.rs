@@ -14,6 +14,38 @@ use std::time::Duration;
 
 pub const DEFAULT_SOCKET: &str = "/run/stackpin/control.sock";
 
+/// Talking to the daemon, or setting up its socket, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "a daemon listens on {} but this user may not use it: {source} (join the socket's group, or run as root)",
+        socket.display()
+    )]
+    Denied {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to talk to the daemon on {}: {source}", socket.display())]
+    Talk {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon answered something unreadable: {0}")]
+    Unreadable(String),
+    #[error("failed to secure the control socket {}: {source}", socket.display())]
+    Secure {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "group `{0}` for the control socket does not exist; create it (`groupadd --system {0}`) or set control_socket_group"
+    )]
+    NoGroup(String),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -101,7 +133,7 @@ pub struct Response {
 
 /// Sends `req` to the daemon at `socket`. `Ok(None)` when no daemon listens
 /// there (no socket, or connection refused) or it manages another root.
-pub fn call(socket: &Path, req: &Request) -> anyhow::Result<Option<Response>> {
+pub fn call(socket: &Path, req: &Request) -> Result<Option<Response>, Error> {
     let stream = match UnixStream::connect(socket) {
         Ok(s) => s,
         Err(e)
@@ -112,25 +144,31 @@ pub fn call(socket: &Path, req: &Request) -> anyhow::Result<Option<Response>> {
         {
             return Ok(None);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            anyhow::bail!(
-                "a daemon listens on {} but this user may not use it: {e} (join the socket's group, or run as root)",
-                socket.display()
-            )
+        Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::Denied {
+                socket: socket.to_path_buf(),
+                source,
+            });
         }
         Err(_) => return Ok(None),
     };
+    let io = |source| Error::Talk {
+        socket: socket.to_path_buf(),
+        source,
+    };
     // A converge can take minutes (pulls, smoke timeouts).
-    stream.set_read_timeout(Some(Duration::from_secs(3600)))?;
-    let mut w = stream.try_clone()?;
-    let mut line = serde_json::to_string(req)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3600)))
+        .map_err(io)?;
+    let mut w = stream.try_clone().map_err(io)?;
+    let mut line = serde_json::to_string(req).map_err(|e| Error::Unreadable(e.to_string()))?;
     line.push('\n');
-    w.write_all(line.as_bytes())?;
+    w.write_all(line.as_bytes()).map_err(io)?;
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    reader.read_line(&mut answer)?;
-    let resp: Response = serde_json::from_str(&answer)
-        .map_err(|e| anyhow::anyhow!("the daemon answered something unreadable: {e}"))?;
+    reader.read_line(&mut answer).map_err(io)?;
+    let resp: Response =
+        serde_json::from_str(&answer).map_err(|e| Error::Unreadable(e.to_string()))?;
     if resp.wrong_root {
         return Ok(None);
     }
@@ -138,19 +176,23 @@ pub fn call(socket: &Path, req: &Request) -> anyhow::Result<Option<Response>> {
 }
 
 /// Makes the socket 0660 and, when configured, owned by `group`.
-pub fn secure_socket(path: &Path, group: Option<&str>) -> anyhow::Result<()> {
+pub fn secure_socket(path: &Path, group: Option<&str>) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let io = |source| Error::Secure {
+        socket: path.to_path_buf(),
+        source,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
     if let Some(g) = group {
-        let cname = std::ffi::CString::new(g)?;
+        let cname = std::ffi::CString::new(g).map_err(|_| Error::NoGroup(g.to_string()))?;
         // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer
         // into static storage or NULL; we copy the gid out immediately.
         let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
         if gr.is_null() {
-            anyhow::bail!("group `{g}` for the control socket does not exist");
+            return Err(Error::NoGroup(g.to_string()));
         }
         let gid = unsafe { (*gr).gr_gid };
-        std::os::unix::fs::chown(path, None, Some(gid))?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
     }
     Ok(())
 }

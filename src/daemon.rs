@@ -26,11 +26,40 @@ use crate::server::{self, AppState, Snapshot, Trigger};
 use crate::source::Backoff;
 use crate::source::{self, GitSource, SourceConfig};
 use crate::startup::Services;
-use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Startup(#[from] crate::startup::Error),
+    #[error("no desired-state repository: set repo.url in the config file or pass --repo")]
+    NoRepository,
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    #[error(transparent)]
+    Publish(#[from] crate::publish::Error),
+    #[error("failed to {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Control(#[from] control::Error),
+    #[error("failed to install the signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
 
 /// Daemon settings beyond [`Config`].
 #[derive(Debug, Clone)]
@@ -63,11 +92,9 @@ impl Source {
     }
 }
 
-fn open_source(cfg: &Config, fetch_timeout: Duration) -> anyhow::Result<Source> {
+fn open_source(cfg: &Config, fetch_timeout: Duration) -> Result<Source, Error> {
     let Some(url) = cfg.repo.clone() else {
-        anyhow::bail!(
-            "no desired-state repository: set repo.url in the config file or pass --repo"
-        );
+        return Err(Error::NoRepository);
     };
     let local = Path::new(url.strip_prefix("file://").unwrap_or(&url));
     let is_remote = url.contains("://") && !url.starts_with("file://")
@@ -98,8 +125,11 @@ fn open_source(cfg: &Config, fetch_timeout: Duration) -> anyhow::Result<Source> 
         auth,
         fetch_timeout,
     };
-    std::fs::create_dir_all(&cfg.state_dir)
-        .with_context(|| format!("failed to create the state dir {}", cfg.state_dir.display()))?;
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| Error::Io {
+        what: "create the state dir",
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
     Ok(Source::Git(Arc::new(GitSource::new(sc, &cfg.state_dir)?)))
 }
 
@@ -137,7 +167,7 @@ struct Daemon {
 type OpMsg = (Request, oneshot::Sender<Response>);
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     // A bad notify section fails the start, not the first failure.
     let services = Services::connect(cfg.clone(), true).await?;
     if services.notifier.is_some() {
@@ -152,8 +182,13 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     if let Some(listen) = &opts.listen {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("failed to listen on {listen}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "HTTP server listening");
+            .map_err(|source| Error::Listen {
+                addr: listen.clone(),
+                source,
+            })?;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "HTTP server listening");
+        }
         let state = AppState {
             trigger: trig_tx.clone(),
             webhook_secret: opts.webhook_secret.clone().map(Arc::new),
@@ -210,7 +245,8 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let mut poll = tokio::time::interval(d.opts.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(Error::Signal)?;
     tracing::info!(host = %d.cfg.host, root = %d.cfg.root.display(), poll = ?d.opts.poll_interval, "stackpin daemon started");
     loop {
         let retry = async {
@@ -503,7 +539,7 @@ impl Daemon {
                         ..Default::default()
                     },
                     Err(e) => Response {
-                        error: Some(format!("{:#}", anyhow::Error::new(e))),
+                        error: Some(crate::reconcile::error::report(&e)),
                         ..Default::default()
                     },
                 }
@@ -512,22 +548,24 @@ impl Daemon {
     }
 }
 
-fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> anyhow::Result<()> {
+fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> Result<(), Error> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let path = opts.control_socket.clone();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            what: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     // A socket left by a previous daemon: remove it only if nobody answers.
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
         let _ = std::fs::remove_file(&path);
     }
-    let listener = tokio::net::UnixListener::bind(&path).with_context(|| {
-        format!(
-            "failed to bind the control socket {} (is another daemon running?)",
-            path.display()
-        )
+    let listener = tokio::net::UnixListener::bind(&path).map_err(|source| Error::Io {
+        what: "bind the control socket (is another daemon running?)",
+        path: path.clone(),
+        source,
     })?;
     control::secure_socket(&path, opts.control_socket_group.as_deref())?;
     tracing::info!(socket = %path.display(), "control socket listening");

@@ -25,6 +25,11 @@ use std::path::Path;
 
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
+/// The current time as RFC 3339 UTC, whole seconds (the records' format).
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// What happened (the fourth field).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {

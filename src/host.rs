@@ -9,6 +9,7 @@
 
 use crate::engine::Engine;
 use crate::events::{Event, EventSink};
+pub use crate::history::now_rfc3339;
 use crate::history::{self, Action, Entry, Status};
 use crate::outcome::{Stage, StageRecord};
 use crate::release::Layout;
@@ -73,11 +74,6 @@ impl Host<'_> {
     pub fn emit(&self, e: Event) {
         self.events.emit(e);
     }
-}
-
-/// The current time as RFC 3339 UTC, whole seconds.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Times and reports the stages of one stack's run.

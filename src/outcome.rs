@@ -248,13 +248,20 @@ impl State {
     }
 }
 
+/// A word that names no [`State`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a state (one of Converged, Progressing, Failed, RolledBack, Blocked, Held, Drifted, Absent)"
+)]
+pub struct UnknownState(pub String);
+
 impl std::str::FromStr for State {
-    type Err = String;
-    fn from_str(s: &str) -> Result<State, String> {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<State, UnknownState> {
         State::ALL
             .into_iter()
             .find(|x| x.as_str() == s)
-            .ok_or_else(|| format!("`{s}` is not a state"))
+            .ok_or_else(|| UnknownState(s.to_string()))
     }
 }
 

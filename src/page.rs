@@ -9,14 +9,9 @@
 //! carries a Content-Security-Policy that forbids scripts altogether.
 
 use crate::history::Entry;
-use crate::server::{AppState, Snapshot};
-use crate::status::StackStatus;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use crate::status::{Snapshot, StackStatus};
 use chrono::{DateTime, Utc};
 use std::fmt::Write as _;
-use std::sync::PoisonError;
 
 /// How often the page reloads itself.
 pub const REFRESH_SECS: u32 = 10;
@@ -116,7 +111,50 @@ pub fn render(
          <title>stackpin status</title><style>{CSS}</style></head><body>\n"
     );
 
-    // Header: what the reconciler last saw.
+    header(&mut h, snap, now);
+
+    // Counts per state, in the order of SPEC §6.
+    h.push_str("<div class=\"counts\" id=\"counts\">");
+    for st in crate::outcome::State::ALL {
+        let n = snap.stacks.iter().filter(|r| r.state == st).count();
+        let s = st.as_str();
+        if n > 0 {
+            let _ = write!(
+                h,
+                "<span class=\"state {}\">{} {n}</span>",
+                state_class(s),
+                escape(s)
+            );
+        }
+    }
+    h.push_str("</div>\n");
+
+    h.push_str("<h2>Stacks</h2>");
+    if snap.stacks.is_empty() {
+        h.push_str("<p class=\"muted\" id=\"no-stacks\">No stacks on this host yet.</p>");
+    } else {
+        h.push_str(
+            "<div class=\"wrap\"><table id=\"stacks\"><thead><tr><th>Stack</th><th>State</th>\
+             <th>Version</th><th>Digest</th><th>Release</th><th>Last change</th><th>Reason</th>\
+             </tr></thead><tbody>\n",
+        );
+        for r in &snap.stacks {
+            stack_row(&mut h, r);
+        }
+        h.push_str("</tbody></table></div>\n");
+    }
+
+    history_table(&mut h, history, history_error);
+    h.push_str(
+        "</main><footer>JSON: <a href=\"/api/v1/stacks\">/api/v1/stacks</a> · \
+         <a href=\"/api/v1/history\">/api/v1/history</a> · metrics: <a href=\"/metrics\">/metrics</a>\
+         </footer></body></html>\n",
+    );
+    h
+}
+
+/// The header (what the reconciler last saw) and its banners.
+fn header(h: &mut String, snap: &Snapshot, now: DateTime<Utc>) {
     h.push_str("<header><h1>stackpin</h1>");
     match &snap.commit {
         Some(c) => {
@@ -156,38 +194,10 @@ pub fn render(
             escape(f)
         );
     }
+}
 
-    // Counts per state, in the order of SPEC §6.
-    h.push_str("<div class=\"counts\" id=\"counts\">");
-    for st in crate::outcome::State::ALL {
-        let n = snap.stacks.iter().filter(|r| r.state == st).count();
-        let s = st.as_str();
-        if n > 0 {
-            let _ = write!(
-                h,
-                "<span class=\"state {}\">{} {n}</span>",
-                state_class(s),
-                escape(s)
-            );
-        }
-    }
-    h.push_str("</div>\n");
-
-    h.push_str("<h2>Stacks</h2>");
-    if snap.stacks.is_empty() {
-        h.push_str("<p class=\"muted\" id=\"no-stacks\">No stacks on this host yet.</p>");
-    } else {
-        h.push_str(
-            "<div class=\"wrap\"><table id=\"stacks\"><thead><tr><th>Stack</th><th>State</th>\
-             <th>Version</th><th>Digest</th><th>Release</th><th>Last change</th><th>Reason</th>\
-             </tr></thead><tbody>\n",
-        );
-        for r in &snap.stacks {
-            stack_row(&mut h, r);
-        }
-        h.push_str("</tbody></table></div>\n");
-    }
-
+/// The newest history lines, or why they could not be read.
+fn history_table(h: &mut String, history: &[Entry], history_error: Option<&str>) {
     let _ = write!(
         h,
         "<h2>History <span class=\"muted\">(newest first, last {HISTORY_ROWS})</span></h2>"
@@ -222,12 +232,6 @@ pub fn render(
         }
         h.push_str("</tbody></table></div>\n");
     }
-    h.push_str(
-        "</main><footer>JSON: <a href=\"/api/v1/stacks\">/api/v1/stacks</a> · \
-         <a href=\"/api/v1/history\">/api/v1/history</a> · metrics: <a href=\"/metrics\">/metrics</a>\
-         </footer></body></html>\n",
-    );
-    h
 }
 
 fn stack_row(h: &mut String, r: &StackStatus) {
@@ -257,45 +261,6 @@ fn stack_row(h: &mut String, r: &StackStatus) {
         last = opt(&r.last_change, ""),
         reason = escape(&r.reason),
     );
-}
-
-/// `GET /`: the page over the published snapshot and the audit log.
-pub async fn status_page(State(st): State<AppState>) -> Response {
-    let snap = st
-        .snapshot
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let path = st.history_path.clone();
-    let read = tokio::task::spawn_blocking(move || crate::history::read(&path)).await;
-    let (entries, err) = match read {
-        Ok(Ok(h)) => (h.entries, None),
-        Ok(Err(e)) => {
-            tracing::error!(path = %st.history_path.display(), "failed to read history: {e}");
-            (
-                Vec::new(),
-                Some(format!("failed to read {}: {e}", st.history_path.display())),
-            )
-        }
-        Err(e) => {
-            tracing::error!("history reader panicked: {e}");
-            (Vec::new(), Some("failed to read history".to_string()))
-        }
-    };
-    let body = render(&snap, &entries, err.as_deref(), Utc::now());
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'",
-            ),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::desired::image::ImageRef;
 use crate::desired::spec::VerifiedEntry;
 use crate::gate::{self, Verdict};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// What the host runs for one stack, reduced to what planning needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,111 +122,23 @@ pub fn plan(
         if !wanted(&name) {
             continue;
         }
-        let stack = &desired.stacks[&name];
-        let rec = local.get(&name).unwrap_or(&none);
-        let obs = observed.get(&name).unwrap_or(&empty);
         let fp = fingerprints.get(&name).cloned();
-        let item = |action, reason: String, verdict| Item {
-            stack: name.clone(),
+        let (action, reason, verdict) = plan_stack(
+            desired,
+            &desired.stacks[&name],
+            fp.as_deref(),
+            observed.get(&name).unwrap_or(&empty),
+            local.get(&name).unwrap_or(&none),
+            local,
+            opts,
+        );
+        items.push(Item {
+            stack: name,
             action,
             reason,
-            fingerprint: fp.clone(),
+            fingerprint: fp,
             verdict,
-        };
-        if !stack.runs_on(opts.host) {
-            let reason = format!(
-                "hosts: [{}] does not include {}",
-                stack.spec.hosts.join(", "),
-                opts.host
-            );
-            items.push(item(
-                Action::Skip {
-                    why: Skip::NotForThisHost,
-                },
-                reason,
-                None,
-            ));
-            continue;
-        }
-        // A stack that waits (held, blocked, quarantined) keeps its current
-        // release running: drift of that release is still healed.
-        let wait = |why: Skip, reason: String, verdict: Option<Verdict>| match current_drift(obs) {
-            Some(d) => (
-                Action::Heal,
-                format!("{reason}; the running release {d}: healing it"),
-                verdict,
-            ),
-            None => (Action::Skip { why }, reason, verdict),
-        };
-        if let Some(why) = &rec.held {
-            let (a, r, v) = wait(Skip::Held, format!("held: {why}"), None);
-            items.push(item(a, r, v));
-            continue;
-        }
-        if let Some(why) = opts.untrusted.and_then(|u| u.get(stack.environment())) {
-            let (a, r, v) = wait(Skip::Untrusted, why.clone(), None);
-            items.push(item(a, r, v));
-            continue;
-        }
-        let Some(fp_val) = fp.clone() else {
-            items.push(item(
-                Action::Skip { why: Skip::Invalid },
-                "the desired release could not be rendered".into(),
-                None,
-            ));
-            continue;
-        };
-        let up_to_date = obs.fingerprint.as_deref() == Some(fp_val.as_str());
-        if up_to_date && !opts.force {
-            match drift(stack, obs) {
-                Some(d) => items.push(item(Action::Heal, d, None)),
-                None => items.push(item(
-                    Action::Noop,
-                    format!(
-                        "release {} is current",
-                        obs.release.as_deref().unwrap_or("?")
-                    ),
-                    None,
-                )),
-            }
-            continue;
-        }
-        if rec.quarantined.as_deref() == Some(fp_val.as_str()) && !opts.force {
-            let (a, r, v) = wait(
-                Skip::Quarantined,
-                format!(
-                    "fingerprint {} failed smoke and is quarantined; change the desired state or run `stackpin sync --force {name}`",
-                    &fp_val[..12.min(fp_val.len())]
-                ),
-                None,
-            );
-            items.push(item(a, r, v));
-            continue;
-        }
-        let source = stack.spec.promote_from.as_deref();
-        let mut entries: Vec<VerifiedEntry> = source
-            .and_then(|s| desired.verified.get(s))
-            .cloned()
-            .unwrap_or_default();
-        if let Some(s) = source
-            && let Some(r) = local.get(s)
-        {
-            entries.extend(r.verified.iter().cloned());
-        }
-        let bg = opts.break_glass.or(stack.break_glass_reason());
-        let verdict = gate::promotion(source, &stack.pins, &entries, bg);
-        if !verdict.allows() {
-            let (a, r, v) = wait(Skip::Blocked, verdict.describe(), Some(verdict));
-            items.push(item(a, r, v));
-            continue;
-        }
-        let reason = match (&obs.release, up_to_date) {
-            (None, _) => format!("first deploy of {}", stack.version),
-            (Some(_), true) => format!("forced redeploy of {}", stack.version),
-            (Some(r), false) => format!("desired {} differs from release {r}", stack.version),
-        };
-        let verdict = (verdict != Verdict::NotGated).then_some(verdict);
-        items.push(item(Action::Deploy, reason, verdict));
+        });
     }
     for name in &desired.invalid {
         if wanted(name) {
@@ -239,37 +151,142 @@ pub fn plan(
             });
         }
     }
-    let known: BTreeSet<&String> = desired
-        .stacks
-        .keys()
-        .chain(desired.invalid.iter())
-        .collect();
-    for (name, obs) in observed {
-        if known.contains(name) || obs.release.is_none() || !wanted(name) {
-            continue;
-        }
-        let (action, reason) = if opts.prune {
-            (
-                Action::Remove,
-                "no longer in the desired state; prune is on".to_string(),
-            )
-        } else {
-            (
-                Action::Skip {
-                    why: Skip::Orphaned,
-                },
-                "no longer in the desired state; left running because prune is off".to_string(),
-            )
-        };
-        items.push(Item {
-            stack: name.clone(),
-            action,
-            reason,
-            fingerprint: None,
-            verdict: None,
-        });
-    }
+    items.extend(orphans(desired, observed, opts).filter(|i| wanted(&i.stack)));
     Plan { items }
+}
+
+/// The action for one valid stack, why, and the gate's verdict.
+fn plan_stack(
+    desired: &DesiredState,
+    stack: &crate::desired::Stack,
+    fp: Option<&str>,
+    obs: &ObservedStack,
+    rec: &LocalRecord,
+    local: &BTreeMap<String, LocalRecord>,
+    opts: &Options<'_>,
+) -> (Action, String, Option<Verdict>) {
+    if !stack.runs_on(opts.host) {
+        let reason = format!(
+            "hosts: [{}] does not include {}",
+            stack.spec.hosts.join(", "),
+            opts.host
+        );
+        return (
+            Action::Skip {
+                why: Skip::NotForThisHost,
+            },
+            reason,
+            None,
+        );
+    }
+    // A stack that waits (held, blocked, quarantined) keeps its current
+    // release running: drift of that release is still healed.
+    let wait = |why: Skip, reason: String, verdict: Option<Verdict>| match current_drift(obs) {
+        Some(d) => (
+            Action::Heal,
+            format!("{reason}; the running release {d}: healing it"),
+            verdict,
+        ),
+        None => (Action::Skip { why }, reason, verdict),
+    };
+    if let Some(why) = &rec.held {
+        return wait(Skip::Held, format!("held: {why}"), None);
+    }
+    if let Some(why) = opts.untrusted.and_then(|u| u.get(stack.environment())) {
+        return wait(Skip::Untrusted, why.clone(), None);
+    }
+    let Some(fp) = fp else {
+        return (
+            Action::Skip { why: Skip::Invalid },
+            "the desired release could not be rendered".into(),
+            None,
+        );
+    };
+    let up_to_date = obs.fingerprint.as_deref() == Some(fp);
+    if up_to_date && !opts.force {
+        return match drift(stack, obs) {
+            Some(d) => (Action::Heal, d, None),
+            None => (
+                Action::Noop,
+                format!(
+                    "release {} is current",
+                    obs.release.as_deref().unwrap_or("?")
+                ),
+                None,
+            ),
+        };
+    }
+    if rec.quarantined.as_deref() == Some(fp) && !opts.force {
+        return wait(
+            Skip::Quarantined,
+            format!(
+                "fingerprint {} failed smoke and is quarantined; change the desired state or run `stackpin sync --force {}`",
+                &fp[..12.min(fp.len())],
+                stack.name
+            ),
+            None,
+        );
+    }
+    let source = stack.spec.promote_from.as_deref();
+    let mut entries: Vec<VerifiedEntry> = source
+        .and_then(|s| desired.verified.get(s))
+        .cloned()
+        .unwrap_or_default();
+    if let Some(s) = source
+        && let Some(r) = local.get(s)
+    {
+        entries.extend(r.verified.iter().cloned());
+    }
+    let bg = opts.break_glass.or(stack.break_glass_reason());
+    let verdict = gate::promotion(source, &stack.pins, &entries, bg);
+    if !verdict.allows() {
+        return wait(Skip::Blocked, verdict.describe(), Some(verdict));
+    }
+    let reason = match (&obs.release, up_to_date) {
+        (None, _) => format!("first deploy of {}", stack.version),
+        (Some(_), true) => format!("forced redeploy of {}", stack.version),
+        (Some(r), false) => format!("desired {} differs from release {r}", stack.version),
+    };
+    let verdict = (verdict != Verdict::NotGated).then_some(verdict);
+    (Action::Deploy, reason, verdict)
+}
+
+/// Stacks the host runs that left the desired state: removed with prune,
+/// else reported.
+fn orphans<'a>(
+    desired: &'a DesiredState,
+    observed: &'a BTreeMap<String, ObservedStack>,
+    opts: &'a Options<'_>,
+) -> impl Iterator<Item = Item> + 'a {
+    observed
+        .iter()
+        .filter(|(name, obs)| {
+            !desired.stacks.contains_key(*name)
+                && !desired.invalid.contains(*name)
+                && obs.release.is_some()
+        })
+        .map(|(name, _)| {
+            let (action, reason) = if opts.prune {
+                (
+                    Action::Remove,
+                    "no longer in the desired state; prune is on".to_string(),
+                )
+            } else {
+                (
+                    Action::Skip {
+                        why: Skip::Orphaned,
+                    },
+                    "no longer in the desired state; left running because prune is off".to_string(),
+                )
+            };
+            Item {
+                stack: name.clone(),
+                action,
+                reason,
+                fingerprint: None,
+                verdict: None,
+            }
+        })
 }
 
 /// Why the running containers differ from the desired release, if they do.
@@ -383,16 +400,35 @@ mod tests {
         p.items.into_iter().find(|i| i.stack == "a").unwrap()
     }
 
+    /// (what, desired fingerprint, observed, local record, options, action,
+    /// a part of the reason).
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<ObservedStack>,
+        LocalRecord,
+        &'a Options<'a>,
+        Action,
+        &'a str,
+    );
+
+    fn check_cases(d: &DesiredState, cases: Vec<Case<'_>>) {
+        for (name, fp, obs, rec, opts, action, reason) in cases {
+            let it = one(d, fp, obs, rec, opts.clone());
+            assert_eq!(it.action, action, "{name}: {it:?}");
+            assert!(
+                it.reason.contains(reason),
+                "{name}: reason {:?} lacks {reason:?}",
+                it.reason
+            );
+        }
+    }
+
     #[test]
-    fn table() {
+    fn table_fresh_changed_and_drifted() {
         let d = desired(&[("a", "")], None);
         let host = Options {
             host: "h",
-            ..Default::default()
-        };
-        let force = Options {
-            host: "h",
-            force: true,
             ..Default::default()
         };
         let stopped = ObservedStack {
@@ -403,24 +439,7 @@ mod tests {
             }],
             ..running(D1)
         };
-        let q = LocalRecord {
-            quarantined: Some("fp-b".into()),
-            ..Default::default()
-        };
-        let held = LocalRecord {
-            held: Some("manual rollback".into()),
-            ..Default::default()
-        };
-        #[allow(clippy::type_complexity)]
-        let cases: Vec<(
-            &str,
-            &str,
-            Option<ObservedStack>,
-            LocalRecord,
-            &Options<'_>,
-            Action,
-            &str,
-        )> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 "nothing deployed",
                 "fp-a",
@@ -478,6 +497,32 @@ mod tests {
                 Action::Heal,
                 "runs another image",
             ),
+        ];
+        check_cases(&d, cases);
+    }
+
+    #[test]
+    fn table_waiting_and_forced() {
+        let d = desired(&[("a", "")], None);
+        let host = Options {
+            host: "h",
+            ..Default::default()
+        };
+        let force = Options {
+            host: "h",
+            force: true,
+            ..Default::default()
+        };
+        let q = LocalRecord {
+            quarantined: Some("fp-b".into()),
+            ..Default::default()
+        };
+        let held = LocalRecord {
+            held: Some("manual rollback".into()),
+            ..Default::default()
+        };
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<Case<'_>> = vec![
             (
                 "quarantined",
                 "fp-b",
@@ -549,19 +594,11 @@ mod tests {
                 "`stackpin sync --force a`; the running release drifted: web: no container: healing it",
             ),
         ];
-        for (name, fp, obs, rec, opts, action, reason) in cases {
-            let it = one(&d, fp, obs, rec, opts.clone());
-            assert_eq!(it.action, action, "{name}: {it:?}");
-            assert!(
-                it.reason.contains(reason),
-                "{name}: reason {:?} lacks {reason:?}",
-                it.reason
-            );
-        }
+        check_cases(&d, cases);
     }
 
     #[test]
-    fn hosts_gate_invalid_and_orphans() {
+    fn hosts_and_the_promotion_gate() {
         let d = desired(&[("a", "hosts: [other]\n")], None);
         let it = one(
             &d,
@@ -626,7 +663,11 @@ mod tests {
             },
         );
         assert_eq!(it.action, Action::Deploy);
-        // The host's own verified store counts too.
+    }
+
+    #[test]
+    fn the_hosts_own_verified_store_counts_for_the_gate() {
+        let d = desired(&[("a", "promote_from: stg\n"), ("stg", "")], None);
         let mut local: BTreeMap<String, LocalRecord> = BTreeMap::new();
         local.insert(
             "stg".into(),
@@ -653,9 +694,10 @@ mod tests {
             matches!(&it.verdict, Some(Verdict::Pass { version, .. }) if version == "v9"),
             "{it:?}"
         );
+    }
 
-        // A commit that fails the environment's signature policy blocks
-        // only that environment's stacks.
+    #[test]
+    fn an_untrusted_commit_blocks_only_its_environment() {
         let d = desired(
             &[
                 ("a", "environment: production\n"),
@@ -691,7 +733,10 @@ mod tests {
             "untrusted commit 0123456789ab: unsigned commit"
         );
         assert_eq!(by["c"].action, Action::Deploy);
+    }
 
+    #[test]
+    fn invalid_stacks_orphans_and_prune() {
         let d = desired(&[("a", ""), ("b", "images: BAD\n")], None);
         let mut observed = BTreeMap::new();
         observed.insert("gone".to_string(), running(D1));

@@ -41,6 +41,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Why a verified-markers file does not parse or cannot be updated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MarkerText(pub String);
+
+impl From<String> for MarkerText {
+    fn from(s: String) -> MarkerText {
+        MarkerText(s)
+    }
+}
+
+impl From<&str> for MarkerText {
+    fn from(s: &str) -> MarkerText {
+        MarkerText(s.to_string())
+    }
+}
+
 /// Why publishing failed. URLs never carry credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -405,7 +422,7 @@ impl Publisher {
             Err(e) if e.code() == ErrorCode::NotFound => String::new(),
             Err(e) => return Err(git(e)),
         };
-        let old = parse_verified(&old_text).map_err(|m| self.unparsable(&path, &m))?;
+        let old = parse_verified(&old_text).map_err(|m| self.unparsable(&path, &m.0))?;
         let mut missing: Vec<VerifiedEntry> = Vec::new();
         for e in entries {
             let known = old.iter().chain(missing.iter()).any(|o| same(o, e));
@@ -417,7 +434,7 @@ impl Publisher {
             return Ok(None);
         }
         let text =
-            updated_text(&old_text, &old, &missing).map_err(|m| self.unparsable(&path, &m))?;
+            updated_text(&old_text, &old, &missing).map_err(|m| self.unparsable(&path, &m.0))?;
         let blob = repo.blob(text.as_bytes()).map_err(git)?;
         let tree_id = git2::build::TreeUpdateBuilder::new()
             .upsert(path.as_str(), blob, git2::FileMode::Blob)
@@ -710,7 +727,7 @@ fn jittered(base: Duration, attempt: u32) -> Duration {
 }
 
 /// Parses the text of a verified file; empty (or comments only) is no entries.
-pub fn parse_verified(text: &str) -> Result<Vec<VerifiedEntry>, String> {
+pub fn parse_verified(text: &str) -> Result<Vec<VerifiedEntry>, MarkerText> {
     let has_content = text
         .lines()
         .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
@@ -721,17 +738,19 @@ pub fn parse_verified(text: &str) -> Result<Vec<VerifiedEntry>, String> {
     let mut sink = crate::desired::Sink::new(None, "", &mut findings);
     match crate::desired::parse_typed::<VerifiedFile>(text.as_bytes(), &mut sink) {
         Ok(f) => Ok(f.verified),
-        Err(_) => Err(findings
-            .iter()
-            .map(|f| {
-                if f.field.is_empty() {
-                    f.message.clone()
-                } else {
-                    format!("{}: {}", f.field, f.message)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("; ")),
+        Err(_) => Err(MarkerText::from(
+            findings
+                .iter()
+                .map(|f| {
+                    if f.field.is_empty() {
+                        f.message.clone()
+                    } else {
+                        format!("{}: {}", f.field, f.message)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
     }
 }
 
@@ -743,7 +762,7 @@ pub fn updated_text(
     old_text: &str,
     old: &[VerifiedEntry],
     added: &[VerifiedEntry],
-) -> Result<String, String> {
+) -> Result<String, MarkerText> {
     let want: Vec<VerifiedEntry> = old.iter().chain(added).cloned().collect();
     let check = |text: &str| parse_verified(text).ok().as_ref() == Some(&want);
     if let Some(text) = appended(old_text, added)

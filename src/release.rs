@@ -23,6 +23,23 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+/// Why a value cannot be written into `.env`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EnvValueError(pub String);
+
+impl From<String> for EnvValueError {
+    fn from(s: String) -> EnvValueError {
+        EnvValueError(s)
+    }
+}
+
+impl From<&str> for EnvValueError {
+    fn from(s: &str) -> EnvValueError {
+        EnvValueError(s.to_string())
+    }
+}
+
 /// The compose override that makes the pinned digests win.
 pub const OVERRIDE_FILE: &str = "stackpin.override.yaml";
 pub const ENV_FILE: &str = ".env";
@@ -351,7 +368,7 @@ pub fn render(
             .map_err(|reason| Error::EnvValue {
                 stack: stack.name.clone(),
                 key: key.to_string(),
-                reason,
+                reason: reason.0,
             })
     };
     let mut public =
@@ -568,7 +585,7 @@ fn parse_env_value(raw: &str) -> Result<String, &'static str> {
 }
 
 /// Writes a value so compose v1 and v2 read back exactly `value`.
-fn encode_env_value(value: &str) -> Result<String, String> {
+fn encode_env_value(value: &str) -> Result<String, EnvValueError> {
     if value.contains('\0') {
         return Err("contains a NUL byte".into());
     }
@@ -1045,7 +1062,7 @@ impl CurrentRecord {
                 .map(|(k, v)| (k.clone(), ImageRecord::from(v)))
                 .collect(),
             fingerprint: meta.fingerprint.clone(),
-            deployed_at: crate::host::now_rfc3339(),
+            deployed_at: crate::history::now_rfc3339(),
             actor: actor.to_string(),
         }
     }

@@ -418,7 +418,7 @@ pub async fn rollback(host: &Host<'_>, stack: &str, target: &Target) -> Result<S
         Err(why) => {
             return Err(Error::Journal {
                 stack: stack.into(),
-                why,
+                why: why.to_string(),
             });
         }
     }
@@ -501,8 +501,16 @@ mod tests {
     /// (what, rows, target, the id chosen or a part of the error).
     type Case<'a> = (&'a str, &'a [ReleaseRow], Target, Result<&'a str, &'a str>);
 
-    #[test]
-    fn target_selection_table() {
+    /// The kept releases and variants of them the selection cases use.
+    struct Variants {
+        rows: Vec<ReleaseRow>,
+        v2_again: Vec<ReleaseRow>,
+        incomplete: Vec<ReleaseRow>,
+        only_verified: Vec<ReleaseRow>,
+        verified_but_failed: Vec<ReleaseRow>,
+    }
+
+    fn variants() -> Variants {
         let rows = kept();
         let mut v2_again = kept();
         v2_again.insert(2, row("v2__20260102T120000Z", true));
@@ -516,6 +524,34 @@ mod tests {
         only_verified[0].verified = true;
         let mut verified_but_failed = only_verified.clone();
         verified_but_failed[0].outcome = HistoryOutcome::Failed;
+        Variants {
+            rows,
+            v2_again,
+            incomplete,
+            only_verified,
+            verified_but_failed,
+        }
+    }
+
+    fn check(cases: Vec<Case>) {
+        for (name, rows, target, want) in cases {
+            let got = pick(rows, target);
+            match (want, got) {
+                (Ok(w), Ok(g)) => assert_eq!(g, w, "{name}"),
+                (Err(w), Err(e)) => assert!(e.to_string().contains(w), "{name}: {e}"),
+                (w, g) => panic!("{name}: wanted {w:?}, got {g:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn target_selection_by_steps_and_name() {
+        let Variants {
+            rows,
+            v2_again,
+            incomplete,
+            ..
+        } = variants();
         let cases: Vec<Case> = vec![
             (
                 "steps 1 is the release before",
@@ -592,6 +628,20 @@ mod tests {
                 Target::To("v2".into()),
                 Err("release v2__20260102T000000Z is incomplete"),
             ),
+        ];
+        check(cases);
+    }
+
+    #[test]
+    fn target_selection_of_the_last_good() {
+        let Variants {
+            rows,
+            incomplete,
+            only_verified,
+            verified_but_failed,
+            ..
+        } = variants();
+        let cases: Vec<Case> = vec![
             (
                 "last good skips failed and quarantined",
                 &rows,
@@ -629,14 +679,7 @@ mod tests {
                 Err("app has no current release on this host"),
             ),
         ];
-        for (name, rows, target, want) in cases {
-            let got = pick(rows, target);
-            match (want, got) {
-                (Ok(w), Ok(g)) => assert_eq!(g, w, "{name}"),
-                (Err(w), Err(e)) => assert!(e.to_string().contains(w), "{name}: {e}"),
-                (w, g) => panic!("{name}: wanted {w:?}, got {g:?}"),
-            }
-        }
+        check(cases);
     }
 
     fn entry(time: &str, version: &str, action: &str, status: &str) -> Entry {

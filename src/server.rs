@@ -13,7 +13,6 @@
 //! bodies nor signature headers are ever logged.
 
 use crate::metrics::{self, Metrics};
-use crate::status::StackStatus;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -42,18 +41,7 @@ pub enum Trigger {
     Drift,
 }
 
-/// What the reconciler last published for the API and `/readyz`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Snapshot {
-    pub stacks: Vec<StackStatus>,
-    /// The desired-state commit of the last run.
-    pub commit: Option<String>,
-    pub last_fetch_ok: Option<DateTime<Utc>>,
-    /// The error of the last fetch, when it failed (cleared on success).
-    pub last_fetch_error: Option<String>,
-    /// The last force-push notice.
-    pub forced_push: Option<String>,
-}
+pub use crate::status::Snapshot;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -92,7 +80,7 @@ pub fn router(state: AppState) -> Router {
             "/hooks/github",
             hook.layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
         )
-        .route("/", get(crate::page::status_page))
+        .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
@@ -371,6 +359,45 @@ async fn history(State(st): State<AppState>, Query(q): Query<HistoryQuery>) -> R
     let skip = entries.len().saturating_sub(limit);
     entries.drain(..skip);
     axum::Json(entries).into_response()
+}
+
+/// `GET /`: the page over the published snapshot and the audit log.
+pub async fn status_page(State(st): State<AppState>) -> Response {
+    let snap = st
+        .snapshot
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let path = st.history_path.clone();
+    let read = tokio::task::spawn_blocking(move || crate::history::read(&path)).await;
+    let (entries, err) = match read {
+        Ok(Ok(h)) => (h.entries, None),
+        Ok(Err(e)) => {
+            tracing::error!(path = %st.history_path.display(), "failed to read history: {e}");
+            (
+                Vec::new(),
+                Some(format!("failed to read {}: {e}", st.history_path.display())),
+            )
+        }
+        Err(e) => {
+            tracing::error!("history reader panicked: {e}");
+            (Vec::new(), Some("failed to read history".to_string()))
+        }
+    };
+    let body = crate::page::render(&snap, &entries, err.as_deref(), Utc::now());
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -9,6 +9,21 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// A record of this host that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{} is corrupt: {why}", path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error("{} cannot be read: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("journal of {stack} has unknown format {format}")]
+    UnknownFormat { stack: String, format: u32 },
+}
+
 /// Where in a converge a crash happened; written before each risky step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,14 +125,17 @@ impl LocalStore {
         Ok(StackLock { _file: f })
     }
 
-    fn read<T: DeserializeOwned>(&self, kind: &str, stack: &str) -> Result<Option<T>, String> {
+    fn read<T: DeserializeOwned>(&self, kind: &str, stack: &str) -> Result<Option<T>, Error> {
         let p = self.path(kind, stack);
         match std::fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| format!("{} is corrupt: {e}", p.display())),
+                .map_err(|e| Error::Corrupt {
+                    path: p,
+                    why: e.to_string(),
+                }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{} cannot be read: {e}", p.display())),
+            Err(source) => Err(Error::Unreadable { path: p, source }),
         }
     }
 
@@ -135,13 +153,13 @@ impl LocalStore {
 
     /// The stack's journal. A journal that does not parse (or of an unknown
     /// format) is an error the caller reports; it is never silently dropped.
-    pub fn journal(&self, stack: &str) -> Result<Option<Journal>, String> {
+    pub fn journal(&self, stack: &str) -> Result<Option<Journal>, Error> {
         let j: Option<Journal> = self.read("journal", stack)?;
         match j {
-            Some(j) if j.format != JOURNAL_FORMAT => Err(format!(
-                "journal of {stack} has unknown format {}",
-                j.format
-            )),
+            Some(j) if j.format != JOURNAL_FORMAT => Err(Error::UnknownFormat {
+                stack: stack.to_string(),
+                format: j.format,
+            }),
             j => Ok(j),
         }
     }
@@ -172,7 +190,7 @@ impl LocalStore {
         out
     }
 
-    pub fn quarantine(&self, stack: &str) -> Result<Option<Quarantine>, String> {
+    pub fn quarantine(&self, stack: &str) -> Result<Option<Quarantine>, Error> {
         self.read("quarantine", stack)
     }
 
@@ -184,7 +202,7 @@ impl LocalStore {
         self.clear("quarantine", stack)
     }
 
-    pub fn hold(&self, stack: &str) -> Result<Option<Hold>, String> {
+    pub fn hold(&self, stack: &str) -> Result<Option<Hold>, Error> {
         self.read("hold", stack)
     }
 
@@ -237,14 +255,19 @@ mod tests {
             "{\"format\": 9",
         )
         .unwrap();
-        assert!(s.journal("a").unwrap_err().contains("corrupt"));
+        assert!(s.journal("a").unwrap_err().to_string().contains("corrupt"));
         let raw = serde_json::json!({"format": 7, "stack": "b", "op": "deploy", "from": null, "to": "x", "fingerprint": "f", "phase": "verifying", "started_at": "t"});
         std::fs::write(
             dir.path().join("releases/.stackpin/journal/b.json"),
             raw.to_string(),
         )
         .unwrap();
-        assert!(s.journal("b").unwrap_err().contains("unknown format 7"));
+        assert!(
+            s.journal("b")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown format 7")
+        );
     }
 
     #[test]

@@ -11,7 +11,21 @@ use crate::observed::{self, StackObservation};
 use crate::outcome::{Outcome, Reason, StackResult, State};
 use crate::plan::{Action, Item, Skip};
 use crate::reconcile::{PlanInputs, PlanOptions, SyncReport, inputs};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+/// What the reconciler last published for the API and `/readyz`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub stacks: Vec<StackStatus>,
+    /// The desired-state commit of the last run.
+    pub commit: Option<String>,
+    pub last_fetch_ok: Option<DateTime<Utc>>,
+    /// The error of the last fetch, when it failed (cleared on success).
+    pub last_fetch_error: Option<String>,
+    /// The last force-push notice.
+    pub forced_push: Option<String>,
+}
 
 /// One stack's row.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -116,7 +130,7 @@ fn records(host: &Host<'_>, name: &str, obs: &StackObservation) -> Records {
     let journal = host.store.journal(name);
     Records {
         journaled: matches!(journal, Ok(Some(_))),
-        journal_error: journal.err(),
+        journal_error: journal.err().map(|e| e.to_string()),
         hold: match host.store.hold(name) {
             Ok(h) => h.map(|h| h.reason),
             Err(e) => Some(format!("{e}; held until it is fixed")),

@@ -87,7 +87,7 @@ pub fn record(
             .iter()
             .map(|(k, v)| (k.clone(), v.pinned().unwrap_or_else(|| v.to_string())))
             .collect(),
-        verified_at: crate::host::now_rfc3339(),
+        verified_at: crate::history::now_rfc3339(),
         host: host.to_string(),
         commit: commit.unwrap_or("").to_string(),
     };

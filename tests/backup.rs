@@ -93,10 +93,6 @@ fn write_stack(h: &TestHost, stack: &str, f: &Fixtures, version: &str, spec: &st
     );
 }
 
-fn history(h: &TestHost) -> String {
-    std::fs::read_to_string(h.root().join("deploy-history.log")).unwrap_or_default()
-}
-
 /// Complete backups of `stack` (ids, oldest first) and whether any `.tmp-*`
 /// is left.
 fn backups(h: &TestHost, stack: &str) -> (Vec<String>, bool) {
@@ -113,11 +109,6 @@ fn backups(h: &TestHost, stack: &str) -> (Vec<String>, bool) {
     }
     ids.sort();
     (ids, tmp)
-}
-
-fn link_target(h: &TestHost, stack: &str) -> PathBuf {
-    std::fs::read_link(h.root().join("stacks").join(stack))
-        .unwrap_or_else(|e| panic!("no link for {stack}: {e}\n{}", h.root_listing()))
 }
 
 fn mode(p: &Path) -> u32 {
@@ -198,7 +189,7 @@ fn container_exec_backup_blocks_a_deploy_when_it_fails() {
     assert_eq!(m["databases"][0]["database"], "appdb");
     assert_eq!(m["databases"][0]["source"], "container db");
     assert_eq!(m["databases"][0]["bytes"], 27);
-    let hist = history(&h);
+    let hist = h.history();
     assert!(
         hist.contains(&format!(
             "| {s} | test | backup | v1 | success | pre-deploy: 1 database(s)"
@@ -207,7 +198,7 @@ fn container_exec_backup_blocks_a_deploy_when_it_fails() {
     );
 
     // v3: v2's pg_dump fails, so the deploy is blocked; nothing changes.
-    let before = link_target(&h, &s);
+    let before = h.link_target(&s).expect("the stack is linked");
     let containers = h.containers(&s);
     write_stack(&h, &s, &f, "v3", backup, &compose);
     h.commit("v3");
@@ -216,7 +207,11 @@ fn container_exec_backup_blocks_a_deploy_when_it_fails() {
         out.stdout().contains("backup failed") && out.stdout().contains("appdb"),
         "{out:?}"
     );
-    assert_eq!(link_target(&h, &s), before, "the host must stay on v2");
+    assert_eq!(
+        h.link_target(&s).expect("the stack is linked"),
+        before,
+        "the host must stay on v2"
+    );
     let after = h.containers(&s);
     assert_eq!(
         containers
@@ -234,7 +229,7 @@ fn container_exec_backup_blocks_a_deploy_when_it_fails() {
         h.root_listing()
     );
     assert!(!tmp, "{}", h.root_listing());
-    let hist = history(&h);
+    let hist = h.history();
     assert!(
         hist.contains(&format!(
             "| {s} | test | backup | v2 | failed | pre-deploy: database `appdb` (container db): pg_dump exited with code 1: pg_dump: error: connection to server on socket failed: FATAL:  database \"appdb\" does not exist"
@@ -265,8 +260,13 @@ fn container_exec_backup_blocks_a_deploy_when_it_fails() {
     );
     h.commit("v3, backup not required");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    assert!(link_target(&h, &s).to_string_lossy().contains("v3__"));
-    let hist = history(&h);
+    assert!(
+        h.link_target(&s)
+            .expect("the stack is linked")
+            .to_string_lossy()
+            .contains("v3__")
+    );
+    let hist = h.history();
     assert_eq!(
         hist.matches(&format!("| {s} | test | backup | v2 | failed |"))
             .count(),
@@ -387,7 +387,7 @@ fn url_backup_restores_and_never_shows_the_url() {
     assert_eq!(after, ids, "a failed backup leaves nothing");
     assert!(!tmp);
 
-    let hist = history(&h);
+    let hist = h.history();
     assert!(
         hist.contains(&format!("| {s} | test | backup | v2 | success | manual: ")),
         "{hist}"

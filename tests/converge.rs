@@ -4,52 +4,21 @@
 
 mod common;
 
-use common::{Fixtures, TestHost};
-use std::path::PathBuf;
+use common::{Fixtures, StackFixture, TestHost};
 use std::time::Duration;
 
 /// A one-service stack of the fixture app on `port`, pinned to `image`.
 fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str, extra: &str) {
-    h.write(
-        format!("stacks/{stack}/stack.yaml"),
-        format!(
-            "environment: test\nversion: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\n{extra}smoke:\n  timeout: 15s\n  checks:\n    - containers: {{}}\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200, contains: ok}}\n"
-        ),
-    );
-    h.write(
-        format!("stacks/{stack}/compose.yaml"),
-        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n    volumes:\n      - ./config/site.conf:/etc/site.conf:ro\n",
-    );
-    h.write(
-        format!("stacks/{stack}/config/site.conf"),
-        format!("version {version}\n"),
-    );
-}
-
-fn link_target(h: &TestHost, stack: &str) -> Option<PathBuf> {
-    std::fs::read_link(h.root().join("stacks").join(stack)).ok()
-}
-
-fn history(h: &TestHost) -> String {
-    std::fs::read_to_string(h.root().join("deploy-history.log")).unwrap_or_default()
-}
-
-fn release_dirs(h: &TestHost, stack: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(h.root().join("releases/stacks").join(stack))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    StackFixture::new(stack, image, port, version)
+        .extra(extra)
+        .write(h);
 }
 
 /// The invariants every stack must satisfy after any run: the link resolves
 /// to a complete release, no temp leftovers, no journal.
 fn assert_consistent(h: &TestHost, stack: &str) {
-    let target = link_target(h, stack)
+    let target = h
+        .link_target(stack)
         .unwrap_or_else(|| panic!("no link for {stack}\n{}", h.root_listing()));
     assert!(
         target.join("release.json").is_file(),
@@ -57,7 +26,7 @@ fn assert_consistent(h: &TestHost, stack: &str) {
         target.display(),
         h.root_listing()
     );
-    for d in release_dirs(h, stack) {
+    for d in h.release_dirs(stack) {
         assert!(
             !d.starts_with(".tmp"),
             "temp release left behind: {d}\n{}",
@@ -74,23 +43,6 @@ fn assert_consistent(h: &TestHost, stack: &str) {
     );
 }
 
-/// Waits (up to 10s) until `port` serves `want` at `/`.
-fn serves(h: &TestHost, port: u16, want: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    while std::time::Instant::now() < deadline {
-        last = h.http_get(port, "/");
-        if last.as_deref().map(str::trim) == Some(want) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "port {port} should serve {want:?}, last got {last:?}\n{}",
-        h.root_listing()
-    );
-}
-
 #[test]
 fn first_deploy_then_upgrade() {
     let h = TestHost::new();
@@ -100,9 +52,9 @@ fn first_deploy_then_upgrade() {
     write_stack(&h, &s, &f.v1, port, "v1", "");
     h.commit("v1");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
     assert_consistent(&h, &s);
-    let first = link_target(&h, &s).unwrap();
+    let first = h.link_target(&s).unwrap();
     let cs = h.containers(&s);
     assert_eq!(cs.len(), 1);
     assert!(cs[0].runs_digest(&f.v1), "{cs:?}");
@@ -134,9 +86,9 @@ fn first_deploy_then_upgrade() {
     write_stack(&h, &s, &f.v2, port, "v2", "");
     h.commit("v2");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    serves(&h, port, "stackpin-test-app v2");
+    h.serves(port, "stackpin-test-app v2");
     assert_consistent(&h, &s);
-    let second = link_target(&h, &s).unwrap();
+    let second = h.link_target(&s).unwrap();
     assert_ne!(first, second, "the link must switch to a new release");
     assert!(
         first.join("release.json").is_file(),
@@ -148,9 +100,10 @@ fn first_deploy_then_upgrade() {
     assert_eq!(current["version"], "v2");
     assert_eq!(current["images"]["web"]["pinned"], f.v2.as_str());
     assert!(
-        history(&h).contains(&format!("| {s} | test | deploy | v2 | success |")),
+        h.history()
+            .contains(&format!("| {s} | test | deploy | v2 | success |")),
         "{}",
-        history(&h)
+        h.history()
     );
 
     // Nothing changed: a second sync does nothing.
@@ -166,19 +119,19 @@ fn broken_image_auto_reverts_and_is_quarantined() {
     write_stack(&h, &s, &f.v2, port, "v2", "");
     h.commit("v2");
     h.cmd(["sync"]).run().ok();
-    let good = link_target(&h, &s).unwrap();
+    let good = h.link_target(&s).unwrap();
 
     write_stack(&h, &s, &f.broken, port, "v3-broken", "");
     h.commit("broken");
     h.cmd(["sync"]).run().code(1).stdout_contains("rolled-back");
     assert_eq!(
-        link_target(&h, &s).unwrap(),
+        h.link_target(&s).unwrap(),
         good,
         "the link must point back at the good release"
     );
-    serves(&h, port, "stackpin-test-app v2");
+    h.serves(port, "stackpin-test-app v2");
     assert_consistent(&h, &s);
-    let hist = history(&h);
+    let hist = h.history();
     assert!(hist.contains(&format!("| {s} | test | rollback | v2 | success | smoke failed: http http://127.0.0.1:{port}/health")), "{hist}");
     assert!(
         hist.contains(&format!("| {s} | test | deploy | v3-broken | failed |")),
@@ -189,7 +142,7 @@ fn broken_image_auto_reverts_and_is_quarantined() {
     let lines = hist.lines().count();
     h.cmd(["sync"]).run().ok().stdout_contains("quarantined");
     assert_eq!(
-        history(&h).lines().count(),
+        h.history().lines().count(),
         lines,
         "a quarantined stack must not be retried"
     );
@@ -201,18 +154,18 @@ fn broken_image_auto_reverts_and_is_quarantined() {
         .code(1)
         .stdout_contains("rolled-back");
     assert_eq!(
-        history(&h).matches("| rollback | v2 | success |").count(),
+        h.history().matches("| rollback | v2 | success |").count(),
         2,
         "{}",
-        history(&h)
+        h.history()
     );
-    serves(&h, port, "stackpin-test-app v2");
+    h.serves(port, "stackpin-test-app v2");
 
     // A new desired state clears the quarantine.
     write_stack(&h, &s, &f.v3, port, "v3", "");
     h.commit("v3");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    serves(&h, port, "stackpin-test-app v3");
+    h.serves(port, "stackpin-test-app v3");
 }
 
 #[test]
@@ -228,11 +181,11 @@ fn crash_fast_image_reverts_before_the_timeout() {
     h.commit("crash");
     h.cmd(["sync"]).run().code(1).stdout_contains("rolled-back");
     assert!(
-        history(&h).contains("smoke failed: containers"),
+        h.history().contains("smoke failed: containers"),
         "{}",
-        history(&h)
+        h.history()
     );
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
 }
 
 #[test]
@@ -245,7 +198,7 @@ fn first_deploy_that_fails_is_left_stopped() {
     h.commit("bad");
     h.cmd(["sync"]).run().code(1).stdout_contains("FAILED");
     assert!(
-        link_target(&h, &s).is_none(),
+        h.link_target(&s).is_none(),
         "no release may stay linked\n{}",
         h.root_listing()
     );
@@ -255,9 +208,9 @@ fn first_deploy_that_fails_is_left_stopped() {
         h.containers(&s)
     );
     assert!(
-        history(&h).contains("first deploy left stopped"),
+        h.history().contains("first deploy left stopped"),
         "{}",
-        history(&h)
+        h.history()
     );
 }
 
@@ -270,14 +223,14 @@ fn unpullable_digest_leaves_the_host_untouched() {
     write_stack(&h, &s, &f.v1, port, "v1", "");
     h.commit("v1");
     h.cmd(["sync"]).run().ok();
-    let before = link_target(&h, &s).unwrap();
+    let before = h.link_target(&s).unwrap();
     let ids: Vec<String> = h.containers(&s).into_iter().map(|c| c.id).collect();
-    let dirs = release_dirs(&h, &s);
+    let dirs = h.release_dirs(&s);
 
     write_stack(&h, &s, &f.missing, port, "v9", "");
     h.commit("missing");
     h.cmd(["sync"]).run().code(1).stdout_contains("pull failed");
-    assert_eq!(link_target(&h, &s).unwrap(), before);
+    assert_eq!(h.link_target(&s).unwrap(), before);
     assert_eq!(
         h.containers(&s)
             .into_iter()
@@ -287,18 +240,18 @@ fn unpullable_digest_leaves_the_host_untouched() {
         "containers must be untouched"
     );
     assert_eq!(
-        release_dirs(&h, &s),
+        h.release_dirs(&s),
         dirs,
         "the unused release must be removed"
     );
     assert!(
-        history(&h).contains(&format!(
+        h.history().contains(&format!(
             "| {s} | test | deploy | v9 | failed | pull failed:"
         )),
         "{}",
-        history(&h)
+        h.history()
     );
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
 }
 
 #[test]
@@ -317,7 +270,7 @@ fn heal_brings_back_a_removed_container() {
     let cs = h.containers(&s);
     assert_eq!(cs.len(), 1);
     assert!(cs[0].is_running() && cs[0].runs_digest(&f.v1));
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
 }
 
 #[test]
@@ -361,12 +314,12 @@ fn killed_at_every_stage_recovers_to_a_healthy_release() {
         // The next run recovers and converges.
         h.cmd(["sync"]).run().ok();
         assert_consistent(&h, &s);
-        serves(&h, port, &format!("stackpin-test-app {want}"));
+        h.serves(port, &format!("stackpin-test-app {want}"));
         h.cmd(["sync"]).run().ok().stdout_contains("unchanged");
     }
     // Killed while reverting a broken release.
     for stage in ["revert-after-switch", "revert-after-up"] {
-        let good = link_target(&h, &s).unwrap();
+        let good = h.link_target(&s).unwrap();
         n += 1;
         write_stack(&h, &s, &f.broken, port, &format!("broken-{n}"), "");
         h.commit(stage);
@@ -379,7 +332,7 @@ fn killed_at_every_stage_recovers_to_a_healthy_release() {
         h.cmd(["sync"]).run();
         assert_consistent(&h, &s);
         assert_eq!(
-            link_target(&h, &s).unwrap(),
+            h.link_target(&s).unwrap(),
             good,
             "{stage}: must end on the good release"
         );
@@ -389,7 +342,7 @@ fn killed_at_every_stage_recovers_to_a_healthy_release() {
             "{stage}: the good release must serve"
         );
     }
-    let hist = history(&h);
+    let hist = h.history();
     assert!(hist.contains("interrupted deploy"), "{hist}");
 }
 
@@ -418,7 +371,7 @@ fn retention_keeps_current_previous_and_verified() {
         h.commit(&format!("r{i}"));
         h.cmd(["sync"]).run().ok();
     }
-    let dirs = release_dirs(&h, &s);
+    let dirs = h.release_dirs(&s);
     let versions: Vec<&str> = dirs.iter().map(|d| d.split("__").next().unwrap()).collect();
     assert_eq!(versions.len(), 3, "keep 2 + the verified one: {dirs:?}");
     assert!(
@@ -448,21 +401,22 @@ fn concurrent_syncs_never_converge_one_stack_twice() {
     let b = h.cmd(["sync"]).spawn();
     let (a, b) = (a.wait(), b.wait());
     assert!(a.success() && b.success(), "{}\n{}", a.report(), b.report());
-    let deploys = history(&h)
+    let deploys = h
+        .history()
         .matches(&format!("| {s} | test | deploy | v1 | success |"))
         .count();
     assert_eq!(
         deploys,
         1,
         "exactly one process may deploy\n{}",
-        history(&h)
+        h.history()
     );
     let outs = format!("{}{}", a.stdout(), b.stdout());
     assert!(
         outs.contains("deployed") && outs.contains("unchanged"),
         "{outs}"
     );
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
 }
 
 #[test]
@@ -482,25 +436,26 @@ fn a_stack_removed_from_git_is_left_running_until_pruned() {
         .run()
         .ok()
         .stdout_contains("left running because prune is off");
-    serves(&h, pb, "stackpin-test-app v1");
+    h.serves(pb, "stackpin-test-app v1");
     h.cmd(["prune", "--dry-run"])
         .run()
         .ok()
         .stdout_contains("would remove");
-    assert!(link_target(&h, &b).is_some());
+    assert!(h.link_target(&b).is_some());
     h.cmd(["prune"]).run().ok().stdout_contains("removed");
-    assert!(link_target(&h, &b).is_none(), "{}", h.root_listing());
+    assert!(h.link_target(&b).is_none(), "{}", h.root_listing());
     assert!(h.containers(&b).is_empty(), "{:?}", h.containers(&b));
     assert!(
-        !release_dirs(&h, &b).is_empty(),
+        !h.release_dirs(&b).is_empty(),
         "releases are kept for audit"
     );
     assert!(
-        history(&h).contains(&format!("| {b} | test | prune | v1 | success |")),
+        h.history()
+            .contains(&format!("| {b} | test | prune | v1 | success |")),
         "{}",
-        history(&h)
+        h.history()
     );
-    serves(&h, pa, "stackpin-test-app v1");
+    h.serves(pa, "stackpin-test-app v1");
     h.cmd(["prune"])
         .run()
         .ok()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Fixtures, Running, TestHost};
+use common::{Fixtures, Running, StackFixture, TestHost};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
@@ -13,39 +13,15 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "webhook-secret-for-tests";
 
 fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str) {
-    h.write(
-        format!("stacks/{stack}/stack.yaml"),
-        format!(
-            "environment: test\nversion: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\nenv_files: [{}]\nsmoke:\n  timeout: 15s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200}}\n",
+    StackFixture::new(stack, image, port, version)
+        .http_only()
+        .without_site_conf()
+        .extra(&format!(
+            "env_files: [{}]\n",
             h.tmp().join("secret.env").display()
-        ),
-    );
-    h.write(
-        format!("stacks/{stack}/compose.yaml"),
-        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n      API_TOKEN: ${API_TOKEN}\n",
-    );
-}
-
-/// A bare remote the daemon fetches from; the work tree pushes to it.
-fn bare_remote(h: &TestHost) -> PathBuf {
-    let remote = h.tmp().join("remote.git");
-    let status = std::process::Command::new("git")
-        .args(["clone", "-q", "--bare"])
-        .arg(h.repo())
-        .arg(&remote)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    h.git(["remote", "add", "origin", remote.to_str().unwrap()]);
-    remote
-}
-
-fn push(h: &TestHost, force: bool) {
-    if force {
-        h.git(["push", "-q", "--force", "origin", "main"]);
-    } else {
-        h.git(["push", "-q", "origin", "main"]);
-    }
+        ))
+        .compose_env("      API_TOKEN: ${API_TOKEN}\n")
+        .write(h);
 }
 
 struct Daemon {
@@ -233,7 +209,7 @@ fn parse_metrics(text: &str) -> Vec<(String, String, f64)> {
     out
 }
 
-fn serves(port: u16) -> Option<String> {
+fn answer(port: u16) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     use std::io::{Read, Write};
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
@@ -252,7 +228,7 @@ fn setup(h: &TestHost, f: &Fixtures, stack: &str, app_port: u16) -> PathBuf {
     .unwrap();
     write_stack(h, stack, &f.v1, app_port, "v1");
     h.commit("v1");
-    bare_remote(h)
+    h.bare_remote()
 }
 
 #[test]
@@ -270,7 +246,7 @@ fn daemon_polls_a_remote_and_applies_a_pushed_commit() {
         &[("RUST_LOG", "stackpin=debug")],
     );
     d.wait_until("v1 to be served", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v1")
+        answer(app).as_deref() == Some("stackpin-test-app v1")
     });
     d.wait_until("/readyz", Duration::from_secs(10), || {
         http(d.port, "GET", "/readyz", &[], b"")
@@ -280,11 +256,11 @@ fn daemon_polls_a_remote_and_applies_a_pushed_commit() {
 
     write_stack(&h, &s, &f.v2, app, "v2");
     h.commit("v2");
-    push(&h, false);
+    h.push(false);
     d.wait_until(
         "v2 after the push (one poll interval)",
         Duration::from_secs(90),
-        || serves(app).as_deref() == Some("stackpin-test-app v2"),
+        || answer(app).as_deref() == Some("stackpin-test-app v2"),
     );
 
     // The JSON API and the metrics reflect it.
@@ -340,7 +316,7 @@ fn webhook_triggers_at_once_and_bad_signatures_do_nothing() {
         &[],
     );
     d.wait_until("v1 to be served", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v1")
+        answer(app).as_deref() == Some("stackpin-test-app v1")
     });
     d.wait_until("the first run to finish", Duration::from_secs(30), || {
         d.metric_sum("stackpin_sync_runs_total") >= 1.0
@@ -348,13 +324,13 @@ fn webhook_triggers_at_once_and_bad_signatures_do_nothing() {
 
     write_stack(&h, &s, &f.v2, app, "v2");
     h.commit("v2");
-    push(&h, false);
+    h.push(false);
     // A wrong signature is refused and triggers nothing.
     let (status, _) = push_event(d.port, "main", "wrong-secret");
     assert_eq!(status, 401);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        serves(app).as_deref(),
+        answer(app).as_deref(),
         Some("stackpin-test-app v1"),
         "an unsigned delivery must not trigger a sync"
     );
@@ -363,7 +339,7 @@ fn webhook_triggers_at_once_and_bad_signatures_do_nothing() {
     // A good one triggers at once (the poll interval is an hour).
     assert_eq!(push_event(d.port, "main", SECRET).0, 202);
     d.wait_until("v2 after the webhook", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v2")
+        answer(app).as_deref() == Some("stackpin-test-app v2")
     });
 }
 
@@ -382,7 +358,7 @@ fn a_storm_of_webhooks_coalesces() {
         &[],
     );
     d.wait_until("v1 to be served", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v1")
+        answer(app).as_deref() == Some("stackpin-test-app v1")
     });
     d.wait_until("the first run to finish", Duration::from_secs(30), || {
         d.metric_sum("stackpin_sync_runs_total") >= 1.0
@@ -391,12 +367,12 @@ fn a_storm_of_webhooks_coalesces() {
 
     write_stack(&h, &s, &f.v2, app, "v2");
     h.commit("v2");
-    push(&h, false);
+    h.push(false);
     for _ in 0..1000 {
         assert_eq!(push_event(d.port, "main", SECRET).0, 202);
     }
     d.wait_until("v2", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v2")
+        answer(app).as_deref() == Some("stackpin-test-app v2")
     });
     std::thread::sleep(Duration::from_secs(8));
     let runs = d.metric_sum("stackpin_sync_runs_total") - before;
@@ -428,7 +404,7 @@ fn unreachable_remote_keeps_the_host_and_shows_in_readyz_and_metrics() {
         &[],
     );
     d.wait_until("v1 to be served", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v1")
+        answer(app).as_deref() == Some("stackpin-test-app v1")
     });
     // The remote disappears.
     std::fs::rename(&remote, h.tmp().join("remote-gone.git")).unwrap();
@@ -441,7 +417,7 @@ fn unreachable_remote_keeps_the_host_and_shows_in_readyz_and_metrics() {
         "{api}"
     );
     assert_eq!(
-        serves(app).as_deref(),
+        answer(app).as_deref(),
         Some("stackpin-test-app v1"),
         "the host keeps running"
     );
@@ -462,9 +438,9 @@ fn unreachable_remote_keeps_the_host_and_shows_in_readyz_and_metrics() {
         "-m",
         "rewritten",
     ]);
-    push(&h, true);
+    h.push(true);
     d.wait_until("v2 after the force-push", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v2")
+        answer(app).as_deref() == Some("stackpin-test-app v2")
     });
     let logs = d.stop();
     assert!(logs.contains("force-push"), "{logs}");
@@ -503,7 +479,7 @@ fn cli_actions_go_through_the_control_socket() {
         &[],
     );
     d.wait_until("v1 to be served", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v1")
+        answer(app).as_deref() == Some("stackpin-test-app v1")
     });
     let sock = d.socket.clone();
     let mut c = h.cmd(["sync", "--force", &s]);
@@ -626,13 +602,13 @@ fn a_local_repository_path_is_watched() {
     let repo = h.repo();
     let d = Daemon::start(&h, repo.to_str().unwrap(), "1h", true, &[]);
     d.wait_until("v1 to be served", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v1")
+        answer(app).as_deref() == Some("stackpin-test-app v1")
     });
     // A commit in the local repository is picked up without a poll or webhook.
     write_stack(&h, &s, &f.v2, app, "v2");
     h.commit("v2");
     d.wait_until("v2 after the local commit", Duration::from_secs(90), || {
-        serves(app).as_deref() == Some("stackpin-test-app v2")
+        answer(app).as_deref() == Some("stackpin-test-app v2")
     });
     let logs = d.stop();
     assert!(logs.contains("trigger=Watch"), "{logs}");

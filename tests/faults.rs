@@ -5,25 +5,15 @@
 
 mod common;
 
-use common::{Fixtures, TestHost};
-use std::path::PathBuf;
+use common::{Fixtures, StackFixture, TestHost};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str) {
-    h.write(
-        format!("stacks/{stack}/stack.yaml"),
-        format!("environment: test\nversion: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\nsmoke:\n  timeout: 15s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200}}\n"),
-    );
-    h.write(format!("stacks/{stack}/compose.yaml"), "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n");
-}
-
-fn history(h: &TestHost) -> String {
-    std::fs::read_to_string(h.root().join("deploy-history.log")).unwrap_or_default()
-}
-
-fn link(h: &TestHost, s: &str) -> Option<PathBuf> {
-    std::fs::read_link(h.root().join("stacks").join(s)).ok()
+    StackFixture::new(stack, image, port, version)
+        .http_only()
+        .without_site_conf()
+        .write(h);
 }
 
 fn body(h: &TestHost, port: u16) -> Option<String> {
@@ -94,13 +84,13 @@ fn registry_stopped_before_pull_leaves_the_host_untouched() {
     reg.kill().unwrap();
     reg.wait().unwrap();
 
-    let before = link(&h, &s);
+    let before = h.link_target(&s);
     let ids: Vec<String> = h.containers(&s).into_iter().map(|c| c.id).collect();
     write_stack(&h, &s, &pinned, port, "v2");
     h.commit("v2 from a registry that is down");
     let out = h.cmd(["sync"]).run().code(1);
     assert!(out.stdout().contains("pull failed"), "{}", out.report());
-    assert_eq!(link(&h, &s), before, "the link must not move");
+    assert_eq!(h.link_target(&s), before, "the link must not move");
     assert_eq!(
         h.containers(&s)
             .into_iter()
@@ -110,9 +100,10 @@ fn registry_stopped_before_pull_leaves_the_host_untouched() {
         "containers untouched"
     );
     assert!(
-        history(&h).contains("| deploy | v2 | failed | pull failed:"),
+        h.history()
+            .contains("| deploy | v2 | failed | pull failed:"),
         "{}",
-        history(&h)
+        h.history()
     );
     wait_body(&h, port, "stackpin-test-app v1");
 }
@@ -137,12 +128,13 @@ fn disk_below_the_free_space_threshold_fails_preflight() {
         "{}",
         out.report()
     );
-    assert!(link(&h, &s).is_none(), "nothing may be switched");
+    assert!(h.link_target(&s).is_none(), "nothing may be switched");
     assert!(h.containers(&s).is_empty());
     assert!(
-        history(&h).contains("| deploy | v1 | failed | preflight failed: only"),
+        h.history()
+            .contains("| deploy | v1 | failed | preflight failed: only"),
         "{}",
-        history(&h)
+        h.history()
     );
 }
 
@@ -155,7 +147,7 @@ fn corrupted_files_are_reported_and_nothing_is_lost() {
     write_stack(&h, &s, &f.v1, port, "v1");
     h.commit("v1");
     h.cmd(["sync"]).run().ok();
-    let release = link(&h, &s).unwrap();
+    let release = h.link_target(&s).unwrap();
 
     // 1. A history line of garbage: reported, the other lines still read.
     let mut log = std::fs::OpenOptions::new()
@@ -194,7 +186,7 @@ fn corrupted_files_are_reported_and_nothing_is_lost() {
         "the journal must be kept as it was"
     );
     assert_eq!(
-        link(&h, &s).unwrap(),
+        h.link_target(&s).unwrap(),
         release,
         "the stack must be left as it is"
     );
@@ -212,7 +204,7 @@ fn corrupted_files_are_reported_and_nothing_is_lost() {
     let out = h.cmd(["status"]).run().ok();
     assert!(out.stdout().contains(&s), "{}", out.report());
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    let now = link(&h, &s).unwrap();
+    let now = h.link_target(&s).unwrap();
     assert_ne!(now, release);
     assert!(now.join("release.json").is_file());
     assert!(
@@ -339,7 +331,7 @@ fn docker_daemon_restarted_mid_converge() {
         }
     }
     let last = last.unwrap();
-    let target = link(&h, &s).unwrap_or_else(|| {
+    let target = h.link_target(&s).unwrap_or_else(|| {
         panic!(
             "no link\nfirst run:\n{}\nlast:\n{}",
             first.report(),

@@ -8,12 +8,10 @@
 
 mod common;
 
-use common::{Fixtures, TestHost};
+use common::{Fixtures, StackFixture, TestHost};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-/// A one-service stack of the fixture app on `port`, pinned to `image`.
 fn write_stack(
     h: &TestHost,
     stack: &str,
@@ -23,16 +21,11 @@ fn write_stack(
     version: &str,
     extra: &str,
 ) {
-    h.write(
-        format!("stacks/{stack}/stack.yaml"),
-        format!(
-            "environment: {env}\nversion: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\n{extra}smoke:\n  timeout: 15s\n  checks:\n    - containers: {{}}\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200, contains: ok}}\n"
-        ),
-    );
-    h.write(
-        format!("stacks/{stack}/compose.yaml"),
-        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n",
-    );
+    StackFixture::new(stack, image, port, version)
+        .environment(env)
+        .extra(extra)
+        .without_site_conf()
+        .write(h);
 }
 
 /// A staging stack (`marks_verified`) and a production stack
@@ -80,27 +73,8 @@ impl Pair {
     }
 }
 
-fn history(h: &TestHost) -> String {
-    std::fs::read_to_string(h.root().join("deploy-history.log")).unwrap_or_default()
-}
-
 fn lines_with(h: &TestHost, needle: &str) -> usize {
-    history(h).lines().filter(|l| l.contains(needle)).count()
-}
-
-fn link_target(h: &TestHost, stack: &str) -> Option<PathBuf> {
-    std::fs::read_link(h.root().join("stacks").join(stack)).ok()
-}
-
-/// Waits (up to 10s) until `port` serves `want` at `/`.
-fn serves(h: &TestHost, port: u16, want: &str) {
-    let got = h.wait_http(port, "/", Duration::from_secs(10));
-    assert_eq!(
-        got.as_deref().map(str::trim),
-        Some(want),
-        "port {port}\n{}",
-        h.root_listing()
-    );
+    h.history().lines().filter(|l| l.contains(needle)).count()
 }
 
 fn digest_of(image: &str) -> &str {
@@ -166,8 +140,8 @@ fn scenario1_staging_verifies_then_production_promotes() {
     assert_eq!(verdict["verdict"], "pass", "{verdict}");
     assert_eq!(verdict["version"], "v1");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    serves(&h, p.prod_port, "stackpin-test-app v1");
-    let hist = history(&h);
+    h.serves(p.prod_port, "stackpin-test-app v1");
+    let hist = h.history();
     assert!(
         hist.contains(&format!("| {} | staging | deploy | v1 | success |", p.stg)),
         "{hist}"
@@ -193,8 +167,8 @@ fn scenario1_staging_verifies_then_production_promotes() {
         .map(|l| if l.contains(&p.prod) { "prod" } else { "stg" })
         .collect();
     assert_eq!(order, ["stg", "prod"], "{}", out.stdout());
-    serves(&h, p.prod_port, "stackpin-test-app v2");
-    let hist = history(&h);
+    h.serves(p.prod_port, "stackpin-test-app v2");
+    let hist = h.history();
     let stg_at = hist
         .find(&format!("| {} | staging | deploy | v2 | success |", p.stg))
         .expect("staging v2 deployed");
@@ -221,8 +195,8 @@ fn scenario2_unverified_pin_is_refused_until_break_glass() {
     p.production(&h, &f.v1, "v1");
     h.commit("v1 everywhere");
     h.cmd(["sync"]).run().ok();
-    serves(&h, p.prod_port, "stackpin-test-app v1");
-    let good = link_target(&h, &p.prod).unwrap();
+    h.serves(p.prod_port, "stackpin-test-app v1");
+    let good = h.link_target(&p.prod).unwrap();
 
     // Production pinned to v2, which staging never verified: refused, host
     // unchanged, one history line however often it syncs.
@@ -236,9 +210,9 @@ fn scenario2_unverified_pin_is_refused_until_break_glass() {
     for _ in 0..3 {
         h.cmd(["sync"]).run().code(1).stdout_contains("blocked");
     }
-    assert_eq!(lines_with(&h, &refused), 1, "{}", history(&h));
-    assert_eq!(link_target(&h, &p.prod).unwrap(), good);
-    serves(&h, p.prod_port, "stackpin-test-app v1");
+    assert_eq!(lines_with(&h, &refused), 1, "{}", h.history());
+    assert_eq!(h.link_target(&p.prod).unwrap(), good);
+    h.serves(p.prod_port, "stackpin-test-app v1");
     let status = h.cmd(["status"]).run().ok();
     let row = status
         .stdout()
@@ -268,16 +242,16 @@ fn scenario2_unverified_pin_is_refused_until_break_glass() {
         .run()
         .ok()
         .stdout_contains("deployed");
-    serves(&h, p.prod_port, "stackpin-test-app v2");
+    h.serves(p.prod_port, "stackpin-test-app v2");
     assert!(
-        history(&h).contains(&format!(
+        h.history().contains(&format!(
             "| {} | production | deploy | v2 | success | BREAK_GLASS: CVE hotfix",
             p.prod
         )),
         "{}",
-        history(&h)
+        h.history()
     );
-    let on_v2 = link_target(&h, &p.prod).unwrap();
+    let on_v2 = h.link_target(&p.prod).unwrap();
 
     // A missing image forced through: the pull fails, nothing switches.
     p.production(&h, &f.missing, "v9-missing");
@@ -286,7 +260,7 @@ fn scenario2_unverified_pin_is_refused_until_break_glass() {
         .run()
         .code(1)
         .stdout_contains("pull failed");
-    assert_eq!(link_target(&h, &p.prod).unwrap(), on_v2);
+    assert_eq!(h.link_target(&p.prod).unwrap(), on_v2);
 
     // A broken image forced through: smoke fails, auto-revert to v2.
     p.production(&h, &f.broken, "v3-broken");
@@ -296,9 +270,9 @@ fn scenario2_unverified_pin_is_refused_until_break_glass() {
         .run()
         .code(1)
         .stdout_contains("rolled-back");
-    assert_eq!(link_target(&h, &p.prod).unwrap(), on_v2);
-    serves(&h, p.prod_port, "stackpin-test-app v2");
-    let hist = history(&h);
+    assert_eq!(h.link_target(&p.prod).unwrap(), on_v2);
+    h.serves(p.prod_port, "stackpin-test-app v2");
+    let hist = h.history();
     assert!(
         hist.contains(&format!(
             "| {} | production | deploy | v3-broken | failed | smoke failed",
@@ -382,8 +356,8 @@ fn signature_policy_blocks_unsigned_commits_for_production_only() {
     p.production(&h, &f.v1, "v1");
     commit_signed(&h, &key, "v1, signed");
     with_cfg(&["sync"]).run().ok();
-    serves(&h, p.prod_port, "stackpin-test-app v1");
-    let prod_release = link_target(&h, &p.prod).unwrap();
+    h.serves(p.prod_port, "stackpin-test-app v1");
+    let prod_release = h.link_target(&p.prod).unwrap();
 
     // An unsigned commit bumping both: staging converges, production is
     // Blocked with the reason and keeps its release.
@@ -405,21 +379,21 @@ fn signature_policy_blocks_unsigned_commits_for_production_only() {
             .any(|l| l.contains(&p.prod) && l.contains("blocked") && l.contains(&reason)),
         "{lines}"
     );
-    serves(&h, p.stg_port, "stackpin-test-app v2");
-    serves(&h, p.prod_port, "stackpin-test-app v1");
-    assert_eq!(link_target(&h, &p.prod).unwrap(), prod_release);
+    h.serves(p.stg_port, "stackpin-test-app v2");
+    h.serves(p.prod_port, "stackpin-test-app v1");
+    assert_eq!(h.link_target(&p.prod).unwrap(), prod_release);
     assert!(
-        history(&h).contains(&format!(
+        h.history().contains(&format!(
             "| {} | production | blocked | v2 | refused | {reason}",
             p.prod
         )),
         "{}",
-        history(&h)
+        h.history()
     );
     // The approver signs the change: production converges.
     commit_signed(&h, &key, "v2, approved and signed");
     with_cfg(&["sync"]).run().ok();
-    serves(&h, p.prod_port, "stackpin-test-app v2");
+    h.serves(p.prod_port, "stackpin-test-app v2");
 }
 
 /// `status` and `plan` show the signature verdict `sync` acts on: an
@@ -465,20 +439,6 @@ fn status_and_plan_show_the_signature_verdict() {
     assert_eq!(row["state"], "Blocked", "{status}");
 }
 
-/// A bare remote that `h.repo()` pushes to.
-fn bare_remote(h: &TestHost) -> PathBuf {
-    let remote = h.tmp().join("remote.git");
-    h.git([
-        "clone",
-        "-q",
-        "--bare",
-        h.repo().to_str().unwrap(),
-        remote.to_str().unwrap(),
-    ]);
-    h.git(["remote", "add", "origin", remote.to_str().unwrap()]);
-    remote
-}
-
 #[test]
 fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
     let h = TestHost::new();
@@ -487,7 +447,7 @@ fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
     // Staging without marks_verified: verified only by hand.
     write_stack(&h, &p.stg, "staging", &f.v1, p.stg_port, "v1", "");
     h.commit("staging v1");
-    let remote = bare_remote(&h);
+    let remote = h.bare_remote();
     let cfg = h.tmp().join("config.yaml");
     std::fs::write(
         &cfg,
@@ -535,12 +495,12 @@ fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
         "v1"
     );
     assert!(
-        history(&h).contains(&format!(
+        h.history().contains(&format!(
             "| {} | staging | verify | v1 | success | verified by hand",
             p.stg
         )),
         "{}",
-        history(&h)
+        h.history()
     );
     let files = h.git([
         "--git-dir",

@@ -4,20 +4,16 @@
 
 mod common;
 
-use common::{Fixtures, TestHost};
+use common::{Fixtures, StackFixture, TestHost};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
 fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str, extra: &str) {
-    h.write(
-        format!("stacks/{stack}/stack.yaml"),
-        format!("environment: test\nversion: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\n{extra}smoke:\n  timeout: 6s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\"}}\n"),
-    );
-    h.write(format!("stacks/{stack}/compose.yaml"), "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n    volumes: ['./config/site.conf:/etc/site.conf:ro']\n");
-    h.write(
-        format!("stacks/{stack}/config/site.conf"),
-        format!("version {version}\n"),
-    );
+    StackFixture::new(stack, image, port, version)
+        .extra(extra)
+        .smoke_timeout("6s")
+        .http_only()
+        .write(h);
 }
 
 /// sha256 over every path, mode, symlink target and file content under `dir`.

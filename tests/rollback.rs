@@ -6,41 +6,14 @@
 
 mod common;
 
-use common::{Fixtures, Running, TestHost};
+use common::{Fixtures, Running, StackFixture, TestHost};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// A one-service stack of the fixture app on `port`, pinned to `image`,
-/// smoked by `/health` within `smoke` seconds.
 fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str, smoke: u32) {
-    h.write(
-        format!("stacks/{stack}/stack.yaml"),
-        format!(
-            "environment: test\nversion: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\nsmoke:\n  timeout: {smoke}s\n  checks:\n    - containers: {{}}\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200, contains: ok}}\n"
-        ),
-    );
-    h.write(
-        format!("stacks/{stack}/compose.yaml"),
-        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT}\n    volumes:\n      - ./config/site.conf:/etc/site.conf:ro\n",
-    );
-    h.write(
-        format!("stacks/{stack}/config/site.conf"),
-        format!("version {version}\n"),
-    );
-}
-
-fn history(h: &TestHost) -> String {
-    std::fs::read_to_string(h.root().join("deploy-history.log")).unwrap_or_default()
-}
-
-fn link_target(h: &TestHost, stack: &str) -> Option<PathBuf> {
-    std::fs::read_link(h.root().join("stacks").join(stack)).ok()
-}
-
-fn current_version(h: &TestHost, stack: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&h.read_root(format!("releases/current/{stack}.json"))).unwrap();
-    v["version"].as_str().unwrap().to_string()
+    StackFixture::new(stack, image, port, version)
+        .smoke_timeout(&format!("{smoke}s"))
+        .write(h);
 }
 
 /// The stack's row of `status --json`.
@@ -61,25 +34,6 @@ fn list(h: &TestHost, stack: &str) -> Vec<serde_json::Value> {
         .as_array()
         .cloned()
         .unwrap()
-}
-
-/// Waits (up to 10s) until `port` serves `want` at `/`.
-#[track_caller]
-fn serves(h: &TestHost, port: u16, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = h.http_get(port, "/");
-        if last.as_deref().map(str::trim) == Some(want) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "port {port} should serve {want:?}, last got {last:?}\n{}\n{}",
-        history(h),
-        h.root_listing()
-    );
 }
 
 #[track_caller]
@@ -107,7 +61,7 @@ fn scenario_3_list_rollback_hold_and_resume() {
         h.commit(v);
         h.cmd(["sync"]).run().ok().stdout_contains("deployed");
     }
-    serves(&h, port, "stackpin-test-app v3");
+    h.serves(port, "stackpin-test-app v3");
 
     // 1. --list: three releases, oldest first, v3 current, v2 previous.
     let rows = list(&h, &s);
@@ -128,25 +82,25 @@ fn scenario_3_list_rollback_hold_and_resume() {
         .run()
         .ok()
         .stdout_contains("rolled back to v2");
-    serves(&h, port, "stackpin-test-app v2");
+    h.serves(port, "stackpin-test-app v2");
 
     // 2. --to v1 (while held): serves v1, recorded, held on it.
     h.cmd(["rollback", &s, "--to", "v1"])
         .run()
         .ok()
         .stdout_contains("rolled back to v1");
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
     assert_no_journal(&h, &s);
-    assert_eq!(current_version(&h, &s), "v1");
+    assert_eq!(h.current_version(&s), "v1");
     assert!(
-        link_target(&h, &s)
+        h.link_target(&s)
             .unwrap()
             .to_string_lossy()
             .contains("/v1__"),
         "{}",
         h.root_listing()
     );
-    let hist = history(&h);
+    let hist = h.history();
     assert!(
         hist.contains(&format!(
             "| {s} | test | manual-rollback | v1 | success | from v2"
@@ -170,14 +124,14 @@ fn scenario_3_list_rollback_hold_and_resume() {
 
     // A sync does not undo it.
     h.cmd(["sync"]).run().ok().stdout_contains("held");
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
 
     // Not even after a new commit.
     write_stack(&h, &s, &f.v3, port, "v4", 15);
     h.commit("v4: new config");
     h.cmd(["sync"]).run().ok().stdout_contains("held");
-    serves(&h, port, "stackpin-test-app v1");
-    assert_eq!(current_version(&h, &s), "v1");
+    h.serves(port, "stackpin-test-app v1");
+    assert_eq!(h.current_version(&s), "v1");
     let st = status(&h, &s);
     assert!(
         st["reason"]
@@ -207,8 +161,8 @@ fn scenario_3_list_rollback_hold_and_resume() {
     // resume, then sync: git wins again.
     h.cmd(["resume", &s]).run().ok().stdout_contains("resumed");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    serves(&h, port, "stackpin-test-app v3");
-    assert_eq!(current_version(&h, &s), "v4");
+    h.serves(port, "stackpin-test-app v3");
+    assert_eq!(h.current_version(&s), "v4");
     assert_eq!(status(&h, &s)["state"], "Converged");
 }
 
@@ -228,8 +182,8 @@ fn last_good_skips_the_broken_release_and_a_failing_rollback_is_reverted() {
     write_stack(&h, &s, &f.broken, port, "v3-broken", 5);
     h.commit("broken");
     h.cmd(["sync"]).run().code(1).stdout_contains("rolled-back");
-    serves(&h, port, "stackpin-test-app v2");
-    let v2 = link_target(&h, &s).unwrap();
+    h.serves(port, "stackpin-test-app v2");
+    let v2 = h.link_target(&s).unwrap();
 
     let rows = list(&h, &s);
     let broken = rows.iter().find(|r| r["version"] == "v3-broken").unwrap();
@@ -248,11 +202,11 @@ fn last_good_skips_the_broken_release_and_a_failing_rollback_is_reverted() {
         "{}",
         out.report()
     );
-    serves(&h, port, "stackpin-test-app v2");
-    assert_eq!(link_target(&h, &s).unwrap(), v2);
+    h.serves(port, "stackpin-test-app v2");
+    assert_eq!(h.link_target(&s).unwrap(), v2);
     assert_no_journal(&h, &s);
-    assert_eq!(current_version(&h, &s), "v2");
-    let hist = history(&h);
+    assert_eq!(h.current_version(&s), "v2");
+    let hist = h.history();
     assert!(
         hist.contains(&format!(
             "| {s} | test | manual-rollback | v3-broken | failed | smoke failed: http"
@@ -272,13 +226,13 @@ fn last_good_skips_the_broken_release_and_a_failing_rollback_is_reverted() {
         .run()
         .ok()
         .stdout_contains("rolled back to v1");
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
     assert!(
-        history(&h).contains(&format!(
+        h.history().contains(&format!(
             "| {s} | test | manual-rollback | v1 | success | from v2"
         )),
         "{}",
-        history(&h)
+        h.history()
     );
     assert_eq!(status(&h, &s)["state"], "Held");
 }
@@ -313,10 +267,10 @@ fn a_crash_mid_rollback_is_recovered() {
     );
     assert_eq!(status(&h, &s)["state"], "Progressing");
     h.cmd(["sync"]).run().ok().stdout_contains("recovered");
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
     assert_no_journal(&h, &s);
-    assert_eq!(current_version(&h, &s), "v1");
-    let hist = history(&h);
+    assert_eq!(h.current_version(&s), "v1");
+    let hist = h.history();
     assert!(
         hist.contains(&format!(
             "| {s} | test | manual-rollback | v1 | success | from v2; interrupted rollback to v1__"
@@ -334,7 +288,7 @@ fn a_crash_mid_rollback_is_recovered() {
     // Back on git's v2, then killed after the hold was written.
     h.cmd(["resume", &s]).run().ok();
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    serves(&h, port, "stackpin-test-app v2");
+    h.serves(port, "stackpin-test-app v2");
     let out = h
         .cmd(["rollback", &s, "--to", "v1"])
         .env("STACKPIN_FAULT", "rollback-after-hold")
@@ -348,9 +302,9 @@ fn a_crash_mid_rollback_is_recovered() {
         out.report()
     );
     h.cmd(["sync"]).run().ok().stdout_contains("had completed");
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
     assert_no_journal(&h, &s);
-    assert_eq!(current_version(&h, &s), "v1");
+    assert_eq!(h.current_version(&s), "v1");
     assert_eq!(status(&h, &s)["state"], "Held");
 }
 
@@ -466,7 +420,7 @@ fn hold_survives_a_daemon_restart() {
         "{}",
         out.report()
     );
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
     // A refusal through the daemon is exit 1 with the reason.
     let out = d.cmd(&h, &["rollback", &s, "--to", "v7"]).code(1);
     assert!(out.stderr().contains("`v7`"), "{}", out.report());
@@ -481,7 +435,7 @@ fn hold_survives_a_daemon_restart() {
     h.commit("v3");
     // A few polls of the new commit: still held on v1.
     std::thread::sleep(Duration::from_secs(4));
-    serves(&h, port, "stackpin-test-app v1");
+    h.serves(port, "stackpin-test-app v1");
     let st = d.cmd(&h, &["--json", "status", &s]).ok().json();
     let row = &st.as_array().unwrap()[0];
     assert_eq!(row["state"], "Held", "{st}");
@@ -501,5 +455,5 @@ fn hold_survives_a_daemon_restart() {
         app("stackpin-test-app v3"),
     );
     drop(d);
-    assert_eq!(current_version(&h, &s), "v3");
+    assert_eq!(h.current_version(&s), "v3");
 }

@@ -179,127 +179,163 @@ pub fn check(value: &Value, ctx: &PathContext<'_>, sink: &mut Sink<'_>) {
             return;
         }
     };
-    let service_names: BTreeSet<String> = services.keys().cloned().collect();
-    let networks = declared(value, "networks");
-    let volumes = declared(value, "volumes");
+    let known = Known {
+        services: services.keys().cloned().collect(),
+        networks: declared(value, "networks"),
+        volumes: declared(value, "volumes"),
+    };
     for (name, svc) in services {
-        let path = format!("services.{name}");
-        let Some(svc) = svc.as_object() else {
-            sink.error(
-                path,
-                format!("service `{name}` is {}, not a mapping", type_name(svc)),
-                "give the service at least an `image:`",
-            );
-            continue;
-        };
-        if svc.contains_key("build") {
-            sink.error(
-                join(&path, "build"),
-                "`build:` is not allowed: a host must run exactly the image that was tested",
-                "build and push the image in CI, then pin it by digest in stack.yaml `images:`",
-            );
-        }
-        if svc.contains_key("extends") {
-            sink.error(
-                join(&path, "extends"),
-                "`extends:` is not supported",
-                "inline the extended service's settings",
-            );
-        }
-        if let Some(img) = svc.get("image")
-            && !img.is_string()
-        {
-            sink.error(
-                join(&path, "image"),
-                format!("must be a string, found {}", type_name(img)),
-                "write the image as `repository@sha256:<64 hex>`",
-            );
-        }
-        if let Some(dep) = svc.get("depends_on") {
-            match names_of(dep) {
-                None => sink.error(
-                    join(&path, "depends_on"),
-                    "must be a list of service names or a mapping",
-                    "write `depends_on: [other-service]`",
-                ),
-                Some(deps) => {
-                    for d in deps {
-                        if !service_names.contains(&d) {
-                            sink.error(
-                                join(&path, "depends_on"),
-                                format!("depends on undefined service `{d}`"),
-                                format!("define service `{d}` or remove it from depends_on"),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(nets) = svc.get("networks") {
-            if svc.contains_key("network_mode") {
-                sink.error(
-                    join(&path, "network_mode"),
-                    "`network_mode` and `networks` cannot be combined",
-                    "keep one of them",
-                );
-            }
-            match names_of(nets) {
-                None => sink.error(
-                    join(&path, "networks"),
-                    "must be a list of network names or a mapping",
-                    "write `networks: [edge]`",
-                ),
-                Some(list) => {
-                    for n in list {
-                        if n != "default" && !networks.contains(&n) {
-                            sink.error(join(&path, "networks"), format!("refers to undefined network `{n}`"), format!("declare it under top-level `networks:` (`{n}: {{external: true}}` for a shared one)"));
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(vols) = svc.get("volumes") {
-            match vols.as_array() {
-                None => sink.error(
-                    join(&path, "volumes"),
-                    format!("must be a list, found {}", type_name(vols)),
-                    "write `volumes: [\"./config/app.conf:/etc/app.conf:ro\"]`",
-                ),
-                Some(list) => {
-                    for (i, v) in list.iter().enumerate() {
-                        check_volume(v, &format!("{path}.volumes[{i}]"), &volumes, ctx, sink);
-                    }
-                }
-            }
-        }
-        if let Some(ef) = svc.get("env_file") {
-            let files: Vec<&str> = match ef {
-                Value::String(s) => vec![s.as_str()],
-                Value::Array(a) => a
-                    .iter()
-                    .filter_map(|x| x.as_str().or_else(|| x.get("path").and_then(Value::as_str)))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for f in files {
-                check_file_ref(f, &join(&path, "env_file"), ctx, sink);
-            }
-        }
-        if let Some(ports) = svc.get("ports")
-            && !ports.is_array()
-        {
-            sink.error(
-                join(&path, "ports"),
-                format!("must be a list, found {}", type_name(ports)),
-                "write `ports: [\"127.0.0.1:8069:8069\"]`",
-            );
-        }
+        check_service(name, svc, &known, ctx, sink);
     }
     for key in ["configs", "secrets"] {
         if let Some(m) = top.get(key).and_then(Value::as_object) {
             for (name, v) in m {
                 if let Some(f) = v.get("file").and_then(Value::as_str) {
                     check_file_ref(f, &format!("{key}.{name}.file"), ctx, sink);
+                }
+            }
+        }
+    }
+}
+
+/// Names the compose file declares, for references between its parts.
+struct Known {
+    services: BTreeSet<String>,
+    networks: BTreeSet<String>,
+    volumes: BTreeSet<String>,
+}
+
+/// One service: its keys against the release rules and its references.
+fn check_service(
+    name: &str,
+    svc: &Value,
+    known: &Known,
+    ctx: &PathContext<'_>,
+    sink: &mut Sink<'_>,
+) {
+    let path = format!("services.{name}");
+    let Some(svc) = svc.as_object() else {
+        sink.error(
+            path,
+            format!("service `{name}` is {}, not a mapping", type_name(svc)),
+            "give the service at least an `image:`",
+        );
+        return;
+    };
+    if svc.contains_key("build") {
+        sink.error(
+            join(&path, "build"),
+            "`build:` is not allowed: a host must run exactly the image that was tested",
+            "build and push the image in CI, then pin it by digest in stack.yaml `images:`",
+        );
+    }
+    if svc.contains_key("extends") {
+        sink.error(
+            join(&path, "extends"),
+            "`extends:` is not supported",
+            "inline the extended service's settings",
+        );
+    }
+    if let Some(img) = svc.get("image")
+        && !img.is_string()
+    {
+        sink.error(
+            join(&path, "image"),
+            format!("must be a string, found {}", type_name(img)),
+            "write the image as `repository@sha256:<64 hex>`",
+        );
+    }
+    check_references(&path, svc, known, sink);
+    if let Some(vols) = svc.get("volumes") {
+        match vols.as_array() {
+            None => sink.error(
+                join(&path, "volumes"),
+                format!("must be a list, found {}", type_name(vols)),
+                "write `volumes: [\"./config/app.conf:/etc/app.conf:ro\"]`",
+            ),
+            Some(list) => {
+                for (i, v) in list.iter().enumerate() {
+                    check_volume(
+                        v,
+                        &format!("{path}.volumes[{i}]"),
+                        &known.volumes,
+                        ctx,
+                        sink,
+                    );
+                }
+            }
+        }
+    }
+    if let Some(ef) = svc.get("env_file") {
+        let files: Vec<&str> = match ef {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().or_else(|| x.get("path").and_then(Value::as_str)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for f in files {
+            check_file_ref(f, &join(&path, "env_file"), ctx, sink);
+        }
+    }
+    if let Some(ports) = svc.get("ports")
+        && !ports.is_array()
+    {
+        sink.error(
+            join(&path, "ports"),
+            format!("must be a list, found {}", type_name(ports)),
+            "write `ports: [\"127.0.0.1:8069:8069\"]`",
+        );
+    }
+}
+
+/// `depends_on` and `networks` of one service name what the file declares.
+fn check_references(
+    path: &str,
+    svc: &serde_json::Map<String, Value>,
+    known: &Known,
+    sink: &mut Sink<'_>,
+) {
+    if let Some(dep) = svc.get("depends_on") {
+        match names_of(dep) {
+            None => sink.error(
+                join(path, "depends_on"),
+                "must be a list of service names or a mapping",
+                "write `depends_on: [other-service]`",
+            ),
+            Some(deps) => {
+                for d in deps {
+                    if !known.services.contains(&d) {
+                        sink.error(
+                            join(path, "depends_on"),
+                            format!("depends on undefined service `{d}`"),
+                            format!("define service `{d}` or remove it from depends_on"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if let Some(nets) = svc.get("networks") {
+        if svc.contains_key("network_mode") {
+            sink.error(
+                join(path, "network_mode"),
+                "`network_mode` and `networks` cannot be combined",
+                "keep one of them",
+            );
+        }
+        match names_of(nets) {
+            None => sink.error(
+                join(path, "networks"),
+                "must be a list of network names or a mapping",
+                "write `networks: [edge]`",
+            ),
+            Some(list) => {
+                for n in list {
+                    if n != "default" && !known.networks.contains(&n) {
+                        sink.error(join(path, "networks"), format!("refers to undefined network `{n}`"), format!("declare it under top-level `networks:` (`{n}: {{external: true}}` for a shared one)"));
+                    }
                 }
             }
         }

@@ -10,6 +10,23 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
+/// What is wrong with an image reference, in words for a finding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RefError(pub String);
+
+impl From<String> for RefError {
+    fn from(s: String) -> RefError {
+        RefError(s)
+    }
+}
+
+impl From<&str> for RefError {
+    fn from(s: &str) -> RefError {
+        RefError(s.to_string())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ImageRef {
     pub repository: String,
@@ -21,13 +38,13 @@ pub struct ImageRef {
 impl ImageRef {
     /// Parses an image reference. Errors describe what is malformed so the
     /// caller can put it in a finding.
-    pub fn parse(s: &str) -> Result<ImageRef, String> {
+    pub fn parse(s: &str) -> Result<ImageRef, RefError> {
         let s = s.trim();
         if s.is_empty() {
             return Err("the image reference is empty".into());
         }
         if s.contains(char::is_whitespace) {
-            return Err(format!("\"{s}\" contains white space"));
+            return Err(RefError::from(format!("\"{s}\" contains white space")));
         }
         let (name, digest) = match s.split_once('@') {
             Some((n, d)) => {
@@ -46,10 +63,10 @@ impl ImageRef {
             None => (name.to_string(), None),
         };
         if repository.is_empty() {
-            return Err(format!("\"{s}\" has no repository name"));
+            return Err(RefError::from(format!("\"{s}\" has no repository name")));
         }
         if tag.as_deref() == Some("") {
-            return Err(format!("\"{s}\" has an empty tag"));
+            return Err(RefError::from(format!("\"{s}\" has an empty tag")));
         }
         Ok(ImageRef {
             repository,
@@ -166,17 +183,17 @@ impl fmt::Display for ImageRef {
 }
 
 /// Checks `sha256:<64 lowercase hex>`.
-pub fn check_digest(d: &str) -> Result<(), String> {
+pub fn check_digest(d: &str) -> Result<(), RefError> {
     let Some(hex) = d.strip_prefix("sha256:") else {
-        return Err(format!(
+        return Err(RefError::from(format!(
             "digest \"{d}\" must start with \"sha256:\" followed by 64 hex characters"
-        ));
+        )));
     };
     if hex.len() != 64 {
-        return Err(format!(
+        return Err(RefError::from(format!(
             "digest has {} hex characters after \"sha256:\", it needs exactly 64",
             hex.len()
-        ));
+        )));
     }
     if !hex
         .bytes()
@@ -255,15 +272,17 @@ mod tests {
         assert!(
             ImageRef::parse("app@sha256:abc")
                 .unwrap_err()
+                .0
                 .contains("exactly 64")
         );
         assert!(
             ImageRef::parse("app@md5:abc")
                 .unwrap_err()
+                .0
                 .contains("sha256:")
         );
         let upper = format!("app@{}", D.to_uppercase().replace("SHA256", "sha256"));
-        assert!(ImageRef::parse(&upper).unwrap_err().contains("lowercase"));
+        assert!(ImageRef::parse(&upper).unwrap_err().0.contains("lowercase"));
         assert!(ImageRef::parse("").is_err());
         assert!(ImageRef::parse("app:").is_err());
     }

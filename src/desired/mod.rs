@@ -349,10 +349,19 @@ pub fn load(tree: &dyn Tree) -> DesiredState {
         }
     }
 
+    load_verified(tree, &mut st, &mut findings);
+
+    cross_stack_checks(&mut st, &mut findings);
+    st.findings = findings;
+    st
+}
+
+/// `verified/<stack>.yaml` files into `st.verified`.
+fn load_verified(tree: &dyn Tree, st: &mut DesiredState, findings: &mut Vec<Finding>) {
     if let Ok(Some(list)) = tree.list("verified") {
         for e in list {
             let file = format!("verified/{}", e.name);
-            let mut sink = Sink::new(None, file.clone(), &mut findings);
+            let mut sink = Sink::new(None, file.clone(), findings);
             let Some(stack) = e
                 .name
                 .strip_suffix(".yaml")
@@ -381,7 +390,7 @@ pub fn load(tree: &dyn Tree) -> DesiredState {
                             ),
                             Err(m) => sink.error(
                                 format!("verified[{i}].images.{svc}"),
-                                m,
+                                m.0,
                                 "record the pinned reference `repo@sha256:<64 hex>`",
                             ),
                         }
@@ -391,10 +400,6 @@ pub fn load(tree: &dyn Tree) -> DesiredState {
             }
         }
     }
-
-    cross_stack_checks(&mut st, &mut findings);
-    st.findings = findings;
-    st
 }
 
 fn cross_stack_checks(st: &mut DesiredState, findings: &mut Vec<Finding>) {
@@ -496,6 +501,42 @@ fn find_cycles(stacks: &BTreeMap<String, Stack>) -> Vec<Vec<String>> {
 
 /// Collects the stack directory's files (relative to it), following only
 /// symlinks that stay inside it.
+/// The path whose bytes a stack file has: itself, or the target of a link
+/// that stays inside the stack; `None` (reported) otherwise.
+fn content_path(
+    tree: &dyn Tree,
+    stack_dir: &str,
+    rel_dir: &str,
+    rel: &str,
+    kind: &Kind,
+    sink: &mut Sink<'_>,
+) -> Option<String> {
+    match kind {
+        Kind::File => Some(rel.to_string()),
+        Kind::Symlink(target) => match paths::resolve_link(rel_dir, target) {
+            Some(t) if matches!(tree.kind(&format!("{stack_dir}/{t}")), Ok(Some(Kind::File))) => {
+                Some(t)
+            }
+            Some(_) => {
+                sink.error("", format!("{stack_dir}/{rel} is a symlink to \"{target}\", which is not a regular file in the stack"), "replace the link by the file itself");
+                None
+            }
+            None => {
+                sink.error("", format!("{stack_dir}/{rel} is a symlink to \"{target}\", outside the stack directory"), "copy the file into the stack directory instead of linking to it");
+                None
+            }
+        },
+        Kind::Dir | Kind::Other => {
+            sink.error(
+                "",
+                format!("{stack_dir}/{rel} is not a regular file"),
+                "remove it",
+            );
+            None
+        }
+    }
+}
+
 fn collect_files(
     tree: &dyn Tree,
     stack_dir: &str,
@@ -560,36 +601,10 @@ fn collect_files(
                     }
                     continue;
                 }
-                Kind::File => rel.clone(),
-                Kind::Symlink(target) => {
-                    let link_dir = rel_dir.as_str();
-                    match paths::resolve_link(link_dir, target) {
-                        Some(t)
-                            if matches!(
-                                tree.kind(&format!("{stack_dir}/{t}")),
-                                Ok(Some(Kind::File))
-                            ) =>
-                        {
-                            t
-                        }
-                        Some(_) => {
-                            sink.error("", format!("{stack_dir}/{rel} is a symlink to \"{target}\", which is not a regular file in the stack"), "replace the link by the file itself");
-                            continue;
-                        }
-                        None => {
-                            sink.error("", format!("{stack_dir}/{rel} is a symlink to \"{target}\", outside the stack directory"), "copy the file into the stack directory instead of linking to it");
-                            continue;
-                        }
-                    }
-                }
-                Kind::Other => {
-                    sink.error(
-                        "",
-                        format!("{stack_dir}/{rel} is not a regular file"),
-                        "remove it",
-                    );
-                    continue;
-                }
+                kind => match content_path(tree, stack_dir, &rel_dir, &rel, kind, sink) {
+                    Some(p) => p,
+                    None => continue,
+                },
             };
             match tree.read(&format!("{stack_dir}/{content_path}")) {
                 Ok(Some(b)) => {
@@ -627,42 +642,106 @@ fn load_stack(
 ) -> Option<Stack> {
     let dir = format!("stacks/{name}");
     let spec_file = format!("{dir}/stack.yaml");
-    let spec: StackSpec = {
+    let spec = read_spec(tree, name, &spec_file, findings)?;
+    let (compose_rel, smoke_timeout) = {
         let mut sink = Sink::new(Some(name), spec_file.clone(), findings);
-        match tree.kind(&spec_file) {
-            Ok(Some(Kind::File)) => {}
-            Ok(None) => {
-                sink.error("", "is missing", format!("create {spec_file} (an `environment:` line is enough when the compose file pins digests)"));
-                return None;
-            }
-            _ => {
-                sink.error(
-                    "",
-                    "is not a regular file",
-                    "make stack.yaml a regular file, not a link",
-                );
-                return None;
-            }
-        }
-        read_yaml(tree, &spec_file, &mut sink).ok().flatten()?
+        let compose_rel = compose_path(&spec, &mut sink)?;
+        check_spec_fields(&spec, &mut sink);
+        let smoke_timeout = check_smoke(&spec, repo, &mut sink);
+        check_backup(&spec, &mut sink);
+        (compose_rel, smoke_timeout)
     };
+    let files = {
+        let mut sink = Sink::new(Some(name), format!("{dir}/"), findings);
+        collect_files(tree, &dir, &mut sink)
+    };
+    let compose = load_compose(name, &dir, &compose_rel, &files, findings)?;
+    let pins = effective_pins(name, &spec, &spec_file, &compose, &compose_rel, findings);
+    // Keep pins in compose service order for a stable version default.
+    let version = spec.version.clone().unwrap_or_else(|| {
+        spec.images
+            .keys()
+            .find_map(|k| pins.get(k))
+            .or_else(|| pins.values().next())
+            .and_then(|p| p.digest_hex())
+            .map(|h| h[..7].to_string())
+            .unwrap_or_else(|| "unversioned".into())
+    });
+    let mut exec_sink = Sink::new(Some(name), spec_file, findings);
+    for (i, c) in spec.smoke.iter().flat_map(|s| s.checks.iter()).enumerate() {
+        if let Check::Exec(e) = c
+            && !compose.has_service(&e.service)
+        {
+            exec_sink.error(
+                format!("smoke.checks[{i}].exec.service"),
+                format!("no service `{}` in {compose_rel}", e.service),
+                format!("name one of: {}", compose.service_names().join(", ")),
+            );
+        }
+    }
+    Some(Stack {
+        name: name.to_string(),
+        keep_releases: spec
+            .keep_releases
+            .or(repo.defaults.keep_releases)
+            .unwrap_or(DEFAULT_KEEP_RELEASES),
+        spec,
+        compose_file: compose_rel,
+        compose,
+        files,
+        pins,
+        version,
+        smoke_timeout,
+    })
+}
 
-    let mut sink = Sink::new(Some(name), spec_file.clone(), findings);
+/// `stacks/<name>/stack.yaml`, parsed.
+fn read_spec(
+    tree: &dyn Tree,
+    name: &str,
+    spec_file: &str,
+    findings: &mut Vec<Finding>,
+) -> Option<StackSpec> {
+    let mut sink = Sink::new(Some(name), spec_file.to_string(), findings);
+    match tree.kind(spec_file) {
+        Ok(Some(Kind::File)) => {}
+        Ok(None) => {
+            sink.error("", "is missing", format!("create {spec_file} (an `environment:` line is enough when the compose file pins digests)"));
+            return None;
+        }
+        _ => {
+            sink.error(
+                "",
+                "is not a regular file",
+                "make stack.yaml a regular file, not a link",
+            );
+            return None;
+        }
+    }
+    read_yaml(tree, spec_file, &mut sink).ok().flatten()
+}
+
+/// The compose file's path inside the stack directory.
+fn compose_path(spec: &StackSpec, sink: &mut Sink<'_>) -> Option<String> {
     let compose_rel = spec
         .compose
         .clone()
         .unwrap_or_else(|| "compose.yaml".to_string());
-    let compose_rel = match paths::normalize_rel(&compose_rel) {
-        Ok(p) => p,
+    match paths::normalize_rel(&compose_rel) {
+        Ok(p) => Some(p),
         Err(e) => {
             sink.error(
                 "compose",
                 format!("\"{compose_rel}\" {e}"),
                 "name the compose file by a path inside the stack directory, e.g. `compose.yaml`",
             );
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// version, env, env_files, break_glass, hosts, depends_on, keep_releases.
+fn check_spec_fields(spec: &StackSpec, sink: &mut Sink<'_>) {
     if let Some(v) = &spec.version
         && !valid_version(v)
     {
@@ -728,114 +807,130 @@ fn load_stack(
             "set keep_releases: 2 or more",
         );
     }
-    let default_timeout = repo
+}
+
+/// The smoke section's checks; returns the smoke timeout.
+fn check_smoke(spec: &StackSpec, repo: &RepoConfig, sink: &mut Sink<'_>) -> Duration {
+    let mut smoke_timeout = repo
         .defaults
         .smoke_timeout
         .as_deref()
         .and_then(|t| humantime::parse_duration(t).ok())
         .unwrap_or(DEFAULT_SMOKE_TIMEOUT);
-    let mut smoke_timeout = default_timeout;
-    if let Some(smoke) = &spec.smoke {
-        if let Some(t) = &smoke.timeout {
-            match humantime::parse_duration(t) {
-                Ok(d) if d.as_secs() >= 1 => smoke_timeout = d,
-                _ => sink.error(
-                    "smoke.timeout",
-                    format!("\"{t}\" is not a duration of at least 1s"),
-                    "write a duration such as `90s` or `5m`",
-                ),
-            }
-        }
-        for (i, c) in smoke.checks.iter().enumerate() {
-            let field = format!("smoke.checks[{i}]");
-            match c {
-                Check::Containers(_) => {}
-                Check::Http(h) => {
-                    match reqwest::Url::parse(&h.url) {
-                        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                        _ => sink.error(
-                            format!("{field}.http.url"),
-                            format!("\"{}\" is not an http(s) URL", h.url),
-                            "write e.g. `http://127.0.0.1:8069/web/health`",
-                        ),
-                    }
-                    if !(100..=599).contains(&h.expect_status) {
-                        sink.error(
-                            format!("{field}.http.expect_status"),
-                            format!("{} is not an HTTP status", h.expect_status),
-                            "use a status such as 200",
-                        );
-                    }
-                }
-                Check::Tcp(t) => {
-                    if t.address.parse::<std::net::SocketAddr>().is_err() {
-                        sink.error(
-                            format!("{field}.tcp.address"),
-                            format!("\"{}\" is not an address with a port", t.address),
-                            "write `127.0.0.1:8072`",
-                        );
-                    }
-                }
-                Check::Exec(e) => {
-                    if e.command.is_empty() {
-                        sink.error(
-                            format!("{field}.exec.command"),
-                            "is empty",
-                            "write the command as a list, e.g. [\"odoo\", \"--version\"]",
-                        );
-                    }
-                }
-            }
+    let Some(smoke) = &spec.smoke else {
+        return smoke_timeout;
+    };
+    if let Some(t) = &smoke.timeout {
+        match humantime::parse_duration(t) {
+            Ok(d) if d.as_secs() >= 1 => smoke_timeout = d,
+            _ => sink.error(
+                "smoke.timeout",
+                format!("\"{t}\" is not a duration of at least 1s"),
+                "write a duration such as `90s` or `5m`",
+            ),
         }
     }
-    if let Some(b) = &spec.backup {
-        for (i, p) in b.postgres.iter().enumerate() {
-            match (&p.container, &p.url_file) {
-                (Some(_), Some(_)) | (None, None) => sink.error(
-                    format!("backup.postgres[{i}]"),
-                    "needs exactly one of `container` (pg_dump inside a container) or `url_file` (the host's pg_dump against a server)",
-                    "write `{container: seisei-db, user: odoo, databases: [...]}` or `{url_file: /etc/stackpin/secrets/db.url, databases: [...]}`",
+    for (i, c) in smoke.checks.iter().enumerate() {
+        check_smoke_check(&format!("smoke.checks[{i}]"), c, sink);
+    }
+    smoke_timeout
+}
+
+fn check_smoke_check(field: &str, c: &Check, sink: &mut Sink<'_>) {
+    match c {
+        Check::Containers(_) => {}
+        Check::Http(h) => {
+            match reqwest::Url::parse(&h.url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => sink.error(
+                    format!("{field}.http.url"),
+                    format!("\"{}\" is not an http(s) URL", h.url),
+                    "write e.g. `http://127.0.0.1:8069/web/health`",
                 ),
-                (Some(_), None) if p.user.is_none() => sink.error(
-                    format!("backup.postgres[{i}].user"),
-                    "is required with `container`",
-                    "name the database user pg_dump runs as, e.g. `user: odoo`",
-                ),
-                (None, Some(f)) if !f.starts_with('/') => sink.error(
-                    format!("backup.postgres[{i}].url_file"),
-                    format!("\"{f}\" is not an absolute host path"),
-                    "keep the connection URL (it holds a password) in a host-local file such as /etc/stackpin/secrets/<stack>-db.url",
-                ),
-                _ => {}
             }
-            if p.databases.is_empty() {
+            if !(100..=599).contains(&h.expect_status) {
                 sink.error(
-                    format!("backup.postgres[{i}].databases"),
-                    "is empty",
-                    "list the databases to dump",
+                    format!("{field}.http.expect_status"),
+                    format!("{} is not an HTTP status", h.expect_status),
+                    "use a status such as 200",
                 );
             }
         }
-        if b.keep == Some(0) {
-            sink.error("backup.keep", "must be at least 1", "set keep: 1 or more");
+        Check::Tcp(t) => {
+            if t.address.parse::<std::net::SocketAddr>().is_err() {
+                sink.error(
+                    format!("{field}.tcp.address"),
+                    format!("\"{}\" is not an address with a port", t.address),
+                    "write `127.0.0.1:8072`",
+                );
+            }
+        }
+        Check::Exec(e) => {
+            if e.command.is_empty() {
+                sink.error(
+                    format!("{field}.exec.command"),
+                    "is empty",
+                    "write the command as a list, e.g. [\"odoo\", \"--version\"]",
+                );
+            }
         }
     }
+}
 
-    drop(sink);
-    let files = {
-        let mut sink = Sink::new(Some(name), format!("{dir}/"), findings);
-        collect_files(tree, &dir, &mut sink)
+fn check_backup(spec: &StackSpec, sink: &mut Sink<'_>) {
+    let Some(b) = &spec.backup else {
+        return;
     };
+    for (i, p) in b.postgres.iter().enumerate() {
+        match (&p.container, &p.url_file) {
+            (Some(_), Some(_)) | (None, None) => sink.error(
+                format!("backup.postgres[{i}]"),
+                "needs exactly one of `container` (pg_dump inside a container) or `url_file` (the host's pg_dump against a server)",
+                "write `{container: seisei-db, user: odoo, databases: [...]}` or `{url_file: /etc/stackpin/secrets/db.url, databases: [...]}`",
+            ),
+            (Some(_), None) if p.user.is_none() => sink.error(
+                format!("backup.postgres[{i}].user"),
+                "is required with `container`",
+                "name the database user pg_dump runs as, e.g. `user: odoo`",
+            ),
+            (None, Some(f)) if !f.starts_with('/') => sink.error(
+                format!("backup.postgres[{i}].url_file"),
+                format!("\"{f}\" is not an absolute host path"),
+                "keep the connection URL (it holds a password) in a host-local file such as /etc/stackpin/secrets/<stack>-db.url",
+            ),
+            _ => {}
+        }
+        if p.databases.is_empty() {
+            sink.error(
+                format!("backup.postgres[{i}].databases"),
+                "is empty",
+                "list the databases to dump",
+            );
+        }
+    }
+    if b.keep == Some(0) {
+        sink.error("backup.keep", "must be at least 1", "set keep: 1 or more");
+    }
+}
+
+/// The compose file, parsed and checked statically.
+fn load_compose(
+    name: &str,
+    dir: &str,
+    compose_rel: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    findings: &mut Vec<Finding>,
+) -> Option<Compose> {
     let compose_file = format!("{dir}/{compose_rel}");
-    let mut sink = Sink::new(Some(name), compose_file.clone(), findings);
-    let Some(bytes) = files.get(&compose_rel) else {
-        Sink::new(Some(name), spec_file.clone(), sink.out).error(
+    let Some(bytes) = files.get(compose_rel) else {
+        Sink::new(Some(name), format!("{dir}/stack.yaml"), findings).error(
             "compose",
             format!("{compose_file} does not exist"),
             format!("add {compose_file} or set `compose:` to the compose file's name"),
         );
         return None;
     };
+    let mut sink = Sink::new(Some(name), compose_file, findings);
     let value = parse_yaml_value(bytes, &mut sink).ok()?;
     let file_set: BTreeSet<String> = files.keys().cloned().collect();
     let compose_dir = compose_rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
@@ -844,7 +939,7 @@ fn load_stack(
         &PathContext {
             compose_dir,
             files: &file_set,
-            stack_dir: &dir,
+            stack_dir: dir,
         },
         &mut sink,
     );
@@ -861,10 +956,20 @@ fn load_stack(
         );
         return None;
     }
+    Some(compose)
+}
 
-    // Effective images: the stack.yaml pin, else the compose image.
+/// Effective images: the stack.yaml pin, else the compose image.
+fn effective_pins(
+    name: &str,
+    spec: &StackSpec,
+    spec_file: &str,
+    compose: &Compose,
+    compose_rel: &str,
+    findings: &mut Vec<Finding>,
+) -> IndexMap<String, ImageRef> {
     let mut pins = IndexMap::new();
-    let mut spec_sink = Sink::new(Some(name), spec_file.clone(), sink.out);
+    let mut spec_sink = Sink::new(Some(name), spec_file.to_string(), findings);
     for (svc, r) in &spec.images {
         let field = format!("images.{svc}");
         if !compose.has_service(svc) {
@@ -879,14 +984,15 @@ fn load_stack(
             continue;
         }
         match ImageRef::parse(r) {
-            Err(m) => spec_sink.error(&field, m, "pin it as `repository@sha256:<64 hex>`"),
+            Err(m) => spec_sink.error(&field, m.0, "pin it as `repository@sha256:<64 hex>`"),
             Ok(ir) if ir.digest.is_none() => spec_sink.error(&field, tag_message(r, &ir), "pin it as `repository@sha256:<64 hex>` (`docker buildx imagetools inspect` or the registry shows the digest)"),
             Ok(ir) => {
                 pins.insert(svc.clone(), ir);
             }
         }
     }
-    let mut compose_sink = Sink::new(Some(name), compose_file.clone(), spec_sink.out);
+    let dir = spec_file.trim_end_matches("/stack.yaml");
+    let mut compose_sink = Sink::new(Some(name), format!("{dir}/{compose_rel}"), spec_sink.out);
     for svc in compose.service_names() {
         if pins.contains_key(&svc) || spec.images.contains_key(&svc) {
             continue;
@@ -907,7 +1013,7 @@ fn load_stack(
                 fix,
             ),
             Some(img) => match ImageRef::parse(img) {
-                Err(m) => compose_sink.error(&field, m, fix),
+                Err(m) => compose_sink.error(&field, m.0, fix),
                 Ok(ir) if ir.digest.is_none() => {
                     compose_sink.error(&field, tag_message(img, &ir), fix)
                 }
@@ -917,42 +1023,7 @@ fn load_stack(
             },
         }
     }
-    // Keep pins in compose service order for a stable version default.
-    let version = spec.version.clone().unwrap_or_else(|| {
-        spec.images
-            .keys()
-            .find_map(|k| pins.get(k))
-            .or_else(|| pins.values().next())
-            .and_then(|p| p.digest_hex())
-            .map(|h| h[..7].to_string())
-            .unwrap_or_else(|| "unversioned".into())
-    });
-    let mut exec_sink = Sink::new(Some(name), spec_file, compose_sink.out);
-    for (i, c) in spec.smoke.iter().flat_map(|s| s.checks.iter()).enumerate() {
-        if let Check::Exec(e) = c
-            && !compose.has_service(&e.service)
-        {
-            exec_sink.error(
-                format!("smoke.checks[{i}].exec.service"),
-                format!("no service `{}` in {compose_rel}", e.service),
-                format!("name one of: {}", compose.service_names().join(", ")),
-            );
-        }
-    }
-    Some(Stack {
-        name: name.to_string(),
-        keep_releases: spec
-            .keep_releases
-            .or(repo.defaults.keep_releases)
-            .unwrap_or(DEFAULT_KEEP_RELEASES),
-        spec,
-        compose_file: compose_rel,
-        compose,
-        files,
-        pins,
-        version,
-        smoke_timeout,
-    })
+    pins
 }
 
 fn tag_message(raw: &str, ir: &ImageRef) -> String {

@@ -8,6 +8,23 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// Why a compose implementation does not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotRunnable(pub String);
+
+impl From<String> for NotRunnable {
+    fn from(s: String) -> NotRunnable {
+        NotRunnable(s)
+    }
+}
+
+impl From<&str> for NotRunnable {
+    fn from(s: &str) -> NotRunnable {
+        NotRunnable(s.to_string())
+    }
+}
+
 /// How much of a command's output a [`CommandLog`] keeps (the tail).
 pub const LOG_OUTPUT_CAP: usize = 64 * 1024;
 /// How much of a failed command's output an [`Error::Compose`] carries.
@@ -61,7 +78,7 @@ impl ComposeCmd {
     }
 
     /// The first line `<cmd> version` prints, or why it did not work.
-    fn version(self) -> Result<String, String> {
+    fn version(self) -> Result<String, NotRunnable> {
         let (program, lead) = self.program();
         let out = std::process::Command::new(program)
             .args(lead)
@@ -71,13 +88,13 @@ impl ComposeCmd {
             .map_err(|e| format!("could not run: {e}"))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(format!(
+            return Err(NotRunnable::from(format!(
                 "failed ({}){}",
                 out.status,
                 super::last_line(&stderr)
                     .map(|l| format!(": {l}"))
                     .unwrap_or_default()
-            ));
+            )));
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -70,7 +70,7 @@ pub async fn recover(host: &Host<'_>) -> Vec<StackResult> {
                     &name,
                     Outcome::Failed,
                     Some(Reason::Interrupted),
-                    e,
+                    e.to_string(),
                 ));
             }
         }

@@ -162,13 +162,15 @@ enum Breakage {
     Image(char),
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_stage_failing_reports_its_own_reason_and_ends_on_a_complete_release() {
+/// Per stage: how it is broken, the outcome and reason, and the version the
+/// link ends on.
+fn breakages() -> Vec<(Stage, Breakage, Outcome, Reason, &'static str)> {
     use Breakage::*;
+    // The disk threshold is raised by the test itself.
     fn disk(b: &Bed) {
         let _ = b;
     }
-    let cases: Vec<(Stage, Breakage, Outcome, Reason, &str)> = vec![
+    vec![
         (
             Stage::Preflight,
             Setup(disk),
@@ -260,8 +262,12 @@ async fn every_stage_failing_reports_its_own_reason_and_ends_on_a_complete_relea
             Reason::RecordFailed,
             "v2",
         ),
-    ];
-    for (stage, breakage, outcome, reason, ends_on) in cases {
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_stage_failing_reports_its_own_reason_and_ends_on_a_complete_release() {
+    for (stage, breakage, outcome, reason, ends_on) in breakages() {
         let mut b = Bed::new();
         b.deploy("v1", &pin('a')).await;
         let extra = if stage == Stage::Backup {
@@ -270,8 +276,8 @@ async fn every_stage_failing_reports_its_own_reason_and_ends_on_a_complete_relea
             ""
         };
         let image = match &breakage {
-            Image(c) => pin(*c),
-            Setup(f) => {
+            Breakage::Image(c) => pin(*c),
+            Breakage::Setup(f) => {
                 f(&b);
                 pin('e')
             }

@@ -22,6 +22,23 @@ use super::credentials::{self, Creds, Purpose, Session, Transport, host_port};
 use super::{Error, SourceConfig, redact, strip_credentials};
 use crate::desired::{self, DesiredState, GitTree};
 
+/// An object of the mirror that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
+impl From<String> for Unreadable {
+    fn from(s: String) -> Unreadable {
+        Unreadable(s)
+    }
+}
+
+impl From<&str> for Unreadable {
+    fn from(s: &str) -> Unreadable {
+        Unreadable(s.to_string())
+    }
+}
+
 /// The outcome of one fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -163,7 +180,7 @@ impl GitSource {
     }
 
     /// Why the existing mirror cannot be used, if it cannot.
-    fn check_mirror(&self) -> Result<(), String> {
+    fn check_mirror(&self) -> Result<(), Unreadable> {
         let repo = Repository::open_bare(&self.mirror).map_err(|e| e.message().to_string())?;
         if !repo.is_bare() {
             return Err("it is not a bare repository".into());
@@ -171,7 +188,7 @@ impl GitSource {
         match repo.refname_to_id(&self.good_ref()) {
             Ok(id) => verify_commit(&repo, id),
             Err(e) if e.code() == ErrorCode::NotFound => Ok(()),
-            Err(e) => Err(e.message().to_string()),
+            Err(e) => Err(Unreadable::from(e.message().to_string())),
         }
     }
 
@@ -397,7 +414,7 @@ fn corrupt(e: &git2::Error) -> Error {
 
 /// Reads the commit, its tree and every tree and blob below it, so that a
 /// missing or damaged object is found now and not halfway through a sync.
-fn verify_commit(repo: &Repository, id: Oid) -> Result<(), String> {
+fn verify_commit(repo: &Repository, id: Oid) -> Result<(), Unreadable> {
     let commit = repo
         .find_commit(id)
         .map_err(|e| format!("cannot read the commit object: {}", e.message()))?;
@@ -407,7 +424,7 @@ fn verify_commit(repo: &Repository, id: Oid) -> Result<(), String> {
     verify_tree(repo, &tree, "")
 }
 
-fn verify_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &str) -> Result<(), String> {
+fn verify_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &str) -> Result<(), Unreadable> {
     for entry in tree.iter() {
         let name = format!("{dir}{}", String::from_utf8_lossy(entry.name_bytes()));
         match entry.kind() {

@@ -19,6 +19,23 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use std::fmt;
 use std::path::Path;
 
+/// What is wrong with one allowed_signers line or field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LineError(pub String);
+
+impl From<String> for LineError {
+    fn from(s: String) -> LineError {
+        LineError(s)
+    }
+}
+
+impl From<&str> for LineError {
+    fn from(s: &str) -> LineError {
+        LineError(s.to_string())
+    }
+}
+
 /// A parsed allowed-signers file.
 #[derive(Debug, Clone, Default)]
 pub struct AllowedSigners {
@@ -63,7 +80,10 @@ impl AllowedSigners {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let entry = parse_line(trimmed, line).map_err(|reason| ParseError { line, reason })?;
+            let entry = parse_line(trimmed, line).map_err(|reason| ParseError {
+                line,
+                reason: reason.0,
+            })?;
             entries.push(entry);
         }
         Ok(AllowedSigners { entries })
@@ -154,7 +174,7 @@ impl fmt::Display for SignerEntry {
 
 const KEY_TYPE_PREFIXES: &[&str] = &["ssh-", "ecdsa-", "sk-"];
 
-fn parse_line(line: &str, number: usize) -> Result<SignerEntry, String> {
+fn parse_line(line: &str, number: usize) -> Result<SignerEntry, LineError> {
     let (principals_field, rest) = next_field(line)?;
     // A quoted field groups the whole list; commas still separate principals.
     let principals: Vec<String> = dequote(&principals_field)?
@@ -162,7 +182,9 @@ fn parse_line(line: &str, number: usize) -> Result<SignerEntry, String> {
         .map(|p| p.trim().to_string())
         .collect();
     if principals.iter().any(|p| p.is_empty()) {
-        return Err(format!("empty principal in {principals_field:?}"));
+        return Err(LineError::from(format!(
+            "empty principal in {principals_field:?}"
+        )));
     }
     let rest = rest.trim_start();
     if rest.is_empty() {
@@ -182,9 +204,9 @@ fn parse_line(line: &str, number: usize) -> Result<SignerEntry, String> {
     }
     let key_type = key_text.split_whitespace().next().unwrap_or_default();
     if key_type.ends_with("-cert-v01@openssh.com") {
-        return Err(format!(
+        return Err(LineError::from(format!(
             "{key_type} is a certificate; list the CA key with cert-authority instead"
-        ));
+        )));
     }
     let key = ssh_key::PublicKey::from_openssh(key_text)
         .map_err(|e| format!("invalid public key {key_type:?}: {e}"))?;
@@ -201,7 +223,7 @@ fn parse_line(line: &str, number: usize) -> Result<SignerEntry, String> {
 
 /// Splits off the first whitespace-delimited field; double quotes group
 /// (with `\"` as an escaped quote) and are kept in the returned field.
-fn next_field(s: &str) -> Result<(String, &str), String> {
+fn next_field(s: &str) -> Result<(String, &str), LineError> {
     let mut in_quotes = false;
     let mut escaped = false;
     for (i, c) in s.char_indices() {
@@ -217,7 +239,7 @@ fn next_field(s: &str) -> Result<(String, &str), String> {
         }
     }
     if in_quotes {
-        return Err(format!("unterminated quote in {s:?}"));
+        return Err(LineError::from(format!("unterminated quote in {s:?}")));
     }
     Ok((s.to_string(), ""))
 }
@@ -253,15 +275,15 @@ fn split_options(s: &str) -> Vec<String> {
 }
 
 /// Removes surrounding quotes and `\"` escapes from an option value.
-fn dequote(value: &str) -> Result<String, String> {
+fn dequote(value: &str) -> Result<String, LineError> {
     let Some(inner) = value.strip_prefix('"') else {
         if value.contains('"') {
-            return Err(format!("stray quote in {value:?}"));
+            return Err(LineError::from(format!("stray quote in {value:?}")));
         }
         return Ok(value.to_string());
     };
     let Some(inner) = inner.strip_suffix('"') else {
-        return Err(format!("unterminated quote in {value:?}"));
+        return Err(LineError::from(format!("unterminated quote in {value:?}")));
     };
     let mut out = String::new();
     let mut chars = inner.chars();
@@ -269,9 +291,9 @@ fn dequote(value: &str) -> Result<String, String> {
         match c {
             '\\' => match chars.next() {
                 Some(next) => out.push(next),
-                None => return Err(format!("dangling backslash in {value:?}")),
+                None => return Err(LineError::from(format!("dangling backslash in {value:?}"))),
             },
-            '"' => return Err(format!("unescaped quote inside {value:?}")),
+            '"' => return Err(LineError::from(format!("unescaped quote inside {value:?}"))),
             c => out.push(c),
         }
     }
@@ -286,11 +308,11 @@ struct Options {
     cert_authority: bool,
 }
 
-fn parse_options(options: &str) -> Result<Options, String> {
+fn parse_options(options: &str) -> Result<Options, LineError> {
     let mut entry = Options::default();
     for option in split_options(options) {
         if option.is_empty() {
-            return Err(format!("empty option in {options:?}"));
+            return Err(LineError::from(format!("empty option in {options:?}")));
         }
         let (name, value) = match option.split_once('=') {
             Some((name, value)) => (name.to_ascii_lowercase(), Some(dequote(value)?)),
@@ -300,40 +322,44 @@ fn parse_options(options: &str) -> Result<Options, String> {
         match (name.as_str(), value) {
             ("cert-authority", None) => {
                 if entry.cert_authority {
-                    return Err(duplicate());
+                    return Err(LineError::from(duplicate()));
                 }
                 entry.cert_authority = true;
             }
             ("namespaces", Some(value)) => {
                 if entry.namespaces.is_some() {
-                    return Err(duplicate());
+                    return Err(LineError::from(duplicate()));
                 }
                 let list: Vec<String> = value.split(',').map(|s| s.trim().to_string()).collect();
                 if list.iter().any(|n| n.is_empty()) {
-                    return Err(format!("empty namespace in namespaces={value:?}"));
+                    return Err(LineError::from(format!(
+                        "empty namespace in namespaces={value:?}"
+                    )));
                 }
                 entry.namespaces = Some(list);
             }
             ("valid-after", Some(value)) => {
                 if entry.valid_after.is_some() {
-                    return Err(duplicate());
+                    return Err(LineError::from(duplicate()));
                 }
                 entry.valid_after = Some(parse_time(&value)?);
             }
             ("valid-before", Some(value)) => {
                 if entry.valid_before.is_some() {
-                    return Err(duplicate());
+                    return Err(LineError::from(duplicate()));
                 }
                 entry.valid_before = Some(parse_time(&value)?);
             }
             ("cert-authority", Some(_)) => return Err("cert-authority takes no value".into()),
             ("namespaces" | "valid-after" | "valid-before", None) => {
-                return Err(format!("option {name} needs a value ({name}=\"…\")"));
+                return Err(LineError::from(format!(
+                    "option {name} needs a value ({name}=\"…\")"
+                )));
             }
             _ => {
-                return Err(format!(
+                return Err(LineError::from(format!(
                     "unsupported option {name:?} (expected namespaces, valid-after, valid-before or cert-authority)"
-                ));
+                )));
             }
         }
     }
@@ -342,11 +368,11 @@ fn parse_options(options: &str) -> Result<Options, String> {
 
 /// Parses `YYYYMMDD[Z]` or `YYYYMMDDHHMM[SS][Z]` as UTC (see the module doc
 /// for why a missing `Z` is UTC too). A bare date means its midnight.
-pub fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(value: &str) -> Result<DateTime<Utc>, LineError> {
     let digits = value.strip_suffix(['Z', 'z']).unwrap_or(value);
     let bad = || format!("invalid time {value:?} (expected YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z])");
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
+        return Err(LineError::from(bad()));
     }
     let naive = match digits.len() {
         8 => NaiveDate::parse_from_str(digits, "%Y%m%d")

@@ -145,7 +145,7 @@ pub fn verify_commit(
                 signer,
                 method: "openpgp",
             },
-            Err(why) => Verdict::Untrusted { why },
+            Err(why) => Verdict::Untrusted { why: why.0 },
         }
     } else {
         let first = signature.lines().next().unwrap_or_default();

@@ -16,6 +16,23 @@ use pgp::composed::{Deserializable, SignedPublicKey, StandaloneSignature};
 use pgp::types::KeyDetails;
 use std::path::Path;
 
+/// Why OpenPGP keys or a signature could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OpenPgpError(pub String);
+
+impl From<String> for OpenPgpError {
+    fn from(s: String) -> OpenPgpError {
+        OpenPgpError(s)
+    }
+}
+
+impl From<&str> for OpenPgpError {
+    fn from(s: &str) -> OpenPgpError {
+        OpenPgpError(s.to_string())
+    }
+}
+
 /// A public key whose signatures are trusted.
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
@@ -79,17 +96,19 @@ pub fn load_keys(path: &Path) -> Result<Vec<TrustedKey>, Error> {
     })?;
     parse_keys(&text).map_err(|reason| Error::OpenPgp {
         path: path.to_path_buf(),
-        reason,
+        reason: reason.0,
     })
 }
 
 /// Parses armored public keys (see [`load_keys`]).
-pub fn parse_keys(text: &str) -> Result<Vec<TrustedKey>, String> {
+pub fn parse_keys(text: &str) -> Result<Vec<TrustedKey>, OpenPgpError> {
     const BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
     let mut keys = Vec::new();
     let starts: Vec<usize> = text.match_indices(BEGIN).map(|(i, _)| i).collect();
     if starts.is_empty() {
-        return Err(format!("no armored public key ({BEGIN}) found"));
+        return Err(OpenPgpError::from(format!(
+            "no armored public key ({BEGIN}) found"
+        )));
     }
     for (n, start) in starts.iter().enumerate() {
         let end = starts.get(n + 1).copied().unwrap_or(text.len());
@@ -114,7 +133,11 @@ pub fn parse_keys(text: &str) -> Result<Vec<TrustedKey>, String> {
 /// Returns the signer's name on success, or why the signature is not trusted:
 /// `no OpenPGP keys configured`, `signed by unknown OpenPGP key <KEYID>`,
 /// `bad signature`, or `malformed OpenPGP signature: …`.
-pub fn verify(keys: &[TrustedKey], signature_armored: &str, data: &[u8]) -> Result<String, String> {
+pub fn verify(
+    keys: &[TrustedKey],
+    signature_armored: &str,
+    data: &[u8],
+) -> Result<String, OpenPgpError> {
     if keys.is_empty() {
         return Err("no OpenPGP keys configured".into());
     }
@@ -154,7 +177,9 @@ pub fn verify(keys: &[TrustedKey], signature_armored: &str, data: &[u8]) -> Resu
         .map(|id| hex_upper(id.as_ref()))
         .or_else(|| fingerprints.first().map(|fp| hex_upper(fp.as_bytes())))
         .unwrap_or_else(|| "(no issuer in signature)".into());
-    Err(format!("signed by unknown OpenPGP key {who}"))
+    Err(OpenPgpError::from(format!(
+        "signed by unknown OpenPGP key {who}"
+    )))
 }
 
 fn hex_upper(bytes: &[u8]) -> String {

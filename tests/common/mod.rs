@@ -468,6 +468,199 @@ impl TestHost {
             )
         })
     }
+
+    /// The audit log, `<root>/deploy-history.log` (empty when missing).
+    pub fn history(&self) -> String {
+        std::fs::read_to_string(self.root().join("deploy-history.log")).unwrap_or_default()
+    }
+
+    /// Where `<root>/stacks/<stack>` points, if it is a link.
+    pub fn link_target(&self, stack: &str) -> Option<PathBuf> {
+        std::fs::read_link(self.root().join("stacks").join(stack)).ok()
+    }
+
+    /// The names under `<root>/releases/stacks/<stack>/`, sorted.
+    pub fn release_dirs(&self, stack: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root().join("releases/stacks").join(stack))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The `version` of `<root>/releases/current/<stack>.json`.
+    pub fn current_version(&self, stack: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.read_root(format!("releases/current/{stack}.json")))
+                .unwrap();
+        v["version"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits (up to 20 s) until `GET /` on `port` answers `want` (trimmed);
+    /// panics with the last answer, the history and the root listing.
+    #[track_caller]
+    pub fn serves(&self, port: u16, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.http_get(port, "/");
+            if last.as_deref().map(str::trim) == Some(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "port {port} should serve {want:?}, last got {last:?}\n--- history ---\n{}\n--- root ---\n{}",
+            self.history(),
+            self.root_listing()
+        );
+    }
+
+    // ---- remotes ----
+
+    /// A bare clone of the repo at `<tmp>/remote.git`, added as `origin`, so
+    /// that commits reach a "remote" only when [`TestHost::push`]ed.
+    pub fn bare_remote(&self) -> PathBuf {
+        let remote = self.tmp().join("remote.git");
+        let mut clone = Command::new("git");
+        clone
+            .args(["clone", "-q", "--bare"])
+            .arg(self.repo())
+            .arg(&remote);
+        self.command(clone).run().ok();
+        self.git(["remote", "add", "origin", remote.to_str().unwrap()]);
+        remote
+    }
+
+    /// Pushes `main` to `origin` (forced: rewriting its history).
+    pub fn push(&self, force: bool) {
+        if force {
+            self.git(["push", "-q", "--force", "origin", "main"]);
+        } else {
+            self.git(["push", "-q", "origin", "main"]);
+        }
+    }
+}
+
+/// A stack of the fixture app, written into a [`TestHost`]'s repo: one
+/// service `web` on the host network, listening on `port` and answering
+/// `/` with its version and `/health` with `ok`, with a read-only config
+/// file mounted from the stack directory. The builder methods change what
+/// tests need to differ; [`StackFixture::write`] writes `stack.yaml`,
+/// `compose.yaml` and `config/site.conf`.
+#[derive(Debug, Clone)]
+pub struct StackFixture {
+    pub name: String,
+    pub environment: String,
+    pub version: String,
+    pub image: String,
+    pub port: u16,
+    pub smoke_timeout: String,
+    /// `containers: {}` as well as the http check.
+    pub containers_check: bool,
+    /// `contains: ok` on the http check.
+    pub contains_ok: bool,
+    /// Mount `config/site.conf` (and write it).
+    pub site_conf: bool,
+    /// More `stack.yaml` lines (each ending in a newline).
+    pub extra: String,
+    /// More lines of the `web` service's `environment:`.
+    pub compose_env: String,
+}
+
+impl StackFixture {
+    pub fn new(name: &str, image: &str, port: u16, version: &str) -> StackFixture {
+        StackFixture {
+            name: name.to_string(),
+            environment: "test".into(),
+            version: version.to_string(),
+            image: image.to_string(),
+            port,
+            smoke_timeout: "15s".into(),
+            containers_check: true,
+            contains_ok: true,
+            site_conf: true,
+            extra: String::new(),
+            compose_env: String::new(),
+        }
+    }
+
+    pub fn environment(mut self, env: &str) -> Self {
+        self.environment = env.to_string();
+        self
+    }
+
+    pub fn smoke_timeout(mut self, t: &str) -> Self {
+        self.smoke_timeout = t.to_string();
+        self
+    }
+
+    /// Only the http check, without `contains`.
+    pub fn http_only(mut self) -> Self {
+        self.containers_check = false;
+        self.contains_ok = false;
+        self
+    }
+
+    pub fn without_site_conf(mut self) -> Self {
+        self.site_conf = false;
+        self
+    }
+
+    pub fn extra(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        self
+    }
+
+    pub fn compose_env(mut self, lines: &str) -> Self {
+        self.compose_env.push_str(lines);
+        self
+    }
+
+    pub fn write(&self, h: &TestHost) {
+        let (stack, port, version) = (&self.name, self.port, &self.version);
+        let mut checks = String::new();
+        if self.containers_check {
+            checks.push_str("    - containers: {}\n");
+        }
+        let contains = if self.contains_ok {
+            ", contains: ok"
+        } else {
+            ""
+        };
+        checks.push_str(&format!(
+            "    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200{contains}}}\n"
+        ));
+        h.write(
+            format!("stacks/{stack}/stack.yaml"),
+            format!(
+                "environment: {}\nversion: {version}\nimages:\n  web: {}\nenv:\n  PORT: \"{port}\"\n{}smoke:\n  timeout: {}\n  checks:\n{checks}",
+                self.environment, self.image, self.extra, self.smoke_timeout
+            ),
+        );
+        let volumes = if self.site_conf {
+            "    volumes:\n      - ./config/site.conf:/etc/site.conf:ro\n"
+        } else {
+            ""
+        };
+        h.write(
+            format!("stacks/{stack}/compose.yaml"),
+            format!(
+                "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${{PORT}}\n{}{volumes}",
+                self.compose_env
+            ),
+        );
+        if self.site_conf {
+            h.write(
+                format!("stacks/{stack}/config/site.conf"),
+                format!("version {version}\n"),
+            );
+        }
+    }
 }
 
 impl Drop for TestHost {

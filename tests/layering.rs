@@ -1,0 +1,137 @@
+//! The floor plan of `src/` (STYLE.md): each module imports only modules of
+//! its own floor or below, and no two modules import each other, directly or
+//! through others. Read from the source text, so a new `crate::x` use that
+//! crosses a floor fails here with the file that does it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Floors, bottom first.
+const FLOORS: &[&[&str]] = &[
+    // the model and plain records
+    &[
+        "desired", "config", "fsutil", "fault", "history", "state", "events", "outcome",
+    ],
+    // leaves that know no pipeline
+    &["engine", "source", "trust"],
+    // pure decisions
+    &["plan", "gate", "diff"],
+    // records of the host
+    &["release", "verified", "observed", "smoke"],
+    &["host"],
+    // the pipeline and what sits on it
+    &["reconcile", "backup", "rollback", "status", "publish"],
+    // the faces
+    &[
+        "startup", "daemon", "server", "control", "page", "metrics", "notify", "cli",
+    ],
+];
+
+fn floor(module: &str) -> usize {
+    FLOORS
+        .iter()
+        .position(|f| f.contains(&module))
+        .unwrap_or_else(|| {
+            panic!("module `{module}` is on no floor: add it to FLOORS in tests/layering.rs")
+        })
+}
+
+/// `crate::x` references of every top-level module, outside tests and comments.
+fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut dirs = vec![src.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            if !rel.ends_with(".rs") || rel.ends_with("tests.rs") {
+                continue;
+            }
+            let module = rel
+                .trim_end_matches(".rs")
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string();
+            if module == "main" || module == "lib" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for line in code.lines() {
+                let line = line.split("//").next().unwrap();
+                let mut rest = line;
+                while let Some(i) = rest.find("crate::") {
+                    rest = &rest[i + 7..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && name != module {
+                        out.entry(module.clone())
+                            .or_default()
+                            .entry(name)
+                            .or_insert_with(|| rel.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_import_stays_on_its_floor_or_below() {
+    let mut wrong = Vec::new();
+    for (module, deps) in imports() {
+        for (dep, file) in deps {
+            if floor(&dep) > floor(&module) {
+                wrong.push(format!(
+                    "src/{file}: `{module}` imports `{dep}`, a floor above it"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn no_modules_import_each_other() {
+    let g = imports();
+    // Depth-first search for a cycle from every module.
+    fn visit(
+        g: &BTreeMap<String, BTreeMap<String, String>>,
+        at: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == at) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(at.to_string());
+            return Some(cycle);
+        }
+        if !done.insert(at.to_string()) {
+            return None;
+        }
+        path.push(at.to_string());
+        for dep in g.get(at).into_iter().flat_map(|d| d.keys()) {
+            if let Some(c) = visit(g, dep, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in g.keys() {
+        let mut path = Vec::new();
+        if let Some(c) = visit(&g, m, &mut path, &mut done) {
+            panic!("import cycle: {}", c.join(" -> "));
+        }
+    }
+}

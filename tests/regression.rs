@@ -1,0 +1,114 @@
+//! One test per bug fixed, each saying what broke (ripgrep's
+//! `tests/regression.rs`). Real host, real engine, real git.
+
+mod common;
+
+use common::{Fixtures, StackFixture, TestHost};
+
+/// Deploys `v1` of one fixture stack and returns its name and port.
+fn deployed(h: &TestHost, f: &Fixtures) -> (String, u16) {
+    let s = h.stack("app");
+    let port = h.free_port();
+    StackFixture::new(&s, &f.v1, port, "v1").write(h);
+    h.commit("v1");
+    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    (s, port)
+}
+
+/// Broke: a verified store that did not parse was read as empty, and the
+/// next `stackpin verify` wrote it back with one entry: every earlier entry
+/// was lost (issue 11). Now the command refuses and the file is untouched.
+#[test]
+fn an_unreadable_verified_store_is_never_overwritten() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, _) = deployed(&h, &f);
+    let store = h.root().join(format!("releases/verified/{s}.yaml"));
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    let garbage = "verified: [ {version: v0, images: \n";
+    std::fs::write(&store, garbage).unwrap();
+    let out = h.cmd(["verify", &s]).run();
+    assert!(!out.success(), "{}", out.report());
+    assert!(
+        out.stderr().contains("verified store") && out.stderr().contains("never overwritten"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(std::fs::read_to_string(&store).unwrap(), garbage);
+}
+
+/// Broke: `status` planned without `prune:` from stackpin.yaml while `sync`
+/// and `plan` honoured it, so with `prune: true` a stack that left git was
+/// "Converged" in status while plan said it would be removed (issue 10).
+#[test]
+fn status_and_plan_agree_on_prune() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (a, pa) = (h.stack("keep"), h.free_port());
+    let (b, pb) = (h.stack("gone"), h.free_port());
+    StackFixture::new(&a, &f.v1, pa, "v1").write(&h);
+    StackFixture::new(&b, &f.v1, pb, "v1").write(&h);
+    h.commit("two");
+    h.cmd(["sync"]).run().ok();
+    h.remove(format!("stacks/{b}"));
+    h.write("stackpin.yaml", "prune: true\n");
+    h.commit("drop one, prune on");
+    let plan = h.cmd(["--json", "plan", &b]).run().ok().json();
+    assert_eq!(plan[0]["action"], "remove", "{plan}");
+    let status = h.cmd(["--json", "status", &b]).run().ok().json();
+    assert_eq!(status[0]["state"], "Progressing", "{status}");
+    assert!(
+        status[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("prune is on"),
+        "{status}"
+    );
+}
+
+/// Broke: a hold file that could not be parsed was read as "not held", so
+/// the next sync redeployed git over an operator's hold (issue 11). Now it
+/// holds, and says why.
+#[test]
+fn an_unreadable_hold_still_holds() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = deployed(&h, &f);
+    let hold = h.root().join(format!("releases/.stackpin/hold/{s}.json"));
+    std::fs::create_dir_all(hold.parent().unwrap()).unwrap();
+    std::fs::write(&hold, "{ not json").unwrap();
+    StackFixture::new(&s, &f.v2, port, "v2").write(&h);
+    h.commit("v2");
+    h.cmd(["sync"]).run().ok().stdout_contains("skipped");
+    h.serves(port, "stackpin-test-app v1");
+    let status = h.cmd(["--json", "status", &s]).run().ok().json();
+    assert_eq!(status[0]["state"], "Held", "{status}");
+    assert!(
+        status[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("held until it is fixed"),
+        "{status}"
+    );
+}
+
+/// Broke: a release whose smoke checks file could not be read was smoked
+/// with no checks at all (`containers: {}` only), so a heal could pass a
+/// release nobody could judge (issue 11). Now that smoke fails, naming the
+/// file.
+#[test]
+fn a_release_without_its_smoke_checks_does_not_pass() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, _) = deployed(&h, &f);
+    let link = h.link_target(&s).unwrap();
+    std::fs::remove_file(link.join("stackpin.smoke.json")).unwrap();
+    let id = h.containers(&s)[0].id.clone();
+    h.docker(["rm", "-f", &id]).run().ok();
+    let out = h.cmd(["sync"]).run().code(1);
+    assert!(
+        out.stdout().contains("heal failed") && out.stdout().contains("stackpin.smoke.json"),
+        "{}",
+        out.report()
+    );
+}
