@@ -398,6 +398,9 @@ impl Daemon {
             p.kick();
         }
         for r in &report.results {
+            if r.outcome != Outcome::Unchanged {
+                self.metrics.record_result(&r.stack, r.outcome, r.reason);
+            }
             let secs: f64 = r.stages.iter().map(|s| s.millis as f64 / 1000.0).sum();
             if !r.stages.is_empty() {
                 self.metrics.observe_converge(&r.stack, secs);

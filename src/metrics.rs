@@ -7,7 +7,7 @@
 //! never blocks on the scrape for longer than an atomic update or a map
 //! insert. The exposition is OpenMetrics text ([`CONTENT_TYPE`]).
 
-use crate::outcome::State;
+use crate::outcome::{Outcome, Reason, State};
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -45,6 +45,7 @@ pub struct Metrics {
     fetch_errors: Counter,
     last_fetch: Gauge,
     webhooks: Family<Labels, Counter>,
+    results: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -69,6 +70,7 @@ impl Metrics {
             fetch_errors: Counter::default(),
             last_fetch: Gauge::default(),
             webhooks: Family::default(),
+            results: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -121,6 +123,11 @@ impl Metrics {
                 "Webhook deliveries by outcome",
                 m.webhooks.clone(),
             );
+            r.register(
+                "stackpin_stack_results",
+                "Stack runs by outcome and reason (the failing stage's reason, or none)",
+                m.results.clone(),
+            );
         }
         m
     }
@@ -129,6 +136,22 @@ impl Metrics {
     pub fn record_run(&self, result: &str) {
         self.sync_runs
             .get_or_create(&labels([("result", result)]))
+            .inc();
+    }
+
+    /// Counts one stack's run ending in `outcome` for `reason`.
+    pub fn record_result(&self, stack: &str, outcome: Outcome, reason: Option<Reason>) {
+        let outcome = serde_json::to_value(outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let reason = reason.map(Reason::as_str).unwrap_or("none");
+        self.results
+            .get_or_create(&labels([
+                ("stack", stack),
+                ("outcome", outcome.as_str()),
+                ("reason", reason),
+            ]))
             .inc();
     }
 
@@ -332,6 +355,23 @@ mod tests {
         );
         m.forget_stack("web");
         assert!(!m.encode().contains("stack=\"web\""));
+    }
+
+    #[test]
+    fn results_count_by_outcome_and_reason() {
+        let m = Metrics::new();
+        m.record_result("web", Outcome::RolledBack, Some(Reason::RolledBack));
+        m.record_result("web", Outcome::Failed, Some(Reason::PullFailed));
+        m.record_result("web", Outcome::Failed, Some(Reason::PullFailed));
+        m.record_result("web", Outcome::Deployed, None);
+        let t = m.encode();
+        for want in [
+            "stackpin_stack_results_total{stack=\"web\",outcome=\"failed\",reason=\"PullFailed\"} 2",
+            "stackpin_stack_results_total{stack=\"web\",outcome=\"rolled_back\",reason=\"RolledBack\"} 1",
+            "stackpin_stack_results_total{stack=\"web\",outcome=\"deployed\",reason=\"none\"} 1",
+        ] {
+            assert!(t.contains(want), "{want}\n{t}");
+        }
     }
 
     #[test]

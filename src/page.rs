@@ -287,6 +287,7 @@ mod tests {
                 digest: None,
                 last_change: None,
                 reason: "r & <i>".into(),
+                code: None,
                 held: true,
                 quarantined: false,
             }],

@@ -38,6 +38,10 @@ pub struct StackStatus {
     pub digest: Option<String>,
     pub last_change: Option<String>,
     pub reason: String,
+    /// The reason code of the last run or of the plan (`PullFailed`,
+    /// `Unverified`, …), when there is one.
+    #[serde(default)]
+    pub code: Option<Reason>,
     pub held: bool,
     pub quarantined: bool,
 }
@@ -126,6 +130,24 @@ pub fn state_of(
     }
 }
 
+/// The reason code a row shows: the run's, else what the plan waits on.
+pub fn code_of(item: Option<&Item>, outcome: Option<&StackResult>) -> Option<Reason> {
+    if let Some(r) = outcome.and_then(|o| o.reason) {
+        return Some(r);
+    }
+    match &item?.action {
+        Action::Skip { why } => match why {
+            Skip::Blocked => Some(Reason::Unverified),
+            Skip::Untrusted => Some(Reason::Untrusted),
+            Skip::Quarantined => Some(Reason::Quarantined),
+            Skip::Held => Some(Reason::Held),
+            Skip::Invalid => Some(Reason::InvalidSpec),
+            Skip::NotForThisHost | Skip::Orphaned => None,
+        },
+        _ => None,
+    }
+}
+
 fn records(host: &Host<'_>, name: &str, obs: &StackObservation) -> Records {
     let journal = host.store.journal(name);
     Records {
@@ -146,7 +168,7 @@ fn row(
     obs: &StackObservation,
     hist: &History,
     desired: Option<&DesiredState>,
-    (state, reason): (State, String),
+    ((state, reason), code): ((State, String), Option<Reason>),
     rec: &Records,
 ) -> StackStatus {
     let meta = obs.meta.as_ref();
@@ -174,6 +196,7 @@ fn row(
             )
         }),
         reason,
+        code,
         held: rec.hold.is_some(),
         quarantined: rec.quarantine.is_some(),
     }
@@ -204,7 +227,8 @@ pub async fn collect(
                 let item = plan.items.iter().find(|i| &i.stack == name);
                 let rec = records(host, name, obs);
                 let s = state_of(item, None, &rec);
-                rows.push(row(host, name, obs, &hist, desired, s, &rec));
+                let code = code_of(item, None);
+                rows.push(row(host, name, obs, &hist, desired, (s, code), &rec));
             }
         }
         None => {
@@ -215,7 +239,7 @@ pub async fn collect(
                 let obs = observed::observe(&host.layout, host.engine, &name).await;
                 let rec = records(host, &name, &obs);
                 let s = state_of(None, None, &rec);
-                rows.push(row(host, &name, &obs, &hist, None, s, &rec));
+                rows.push(row(host, &name, &obs, &hist, None, (s, None), &rec));
             }
         }
     }
@@ -234,8 +258,18 @@ pub fn after_run(host: &Host<'_>, desired: &DesiredState, report: &SyncReport) -
         }
         let obs = observed::observe_files(&host.layout, &res.stack);
         let rec = records(host, &res.stack, &obs);
-        let s = state_of(report.items.get(&res.stack), Some(res), &rec);
-        rows.push(row(host, &res.stack, &obs, &hist, Some(desired), s, &rec));
+        let item = report.items.get(&res.stack);
+        let s = state_of(item, Some(res), &rec);
+        let code = code_of(item, Some(res));
+        rows.push(row(
+            host,
+            &res.stack,
+            &obs,
+            &hist,
+            Some(desired),
+            (s, code),
+            &rec,
+        ));
     }
     rows.sort_by(|a, b| a.stack.cmp(&b.stack));
     rows

@@ -29,6 +29,7 @@ fn row(stack: &str, state: &str, reason: &str) -> StackStatus {
         digest: Some("0123456789ab".into()),
         last_change: Some("2026-01-30 10:00:00 deploy 1.4.2 success".into()),
         reason: reason.into(),
+        code: None,
         held: false,
         quarantined: false,
     }

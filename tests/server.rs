@@ -555,6 +555,7 @@ async fn api_serves_stacks_and_history_as_json() {
             digest: Some("1db6436ca7e0".into()),
             last_change: None,
             reason: "up to date".into(),
+            code: None,
             held: false,
             quarantined: false,
         });
