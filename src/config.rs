@@ -35,9 +35,38 @@ pub struct FileConfig {
     /// Minimum free space on the root's filesystem, in percent (default 20).
     pub min_disk_free_percent: Option<u8>,
     pub notify: Option<NotifyConfig>,
+    /// Removed: it looked policies up by the `environment:` of the commit
+    /// being judged. Kept only to refuse it with the way out.
+    #[serde(default, skip_serializing)]
+    pub trust: Option<serde_json::Value>,
+    /// Named sets of keys: who may sign commits, approve break-glass, or
+    /// sign verified markers (see `policy`).
     #[serde(default)]
-    pub trust: BTreeMap<String, TrustConfig>,
+    pub signers: BTreeMap<String, TrustConfig>,
+    /// What this host enforces, by stack name or glob (see `crate::policy`).
+    #[serde(default)]
+    pub policy: Vec<PolicyRule>,
+    /// Source stack (name or glob) -> the signer set whose signatures on
+    /// `verified/<source>.yaml` entries this host accepts.
+    #[serde(default)]
+    pub verifiers: BTreeMap<String, String>,
     pub verified: Option<VerifiedConfig>,
+}
+
+/// One rule of the host's policy: the stacks it covers and what they need.
+/// Every rule that matches a stack applies (the strictest wins).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// Stack names, `*` and `?` wildcards: `odoo18-production`, `*-prod`, `*`.
+    pub stacks: Vec<String>,
+    /// The signer set every commit touching these stacks must be signed by.
+    pub signed_by: Option<String>,
+    /// The promotion gate these stacks must pass, whatever the commit says.
+    pub promote_from: Option<crate::desired::spec::PromoteFrom>,
+    /// The signer set whose signed commit may carry `break_glass:`
+    /// (default `signed_by`; without either, git's break_glass is ignored).
+    pub break_glass_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -88,6 +117,10 @@ pub struct VerifiedConfig {
     pub author: Option<String>,
     /// Branch to push to; default the tracked branch (`repo.branch`).
     pub branch: Option<String>,
+    /// This host's OpenSSH private key (ed25519, unencrypted): every entry
+    /// it records is signed with it (namespace `stackpin-verified`), so a
+    /// host that lists the public key in `verifiers:` can trust it.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// The effective settings a command runs with.
@@ -128,6 +161,10 @@ pub fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
     let mut sink = crate::desired::Sink::new(None, path.display().to_string(), &mut findings);
     let parsed: Result<FileConfig, _> = crate::desired::parse_typed(&bytes, &mut sink);
     match parsed {
+        Ok(c) if c.trust.is_some() => Err(Error::Invalid(vec![format!(
+            "{}: trust: is no longer read: it chose the signature policy by the `environment:` of the very commit being checked; name key sets under `signers:` and say which stacks need them under `policy: [{{stacks: [...], signed_by: SET}}]`",
+            path.display()
+        )])),
         Ok(c) => Ok(c),
         Err(_) => Err(Error::Invalid(
             findings.iter().map(|f| f.to_string()).collect(),

@@ -1,15 +1,17 @@
 //! The promotion gate (SPEC §4), pure: a stack with `promote_from: S` passes
-//! only when every digest it pins appears in ONE verified entry of S.
+//! only when ONE verified entry of S holds, for every service it pins, the
+//! same digest for the same service (or for the service `promote_from`'s
+//! `services:` map names).
 //!
-//! Digests are compared, not repository names: a digest names the exact
-//! bytes of a manifest, so the same digest pulled from a mirror is the image
-//! staging verified. Two entries that together cover the pins do not pass:
-//! the combination itself was never verified.
+//! Service -> digest, not sets: staging verified `{web: A, redis: B}`, not
+//! `{web: B, redis: A}`. Digests are compared, not repository names: a
+//! digest names the exact bytes of a manifest, so the same digest pulled
+//! from a mirror is the image staging verified. Two entries that together
+//! cover the pins do not pass: the combination itself was never verified.
 
 use crate::desired::image::ImageRef;
-use crate::desired::spec::VerifiedEntry;
+use crate::desired::spec::{PromoteFrom, VerifiedEntry};
 use serde::Serialize;
-use std::collections::BTreeSet;
 
 /// How a break-glass deploy is marked in history notes (the runbooks' form).
 pub const BREAK_GLASS_PREFIX: &str = "BREAK_GLASS: ";
@@ -50,33 +52,34 @@ impl Verdict {
     }
 }
 
-fn digests_of(entry: &VerifiedEntry) -> BTreeSet<String> {
-    entry
-        .images
-        .values()
-        .filter_map(|r| ImageRef::parse(r).ok()?.digest)
-        .collect()
+/// The digest `entry` verified for `service`.
+fn verified_digest(entry: &VerifiedEntry, service: &str) -> Option<String> {
+    ImageRef::parse(entry.images.get(service)?).ok()?.digest
 }
 
 /// Decides whether `pins` (service -> pinned image) may run, given the
-/// verified entries of the source stack (from git and this host's store).
+/// verified entries of the source stack that count (signed by a trusted
+/// verifier, or from this host's own store).
 pub fn promotion<'a>(
-    source: Option<&str>,
+    promote: Option<&PromoteFrom>,
     pins: impl IntoIterator<Item = (&'a String, &'a ImageRef)>,
     entries: &[VerifiedEntry],
     break_glass: Option<&str>,
 ) -> Verdict {
-    let Some(source) = source else {
+    let Some(promote) = promote else {
         return Verdict::NotGated;
     };
+    let source = promote.stack.as_str();
     let pins: Vec<(&String, &ImageRef)> = pins.into_iter().collect();
     let mut best: Option<Vec<String>> = None;
     // Newest entries last in the files; prefer the newest that passes.
     for entry in entries.iter().rev() {
-        let have = digests_of(entry);
         let missing: Vec<String> = pins
             .iter()
-            .filter(|(_, r)| !r.digest.as_ref().is_some_and(|d| have.contains(d)))
+            .filter(|(s, r)| {
+                let theirs = promote.source_service(s);
+                r.digest.is_none() || verified_digest(entry, theirs) != r.digest
+            })
             .map(|(s, r)| format!("{s}={}", r.digest.as_deref().unwrap_or("no digest")))
             .collect();
         if missing.is_empty() {
@@ -137,6 +140,7 @@ mod tests {
             verified_at: "2026-01-31T06:55:00Z".into(),
             host: "staging-1".into(),
             commit: "0".repeat(40),
+            signature: None,
         }
     }
 
@@ -194,9 +198,25 @@ mod tests {
                 name: "same digest under another repository passes (digests are content addresses)",
                 source: Some("stg"),
                 pins: vec![("web", "mirror.example/odoo", 'a')],
-                entries: vec![entry("v1", &[("app", "ghcr.io/a/odoo", 'a')])],
+                entries: vec![entry("v1", &[("web", "ghcr.io/a/odoo", 'a')])],
                 break_glass: None,
                 expect: |v| matches!(v, Verdict::Pass { .. }),
+            },
+            Case {
+                name: "swapped digests are refused: service -> digest, not sets",
+                source: Some("stg"),
+                pins: vec![("web", "ghcr.io/a/odoo", 'b'), ("redis", "redis", 'a')],
+                entries: vec![entry("v1", &both)],
+                break_glass: None,
+                expect: |v| matches!(v, Verdict::Refused { missing, .. } if missing.len() == 2),
+            },
+            Case {
+                name: "the same digest under another service name is refused without a map",
+                source: Some("stg"),
+                pins: vec![("web", "ghcr.io/a/odoo", 'a')],
+                entries: vec![entry("v1", &[("app", "ghcr.io/a/odoo", 'a')])],
+                break_glass: None,
+                expect: |v| matches!(v, Verdict::Refused { .. }),
             },
             Case {
                 name: "no verified entries at all",
@@ -241,8 +261,38 @@ mod tests {
         ];
         for c in cases {
             let p = pins(&c.pins);
-            let v = promotion(c.source, &p, &c.entries, c.break_glass);
+            let promote = c.source.map(PromoteFrom::stack);
+            let v = promotion(promote.as_ref(), &p, &c.entries, c.break_glass);
             assert!((c.expect)(&v), "{}: got {v:?}", c.name);
         }
+    }
+
+    #[test]
+    fn a_services_map_names_the_source_service() {
+        // The runbooks' tenant/admin split: both run what staging's `web` ran.
+        let p = pins(&[
+            ("odoo-tenant", "ghcr.io/a/odoo", 'a'),
+            ("odoo-admin", "ghcr.io/a/odoo", 'a'),
+            ("redis", "redis", 'b'),
+        ]);
+        let mut promote = PromoteFrom::stack("stg");
+        promote.services = [
+            ("odoo-tenant".to_string(), "web".to_string()),
+            ("odoo-admin".to_string(), "web".to_string()),
+        ]
+        .into();
+        let staged = entry(
+            "v1",
+            &[("web", "ghcr.io/a/odoo", 'a'), ("redis", "redis", 'b')],
+        );
+        let v = promotion(Some(&promote), &p, std::slice::from_ref(&staged), None);
+        assert!(matches!(v, Verdict::Pass { .. }), "{v:?}");
+        // A map cannot launder another service's digest.
+        promote.services.insert("redis".into(), "web".into());
+        let v = promotion(Some(&promote), &p, &[staged], None);
+        assert!(
+            matches!(&v, Verdict::Refused { missing, .. } if missing == &vec![format!("redis={}", d('b'))]),
+            "{v:?}"
+        );
     }
 }

@@ -14,7 +14,6 @@ use crate::history::{self, Action, Entry, Status};
 use crate::outcome::{Stage, StageRecord};
 use crate::release::Layout;
 use crate::state::LocalStore;
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Receives progress as it happens (the CLI prints it; the daemon logs it).
@@ -45,8 +44,9 @@ pub struct Host<'a> {
     pub reporter: &'a dyn Reporter,
     /// Where notifications go (see `events`).
     pub events: &'a dyn EventSink,
-    /// Signature policies by environment (SPEC §5); empty: no policy.
-    pub trust: &'a BTreeMap<String, crate::trust::Policy>,
+    /// What this host enforces (SPEC §5): signer sets, rules, verifiers,
+    /// its marker-signing key.
+    pub policy: &'a crate::policy::HostPolicy,
 }
 
 impl Host<'_> {

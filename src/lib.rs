@@ -24,6 +24,7 @@ pub mod observed;
 pub mod outcome;
 pub mod page;
 pub mod plan;
+pub mod policy;
 pub mod publish;
 pub mod reconcile;
 pub mod release;

@@ -5,7 +5,7 @@
 
 use crate::desired::DesiredState;
 use crate::desired::image::ImageRef;
-use crate::desired::spec::VerifiedEntry;
+use crate::desired::spec::{PromoteFrom, VerifiedEntry};
 use crate::gate::{self, Verdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -39,6 +39,38 @@ pub struct LocalRecord {
     pub held: Option<String>,
     /// This host's verified entries, by stack (for the gate).
     pub verified: Vec<VerifiedEntry>,
+}
+
+/// What the host's policy and the signatures say about one stack, judged
+/// from the host's config and keys (`reconcile::inputs::judge`), never from
+/// the commit alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gate {
+    /// The gate that applies: the host's, else the one the commit declares.
+    pub promote: Option<PromoteFrom>,
+    /// The host names the gate: `break_glass:` from git needs an approver.
+    pub host_gated: bool,
+    /// Why the commit or its history is not trusted for this stack.
+    pub untrusted: Option<String>,
+    /// Whether `break_glass:` in stack.yaml may be honoured.
+    pub git_break_glass: bool,
+    /// Entries of `verified/<source>.yaml` signed by a verifier this host
+    /// trusts for the source.
+    pub git_entries: Vec<VerifiedEntry>,
+    /// Entries of `verified/<source>.yaml` that do not count, and why.
+    pub ignored: Vec<String>,
+}
+
+impl Gate {
+    /// A stack the host's policy says nothing about: the commit's own gate
+    /// applies, and only this host's verified store counts.
+    pub fn of_commit(stack: &crate::desired::Stack) -> Gate {
+        Gate {
+            promote: stack.spec.promote_from.clone(),
+            git_break_glass: true,
+            ..Gate::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,9 +130,8 @@ pub struct Options<'a> {
     pub break_glass: Option<&'a str>,
     /// Limit to these stacks (empty: all).
     pub only: &'a [String],
-    /// Environments whose desired commit failed the signature policy
-    /// (environment -> `untrusted commit <sha>: <why>`).
-    pub untrusted: Option<&'a BTreeMap<String, String>>,
+    /// Each stack's judged policy (a stack missing here: [`Gate::of_commit`]).
+    pub gates: Option<&'a BTreeMap<String, Gate>>,
 }
 
 /// Computes the plan.
@@ -124,7 +155,6 @@ pub fn plan(
         }
         let fp = fingerprints.get(&name).cloned();
         let (action, reason, verdict) = plan_stack(
-            desired,
             &desired.stacks[&name],
             fp.as_deref(),
             observed.get(&name).unwrap_or(&empty),
@@ -157,7 +187,6 @@ pub fn plan(
 
 /// The action for one valid stack, why, and the gate's verdict.
 fn plan_stack(
-    desired: &DesiredState,
     stack: &crate::desired::Stack,
     fp: Option<&str>,
     obs: &ObservedStack,
@@ -165,12 +194,30 @@ fn plan_stack(
     local: &BTreeMap<String, LocalRecord>,
     opts: &Options<'_>,
 ) -> (Action, String, Option<Verdict>) {
+    let own;
+    let gate = match opts.gates.and_then(|g| g.get(&stack.name)) {
+        Some(g) => g,
+        None => {
+            own = Gate::of_commit(stack);
+            &own
+        }
+    };
+    let deployed_here = obs.release.is_some();
+    // An untrusted commit moves nothing: not even off this host.
+    if let Some(why) = &gate.untrusted
+        && (deployed_here || stack.runs_on(opts.host))
+    {
+        return untrusted_wait(obs, why);
+    }
     if !stack.runs_on(opts.host) {
         let reason = format!(
             "hosts: [{}] does not include {}",
             stack.spec.hosts.join(", "),
             opts.host
         );
+        if deployed_here {
+            return moved_away(opts, reason);
+        }
         return (
             Action::Skip {
                 why: Skip::NotForThisHost,
@@ -191,9 +238,6 @@ fn plan_stack(
     };
     if let Some(why) = &rec.held {
         return wait(Skip::Held, format!("held: {why}"), None);
-    }
-    if let Some(why) = opts.untrusted.and_then(|u| u.get(stack.environment())) {
-        return wait(Skip::Untrusted, why.clone(), None);
     }
     let Some(fp) = fp else {
         return (
@@ -227,20 +271,24 @@ fn plan_stack(
             None,
         );
     }
-    let source = stack.spec.promote_from.as_deref();
-    let mut entries: Vec<VerifiedEntry> = source
-        .and_then(|s| desired.verified.get(s))
-        .cloned()
-        .unwrap_or_default();
-    if let Some(s) = source
-        && let Some(r) = local.get(s)
+    let mut entries = gate.git_entries.clone();
+    if let Some(p) = &gate.promote
+        && let Some(r) = local.get(&p.stack)
     {
         entries.extend(r.verified.iter().cloned());
     }
-    let bg = opts.break_glass.or(stack.break_glass_reason());
-    let verdict = gate::promotion(source, &stack.pins, &entries, bg);
+    let git_bg = stack.break_glass_reason().filter(|_| gate.git_break_glass);
+    let bg = opts.break_glass.or(git_bg);
+    let verdict = gate::promotion(gate.promote.as_ref(), &stack.pins, &entries, bg);
     if !verdict.allows() {
-        return wait(Skip::Blocked, verdict.describe(), Some(verdict));
+        let mut reason = verdict.describe();
+        if stack.break_glass_reason().is_some() && git_bg.is_none() {
+            reason.push_str("; break_glass in stack.yaml is ignored: the host gates this stack and the commit is not signed by a break-glass approver");
+        }
+        if !gate.ignored.is_empty() {
+            reason.push_str(&format!("; not counted: {}", gate.ignored.join("; ")));
+        }
+        return wait(Skip::Blocked, reason, Some(verdict));
     }
     let reason = match (&obs.release, up_to_date) {
         (None, _) => format!("first deploy of {}", stack.version),
@@ -249,6 +297,44 @@ fn plan_stack(
     };
     let verdict = (verdict != Verdict::NotGated).then_some(verdict);
     (Action::Deploy, reason, verdict)
+}
+
+/// An untrusted stack keeps what it runs; drift of that release is healed.
+fn untrusted_wait(obs: &ObservedStack, why: &str) -> (Action, String, Option<Verdict>) {
+    match current_drift(obs) {
+        Some(d) => (
+            Action::Heal,
+            format!("{why}; the running release {d}: healing it"),
+            None,
+        ),
+        None => (
+            Action::Skip {
+                why: Skip::Untrusted,
+            },
+            why.to_string(),
+            None,
+        ),
+    }
+}
+
+/// A stack this host runs whose `hosts:` no longer names it: removed with
+/// prune, else reported as orphaned.
+fn moved_away(opts: &Options<'_>, reason: String) -> (Action, String, Option<Verdict>) {
+    if opts.prune {
+        (
+            Action::Remove,
+            format!("{reason}; it runs here and prune is on: removing it"),
+            None,
+        )
+    } else {
+        (
+            Action::Skip {
+                why: Skip::Orphaned,
+            },
+            format!("{reason}; left running because prune is off"),
+            None,
+        )
+    }
 }
 
 /// Stacks the host runs that left the desired state: removed with prune,
@@ -265,7 +351,21 @@ fn orphans<'a>(
                 && !desired.invalid.contains(*name)
                 && obs.release.is_some()
         })
-        .map(|(name, _)| {
+        .map(|(name, obs)| {
+            if let Some(why) = opts
+                .gates
+                .and_then(|g| g.get(name))
+                .and_then(|g| g.untrusted.as_ref())
+            {
+                let (action, reason, _) = untrusted_wait(obs, why);
+                return Item {
+                    stack: name.clone(),
+                    action,
+                    reason,
+                    fingerprint: None,
+                    verdict: None,
+                };
+            }
             let (action, reason) = if opts.prune {
                 (
                     Action::Remove,
@@ -617,18 +717,34 @@ mod tests {
             }
         );
 
+        // A marker in git counts only when judged trusted (signed by a
+        // verifier the host lists): read alone, the commit proves nothing.
         let entry = format!(
             "verified:\n  - {{version: v1, images: {{web: app@sha256:{D1}}}, verified_at: x, host: s, commit: c}}\n"
         );
         let d = desired(&[("a", "promote_from: stg\n"), ("stg", "")], Some(&entry));
+        let host = Options {
+            host: "h",
+            ..Default::default()
+        };
+        let it = one(&d, "fp", None, LocalRecord::default(), host.clone());
+        assert_eq!(it.action, Action::Skip { why: Skip::Blocked }, "{it:?}");
+        let judged: BTreeMap<String, Gate> = [(
+            "a".to_string(),
+            Gate {
+                git_entries: d.verified["stg"].clone(),
+                ..Gate::of_commit(&d.stacks["a"])
+            },
+        )]
+        .into();
         let it = one(
             &d,
             "fp",
             None,
             LocalRecord::default(),
             Options {
-                host: "h",
-                ..Default::default()
+                gates: Some(&judged),
+                ..host.clone()
             },
         );
         assert_eq!(it.action, Action::Deploy);
@@ -697,42 +813,132 @@ mod tests {
     }
 
     #[test]
-    fn an_untrusted_commit_blocks_only_its_environment() {
+    fn an_untrusted_commit_blocks_only_the_stacks_the_host_protects() {
         let d = desired(
             &[
-                ("a", "environment: production\n"),
+                ("a", "environment: Production\n"),
                 ("c", "environment: staging\n"),
+                ("m", "hosts: [elsewhere]\n"),
             ],
             None,
         );
-        let untrusted: BTreeMap<String, String> = [(
-            "production".to_string(),
-            "untrusted commit 0123456789ab: unsigned commit".to_string(),
-        )]
+        let why = "untrusted commit 0123456789ab: unsigned commit (signer set `approvers`)";
+        let untrusted = Gate {
+            untrusted: Some(why.into()),
+            ..Gate::default()
+        };
+        let gates: BTreeMap<String, Gate> = [
+            ("a".to_string(), untrusted.clone()),
+            ("m".to_string(), untrusted.clone()),
+            ("gone".to_string(), untrusted),
+        ]
         .into();
+        let mut observed: BTreeMap<String, ObservedStack> = BTreeMap::new();
+        observed.insert("m".into(), running(D1));
+        observed.insert("gone".into(), running(D1));
         let p = plan(
             &d,
             &fps(&d, "fp"),
-            &BTreeMap::new(),
+            &observed,
             &BTreeMap::new(),
             &Options {
                 host: "h",
-                untrusted: Some(&untrusted),
+                prune: true,
+                gates: Some(&gates),
                 ..Default::default()
             },
         );
         let by: BTreeMap<&str, &Item> = p.items.iter().map(|i| (i.stack.as_str(), i)).collect();
-        assert_eq!(
-            by["a"].action,
-            Action::Skip {
-                why: Skip::Untrusted
-            }
-        );
-        assert_eq!(
-            by["a"].reason,
-            "untrusted commit 0123456789ab: unsigned commit"
-        );
+        let untrusted = Action::Skip {
+            why: Skip::Untrusted,
+        };
+        // Whatever the commit calls the environment.
+        assert_eq!(by["a"].action, untrusted);
+        assert_eq!(by["a"].reason, why);
         assert_eq!(by["c"].action, Action::Deploy);
+        // An unsigned commit can neither move a protected stack away nor
+        // delete it, even with prune.
+        assert_eq!(by["m"].action, untrusted, "{:?}", by["m"]);
+        assert_eq!(by["gone"].action, untrusted, "{:?}", by["gone"]);
+    }
+
+    #[test]
+    fn git_break_glass_counts_only_when_the_judge_allows_it() {
+        let d = desired(
+            &[
+                ("a", "promote_from: stg\nbreak_glass: {reason: hotfix}\n"),
+                ("stg", ""),
+            ],
+            None,
+        );
+        let host = Options {
+            host: "h",
+            ..Default::default()
+        };
+        let it = one(&d, "fp", None, LocalRecord::default(), host.clone());
+        assert!(
+            matches!(it.verdict, Some(Verdict::BreakGlass { .. })),
+            "{it:?}"
+        );
+        let gates: BTreeMap<String, Gate> = [(
+            "a".to_string(),
+            Gate {
+                host_gated: true,
+                git_break_glass: false,
+                ..Gate::of_commit(&d.stacks["a"])
+            },
+        )]
+        .into();
+        let it = one(
+            &d,
+            "fp",
+            None,
+            LocalRecord::default(),
+            Options {
+                gates: Some(&gates),
+                ..host
+            },
+        );
+        assert_eq!(it.action, Action::Skip { why: Skip::Blocked }, "{it:?}");
+        assert!(
+            it.reason.contains("break_glass in stack.yaml is ignored"),
+            "{}",
+            it.reason
+        );
+    }
+
+    #[test]
+    fn a_stack_moved_to_another_host_is_orphaned_or_pruned() {
+        let d = desired(&[("a", "hosts: [other]\n")], None);
+        let base = Options {
+            host: "h",
+            ..Default::default()
+        };
+        let it = one(
+            &d,
+            "fp",
+            Some(running(D1)),
+            LocalRecord::default(),
+            base.clone(),
+        );
+        assert_eq!(
+            it.action,
+            Action::Skip {
+                why: Skip::Orphaned
+            },
+            "{it:?}"
+        );
+        let it = one(
+            &d,
+            "fp",
+            Some(running(D1)),
+            LocalRecord::default(),
+            Options {
+                prune: true,
+                ..base
+            },
+        );
+        assert_eq!(it.action, Action::Remove, "{it:?}");
     }
 
     #[test]

@@ -846,6 +846,9 @@ fn render_entry(e: &VerifiedEntry, indent: usize) -> String {
         scalar(&e.host),
         scalar(&e.commit)
     ));
+    if let Some(sig) = &e.signature {
+        s.push_str(&format!("{p}  signature: {}\n", scalar(sig)));
+    }
     s
 }
 
@@ -913,6 +916,7 @@ mod tests {
 
     fn entry(version: &str, digest: char, host: &str) -> VerifiedEntry {
         VerifiedEntry {
+            signature: None,
             version: version.into(),
             images: [(
                 "web".to_string(),
@@ -980,6 +984,7 @@ mod tests {
             "",
         ] {
             let e = VerifiedEntry {
+                signature: None,
                 version: s.into(),
                 images: [("web".into(), s.into())].into(),
                 verified_at: s.into(),

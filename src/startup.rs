@@ -8,39 +8,15 @@ use crate::events::{EventSink, NoEvents};
 use crate::host::{Host, Reporter};
 use crate::release::Layout;
 use crate::state::LocalStore;
-use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to connect to the Docker engine: {}", .0.report())]
     Engine(#[source] engine::Error),
-    #[error("failed to load the signature policy of `{environment}`: {source}")]
-    Trust {
-        environment: String,
-        #[source]
-        source: crate::trust::Error,
-    },
+    #[error("failed to load the host's policy: {0}")]
+    Policy(#[from] crate::policy::Error),
     #[error("failed to set up notifications: {0}")]
     Notify(#[from] crate::notify::Error),
-}
-
-/// Loads the signature policy of every configured environment.
-///
-/// # Errors
-/// A policy file that cannot be read or parsed (named).
-pub fn trust_policies(cfg: &Config) -> Result<BTreeMap<String, crate::trust::Policy>, Error> {
-    cfg.file
-        .trust
-        .iter()
-        .map(|(env, t)| {
-            crate::trust::load_policy(t)
-                .map(|p| (env.clone(), p))
-                .map_err(|source| Error::Trust {
-                    environment: env.clone(),
-                    source,
-                })
-        })
-        .collect()
 }
 
 /// The engine, policies and notifier of one process.
@@ -50,7 +26,7 @@ pub struct Services {
     pub events: Box<dyn EventSink>,
     /// The configured notifier (also behind `events`), for [`Services::flush_events`].
     pub notifier: Option<crate::notify::Notifier>,
-    pub trust: BTreeMap<String, crate::trust::Policy>,
+    pub policy: crate::policy::HostPolicy,
 }
 
 impl Services {
@@ -89,7 +65,7 @@ impl Services {
         engine: Box<dyn Engine>,
         strict: bool,
     ) -> Result<Services, Error> {
-        let trust = trust_policies(&cfg)?;
+        let policy = crate::policy::HostPolicy::load(&cfg.file)?;
         let notifier = match crate::notify::Notifier::from_config(&cfg, &cfg.host, &cfg.root) {
             Ok(n) => n,
             Err(e) if !strict => {
@@ -107,7 +83,7 @@ impl Services {
             engine,
             events,
             notifier,
-            trust,
+            policy,
         })
     }
 
@@ -131,7 +107,7 @@ impl Services {
             min_disk_free_percent: self.cfg.min_disk_free_percent,
             reporter,
             events: self.events.as_ref(),
-            trust: &self.trust,
+            policy: &self.policy,
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum Error {
     },
     #[error("failed to write the verified marker")]
     Marker(#[source] release::Error),
+    #[error("failed to sign the verified entry with verified.signing_key: {0}")]
+    Sign(String),
 }
 
 /// The host's verified entries for a stack, oldest first; empty when the
@@ -66,8 +68,9 @@ pub fn read(layout: &Layout, stack: &str) -> Result<Vec<VerifiedEntry>, Error> {
 
 /// Records `version` with `images` (service -> pin) as verified on `host`:
 /// appends an entry unless one with the same version and images is there,
-/// and writes `verified/<stack>.txt`. Returns the entry and whether it was
-/// added.
+/// and writes `verified/<stack>.txt`. With `key` (the host's
+/// `verified.signing_key`) the entry is signed, so other hosts that trust
+/// the key count it. Returns the entry and whether it was added.
 ///
 /// # Guarantees
 /// Idempotent for the same version and images; the store is replaced
@@ -79,9 +82,10 @@ pub fn record(
     version: &str,
     images: &BTreeMap<String, ImageRef>,
     commit: Option<&str>,
+    key: Option<&ssh_key::PrivateKey>,
 ) -> Result<(VerifiedEntry, bool), Error> {
     let mut list = read(layout, stack)?;
-    let entry = VerifiedEntry {
+    let mut entry = VerifiedEntry {
         version: version.to_string(),
         images: images
             .iter()
@@ -90,7 +94,17 @@ pub fn record(
         verified_at: crate::history::now_rfc3339(),
         host: host.to_string(),
         commit: commit.unwrap_or("").to_string(),
+        signature: None,
     };
+    if let Some(key) = key {
+        let sig = crate::trust::sign(
+            key,
+            crate::desired::spec::VERIFIED_NAMESPACE,
+            &entry.signed_bytes(stack),
+        )
+        .map_err(Error::Sign)?;
+        entry.signature = Some(sig);
+    }
     let existing = list
         .iter()
         .find(|e| e.images == entry.images && e.version == entry.version)
@@ -125,10 +139,10 @@ mod tests {
         let images: BTreeMap<String, ImageRef> =
             [("web".into(), ImageRef::parse(&format!("app@{D}")).unwrap())].into();
         assert!(read(&layout, "s").unwrap().is_empty());
-        let (e, added) = record(&layout, "h", "s", "v1", &images, Some("c0")).unwrap();
+        let (e, added) = record(&layout, "h", "s", "v1", &images, Some("c0"), None).unwrap();
         assert!(added);
         assert_eq!(e.images["web"], format!("app@{D}"));
-        let (_, again) = record(&layout, "h", "s", "v1", &images, Some("c0")).unwrap();
+        let (_, again) = record(&layout, "h", "s", "v1", &images, Some("c0"), None).unwrap();
         assert!(!again, "idempotent");
         assert_eq!(read(&layout, "s").unwrap().len(), 1);
         assert_eq!(
@@ -139,7 +153,7 @@ mod tests {
         std::fs::write(layout.verified_store("s"), "verified: [ {").unwrap();
         let err = read(&layout, "s").unwrap_err();
         assert!(matches!(err, Error::Parse { .. }), "{err}");
-        assert!(record(&layout, "h", "s", "v2", &images, None).is_err());
+        assert!(record(&layout, "h", "s", "v2", &images, None, None).is_err());
         assert_eq!(
             std::fs::read_to_string(layout.verified_store("s")).unwrap(),
             "verified: [ {",

@@ -289,44 +289,20 @@ fn scenario2_unverified_pin_is_refused_until_break_glass() {
     );
 }
 
-/// An ed25519 key for signing commits, and an allowed_signers file for it.
-fn signing_key(h: &TestHost) -> (PathBuf, PathBuf) {
-    let key = h.tmp().join("signer");
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "approver", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is installed");
-    assert!(st.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let allowed = h.tmp().join("allowed_signers");
+/// A config requiring commits touching `stack` to be signed by the
+/// approver, whose key signs commits for the `git` namespace.
+fn signed_policy(h: &TestHost, stack: &str) -> (PathBuf, PathBuf) {
+    let s = h.ssh_signer("signer", "approver@example.com", "git");
+    let cfg = h.tmp().join("config.yaml");
     std::fs::write(
-        &allowed,
+        &cfg,
         format!(
-            "approver@example.com namespaces=\"git\" {}\n",
-            public.trim()
+            "signers: {{approvers: {{allowed_signers: {}}}}}\npolicy:\n  - {{stacks: [{stack}], signed_by: approvers}}\n",
+            s.allowed.display()
         ),
     )
     .unwrap();
-    (key, allowed)
-}
-
-fn commit_signed(h: &TestHost, key: &Path, msg: &str) -> String {
-    h.git(["add", "-A"]);
-    let signing = format!("user.signingkey={}", key.display());
-    h.git([
-        "-c",
-        "gpg.format=ssh",
-        "-c",
-        &signing,
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-S",
-        "-m",
-        msg,
-    ]);
-    h.git(["rev-parse", "HEAD"]).trim().to_string()
+    (s.key, cfg)
 }
 
 #[test]
@@ -334,16 +310,7 @@ fn signature_policy_blocks_unsigned_commits_for_production_only() {
     let h = TestHost::new();
     let f = Fixtures::require();
     let p = Pair::new(&h);
-    let (key, allowed) = signing_key(&h);
-    let cfg = h.tmp().join("config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "trust: {{production: {{allowed_signers: {}}}}}\n",
-            allowed.display()
-        ),
-    )
-    .unwrap();
+    let (key, cfg) = signed_policy(&h, &p.prod);
     let with_cfg = |args: &[&str]| {
         let mut c = h.cmd([std::ffi::OsStr::new("--config"), cfg.as_os_str()]);
         c.args(args);
@@ -354,7 +321,7 @@ fn signature_policy_blocks_unsigned_commits_for_production_only() {
     h.git(["init", "-q", "-b", "main"]);
     p.staging(&h, &f.v1, "v1");
     p.production(&h, &f.v1, "v1");
-    commit_signed(&h, &key, "v1, signed");
+    h.commit_signed(&key, "v1, signed");
     with_cfg(&["sync"]).run().ok();
     h.serves(p.prod_port, "stackpin-test-app v1");
     let prod_release = h.link_target(&p.prod).unwrap();
@@ -364,7 +331,10 @@ fn signature_policy_blocks_unsigned_commits_for_production_only() {
     p.staging(&h, &f.v2, "v2");
     p.production(&h, &f.v2, "v2");
     let sha = h.commit("v2, unsigned");
-    let reason = format!("untrusted commit {}: unsigned commit", &sha[..12]);
+    let reason = format!(
+        "untrusted commit {}: unsigned commit (signer set `approvers`)",
+        &sha[..12]
+    );
     let out = with_cfg(&["sync"]).run().code(1);
     let lines = out.stdout();
     assert!(
@@ -390,8 +360,10 @@ fn signature_policy_blocks_unsigned_commits_for_production_only() {
         "{}",
         h.history()
     );
-    // The approver signs the change: production converges.
-    commit_signed(&h, &key, "v2, approved and signed");
+    // The approver signs the change itself (an empty signed commit on top
+    // would not do: tests/forgery.rs): production converges.
+    h.git(["reset", "-q", "--soft", "HEAD~1"]);
+    h.commit_signed(&key, "v2, approved and signed");
     with_cfg(&["sync"]).run().ok();
     h.serves(p.prod_port, "stackpin-test-app v2");
 }
@@ -404,20 +376,14 @@ fn status_and_plan_show_the_signature_verdict() {
     let h = TestHost::new();
     let f = Fixtures::require();
     let p = Pair::new(&h);
-    let (_key, allowed) = signing_key(&h);
-    let cfg = h.tmp().join("config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "trust: {{production: {{allowed_signers: {}}}}}\n",
-            allowed.display()
-        ),
-    )
-    .unwrap();
+    let (_key, cfg) = signed_policy(&h, &p.prod);
     p.staging(&h, &f.v1, "v1");
     p.production(&h, &f.v1, "v1");
     let sha = h.commit("unsigned");
-    let reason = format!("untrusted commit {}: unsigned commit", &sha[..12]);
+    let reason = format!(
+        "untrusted commit {}: unsigned commit (signer set `approvers`)",
+        &sha[..12]
+    );
     let with_cfg = |args: &[&str]| {
         let mut c = h.cmd([std::ffi::OsStr::new("--config"), cfg.as_os_str()]);
         c.args(args);
@@ -448,10 +414,15 @@ fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
     write_stack(&h, &p.stg, "staging", &f.v1, p.stg_port, "v1", "");
     h.commit("staging v1");
     let remote = h.bare_remote();
+    // staging-1 signs what it verifies; prod-1 lists its key as a verifier.
+    let marker_key = h.ssh_signer("staging-1-key", "staging-1", "stackpin-verified");
     let cfg = h.tmp().join("config.yaml");
     std::fs::write(
         &cfg,
-        "host: staging-1\nverified: {publish: true, author: \"stackpin <stackpin@staging-1>\"}\n",
+        format!(
+            "host: staging-1\nverified: {{publish: true, author: \"stackpin <stackpin@staging-1>\", signing_key: {}}}\n",
+            marker_key.key.display()
+        ),
     )
     .unwrap();
     // Host "staging-1": root, state and config of its own; reads the bare remote.
@@ -567,9 +538,13 @@ fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
     assert!(validate_errors(&h, &checkout, &p.prod).is_empty());
     let other_root = h.tmp().join("other-root");
     std::fs::create_dir_all(&other_root).unwrap();
-    let plan = h
-        .cmd_raw([
+    let prod_plan = |config: &str| {
+        let other_cfg = h.tmp().join("prod-1.yaml");
+        std::fs::write(&other_cfg, config).unwrap();
+        h.cmd_raw([
             OsString::from("--json"),
+            "--config".into(),
+            other_cfg.into(),
             "--root".into(),
             other_root.clone().into(),
             "--repo".into(),
@@ -581,7 +556,24 @@ fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
         ])
         .run()
         .ok()
-        .json();
+        .json()
+    };
+    // Without a verifier for the source, a marker in git proves nothing.
+    let plan = prod_plan("{}\n");
+    assert_eq!(plan[0]["verdict"]["verdict"], "refused", "{plan}");
+    assert!(
+        plan[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no verifiers for {}", p.stg)),
+        "{plan}"
+    );
+    let trusting = format!(
+        "signers: {{staging-hosts: {{allowed_signers: {}}}}}\nverifiers: {{{}: staging-hosts}}\n",
+        marker_key.allowed.display(),
+        p.stg
+    );
+    let plan = prod_plan(&trusting);
     assert_eq!(plan[0]["verdict"]["verdict"], "pass", "{plan}");
     assert_eq!(plan[0]["verdict"]["version"], "v1", "{plan}");
 

@@ -126,7 +126,9 @@ fn plan_shows_every_action_and_changes_nothing() {
         (&quar, "skip", "quarantined", "quarantined"),
         (&held, "skip", "held", "investigating"),
         (&gone, "skip", "orphaned", "prune is off"),
-        (&away, "skip", "not_for_this_host", "another-host"),
+        // Deployed here, then moved: orphaned (prune is off), not ignored.
+        (&away, "skip", "orphaned", "another-host"),
+        (&stg, "skip", "not_for_this_host", "another-host"),
         (&gated, "skip", "blocked", "unverified: web=sha256:"),
         (&bad, "skip", "invalid", "has errors"),
     ];

@@ -65,6 +65,39 @@ pub fn options(a: &Args, cfg: &crate::config::Config) -> anyhow::Result<daemon::
     })
 }
 
+/// What the host enforces for each stack of the desired state, when it can
+/// be read here (a local repository, or the daemon's mirror is not read:
+/// `plan` on the host shows the same per stack).
+fn effective_policy(
+    cfg: &crate::config::Config,
+    policy: &crate::policy::HostPolicy,
+) -> serde_json::Value {
+    match setup::load_desired(cfg) {
+        Ok(desired) => {
+            let mut out = serde_json::Map::new();
+            for name in desired.stacks.keys().chain(desired.invalid.iter()) {
+                let e = policy.effective(name);
+                let commit_gate = desired
+                    .stacks
+                    .get(name)
+                    .and_then(|s| s.spec.promote_from.clone());
+                out.insert(
+                    name.clone(),
+                    serde_json::json!({
+                        "signed_by": e.signed_by,
+                        "promote_from": e.promote_from.as_ref().or(commit_gate.as_ref()),
+                        "gate_from": if e.promote_from.is_some() { "host" } else if commit_gate.is_some() { "commit" } else { "none" },
+                        "break_glass_by": e.break_glass_by,
+                        "rules": e.rules,
+                    }),
+                );
+            }
+            serde_json::Value::Object(out)
+        }
+        Err(e) => serde_json::json!(format!("not shown: {e:#}")),
+    }
+}
+
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
     let opts = options(&a, &cfg)?;
@@ -91,7 +124,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             shown["token_file"] = serde_json::json!(r.token_file);
         }
         shown["notify"] = serde_json::to_value(&cfg.file.notify)?;
-        shown["trust"] = serde_json::to_value(&cfg.file.trust)?;
+        let policy = crate::policy::HostPolicy::load(&cfg.file)?;
+        shown["signers"] = serde_json::to_value(&cfg.file.signers)?;
+        shown["policy"] = serde_json::to_value(&cfg.file.policy)?;
+        shown["verifiers"] = serde_json::to_value(&cfg.file.verifiers)?;
+        shown["effective_policy"] = effective_policy(&cfg, &policy);
         shown["verified"] = serde_json::to_value(&cfg.file.verified)?;
         if cfg.repo.is_none() {
             anyhow::bail!(

@@ -78,6 +78,7 @@ pub fn load_desired(cfg: &Config) -> anyhow::Result<DesiredState> {
         let mut st = desired::load(&tree);
         st.commit = Some(tree.commit_id());
         st.repo_path = Some(path.to_path_buf());
+        st.base = tree.base().to_string();
         return Ok(st);
     }
     let dir = if base == "." {

@@ -19,12 +19,12 @@ pub struct Args {
 pub fn gate_findings(state: &desired::DesiredState) -> Vec<Finding> {
     let mut out = Vec::new();
     for (name, s) in &state.stacks {
-        let src = s.spec.promote_from.as_deref();
-        let entries = src
-            .and_then(|s| state.verified.get(s))
+        let promote = s.spec.promote_from.as_ref();
+        let entries = promote
+            .and_then(|p| state.verified.get(&p.stack))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let verdict = gate::promotion(src, &s.pins, entries, s.break_glass_reason());
+        let verdict = gate::promotion(promote, &s.pins, entries, s.break_glass_reason());
         let mut sink = Sink::new(Some(name), format!("stacks/{name}/stack.yaml"), &mut out);
         match verdict {
             Verdict::Refused { source, missing } => sink.error(

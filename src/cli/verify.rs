@@ -86,6 +86,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         );
         return Ok(Status::Failed);
     }
+    let policy = crate::policy::HostPolicy::load(&cfg.file)?;
     let (entry, added) = crate::verified::record(
         &layout,
         &cfg.host,
@@ -93,6 +94,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         &meta.version,
         &meta.images,
         meta.commit.as_deref(),
+        policy.signing_key.as_ref(),
     )?;
     let notes = if added {
         format!("verified by hand: release {}", rel.id)

@@ -74,7 +74,12 @@ impl Stack {
             .depends_on
             .iter()
             .map(String::as_str)
-            .chain(self.spec.promote_from.as_deref())
+            .chain(self.promote_source())
+    }
+
+    /// The stack `promote_from` names, if any.
+    pub fn promote_source(&self) -> Option<&str> {
+        self.spec.promote_from.as_ref().map(|p| p.stack.as_str())
     }
 
     pub fn break_glass_reason(&self) -> Option<&str> {
@@ -94,6 +99,9 @@ pub struct DesiredState {
     pub commit: Option<String>,
     /// The git repository the commit is in (for signature checks).
     pub repo_path: Option<std::path::PathBuf>,
+    /// Where the desired state sits inside that repository (`repo.path`;
+    /// empty: the root), for the signed-history check.
+    pub base: String,
     pub repo: RepoConfig,
     pub stacks: BTreeMap<String, Stack>,
     /// Stacks set aside because of errors, with the reason in `findings`.
@@ -424,7 +432,18 @@ fn cross_stack_checks(st: &mut DesiredState, findings: &mut Vec<Finding>) {
                 bad.insert(name.clone());
             }
         }
-        if let Some(src) = &s.spec.promote_from {
+        if let Some(p) = &s.spec.promote_from {
+            let src = &p.stack;
+            for ours in p.services.keys() {
+                if !s.pins.contains_key(ours) {
+                    sink.error(
+                        format!("promote_from.services.{ours}"),
+                        format!("`{ours}` is not a service of this stack's compose file"),
+                        "map each of this stack's services to the source service whose verified digest it runs",
+                    );
+                    bad.insert(name.clone());
+                }
+            }
             if src == name {
                 sink.error(
                     "promote_from",

@@ -41,7 +41,7 @@ pub struct StackSpec {
     pub env_files: Vec<String>,
     #[serde(default)]
     pub marks_verified: bool,
-    pub promote_from: Option<String>,
+    pub promote_from: Option<PromoteFrom>,
     pub break_glass: Option<BreakGlass>,
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -50,6 +50,64 @@ pub struct StackSpec {
     pub keep_releases: Option<u32>,
     pub smoke: Option<Smoke>,
     pub backup: Option<Backup>,
+}
+
+/// `promote_from: <stack>` (same service names) or
+/// `promote_from: {stack: <stack>, services: {<ours>: <theirs>}}`: a service
+/// named in `services` must run the digest the source verified for the
+/// service it maps to; every other service, its own name's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromoteFrom {
+    pub stack: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, String>,
+}
+
+impl PromoteFrom {
+    pub fn stack(stack: &str) -> PromoteFrom {
+        PromoteFrom {
+            stack: stack.to_string(),
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// The source's service whose verified digest `service` must run.
+    pub fn source_service<'a>(&'a self, service: &'a str) -> &'a str {
+        self.services
+            .get(service)
+            .map(String::as_str)
+            .unwrap_or(service)
+    }
+}
+
+impl<'de> Deserialize<'de> for PromoteFrom {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Long {
+            stack: String,
+            #[serde(default)]
+            services: BTreeMap<String, String>,
+        }
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(PromoteFrom::stack(&s)),
+            v @ serde_json::Value::Object(_) => {
+                let l: Long = serde_json::from_value(v).map_err(|e| {
+                    D::Error::custom(format!(
+                        "promote_from: {e}; write `promote_from: STACK` or `promote_from: {{stack: STACK, services: {{OURS: THEIRS}}}}`"
+                    ))
+                })?;
+                Ok(PromoteFrom {
+                    stack: l.stack,
+                    services: l.services,
+                })
+            }
+            other => Err(D::Error::custom(format!(
+                "promote_from must be a stack name or {{stack, services}}, not {other}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -160,6 +218,31 @@ pub struct VerifiedEntry {
     pub verified_at: String,
     pub host: String,
     pub commit: String,
+    /// The verifying host's SSH signature (namespace `stackpin-verified`)
+    /// over [`VerifiedEntry::signed_bytes`]; entries without one count
+    /// only on the host that recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// The namespace of verified-marker signatures.
+pub const VERIFIED_NAMESPACE: &str = "stackpin-verified";
+
+impl VerifiedEntry {
+    /// The canonical bytes a marker signature covers: one compact JSON
+    /// object, keys in this fixed order (stack, version, images sorted by
+    /// service, verified_at, host, commit).
+    pub fn signed_bytes(&self, stack: &str) -> Vec<u8> {
+        let v = serde_json::json!({
+            "stack": stack,
+            "version": self.version,
+            "images": self.images,
+            "verified_at": self.verified_at,
+            "host": self.host,
+            "commit": self.commit,
+        });
+        serde_json::to_vec(&v).expect("a JSON value always serializes")
+    }
 }
 
 /// `env:` values may be written as numbers or booleans in YAML; they all end

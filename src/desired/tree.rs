@@ -173,6 +173,12 @@ impl GitTree {
         self.commit.to_string()
     }
 
+    /// The directory inside the repository the tree is read from (empty:
+    /// the root).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn full(&self, rel: &str) -> String {
         match (self.base.is_empty(), rel.is_empty() || rel == ".") {
             (true, _) => rel.to_string(),

@@ -3,10 +3,11 @@
 //! host's records and the signature verdicts — for `sync`, `plan`, `status`
 //! and the daemon alike, so that they cannot disagree.
 
+use crate::desired::spec::VERIFIED_NAMESPACE;
 use crate::desired::{DesiredState, Stack};
 use crate::host::Host;
 use crate::observed::{self, StackObservation};
-use crate::plan::{self, LocalRecord, ObservedStack, Plan};
+use crate::plan::{self, Gate, LocalRecord, ObservedStack, Plan};
 use crate::release::{self, Rendered};
 use crate::smoke;
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,8 +70,8 @@ pub struct PlanInputs {
     pub rendered: BTreeMap<String, Result<Rendered, RenderError>>,
     pub observed: BTreeMap<String, StackObservation>,
     pub local: BTreeMap<String, LocalRecord>,
-    /// environment -> `untrusted commit <sha>: <why>`.
-    pub untrusted: BTreeMap<String, String>,
+    /// Each stack's judged policy (see [`judge`]).
+    pub gates: BTreeMap<String, Gate>,
 }
 
 impl PlanInputs {
@@ -79,17 +80,17 @@ impl PlanInputs {
     /// An engine that does not answer leaves the containers unobserved and
     /// says so in each observation's problems.
     pub async fn gather(host: &Host<'_>, desired: &DesiredState, names: &[String]) -> PlanInputs {
-        let untrusted = super::untrusted_environments(host.trust, desired);
-        PlanInputs::gather_with(host, desired, names, untrusted).await
+        let gates = judge(host, desired);
+        PlanInputs::gather_with(host, desired, names, gates).await
     }
 
-    /// [`PlanInputs::gather`] with the signature verdicts already known (a
-    /// run checks the commit once, then gathers stack by stack).
+    /// [`PlanInputs::gather`] with the policy already judged (a run judges
+    /// the commit once, then gathers stack by stack).
     pub async fn gather_with(
         host: &Host<'_>,
         desired: &DesiredState,
         names: &[String],
-        untrusted: BTreeMap<String, String>,
+        gates: BTreeMap<String, Gate>,
     ) -> PlanInputs {
         let names = if names.is_empty() {
             all_names(host, desired)
@@ -97,7 +98,7 @@ impl PlanInputs {
             names.to_vec()
         };
         let mut inputs = PlanInputs {
-            untrusted,
+            gates,
             ..Default::default()
         };
         for name in &names {
@@ -110,15 +111,16 @@ impl PlanInputs {
             }
             let obs = observed::observe(&host.layout, host.engine, name).await;
             inputs.observed.insert(name.clone(), obs);
-            let sources = std::iter::once(name.as_str()).chain(
-                desired
-                    .stacks
-                    .get(name)
-                    .and_then(|s| s.spec.promote_from.as_deref()),
-            );
+            let source = inputs
+                .gates
+                .get(name)
+                .and_then(|g| g.promote.as_ref())
+                .map(|p| p.stack.clone());
+            let sources = std::iter::once(name.clone()).chain(source);
             for n in sources {
-                if !inputs.local.contains_key(n) {
-                    inputs.local.insert(n.to_string(), local_record(host, n));
+                if let std::collections::btree_map::Entry::Vacant(v) = inputs.local.entry(n) {
+                    let rec = local_record(host, v.key());
+                    v.insert(rec);
                 }
             }
         }
@@ -149,7 +151,7 @@ impl PlanInputs {
                 prune: opts.prune.unwrap_or(desired.repo.prune),
                 break_glass: opts.break_glass.as_deref(),
                 only: &self.names,
-                untrusted: Some(&self.untrusted),
+                gates: Some(&self.gates),
             },
         );
         for item in &mut p.items {
@@ -211,4 +213,136 @@ pub fn local_record(host: &Host<'_>, stack: &str) -> LocalRecord {
         held,
         verified,
     }
+}
+
+/// Judges every stack of the desired state and of this host against the
+/// host's policy: the gate that applies, whether the commit and its history
+/// are trusted for the stack, whether git's `break_glass:` may count, and
+/// which of the source's git markers carry a trusted verifier's signature.
+/// Reads the git repository and this host's records; changes nothing.
+pub fn judge(host: &Host<'_>, desired: &DesiredState) -> BTreeMap<String, Gate> {
+    let repo = desired
+        .repo_path
+        .as_ref()
+        .and_then(|p| git2::Repository::open(p).ok());
+    let now = chrono::Utc::now();
+    let mut out = BTreeMap::new();
+    for name in all_names(host, desired) {
+        let eff = host.policy.effective(&name);
+        let stack = desired.stacks.get(&name);
+        let mut gate = match stack {
+            Some(s) => Gate::of_commit(s),
+            None => Gate::default(),
+        };
+        if let Some(p) = &eff.promote_from {
+            if let Some(s) = stack
+                && s.spec.promote_from.as_ref().is_some_and(|c| c != p)
+            {
+                tracing::warn!(
+                    stack = name,
+                    "promote_from in stack.yaml differs from the host's policy: the host's applies"
+                );
+            }
+            gate.promote = Some(p.clone());
+            gate.host_gated = true;
+        }
+        let sets = host.policy.sets(&eff.signed_by);
+        if !sets.is_empty() {
+            gate.untrusted = signed_history(host, desired, repo.as_ref(), &name, &sets, now).err();
+        }
+        if gate.host_gated {
+            let approvers = host.policy.sets(&eff.break_glass_by);
+            gate.git_break_glass = !approvers.is_empty()
+                && match (&repo, &desired.commit) {
+                    (Some(r), Some(c)) => approvers
+                        .iter()
+                        .all(|(_, p)| crate::trust::verify_commit(r, c, p, now).is_trusted()),
+                    _ => false,
+                };
+        }
+        if let Some(p) = &gate.promote {
+            let (good, ignored) = trusted_markers(host, desired, &p.stack, now);
+            gate.git_entries = good;
+            gate.ignored = ignored;
+        }
+        out.insert(name, gate);
+    }
+    out
+}
+
+/// The desired commit and every commit since the stack's deployed one that
+/// changes its directory are signed by every set in `sets`.
+fn signed_history(
+    host: &Host<'_>,
+    desired: &DesiredState,
+    repo: Option<&git2::Repository>,
+    name: &str,
+    sets: &[(&str, &crate::trust::Policy)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), String> {
+    let (Some(repo), Some(tip)) = (repo, desired.commit.as_deref()) else {
+        return Err(
+            "the desired state is not a git commit, so its signature cannot be checked".into(),
+        );
+    };
+    let base = release::read_current(&host.layout, name)
+        .ok()
+        .flatten()
+        .and_then(|c| c.commit);
+    let path = if desired.base.is_empty() {
+        format!("stacks/{name}")
+    } else {
+        format!("{}/stacks/{name}", desired.base)
+    };
+    crate::trust::history::check(repo, tip, base.as_deref(), &path, sets, now)
+}
+
+/// The entries of `verified/<source>.yaml` that a verifier this host trusts
+/// for `source` signed, and why each other entry does not count.
+fn trusted_markers(
+    host: &Host<'_>,
+    desired: &DesiredState,
+    source: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Vec<crate::desired::spec::VerifiedEntry>, Vec<String>) {
+    let Some(entries) = desired.verified.get(source).filter(|e| !e.is_empty()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let Some((set, keys)) = host.policy.verifiers_of(source) else {
+        return (
+            Vec::new(),
+            vec![format!(
+                "{} entr{} of verified/{source}.yaml (no verifiers for {source} in this host's config: add `verifiers: {{{source}: SIGNER_SET}}`)",
+                entries.len(),
+                if entries.len() == 1 { "y" } else { "ies" }
+            )],
+        );
+    };
+    let mut good = Vec::new();
+    let mut ignored = Vec::new();
+    for e in entries {
+        let why = match &e.signature {
+            None => "unsigned".to_string(),
+            Some(sig) => {
+                match crate::trust::verify_ssh(
+                    keys,
+                    sig,
+                    &e.signed_bytes(source),
+                    VERIFIED_NAMESPACE,
+                    now,
+                ) {
+                    crate::trust::Verdict::Trusted { .. } => {
+                        good.push(e.clone());
+                        continue;
+                    }
+                    crate::trust::Verdict::Untrusted { why } => why,
+                }
+            }
+        };
+        ignored.push(format!(
+            "verified/{source}.yaml entry {} from {}: {why} (signer set `{set}`)",
+            e.version, e.host
+        ));
+    }
+    (good, ignored)
 }

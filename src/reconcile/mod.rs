@@ -97,7 +97,7 @@ pub async fn sync(host: &Host<'_>, desired: &DesiredState, opts: &SyncOptions) -
         },
         ..Default::default()
     };
-    let untrusted = untrusted_environments(host.trust, desired);
+    let gates = inputs::judge(host, desired);
     let names: Vec<String> = inputs::all_names(host, desired)
         .into_iter()
         .filter(|n| opts.only.is_empty() || opts.only.contains(n))
@@ -128,9 +128,9 @@ pub async fn sync(host: &Host<'_>, desired: &DesiredState, opts: &SyncOptions) -
                 break;
             };
             let n = pending.remove(pos);
-            let untrusted = untrusted.clone();
+            let gates = gates.clone();
             running.push(async move {
-                let r = sync_stack(host, desired, &n, opts, untrusted).await;
+                let r = sync_stack(host, desired, &n, opts, gates).await;
                 (n, r)
             });
         }
@@ -157,7 +157,7 @@ pub async fn sync_stack(
     desired: &DesiredState,
     name: &str,
     opts: &SyncOptions,
-    untrusted: BTreeMap<String, String>,
+    gates: BTreeMap<String, crate::plan::Gate>,
 ) -> (StackResult, Option<Item>) {
     let _lock = if opts.dry_run {
         None
@@ -192,7 +192,7 @@ pub async fn sync_stack(
     {
         tracing::warn!(stack = name, "failed to remove temporary leftovers: {e}");
     }
-    let mut inputs = PlanInputs::gather_with(host, desired, &[name.to_string()], untrusted).await;
+    let mut inputs = PlanInputs::gather_with(host, desired, &[name.to_string()], gates).await;
     let plan = inputs.plan(&host.name, desired, &opts.plan_options());
     let Some(item) = plan.items.into_iter().next() else {
         let r = StackResult::new(
@@ -465,49 +465,6 @@ pub async fn prune_stack(host: &Host<'_>, name: &str, obs: &StackObservation) ->
         stages: st.into_list(),
         ..StackResult::new(name, outcome, None, msg)
     }
-}
-
-/// Checks the desired commit against the signature policy of every
-/// environment that has one: environment -> `untrusted commit <sha>: <why>`.
-pub fn untrusted_environments(
-    trust: &BTreeMap<String, crate::trust::Policy>,
-    desired: &DesiredState,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if trust.is_empty() {
-        return out;
-    }
-    let envs: std::collections::BTreeSet<&str> =
-        desired.stacks.values().map(|s| s.environment()).collect();
-    let repo = desired
-        .repo_path
-        .as_ref()
-        .and_then(|p| git2::Repository::open(p).ok());
-    for env in envs {
-        let Some(policy) = trust.get(env) else {
-            continue;
-        };
-        let why = match (&repo, &desired.commit) {
-            (Some(r), Some(c)) => {
-                match crate::trust::verify_commit(r, c, policy, chrono::Utc::now()) {
-                    crate::trust::Verdict::Trusted { signer, method } => {
-                        tracing::debug!(environment = env, %signer, method, "desired commit is trusted");
-                        continue;
-                    }
-                    crate::trust::Verdict::Untrusted { why } => why,
-                }
-            }
-            _ => "the desired state is not a git commit, so its signature cannot be checked"
-                .to_string(),
-        };
-        let sha = desired
-            .commit
-            .as_deref()
-            .map(|c| &c[..12.min(c.len())])
-            .unwrap_or("-");
-        out.insert(env.to_string(), format!("untrusted commit {sha}: {why}"));
-    }
-    out
 }
 
 fn env_of(host: &Host<'_>, stack: &str) -> (String, String) {

@@ -332,6 +332,7 @@ fn record(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
                     &meta.version,
                     &meta.images,
                     meta.commit.as_deref(),
+                    host.policy.signing_key.as_ref(),
                 )
             {
                 tracing::error!(stack = %sw.stack, "{e}");

@@ -30,7 +30,7 @@ struct Bed {
     dir: tempfile::TempDir,
     engine: MemoryEngine,
     events: Events,
-    trust: BTreeMap<String, crate::trust::Policy>,
+    policy: crate::policy::HostPolicy,
     disk_free: u8,
 }
 
@@ -47,7 +47,7 @@ impl Bed {
             dir: tempfile::tempdir().unwrap(),
             engine,
             events: Events::default(),
-            trust: BTreeMap::new(),
+            policy: Default::default(),
             disk_free: 0,
         }
     }
@@ -66,7 +66,7 @@ impl Bed {
             min_disk_free_percent: self.disk_free,
             reporter: &LogReporter,
             events: &self.events,
-            trust: &self.trust,
+            policy: &self.policy,
         }
     }
 

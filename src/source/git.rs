@@ -353,6 +353,7 @@ impl GitSource {
         state.commit = Some(tree.commit_id());
         // Signature checks read the commit from the mirror.
         state.repo_path = Some(self.mirror.clone());
+        state.base = tree.base().to_string();
         Ok(state)
     }
 

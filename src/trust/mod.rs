@@ -12,6 +12,7 @@
 //! namespace, and the entry must be valid at the verification time.
 
 pub mod allowed_signers;
+pub mod history;
 pub mod openpgp;
 
 use allowed_signers::{AllowedSigners, SignerEntry, Validity};
@@ -39,6 +40,8 @@ pub enum Error {
     },
     #[error("failed to load OpenPGP keys from {}: {reason}", path.display())]
     OpenPgp { path: PathBuf, reason: String },
+    #[error("failed to load the signing key {}: {reason}", path.display())]
+    SigningKey { path: PathBuf, reason: String },
 }
 
 /// The signers one environment trusts.
@@ -138,7 +141,7 @@ pub fn verify_commit(
     };
     let signature = signature.trim_start();
     if signature.starts_with("-----BEGIN SSH SIGNATURE-----") {
-        verify_ssh(policy, signature, &signed_data, now)
+        verify_ssh(policy, signature, &signed_data, GIT_NAMESPACE, now)
     } else if signature.starts_with("-----BEGIN PGP SIGNATURE-----") {
         match openpgp::verify(&policy.openpgp, signature, &signed_data) {
             Ok(signer) => Verdict::Trusted {
@@ -155,7 +158,49 @@ pub fn verify_commit(
     }
 }
 
-fn verify_ssh(policy: &Policy, armored: &str, data: &[u8], now: DateTime<Utc>) -> Verdict {
+/// Signs `data` the way `ssh-keygen -Y sign -n NAMESPACE` does (SHA-512),
+/// returning the armored signature.
+///
+/// # Errors
+/// The key cannot sign (an encrypted key, an unsupported algorithm).
+pub fn sign(key: &ssh_key::PrivateKey, namespace: &str, data: &[u8]) -> Result<String, String> {
+    let sig = ssh_key::SshSig::sign(key, namespace, ssh_key::HashAlg::Sha512, data)
+        .map_err(|e| e.to_string())?;
+    sig.to_pem(ssh_key::LineEnding::LF)
+        .map_err(|e| e.to_string())
+}
+
+/// Reads an OpenSSH private key for signing (unencrypted).
+///
+/// # Errors
+/// The file cannot be read or is not an unencrypted OpenSSH private key.
+pub fn load_signing_key(path: &std::path::Path) -> Result<ssh_key::PrivateKey, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let key = ssh_key::PrivateKey::from_openssh(&text).map_err(|e| Error::SigningKey {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if key.is_encrypted() {
+        return Err(Error::SigningKey {
+            path: path.to_path_buf(),
+            reason: "the key is encrypted; the daemon signs unattended, so it needs an unencrypted key readable only by it (mode 0600)".into(),
+        });
+    }
+    Ok(key)
+}
+
+/// Checks an armored SSH signature over `data` in `namespace` against the
+/// allowed signers of `policy` (the same rules as commit signatures).
+pub fn verify_ssh(
+    policy: &Policy,
+    armored: &str,
+    data: &[u8],
+    namespace: &str,
+    now: DateTime<Utc>,
+) -> Verdict {
     let Some(signers) = &policy.allowed_signers else {
         return Verdict::untrusted("no SSH allowed_signers configured");
     };
@@ -163,9 +208,9 @@ fn verify_ssh(policy: &Policy, armored: &str, data: &[u8], now: DateTime<Utc>) -
         Ok(sig) => sig,
         Err(e) => return Verdict::untrusted(format!("malformed SSH signature: {e}")),
     };
-    if sig.namespace() != GIT_NAMESPACE {
+    if sig.namespace() != namespace {
         return Verdict::untrusted(format!(
-            "signature namespace {:?} is not {GIT_NAMESPACE:?}",
+            "signature namespace {:?} is not {namespace:?}",
             sig.namespace()
         ));
     }
@@ -180,11 +225,11 @@ fn verify_ssh(policy: &Policy, armored: &str, data: &[u8], now: DateTime<Utc>) -
     let for_git: Vec<&SignerEntry> = listed
         .iter()
         .copied()
-        .filter(|e| e.allows_namespace(GIT_NAMESPACE))
+        .filter(|e| e.allows_namespace(namespace))
         .collect();
     if for_git.is_empty() {
         return Verdict::untrusted(format!(
-            "namespace {GIT_NAMESPACE:?} not allowed for {}",
+            "namespace {namespace:?} not allowed for {}",
             first.principal()
         ));
     }
@@ -218,7 +263,7 @@ fn verify_ssh(policy: &Policy, armored: &str, data: &[u8], now: DateTime<Utc>) -
         return Verdict::untrusted(refusal.unwrap_or_default());
     };
 
-    match entry.key.verify(GIT_NAMESPACE, data, &sig) {
+    match entry.key.verify(namespace, data, &sig) {
         Ok(()) => Verdict::Trusted {
             signer: entry.principal(),
             method: "ssh",

@@ -536,6 +536,52 @@ impl TestHost {
         remote
     }
 
+    // ---- signing ----
+
+    /// A fresh ed25519 key `<tmp>/<name>` and an allowed_signers file
+    /// `<tmp>/<name>.allowed` listing it as `principal` for `namespaces`
+    /// (`git`, `stackpin-verified`, …).
+    pub fn ssh_signer(&self, name: &str, principal: &str, namespaces: &str) -> SshSigner {
+        let key = self.tmp().join(name);
+        let mut c = Command::new("ssh-keygen");
+        c.args(["-q", "-t", "ed25519", "-N", "", "-C", principal, "-f"])
+            .arg(&key);
+        self.command(c).run().ok();
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let allowed = self.tmp().join(format!("{name}.allowed"));
+        std::fs::write(
+            &allowed,
+            format!(
+                "{principal} namespaces=\"{namespaces}\" {}\n",
+                public.trim()
+            ),
+        )
+        .unwrap();
+        SshSigner { key, allowed }
+    }
+
+    /// Commits everything in the repo, signed with the SSH key `key`.
+    pub fn commit_signed(&self, key: &Path, msg: &str) -> String {
+        if !self.repo().join(".git").exists() {
+            self.git(["init", "-q", "-b", "main"]);
+        }
+        self.git(["add", "-A"]);
+        let signing = format!("user.signingkey={}", key.display());
+        self.git([
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &signing,
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-S",
+            "-m",
+            msg,
+        ]);
+        self.git(["rev-parse", "HEAD"]).trim().to_string()
+    }
+
     /// Pushes `main` to `origin` (forced: rewriting its history).
     pub fn push(&self, force: bool) {
         if force {
@@ -544,6 +590,13 @@ impl TestHost {
             self.git(["push", "-q", "origin", "main"]);
         }
     }
+}
+
+/// An SSH signing key and an allowed_signers file that lists it.
+#[derive(Debug, Clone)]
+pub struct SshSigner {
+    pub key: PathBuf,
+    pub allowed: PathBuf,
 }
 
 /// A stack of the fixture app, written into a [`TestHost`]'s repo: one

@@ -1,0 +1,176 @@
+//! What this host enforces (SPEC §5, the trust model): which stacks need
+//! signed commits and from whom, which must pass the promotion gate from
+//! which source, whose verified markers count and who may break the glass.
+//!
+//! All of it comes from the host's config and key files, never from the
+//! commit being judged: a commit can add a gate (`promote_from:` in
+//! `stack.yaml` still applies when the host names none) but cannot remove,
+//! rename or open one the host names. [`HostPolicy::effective`] is pure; the
+//! files are read once by [`HostPolicy::load`].
+
+use crate::config::{FileConfig, PolicyRule};
+use crate::desired::spec::PromoteFrom;
+use crate::trust::{self, allowed_signers::match_pattern_list};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to load signer set `{name}`: {source}")]
+    Signers {
+        name: String,
+        #[source]
+        source: trust::Error,
+    },
+    #[error(
+        "{field} names signer set `{name}`, which is not defined: add it under `signers:` ({known})"
+    )]
+    UnknownSet {
+        field: String,
+        name: String,
+        known: String,
+    },
+    #[error("policy[{index}].stacks is empty: list stack names or globs (`*` for every stack)")]
+    NoStacks { index: usize },
+    #[error("verified.signing_key: {0}")]
+    SigningKey(#[source] trust::Error),
+}
+
+/// The host's policy, its key files read.
+#[derive(Debug, Default)]
+pub struct HostPolicy {
+    pub signers: BTreeMap<String, trust::Policy>,
+    pub rules: Vec<PolicyRule>,
+    /// Source stack pattern -> signer set, in config order.
+    pub verifiers: Vec<(String, String)>,
+    /// This host's key for signing the verified entries it records.
+    pub signing_key: Option<ssh_key::PrivateKey>,
+}
+
+/// What the host requires of one stack, from every rule that matches it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Effective {
+    /// Signer sets every commit touching the stack must verify against (all
+    /// of them; empty: no signature needed).
+    pub signed_by: Vec<String>,
+    /// The gate the host imposes (the first matching rule that names one).
+    pub promote_from: Option<PromoteFrom>,
+    /// Signer sets whose signed commit may carry `break_glass:` (the
+    /// rules' `break_glass_by`, else their `signed_by`).
+    pub break_glass_by: Vec<String>,
+    /// Indexes of the matching rules in `policy:`.
+    pub rules: Vec<usize>,
+}
+
+impl Effective {
+    /// Whether any rule protects the stack (a signature or a gate).
+    pub fn protects(&self) -> bool {
+        !self.signed_by.is_empty() || self.promote_from.is_some()
+    }
+}
+
+impl HostPolicy {
+    /// Reads the signer sets' files and the signing key, and checks that
+    /// every set named in `policy:` and `verifiers:` exists.
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed, an undefined set, a rule
+    /// without stacks; each names the field or file.
+    pub fn load(file: &FileConfig) -> Result<HostPolicy, Error> {
+        let mut signers = BTreeMap::new();
+        for (name, t) in &file.signers {
+            let p = trust::load_policy(t).map_err(|source| Error::Signers {
+                name: name.clone(),
+                source,
+            })?;
+            signers.insert(name.clone(), p);
+        }
+        let known = || {
+            if signers.is_empty() {
+                "none is".to_string()
+            } else {
+                format!(
+                    "defined: {}",
+                    signers.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        };
+        let check = |field: String, name: &Option<String>| match name {
+            Some(n) if !signers.contains_key(n) => Err(Error::UnknownSet {
+                field,
+                name: n.clone(),
+                known: known(),
+            }),
+            _ => Ok(()),
+        };
+        for (i, r) in file.policy.iter().enumerate() {
+            if r.stacks.is_empty() {
+                return Err(Error::NoStacks { index: i });
+            }
+            check(format!("policy[{i}].signed_by"), &r.signed_by)?;
+            check(format!("policy[{i}].break_glass_by"), &r.break_glass_by)?;
+        }
+        for (pattern, set) in &file.verifiers {
+            check(format!("verifiers.{pattern}"), &Some(set.clone()))?;
+        }
+        let signing_key = match file.verified.as_ref().and_then(|v| v.signing_key.as_ref()) {
+            Some(p) => Some(trust::load_signing_key(p).map_err(Error::SigningKey)?),
+            None => None,
+        };
+        Ok(HostPolicy {
+            signers,
+            rules: file.policy.clone(),
+            verifiers: file
+                .verifiers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            signing_key,
+        })
+    }
+
+    /// What the host requires of `stack`. Pure.
+    pub fn effective(&self, stack: &str) -> Effective {
+        let mut e = Effective::default();
+        let push = |list: &mut Vec<String>, v: &str| {
+            if !list.iter().any(|x| x == v) {
+                list.push(v.to_string());
+            }
+        };
+        for (i, r) in self.rules.iter().enumerate() {
+            if !match_pattern_list(stack, &r.stacks) {
+                continue;
+            }
+            e.rules.push(i);
+            if let Some(s) = &r.signed_by {
+                push(&mut e.signed_by, s);
+            }
+            if let Some(b) = r.break_glass_by.as_ref().or(r.signed_by.as_ref()) {
+                push(&mut e.break_glass_by, b);
+            }
+            if e.promote_from.is_none() {
+                e.promote_from = r.promote_from.clone();
+            }
+        }
+        e
+    }
+
+    /// The signer set whose marker signatures count for `source`, if any.
+    pub fn verifiers_of(&self, source: &str) -> Option<(&str, &trust::Policy)> {
+        self.verifiers
+            .iter()
+            .find(|(pattern, _)| match_pattern_list(source, std::slice::from_ref(pattern)))
+            .and_then(|(_, set)| Some((set.as_str(), self.signers.get(set)?)))
+    }
+
+    /// The loaded signer sets named `names` (each exists: checked at load).
+    pub fn sets<'a>(&'a self, names: &'a [String]) -> Vec<(&'a str, &'a trust::Policy)> {
+        names
+            .iter()
+            .filter_map(|n| Some((n.as_str(), self.signers.get(n)?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
