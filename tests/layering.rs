@@ -15,7 +15,7 @@ const FLOORS: &[&[&str]] = &[
     // leaves that know no pipeline
     &["engine", "source", "trust"],
     // pure decisions
-    &["plan", "gate", "diff"],
+    &["plan", "gate", "diff", "policy"],
     // records of the host
     &["release", "verified", "observed", "smoke"],
     &["host"],

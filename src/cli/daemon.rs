@@ -94,7 +94,14 @@ fn effective_policy(
             }
             serde_json::Value::Object(out)
         }
-        Err(e) => serde_json::json!(format!("not shown: {e:#}")),
+        Err(e) => {
+            // The message may quote the repository URL: never its credentials.
+            let mut why = format!("{e:#}");
+            if let Some(url) = &cfg.repo {
+                why = why.replace(url.as_str(), &strip_credentials(url));
+            }
+            serde_json::json!(format!("not shown: {why}"))
+        }
     }
 }
 
