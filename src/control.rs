@@ -87,6 +87,25 @@ impl Request {
         }
     }
 
+    /// Every stack name in the request is a stack name (see
+    /// [`crate::desired::check_stack_name`]); checked before anything else.
+    ///
+    /// # Errors
+    /// The first bad name.
+    pub fn check(&self) -> Result<(), String> {
+        let names: Vec<&String> = match self {
+            Request::Sync { stacks, .. } | Request::Status { stacks, .. } => {
+                stacks.iter().collect()
+            }
+            Request::Hold { stack, .. }
+            | Request::Resume { stack, .. }
+            | Request::Rollback { stack, .. } => vec![stack],
+        };
+        names
+            .into_iter()
+            .try_for_each(|n| crate::desired::check_stack_name(n))
+    }
+
     /// A short description for the daemon's log.
     pub fn describe(&self) -> String {
         match self {
@@ -195,4 +214,46 @@ pub fn secure_socket(path: &Path, group: Option<&str>) -> Result<(), Error> {
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_with_a_path_for_a_stack_name_are_refused() {
+        let root = PathBuf::from("/srv");
+        let bad = [
+            Request::Hold {
+                root: root.clone(),
+                stack: "../../x".into(),
+                reason: "r".into(),
+            },
+            Request::Resume {
+                root: root.clone(),
+                stack: "a/b".into(),
+            },
+            Request::Sync {
+                root: root.clone(),
+                stacks: vec!["web".into(), "..".into()],
+                force: false,
+                dry_run: false,
+                break_glass: None,
+            },
+            Request::Status {
+                root: root.clone(),
+                stacks: vec!["".into()],
+            },
+        ];
+        for r in bad {
+            let e = r.check().unwrap_err();
+            assert!(e.contains("is not a stack name"), "{e}");
+        }
+        let ok = Request::Hold {
+            root,
+            stack: "odoo18-prod".into(),
+            reason: "r".into(),
+        };
+        assert!(ok.check().is_ok());
+    }
 }

@@ -449,6 +449,13 @@ impl Daemon {
 
     /// An operator request from the control socket, run in this executor.
     async fn operator(&mut self, req: Request) -> Response {
+        if let Err(e) = req.check() {
+            tracing::warn!("operator request refused: {e}");
+            return Response {
+                error: Some(e),
+                ..Default::default()
+            };
+        }
         tracing::info!(request = %req.describe(), "operator request via control socket");
         if req.root() != self.cfg.root {
             return Response {
@@ -506,7 +513,8 @@ impl Daemon {
             }
             Request::Hold { stack, reason, .. } => {
                 let host = self.host();
-                match reconcile::hold_stack(&host, &stack, &reason, None) {
+                let known = reconcile::check_known(&host, self.last.as_ref(), &stack);
+                match known.and_then(|()| reconcile::hold_stack(&host, &stack, &reason, None)) {
                     Ok(m) => Response {
                         ok: true,
                         message: Some(m),
@@ -520,7 +528,8 @@ impl Daemon {
             }
             Request::Resume { stack, .. } => {
                 let host = self.host();
-                match reconcile::resume_stack(&host, &stack) {
+                let known = reconcile::check_known(&host, self.last.as_ref(), &stack);
+                match known.and_then(|()| reconcile::resume_stack(&host, &stack)) {
                     Ok(m) => Response {
                         ok: true,
                         message: Some(m),

@@ -112,3 +112,55 @@ fn a_release_without_its_smoke_checks_does_not_pass() {
         out.report()
     );
 }
+
+/// Broke: `hold` and `resume` (CLI and control socket) took any string as a
+/// stack name; `../../x` wrote and deleted files outside the state dir
+/// (issue 11). Now every entry point checks the name, and hold/resume
+/// refuse a stack neither git nor the host has.
+#[test]
+fn stack_names_are_checked_at_every_entry_point() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, _) = deployed(&h, &f);
+    let outside = h.tmp().join("x.json");
+    for bad in ["../../x", "../x", "A", ""] {
+        h.cmd(["hold", bad, "--reason", "r"])
+            .run()
+            .code(2)
+            .stderr_contains("is not a stack name");
+        h.cmd(["resume", bad])
+            .run()
+            .code(2)
+            .stderr_contains("is not a stack name");
+    }
+    for cmd in [
+        vec!["sync", "../x"],
+        vec!["plan", "../x"],
+        vec!["status", "../x"],
+        vec!["rollback", "../x", "--list"],
+        vec!["verify", "../x"],
+        vec!["releases", "../x"],
+    ] {
+        h.cmd(&cmd)
+            .run()
+            .code(2)
+            .stderr_contains("is not a stack name");
+    }
+    assert!(!outside.exists());
+    let out = h
+        .cmd(["hold", "no-such-stack", "--reason", "r"])
+        .run()
+        .failed();
+    assert!(
+        out.stderr().contains("no stack no-such-stack"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.stderr().contains(&s),
+        "the known stacks are listed: {}",
+        out.report()
+    );
+    h.cmd(["hold", &s, "--reason", "investigating"]).run().ok();
+    h.cmd(["resume", &s]).run().ok();
+}

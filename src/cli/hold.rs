@@ -8,6 +8,7 @@ use crate::reconcile;
 
 #[derive(Debug, clap::Args)]
 pub struct HoldArgs {
+    #[arg(value_parser = crate::desired::parse_stack_name)]
     pub stack: String,
     /// Why the stack is held (shown in status and history).
     #[arg(long)]
@@ -16,6 +17,7 @@ pub struct HoldArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
+    #[arg(value_parser = crate::desired::parse_stack_name)]
     pub stack: String,
 }
 
@@ -50,6 +52,8 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
     // A hold only writes files: no engine needed.
     let services = Services::offline(cfg, "not needed to hold a stack")?;
     let host = services.host(&LogReporter, setup::actor(&services.cfg));
+    let desired = setup::load_desired(&services.cfg).ok();
+    reconcile::check_known(&host, desired.as_ref(), &a.stack)?;
     println!(
         "{}",
         reconcile::hold_stack(&host, &a.stack, &a.reason, None)?
@@ -70,6 +74,8 @@ pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
     }
     let services = Services::offline(cfg, "not needed to resume a stack")?;
     let host = services.host(&LogReporter, setup::actor(&services.cfg));
+    let desired = setup::load_desired(&services.cfg).ok();
+    reconcile::check_known(&host, desired.as_ref(), &a.stack)?;
     println!("{}", reconcile::resume_stack(&host, &a.stack)?);
     Ok(Status::Ok)
 }

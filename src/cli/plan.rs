@@ -20,6 +20,7 @@ use std::path::Path;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Limit to these stacks.
+    #[arg(value_parser = crate::desired::parse_stack_name)]
     pub stacks: Vec<String>,
     /// A break-glass reason, to see the gate verdict it would give.
     #[arg(long, value_name = "REASON")]

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[arg(value_parser = crate::desired::parse_stack_name)]
     pub stack: String,
 }
 

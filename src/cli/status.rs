@@ -9,6 +9,7 @@ use crate::status;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Limit to these stacks.
+    #[arg(value_parser = crate::desired::parse_stack_name)]
     pub stacks: Vec<String>,
 }
 

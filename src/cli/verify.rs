@@ -19,6 +19,7 @@ use serde::Serialize;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The stack whose release is verified.
+    #[arg(value_parser = crate::desired::parse_stack_name)]
     pub stack: String,
     /// The version to verify: the newest kept release with this version
     /// (default: the current release).

@@ -253,6 +253,27 @@ pub fn parse_yaml_value(bytes: &[u8], sink: &mut Sink<'_>) -> Result<serde_json:
     }
 }
 
+/// Checks a stack name given by a person or a request (CLI, control
+/// socket): the same rule as a stack directory's name, so a name can never
+/// reach outside the host's directories (`../../x`).
+///
+/// # Errors
+/// What is wrong and the rule, for the operator.
+pub fn check_stack_name(name: &str) -> Result<(), String> {
+    if valid_stack_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a stack name: 1-63 of a-z, 0-9 and -, starting with a letter or digit"
+        ))
+    }
+}
+
+/// [`check_stack_name`] as a clap value parser.
+pub fn parse_stack_name(name: &str) -> Result<String, String> {
+    check_stack_name(name).map(|()| name.to_string())
+}
+
 fn valid_stack_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()

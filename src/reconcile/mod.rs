@@ -474,6 +474,33 @@ fn env_of(host: &Host<'_>, stack: &str) -> (String, String) {
     }
 }
 
+/// Refuses a stack name that is not one, or a stack neither the desired
+/// state (when known) nor this host has: an operator's typo must not create
+/// records for a stack that does not exist.
+///
+/// # Errors
+/// `InvalidInput` with the reason (and the known stacks).
+pub fn check_known(
+    host: &Host<'_>,
+    desired: Option<&DesiredState>,
+    stack: &str,
+) -> std::io::Result<()> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    crate::desired::check_stack_name(stack).map_err(invalid)?;
+    let mut known = crate::observed::stacks_on_host(&host.layout);
+    if let Some(d) = desired {
+        known.extend(d.stacks.keys().cloned());
+        known.extend(d.invalid.iter().cloned());
+    }
+    if known.contains(stack) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "no stack {stack} in the desired state or on this host (known: {})",
+        known.into_iter().collect::<Vec<_>>().join(", ")
+    )))
+}
+
 /// Holds a stack: syncs skip it until [`resume_stack`]. Idempotent; records
 /// `hold` in history.
 pub fn hold_stack(
@@ -482,6 +509,8 @@ pub fn hold_stack(
     reason: &str,
     release_id: Option<String>,
 ) -> std::io::Result<String> {
+    crate::desired::check_stack_name(stack)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
     let _lock = host.store.lock(stack)?;
     hold_locked(host, stack, reason, release_id)
 }
@@ -516,6 +545,8 @@ pub fn hold_locked(
 
 /// Lifts a hold. Records `resume` in history when there was one.
 pub fn resume_stack(host: &Host<'_>, stack: &str) -> std::io::Result<String> {
+    crate::desired::check_stack_name(stack)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
     let _lock = host.store.lock(stack)?;
     match host.store.hold(stack) {
         Ok(None) => return Ok(format!("{stack} is not held")),
