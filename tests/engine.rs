@@ -175,10 +175,11 @@ async fn up_smoke_and_down() {
         .await
         .unwrap_or_else(|e| panic!("{}", e.report()));
     assert!(
-        log.command.contains(&format!(
-            "-p {} -f compose.yaml up -d --remove-orphans",
-            p.name
-        )),
+        log.command
+            .contains(&format!("-p {} --project-directory ", p.name))
+            && log
+                .command
+                .contains(" -f compose.yaml up -d --remove-orphans"),
         "{}",
         log.command
     );

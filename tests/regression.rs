@@ -164,3 +164,29 @@ fn stack_names_are_checked_at_every_entry_point() {
     h.cmd(["hold", &s, "--reason", "investigating"]).run().ok();
     h.cmd(["resume", &s]).run().ok();
 }
+
+/// Broke: with `compose: sub/compose.yaml`, compose looked for `.env` next
+/// to the compose file, so `${PORT}` and every `env:`/`env_files:` value
+/// were empty (issue 11). Now the project directory and the env file are
+/// passed explicitly, with v1 and v2 alike.
+#[test]
+fn a_compose_file_in_a_subdirectory_still_gets_the_env() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("sub");
+    let port = h.free_port();
+    h.write(
+        format!("stacks/{s}/stack.yaml"),
+        format!(
+            "version: v1\ncompose: deploy/compose.yaml\nimages:\n  web: {}\nenv:\n  PORT: \"{port}\"\nsmoke:\n  timeout: 15s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200}}\n",
+            f.v1
+        ),
+    );
+    h.write(
+        format!("stacks/{s}/deploy/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT:?PORT comes from the release's .env}\n",
+    );
+    h.commit("compose in a subdirectory");
+    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    h.serves(port, "stackpin-test-app v1");
+}

@@ -4,6 +4,7 @@
 //! never depends on the directory's name.
 
 use super::{CommandLog, Docker, Engine as _, Error, Project};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -120,11 +121,31 @@ impl ComposeCmd {
         }
     }
 
-    /// The full argument list after the program: `-p <project> -f f… args…`.
-    pub fn args(self, project: &str, files: &[String], args: &[&str]) -> Vec<String> {
+    /// The full argument list after the program: `-p <project>
+    /// --project-directory <dir of the first file> [--env-file <dir>/.env]
+    /// -f f… args…`. Both are explicit so that a compose file in a
+    /// subdirectory (`compose: sub/compose.yaml`) still gets the release's
+    /// `.env` (compose would look next to the file), and relative paths stay
+    /// relative to the compose file, as `validate` checks them — with v1 and
+    /// v2 alike.
+    pub fn args(self, project: &str, dir: &Path, files: &[String], args: &[&str]) -> Vec<String> {
         let (_, lead) = self.program();
         let mut out: Vec<String> = lead.iter().map(|s| s.to_string()).collect();
         out.extend(["-p".to_string(), project.to_string()]);
+        let first_dir = files
+            .first()
+            .and_then(|f| Path::new(f).parent())
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| dir.join(p))
+            .unwrap_or_else(|| dir.to_path_buf());
+        out.extend([
+            "--project-directory".to_string(),
+            first_dir.display().to_string(),
+        ]);
+        let env = dir.join(".env");
+        if env.is_file() {
+            out.extend(["--env-file".to_string(), env.display().to_string()]);
+        }
         for f in files {
             out.extend(["-f".to_string(), f.clone()]);
         }
@@ -147,7 +168,7 @@ impl Docker {
     pub async fn compose(&self, p: Project<'_>, args: &[&str]) -> Result<CommandLog, Error> {
         let (dir, project) = (p.dir, p.name);
         let (program, _) = self.compose.program();
-        let argv = self.compose.args(project, p.files, args);
+        let argv = self.compose.args(project, dir, p.files, args);
         let command = self.mask(&shell_line(program, &argv));
         let started = Instant::now();
 
@@ -280,11 +301,13 @@ mod tests {
     fn args_always_name_the_project_and_files() {
         let files = vec!["compose.yaml".to_string(), "override.yaml".to_string()];
         assert_eq!(
-            ComposeCmd::V2.args("web", &files, &["up", "-d"]),
+            ComposeCmd::V2.args("web", Path::new("/srv/stacks/web"), &files, &["up", "-d"]),
             [
                 "compose",
                 "-p",
                 "web",
+                "--project-directory",
+                "/srv/stacks/web",
                 "-f",
                 "compose.yaml",
                 "-f",
@@ -294,8 +317,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            ComposeCmd::V1.args("web", &[], &["down"]),
-            ["-p", "web", "down"]
+            ComposeCmd::V1.args("web", Path::new("/r"), &[], &["down"]),
+            ["-p", "web", "--project-directory", "/r", "down"]
         );
     }
 
