@@ -106,6 +106,28 @@ impl Request {
             .try_for_each(|n| crate::desired::check_stack_name(n))
     }
 
+    /// A break-glass reason names who asked: `REASON (requested by USER)`.
+    /// Over the socket the user is the peer's (`SO_PEERCRED`), never the
+    /// daemon's.
+    pub fn attributed(self, user: &str) -> Request {
+        match self {
+            Request::Sync {
+                root,
+                stacks,
+                force,
+                dry_run,
+                break_glass: Some(r),
+            } => Request::Sync {
+                root,
+                stacks,
+                force,
+                dry_run,
+                break_glass: Some(attribute(&r, user)),
+            },
+            other => other,
+        }
+    }
+
     /// A short description for the daemon's log.
     pub fn describe(&self) -> String {
         match self {
@@ -216,6 +238,37 @@ pub fn secure_socket(path: &Path, group: Option<&str>) -> Result<(), Error> {
     Ok(())
 }
 
+/// `reason (requested by user)`, once.
+pub fn attribute(reason: &str, user: &str) -> String {
+    let suffix = format!("(requested by {user})");
+    if reason.ends_with(&suffix) {
+        reason.to_string()
+    } else {
+        format!("{reason} {suffix}")
+    }
+}
+
+/// The login name of `uid` from `/etc/passwd`, else `uid N`.
+pub fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let id: u32 = f.nth(1)?.parse().ok()?;
+                (id == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The user running this process.
+pub fn current_user() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    user_name(unsafe { libc::getuid() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +308,26 @@ mod tests {
             reason: "r".into(),
         };
         assert!(ok.check().is_ok());
+    }
+
+    #[test]
+    fn break_glass_names_who_asked_once() {
+        let r = Request::Sync {
+            root: PathBuf::from("/srv"),
+            stacks: vec![],
+            force: false,
+            dry_run: false,
+            break_glass: Some("CVE hotfix".into()),
+        }
+        .attributed("alice")
+        .attributed("alice");
+        let Request::Sync { break_glass, .. } = r else {
+            unreachable!()
+        };
+        assert_eq!(
+            break_glass.as_deref(),
+            Some("CVE hotfix (requested by alice)")
+        );
+        assert_eq!(user_name(0), "root");
     }
 }

@@ -587,6 +587,11 @@ fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> Result<()
                 continue;
             };
             let op_tx = op_tx.clone();
+            // Who is asking: the peer's uid, from the kernel (SO_PEERCRED).
+            let user = match stream.peer_cred() {
+                Ok(c) => control::user_name(c.uid()),
+                Err(_) => "an unknown user".to_string(),
+            };
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
@@ -599,6 +604,7 @@ fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> Result<()
                         ..Default::default()
                     },
                     Ok(req) => {
+                        let req = req.attributed(&user);
                         let (tx, rx) = oneshot::channel();
                         if op_tx.send((req, tx)).await.is_err() {
                             return;

@@ -243,9 +243,11 @@ fn scenario2_unverified_pin_is_refused_until_break_glass() {
         .ok()
         .stdout_contains("deployed");
     h.serves(p.prod_port, "stackpin-test-app v2");
+    // The audit line names who asked (this process's user), never "the daemon".
+    let me = stackpin::control::current_user();
     assert!(
         h.history().contains(&format!(
-            "| {} | production | deploy | v2 | success | BREAK_GLASS: CVE hotfix",
+            "| {} | production | deploy | v2 | success | BREAK_GLASS: CVE hotfix (requested by {me})",
             p.prod
         )),
         "{}",

@@ -94,6 +94,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     {
         anyhow::bail!("--break-glass needs a reason");
     }
+    // Run here, the break-glass names this process's user; sent to the
+    // daemon, the daemon names the socket peer (SO_PEERCRED) itself.
     // A running daemon executes it, so that one executor acts on the host.
     let req = crate::control::Request::Sync {
         root: cfg.root.clone(),
@@ -124,7 +126,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         let opts = SyncOptions {
             force: a.force,
             dry_run: a.dry_run,
-            break_glass: a.break_glass.clone(),
+            break_glass: a
+                .break_glass
+                .as_deref()
+                .map(|r| crate::control::attribute(r, &crate::control::current_user())),
             only: a.stacks.clone(),
             prune: None,
             concurrency: services.cfg.file.concurrency.unwrap_or(2),
