@@ -248,6 +248,7 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::Signal)?;
     tracing::info!(host = %d.cfg.host, root = %d.cfg.root.display(), poll = ?d.opts.poll_interval, "stackpin daemon started");
+    d.recover_at_start().await;
     loop {
         let retry = async {
             match retry_at {
@@ -281,6 +282,25 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
 }
 
 impl Daemon {
+    /// Finishes or reverts what a crash interrupted, from the local
+    /// journals, before the first fetch: a host whose remote is down (or
+    /// slow) must not wait for the network to get every stack back onto a
+    /// complete release. Also removes leftover temporary release dirs.
+    async fn recover_at_start(&self) {
+        let host = self.host();
+        for stack in crate::observed::stacks_on_host(&host.layout) {
+            if let Err(e) = crate::release::sweep_temp(&host.layout, &stack) {
+                tracing::warn!(
+                    stack,
+                    "failed to remove leftover temporary release dirs: {e}"
+                );
+            }
+        }
+        for r in reconcile::recover(&host).await {
+            tracing::info!(stack = %r.stack, outcome = ?r.outcome, "recovered at start: {}", r.message);
+        }
+    }
+
     fn host(&self) -> Host<'_> {
         self.services
             .host(&self.reporter, format!("stackpin-daemon@{}", self.cfg.host))

@@ -190,3 +190,65 @@ fn a_compose_file_in_a_subdirectory_still_gets_the_env() {
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
     h.serves(port, "stackpin-test-app v1");
 }
+
+/// Broke: the daemon ran crash recovery only inside a run, after a
+/// successful git fetch; with the remote down, a stack interrupted
+/// mid-converge stayed on its half-switched release until the network came
+/// back (issue 11). Now the daemon recovers from the local journals at
+/// start, before it fetches.
+#[test]
+fn the_daemon_recovers_before_it_can_fetch() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = deployed(&h, &f);
+    let good = h.link_target(&s).unwrap();
+    StackFixture::new(&s, &f.v2, port, "v2").write(&h);
+    h.commit("v2");
+    let out = h.cmd(["sync"]).env("STACKPIN_FAULT", "after-switch").run();
+    assert!(!out.success(), "{}", out.report());
+    let switched = h.link_target(&s).unwrap();
+    assert_ne!(switched, good, "the crash left the switch done");
+
+    // A remote nothing answers on: the fetch can only fail.
+    let closed = h.free_port();
+    let cfg = h.tmp().join("daemon.yaml");
+    std::fs::write(
+        &cfg,
+        "repo: {branch: main, poll_interval: 60s, watch: false}\n",
+    )
+    .unwrap();
+    let d = h
+        .cmd_raw([
+            std::ffi::OsString::from("--config"),
+            cfg.into(),
+            "--root".into(),
+            h.root().into(),
+            "--state-dir".into(),
+            h.state_dir().into(),
+            "--host".into(),
+            "test-host".into(),
+            "--repo".into(),
+            format!("git://127.0.0.1:{closed}/desired.git").into(),
+            "--control-socket".into(),
+            h.tmp().join("control.sock").into(),
+            "daemon".into(),
+        ])
+        .spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline && !d.stderr().contains("recovered at start") {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let logs = d.terminate(std::time::Duration::from_secs(10)).stderr();
+    let recovered = logs
+        .find("recovered at start")
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        logs.find("sync run").is_none_or(|run| recovered < run),
+        "recovery comes before the first fetch:
+{logs}"
+    );
+    // The journal said the switch was done and v2 being verified: recovery
+    // finishes it (it does not revert a release it can still verify).
+    assert_eq!(h.link_target(&s).unwrap(), switched, "{logs}");
+    h.serves(port, "stackpin-test-app v2");
+}
