@@ -50,7 +50,24 @@ pub struct FileConfig {
     /// `verified/<source>.yaml` entries this host accepts.
     #[serde(default)]
     pub verifiers: BTreeMap<String, String>,
+    /// Host powers (privileged, the Docker socket, writable host binds, …)
+    /// this host lets named stacks use; every other stack asking for one is
+    /// refused. See `crate::desired::powers::KINDS`.
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    /// Directories `env_files:` may name files in (default
+    /// `[/etc/stackpin/secrets]`).
+    pub secret_dirs: Option<Vec<PathBuf>>,
     pub verified: Option<VerifiedConfig>,
+}
+
+/// Lets `stacks` use `powers` on this host, for `reason`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    pub stacks: Vec<String>,
+    pub powers: Vec<String>,
+    pub reason: String,
 }
 
 /// One rule of the host's policy: the stacks it covers and what they need.

@@ -59,6 +59,9 @@ pub struct Gate {
     pub git_entries: Vec<VerifiedEntry>,
     /// Entries of `verified/<source>.yaml` that do not count, and why.
     pub ignored: Vec<String>,
+    /// What this host refuses to run as desired (host powers it does not
+    /// allow, env files outside its secret dirs).
+    pub refused: Vec<String>,
 }
 
 impl Gate {
@@ -238,6 +241,13 @@ fn plan_stack(
     };
     if let Some(why) = &rec.held {
         return wait(Skip::Held, format!("held: {why}"), None);
+    }
+    if !gate.refused.is_empty() {
+        return wait(
+            Skip::Invalid,
+            format!("refused by this host: {}", gate.refused.join("; ")),
+            None,
+        );
     }
     let Some(fp) = fp else {
         return (

@@ -34,7 +34,12 @@ pub enum Error {
     NoStacks { index: usize },
     #[error("verified.signing_key: {0}")]
     SigningKey(#[source] trust::Error),
+    #[error("allow[{index}]: {why}")]
+    Allow { index: usize, why: String },
 }
+
+/// Where `env_files:` may point when `secret_dirs` is not set.
+pub const DEFAULT_SECRET_DIR: &str = "/etc/stackpin/secrets";
 
 /// The host's policy, its key files read.
 #[derive(Debug, Default)]
@@ -45,6 +50,11 @@ pub struct HostPolicy {
     pub verifiers: Vec<(String, String)>,
     /// This host's key for signing the verified entries it records.
     pub signing_key: Option<ssh_key::PrivateKey>,
+    /// Which stacks may use which host powers.
+    pub allow: Vec<crate::config::AllowRule>,
+    /// Where `env_files:` may point; `None`: anywhere (tests only — a
+    /// loaded config always has the default).
+    pub secret_dirs: Option<Vec<std::path::PathBuf>>,
 }
 
 /// What the host requires of one stack, from every rule that matches it.
@@ -113,6 +123,27 @@ impl HostPolicy {
         for (pattern, set) in &file.verifiers {
             check(format!("verifiers.{pattern}"), &Some(set.clone()))?;
         }
+        for (i, a) in file.allow.iter().enumerate() {
+            let bad = |why: String| Error::Allow { index: i, why };
+            if a.stacks.is_empty() {
+                return Err(bad(
+                    "stacks is empty: name the stacks this applies to".into()
+                ));
+            }
+            if a.reason.trim().is_empty() {
+                return Err(bad("reason is empty: say why these stacks need it".into()));
+            }
+            if let Some(p) = a
+                .powers
+                .iter()
+                .find(|p| !crate::desired::powers::KINDS.contains(&p.as_str()))
+            {
+                return Err(bad(format!(
+                    "unknown power `{p}`; one of: {}",
+                    crate::desired::powers::KINDS.join(", ")
+                )));
+            }
+        }
         let signing_key = match file.verified.as_ref().and_then(|v| v.signing_key.as_ref()) {
             Some(p) => Some(trust::load_signing_key(p).map_err(Error::SigningKey)?),
             None => None,
@@ -126,7 +157,50 @@ impl HostPolicy {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             signing_key,
+            allow: file.allow.clone(),
+            secret_dirs: Some(
+                file.secret_dirs
+                    .clone()
+                    .unwrap_or_else(|| vec![DEFAULT_SECRET_DIR.into()]),
+            ),
         })
+    }
+
+    /// Why this host refuses to run `stack` as desired: each host power it
+    /// asks for that no `allow:` rule grants it, and each `env_files:` entry
+    /// outside the secret dirs. Pure. Empty: nothing refused.
+    pub fn refusals(&self, stack: &crate::desired::Stack) -> Vec<String> {
+        let mut out = Vec::new();
+        let compose_file = format!("stacks/{}/{}", stack.name, stack.compose_file);
+        for p in crate::desired::powers::of(&stack.compose) {
+            let granted = self.allow.iter().any(|a| {
+                match_pattern_list(&stack.name, &a.stacks) && a.powers.iter().any(|k| k == p.kind)
+            });
+            if !granted {
+                out.push(format!(
+                    "{compose_file}: {}: {} (power `{}`; if this stack needs it, allow it in this host's config: `allow: [{{stacks: [{}], powers: [{}], reason: \"…\"}}]`)",
+                    p.field, p.what, p.kind, stack.name, p.kind
+                ));
+            }
+        }
+        if let Some(dirs) = &self.secret_dirs {
+            for (i, f) in stack.spec.env_files.iter().enumerate() {
+                let path = std::path::Path::new(f);
+                let inside = path.is_absolute()
+                    && !path
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir)
+                    && dirs.iter().any(|d| path.starts_with(d));
+                if !inside {
+                    out.push(format!(
+                        "stacks/{}/stack.yaml: env_files[{i}]: {f} is outside this host's secret directories ({}); move it there or add its directory to `secret_dirs:`",
+                        stack.name,
+                        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// What the host requires of `stack`. Pure.

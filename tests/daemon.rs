@@ -46,7 +46,7 @@ impl Daemon {
         std::fs::write(h.tmp().join("webhook-secret"), SECRET).unwrap();
         std::fs::write(
             &cfg,
-            format!("concurrency: 2\nhttp: {{listen: \"127.0.0.1:{port}\", github_secret_file: {}}}\nrepo: {{branch: main, poll_interval: {poll}, watch: {watch}}}\n", h.tmp().join("webhook-secret").display()),
+            format!("concurrency: 2\nsecret_dirs: [{}]\nhttp: {{listen: \"127.0.0.1:{port}\", github_secret_file: {}}}\nrepo: {{branch: main, poll_interval: {poll}, watch: {watch}}}\n", h.tmp().display(), h.tmp().join("webhook-secret").display()),
         )
         .unwrap();
         let mut c = h.cmd_raw([

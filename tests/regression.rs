@@ -252,3 +252,95 @@ fn the_daemon_recovers_before_it_can_fetch() {
     assert_eq!(h.link_target(&s).unwrap(), switched, "{logs}");
     h.serves(port, "stackpin-test-app v2");
 }
+
+/// Broke: anyone who could push to the desired state could run a
+/// privileged container, mount the Docker socket or a writable host path,
+/// or read any host file as an env file (issue 11). Now a host refuses
+/// those settings unless its own config allows them for that stack (with a
+/// reason), and `env_files:` must be under its secret directories; the
+/// refused stack keeps what it runs and the others converge.
+#[test]
+fn host_powers_need_the_hosts_permission() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (plain, plain_port) = deployed(&h, &f);
+    let s = h.stack("powerful");
+    let port = h.free_port();
+    StackFixture::new(&s, &f.v1, port, "v1")
+        .compose_env("    cap_add: [SYS_ADMIN]\n".trim_start_matches(' '))
+        .write(&h);
+    // compose_env lands under `environment:`; put cap_add on the service.
+    let compose = h.repo().join(format!("stacks/{s}/compose.yaml"));
+    let text = std::fs::read_to_string(&compose)
+        .unwrap()
+        .replace("cap_add: [SYS_ADMIN]\n", "")
+        .replace(
+            "    stop_grace_period: 1s\n",
+            "    stop_grace_period: 1s\n    cap_add: [SYS_ADMIN]\n",
+        );
+    std::fs::write(&compose, text).unwrap();
+    StackFixture::new(&plain, &f.v2, plain_port, "v2").write(&h);
+    h.commit("a stack asking for SYS_ADMIN; plain to v2");
+
+    let out = h.cmd(["sync"]).run().code(1);
+    let line = out
+        .stdout()
+        .lines()
+        .find(|l| l.contains(&s))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("refused by this host")
+            && line.contains(&format!("stacks/{s}/compose.yaml: services.web.cap_add[0]"))
+            && line.contains("power `cap_sys_admin`"),
+        "{}",
+        out.report()
+    );
+    assert!(h.link_target(&s).is_none(), "nothing of it ran");
+    h.serves(plain_port, "stackpin-test-app v2");
+    // validate (no host config) warns, naming the field and the way out.
+    let v = h
+        .cmd_raw([std::ffi::OsString::from("validate"), h.repo().into()])
+        .run()
+        .ok();
+    assert!(
+        v.stdout().contains("services.web.cap_add[0]"),
+        "{}",
+        v.report()
+    );
+
+    // The host's operator allows it, with a reason: it deploys.
+    let cfg = h.tmp().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!("allow: [{{stacks: [{s}], powers: [cap_sys_admin], reason: \"fuse mounts\"}}]\n"),
+    )
+    .unwrap();
+    h.cmd([
+        std::ffi::OsStr::new("--config"),
+        cfg.as_os_str(),
+        "sync".as_ref(),
+    ])
+    .run()
+    .ok()
+    .stdout_contains("deployed");
+
+    // An env file outside the secret directories is refused by name.
+    std::fs::write(h.tmp().join("x.env"), "A=1\n").unwrap();
+    StackFixture::new(&plain, &f.v2, plain_port, "v2")
+        .extra(&format!(
+            "env_files: [{}]\n",
+            h.tmp().join("x.env").display()
+        ))
+        .write(&h);
+    h.commit("plain reads an env file from anywhere");
+    let out = h.cmd(["plan", &plain]).run();
+    assert!(
+        out.stdout().contains("env_files[0]")
+            && out
+                .stdout()
+                .contains("outside this host's secret directories"),
+        "{}",
+        out.report()
+    );
+}

@@ -39,6 +39,25 @@ pub fn gate_findings(state: &desired::DesiredState) -> Vec<Finding> {
     out
 }
 
+/// The host powers each stack asks for, as warnings: whether a host runs
+/// them is that host's decision (its `allow:` list), which a repository
+/// check cannot know.
+pub fn power_findings(state: &desired::DesiredState) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (name, s) in &state.stacks {
+        let file = format!("stacks/{name}/{}", s.compose_file);
+        let mut sink = Sink::new(Some(name), file, &mut out);
+        for p in desired::powers::of(&s.compose) {
+            sink.warn(
+                p.field,
+                format!("{} (power `{}`): hosts refuse it unless their config allows it for this stack", p.what, p.kind),
+                format!("drop it, or have the host's operator add `allow: [{{stacks: [{name}], powers: [{}], reason: \"…\"}}]`", p.kind),
+            );
+        }
+    }
+    out
+}
+
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let dir = a
         .dir
@@ -56,6 +75,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let state = desired::load(&DirTree::new(&dir));
     let mut findings = state.findings.clone();
     findings.extend(gate_findings(&state));
+    findings.extend(power_findings(&state));
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)

@@ -8,6 +8,7 @@ pub mod compose;
 pub mod finding;
 pub mod image;
 pub mod paths;
+pub mod powers;
 pub mod spec;
 pub mod tree;
 

@@ -119,3 +119,85 @@ fn verifiers_are_found_by_source_pattern() {
     );
     assert!(p.verifiers_of("odoo18-production").is_none());
 }
+
+fn stack_with(compose: &str, extra: &str) -> crate::desired::Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("stacks/edge");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("stack.yaml"),
+        format!(
+            "images: {{web: \"app@sha256:{}\"}}\n{extra}",
+            "a".repeat(64)
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("compose.yaml"), compose).unwrap();
+    let st = crate::desired::load(&crate::desired::DirTree::new(dir.path()));
+    st.stacks
+        .get("edge")
+        .cloned()
+        .unwrap_or_else(|| panic!("{:#?}", st.findings))
+}
+
+#[test]
+fn host_powers_are_refused_unless_allowed_for_the_stack() {
+    let s = stack_with(
+        "services:\n  web:\n    image: app\n    volumes: [\"/var/run/docker.sock:/var/run/docker.sock:ro\"]\n",
+        "env_files: [/etc/stackpin/secrets/edge.env, /root/.ssh/id_ed25519]\n",
+    );
+    let mut p = policy(vec![]);
+    p.secret_dirs = Some(vec!["/etc/stackpin/secrets".into()]);
+    let r = p.refusals(&s);
+    assert_eq!(r.len(), 2, "{r:#?}");
+    assert!(
+        r[0].starts_with("stacks/edge/compose.yaml: services.web.volumes[0]:"),
+        "{}",
+        r[0]
+    );
+    assert!(r[0].contains("power `docker_socket`"), "{}", r[0]);
+    assert!(
+        r[1].contains("env_files[1]: /root/.ssh/id_ed25519 is outside"),
+        "{}",
+        r[1]
+    );
+
+    p.allow = vec![crate::config::AllowRule {
+        stacks: vec!["edge*".into()],
+        powers: vec!["docker_socket".into()],
+        reason: "reads labels".into(),
+    }];
+    assert_eq!(
+        p.refusals(&s).len(),
+        1,
+        "the allowed power is no longer refused"
+    );
+    // `..` cannot climb out of a secret directory.
+    let s = stack_with(
+        "services:\n  web: {image: app}\n",
+        "env_files: [/etc/stackpin/secrets/../../shadow]\n",
+    );
+    assert_eq!(p.refusals(&s).len(), 1);
+}
+
+#[test]
+fn allow_rules_need_stacks_a_known_power_and_a_reason() {
+    let mk = |powers: &[&str], reason: &str| FileConfig {
+        allow: vec![crate::config::AllowRule {
+            stacks: vec!["edge".into()],
+            powers: powers.iter().map(|s| s.to_string()).collect(),
+            reason: reason.into(),
+        }],
+        ..FileConfig::default()
+    };
+    let e = HostPolicy::load(&mk(&["root"], "x"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown power `root`"), "{e}");
+    let e = HostPolicy::load(&mk(&["privileged"], " "))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reason is empty"), "{e}");
+    let p = HostPolicy::load(&mk(&["privileged"], "x")).unwrap();
+    assert_eq!(p.secret_dirs, Some(vec![DEFAULT_SECRET_DIR.into()]));
+}

@@ -246,6 +246,9 @@ pub fn judge(host: &Host<'_>, desired: &DesiredState) -> BTreeMap<String, Gate> 
             gate.promote = Some(p.clone());
             gate.host_gated = true;
         }
+        if let Some(s) = stack {
+            gate.refused = host.policy.refusals(s);
+        }
         let sets = host.policy.sets(&eff.signed_by);
         if !sets.is_empty() {
             gate.untrusted = signed_history(host, desired, repo.as_ref(), &name, &sets, now).err();

@@ -281,7 +281,9 @@ async fn execute(
                 Skip::Untrusted => Reason::Untrusted,
                 Skip::NotForThisHost | Skip::Orphaned => return base,
             };
-            if matches!(why, Skip::Blocked | Skip::Untrusted)
+            // A valid stack skipped as invalid was refused by this host
+            // (a host power it does not allow): blocked, and audited.
+            if matches!(why, Skip::Blocked | Skip::Untrusted | Skip::Invalid)
                 && let Some(s) = stack
             {
                 record_refusal(host, s, item);
