@@ -344,3 +344,39 @@ fn host_powers_need_the_hosts_permission() {
         out.report()
     );
 }
+
+/// Broke: `stackpin verify STACK VERSION` refused a release that failed
+/// smoke only while it was the quarantined one; after another failure
+/// replaced the quarantine record, the broken release could be verified by
+/// hand and promoted (issue 11). Now history's failed-smoke line refuses it.
+#[test]
+fn a_release_that_failed_smoke_cannot_be_verified_later() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = deployed(&h, &f);
+    for (img, v) in [(&f.broken, "bad"), (&f.crash, "crash")] {
+        StackFixture::new(&s, img, port, v)
+            .smoke_timeout("5s")
+            .write(&h);
+        h.commit(v);
+        h.cmd(["sync"]).run().code(1);
+    }
+    h.serves(port, "stackpin-test-app v1");
+    let out = h.cmd(["verify", &s, "bad"]).run().code(1);
+    assert!(
+        out.stderr().contains("failed smoke on this host"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        !h.root()
+            .join(format!("releases/verified/{s}.yaml"))
+            .exists()
+            || !h
+                .read_root(format!("releases/verified/{s}.yaml"))
+                .contains("version: bad"),
+        "nothing recorded"
+    );
+    // The good release still verifies.
+    h.cmd(["verify", &s, "v1"]).run().ok();
+}

@@ -78,12 +78,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         );
         return Ok(Status::Failed);
     };
-    if let Ok(Some(q)) = store.quarantine(&a.stack)
-        && q.release_id == rel.id
-    {
+    if let Some(why) = failed_smoke(&store, &layout, &a.stack, &rel.id, &meta)? {
         eprintln!(
-            "error: release {} of {} failed smoke on this host ({}); it cannot be verified",
-            rel.id, a.stack, q.reason
+            "error: release {} of {} failed smoke on this host ({why}); it cannot be verified",
+            rel.id, a.stack
         );
         return Ok(Status::Failed);
     }
@@ -156,4 +154,45 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         }
     }
     Ok(Status::Ok)
+}
+
+/// Why this release must not be verified by hand: it is (or has the same
+/// fingerprint as) the quarantined release, or history records that a
+/// deploy of its version failed smoke after the release was created (a
+/// release once reverted stays failed even after another failure replaced
+/// the quarantine record; an older release of the same version that failed
+/// does not count against this one).
+///
+/// # Errors
+/// The quarantine or history cannot be read: unknown is not "never failed".
+fn failed_smoke(
+    store: &LocalStore,
+    layout: &Layout,
+    stack: &str,
+    release_id: &str,
+    meta: &crate::release::ReleaseMeta,
+) -> anyhow::Result<Option<String>> {
+    let q = store
+        .quarantine(stack)
+        .with_context(|| format!("failed to read the quarantine record of {stack}"))?;
+    if let Some(q) = q
+        && (q.release_id == release_id || q.fingerprint == meta.fingerprint)
+    {
+        return Ok(Some(q.reason));
+    }
+    let history = crate::history::read(&layout.history())
+        .with_context(|| format!("failed to read {}", layout.history().display()))?;
+    let created = release_id
+        .rsplit_once("__")
+        .and_then(|(_, t)| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok());
+    let failed = history.for_stack(stack).rev().find(|e| {
+        e.version == meta.version
+            && e.is(
+                crate::history::Action::Deploy,
+                crate::history::Status::Failed,
+            )
+            && e.notes.contains("smoke failed")
+            && created.is_none_or(|c| e.time >= c)
+    });
+    Ok(failed.map(|e| format!("{}: {}", e.time, e.notes)))
 }
