@@ -613,3 +613,70 @@ fn a_local_repository_path_is_watched() {
     let logs = d.stop();
     assert!(logs.contains("trigger=Watch"), "{logs}");
 }
+
+/// Through the daemon, a secret printed by a failing exec smoke check is
+/// masked everywhere it could surface: history, the JSON API, the status
+/// page and the logs (issue 11: only the CLI used to mask).
+#[test]
+fn the_daemon_masks_secrets_in_every_output() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    let remote = setup(&h, &f, &s, app);
+    let d = Daemon::start(
+        &h,
+        &format!("file://{}", remote.display()),
+        "1s",
+        false,
+        &[],
+    );
+    d.wait_until("v1 to be served", Duration::from_secs(90), || {
+        answer(app).as_deref() == Some("stackpin-test-app v1")
+    });
+    StackFixture::new(&s, &f.v2, app, "v2")
+        .http_only()
+        .without_site_conf()
+        .extra(&format!(
+            "env_files: [{}]\n",
+            h.tmp().join("secret.env").display()
+        ))
+        .compose_env("      API_TOKEN: ${API_TOKEN}\n")
+        .write(&h);
+    // A check that prints the secret and fails.
+    let yaml = h.repo().join(format!("stacks/{s}/stack.yaml"));
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "  checks:\n",
+        "  checks:\n    - exec: {service: web, command: [\"sh\", \"-c\", \"echo token=$API_TOKEN; exit 3\"]}\n",
+    );
+    std::fs::write(&yaml, text).unwrap();
+    h.commit("v2 with a check that leaks");
+    h.push(false);
+    d.wait_until(
+        "the failed smoke in history",
+        Duration::from_secs(90),
+        || h.history().contains("| v2 | failed |"),
+    );
+    let secret = "s3cr3t-token-never-logged";
+    let history = h.history();
+    assert!(
+        history.contains("token=***"),
+        "the check's output is kept, masked:\n{history}"
+    );
+    let (_, api) = http(d.port, "GET", "/api/v1/history", &[], b"").unwrap();
+    let (_, stacks) = http(d.port, "GET", "/api/v1/stacks", &[], b"").unwrap();
+    let (_, page) = http(d.port, "GET", "/", &[], b"").unwrap();
+    let logs = d.stop();
+    for (what, text) in [
+        ("history", &history),
+        ("API history", &api),
+        ("API stacks", &stacks),
+        ("page", &page),
+        ("logs", &logs),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "the secret reached the {what}:\n{text}"
+        );
+    }
+}
