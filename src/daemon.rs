@@ -213,7 +213,8 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         .watch_path(&cfg)
         .filter(|_| watch)
         .and_then(|p| spawn_watcher(&p, trig_tx.clone()));
-    spawn_watchdog();
+    let heartbeat = Heartbeat::new();
+    spawn_watchdog(heartbeat.clone());
 
     let publisher = crate::publish::Settings::from_config(&cfg)?.map(|s| {
         tracing::info!(branch = %s.branch, author = %format!("{} <{}>", s.author_name, s.author_email), "publishing verified markers to the desired-state repository");
@@ -257,20 +258,22 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             }
         };
         let trigger = tokio::select! {
+            _ = heartbeat.idle_tick() => None,
             _ = poll.tick() => Some(Trigger::Poll),
             Some(t) = trig_rx.recv() => Some(t),
             _ = retry => Some(Trigger::Poll),
             Some((req, reply)) = op_rx.recv() => {
-                let resp = d.operator(req).await;
+                let resp = heartbeat.while_polled(d.operator(req)).await;
                 let _ = reply.send(resp);
                 None
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         };
+        heartbeat.beat();
         if let Some(t) = trigger {
-            retry_at = d
-                .run(t, SyncOptions::default())
+            retry_at = heartbeat
+                .while_polled(d.run(t, SyncOptions::default()))
                 .await
                 .map(|delay| tokio::time::Instant::now() + delay);
         }
@@ -534,7 +537,11 @@ impl Daemon {
             Request::Hold { stack, reason, .. } => {
                 let host = self.host();
                 let known = reconcile::check_known(&host, self.last.as_ref(), &stack);
-                match known.and_then(|()| reconcile::hold_stack(&host, &stack, &reason, None)) {
+                let locked = match known {
+                    Ok(()) => reconcile::lock_within(&host, &stack, OPERATOR_LOCK_WAIT).await,
+                    Err(e) => Err(e),
+                };
+                match locked.and_then(|_l| reconcile::hold_locked(&host, &stack, &reason, None)) {
                     Ok(m) => Response {
                         ok: true,
                         message: Some(m),
@@ -549,7 +556,11 @@ impl Daemon {
             Request::Resume { stack, .. } => {
                 let host = self.host();
                 let known = reconcile::check_known(&host, self.last.as_ref(), &stack);
-                match known.and_then(|()| reconcile::resume_stack(&host, &stack)) {
+                let locked = match known {
+                    Ok(()) => reconcile::lock_within(&host, &stack, OPERATOR_LOCK_WAIT).await,
+                    Err(e) => Err(e),
+                };
+                match locked.and_then(|_l| reconcile::resume_locked(&host, &stack)) {
                     Ok(m) => Response {
                         ok: true,
                         message: Some(m),
@@ -644,6 +655,9 @@ fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> Result<()
     Ok(())
 }
 
+/// How long an operator's hold or resume waits for a stack's lock.
+const OPERATOR_LOCK_WAIT: Duration = Duration::from_secs(60);
+
 /// Watches a local repository path (debounced) and triggers a run on change.
 /// In a git repository only ref updates count (a commit or a push), so that
 /// reading objects — our own fetch included — never triggers a run.
@@ -689,17 +703,124 @@ fn spawn_watcher(
 }
 
 /// Pings the systemd watchdog from the runtime at half its interval.
-fn spawn_watchdog() {
+/// When the daemon's loop last made progress: beaten by the loop itself,
+/// so a loop stuck on a blocking call (or a future that never wakes) stops
+/// beating, and the watchdog stops pinging systemd, which restarts it.
+#[derive(Clone)]
+struct Heartbeat {
+    /// tokio's clock, so tests with paused time see it advance.
+    start: tokio::time::Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Heartbeat {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Heartbeat {
+        Heartbeat {
+            start: tokio::time::Instant::now(),
+            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    fn beat(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn age(&self) -> Duration {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
+    }
+
+    /// Wakes the idle loop every [`Heartbeat::EVERY`] so it beats.
+    async fn idle_tick(&self) {
+        tokio::time::sleep(Self::EVERY).await;
+        self.beat();
+    }
+
+    /// Runs `f` on the loop's own task, beating while it is being polled:
+    /// a long converge that awaits keeps beating; one whose thread is
+    /// blocked does not.
+    async fn while_polled<F: std::future::Future>(&self, f: F) -> F::Output {
+        let mut tick = tokio::time::interval(Self::EVERY);
+        tokio::pin!(f);
+        loop {
+            tokio::select! {
+                out = &mut f => {
+                    self.beat();
+                    return out;
+                }
+                _ = tick.tick() => self.beat(),
+            }
+        }
+    }
+}
+
+/// Pings systemd's watchdog (when `WatchdogSec` is set) only while the loop's
+/// heartbeat is fresh.
+fn spawn_watchdog(heartbeat: Heartbeat) {
     let mut usec = 0u64;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return;
     }
-    let every = Duration::from_micros(usec / 2);
+    let budget = Duration::from_micros(usec);
+    let every = budget / 2;
+    heartbeat.beat();
     tokio::spawn(async move {
         let mut t = tokio::time::interval(every);
+        let mut warned = false;
         loop {
             t.tick().await;
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            let age = heartbeat.age();
+            if age < budget {
+                warned = false;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            } else if !warned {
+                warned = true;
+                tracing::error!(
+                    stuck_for = ?age,
+                    "the daemon's loop has made no progress: no longer pinging the watchdog, so systemd restarts it"
+                );
+            }
         }
     });
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_awaiting_run_keeps_beating() {
+        let hb = Heartbeat::new();
+        hb.beat();
+        let watcher = hb.clone();
+        // While a 60 s run awaits, the heartbeat never gets older than a tick.
+        let probe = tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                worst = worst.max(watcher.age());
+            }
+            worst
+        });
+        hb.while_polled(tokio::time::sleep(Duration::from_secs(60)))
+            .await;
+        let worst = probe.await.unwrap();
+        assert!(
+            worst <= Heartbeat::EVERY + Duration::from_secs(1),
+            "{worst:?}"
+        );
+    }
+
+    #[test]
+    fn without_beats_the_heartbeat_ages() {
+        let hb = Heartbeat::new();
+        hb.beat();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(hb.age() >= Duration::from_millis(50), "{:?}", hb.age());
+    }
 }

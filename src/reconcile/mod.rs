@@ -225,9 +225,25 @@ pub async fn sync_stack(
     (r, Some(item))
 }
 
-/// Takes the stack's lock, waiting (off the async threads) for another
-/// process to finish with it.
+/// How long [`lock`] waits for another process to release a stack.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Takes the stack's lock, waiting (off the async threads, so the daemon's
+/// loop never blocks on it) for another process to finish with it, at most
+/// [`LOCK_WAIT`].
+///
+/// # Errors
+/// The lock file cannot be opened, or the wait timed out (`TimedOut`).
 pub async fn lock(host: &Host<'_>, name: &str) -> std::io::Result<crate::state::StackLock> {
+    lock_within(host, name, LOCK_WAIT).await
+}
+
+/// [`lock`] with its own bound.
+pub async fn lock_within(
+    host: &Host<'_>,
+    name: &str,
+    wait: std::time::Duration,
+) -> std::io::Result<crate::state::StackLock> {
     if let Some(l) = host.store.try_lock(name)? {
         return Ok(l);
     }
@@ -237,9 +253,17 @@ pub async fn lock(host: &Host<'_>, name: &str) -> std::io::Result<crate::state::
     );
     let store = crate::state::LocalStore::new(&host.layout.root);
     let n = name.to_string();
-    tokio::task::spawn_blocking(move || store.lock(&n))
-        .await
-        .map_err(std::io::Error::other)?
+    // A timed-out waiter thread takes the lock later and drops it at once.
+    match tokio::time::timeout(wait, tokio::task::spawn_blocking(move || store.lock(&n))).await {
+        Ok(joined) => joined.map_err(std::io::Error::other)?,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "another stackpin process has held the lock of {name} for more than {}",
+                humantime::format_duration(wait)
+            ),
+        )),
+    }
 }
 
 fn action_word(a: &plan::Action) -> &'static str {
@@ -524,6 +548,8 @@ pub fn hold_locked(
     reason: &str,
     release_id: Option<String>,
 ) -> std::io::Result<String> {
+    crate::desired::check_stack_name(stack)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
     host.store.set_hold(
         stack,
         &Hold {
@@ -550,6 +576,13 @@ pub fn resume_stack(host: &Host<'_>, stack: &str) -> std::io::Result<String> {
     crate::desired::check_stack_name(stack)
         .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
     let _lock = host.store.lock(stack)?;
+    resume_locked(host, stack)
+}
+
+/// [`resume_stack`] for a caller that already holds the stack's lock.
+pub fn resume_locked(host: &Host<'_>, stack: &str) -> std::io::Result<String> {
+    crate::desired::check_stack_name(stack)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
     match host.store.hold(stack) {
         Ok(None) => return Ok(format!("{stack} is not held")),
         Ok(Some(_)) => {}

@@ -58,8 +58,12 @@ impl Recovery {
 pub async fn recover(host: &Host<'_>) -> Vec<StackResult> {
     let mut out = Vec::new();
     for name in host.store.journaled_stacks() {
-        let Ok(_lock) = host.store.lock(&name) else {
-            continue;
+        let _lock = match super::lock(host, &name).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(stack = %name, "not recovered now: {e}");
+                continue;
+            }
         };
         match host.store.journal(&name) {
             Ok(Some(j)) => out.push(recover_one(host, j).await),

@@ -530,3 +530,21 @@ async fn plan_inputs_are_the_same_for_sync_status_and_plan() {
         "a dry run changes nothing"
     );
 }
+
+#[tokio::test]
+async fn a_lock_held_elsewhere_times_out_instead_of_blocking_the_loop() {
+    let b = Bed::new();
+    let host = b.host();
+    std::fs::create_dir_all(b.root()).unwrap();
+    let held = host.store.lock("app").unwrap();
+    let Err(e) = super::lock_within(&host, "app", std::time::Duration::from_millis(200)).await
+    else {
+        panic!("the second lock must not be granted while the first is held");
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(e.to_string().contains("lock of app"), "{e}");
+    drop(held);
+    super::lock_within(&host, "app", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+}
