@@ -42,12 +42,15 @@ pub enum Action {
     Resume,
     Prune,
     Backup,
+    /// The audit line written before a deploy that skips the gate: the
+    /// deploy does not go ahead without it.
+    BreakGlass,
     /// A word stackpin does not write (older, hand-written logs), kept as is.
     Other(String),
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Deploy,
         Action::Rollback,
         Action::ManualRollback,
@@ -57,6 +60,7 @@ impl Action {
         Action::Resume,
         Action::Prune,
         Action::Backup,
+        Action::BreakGlass,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -70,6 +74,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Prune => "prune",
             Action::Backup => "backup",
+            Action::BreakGlass => "break-glass",
             Action::Other(w) => w,
         }
     }

@@ -380,3 +380,49 @@ fn a_release_that_failed_smoke_cannot_be_verified_later() {
     // The good release still verifies.
     h.cmd(["verify", &s, "v1"]).run().ok();
 }
+
+/// Broke: a break-glass deploy went ahead when its history line could not
+/// be written, so the one bypass of the gate could leave no audit trail
+/// (issue 11). Now the `break-glass` line is written first; no line, no
+/// deploy.
+#[test]
+fn break_glass_does_not_deploy_without_its_audit_line() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let stg = h.stack("stg");
+    let prod = h.stack("prod");
+    let port = h.free_port();
+    StackFixture::new(&stg, &f.v1, h.free_port(), "v1")
+        .extra("hosts: [another-host]\n")
+        .write(&h);
+    StackFixture::new(&prod, &f.v1, port, "v1")
+        .extra(&format!("promote_from: {stg}\n"))
+        .write(&h);
+    h.commit("prod gated on a staging this host never runs");
+    let history = h.root().join("deploy-history.log");
+    std::fs::create_dir_all(&history).unwrap(); // appends now fail
+    let out = h
+        .cmd(["sync", &prod, "--break-glass", "INC-7"])
+        .run()
+        .code(1);
+    assert!(
+        out.stdout().contains("break-glass needs its audit line"),
+        "{}",
+        out.report()
+    );
+    assert!(h.link_target(&prod).is_none(), "nothing was deployed");
+
+    std::fs::remove_dir(&history).unwrap();
+    h.cmd(["sync", &prod, "--break-glass", "INC-7"])
+        .run()
+        .ok()
+        .stdout_contains("deployed");
+    let log = h.history();
+    let audit = log
+        .find("| break-glass | v1 | success | BREAK_GLASS: INC-7")
+        .unwrap_or_else(|| panic!("{log}"));
+    let deploy = log
+        .find("| deploy | v1 | success")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(audit < deploy, "{log}");
+}

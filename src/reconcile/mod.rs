@@ -359,7 +359,35 @@ async fn deploy(
 ) -> StackResult {
     let mut notes = Vec::new();
     match &item.verdict {
-        Some(v @ crate::gate::Verdict::BreakGlass { .. }) => notes.push(v.describe()),
+        Some(v @ crate::gate::Verdict::BreakGlass { missing, .. }) => {
+            // The audit line comes first: no line, no deploy.
+            let line = format!(
+                "{}; skips the gate for {}",
+                v.describe(),
+                missing.join(", ")
+            );
+            if let Err(e) = host.record(
+                &s.name,
+                s.environment(),
+                Action::BreakGlass,
+                &s.version,
+                Status::Success,
+                &line,
+            ) {
+                return StackResult {
+                    version: Some(s.version.clone()),
+                    ..StackResult::new(
+                        &s.name,
+                        Outcome::Failed,
+                        Some(Stage::Preflight.reason()),
+                        format!(
+                            "break-glass needs its audit line and history could not be written ({e}); nothing was deployed"
+                        ),
+                    )
+                };
+            }
+            notes.push(v.describe());
+        }
         Some(v @ crate::gate::Verdict::Pass { .. }) => notes.push(v.describe()),
         _ => {}
     }
