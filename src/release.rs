@@ -341,9 +341,16 @@ pub fn render(
         files.insert(path.clone(), bytes.clone());
     }
     let pins = pinned_images(stack);
+    let env_values: BTreeMap<String, String> = stack
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let services = service_fingerprints(stack, &pins, &files, &env_values, secret_files);
     files.insert(
         OVERRIDE_FILE.to_string(),
-        override_yaml(stack, &pins).into_bytes(),
+        override_yaml(stack, &pins, &services).into_bytes(),
     );
     let compose_files = vec![stack.compose_file.clone(), OVERRIDE_FILE.to_string()];
 
@@ -428,11 +435,142 @@ fn check_rel_path(stack: &str, path: &str) -> Result<(), Error> {
     }
 }
 
+/// The label holding a service's fingerprint (see [`service_fingerprints`]).
+pub const SERVICE_FINGERPRINT_LABEL: &str = "io.stackpin.service-fingerprint";
+
+/// Each service's fingerprint: sha256 over what it runs from the release —
+/// its compose definition as authored, its pinned image, the bytes of every
+/// stack file or directory it bind-mounts (relative sources), of its relative
+/// `env_file`s and `configs:`/`secrets:` files, and the values of the
+/// variables its definition interpolates (a secret's as its sha256). Set as
+/// a label by the override, it is part of compose's own config hash, so with
+/// the stable project directory compose recreates a service exactly when
+/// its fingerprint changes: a digest bump of one service recreates that
+/// service only; a change to the router's config file, the router only.
+pub fn service_fingerprints(
+    stack: &Stack,
+    pins: &[(String, String)],
+    files: &BTreeMap<String, Vec<u8>>,
+    env: &BTreeMap<String, String>,
+    secret_files: &[(String, Vec<u8>)],
+) -> BTreeMap<String, String> {
+    use serde_json::Value;
+    let compose_dir = Path::new(&stack.compose_file)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let resolve = |src: &str| -> Option<String> {
+        let joined = if compose_dir.is_empty() {
+            src.to_string()
+        } else {
+            format!("{compose_dir}/{src}")
+        };
+        crate::desired::paths::normalize_rel(&joined).ok()
+    };
+    let mut secrets: BTreeMap<String, String> = BTreeMap::new();
+    for (path, bytes) in secret_files {
+        if let Ok(vars) = parse_env_file(path, bytes) {
+            for (k, v) in vars {
+                secrets.insert(k, format!("sha256:{:x}", Sha256::digest(v.as_bytes())));
+            }
+        }
+    }
+    let top = &stack.compose.value;
+    let mut out = BTreeMap::new();
+    for (name, def) in stack.compose.services() {
+        let mut h = Sha256::new();
+        let mut put = |tag: &[u8], bytes: &[u8]| {
+            h.update(tag);
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        put(b"service", name.as_bytes());
+        put(b"definition", &serde_json::to_vec(def).unwrap_or_default());
+        if let Some((_, pin)) = pins.iter().find(|(s, _)| s == name) {
+            put(b"image", pin.as_bytes());
+        }
+        let mut sources: BTreeSet<String> = BTreeSet::new();
+        for v in def
+            .get("volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let src = match v {
+                Value::String(s) => s.split(':').next().unwrap_or_default().to_string(),
+                Value::Object(m) => m
+                    .get("source")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                _ => continue,
+            };
+            if src.starts_with('.') {
+                sources.extend(resolve(&src));
+            }
+        }
+        match def.get("env_file") {
+            Some(Value::String(f)) => sources.extend(resolve(f)),
+            Some(Value::Array(list)) => {
+                for f in list {
+                    if let Some(f) = f.as_str().or_else(|| f.get("path").and_then(Value::as_str)) {
+                        sources.extend(resolve(f));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for key in ["configs", "secrets"] {
+            for r in def.get(key).and_then(Value::as_array).into_iter().flatten() {
+                let Some(n) = r
+                    .as_str()
+                    .or_else(|| r.get("source").and_then(Value::as_str))
+                else {
+                    continue;
+                };
+                if let Some(f) = top
+                    .pointer(&format!("/{key}/{n}/file"))
+                    .and_then(Value::as_str)
+                {
+                    sources.extend(resolve(f));
+                }
+            }
+        }
+        for src in &sources {
+            let inside = format!("{src}/");
+            for (path, bytes) in files.range(src.clone()..) {
+                if path != src && !path.starts_with(&inside) {
+                    if path.as_str() > inside.as_str() {
+                        break;
+                    }
+                    continue;
+                }
+                put(b"file", path.as_bytes());
+                put(b"bytes", bytes);
+            }
+        }
+        let text = serde_json::to_string(def).unwrap_or_default();
+        for (k, v) in env.iter().chain(secrets.iter()) {
+            if text.contains(&format!("${{{k}")) || text.contains(&format!("${k}")) {
+                put(b"var", k.as_bytes());
+                put(b"value", secrets.get(k).unwrap_or(v).as_bytes());
+            }
+        }
+        out.insert(name.to_string(), format!("{:x}", h.finalize()));
+    }
+    out
+}
+
 /// The override, as YAML built by hand: keys and values are JSON strings,
 /// which are valid double-quoted YAML scalars for every YAML parser compose
 /// has used. A top-level `version:` of the compose file is repeated, since
-/// docker-compose v1 refuses files of mixed versions.
-fn override_yaml(stack: &Stack, pins: &[(String, String)]) -> String {
+/// docker-compose v1 refuses files of mixed versions. Each service gets its
+/// pinned image and its [`SERVICE_FINGERPRINT_LABEL`].
+fn override_yaml(
+    stack: &Stack,
+    pins: &[(String, String)],
+    services: &BTreeMap<String, String>,
+) -> String {
     let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let mut out = String::from(
         "# Written by stackpin: every service runs the image digest pinned in stack.yaml.\n",
@@ -444,13 +582,23 @@ fn override_yaml(stack: &Stack, pins: &[(String, String)]) -> String {
         }
         _ => {}
     }
-    if pins.is_empty() {
+    if pins.is_empty() && services.is_empty() {
         out.push_str("services: {}\n");
         return out;
     }
     out.push_str("services:\n");
-    for (svc, pinned) in pins {
-        out.push_str(&format!("  {}:\n    image: {}\n", q(svc), q(pinned)));
+    for (svc, _) in stack.compose.services() {
+        out.push_str(&format!("  {}:\n", q(svc)));
+        if let Some((_, pinned)) = pins.iter().find(|(s, _)| s == svc) {
+            out.push_str(&format!("    image: {}\n", q(pinned)));
+        }
+        if let Some(fp) = services.get(svc) {
+            out.push_str(&format!(
+                "    labels:\n      {}: {}\n",
+                q(SERVICE_FINGERPRINT_LABEL),
+                q(fp)
+            ));
+        }
     }
     out
 }

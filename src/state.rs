@@ -213,6 +213,22 @@ impl LocalStore {
     pub fn clear_hold(&self, stack: &str) -> io::Result<()> {
         self.clear("hold", stack)
     }
+
+    /// Which release each of the stack's containers was created from
+    /// (container id -> release id): compose runs from the stack's link, so
+    /// a container mounts the release the link pointed at when it was
+    /// created, and keeps it while it runs. Retention never removes one.
+    pub fn mounts(&self, stack: &str) -> Result<std::collections::BTreeMap<String, String>, Error> {
+        Ok(self.read("mounts", stack)?.unwrap_or_default())
+    }
+
+    pub fn set_mounts(
+        &self,
+        stack: &str,
+        m: &std::collections::BTreeMap<String, String>,
+    ) -> io::Result<()> {
+        self.write("mounts", stack, m)
+    }
 }
 
 #[cfg(test)]

@@ -284,6 +284,33 @@ fn valid_stack_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
+/// The version label when `version:` is not given: with one pin, its
+/// digest's first 7 hex digits; with several, the first 7 hex digits of a
+/// sha256 over every `service@digest` (sorted), so two releases with
+/// different pins never share a label (a router's digest no longer names
+/// every app release).
+pub fn default_version(pins: &IndexMap<String, ImageRef>) -> String {
+    use sha2::{Digest, Sha256};
+    let digests: Vec<(&String, String)> = pins
+        .iter()
+        .filter_map(|(s, p)| Some((s, p.digest_hex()?.to_string())))
+        .collect();
+    match digests.as_slice() {
+        [] => "unversioned".into(),
+        [(_, d)] => d[..7].to_string(),
+        many => {
+            let mut sorted: Vec<String> = many.iter().map(|(s, d)| format!("{s}@{d}\n")).collect();
+            sorted.sort();
+            let h = Sha256::digest(sorted.concat().as_bytes());
+            h.iter()
+                .take(4)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()[..7]
+                .to_string()
+        }
+    }
+}
+
 fn valid_version(v: &str) -> bool {
     let b = v.as_bytes();
     !b.is_empty()
@@ -698,16 +725,10 @@ fn load_stack(
     };
     let compose = load_compose(name, &dir, &compose_rel, &files, findings)?;
     let pins = effective_pins(name, &spec, &spec_file, &compose, &compose_rel, findings);
-    // Keep pins in compose service order for a stable version default.
-    let version = spec.version.clone().unwrap_or_else(|| {
-        spec.images
-            .keys()
-            .find_map(|k| pins.get(k))
-            .or_else(|| pins.values().next())
-            .and_then(|p| p.digest_hex())
-            .map(|h| h[..7].to_string())
-            .unwrap_or_else(|| "unversioned".into())
-    });
+    let version = spec
+        .version
+        .clone()
+        .unwrap_or_else(|| default_version(&pins));
     let mut exec_sink = Sink::new(Some(name), spec_file, findings);
     for (i, c) in spec.smoke.iter().flat_map(|s| s.checks.iter()).enumerate() {
         if let Check::Exec(e) = c

@@ -211,16 +211,59 @@ fn switch_back(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
 }
 
 async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
-    let (_, dir, meta) = target_id(r, Stage::Up)?;
+    let (id, _, meta) = target_id(r, Stage::Up)?;
+    let id = id.to_string();
+    // From the stack's link, which stays the same path between releases
+    // (the switch stage has pointed it at this release): relative bind
+    // sources keep their path, so compose recreates only the services whose
+    // fingerprint label changed.
+    let link = host.layout.stack_link(&r.sw.stack);
     host.engine
         .up(Project {
             name: &r.sw.stack,
-            dir,
+            dir: &link,
             files: &meta.compose_files,
         })
         .await
         .map_err(Error::Up)?;
-    Ok(String::new())
+    Ok(record_mounts(host, &r.sw.stack, &id)
+        .await
+        .unwrap_or_default())
+}
+
+/// After an `up` from the link pointing at `release`: every container not
+/// seen before was created from `release`, and mounts it while it runs;
+/// containers that kept running keep the release they had. Returns a
+/// problem to show, if the record could not be kept (retention then keeps
+/// every release a container may mount: see [`retain`]).
+async fn record_mounts(host: &Host<'_>, stack: &str, release: &str) -> Option<String> {
+    let containers = match host.engine.containers(stack).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(format!(
+                "which release each container mounts is not known: {}",
+                e.report()
+            ));
+        }
+    };
+    let old = host.store.mounts(stack).unwrap_or_default();
+    let now: std::collections::BTreeMap<String, String> = containers
+        .into_iter()
+        .map(|c| {
+            let r = old
+                .get(&c.id)
+                .cloned()
+                .unwrap_or_else(|| release.to_string());
+            (c.id, r)
+        })
+        .collect();
+    if now == old {
+        return None;
+    }
+    host.store
+        .set_mounts(stack, &now)
+        .err()
+        .map(|e| format!("which release each container mounts could not be recorded: {e}"))
 }
 
 async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
@@ -379,6 +422,14 @@ fn retain(
     let name = &sw.stack;
     let mut protect: Vec<String> = vec![id.to_string()];
     protect.extend(sw.from.clone());
+    // Releases a running container was created from, and so still mounts.
+    match host.store.mounts(name) {
+        Ok(m) => protect.extend(m.into_values()),
+        Err(e) => {
+            tracing::warn!(stack = %name, "{e}: no release is removed this time");
+            return Some(format!("retention skipped: {e}"));
+        }
+    }
     if let Ok(Some(v)) = release::read_verified_txt(&host.layout, name)
         && let Ok(list) = release::list(&host.layout, name)
         && let Some(r) = list
@@ -415,7 +466,13 @@ pub async fn stop_and_unlink(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(m) = meta {
-        let dir = host.layout.release_dir(stack, &m.release_id);
+        // The same project directory `up` used: the link while it points at
+        // this release, else the release itself.
+        let link = host.layout.stack_link(stack);
+        let dir = match std::fs::read_link(&link) {
+            Ok(t) if t.file_name() == Some(std::ffi::OsStr::new(&m.release_id)) => link,
+            _ => host.layout.release_dir(stack, &m.release_id),
+        };
         if let Err(e) = host
             .engine
             .down(Project {
