@@ -306,6 +306,11 @@ pub fn crashed(
             "exited" if expected || c.exit_code != Some(0) => {
                 problems.push(format!("{who} exited{code}"))
             }
+            // Docker has judged it: waiting for the timeout would only
+            // serve users errors for longer.
+            _ if expected && c.health.as_deref() == Some("unhealthy") => problems.push(format!(
+                "{who} is unhealthy (its Docker healthcheck failed)"
+            )),
             _ => {
                 let first = baseline.get(&c.id).copied().unwrap_or(c.restart_count);
                 if c.restart_count > first {
@@ -714,6 +719,12 @@ mod tests {
 
         let dead = container("web", "dead");
         assert!(crashed(&[dead], &base, &services).unwrap().contains("dead"));
+        let mut unhealthy = container("web", "running");
+        unhealthy.health = Some("unhealthy".into());
+        assert_eq!(
+            crashed(&[unhealthy], &base, &services).as_deref(),
+            Some("service web (container p-web-1) is unhealthy (its Docker healthcheck failed)")
+        );
         let restarting = container("web", "restarting");
         assert!(
             crashed(&[restarting], &base, &services)

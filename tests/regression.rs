@@ -426,3 +426,34 @@ fn break_glass_does_not_deploy_without_its_audit_line() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(audit < deploy, "{log}");
 }
+
+/// Broke: a container Docker had marked `unhealthy` after a few seconds
+/// kept serving errors until the whole smoke timeout ran out (`timed out
+/// after 20s`) (issue 18). Now `unhealthy` fails the smoke at once and the
+/// revert follows.
+#[test]
+fn an_unhealthy_container_fails_the_smoke_without_waiting_for_the_timeout() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = deployed(&h, &f);
+    StackFixture::new(&s, &f.v2, port, "v2-sick")
+        .smoke_timeout("120s")
+        .write(&h);
+    let compose = h.repo().join(format!("stacks/{s}/compose.yaml"));
+    let text = std::fs::read_to_string(&compose).unwrap().replace(
+        "    stop_grace_period: 1s\n",
+        "    stop_grace_period: 1s\n    healthcheck: {test: [\"CMD\", \"false\"], interval: 1s, timeout: 1s, retries: 1}\n",
+    );
+    std::fs::write(&compose, text).unwrap();
+    h.commit("v2 whose healthcheck always fails");
+    let out = h.cmd(["sync"]).run().code(1);
+    assert!(out.stdout().contains("rolled-back"), "{}", out.report());
+    let hist = h.history();
+    let failed = hist
+        .lines()
+        .find(|l| l.contains("| v2-sick | failed |"))
+        .unwrap_or_else(|| panic!("{hist}"));
+    assert!(failed.contains("is unhealthy"), "{failed}");
+    assert!(!failed.contains("timed out"), "{failed}");
+    h.serves(port, "stackpin-test-app v1");
+}
