@@ -246,6 +246,9 @@ fn check_service(
         );
     }
     check_references(&path, svc, known, sink);
+    if let Some(deploy) = svc.get("deploy") {
+        check_deploy(&join(&path, "deploy"), deploy, sink);
+    }
     if let Some(vols) = svc.get("volumes") {
         match vols.as_array() {
             None => sink.error(
@@ -287,6 +290,48 @@ fn check_service(
             format!("must be a list, found {}", type_name(ports)),
             "write `ports: [\"127.0.0.1:8069:8069\"]`",
         );
+    }
+}
+
+/// `deploy:` is Swarm's section. compose outside Swarm honours some of it
+/// and silently ignores the rest; nothing is accepted and then ignored
+/// here: each key is honoured, warned about, or refused by name.
+fn check_deploy(path: &str, deploy: &Value, sink: &mut Sink<'_>) {
+    let Some(m) = deploy.as_object() else {
+        sink.error(
+            path,
+            format!("must be a mapping, found {}", type_name(deploy)),
+            "remove it, or write `deploy: {resources: {limits: {memory: 512m}}}`",
+        );
+        return;
+    };
+    for key in m.keys() {
+        let field = join(path, key);
+        match key.as_str() {
+            // Honoured by compose v2 outside Swarm (docker-compose v1 reads
+            // them only with --compatibility: README, "Updates").
+            "resources" | "replicas" | "restart_policy" => {}
+            "update_config" | "rollback_config" => sink.error(
+                field,
+                format!("`deploy.{key}` is Swarm's: compose outside Swarm ignores it (`order: start-first` would still recreate the service stop-first), and stackpin does not honour it"),
+                "remove it: stackpin converges a stack with compose up and reverts the whole stack when smoke fails",
+            ),
+            "placement" | "endpoint_mode" | "mode" => sink.error(
+                field,
+                format!("`deploy.{key}` applies to Swarm services only; compose ignores it"),
+                "remove it (choose hosts with `hosts:` in stack.yaml)",
+            ),
+            "labels" => sink.warn(
+                field,
+                "`deploy.labels` are Swarm service labels; compose ignores them",
+                "put container labels under the service's `labels:`",
+            ),
+            other => sink.error(
+                field,
+                format!("unknown deploy key `{other}`"),
+                "remove it; compose honours deploy.resources, replicas and restart_policy",
+            ),
+        }
     }
 }
 

@@ -274,3 +274,39 @@ fn alias_bombs_are_refused() {
     let e = the_error(&st);
     assert!(e.message.contains("is not valid YAML"), "{e}");
 }
+
+#[test]
+fn deploy_keys_compose_ignores_are_refused_by_name() {
+    let compose = |deploy: &str| {
+        let mut files = good_stack("a");
+        files.retain(|(p, _)| p != "stacks/a/compose.yaml");
+        files.push((
+            "stacks/a/compose.yaml".into(),
+            format!("services:\n  web:\n    image: ghcr.io/acme/app\n    deploy: {deploy}\n"),
+        ));
+        load_files(files)
+    };
+    let st = compose("{update_config: {order: start-first}}");
+    let e = the_error(&st);
+    assert_eq!(e.field, "services.web.deploy.update_config");
+    assert!(
+        e.message.contains("start-first") && e.message.contains("stop-first"),
+        "{}",
+        e.message
+    );
+    let st = compose("{placement: {constraints: [node.role==manager]}}");
+    assert_eq!(the_error(&st).field, "services.web.deploy.placement");
+    let st = compose("{labels: {a: b}}");
+    assert!(st.errors().next().is_none());
+    assert!(
+        st.findings
+            .iter()
+            .any(|f| f.field == "services.web.deploy.labels"),
+        "{:#?}",
+        st.findings
+    );
+    let st = compose(
+        "{resources: {limits: {memory: 512m}}, replicas: 1, restart_policy: {condition: on-failure}}",
+    );
+    assert!(st.findings.is_empty(), "honoured: {:#?}", st.findings);
+}
