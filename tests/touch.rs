@@ -3,7 +3,8 @@
 //! the stack directory, an app, a database that mounts a config file).
 //! Compose runs from the stack's link, a path that stays the same between
 //! releases, and each service carries a fingerprint label of what it runs,
-//! so compose recreates a service exactly when that changed.
+//! so compose recreates a service exactly when that changed. Run under
+//! docker-compose v1 (Debian's) and compose v2 (production's).
 
 mod common;
 
@@ -64,10 +65,42 @@ impl Shape {
     }
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Flavour {
+    V1,
+    V2,
+}
+
 #[test]
-fn a_digest_bump_recreates_only_its_service_and_a_config_change_only_its_own() {
+fn a_digest_bump_recreates_only_its_service_and_a_config_change_only_its_own_v1() {
+    scenario(Flavour::V1);
+}
+
+#[test]
+fn a_digest_bump_recreates_only_its_service_and_a_config_change_only_its_own_v2() {
+    scenario(Flavour::V2);
+}
+
+fn scenario(flavour: Flavour) {
     let h = TestHost::new();
     let f = Fixtures::require();
+    let cfg = h.tmp().join("config.yaml");
+    let compose = match flavour {
+        Flavour::V1 => "docker-compose",
+        Flavour::V2 => "docker compose",
+    };
+    std::fs::write(&cfg, format!("compose: \"{compose}\"\n")).unwrap();
+    let sync = || {
+        let mut c = h.cmd([
+            std::ffi::OsStr::new("--config"),
+            cfg.as_os_str(),
+            "sync".as_ref(),
+        ]);
+        if let Flavour::V2 = flavour {
+            c.env("DOCKER_CONFIG", &f.compose_v2_config);
+        }
+        c.run()
+    };
     let shape = Shape {
         stack: h.stack("shop"),
         router: h.free_port(),
@@ -76,15 +109,35 @@ fn a_digest_bump_recreates_only_its_service_and_a_config_change_only_its_own() {
     };
     shape.write(&h, &f.v1, &f, "upstream app\n");
     h.commit("v1");
-    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    let out = sync().ok();
+    assert!(out.stdout().contains("deployed"), "{}", out.report());
     let first = shape.ids(&h);
     assert_eq!(first.len(), 3, "{first:?}");
+    // The flavour asked for is the one that ran.
+    let made_by = h
+        .docker([
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"com.docker.compose.version\"}}",
+            &first["app"],
+        ])
+        .run()
+        .ok()
+        .stdout();
+    let major = match flavour {
+        Flavour::V1 => "1.",
+        Flavour::V2 => "2.",
+    };
+    assert!(
+        made_by.trim().starts_with(major),
+        "{flavour:?} ran compose {made_by}"
+    );
     let v1_label = h.current_version(&shape.stack);
 
     // The app's digest moves: the router and the database keep running.
     shape.write(&h, &f.v2, &f, "upstream app\n");
     h.commit("app v2");
-    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    sync().ok().stdout_contains("deployed");
     h.serves(shape.app, "stackpin-test-app v2");
     let second = shape.ids(&h);
     assert_ne!(second["app"], first["app"], "the app was recreated");
@@ -97,7 +150,7 @@ fn a_digest_bump_recreates_only_its_service_and_a_config_change_only_its_own() {
     // A broken app bump is reverted: still only the app is touched.
     shape.write(&h, &f.broken, &f, "upstream app\n");
     h.commit("app broken");
-    h.cmd(["sync"]).run().code(1).stdout_contains("rolled-back");
+    sync().code(1).stdout_contains("rolled-back");
     h.serves(shape.app, "stackpin-test-app v2");
     let third = shape.ids(&h);
     assert_eq!(
@@ -112,7 +165,7 @@ fn a_digest_bump_recreates_only_its_service_and_a_config_change_only_its_own() {
     // The router's config changes: the router is recreated, nothing else.
     shape.write(&h, &f.v2, &f, "upstream app; timeout 5s\n");
     h.commit("router config");
-    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    sync().ok().stdout_contains("deployed");
     let fourth = shape.ids(&h);
     assert_ne!(
         fourth["router"], third["router"],

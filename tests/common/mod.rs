@@ -56,9 +56,13 @@ pub struct Fixtures {
     pub missing: String,
     /// `docker compose` or `docker-compose`, whichever works here.
     pub compose: String,
+    /// A Docker config dir whose `cli-plugins/` holds compose v2: with
+    /// `DOCKER_CONFIG` set to it, `docker compose` is v2 (production's),
+    /// while every other test runs under Debian's v1.
+    pub compose_v2_config: PathBuf,
 }
 
-const FIXTURE_VARS: [&str; 8] = [
+const FIXTURE_VARS: [&str; 9] = [
     "STACKPIN_TEST_REGISTRY",
     "STACKPIN_TEST_IMAGE_V1",
     "STACKPIN_TEST_IMAGE_V2",
@@ -67,6 +71,7 @@ const FIXTURE_VARS: [&str; 8] = [
     "STACKPIN_TEST_IMAGE_CRASH",
     "STACKPIN_TEST_IMAGE_MISSING",
     "STACKPIN_TEST_COMPOSE",
+    "STACKPIN_TEST_COMPOSE_V2_CONFIG",
 ];
 
 impl Fixtures {
@@ -128,6 +133,7 @@ impl Fixtures {
             crash: next(),
             missing: next(),
             compose: next(),
+            compose_v2_config: PathBuf::from(next()),
         })
     }
 
