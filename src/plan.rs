@@ -114,6 +114,20 @@ pub struct Item {
     /// Desired fingerprint, when the stack is valid and for this host.
     pub fingerprint: Option<String>,
     pub verdict: Option<Verdict>,
+    /// For a deploy: what happens to each service (who restarts and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceChange>,
+}
+
+/// What a deploy does to one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceChange {
+    pub service: String,
+    /// `recreate`, `create` or `keep`.
+    pub change: &'static str,
+    /// Why it is recreated: `new digest …`, `file config/x changed`, …
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -171,6 +185,7 @@ pub fn plan(
             reason,
             fingerprint: fp,
             verdict,
+            services: Vec::new(),
         });
     }
     for name in &desired.invalid {
@@ -181,6 +196,7 @@ pub fn plan(
                 reason: "the desired state of this stack has errors (see `stackpin validate`); the host keeps what it runs".into(),
                 fingerprint: None,
                 verdict: None,
+                services: Vec::new(),
             });
         }
     }
@@ -374,6 +390,7 @@ fn orphans<'a>(
                     reason,
                     fingerprint: None,
                     verdict: None,
+                    services: Vec::new(),
                 };
             }
             let (action, reason) = if opts.prune {
@@ -395,6 +412,7 @@ fn orphans<'a>(
                 reason,
                 fingerprint: None,
                 verdict: None,
+                services: Vec::new(),
             }
         })
 }

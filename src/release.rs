@@ -278,6 +278,9 @@ pub struct Rendered {
     pub compose_files: Vec<String>,
     /// The desired commit, carried to `release.json`; not fingerprinted.
     pub commit: Option<String>,
+    /// service -> its fingerprint (the override's
+    /// [`SERVICE_FINGERPRINT_LABEL`]).
+    pub services: BTreeMap<String, String>,
 }
 
 fn pinned_images(stack: &Stack) -> Vec<(String, String)> {
@@ -417,6 +420,7 @@ pub fn render(
         fingerprint,
         compose_files,
         commit: commit.map(str::to_string),
+        services,
     })
 }
 
@@ -454,19 +458,6 @@ pub fn service_fingerprints(
     env: &BTreeMap<String, String>,
     secret_files: &[(String, Vec<u8>)],
 ) -> BTreeMap<String, String> {
-    use serde_json::Value;
-    let compose_dir = Path::new(&stack.compose_file)
-        .parent()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let resolve = |src: &str| -> Option<String> {
-        let joined = if compose_dir.is_empty() {
-            src.to_string()
-        } else {
-            format!("{compose_dir}/{src}")
-        };
-        crate::desired::paths::normalize_rel(&joined).ok()
-    };
     let mut secrets: BTreeMap<String, String> = BTreeMap::new();
     for (path, bytes) in secret_files {
         if let Ok(vars) = parse_env_file(path, bytes) {
@@ -475,7 +466,7 @@ pub fn service_fingerprints(
             }
         }
     }
-    let top = &stack.compose.value;
+    let all_sources = service_sources(stack);
     let mut out = BTreeMap::new();
     for (name, def) in stack.compose.services() {
         let mut h = Sha256::new();
@@ -489,6 +480,43 @@ pub fn service_fingerprints(
         if let Some((_, pin)) = pins.iter().find(|(s, _)| s == name) {
             put(b"image", pin.as_bytes());
         }
+        let sources = all_sources.get(name).cloned().unwrap_or_default();
+        for (path, bytes) in files_under(files, &sources) {
+            put(b"file", path.as_bytes());
+            put(b"bytes", bytes);
+        }
+        let text = serde_json::to_string(def).unwrap_or_default();
+        for (k, v) in env.iter().chain(secrets.iter()) {
+            if text.contains(&format!("${{{k}")) || text.contains(&format!("${k}")) {
+                put(b"var", k.as_bytes());
+                put(b"value", secrets.get(k).unwrap_or(v).as_bytes());
+            }
+        }
+        out.insert(name.to_string(), format!("{:x}", h.finalize()));
+    }
+    out
+}
+
+/// The stack files and directories each service reads from the release
+/// (relative to the stack directory): its relative bind sources, relative
+/// `env_file`s and `configs:`/`secrets:` files.
+pub fn service_sources(stack: &Stack) -> BTreeMap<String, BTreeSet<String>> {
+    use serde_json::Value;
+    let compose_dir = Path::new(&stack.compose_file)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let resolve = |src: &str| -> Option<String> {
+        let joined = if compose_dir.is_empty() {
+            src.to_string()
+        } else {
+            format!("{compose_dir}/{src}")
+        };
+        crate::desired::paths::normalize_rel(&joined).ok()
+    };
+    let top = &stack.compose.value;
+    let mut out = BTreeMap::new();
+    for (name, def) in stack.compose.services() {
         let mut sources: BTreeSet<String> = BTreeSet::new();
         for v in def
             .get("volumes")
@@ -536,29 +564,21 @@ pub fn service_fingerprints(
                 }
             }
         }
-        for src in &sources {
-            let inside = format!("{src}/");
-            for (path, bytes) in files.range(src.clone()..) {
-                if path != src && !path.starts_with(&inside) {
-                    if path.as_str() > inside.as_str() {
-                        break;
-                    }
-                    continue;
-                }
-                put(b"file", path.as_bytes());
-                put(b"bytes", bytes);
-            }
-        }
-        let text = serde_json::to_string(def).unwrap_or_default();
-        for (k, v) in env.iter().chain(secrets.iter()) {
-            if text.contains(&format!("${{{k}")) || text.contains(&format!("${k}")) {
-                put(b"var", k.as_bytes());
-                put(b"value", secrets.get(k).unwrap_or(v).as_bytes());
-            }
-        }
-        out.insert(name.to_string(), format!("{:x}", h.finalize()));
+        out.insert(name.to_string(), sources);
     }
     out
+}
+
+/// The files of `files` that are one of `sources` or inside one of them.
+pub fn files_under<'a>(
+    files: &'a BTreeMap<String, Vec<u8>>,
+    sources: &'a BTreeSet<String>,
+) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
+    files.iter().filter(move |(path, _)| {
+        sources
+            .iter()
+            .any(|src| *path == src || path.starts_with(&format!("{src}/")))
+    })
 }
 
 /// The override, as YAML built by hand: keys and values are JSON strings,

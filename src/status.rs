@@ -338,6 +338,7 @@ mod tests {
             reason: "why".into(),
             fingerprint: None,
             verdict: None,
+            services: Vec::new(),
         }
     }
 

@@ -90,6 +90,33 @@ fn scenario(flavour: Flavour) {
         Flavour::V2 => "docker compose",
     };
     std::fs::write(&cfg, format!("compose: \"{compose}\"\n")).unwrap();
+    let plan_services = || -> BTreeMap<String, (String, String)> {
+        let mut c = h.cmd([
+            std::ffi::OsStr::new("--config"),
+            cfg.as_os_str(),
+            "--json".as_ref(),
+            "plan".as_ref(),
+        ]);
+        if let Flavour::V2 = flavour {
+            c.env("DOCKER_CONFIG", &f.compose_v2_config);
+        }
+        let plan = c.run().ok().json();
+        plan[0]["services"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no services in the plan: {plan}"))
+            .iter()
+            .map(|c| {
+                let why: Vec<&str> = c["why"]
+                    .as_array()
+                    .map(|w| w.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                (
+                    c["service"].as_str().unwrap().to_string(),
+                    (c["change"].as_str().unwrap().to_string(), why.join("; ")),
+                )
+            })
+            .collect()
+    };
     let sync = || {
         let mut c = h.cmd([
             std::ffi::OsStr::new("--config"),
@@ -137,7 +164,16 @@ fn scenario(flavour: Flavour) {
     // The app's digest moves: the router and the database keep running.
     shape.write(&h, &f.v2, &f, "upstream app\n");
     h.commit("app v2");
+    // The plan says who restarts, and why.
+    let planned = plan_services();
+    assert_eq!(planned["app"].0, "recreate", "{planned:?}");
+    assert!(planned["app"].1.starts_with("new digest "), "{planned:?}");
+    assert_eq!(planned["router"].0, "keep", "{planned:?}");
+    assert_eq!(planned["db"].0, "keep", "{planned:?}");
     sync().ok().stdout_contains("deployed");
+    // History records the same.
+    let last = h.history().lines().last().unwrap_or_default().to_string();
+    assert!(last.contains("recreated app; kept db, router"), "{last}");
     h.serves(shape.app, "stackpin-test-app v2");
     let second = shape.ids(&h);
     assert_ne!(second["app"], first["app"], "the app was recreated");
@@ -165,6 +201,16 @@ fn scenario(flavour: Flavour) {
     // The router's config changes: the router is recreated, nothing else.
     shape.write(&h, &f.v2, &f, "upstream app; timeout 5s\n");
     h.commit("router config");
+    let planned = plan_services();
+    assert_eq!(
+        planned["router"],
+        (
+            "recreate".to_string(),
+            "file config/router.conf changed".to_string()
+        ),
+        "{planned:?}"
+    );
+    assert_eq!(planned["app"].0, "keep", "{planned:?}");
     sync().ok().stdout_contains("deployed");
     let fourth = shape.ids(&h);
     assert_ne!(

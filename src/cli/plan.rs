@@ -166,6 +166,19 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             if let Some(v) = &p.item.verdict {
                 println!("  gate: {}", v.describe());
             }
+            let kept: Vec<&str> = p
+                .item
+                .services
+                .iter()
+                .filter(|c| c.change == "keep")
+                .map(|c| c.service.as_str())
+                .collect();
+            for c in p.item.services.iter().filter(|c| c.change != "keep") {
+                println!("  {} {}: {}", c.change, c.service, c.why.join("; "));
+            }
+            if !kept.is_empty() {
+                println!("  keep running: {}", kept.join(", "));
+            }
             if let Some(n) = &p.note {
                 println!("  note: {n}");
             }

@@ -72,6 +72,9 @@ pub struct PlanInputs {
     pub local: BTreeMap<String, LocalRecord>,
     /// Each stack's judged policy (see [`judge`]).
     pub gates: BTreeMap<String, Gate>,
+    /// stack -> the files of the release it runs (relative path -> bytes),
+    /// read for the services' "file … changed" reasons.
+    pub current_files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 impl PlanInputs {
@@ -110,6 +113,15 @@ impl PlanInputs {
                 inputs.rendered.insert(name.clone(), r);
             }
             let obs = observed::observe(&host.layout, host.engine, name).await;
+            // Only when the release changes: a no-op run reads no tree.
+            let changes = match (inputs.rendered.get(name), &obs.meta) {
+                (Some(Ok(r)), Some(m)) => r.fingerprint != m.fingerprint,
+                _ => false,
+            };
+            if let Some(id) = obs.release.as_ref().filter(|_| changes) {
+                let dir = host.layout.release_dir(name, id);
+                inputs.current_files.insert(name.clone(), read_tree(&dir));
+            }
             inputs.observed.insert(name.clone(), obs);
             let source = inputs
                 .gates
@@ -155,8 +167,17 @@ impl PlanInputs {
             },
         );
         for item in &mut p.items {
-            if let Some(Err(e)) = self.rendered.get(&item.stack) {
-                item.reason = format!("{}; {e}", item.reason);
+            match self.rendered.get(&item.stack) {
+                Some(Err(e)) => item.reason = format!("{}; {e}", item.reason),
+                Some(Ok(r)) if item.action == plan::Action::Deploy => {
+                    if let (Some(s), Some(o)) = (
+                        desired.stacks.get(&item.stack),
+                        self.observed.get(&item.stack),
+                    ) {
+                        item.services = service_changes(s, r, o, &self.current_files);
+                    }
+                }
+                _ => {}
             }
         }
         p
@@ -348,4 +369,99 @@ fn trusted_markers(
         ));
     }
     (good, ignored)
+}
+
+/// Every regular file under `dir`, relative path -> bytes (what a release
+/// holds; unreadable entries are skipped: they only feed explanations).
+fn read_tree(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => {
+                    if let (Ok(rel), Ok(bytes)) = (p.strip_prefix(dir), std::fs::read(&p)) {
+                        out.insert(rel.to_string_lossy().into_owned(), bytes);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// What deploying `rendered` does to each service: kept when its running
+/// containers carry the same fingerprint label, created when it has none,
+/// else recreated, with why (a new digest, which mounted files changed,
+/// else its definition or a variable it uses).
+pub fn service_changes(
+    stack: &Stack,
+    rendered: &Rendered,
+    obs: &StackObservation,
+    current_files: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+) -> Vec<plan::ServiceChange> {
+    let sources = release::service_sources(stack);
+    let empty = BTreeMap::new();
+    let old_files = current_files.get(&stack.name).unwrap_or(&empty);
+    let mut out = Vec::new();
+    for (svc, fp) in &rendered.services {
+        let ours: Vec<_> = obs
+            .containers
+            .iter()
+            .filter(|c| &c.service == svc)
+            .collect();
+        let labels: BTreeSet<Option<&String>> = ours
+            .iter()
+            .map(|c| c.labels.get(release::SERVICE_FINGERPRINT_LABEL))
+            .collect();
+        let change = |change: &'static str, why: Vec<String>| plan::ServiceChange {
+            service: svc.clone(),
+            change,
+            why,
+        };
+        if ours.is_empty() {
+            out.push(change("create", vec!["no container".into()]));
+            continue;
+        }
+        if labels.len() == 1 && labels.contains(&Some(fp)) {
+            out.push(change("keep", Vec::new()));
+            continue;
+        }
+        let mut why = Vec::new();
+        if labels.contains(&None) {
+            why.push("its container has no fingerprint label yet".to_string());
+        }
+        let new_pin = stack.pins.get(svc.as_str());
+        let old_pin = obs.meta.as_ref().and_then(|m| m.images.get(svc.as_str()));
+        if let (Some(n), Some(o)) = (new_pin, old_pin)
+            && n.digest != o.digest
+        {
+            let short = |r: &crate::desired::image::ImageRef| {
+                r.digest_hex()
+                    .map(|h| h[..12].to_string())
+                    .unwrap_or_default()
+            };
+            why.push(format!("new digest {} -> {}", short(o), short(n)));
+        }
+        let mine = sources.get(svc.as_str()).cloned().unwrap_or_default();
+        let new: BTreeMap<&String, &Vec<u8>> =
+            release::files_under(&rendered.files, &mine).collect();
+        let old: BTreeMap<&String, &Vec<u8>> = release::files_under(old_files, &mine).collect();
+        for path in new.keys().chain(old.keys()).collect::<BTreeSet<_>>() {
+            if new.get(path) != old.get(path) {
+                why.push(format!("file {path} changed"));
+            }
+        }
+        if why.is_empty() {
+            why.push("its compose definition or a variable it uses changed".into());
+        }
+        out.push(change("recreate", why));
+    }
+    out
 }

@@ -226,44 +226,77 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         })
         .await
         .map_err(Error::Up)?;
-    Ok(record_mounts(host, &r.sw.stack, &id)
-        .await
-        .unwrap_or_default())
+    let (problem, touched) = record_mounts(host, &r.sw.stack, &id).await;
+    if let Some(t) = &touched {
+        r.notes.push(t.clone());
+    }
+    Ok([touched, problem]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 /// After an `up` from the link pointing at `release`: every container not
 /// seen before was created from `release`, and mounts it while it runs;
 /// containers that kept running keep the release they had. Returns a
 /// problem to show, if the record could not be kept (retention then keeps
-/// every release a container may mount: see [`retain`]).
-async fn record_mounts(host: &Host<'_>, stack: &str, release: &str) -> Option<String> {
+/// every release a container may mount: see [`retain`]), and which
+/// services `up` recreated and which it left running, for history.
+async fn record_mounts(
+    host: &Host<'_>,
+    stack: &str,
+    release: &str,
+) -> (Option<String>, Option<String>) {
+    use std::collections::{BTreeMap, BTreeSet};
     let containers = match host.engine.containers(stack).await {
         Ok(c) => c,
         Err(e) => {
-            return Some(format!(
+            let why = format!(
                 "which release each container mounts is not known: {}",
                 e.report()
-            ));
+            );
+            return (Some(why), None);
         }
     };
     let old = host.store.mounts(stack).unwrap_or_default();
-    let now: std::collections::BTreeMap<String, String> = containers
+    let mut recreated = BTreeSet::new();
+    let mut kept = BTreeSet::new();
+    let now: BTreeMap<String, String> = containers
         .into_iter()
         .map(|c| {
-            let r = old
-                .get(&c.id)
-                .cloned()
-                .unwrap_or_else(|| release.to_string());
+            let r = match old.get(&c.id) {
+                Some(r) => {
+                    kept.insert(c.service.clone());
+                    r.clone()
+                }
+                None => {
+                    recreated.insert(c.service.clone());
+                    release.to_string()
+                }
+            };
             (c.id, r)
         })
         .collect();
+    let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
+    // With no record yet (a first deploy) there is nothing to compare.
+    let touched = (!old.is_empty()).then(|| {
+        let kept: BTreeSet<String> = kept.difference(&recreated).cloned().collect();
+        match (recreated.is_empty(), kept.is_empty()) {
+            (true, _) => format!("nothing recreated; kept {}", list(&kept)),
+            (false, true) => format!("recreated {}", list(&recreated)),
+            (false, false) => format!("recreated {}; kept {}", list(&recreated), list(&kept)),
+        }
+    });
     if now == old {
-        return None;
+        return (None, touched);
     }
-    host.store
+    let problem = host
+        .store
         .set_mounts(stack, &now)
         .err()
-        .map(|e| format!("which release each container mounts could not be recorded: {e}"))
+        .map(|e| format!("which release each container mounts could not be recorded: {e}"));
+    (problem, touched)
 }
 
 async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
