@@ -483,3 +483,39 @@ fn an_unhealthy_container_fails_the_smoke_without_waiting_for_the_timeout() {
     assert!(!failed.contains("timed out"), "{failed}");
     h.serves(port, "stackpin-test-app v1");
 }
+
+/// Broke: when the quarantine of a release that failed smoke could not be
+/// written, only a note said "may be retried", and every run deployed the
+/// broken release again (issue 11). Now the stack is held instead, with
+/// the reason, until a person resumes it.
+#[test]
+fn a_quarantine_that_cannot_be_written_holds_the_stack() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = deployed(&h, &f);
+    // A directory where the quarantine file goes: writing it fails.
+    std::fs::create_dir_all(
+        h.root()
+            .join(format!("releases/.stackpin/quarantine/{s}.json/x")),
+    )
+    .unwrap();
+    StackFixture::new(&s, &f.broken, port, "bad")
+        .smoke_timeout("5s")
+        .write(&h);
+    h.commit("broken");
+    let out = h.cmd(["sync"]).run().code(1);
+    assert!(out.stdout().contains("rolled-back"), "{}", out.report());
+    h.serves(port, "stackpin-test-app v1");
+    let status = h.cmd(["--json", "status", &s]).run().ok().json();
+    assert_eq!(status[0]["state"], "Held", "{status}");
+    assert!(
+        status[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("quarantine could not be written"),
+        "{status}"
+    );
+    // The next run does not try the broken release again.
+    h.cmd(["sync"]).run().ok().stdout_contains("skipped");
+    h.serves(port, "stackpin-test-app v1");
+}

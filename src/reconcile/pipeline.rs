@@ -493,12 +493,25 @@ fn quarantine(host: &Host<'_>, sw: &Switch, f: &Failed, why: &str) -> Option<Str
         version: meta.version.clone(),
         fingerprint: meta.fingerprint.clone(),
     });
-    match host.store.set_quarantine(&sw.stack, &q) {
-        Ok(()) => None,
-        Err(e) => Some(format!(
-            "the quarantine could not be written ({e}): the release may be retried"
-        )),
-    }
+    let Err(e) = host.store.set_quarantine(&sw.stack, &q) else {
+        return None;
+    };
+    // Without its quarantine the failed release would be retried every run:
+    // hold the stack instead, so a person looks first.
+    let hold = crate::state::Hold {
+        reason: format!(
+            "release {} failed ({why}) and its quarantine could not be written ({e}); `stackpin resume {}` once the state dir is fixed",
+            meta.release_id, sw.stack
+        ),
+        at: crate::host::now_rfc3339(),
+        release_id: None,
+    };
+    Some(match host.store.set_hold(&sw.stack, &hold) {
+        Ok(()) => format!("the quarantine could not be written ({e}): the stack is held instead"),
+        Err(h) => format!(
+            "neither the quarantine ({e}) nor a hold ({h}) could be written: the release may be retried"
+        ),
+    })
 }
 
 async fn stop_first_deploy(host: &Host<'_>, sw: &Switch, f: Failed, why: String) -> StackResult {
