@@ -1291,6 +1291,27 @@ pub fn read_verified_txt(layout: &Layout, stack: &str) -> Result<Option<String>,
     }
 }
 
+/// Reads every file of a release directory: relative path -> bytes
+/// (entries that cannot be read are skipped: callers only compare and show).
+pub fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let (Ok(b), Ok(rel)) = (std::fs::read(&p), p.strip_prefix(dir)) {
+                out.insert(rel.to_string_lossy().into_owned(), b);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,6 @@ use crate::reconcile::{self, PlanInputs, PlanOptions};
 use crate::release::{self, Layout};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,7 +55,10 @@ fn stack_plan(
         .find(|p| p.contains("cannot be listed"))
         .map(|_| "the Docker engine did not answer: drift was not checked".to_string());
     let cur_dir = obs.release.as_ref().map(|id| layout.release_dir(&name, id));
-    let mut old = cur_dir.as_deref().map(read_tree).unwrap_or_default();
+    let mut old = cur_dir
+        .as_deref()
+        .map(crate::release::read_tree)
+        .unwrap_or_default();
     let mut files = Vec::new();
     let mut images = Vec::new();
     if let (Some(Ok(r)), Some(s)) = (inputs.rendered.get(&name), desired.stacks.get(&name)) {
@@ -93,26 +95,6 @@ fn stack_plan(
         files,
         note,
     }
-}
-
-/// Reads every file of a release directory (relative paths).
-fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let (Ok(b), Ok(rel)) = (std::fs::read(&p), p.strip_prefix(dir)) {
-                out.insert(rel.to_string_lossy().into_owned(), b);
-            }
-        }
-    }
-    out
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {

@@ -120,7 +120,9 @@ impl PlanInputs {
             };
             if let Some(id) = obs.release.as_ref().filter(|_| changes) {
                 let dir = host.layout.release_dir(name, id);
-                inputs.current_files.insert(name.clone(), read_tree(&dir));
+                inputs
+                    .current_files
+                    .insert(name.clone(), release::read_tree(&dir));
             }
             inputs.observed.insert(name.clone(), obs);
             let source = inputs
@@ -369,31 +371,6 @@ fn trusted_markers(
         ));
     }
     (good, ignored)
-}
-
-/// Every regular file under `dir`, relative path -> bytes (what a release
-/// holds; unreadable entries are skipped: they only feed explanations).
-fn read_tree(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(p),
-                Ok(t) if t.is_file() => {
-                    if let (Ok(rel), Ok(bytes)) = (p.strip_prefix(dir), std::fs::read(&p)) {
-                        out.insert(rel.to_string_lossy().into_owned(), bytes);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    out
 }
 
 /// What deploying `rendered` does to each service: kept when its running

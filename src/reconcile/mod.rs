@@ -528,6 +528,12 @@ fn env_of(host: &Host<'_>, stack: &str) -> (String, String) {
     }
 }
 
+/// [`crate::desired::check_stack_name`] as an `InvalidInput` I/O error.
+fn checked_name(stack: &str) -> std::io::Result<()> {
+    crate::desired::check_stack_name(stack)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))
+}
+
 /// Refuses a stack name that is not one, or a stack neither the desired
 /// state (when known) nor this host has: an operator's typo must not create
 /// records for a stack that does not exist.
@@ -540,7 +546,7 @@ pub fn check_known(
     stack: &str,
 ) -> std::io::Result<()> {
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
-    crate::desired::check_stack_name(stack).map_err(invalid)?;
+    checked_name(stack)?;
     let mut known = crate::observed::stacks_on_host(&host.layout);
     if let Some(d) = desired {
         known.extend(d.stacks.keys().cloned());
@@ -563,8 +569,7 @@ pub fn hold_stack(
     reason: &str,
     release_id: Option<String>,
 ) -> std::io::Result<String> {
-    crate::desired::check_stack_name(stack)
-        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    checked_name(stack)?;
     let _lock = host.store.lock(stack)?;
     hold_locked(host, stack, reason, release_id)
 }
@@ -576,8 +581,7 @@ pub fn hold_locked(
     reason: &str,
     release_id: Option<String>,
 ) -> std::io::Result<String> {
-    crate::desired::check_stack_name(stack)
-        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    checked_name(stack)?;
     host.store.set_hold(
         stack,
         &Hold {
@@ -601,16 +605,14 @@ pub fn hold_locked(
 
 /// Lifts a hold. Records `resume` in history when there was one.
 pub fn resume_stack(host: &Host<'_>, stack: &str) -> std::io::Result<String> {
-    crate::desired::check_stack_name(stack)
-        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    checked_name(stack)?;
     let _lock = host.store.lock(stack)?;
     resume_locked(host, stack)
 }
 
 /// [`resume_stack`] for a caller that already holds the stack's lock.
 pub fn resume_locked(host: &Host<'_>, stack: &str) -> std::io::Result<String> {
-    crate::desired::check_stack_name(stack)
-        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    checked_name(stack)?;
     match host.store.hold(stack) {
         Ok(None) => return Ok(format!("{stack} is not held")),
         Ok(Some(_)) => {}
