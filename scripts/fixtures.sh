@@ -22,6 +22,8 @@ STACKPIN_FIXTURES_CRATE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACKPIN_FIXTURES_STATE="${STACKPIN_FIXTURES_STATE:-$STACKPIN_FIXTURES_CRATE/target/test-fixtures.d}"
 STACKPIN_FIXTURES_ENV_FILE="$STACKPIN_FIXTURES_CRATE/target/test-fixtures.env"
 STACKPIN_FIXTURES_REPO="stackpin-test/app"
+# shellcheck source=scripts/web-images.sh
+. "$STACKPIN_FIXTURES_CRATE/scripts/web-images.sh"
 # What this shell started; cleanup stops only these.
 STACKPIN_FIXTURES_STARTED_REGISTRY="${STACKPIN_FIXTURES_STARTED_REGISTRY:-}"
 STACKPIN_FIXTURES_STARTED_DOCKERD="${STACKPIN_FIXTURES_STARTED_DOCKERD:-}"
@@ -360,6 +362,11 @@ stackpin_fixtures_write_env() {
         echo "export STACKPIN_TEST_IMAGE_BROKEN=$STACKPIN_TEST_IMAGE_BROKEN"
         echo "export STACKPIN_TEST_IMAGE_CRASH=$STACKPIN_TEST_IMAGE_CRASH"
         echo "export STACKPIN_TEST_IMAGE_MISSING=$STACKPIN_TEST_IMAGE_MISSING"
+        echo "export STACKPIN_TEST_WEB_KEY=$STACKPIN_TEST_WEB_KEY"
+        echo "export STACKPIN_TEST_WEB_ROUTER=$STACKPIN_TEST_WEB_ROUTER"
+        echo "export STACKPIN_TEST_WEB_APP_V1=$STACKPIN_TEST_WEB_APP_V1"
+        echo "export STACKPIN_TEST_WEB_APP_V2=$STACKPIN_TEST_WEB_APP_V2"
+        echo "export STACKPIN_TEST_WEB_APP_500=$STACKPIN_TEST_WEB_APP_500"
         echo "export STACKPIN_TEST_COMPOSE='$STACKPIN_TEST_COMPOSE'"
         echo "export STACKPIN_TEST_COMPOSE_V2_CONFIG='$STACKPIN_TEST_COMPOSE_V2_CONFIG'"
         echo "export STACKPIN_TEST_FIXTURES=1"
@@ -377,6 +384,7 @@ stackpin_fixtures_setup() {
     stackpin_fixtures_start_registry || return 1
     stackpin_fixtures_build_images || return 1
     stackpin_fixtures_forget_local_images
+    stackpin_fixtures_web_images || return 1
     stackpin_fixtures_write_env || return 1
     _fx_log "ready: $STACKPIN_FIXTURES_ENV_FILE (compose: $STACKPIN_TEST_COMPOSE)"
 }

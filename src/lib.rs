@@ -29,6 +29,7 @@ pub mod publish;
 pub mod reconcile;
 pub mod release;
 pub mod rollback;
+pub mod rollout;
 pub mod server;
 pub mod smoke;
 pub mod source;

@@ -586,6 +586,35 @@ pub fn files_under<'a>(
 /// has used. A top-level `version:` of the compose file is repeated, since
 /// docker-compose v1 refuses files of mixed versions. Each service gets its
 /// pinned image and its [`SERVICE_FINGERPRINT_LABEL`].
+/// The fingerprint label of each service, as a release's override file
+/// sets it (see [`service_fingerprints`]); empty for a release made before
+/// the label existed.
+///
+/// # Errors
+/// The override file exists but cannot be read or parsed.
+pub fn read_service_fingerprints(dir: &Path) -> Result<BTreeMap<String, String>, String> {
+    let path = dir.join(OVERRIDE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(format!("failed to read {}: {e}", path.display())),
+    };
+    let v: serde_json::Value = serde_saphyr::from_str(&text)
+        .map_err(|e| format!("failed to parse {}: {e}", path.display()))?;
+    Ok(v.get("services")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(svc, def)| {
+            let fp = def
+                .get("labels")?
+                .get(SERVICE_FINGERPRINT_LABEL)?
+                .as_str()?;
+            Some((svc.clone(), fp.to_string()))
+        })
+        .collect())
+}
+
 fn override_yaml(
     stack: &Stack,
     pins: &[(String, String)],
@@ -1359,6 +1388,10 @@ mod tests {
             version: "sha-724f892".into(),
             keep_releases: 10,
             smoke_timeout: Duration::from_secs(120),
+            rollout: crate::desired::update::Rollout {
+                start_first: Vec::new(),
+                drain: crate::desired::update::DEFAULT_DRAIN,
+            },
         }
     }
 

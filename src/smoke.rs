@@ -32,6 +32,17 @@ pub struct Spec {
     /// The compose services the release runs.
     pub services: Vec<String>,
     pub checks: Vec<Check>,
+    /// Services replaced start-first (`update:`; see [`crate::rollout`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start_first: Vec<String>,
+    /// How long old and new containers of a start-first service serve
+    /// together before the old one stops.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+}
+
+fn default_drain_ms() -> u64 {
+    crate::desired::update::DEFAULT_DRAIN.as_millis() as u64
 }
 
 /// A release's [`Spec`] could not be read: it cannot be judged, so it is
@@ -50,6 +61,8 @@ impl Spec {
             timeout_secs: stack.smoke_timeout.as_secs(),
             services: stack.compose.service_names(),
             checks: stack.checks().to_vec(),
+            start_first: stack.rollout.start_first.clone(),
+            drain_ms: stack.rollout.drain.as_millis() as u64,
         }
     }
 
@@ -441,7 +454,12 @@ async fn exec_check(
             check.service
         )));
     };
-    let run = engine.exec(&c.id, &check.command);
+    exec_in(engine, &c.id, check).await
+}
+
+/// One attempt of an `exec` check in the container `id`.
+pub async fn exec_in(engine: &dyn Engine, id: &str, check: &ExecCheck) -> Result<(), Failure> {
+    let run = engine.exec(id, &check.command);
     let (code, output) = tokio::time::timeout(EXEC_TIMEOUT, run)
         .await
         .map_err(|_| {
@@ -657,6 +675,7 @@ mod tests {
             restart_count: 0,
             exit_code: (state == "exited").then_some(1),
             labels: HashMap::new(),
+            networks: vec![],
         }
     }
 

@@ -17,7 +17,7 @@ const FLOORS: &[&[&str]] = &[
     // pure decisions
     &["plan", "gate", "diff", "policy"],
     // records of the host
-    &["release", "verified", "observed", "smoke"],
+    &["release", "verified", "observed", "smoke", "rollout"],
     &["host"],
     // the pipeline and what sits on it
     &["reconcile", "backup", "rollback", "status", "publish"],

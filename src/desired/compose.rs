@@ -314,7 +314,7 @@ fn check_deploy(path: &str, deploy: &Value, sink: &mut Sink<'_>) {
             "update_config" | "rollback_config" => sink.error(
                 field,
                 format!("`deploy.{key}` is Swarm's: compose outside Swarm ignores it (`order: start-first` would still recreate the service stop-first), and stackpin does not honour it"),
-                "remove it: stackpin converges a stack with compose up and reverts the whole stack when smoke fails",
+                "remove it and set the order in stack.yaml: `update: {services: {SERVICE: {order: start-first}}}`",
             ),
             "placement" | "endpoint_mode" | "mode" => sink.error(
                 field,
@@ -424,6 +424,60 @@ fn path_error(sink: &mut Sink<'_>, field: &str, p: &str, e: PathProblem, ctx: &P
     );
 }
 
+/// One entry of a service's `volumes:`, short or long syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeParts {
+    /// `bind`, `volume`, `tmpfs`, … (short syntax: `bind` for a path,
+    /// `volume` for a name).
+    pub kind: String,
+    /// The host path or volume name (empty for an anonymous volume).
+    pub source: String,
+    pub read_only: bool,
+    pub has_target: bool,
+}
+
+/// Reads one `volumes:` entry; `None` for an anonymous volume written as a
+/// bare container path, or for a value that is neither string nor mapping.
+pub fn volume_parts(v: &Value) -> Option<VolumeParts> {
+    match v {
+        Value::String(s) => {
+            let parts: Vec<&str> = s.split(':').collect();
+            if parts.len() < 2 {
+                return None;
+            }
+            let src = parts[0];
+            let kind = if src.starts_with('.') || src.starts_with('/') || src.starts_with('~') {
+                "bind"
+            } else {
+                "volume"
+            };
+            Some(VolumeParts {
+                kind: kind.to_string(),
+                source: src.to_string(),
+                read_only: parts
+                    .get(2)
+                    .is_some_and(|m| m.split(',').any(|o| o == "ro")),
+                has_target: true,
+            })
+        }
+        Value::Object(m) => Some(VolumeParts {
+            kind: m
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("volume")
+                .to_string(),
+            source: m
+                .get("source")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            read_only: m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
+            has_target: m.get("target").is_some(),
+        }),
+        _ => None,
+    }
+}
+
 fn check_volume(
     v: &Value,
     field: &str,
@@ -431,53 +485,29 @@ fn check_volume(
     ctx: &PathContext<'_>,
     sink: &mut Sink<'_>,
 ) {
-    let (kind, source, read_only) = match v {
-        Value::String(s) => {
-            let parts: Vec<&str> = s.split(':').collect();
-            if parts.len() < 2 {
-                return; // anonymous volume: a path inside the container only
-            }
-            let src = parts[0];
-            let ro = parts
-                .get(2)
-                .is_some_and(|m| m.split(',').any(|o| o == "ro"));
-            let kind = if src.starts_with('.') || src.starts_with('/') || src.starts_with('~') {
-                "bind"
-            } else {
-                "volume"
-            };
-            (kind.to_string(), src.to_string(), ro)
-        }
-        Value::Object(m) => {
-            let kind = m
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("volume")
-                .to_string();
-            let src = m
-                .get("source")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let ro = m.get("read_only").and_then(Value::as_bool).unwrap_or(false);
-            if m.get("target").is_none() {
-                sink.error(
-                    field,
-                    "a volume needs a `target`",
-                    "add `target: /path/in/container`",
-                );
-            }
-            (kind, src, ro)
-        }
-        other => {
+    let Some(VolumeParts {
+        kind,
+        source,
+        read_only,
+        has_target,
+    }) = volume_parts(v)
+    else {
+        if !v.is_string() {
             sink.error(
                 field,
-                format!("must be a string or a mapping, found {}", type_name(other)),
+                format!("must be a string or a mapping, found {}", type_name(v)),
                 "write `- ./config/x.conf:/etc/x.conf:ro`",
             );
-            return;
         }
+        return; // a string without `:` is an anonymous volume
     };
+    if !has_target {
+        sink.error(
+            field,
+            "a volume needs a `target`",
+            "add `target: /path/in/container`",
+        );
+    }
     if source.contains("${") {
         sink.warn(
             field,

@@ -11,6 +11,7 @@ pub mod paths;
 pub mod powers;
 pub mod spec;
 pub mod tree;
+pub mod update;
 
 use compose::{Compose, PathContext};
 pub use finding::{Finding, Severity, Sink};
@@ -49,6 +50,8 @@ pub struct Stack {
     pub version: String,
     pub keep_releases: u32,
     pub smoke_timeout: Duration,
+    /// `update:`, checked: the services replaced start-first.
+    pub rollout: update::Rollout,
 }
 
 impl Stack {
@@ -730,6 +733,7 @@ fn load_stack(
         .clone()
         .unwrap_or_else(|| default_version(&pins));
     let mut exec_sink = Sink::new(Some(name), spec_file, findings);
+    let rollout = update::check(&spec, &compose, &compose_rel, &mut exec_sink);
     for (i, c) in spec.smoke.iter().flat_map(|s| s.checks.iter()).enumerate() {
         if let Check::Exec(e) = c
             && !compose.has_service(&e.service)
@@ -741,6 +745,7 @@ fn load_stack(
             );
         }
     }
+    update::check_routers(name, &dir, &files, &compose, &rollout, findings);
     Some(Stack {
         name: name.to_string(),
         keep_releases: spec
@@ -754,6 +759,7 @@ fn load_stack(
         pins,
         version,
         smoke_timeout,
+        rollout,
     })
 }
 

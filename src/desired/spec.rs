@@ -50,6 +50,38 @@ pub struct StackSpec {
     pub keep_releases: Option<u32>,
     pub smoke: Option<Smoke>,
     pub backup: Option<Backup>,
+    pub update: Option<Update>,
+}
+
+/// `update:` how a changed service is replaced (names as in compose's
+/// `deploy.update_config`, which compose ignores outside Swarm):
+/// `stop-first` (the default, what `compose up` does) or `start-first` (the
+/// new container starts next to the old one and takes the service's name
+/// only once it is good).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    /// The order of every service not listed in `services`.
+    pub order: Option<Order>,
+    /// How long the old and the new container both serve before the old
+    /// one is stopped: the time a proxy needs to see the new address
+    /// (default 2s; nginx with `resolver … valid=1s` needs 1s).
+    pub drain: Option<String>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceUpdate>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceUpdate {
+    pub order: Option<Order>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    StopFirst,
+    StartFirst,
 }
 
 /// `promote_from: <stack>` (same service names) or

@@ -321,9 +321,13 @@ impl Engine for MemoryEngine {
                 exit_code,
                 labels: [
                     (super::PROJECT_LABEL.to_string(), p.name.to_string()),
-                    (super::SERVICE_LABEL.to_string(), svc),
+                    (super::SERVICE_LABEL.to_string(), svc.clone()),
                 ]
                 .into(),
+                networks: vec![super::Endpoint {
+                    network: format!("{}_default", p.name),
+                    aliases: vec![svc],
+                }],
             });
         }
         s.projects.insert(p.name.to_string(), now);

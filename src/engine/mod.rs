@@ -158,6 +158,17 @@ pub struct ContainerInfo {
     /// Set once the container has stopped.
     pub exit_code: Option<i64>,
     pub labels: HashMap<String, String>,
+    /// The networks it is attached to, with its aliases on each.
+    pub networks: Vec<Endpoint>,
+}
+
+/// A container's attachment to one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub network: String,
+    /// The names other containers reach it by (the service name, user
+    /// aliases, its own name or short id).
+    pub aliases: Vec<String>,
 }
 
 /// One compose command as it ran, masked.
@@ -241,6 +252,57 @@ pub trait Engine: Send + Sync {
     /// `config -q`: validates the compose files (and `.env`) without
     /// touching the engine's state.
     async fn config_check(&self, project: Project<'_>) -> Result<CommandLog, Error>;
+
+    /// `up --no-start --no-deps --no-recreate --scale <service>=<count>
+    /// <service>`: creates (does not start) containers of `service` from
+    /// the project's files next to the ones it has, which keep running.
+    async fn create_more(
+        &self,
+        project: Project<'_>,
+        service: &str,
+        count: usize,
+    ) -> Result<CommandLog, Error> {
+        let _ = (project, service, count);
+        Err(Error::Unavailable(format!(
+            "{} cannot create containers next to running ones",
+            self.describe()
+        )))
+    }
+
+    /// Attaches `container` to `network` anew with exactly `aliases` (the
+    /// engine adds the container's own short id): disconnect, connect.
+    async fn reconnect(
+        &self,
+        container: &str,
+        network: &str,
+        aliases: &[String],
+    ) -> Result<(), Error> {
+        let _ = (container, network, aliases);
+        Err(Error::Unavailable(format!(
+            "{} cannot change a container's network aliases",
+            self.describe()
+        )))
+    }
+
+    /// Starts a created container.
+    async fn start(&self, container: &str) -> Result<(), Error> {
+        let _ = container;
+        Err(Error::Unavailable(format!(
+            "{} cannot start one container",
+            self.describe()
+        )))
+    }
+
+    /// Stops `container` (SIGTERM, then SIGKILL after `grace`, or after the
+    /// container's own stop timeout, compose's `stop_grace_period`) and
+    /// removes it. Idempotent: a container already gone is not an error.
+    async fn remove(&self, container: &str, grace: Option<Duration>) -> Result<(), Error> {
+        let _ = (container, grace);
+        Err(Error::Unavailable(format!(
+            "{} cannot remove one container",
+            self.describe()
+        )))
+    }
 }
 
 /// A connection to the Docker engine plus the compose CLI to use with it.
@@ -414,6 +476,17 @@ impl Docker {
                     d
                 }
             };
+            let mut networks: Vec<Endpoint> = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(network, e)| Endpoint {
+                    network,
+                    aliases: e.aliases.unwrap_or_default(),
+                })
+                .collect();
+            networks.sort_by(|a, b| a.network.cmp(&b.network));
             let config = c.config.unwrap_or_default();
             let labels = config.labels.unwrap_or_default();
             let state = c.state.unwrap_or_default();
@@ -444,6 +517,7 @@ impl Docker {
                 restart_count: c.restart_count.unwrap_or(0),
                 exit_code,
                 labels,
+                networks,
             });
         }
         out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
@@ -709,6 +783,114 @@ impl Engine for Docker {
 
     async fn config_check(&self, p: Project<'_>) -> Result<CommandLog, Error> {
         self.compose(p, &["config", "-q"]).await
+    }
+
+    async fn create_more(
+        &self,
+        p: Project<'_>,
+        service: &str,
+        count: usize,
+    ) -> Result<CommandLog, Error> {
+        let scale = format!("{service}={count}");
+        self.compose(
+            p,
+            &[
+                "up",
+                "--no-start",
+                "--no-deps",
+                "--no-recreate",
+                "--scale",
+                &scale,
+                service,
+            ],
+        )
+        .await
+    }
+
+    async fn reconnect(
+        &self,
+        container: &str,
+        network: &str,
+        aliases: &[String],
+    ) -> Result<(), Error> {
+        use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
+        let what = || format!("network {network} of container {container}");
+        self.docker
+            .disconnect_network(
+                network,
+                NetworkDisconnectRequest {
+                    container: container.to_string(),
+                    force: Some(true),
+                },
+            )
+            .await
+            .map_err(|source| Error::Inspect {
+                what: what(),
+                source,
+            })?;
+        self.docker
+            .connect_network(
+                network,
+                NetworkConnectRequest {
+                    container: container.to_string(),
+                    endpoint_config: Some(EndpointSettings {
+                        aliases: Some(aliases.to_vec()),
+                        ..Default::default()
+                    }),
+                },
+            )
+            .await
+            .map_err(|source| Error::Inspect {
+                what: what(),
+                source,
+            })
+    }
+
+    async fn start(&self, container: &str) -> Result<(), Error> {
+        self.docker
+            .start_container(
+                container,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|source| Error::Inspect {
+                what: format!("container {container} (start)"),
+                source,
+            })
+    }
+
+    async fn remove(&self, container: &str, grace: Option<Duration>) -> Result<(), Error> {
+        use bollard::query_parameters::{
+            RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+        };
+        let stop = grace.map(|g| {
+            StopContainerOptionsBuilder::default()
+                .t(g.as_secs().max(1) as i32)
+                .build()
+        });
+        match self.docker.stop_container(container, stop).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            // 304: already stopped.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(source) => {
+                return Err(Error::Inspect {
+                    what: format!("container {container} (stop)"),
+                    source,
+                });
+            }
+        }
+        let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(container, Some(rm)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(source) => Err(Error::Inspect {
+                what: format!("container {container} (remove)"),
+                source,
+            }),
+        }
     }
 }
 

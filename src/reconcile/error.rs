@@ -33,6 +33,10 @@ pub enum Error {
     Up(#[source] crate::engine::Error),
     #[error("smoke failed: {0}")]
     Smoke(String),
+    /// A start-first replacement refused its new container (or could not
+    /// be carried out).
+    #[error("start-first rollout failed: {0}")]
+    Rollout(String),
     #[error("{0}")]
     SmokeSpec(#[from] crate::smoke::SpecError),
     #[error("the record could not be written: {what}: {source}")]

@@ -438,7 +438,12 @@ pub fn service_changes(
         if why.is_empty() {
             why.push("its compose definition or a variable it uses changed".into());
         }
-        out.push(change("recreate", why));
+        // A start-first service is replaced next to its running container.
+        if stack.rollout.start_first.iter().any(|s| s == svc) {
+            out.push(change("start-first", why));
+        } else {
+            out.push(change("recreate", why));
+        }
     }
     out
 }

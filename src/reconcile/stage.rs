@@ -211,27 +211,55 @@ fn switch_back(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
 }
 
 async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
-    let (id, _, meta) = target_id(r, Stage::Up)?;
+    let (id, dir, meta) = target_id(r, Stage::Up)?;
     let id = id.to_string();
     // From the stack's link, which stays the same path between releases
     // (the switch stage has pointed it at this release): relative bind
     // sources keep their path, so compose recreates only the services whose
     // fingerprint label changed.
     let link = host.layout.stack_link(&r.sw.stack);
-    host.engine
-        .up(Project {
-            name: &r.sw.stack,
-            dir: &link,
-            files: &meta.compose_files,
-        })
-        .await
-        .map_err(Error::Up)?;
+    let project = Project {
+        name: &r.sw.stack,
+        dir: &link,
+        files: &meta.compose_files,
+    };
+    // Start-first services first: each new container is judged before it
+    // takes the service's name, and a refused one never served.
+    let spec = smoke::Spec::read(dir)?;
+    let mut replaced = Vec::new();
+    if !spec.start_first.is_empty() {
+        let wanted = release::read_service_fingerprints(dir).map_err(Error::Rollout)?;
+        let containers = host
+            .engine
+            .containers(&r.sw.stack)
+            .await
+            .map_err(Error::Up)?;
+        let drain = std::time::Duration::from_millis(spec.drain_ms);
+        for a in crate::rollout::plan(&spec.start_first, &wanted, &containers) {
+            let line = crate::rollout::run(
+                host.engine,
+                project,
+                &a,
+                &spec.checks,
+                spec.timeout(),
+                drain,
+            )
+            .await
+            .map_err(|why| Error::Rollout(host.engine.mask(&why)))?;
+            tracing::info!(stack = %r.sw.stack, "{line}");
+            replaced.push(line);
+        }
+    }
+    host.engine.up(project).await.map_err(Error::Up)?;
+    r.notes.extend(replaced.iter().cloned());
     let (problem, touched) = record_mounts(host, &r.sw.stack, &id).await;
     if let Some(t) = &touched {
         r.notes.push(t.clone());
     }
-    Ok([touched, problem]
+    Ok(replaced
         .into_iter()
+        .map(Some)
+        .chain([touched, problem])
         .flatten()
         .collect::<Vec<_>>()
         .join("; "))

@@ -60,9 +60,20 @@ pub struct Fixtures {
     /// `DOCKER_CONFIG` set to it, `docker compose` is v2 (production's),
     /// while every other test runs under Debian's v1.
     pub compose_v2_config: PathBuf,
+    /// Debian images (scripts/web-images.sh), addressed by digest:
+    /// nginx (the stack mounts its config at /etc/nginx/nginx.conf) ...
+    pub web_router: String,
+    /// ... tests/images/web/app.py on :8000 answering `v1` on `/version`,
+    /// `/web/health` and `/web/login`; `python3 /app/app.py health` is its
+    /// healthcheck ...
+    pub web_app_v1: String,
+    /// ... the same answering `v2` ...
+    pub web_app_v2: String,
+    /// ... and one answering 500 on every path (never healthy).
+    pub web_app_500: String,
 }
 
-const FIXTURE_VARS: [&str; 9] = [
+const FIXTURE_VARS: [&str; 13] = [
     "STACKPIN_TEST_REGISTRY",
     "STACKPIN_TEST_IMAGE_V1",
     "STACKPIN_TEST_IMAGE_V2",
@@ -72,6 +83,10 @@ const FIXTURE_VARS: [&str; 9] = [
     "STACKPIN_TEST_IMAGE_MISSING",
     "STACKPIN_TEST_COMPOSE",
     "STACKPIN_TEST_COMPOSE_V2_CONFIG",
+    "STACKPIN_TEST_WEB_ROUTER",
+    "STACKPIN_TEST_WEB_APP_V1",
+    "STACKPIN_TEST_WEB_APP_V2",
+    "STACKPIN_TEST_WEB_APP_500",
 ];
 
 impl Fixtures {
@@ -134,6 +149,10 @@ impl Fixtures {
             missing: next(),
             compose: next(),
             compose_v2_config: PathBuf::from(next()),
+            web_router: next(),
+            web_app_v1: next(),
+            web_app_v2: next(),
+            web_app_500: next(),
         })
     }
 
@@ -510,10 +529,16 @@ impl TestHost {
     /// panics with the last answer, the history and the root listing.
     #[track_caller]
     pub fn serves(&self, port: u16, want: &str) {
+        self.serves_path(port, "/", want)
+    }
+
+    /// [`TestHost::serves`] for `GET path`.
+    #[track_caller]
+    pub fn serves_path(&self, port: u16, path: &str, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = None;
         while Instant::now() < deadline {
-            last = self.http_get(port, "/");
+            last = self.http_get(port, path);
             if last.as_deref().map(str::trim) == Some(want) {
                 return;
             }
@@ -1286,7 +1311,11 @@ fn make_writable(dir: &Path) {
 
 /// Raw HTTP/1.0 GET to 127.0.0.1 with short timeouts: `(status, body)`.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let timeout = Duration::from_secs(2);
+    http_get_within(port, path, Duration::from_secs(2))
+}
+
+/// [`http_get`] with its own connect and read timeouts.
+pub fn http_get_within(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
@@ -1299,6 +1328,75 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let (head, body) = raw.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
+}
+
+/// Requests sent one after the other to `GET http://127.0.0.1:PORT/PATH`
+/// from a thread, until [`Traffic::stop`]: what a user of a stack sees
+/// while it converges.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<AtomicU64>,
+    handle: std::thread::JoinHandle<TrafficReport>,
+}
+
+/// What the requests of a [`Traffic`] got.
+#[derive(Debug, Default)]
+pub struct TrafficReport {
+    pub total: usize,
+    /// Not a 200: `status NNN: body` or `no answer`, with how many times.
+    pub failures: BTreeMap<String, usize>,
+    /// The bodies of the 200s (trimmed), with how many times.
+    pub bodies: BTreeMap<String, usize>,
+}
+
+impl TrafficReport {
+    pub fn failed(&self) -> usize {
+        self.failures.values().sum()
+    }
+}
+
+impl Traffic {
+    /// Starts sending; each request has 10 s to answer.
+    pub fn start(port: u16, path: &str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = std::sync::Arc::new(AtomicU64::new(0));
+        let (flag, count) = (stop.clone(), sent.clone());
+        let path = path.to_string();
+        let handle = std::thread::spawn(move || {
+            let mut r = TrafficReport::default();
+            while !flag.load(Ordering::SeqCst) {
+                r.total += 1;
+                match http_get_within(port, &path, Duration::from_secs(10)) {
+                    Some((200, body)) => *r.bodies.entry(body.trim().to_string()).or_default() += 1,
+                    Some((status, body)) => {
+                        // nginx's error pages are HTML: their title is enough.
+                        let text = body
+                            .split_once("<title>")
+                            .and_then(|(_, t)| t.split_once("</title>"))
+                            .map_or(body.trim(), |(t, _)| t);
+                        *r.failures
+                            .entry(format!("status {status}: {text}"))
+                            .or_default() += 1
+                    }
+                    None => *r.failures.entry("no answer".into()).or_default() += 1,
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            r
+        });
+        Traffic { stop, sent, handle }
+    }
+
+    /// Stops once at least `min` requests were sent (waiting up to 60 s
+    /// for them), and reports.
+    pub fn stop(self, min: u64) -> TrafficReport {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.sent.load(Ordering::SeqCst) < min && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("the traffic thread panicked")
+    }
 }
 
 /// Polls `f` every 100ms until it returns `Some` or `timeout` passes.

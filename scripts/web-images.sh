@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Real services for the router/app/database tests (tests/rollout.rs): one
+# Debian root filesystem made with mmdebstrap from the host's apt sources
+# (nginx-light, python3), `docker import`ed once, and derived images tagged
+# per role and pushed to the loopback registry:
+#   STACKPIN_TEST_WEB_ROUTER    nginx (the stack mounts its own nginx.conf)
+#   STACKPIN_TEST_WEB_APP_V1    tests/images/web/app.py answering "v1"
+#   STACKPIN_TEST_WEB_APP_V2    the same app answering "v2"
+#   STACKPIN_TEST_WEB_APP_500   answers 500 on every path, never healthy
+# The root tarball is cached under $STACKPIN_IMAGE_CACHE (default
+# ~/.cache/stackpin-test), keyed by the package list, the suite and app.py,
+# so a warm run neither runs mmdebstrap nor imports again; the pushed
+# images are reused while the registry holds them and app.py is unchanged.
+#
+# Sourced by scripts/fixtures.sh (which provides _fx_log, _fx_sudo,
+# _fx_manifest_exists and STACKPIN_TEST_REGISTRY).
+
+STACKPIN_WEB_PACKAGES="nginx-light,python3"
+STACKPIN_WEB_SUITE="${STACKPIN_WEB_SUITE:-bookworm}"
+STACKPIN_IMAGE_CACHE="${STACKPIN_IMAGE_CACHE:-${HOME:-/root}/.cache/stackpin-test}"
+
+# The root filesystem's key: what mmdebstrap installs.
+_web_root_key() {
+    echo "$STACKPIN_WEB_PACKAGES $STACKPIN_WEB_SUITE" | sha256sum | cut -c1-16
+}
+
+# The images' key: the root, the app and this script (the Dockerfiles).
+_web_key() {
+    {
+        _web_root_key
+        cat "$STACKPIN_FIXTURES_CRATE/tests/images/web/app.py" "${BASH_SOURCE[0]}"
+    } | sha256sum | cut -c1-16
+}
+
+# The apt mirror the host itself uses (mmdebstrap reads no sources file).
+_web_mirror() {
+    local m
+    m="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1)"
+    [ -n "$m" ] || m="$(awk '$1 == "deb" && $2 !~ /security/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)"
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+_web_root_tar() {
+    local key="$1" tar="$STACKPIN_IMAGE_CACHE/debian-$1.tar"
+    if [ -s "$tar" ]; then
+        echo "$tar"
+        return 0
+    fi
+    if ! command -v mmdebstrap >/dev/null 2>&1; then
+        _fx_log "installing mmdebstrap (to build the Debian test images)"
+        _fx_sudo apt-get update -qq || return 1
+        _fx_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null || return 1
+    fi
+    mkdir -p "$STACKPIN_IMAGE_CACHE" || return 1
+    _fx_log "building a Debian $STACKPIN_WEB_SUITE root with $STACKPIN_WEB_PACKAGES (about a minute, cached)"
+    if ! _fx_sudo mmdebstrap --quiet --variant=apt --include="$STACKPIN_WEB_PACKAGES" \
+        "$STACKPIN_WEB_SUITE" "$tar.tmp" "$(_web_mirror)" >"$STACKPIN_FIXTURES_STATE/mmdebstrap.log" 2>&1; then
+        cat "$STACKPIN_FIXTURES_STATE/mmdebstrap.log" >&2
+        rm -f "$tar.tmp"
+        return 1
+    fi
+    mv "$tar.tmp" "$tar" && echo "$tar"
+}
+
+_web_reuse() {
+    local key="$1"
+    [ -z "${STACKPIN_FIXTURES_REBUILD:-}" ] || return 1
+    [ -s "$STACKPIN_FIXTURES_ENV_FILE" ] || return 1
+    [ "$(sed -n 's/^export STACKPIN_TEST_WEB_KEY=//p' "$STACKPIN_FIXTURES_ENV_FILE")" = "$key" ] || return 1
+    [ "$(sed -n 's/^export STACKPIN_TEST_REGISTRY=//p' "$STACKPIN_FIXTURES_ENV_FILE")" = "$STACKPIN_TEST_REGISTRY" ] || return 1
+    local k ref
+    for k in ROUTER APP_V1 APP_V2 APP_500; do
+        ref="$(sed -n "s/^export STACKPIN_TEST_WEB_$k=//p" "$STACKPIN_FIXTURES_ENV_FILE")"
+        [ -n "$ref" ] && _fx_manifest_exists "$ref" || return 1
+        printf -v "STACKPIN_TEST_WEB_$k" '%s' "$ref"
+    done
+    STACKPIN_TEST_WEB_KEY="$key"
+    _fx_log "reusing the Debian web images already in $STACKPIN_TEST_REGISTRY"
+}
+
+# $1 role tag, $2 Dockerfile body after FROM; prints repo@sha256:...
+_web_build_push() {
+    local tag="$1" body="$2" ctx="$3" base="$4"
+    local name="$STACKPIN_TEST_REGISTRY/stackpin-test/web"
+    printf 'FROM %s\n%s\n' "$base" "$body" >"$ctx/Dockerfile"
+    docker build -q -t "$name:$tag" "$ctx" >"$STACKPIN_FIXTURES_STATE/build-web-$tag.log" 2>&1 ||
+        { cat "$STACKPIN_FIXTURES_STATE/build-web-$tag.log" >&2; return 1; }
+    docker push "$name:$tag" >"$STACKPIN_FIXTURES_STATE/push-web-$tag.log" 2>&1 ||
+        { cat "$STACKPIN_FIXTURES_STATE/push-web-$tag.log" >&2; return 1; }
+    local d ref=""
+    for d in $(docker image inspect --format '{{range .RepoDigests}}{{.}} {{end}}' "$name:$tag"); do
+        case "$d" in "$name@sha256:"*) ref="$d" ;; esac
+    done
+    [ -n "$ref" ] || { _fx_log "error: no RepoDigest for $name:$tag after push"; return 1; }
+    # The tag goes; the base keeps the layer locally, so a pull by digest
+    # fetches only the manifest and config.
+    docker rmi "$name:$tag" >/dev/null 2>&1 || true
+    echo "$ref"
+}
+
+stackpin_fixtures_web_images() {
+    local key root tar base ctx
+    key="$(_web_key)"
+    _web_reuse "$key" && return 0
+    root="$(_web_root_key)"
+    tar="$(_web_root_tar "$root")" || return 1
+    base="stackpin-test/debian-base:$root"
+    if ! docker image inspect "$base" >/dev/null 2>&1; then
+        _fx_log "importing $tar as $base"
+        docker import "$tar" "$base" >/dev/null || return 1
+    fi
+    ctx="$(mktemp -d "${TMPDIR:-/tmp}/stackpin-web.XXXXXX")" || return 1
+    cp "$STACKPIN_FIXTURES_CRATE/tests/images/web/app.py" "$ctx/app.py"
+    local app='COPY app.py /app/app.py
+ENV PORT=8000
+CMD ["python3", "/app/app.py"]'
+    STACKPIN_TEST_WEB_ROUTER="$(_web_build_push router 'CMD ["nginx", "-g", "daemon off;"]' "$ctx" "$base")" &&
+        STACKPIN_TEST_WEB_APP_V1="$(_web_build_push app-v1 "$app
+ENV APP_VERSION=v1" "$ctx" "$base")" &&
+        STACKPIN_TEST_WEB_APP_V2="$(_web_build_push app-v2 "$app
+ENV APP_VERSION=v2" "$ctx" "$base")" &&
+        STACKPIN_TEST_WEB_APP_500="$(_web_build_push app-500 "$app
+ENV APP_VERSION=v500 APP_MODE=500" "$ctx" "$base")" ||
+        { rm -rf "$ctx"; return 1; }
+    rm -rf "$ctx"
+    STACKPIN_TEST_WEB_KEY="$key"
+    _fx_log "pushed the Debian web images ($STACKPIN_TEST_WEB_ROUTER, ...)"
+}

@@ -1,0 +1,241 @@
+//! Zero-downtime rollouts behind a real router (issues 12 and 18): real
+//! nginx from the project's Debian test images, its config mounted from the
+//! stack directory, resolving the app through Docker's DNS at request time,
+//! in front of a Python app with a Docker healthcheck. Requests go through
+//! the router the whole time stackpin converges, under compose v1 and v2:
+//! - a start-first upgrade fails none of them, and leaves the router alone;
+//! - a start-first upgrade to an image that answers 500 everywhere and never
+//!   becomes healthy is refused before it takes a request, and the app that
+//!   served before never stopped;
+//! - the same upgrade stop-first is the baseline: its failures are printed,
+//!   not asserted.
+
+mod common;
+
+use common::{Fixtures, TestHost, Traffic, TrafficReport};
+use std::collections::BTreeMap;
+
+/// At least this many requests go through the router during each converge.
+const REQUESTS: u64 = 1000;
+
+const NGINX_CONF: &str = r#"worker_processes 1;
+error_log /dev/stderr warn;
+pid /tmp/nginx.pid;
+events {}
+http {
+    access_log off;
+    # Docker's DNS, asked again every second: the router follows containers
+    # that come and go without a reload.
+    resolver 127.0.0.11 valid=1s ipv6=off;
+    server {
+        listen 80;
+        location / {
+            set $app http://app:8000;
+            proxy_pass $app;
+            proxy_next_upstream error timeout http_502;
+            proxy_connect_timeout 1s;
+        }
+    }
+}
+"#;
+
+#[derive(Clone, Copy, Debug)]
+enum Flavour {
+    V1,
+    V2,
+}
+
+struct Shop<'h> {
+    h: &'h TestHost,
+    f: Fixtures,
+    stack: String,
+    port: u16,
+    cfg: std::path::PathBuf,
+    flavour: Flavour,
+}
+
+impl Shop<'_> {
+    fn write(&self, app: &str, order: &str) {
+        let s = &self.stack;
+        self.h.write(
+            format!("stacks/{s}/stack.yaml"),
+            format!(
+                "images:\n  router: {router}\n  app: {app}\nupdate:\n  drain: 2s\n  services:\n    app: {{order: {order}}}\nsmoke:\n  timeout: 30s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/web/health\"}}\n",
+                router = self.f.web_router,
+                port = self.port,
+            ),
+        );
+        self.h.write(
+            format!("stacks/{s}/compose.yaml"),
+            format!(
+                "services:\n  router:\n    image: stackpin-test/web\n    ports: [\"127.0.0.1:{port}:80\"]\n    volumes: [\"./config/nginx.conf:/etc/nginx/nginx.conf:ro\"]\n  app:\n    image: stackpin-test/web\n    stop_grace_period: 5s\n    healthcheck:\n      test: [\"CMD\", \"python3\", \"/app/app.py\", \"health\"]\n      interval: 1s\n      timeout: 2s\n      retries: 2\n",
+                port = self.port
+            ),
+        );
+        self.h
+            .write(format!("stacks/{s}/config/nginx.conf"), NGINX_CONF);
+    }
+
+    fn sync(&self) -> common::Output {
+        let mut c = self.h.cmd([
+            std::ffi::OsStr::new("--config"),
+            self.cfg.as_os_str(),
+            "sync".as_ref(),
+        ]);
+        if let Flavour::V2 = self.flavour {
+            c.env("DOCKER_CONFIG", &self.f.compose_v2_config);
+        }
+        c.run()
+    }
+
+    fn ids(&self) -> BTreeMap<String, String> {
+        self.h
+            .containers(&self.stack)
+            .into_iter()
+            .filter(|c| c.is_running())
+            .map(|c| (c.service.clone(), c.id.clone()))
+            .collect()
+    }
+
+    fn plan(&self) -> serde_json::Value {
+        let mut c = self.h.cmd([
+            std::ffi::OsStr::new("--config"),
+            self.cfg.as_os_str(),
+            "--json".as_ref(),
+            "plan".as_ref(),
+        ]);
+        if let Flavour::V2 = self.flavour {
+            c.env("DOCKER_CONFIG", &self.f.compose_v2_config);
+        }
+        c.run().ok().json()
+    }
+
+    /// Commits `app` with `order`, syncs under traffic; the sync's output
+    /// and what the requests got.
+    fn converge_under_traffic(
+        &self,
+        app: &str,
+        order: &str,
+        msg: &str,
+    ) -> (common::Output, TrafficReport) {
+        self.write(app, order);
+        self.h.commit(msg);
+        self.sync_under_traffic(msg)
+    }
+
+    fn sync_under_traffic(&self, msg: &str) -> (common::Output, TrafficReport) {
+        let traffic = Traffic::start(self.port, "/version");
+        let out = self.sync();
+        let report = traffic.stop(REQUESTS);
+        println!(
+            "{:?} {msg}: {} requests, {} failed {:?}, answers {:?}",
+            self.flavour,
+            report.total,
+            report.failed(),
+            report.failures,
+            report.bodies
+        );
+        (out, report)
+    }
+}
+
+#[test]
+fn start_first_upgrades_and_refused_releases_fail_no_request_through_the_router_v1() {
+    scenario(Flavour::V1);
+}
+
+#[test]
+fn start_first_upgrades_and_refused_releases_fail_no_request_through_the_router_v2() {
+    scenario(Flavour::V2);
+}
+
+fn scenario(flavour: Flavour) {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let cfg = h.tmp().join("config.yaml");
+    let compose = match flavour {
+        Flavour::V1 => "docker-compose",
+        Flavour::V2 => "docker compose",
+    };
+    std::fs::write(&cfg, format!("compose: \"{compose}\"\n")).unwrap();
+    let shop = Shop {
+        h: &h,
+        f: f.clone(),
+        stack: h.stack("shop"),
+        port: h.free_port(),
+        cfg,
+        flavour,
+    };
+    shop.write(&f.web_app_v1, "start-first");
+    h.commit("v1");
+    let out = shop.sync().ok();
+    assert!(out.stdout().contains("deployed"), "{}", out.report());
+    h.serves_path(shop.port, "/version", "v1");
+    let first = shop.ids();
+    assert_eq!(first.len(), 2, "{first:?}");
+
+    // A start-first upgrade: every request answered, by v1 and then v2.
+    // The plan says how the app will be replaced, and that the router stays.
+    shop.write(&f.web_app_v2, "start-first");
+    h.commit("app v2");
+    let plan = shop.plan();
+    let changes: BTreeMap<&str, &str> = plan[0]["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no services in the plan: {plan}"))
+        .iter()
+        .map(|c| {
+            (
+                c["service"].as_str().unwrap(),
+                c["change"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(changes["app"], "start-first", "{plan}");
+    assert_eq!(changes["router"], "keep", "{plan}");
+    let (out, traffic) = shop.sync_under_traffic("app v2");
+    let out = out.ok();
+    assert!(out.stdout().contains("deployed"), "{}", out.report());
+    assert!(traffic.total as u64 >= REQUESTS, "{traffic:?}");
+    assert_eq!(traffic.failed(), 0, "start-first upgrade: {traffic:?}");
+    assert!(traffic.bodies.contains_key("v2"), "{traffic:?}");
+    h.serves_path(shop.port, "/version", "v2");
+    let second = shop.ids();
+    assert_eq!(second.len(), 2, "one app container is left: {second:?}");
+    assert_eq!(second["router"], first["router"], "the router kept running");
+    assert_ne!(second["app"], first["app"], "the app was replaced");
+    let last = h.history().lines().last().unwrap_or_default().to_string();
+    assert!(last.contains("start-first"), "{last}");
+
+    // A release that answers 500 everywhere and never becomes healthy: it
+    // is refused before it takes a request; v2 never stopped.
+    let (out, traffic) = shop.converge_under_traffic(&f.web_app_500, "start-first", "app 500");
+    let out = out.code(1);
+    assert!(out.stdout().contains("rolled-back"), "{}", out.report());
+    assert!(traffic.total as u64 >= REQUESTS, "{traffic:?}");
+    assert_eq!(traffic.failed(), 0, "refused release: {traffic:?}");
+    assert_eq!(
+        traffic.bodies.keys().collect::<Vec<_>>(),
+        vec!["v2"],
+        "only the release that passed served: {traffic:?}"
+    );
+    let third = shop.ids();
+    assert_eq!(third, second, "neither the app nor the router was touched");
+    let history = h.history();
+    assert!(
+        history.contains("refused before it took traffic") && history.contains("unhealthy"),
+        "{history}"
+    );
+
+    // The baseline: the same upgrade stop-first (v2 -> v1) recreates the
+    // app in place; how many requests that costs is printed, not asserted.
+    let (out, traffic) =
+        shop.converge_under_traffic(&f.web_app_v1, "stop-first", "app v1 stop-first");
+    assert!(out.ok().stdout().contains("deployed"));
+    println!(
+        "{flavour:?} stop-first baseline: {} of {} requests failed",
+        traffic.failed(),
+        traffic.total
+    );
+    h.serves_path(shop.port, "/version", "v1");
+    assert_eq!(shop.ids()["router"], first["router"]);
+}
