@@ -13,7 +13,9 @@
 //! 3. it starts and is judged directly: exited, restarting or `unhealthy`
 //!    fails at once; `healthy` (or, without a healthcheck, running for
 //!    [`crate::smoke::MIN_STABLE`]) plus the stack's `exec` checks for
-//!    that service in this container pass;
+//!    that service, run in this container, and its `http` checks that name
+//!    the service (`service:` + `port:`), sent to this container's
+//!    address, pass;
 //! 4. failed: the new container is removed; the old one never stopped;
 //! 5. passed: it gets its aliases back, both serve for `update.drain` (the
 //!    time a proxy needs to resolve the name again), then the old one is
@@ -24,7 +26,7 @@
 //! Containers are found by labels, never names, so this runs the same
 //! under compose v1 and v2.
 
-use crate::desired::spec::{Check, ExecCheck};
+use crate::desired::spec::{Check, ExecCheck, HttpCheck};
 use crate::engine::{ContainerInfo, Engine, Project};
 use crate::release::SERVICE_FINGERPRINT_LABEL;
 use std::collections::BTreeMap;
@@ -256,6 +258,14 @@ async fn judge(
             _ => None,
         })
         .collect();
+    let https: Vec<&HttpCheck> = checks
+        .iter()
+        .filter_map(|c| match c {
+            Check::Http(h) if h.service.as_deref() == Some(service) => Some(h),
+            _ => None,
+        })
+        .collect();
+    let client = crate::smoke::http_client().map_err(|e| e.0)?;
     let mut ready = false;
     let mut last = String::from("not running yet");
     loop {
@@ -290,6 +300,19 @@ async fn judge(
                 if let Err(f) = crate::smoke::exec_in(engine, &new.id, e).await {
                     failed = Some(format!("exec {}: {f}", e.command.join(" ")));
                     break;
+                }
+            }
+            for h in &https {
+                if failed.is_some() {
+                    break;
+                }
+                let label = Check::Http((*h).clone()).label();
+                let Some(url) = h.url_for(c.address().as_deref()) else {
+                    failed = Some(format!("{label}: the new container has no address yet"));
+                    break;
+                };
+                if let Err(f) = crate::smoke::http_check(&client, h, &url).await {
+                    failed = Some(format!("{label}: {f}"));
                 }
             }
             match failed {
@@ -341,6 +364,7 @@ mod tests {
             networks: vec![Endpoint {
                 network: "p_default".into(),
                 aliases: aliases.iter().map(|s| s.to_string()).collect(),
+                ip: None,
             }],
         }
     }

@@ -224,9 +224,10 @@ pub async fn run(
                     .as_ref()
                     .map_err(Clone::clone)
                     .and_then(|cs| containers_ready(cs, services)),
-                Check::Http(h) => match &client {
-                    Ok(client) => bounded(remaining, http_check(client, h)).await,
-                    Err(e) => Err(e.clone()),
+                Check::Http(h) => match (&client, http_url(h, &observed)) {
+                    (Ok(client), Ok(url)) => bounded(remaining, http_check(client, h, &url)).await,
+                    (Err(e), _) => Err(e.clone()),
+                    (_, Err(e)) => Err(e),
                 },
                 Check::Tcp(t) => bounded(remaining, tcp_check(t)).await,
                 Check::Exec(x) => match &observed {
@@ -374,7 +375,7 @@ pub fn containers_ready(containers: &[ContainerInfo], services: &[String]) -> Re
     }
 }
 
-fn http_client() -> Result<reqwest::Client, Failure> {
+pub fn http_client() -> Result<reqwest::Client, Failure> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -388,9 +389,39 @@ fn http_client() -> Result<reqwest::Client, Failure> {
         })
 }
 
+/// The URL of an `http` check: its `url`, or the address of the first
+/// running container of its `service`.
+fn http_url(
+    check: &HttpCheck,
+    observed: &Result<Vec<ContainerInfo>, Failure>,
+) -> Result<String, Failure> {
+    let Some(service) = &check.service else {
+        return check
+            .url_for(None)
+            .ok_or_else(|| Failure::from("the check has no url"));
+    };
+    let containers = observed.as_ref().map_err(Clone::clone)?;
+    let ip = containers
+        .iter()
+        .filter(|c| &c.service == service && c.state == "running")
+        .find_map(ContainerInfo::address)
+        .ok_or_else(|| {
+            Failure(format!(
+                "service {service} has no running container with an address"
+            ))
+        })?;
+    check
+        .url_for(Some(&ip))
+        .ok_or_else(|| Failure::from("the check has no port"))
+}
+
 /// One attempt of an `http` check.
-pub async fn http_check(client: &reqwest::Client, check: &HttpCheck) -> Result<(), Failure> {
-    let mut req = client.get(&check.url);
+pub async fn http_check(
+    client: &reqwest::Client,
+    check: &HttpCheck,
+    url: &str,
+) -> Result<(), Failure> {
+    let mut req = client.get(url);
     if let Some(host) = &check.host {
         req = req.header(reqwest::header::HOST, host);
     }
@@ -559,7 +590,10 @@ mod tests {
 
     fn http(url: String, status: u16, host: Option<&str>, contains: Option<&str>) -> HttpCheck {
         HttpCheck {
-            url,
+            url: Some(url),
+            service: None,
+            port: None,
+            path: None,
             expect_status: status,
             host: host.map(String::from),
             contains: contains.map(String::from),
@@ -576,7 +610,10 @@ mod tests {
         let (base, _) = serve(OK);
         let client = http_client().unwrap();
         let c = http(format!("{base}/health"), 200, None, Some("ok"));
-        assert_eq!(http_check(&client, &c).await, Ok(()));
+        assert_eq!(
+            http_check(&client, &c, c.url.as_deref().unwrap()).await,
+            Ok(())
+        );
     }
 
     #[tokio::test]
@@ -585,7 +622,7 @@ mod tests {
         let client = http_client().unwrap();
         let c = http(format!("{base}/health"), 200, None, None);
         assert_eq!(
-            http_check(&client, &c).await,
+            http_check(&client, &c, c.url.as_deref().unwrap()).await,
             Err(Failure("status 404, expected 200".to_string()))
         );
     }
@@ -595,7 +632,9 @@ mod tests {
         let (base, _) = serve(OK);
         let client = http_client().unwrap();
         let c = http(format!("{base}/"), 200, None, Some("pass"));
-        let err = http_check(&client, &c).await.unwrap_err();
+        let err = http_check(&client, &c, c.url.as_deref().unwrap())
+            .await
+            .unwrap_err();
         assert!(err.0.contains("does not contain \"pass\""), "{err}");
         assert!(err.0.contains("all ok"), "{err}");
     }
@@ -610,7 +649,9 @@ mod tests {
             Some("staging.odoo.example"),
             None,
         );
-        http_check(&client, &c).await.unwrap();
+        http_check(&client, &c, c.url.as_deref().unwrap())
+            .await
+            .unwrap();
         let req = seen.lock().unwrap()[0].to_lowercase();
         assert!(req.starts_with("get /web/health http/1.1\r\n"), "{req}");
         assert!(req.contains("\r\nhost: staging.odoo.example\r\n"), "{req}");
@@ -623,12 +664,15 @@ mod tests {
         let client = http_client().unwrap();
         let c = http(format!("{base}/"), 200, None, None);
         assert_eq!(
-            http_check(&client, &c).await,
+            http_check(&client, &c, c.url.as_deref().unwrap()).await,
             Err(Failure("status 302, expected 200".to_string()))
         );
         assert_eq!(seen.lock().unwrap().len(), 1);
         let c = http(format!("{base}/"), 302, None, None);
-        assert_eq!(http_check(&client, &c).await, Ok(()));
+        assert_eq!(
+            http_check(&client, &c, c.url.as_deref().unwrap()).await,
+            Ok(())
+        );
     }
 
     #[tokio::test]
@@ -636,7 +680,9 @@ mod tests {
         let port = closed_port();
         let client = http_client().unwrap();
         let c = http(format!("http://127.0.0.1:{port}/"), 200, None, None);
-        let err = http_check(&client, &c).await.unwrap_err();
+        let err = http_check(&client, &c, c.url.as_deref().unwrap())
+            .await
+            .unwrap_err();
         assert!(err.0.to_lowercase().contains("refused"), "{err}");
     }
 
@@ -677,6 +723,43 @@ mod tests {
             labels: HashMap::new(),
             networks: vec![],
         }
+    }
+
+    #[test]
+    fn an_http_check_on_a_service_goes_to_its_running_container() {
+        let check = HttpCheck {
+            url: None,
+            service: Some("app".into()),
+            port: Some(8000),
+            path: Some("/web/health".into()),
+            expect_status: 200,
+            host: None,
+            contains: None,
+        };
+        let mut old = container("app", "exited");
+        old.networks = vec![crate::engine::Endpoint {
+            network: "p_default".into(),
+            aliases: vec![],
+            ip: Some("172.18.0.9".into()),
+        }];
+        let mut new = container("app", "running");
+        new.networks = vec![crate::engine::Endpoint {
+            network: "p_default".into(),
+            aliases: vec![],
+            ip: Some("172.18.0.4".into()),
+        }];
+        assert_eq!(
+            http_url(&check, &Ok(vec![old.clone(), new])).unwrap(),
+            "http://172.18.0.4:8000/web/health"
+        );
+        // Host networking: the host's loopback.
+        let host = container("app", "running");
+        assert_eq!(
+            http_url(&check, &Ok(vec![host])).unwrap(),
+            "http://127.0.0.1:8000/web/health"
+        );
+        let err = http_url(&check, &Ok(vec![old])).unwrap_err();
+        assert!(err.0.contains("no running container"), "{err}");
     }
 
     fn names(v: &[&str]) -> Vec<String> {

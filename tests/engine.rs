@@ -87,7 +87,10 @@ fn project(host: &TestHost, stack: &str, image: &str) -> Project {
 
 fn http(url: String, contains: Option<&str>) -> Check {
     Check::Http(HttpCheck {
-        url,
+        url: Some(url),
+        service: None,
+        port: None,
+        path: None,
         expect_status: 200,
         host: None,
         contains: contains.map(String::from),

@@ -58,15 +58,17 @@ struct Shop<'h> {
 
 impl Shop<'_> {
     fn write(&self, app: &str, order: &str) {
-        self.write_with(app, order, NGINX_CONF);
+        self.write_with(app, order, NGINX_CONF, "v");
     }
 
-    fn write_with(&self, app: &str, order: &str, nginx_conf: &str) {
+    /// `contains`: what the app's own `/version` must say, checked on the
+    /// app's container directly (`http: {service: app, port: 8000}`).
+    fn write_with(&self, app: &str, order: &str, nginx_conf: &str, contains: &str) {
         let s = &self.stack;
         self.h.write(
             format!("stacks/{s}/stack.yaml"),
             format!(
-                "images:\n  router: {router}\n  app: {app}\n  db: {db}\nupdate:\n  drain: 2s\n  services:\n    app: {{order: {order}}}\nsmoke:\n  timeout: 30s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/web/health\"}}\n",
+                "images:\n  router: {router}\n  app: {app}\n  db: {db}\nupdate:\n  drain: 2s\n  services:\n    app: {{order: {order}}}\nsmoke:\n  timeout: 12s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/web/health\"}}\n    - http: {{service: app, port: 8000, path: /version, contains: \"{contains}\"}}\n",
                 router = self.f.web_router,
                 db = self.f.web_app_v1,
                 port = self.port,
@@ -249,6 +251,27 @@ fn scenario(flavour: Flavour) {
         "{history}"
     );
 
+    // A release that is healthy but fails an http check on the new
+    // container itself: the old one, answering through the router, cannot
+    // make it pass.
+    shop.write_with(&f.web_app_v1, "start-first", NGINX_CONF, "v2");
+    h.commit("app v1 checked for v2");
+    let (out, traffic) = shop.sync_under_traffic("app v1 checked for v2");
+    let out = out.code(1);
+    assert!(out.stdout().contains("rolled-back"), "{}", out.report());
+    assert_eq!(traffic.failed(), 0, "{traffic:?}");
+    assert_eq!(
+        traffic.bodies.keys().collect::<Vec<_>>(),
+        vec!["v2"],
+        "{traffic:?}"
+    );
+    assert_eq!(shop.ids(), second, "nothing was touched");
+    let history = h.history();
+    assert!(
+        history.contains("http app:8000/version") && history.contains("does not contain"),
+        "{history}"
+    );
+
     // The baseline: the same upgrade stop-first (v2 -> v1) recreates the
     // app in place; how many requests that costs is printed, not asserted.
     let (out, traffic) =
@@ -269,6 +292,7 @@ fn scenario(flavour: Flavour) {
         &f.web_app_v1,
         "stop-first",
         &format!("# access log off on purpose\n{NGINX_CONF}"),
+        "v",
     );
     h.commit("router config");
     assert!(shop.sync().ok().stdout().contains("deployed"));

@@ -735,12 +735,17 @@ fn load_stack(
     let mut exec_sink = Sink::new(Some(name), spec_file, findings);
     let rollout = update::check(&spec, &compose, &compose_rel, &mut exec_sink);
     for (i, c) in spec.smoke.iter().flat_map(|s| s.checks.iter()).enumerate() {
-        if let Check::Exec(e) = c
-            && !compose.has_service(&e.service)
+        let (kind, service) = match c {
+            Check::Exec(e) => ("exec", Some(&e.service)),
+            Check::Http(h) => ("http", h.service.as_ref()),
+            _ => continue,
+        };
+        if let Some(service) = service
+            && !compose.has_service(service)
         {
             exec_sink.error(
-                format!("smoke.checks[{i}].exec.service"),
-                format!("no service `{}` in {compose_rel}", e.service),
+                format!("smoke.checks[{i}].{kind}.service"),
+                format!("no service `{service}` in {compose_rel}"),
                 format!("name one of: {}", compose.service_names().join(", ")),
             );
         }
@@ -908,13 +913,50 @@ fn check_smoke_check(field: &str, c: &Check, sink: &mut Sink<'_>) {
     match c {
         Check::Containers(_) => {}
         Check::Http(h) => {
-            match reqwest::Url::parse(&h.url) {
-                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                _ => sink.error(
-                    format!("{field}.http.url"),
-                    format!("\"{}\" is not an http(s) URL", h.url),
-                    "write e.g. `http://127.0.0.1:8069/web/health`",
+            match (&h.url, &h.service) {
+                (Some(url), None) => match reqwest::Url::parse(url) {
+                    Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                    _ => sink.error(
+                        format!("{field}.http.url"),
+                        format!("\"{url}\" is not an http(s) URL"),
+                        "write e.g. `http://127.0.0.1:8069/web/health`",
+                    ),
+                },
+                (None, Some(_)) => {
+                    if h.port.is_none() {
+                        sink.error(
+                            format!("{field}.http.port"),
+                            "a check on a service needs the port its container listens on",
+                            "add e.g. `port: 8069`",
+                        );
+                    }
+                }
+                (Some(_), Some(_)) => sink.error(
+                    format!("{field}.http"),
+                    "has both `url` and `service`",
+                    "keep one: `url` for an address on the host, `service` + `port` for the service's container directly",
                 ),
+                (None, None) => sink.error(
+                    format!("{field}.http.url"),
+                    "is missing",
+                    "add `url: http://127.0.0.1:8069/web/health`, or `service:` + `port:` to check the container directly",
+                ),
+            }
+            if h.url.is_some() && h.service.is_none() && (h.port.is_some() || h.path.is_some()) {
+                sink.error(
+                    format!("{field}.http"),
+                    "`port` and `path` go with `service`, not with `url`",
+                    "put the port and path into the url",
+                );
+            }
+            if let Some(p) = &h.path
+                && !p.starts_with('/')
+            {
+                sink.error(
+                    format!("{field}.http.path"),
+                    format!("\"{p}\" does not start with `/`"),
+                    "write e.g. `path: /web/health`",
+                );
             }
             if !(100..=599).contains(&h.expect_status) {
                 sink.error(

@@ -173,11 +173,38 @@ pub struct ContainersCheck {}
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCheck {
-    pub url: String,
+    /// The URL to get; or, instead, `service` + `port` (+ `path`): the
+    /// service's container directly, at its address on the project's
+    /// network, so that during a start-first replacement the new container
+    /// itself is checked, not whatever answers in front of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(default = "default_status")]
     pub expect_status: u16,
     pub host: Option<String>,
     pub contains: Option<String>,
+}
+
+impl HttpCheck {
+    /// The URL to get, given the address of the service's container when
+    /// the check names a service.
+    pub fn url_for(&self, container_ip: Option<&str>) -> Option<String> {
+        if let Some(u) = &self.url {
+            return Some(u.clone());
+        }
+        let ip = container_ip?;
+        Some(format!(
+            "http://{ip}:{}{}",
+            self.port?,
+            self.path.as_deref().unwrap_or("/")
+        ))
+    }
 }
 
 fn default_status() -> u16 {
@@ -202,7 +229,15 @@ impl Check {
     pub fn label(&self) -> String {
         match self {
             Check::Containers(_) => "containers".into(),
-            Check::Http(h) => format!("http {}", h.url),
+            Check::Http(h) => match (&h.url, &h.service) {
+                (Some(u), _) => format!("http {u}"),
+                (None, Some(svc)) => format!(
+                    "http {svc}:{}{}",
+                    h.port.unwrap_or(0),
+                    h.path.as_deref().unwrap_or("/")
+                ),
+                (None, None) => "http".into(),
+            },
             Check::Tcp(t) => format!("tcp {}", t.address),
             Check::Exec(e) => format!("exec {}: {}", e.service, e.command.join(" ")),
         }

@@ -327,6 +327,7 @@ impl Engine for MemoryEngine {
                 networks: vec![super::Endpoint {
                     network: format!("{}_default", p.name),
                     aliases: vec![svc],
+                    ip: None,
                 }],
             });
         }

@@ -169,6 +169,20 @@ pub struct Endpoint {
     /// The names other containers reach it by (the service name, user
     /// aliases, its own name or short id).
     pub aliases: Vec<String>,
+    /// Its IPv4 address there, once it runs.
+    pub ip: Option<String>,
+}
+
+impl ContainerInfo {
+    /// Where the host reaches the container: its first network address, or
+    /// loopback for a container without networks of its own
+    /// (`network_mode: host`); `None` while it has none.
+    pub fn address(&self) -> Option<String> {
+        if self.networks.is_empty() {
+            return Some("127.0.0.1".into());
+        }
+        self.networks.iter().find_map(|n| n.ip.clone())
+    }
 }
 
 /// One compose command as it ran, masked.
@@ -481,9 +495,11 @@ impl Docker {
                 .and_then(|n| n.networks)
                 .unwrap_or_default()
                 .into_iter()
+                .filter(|(network, _)| network != "host" && network != "none")
                 .map(|(network, e)| Endpoint {
                     network,
                     aliases: e.aliases.unwrap_or_default(),
+                    ip: e.ip_address.filter(|ip| !ip.is_empty()),
                 })
                 .collect();
             networks.sort_by(|a, b| a.network.cmp(&b.network));
