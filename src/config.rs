@@ -9,12 +9,10 @@ use std::path::{Path, PathBuf};
 /// The config file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to read config {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is part of the message (not a `source`), so that a report
+    /// of the whole chain names it once.
+    #[error("failed to read config {}: {why}", path.display())]
+    Read { path: PathBuf, why: std::io::Error },
     #[error("invalid config:\n{}", .0.join("\n"))]
     Invalid(Vec<String>),
 }
@@ -170,7 +168,7 @@ pub fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
         Err(source) => {
             return Err(Error::Read {
                 path: path.to_path_buf(),
-                source,
+                why: source,
             });
         }
     };

@@ -519,3 +519,97 @@ fn a_quarantine_that_cannot_be_written_holds_the_stack() {
     h.cmd(["sync"]).run().ok().stdout_contains("skipped");
     h.serves(port, "stackpin-test-app v1");
 }
+
+/// Broke: `stackpin history | head -1` (and any command whose reader went
+/// away) panicked in `println!` with exit 101 and a backtrace on stderr
+/// (issue 19). Now it ends quietly, killed by SIGPIPE like any Unix filter.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let h = TestHost::new();
+    std::fs::create_dir_all(h.root()).unwrap();
+    // Far more than a pipe holds (64 KiB), so the writer meets the close.
+    let lines: String = (0..5000)
+        .map(|i| format!("2026-12-03 10:00:00 | s{i} | default | deploy | v1 | success | note\n"))
+        .collect();
+    std::fs::write(h.root().join("deploy-history.log"), lines).unwrap();
+    let mut cmd = std::process::Command::new(common::STACKPIN);
+    cmd.args(h.global_args())
+        .args(["history", "--limit", "100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("| deploy |"), "{first}");
+    // The reader is gone now (dropped with the BufReader).
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+/// Broke: a mistyped stack name exited 2 (as if the environment had
+/// failed), and each command said it differently or not at all: `status`
+/// and `releases` printed nothing and exited 0 (issue 19). Now every command
+/// that takes a stack name refuses it as bad input, exit 1, naming the
+/// nearest known stack.
+#[test]
+fn an_unknown_stack_is_bad_input_with_a_suggestion() {
+    let h = TestHost::new();
+    let s = h.stack("shop");
+    let f = Fixtures::require();
+    StackFixture::new(&s, &f.v1, h.free_port(), "v1").write(&h);
+    h.commit("v1");
+    let typo = format!("{}-shp", h.prefix());
+    for args in [
+        vec!["plan", typo.as_str()],
+        vec!["sync", &typo],
+        vec!["status", &typo],
+        vec!["releases", &typo],
+        vec!["rollback", &typo, "--list"],
+        vec!["hold", &typo, "--reason", "x"],
+        vec!["resume", &typo],
+        vec!["verify", &typo],
+    ] {
+        let out = h.cmd(&args).run().code(1);
+        let err = out.stderr();
+        assert!(
+            err.contains(&format!("no stack `{typo}`"))
+                && err.contains(&format!("did you mean `{s}`?")),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing near: the known stacks are listed instead.
+    let out = h.cmd(["status", "zzzzzzzz"]).run().code(1);
+    assert!(
+        out.stderr().contains(&format!("known: {s}")),
+        "{}",
+        out.report()
+    );
+}
+
+/// Broke: a config file that could not be read was reported with its cause
+/// twice (`… No such file or directory (os error 2): No such file or
+/// directory (os error 2)`): the cause was both in the message and its
+/// source. Now it is named once.
+#[test]
+fn an_unreadable_config_names_its_cause_once() {
+    let h = TestHost::new();
+    let missing = h.tmp().join("nope.yaml");
+    let out = h
+        .cmd([
+            std::ffi::OsStr::new("--config"),
+            missing.as_os_str(),
+            "status".as_ref(),
+        ])
+        .run()
+        .code(2);
+    let err = out.stderr();
+    assert!(err.contains("failed to read config"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -73,7 +73,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
                     refused = true;
                 }
                 None => {
-                    eprintln!("error: stack `{name}` is not in the desired state");
+                    let why = setup::known_stacks(&cfg, Some(&desired), std::slice::from_ref(name))
+                        .err()
+                        .map_or_else(
+                            || format!("stack `{name}` is not in the desired state"),
+                            |e| e.0,
+                        );
+                    eprintln!("error: {why}");
                     refused = true;
                 }
             }

@@ -53,7 +53,8 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
     let services = Services::offline(cfg, "not needed to hold a stack")?;
     let host = services.host(&LogReporter, setup::actor(&services.cfg));
     let desired = setup::load_desired(&services.cfg).ok();
-    reconcile::check_known(&host, desired.as_ref(), &a.stack)?;
+    reconcile::check_known(&host, desired.as_ref(), &a.stack)
+        .map_err(|e| setup::BadInput(e.to_string()))?;
     println!(
         "{}",
         reconcile::hold_stack(&host, &a.stack, &a.reason, None)?
@@ -75,7 +76,8 @@ pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
     let services = Services::offline(cfg, "not needed to resume a stack")?;
     let host = services.host(&LogReporter, setup::actor(&services.cfg));
     let desired = setup::load_desired(&services.cfg).ok();
-    reconcile::check_known(&host, desired.as_ref(), &a.stack)?;
+    reconcile::check_known(&host, desired.as_ref(), &a.stack)
+        .map_err(|e| setup::BadInput(e.to_string()))?;
     println!("{}", reconcile::resume_stack(&host, &a.stack)?);
     Ok(Status::Ok)
 }

@@ -1,6 +1,6 @@
 //! Command-line interface: argument parsing and one module per subcommand.
-//! Exit codes: 0 ok, 1 refused or failed, 2 unexpected (the command itself
-//! could not run).
+//! Exit codes: 0 ok, 1 refused or failed (bad input included, such as an
+//! unknown stack name), 2 unexpected (the command itself could not run).
 
 mod backup;
 mod completions;
@@ -153,14 +153,35 @@ fn init_logging(g: &Global, daemon: bool) {
 pub fn main() -> ExitCode {
     crate::desired::tree::init_git_cache();
     let cli = Cli::parse();
-    init_logging(&cli.global, matches!(cli.command, Command::Daemon(_)));
+    let daemon = matches!(cli.command, Command::Daemon(_));
+    if !daemon {
+        restore_sigpipe();
+    }
+    init_logging(&cli.global, daemon);
     match run(cli) {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Failed) => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<setup::BadInput>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// A one-shot command whose reader went away (`stackpin history | head -1`)
+/// ends quietly, as any Unix filter does, instead of panicking in
+/// `println!`: Rust ignores SIGPIPE, so the write would fail with EPIPE.
+/// The daemon keeps ignoring it (a client closing a socket is an error to
+/// handle, not a reason to die).
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread that could race on it exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

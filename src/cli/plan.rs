@@ -11,7 +11,7 @@ use crate::desired::image::ImageRef;
 use crate::diff::{self, FileDiff};
 use crate::host::LogReporter;
 use crate::plan::{Action, Item};
-use crate::reconcile::{self, PlanInputs, PlanOptions};
+use crate::reconcile::{PlanInputs, PlanOptions};
 use crate::release::{self, Layout};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,13 +100,8 @@ fn stack_plan(
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
     let desired = setup::load_desired(&cfg)?;
+    setup::known_stacks(&cfg, Some(&desired), &a.stacks)?;
     let layout = Layout::new(cfg.root.clone());
-    let names = reconcile::inputs::all_names_of(&layout, &desired);
-    for name in &a.stacks {
-        if !names.contains(name) {
-            anyhow::bail!("stack `{name}` is neither in the desired state nor on this host");
-        }
-    }
     let rt = setup::runtime()?;
     let out = rt.block_on(async {
         let services = Services::connect_or_offline(cfg).await?;

@@ -24,6 +24,11 @@ struct Row {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
+    setup::known_stacks(
+        &cfg,
+        setup::load_desired(&cfg).ok().as_ref(),
+        std::slice::from_ref(&a.stack),
+    )?;
     let layout = Layout { root: cfg.root };
     let current = release::current(&layout, &a.stack)?;
     let verified = std::fs::read_to_string(layout.verified_txt(&a.stack))

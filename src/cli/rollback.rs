@@ -41,6 +41,11 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
+    setup::known_stacks(
+        &cfg,
+        setup::load_desired(&cfg).ok().as_ref(),
+        std::slice::from_ref(&a.stack),
+    )?;
     let target = match (&a.steps, a.to.as_ref().or(a.target.as_ref()), a.last_good) {
         _ if a.list => return list(g, cfg, &a.stack),
         (Some(n), _, _) => Target::Steps(*n),

@@ -50,6 +50,35 @@ pub fn config(g: &Global) -> anyhow::Result<Config> {
 
 /// Loads the desired state from the configured repository: a git repository
 /// is read at its branch's commit (not the work tree), a plain directory as is.
+/// Bad input, such as an unknown stack name: the command exits 1, as for any
+/// refusal, not 2 (the environment failed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Refuses a stack name that is neither in the desired state (valid or
+/// not; `desired` when it could be read) nor on this host, naming the
+/// nearest known one.
+///
+/// # Errors
+/// [`BadInput`] for the first unknown name.
+pub fn known_stacks(
+    cfg: &Config,
+    desired: Option<&DesiredState>,
+    stacks: &[String],
+) -> Result<(), BadInput> {
+    let layout = crate::release::Layout::new(cfg.root.clone());
+    let mut known = crate::observed::stacks_on_host(&layout);
+    if let Some(d) = desired {
+        known.extend(d.stacks.keys().cloned());
+        known.extend(d.invalid.iter().cloned());
+    }
+    match stacks.iter().find(|s| !known.contains(*s)) {
+        Some(s) => Err(BadInput(crate::reconcile::unknown_stack(s, &known))),
+        None => Ok(()),
+    }
+}
+
 pub fn load_desired(cfg: &Config) -> anyhow::Result<DesiredState> {
     let Some(repo) = &cfg.repo else {
         bail!("no desired-state repository: pass --repo PATH or set repo.url in the config file");

@@ -20,6 +20,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     } else {
         None
     };
+    setup::known_stacks(&cfg, desired.as_ref(), &a.stacks)?;
     let rt = setup::runtime()?;
     let rows = rt.block_on(async {
         let services = Services::connect_or_offline(cfg).await?;

@@ -78,17 +78,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     for f in desired.errors() {
         eprintln!("{f}");
     }
-    for s in &a.stacks {
-        if !desired.stacks.contains_key(s)
-            && !desired.invalid.contains(s)
-            && !crate::observed::stacks_on_host(&crate::release::Layout {
-                root: cfg.root.clone(),
-            })
-            .contains(s)
-        {
-            anyhow::bail!("stack `{s}` is neither in the desired state nor on this host");
-        }
-    }
+    setup::known_stacks(&cfg, Some(&desired), &a.stacks)?;
     if let Some(r) = &a.break_glass
         && r.trim().is_empty()
     {

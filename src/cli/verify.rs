@@ -43,6 +43,11 @@ struct Report {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
+    setup::known_stacks(
+        &cfg,
+        setup::load_desired(&cfg).ok().as_ref(),
+        std::slice::from_ref(&a.stack),
+    )?;
     let layout = Layout {
         root: cfg.root.clone(),
     };

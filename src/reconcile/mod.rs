@@ -555,10 +555,29 @@ pub fn check_known(
     if known.contains(stack) {
         return Ok(());
     }
-    Err(invalid(format!(
-        "no stack {stack} in the desired state or on this host (known: {})",
-        known.into_iter().collect::<Vec<_>>().join(", ")
-    )))
+    Err(invalid(unknown_stack(stack, &known)))
+}
+
+/// "no stack `x` …; did you mean `y`?": the message for a stack name that
+/// is neither in the desired state nor on this host, with the nearest known
+/// name when one is close (edit distance at most 2, or a third of the name).
+pub fn unknown_stack(stack: &str, known: &std::collections::BTreeSet<String>) -> String {
+    let limit = (stack.chars().count() / 3).max(2);
+    let nearest = known
+        .iter()
+        .map(|k| (strsim::levenshtein(stack, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min();
+    let mut out = format!("no stack `{stack}` in the desired state or on this host");
+    match nearest {
+        Some((_, k)) => out.push_str(&format!("; did you mean `{k}`?")),
+        None if known.is_empty() => out.push_str(" (there are none)"),
+        None => out.push_str(&format!(
+            " (known: {})",
+            known.iter().cloned().collect::<Vec<_>>().join(", ")
+        )),
+    }
+    out
 }
 
 /// Holds a stack: syncs skip it until [`resume_stack`]. Idempotent; records
