@@ -234,10 +234,8 @@ pub fn parse_yaml_value(bytes: &[u8], sink: &mut Sink<'_>) -> Result<serde_json:
         sink.error("", "is empty", "write the file's content or delete it");
         return Err(Reported);
     }
-    let opts = serde_saphyr::Options {
-        with_snippet: false,
-        ..serde_saphyr::Options::default()
-    };
+    let mut opts = serde_saphyr::Options::default();
+    opts.with_snippet = false;
     match serde_saphyr::from_str_with_options::<serde_json::Value>(text, opts) {
         Ok(v) => Ok(v),
         Err(e) => {
