@@ -192,3 +192,27 @@ fn plan_shows_every_action_and_changes_nothing() {
         "plan touched containers"
     );
 }
+
+/// `plan --detailed-exitcode`, as terraform's: 2 while a sync would change
+/// something, 0 once nothing is left to do, 1 when a stack cannot converge
+/// (here: invalid) or the command fails; plain `plan` exits 0 throughout.
+#[test]
+fn detailed_exitcode_says_whether_a_sync_would_change_something() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    write_stack(&h, &s, &f.v1, h.free_port(), "v1", "");
+    h.commit("v1");
+    h.cmd(["plan", "--detailed-exitcode"]).run().code(2);
+    h.cmd(["plan"]).run().ok();
+    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    h.cmd(["plan", "--detailed-exitcode"]).run().code(0);
+    h.write(format!("stacks/{s}/stack.yaml"), "images: {web: nope}\n");
+    h.commit("broken");
+    h.cmd(["plan", "--detailed-exitcode"]).run().code(1);
+    h.cmd(["plan"]).run().ok();
+    // An error of the command itself is 1 too, not 2 ("changes").
+    h.cmd(["plan", "--detailed-exitcode", "--repo", "/nonexistent"])
+        .run()
+        .code(1);
+}

@@ -26,6 +26,8 @@ pub enum Status {
     Ok,
     /// Refused or failed: bad input, a failed converge, a gate refusal.
     Failed,
+    /// `plan --detailed-exitcode` found changes to make (exit 2).
+    Changes,
 }
 
 #[derive(Debug, Parser)]
@@ -161,6 +163,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Failed) => ExitCode::from(1),
+        Ok(Status::Changes) => ExitCode::from(2),
         Err(e) if e.downcast_ref::<setup::BadInput>().is_some() => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

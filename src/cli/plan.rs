@@ -24,6 +24,11 @@ pub struct Args {
     /// A break-glass reason, to see the gate verdict it would give.
     #[arg(long, value_name = "REASON")]
     pub break_glass: Option<String>,
+    /// Exit 0 when there is nothing to do, 2 when a sync would change
+    /// something (deploy, heal, remove), 1 on an error or when a stack is
+    /// invalid, blocked by the gate or untrusted (as terraform's).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,6 +103,40 @@ fn stack_plan(
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
+    if !a.detailed_exitcode {
+        return plan(g, a).map(|_| Status::Ok);
+    }
+    match plan(g, a) {
+        Ok(out) => Ok(detailed_status(&out)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(Status::Failed)
+        }
+    }
+}
+
+/// `--detailed-exitcode`: a stack that cannot converge is an error (1),
+/// else any change is 2, else 0.
+fn detailed_status(out: &[StackPlan]) -> Status {
+    use crate::plan::Skip;
+    let actions = || out.iter().map(|p| &p.item.action);
+    if actions().any(|a| {
+        matches!(
+            a,
+            Action::Skip {
+                why: Skip::Invalid | Skip::Blocked | Skip::Untrusted
+            }
+        )
+    }) {
+        Status::Failed
+    } else if actions().any(|a| matches!(a, Action::Deploy | Action::Heal | Action::Remove)) {
+        Status::Changes
+    } else {
+        Status::Ok
+    }
+}
+
+fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
     let cfg = setup::config(g)?;
     let desired = setup::load_desired(&cfg)?;
     setup::known_stacks(&cfg, Some(&desired), &a.stacks)?;
@@ -169,5 +208,5 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             }
         }
     }
-    Ok(Status::Ok)
+    Ok(out)
 }
