@@ -214,6 +214,16 @@ _fx_reuse_images() {
     _fx_log "reusing images already in $STACKPIN_TEST_REGISTRY"
 }
 
+# The registry digest of a pushed image: prints $1@sha256:... for $1:$2.
+_fx_repo_digest() {
+    local name="$1" tag="$2" d ref=""
+    for d in $(docker image inspect --format '{{range .RepoDigests}}{{.}} {{end}}' "$name:$tag"); do
+        case "$d" in "$name@sha256:"*) ref="$d" ;; esac
+    done
+    [ -n "$ref" ] || _fx_die "no RepoDigest for $name:$tag after push" || return 1
+    echo "$ref"
+}
+
 # Builds, pushes, resolves to a digest, and removes the local copy.
 # $1 tag, $2 rootfs dir, $3 JSON CMD; prints repo@sha256:...
 _fx_build_push() {
@@ -229,11 +239,8 @@ _fx_build_push() {
     rm -f "$tarball"
     docker push "$name:$tag" >"$STACKPIN_FIXTURES_STATE/push-$tag.log" 2>&1 ||
         { cat "$STACKPIN_FIXTURES_STATE/push-$tag.log" >&2; return 1; }
-    local d ref=""
-    for d in $(docker image inspect --format '{{range .RepoDigests}}{{.}} {{end}}' "$name:$tag"); do
-        case "$d" in "$name@sha256:"*) ref="$d" ;; esac
-    done
-    [ -n "$ref" ] || _fx_die "no RepoDigest for $name:$tag after push" || return 1
+    local ref
+    ref="$(_fx_repo_digest "$name" "$tag")" || return 1
     _fx_manifest_exists "$ref" || _fx_die "registry does not serve $ref after push" || return 1
     echo "$ref"
 }

@@ -13,7 +13,7 @@
 # images are reused while the registry holds them and app.py is unchanged.
 #
 # Sourced by scripts/fixtures.sh (which provides _fx_log, _fx_sudo,
-# _fx_manifest_exists and STACKPIN_TEST_REGISTRY).
+# _fx_manifest_exists, _fx_repo_digest and STACKPIN_TEST_REGISTRY).
 
 STACKPIN_WEB_PACKAGES="nginx-light,python3"
 STACKPIN_WEB_SUITE="${STACKPIN_WEB_SUITE:-bookworm}"
@@ -78,7 +78,8 @@ _web_reuse() {
     _fx_log "reusing the Debian web images already in $STACKPIN_TEST_REGISTRY"
 }
 
-# $1 role tag, $2 Dockerfile body after FROM; prints repo@sha256:...
+# $1 role tag, $2 Dockerfile body after FROM, $3 build context dir, $4 base
+# image; prints repo@sha256:...
 _web_build_push() {
     local tag="$1" body="$2" ctx="$3" base="$4"
     local name="$STACKPIN_TEST_REGISTRY/stackpin-test/web"
@@ -87,11 +88,8 @@ _web_build_push() {
         { cat "$STACKPIN_FIXTURES_STATE/build-web-$tag.log" >&2; return 1; }
     docker push "$name:$tag" >"$STACKPIN_FIXTURES_STATE/push-web-$tag.log" 2>&1 ||
         { cat "$STACKPIN_FIXTURES_STATE/push-web-$tag.log" >&2; return 1; }
-    local d ref=""
-    for d in $(docker image inspect --format '{{range .RepoDigests}}{{.}} {{end}}' "$name:$tag"); do
-        case "$d" in "$name@sha256:"*) ref="$d" ;; esac
-    done
-    [ -n "$ref" ] || { _fx_log "error: no RepoDigest for $name:$tag after push"; return 1; }
+    local ref
+    ref="$(_fx_repo_digest "$name" "$tag")" || return 1
     # The tag goes; the base keeps the layer locally, so a pull by digest
     # fetches only the manifest and config.
     docker rmi "$name:$tag" >/dev/null 2>&1 || true

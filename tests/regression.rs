@@ -152,7 +152,7 @@ fn stack_names_are_checked_at_every_entry_point() {
         .run()
         .failed();
     assert!(
-        out.stderr().contains("no stack no-such-stack"),
+        out.stderr().contains("no stack `no-such-stack`"),
         "{}",
         out.report()
     );
@@ -612,4 +612,22 @@ fn an_unreadable_config_names_its_cause_once() {
     let err = out.stderr();
     assert!(err.contains("failed to read config"), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+/// Broke: `stackpin status` exited 0 whatever it found, so a script or a
+/// monitoring check could not tell a rolled-back stack from a converged one
+/// (issue 19). Now `status --check` exits 1 for Failed, RolledBack or
+/// Blocked; plain `status` still exits 0 (it only shows).
+#[test]
+fn status_check_fails_for_a_rolled_back_stack() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = deployed(&h, &f);
+    h.cmd(["status", "--check"]).run().ok();
+    StackFixture::new(&s, &f.broken, port, "broken").write(&h);
+    h.commit("broken");
+    h.cmd(["sync"]).run().code(1).stdout_contains("rolled-back");
+    h.cmd(["status"]).run().ok();
+    let out = h.cmd(["status", "--check", &s]).run().code(1);
+    assert!(out.stdout().contains("RolledBack"), "{}", out.report());
 }

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{Fixtures, TestHost, Traffic, TrafficReport};
+use common::{Fixtures, Flavour, TestHost, Traffic, TrafficReport};
 use std::collections::BTreeMap;
 
 /// At least this many requests go through the router during each converge.
@@ -41,18 +41,11 @@ http {
 }
 "#;
 
-#[derive(Clone, Copy, Debug)]
-enum Flavour {
-    V1,
-    V2,
-}
-
 struct Shop<'h> {
     h: &'h TestHost,
     f: Fixtures,
     stack: String,
     port: u16,
-    cfg: std::path::PathBuf,
     flavour: Flavour,
 }
 
@@ -68,7 +61,7 @@ impl Shop<'_> {
         self.h.write(
             format!("stacks/{s}/stack.yaml"),
             format!(
-                "images:\n  router: {router}\n  app: {app}\n  db: {db}\nupdate:\n  drain: 2s\n  services:\n    app: {{order: {order}}}\nsmoke:\n  timeout: 12s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/web/health\"}}\n    - http: {{service: app, port: 8000, path: /version, contains: \"{contains}\"}}\n",
+                "images:\n  router: {router}\n  app: {app}\n  db: {db}\nupdate:\n  drain: 2s\n  services:\n    app: {{order: {order}}}\nsmoke:\n  timeout: 20s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/web/health\"}}\n    - http: {{service: app, port: 8000, path: /version, contains: \"{contains}\"}}\n",
                 router = self.f.web_router,
                 db = self.f.web_app_v1,
                 port = self.port,
@@ -77,7 +70,7 @@ impl Shop<'_> {
         self.h.write(
             format!("stacks/{s}/compose.yaml"),
             format!(
-                "services:\n  router:\n    image: stackpin-test/web\n    ports: [\"127.0.0.1:{port}:80\"]\n    volumes: [\"./config/nginx.conf:/etc/nginx/nginx.conf:ro\"]\n  app:\n    image: stackpin-test/web\n    stop_grace_period: 5s\n    healthcheck:\n      test: [\"CMD\", \"python3\", \"/app/app.py\", \"health\"]\n      interval: 1s\n      timeout: 2s\n      retries: 2\n  db:\n    image: stackpin-test/web\n    command: [\"python3\", \"-m\", \"http.server\", \"5432\", \"--directory\", \"/etc/db\"]\n    volumes: [\"./config/db:/etc/db:ro\"]\n",
+                "services:\n  router:\n    image: stackpin-test/web\n    ports: [\"127.0.0.1:{port}:80\"]\n    volumes: [\"./config/nginx.conf:/etc/nginx/nginx.conf:ro\"]\n  app:\n    image: stackpin-test/web\n    stop_grace_period: 5s\n    healthcheck:\n      test: [\"CMD\", \"python3\", \"/app/app.py\", \"health\"]\n      interval: 1s\n      timeout: 5s\n      retries: 3\n      start_period: 5s\n  db:\n    image: stackpin-test/web\n    command: [\"python3\", \"-m\", \"http.server\", \"5432\", \"--directory\", \"/etc/db\"]\n    volumes: [\"./config/db:/etc/db:ro\"]\n",
                 port = self.port
             ),
         );
@@ -90,15 +83,7 @@ impl Shop<'_> {
     }
 
     fn sync(&self) -> common::Output {
-        let mut c = self.h.cmd([
-            std::ffi::OsStr::new("--config"),
-            self.cfg.as_os_str(),
-            "sync".as_ref(),
-        ]);
-        if let Flavour::V2 = self.flavour {
-            c.env("DOCKER_CONFIG", &self.f.compose_v2_config);
-        }
-        c.run()
+        self.h.cmd_with(self.flavour, ["sync"]).run()
     }
 
     fn ids(&self) -> BTreeMap<String, String> {
@@ -111,16 +96,11 @@ impl Shop<'_> {
     }
 
     fn plan(&self) -> serde_json::Value {
-        let mut c = self.h.cmd([
-            std::ffi::OsStr::new("--config"),
-            self.cfg.as_os_str(),
-            "--json".as_ref(),
-            "plan".as_ref(),
-        ]);
-        if let Flavour::V2 = self.flavour {
-            c.env("DOCKER_CONFIG", &self.f.compose_v2_config);
-        }
-        c.run().ok().json()
+        self.h
+            .cmd_with(self.flavour, ["--json", "plan"])
+            .run()
+            .ok()
+            .json()
     }
 
     /// Commits `app` with `order`, syncs under traffic; the sync's output
@@ -165,18 +145,11 @@ fn start_first_upgrades_and_refused_releases_fail_no_request_through_the_router_
 fn scenario(flavour: Flavour) {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let cfg = h.tmp().join("config.yaml");
-    let compose = match flavour {
-        Flavour::V1 => "docker-compose",
-        Flavour::V2 => "docker compose",
-    };
-    std::fs::write(&cfg, format!("compose: \"{compose}\"\n")).unwrap();
     let shop = Shop {
         h: &h,
         f: f.clone(),
         stack: h.stack("shop"),
         port: h.free_port(),
-        cfg,
         flavour,
     };
     shop.write(&f.web_app_v1, "start-first");

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Fixtures, TestHost};
+use common::{Fixtures, Flavour, TestHost};
 use std::collections::BTreeMap;
 
 struct Shape {
@@ -65,12 +65,6 @@ impl Shape {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Flavour {
-    V1,
-    V2,
-}
-
 #[test]
 fn a_digest_bump_recreates_only_its_service_and_a_config_change_only_its_own_v1() {
     scenario(Flavour::V1);
@@ -84,23 +78,8 @@ fn a_digest_bump_recreates_only_its_service_and_a_config_change_only_its_own_v2(
 fn scenario(flavour: Flavour) {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let cfg = h.tmp().join("config.yaml");
-    let compose = match flavour {
-        Flavour::V1 => "docker-compose",
-        Flavour::V2 => "docker compose",
-    };
-    std::fs::write(&cfg, format!("compose: \"{compose}\"\n")).unwrap();
     let plan_services = || -> BTreeMap<String, (String, String)> {
-        let mut c = h.cmd([
-            std::ffi::OsStr::new("--config"),
-            cfg.as_os_str(),
-            "--json".as_ref(),
-            "plan".as_ref(),
-        ]);
-        if let Flavour::V2 = flavour {
-            c.env("DOCKER_CONFIG", &f.compose_v2_config);
-        }
-        let plan = c.run().ok().json();
+        let plan = h.cmd_with(flavour, ["--json", "plan"]).run().ok().json();
         plan[0]["services"]
             .as_array()
             .unwrap_or_else(|| panic!("no services in the plan: {plan}"))
@@ -117,17 +96,7 @@ fn scenario(flavour: Flavour) {
             })
             .collect()
     };
-    let sync = || {
-        let mut c = h.cmd([
-            std::ffi::OsStr::new("--config"),
-            cfg.as_os_str(),
-            "sync".as_ref(),
-        ]);
-        if let Flavour::V2 = flavour {
-            c.env("DOCKER_CONFIG", &f.compose_v2_config);
-        }
-        c.run()
-    };
+    let sync = || h.cmd_with(flavour, ["sync"]).run();
     let shape = Shape {
         stack: h.stack("shop"),
         router: h.free_port(),
@@ -151,10 +120,7 @@ fn scenario(flavour: Flavour) {
         .run()
         .ok()
         .stdout();
-    let major = match flavour {
-        Flavour::V1 => "1.",
-        Flavour::V2 => "2.",
-    };
+    let major = flavour.major();
     assert!(
         made_by.trim().starts_with(major),
         "{flavour:?} ran compose {made_by}"

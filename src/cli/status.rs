@@ -11,6 +11,10 @@ pub struct Args {
     /// Limit to these stacks.
     #[arg(value_parser = crate::desired::parse_stack_name)]
     pub stacks: Vec<String>,
+    /// Exit 1 when a stack is Failed, RolledBack or Blocked (for scripts
+    /// and monitoring); without it, status exits 0 whatever it shows.
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
@@ -32,7 +36,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     } else {
         print_table(&rows);
     }
-    Ok(Status::Ok)
+    use crate::outcome::State;
+    let bad = |s: &State| matches!(s, State::Failed | State::RolledBack | State::Blocked);
+    Ok(if a.check && rows.iter().any(|r| bad(&r.state)) {
+        Status::Failed
+    } else {
+        Status::Ok
+    })
 }
 
 pub fn print_table(rows: &[status::StackStatus]) {

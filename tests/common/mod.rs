@@ -89,6 +89,33 @@ const FIXTURE_VARS: [&str; 13] = [
     "STACKPIN_TEST_WEB_APP_500",
 ];
 
+/// Which compose a test runs stackpin with: Debian's v1 (docker-compose
+/// 1.29) or production's v2 (the fixtures' plugin; see
+/// [`TestHost::cmd_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    V1,
+    V2,
+}
+
+impl Flavour {
+    /// The `compose:` setting that selects it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Flavour::V1 => "docker-compose",
+            Flavour::V2 => "docker compose",
+        }
+    }
+
+    /// How its containers' `com.docker.compose.version` label starts.
+    pub fn major(self) -> &'static str {
+        match self {
+            Flavour::V1 => "1.",
+            Flavour::V2 => "2.",
+        }
+    }
+}
+
 impl Fixtures {
     /// The fixtures named by the environment, if all of them are set.
     pub fn get() -> Option<Fixtures> {
@@ -352,6 +379,26 @@ impl TestHost {
         let mut cmd = self.cmd_raw(self.global_args());
         cmd.args(args);
         cmd
+    }
+
+    /// [`TestHost::cmd`] under the compose `flavour`: a config file that
+    /// selects it, and for v2 `DOCKER_CONFIG` pointing at the fixtures'
+    /// plugin directory.
+    pub fn cmd_with<I, S>(&self, flavour: Flavour, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let cfg = self.tmp().join(format!("config-{flavour:?}.yaml"));
+        if !cfg.exists() {
+            std::fs::write(&cfg, format!("compose: \"{}\"\n", flavour.setting())).unwrap();
+        }
+        let mut c = self.cmd([OsStr::new("--config"), cfg.as_os_str()]);
+        c.args(args);
+        if let Flavour::V2 = flavour {
+            c.env("DOCKER_CONFIG", &Fixtures::require().compose_v2_config);
+        }
+        c
     }
 
     /// `stackpin ARGS…` without the global arguments.
