@@ -7,7 +7,7 @@
 use crate::outcome::StackResult;
 use crate::status::StackStatus;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -174,6 +174,34 @@ pub struct Response {
 
 /// Sends `req` to the daemon at `socket`. `Ok(None)` when no daemon listens
 /// there (no socket, or connection refused) or it manages another root.
+/// Writes all of `buf` with `MSG_NOSIGNAL`: a one-shot command runs with
+/// SIGPIPE's default disposition (so that `| head` ends it quietly), and a
+/// daemon that closed the socket must be an error here, not a silent death.
+fn send_all(stream: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for `buf.len()` bytes; the fd is open for
+        // as long as `stream` is borrowed.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
 pub fn call(socket: &Path, req: &Request) -> Result<Option<Response>, Error> {
     let stream = match UnixStream::connect(socket) {
         Ok(s) => s,
@@ -201,10 +229,9 @@ pub fn call(socket: &Path, req: &Request) -> Result<Option<Response>, Error> {
     stream
         .set_read_timeout(Some(Duration::from_secs(3600)))
         .map_err(io)?;
-    let mut w = stream.try_clone().map_err(io)?;
     let mut line = serde_json::to_string(req).map_err(|e| Error::Unreadable(e.to_string()))?;
     line.push('\n');
-    w.write_all(line.as_bytes()).map_err(io)?;
+    send_all(&stream, line.as_bytes()).map_err(io)?;
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();
     reader.read_line(&mut answer).map_err(io)?;

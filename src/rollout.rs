@@ -42,8 +42,8 @@ pub const REFUSED_GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Start a new container next to the running `old` ones; `stale` are
-    /// containers an interrupted earlier attempt left behind (removed
-    /// first).
+    /// the service's other containers (left by an interrupted earlier
+    /// attempt, or stopped), removed first.
     Replace {
         service: String,
         old: Vec<String>,
@@ -80,10 +80,16 @@ pub fn plan(
             .collect();
         let current: Vec<&ContainerInfo> = of.iter().copied().filter(|c| is_wanted(c)).collect();
         if !old.is_empty() {
+            // Everything but the running old ones goes first: compose's
+            // --scale counts stopped containers too.
             out.push(Action::Replace {
                 service: service.clone(),
+                stale: of
+                    .iter()
+                    .filter(|c| !old.contains(&c.id))
+                    .map(|c| c.id.clone())
+                    .collect(),
                 old,
-                stale: current.iter().map(|c| c.id.clone()).collect(),
             });
             continue;
         }
@@ -396,6 +402,20 @@ mod tests {
         assert!(plan(&start_first, &wanted(), &cs).is_empty());
         let cs = vec![c("a1", "app", "old", "exited", &["app"])];
         assert!(plan(&start_first, &wanted(), &cs).is_empty());
+        // A stopped container next to the running one goes first (compose's
+        // --scale would count it).
+        let cs = vec![
+            c("a0", "app", "older", "exited", &["app"]),
+            c("a1", "app", "old", "running", &["app"]),
+        ];
+        assert_eq!(
+            plan(&start_first, &wanted(), &cs),
+            vec![Action::Replace {
+                service: "app".into(),
+                old: vec!["a1".into()],
+                stale: vec!["a0".into()],
+            }]
+        );
         assert!(plan(&start_first, &wanted(), &[]).is_empty());
     }
 
