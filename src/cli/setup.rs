@@ -68,11 +68,7 @@ pub fn known_stacks(
     stacks: &[String],
 ) -> Result<(), BadInput> {
     let layout = crate::release::Layout::new(cfg.root.clone());
-    let mut known = crate::observed::stacks_on_host(&layout);
-    if let Some(d) = desired {
-        known.extend(d.stacks.keys().cloned());
-        known.extend(d.invalid.iter().cloned());
-    }
+    let known = crate::reconcile::known_names(&layout, desired);
     match stacks.iter().find(|s| !known.contains(*s)) {
         Some(s) => Err(BadInput(crate::reconcile::unknown_stack(s, &known))),
         None => Ok(()),

@@ -277,10 +277,10 @@ pub trait Engine: Send + Sync {
         count: usize,
     ) -> Result<CommandLog, Error> {
         let _ = (project, service, count);
-        Err(Error::Unavailable(format!(
-            "{} cannot create containers next to running ones",
-            self.describe()
-        )))
+        Err(unsupported(
+            self.describe(),
+            "create containers next to running ones",
+        ))
     }
 
     /// Attaches `container` to `network` anew with exactly `aliases` (the
@@ -292,19 +292,16 @@ pub trait Engine: Send + Sync {
         aliases: &[String],
     ) -> Result<(), Error> {
         let _ = (container, network, aliases);
-        Err(Error::Unavailable(format!(
-            "{} cannot change a container's network aliases",
-            self.describe()
-        )))
+        Err(unsupported(
+            self.describe(),
+            "change a container's network aliases",
+        ))
     }
 
     /// Starts a created container.
     async fn start(&self, container: &str) -> Result<(), Error> {
         let _ = container;
-        Err(Error::Unavailable(format!(
-            "{} cannot start one container",
-            self.describe()
-        )))
+        Err(unsupported(self.describe(), "start one container"))
     }
 
     /// Stops `container` (SIGTERM, then SIGKILL after `grace`, or after the
@@ -312,11 +309,13 @@ pub trait Engine: Send + Sync {
     /// removes it. Idempotent: a container already gone is not an error.
     async fn remove(&self, container: &str, grace: Option<Duration>) -> Result<(), Error> {
         let _ = (container, grace);
-        Err(Error::Unavailable(format!(
-            "{} cannot remove one container",
-            self.describe()
-        )))
+        Err(unsupported(self.describe(), "remove one container"))
     }
+}
+
+/// What an engine without the rollout operations answers to them.
+fn unsupported(engine: String, what: &str) -> Error {
+    Error::Unavailable(format!("{engine} cannot {what}"))
 }
 
 /// A connection to the Docker engine plus the compose CLI to use with it.

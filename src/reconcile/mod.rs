@@ -547,15 +547,25 @@ pub fn check_known(
 ) -> std::io::Result<()> {
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
     checked_name(stack)?;
-    let mut known = crate::observed::stacks_on_host(&host.layout);
-    if let Some(d) = desired {
-        known.extend(d.stacks.keys().cloned());
-        known.extend(d.invalid.iter().cloned());
-    }
+    let known = known_names(&host.layout, desired);
     if known.contains(stack) {
         return Ok(());
     }
     Err(invalid(unknown_stack(stack, &known)))
+}
+
+/// Every stack name this host knows: those on the host, and those of the
+/// desired state (valid or not) when it could be read.
+pub fn known_names(
+    layout: &release::Layout,
+    desired: Option<&DesiredState>,
+) -> std::collections::BTreeSet<String> {
+    let mut known = crate::observed::stacks_on_host(layout);
+    if let Some(d) = desired {
+        known.extend(d.stacks.keys().cloned());
+        known.extend(d.invalid.iter().cloned());
+    }
+    known
 }
 
 /// "no stack `x` …; did you mean `y`?": the message for a stack name that
