@@ -7,6 +7,7 @@
 #   STACKPIN_TEST_WEB_APP_V1    tests/images/web/app.py answering "v1"
 #   STACKPIN_TEST_WEB_APP_V2    the same app answering "v2"
 #   STACKPIN_TEST_WEB_APP_500   answers 500 on every path, never healthy
+#   STACKPIN_TEST_WEB_ROOT_TAR  the cached root tarball they are built from
 # The root tarball is cached under $STACKPIN_IMAGE_CACHE (default
 # ~/.cache/stackpin-test), keyed by the package list, the suite and app.py,
 # so a warm run neither runs mmdebstrap nor imports again; the pushed
@@ -42,10 +43,12 @@ _web_mirror() {
 
 _web_root_tar() {
     local key="$1" tar="$STACKPIN_IMAGE_CACHE/debian-$1.tar"
-    if [ -s "$tar" ]; then
+    if [ -f "$tar" ] && [ -s "$tar" ]; then
         echo "$tar"
         return 0
     fi
+    # Not a tarball (an interrupted or older run): build it again.
+    rm -rf "$tar" "$tar.tmp"
     if ! command -v mmdebstrap >/dev/null 2>&1; then
         _fx_log "installing mmdebstrap (to build the Debian test images)"
         _fx_sudo apt-get update -qq || return 1
@@ -53,10 +56,12 @@ _web_root_tar() {
     fi
     mkdir -p "$STACKPIN_IMAGE_CACHE" || return 1
     _fx_log "building a Debian $STACKPIN_WEB_SUITE root with $STACKPIN_WEB_PACKAGES (about a minute, cached)"
-    if ! _fx_sudo mmdebstrap --quiet --variant=apt --include="$STACKPIN_WEB_PACKAGES" \
+    # --format: mmdebstrap guesses the format from the name, and "*.tmp"
+    # would make it write a directory.
+    if ! _fx_sudo mmdebstrap --quiet --variant=apt --format=tar --include="$STACKPIN_WEB_PACKAGES" \
         "$STACKPIN_WEB_SUITE" "$tar.tmp" "$(_web_mirror)" >"$STACKPIN_FIXTURES_STATE/mmdebstrap.log" 2>&1; then
         cat "$STACKPIN_FIXTURES_STATE/mmdebstrap.log" >&2
-        rm -f "$tar.tmp"
+        rm -rf "$tar.tmp"
         return 1
     fi
     mv "$tar.tmp" "$tar" && echo "$tar"
@@ -65,6 +70,7 @@ _web_root_tar() {
 _web_reuse() {
     local key="$1"
     [ -z "${STACKPIN_FIXTURES_REBUILD:-}" ] || return 1
+    [ -f "$STACKPIN_TEST_WEB_ROOT_TAR" ] || return 1
     [ -s "$STACKPIN_FIXTURES_ENV_FILE" ] || return 1
     [ "$(sed -n 's/^export STACKPIN_TEST_WEB_KEY=//p' "$STACKPIN_FIXTURES_ENV_FILE")" = "$key" ] || return 1
     [ "$(sed -n 's/^export STACKPIN_TEST_REGISTRY=//p' "$STACKPIN_FIXTURES_ENV_FILE")" = "$STACKPIN_TEST_REGISTRY" ] || return 1
@@ -99,8 +105,9 @@ _web_build_push() {
 stackpin_fixtures_web_images() {
     local key root tar base ctx
     key="$(_web_key)"
-    _web_reuse "$key" && return 0
     root="$(_web_root_key)"
+    STACKPIN_TEST_WEB_ROOT_TAR="$STACKPIN_IMAGE_CACHE/debian-$root.tar"
+    _web_reuse "$key" && return 0
     tar="$(_web_root_tar "$root")" || return 1
     base="stackpin-test/debian-base:$root"
     if ! docker image inspect "$base" >/dev/null 2>&1; then

@@ -631,3 +631,33 @@ fn status_check_fails_for_a_rolled_back_stack() {
     let out = h.cmd(["status", "--check", &s]).run().code(1);
     assert!(out.stdout().contains("RolledBack"), "{}", out.report());
 }
+
+/// Broke: on a fresh machine the Debian root for the web images was written
+/// as a directory, not a tarball (mmdebstrap guesses the format from the
+/// output's name, and the temporary name ends in `.tmp`), so `docker
+/// import` failed and every fixture run after it reused the directory. Now
+/// the format is explicit, and a cache entry that is not a file is rebuilt.
+#[test]
+fn the_debian_root_of_the_web_images_is_a_tarball() {
+    let f = Fixtures::require();
+    let meta = std::fs::metadata(&f.web_root_tar).expect("the cached Debian root");
+    assert!(meta.is_file(), "{} is not a file", f.web_root_tar.display());
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&f.web_root_tar)
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "usr/sbin/nginx"),
+        "no usr/sbin/nginx in {}",
+        f.web_root_tar.display()
+    );
+}

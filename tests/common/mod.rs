@@ -71,9 +71,11 @@ pub struct Fixtures {
     pub web_app_v2: String,
     /// ... and one answering 500 on every path (never healthy).
     pub web_app_500: String,
+    /// The cached Debian root tarball the web images are built from.
+    pub web_root_tar: PathBuf,
 }
 
-const FIXTURE_VARS: [&str; 13] = [
+const FIXTURE_VARS: [&str; 14] = [
     "STACKPIN_TEST_REGISTRY",
     "STACKPIN_TEST_IMAGE_V1",
     "STACKPIN_TEST_IMAGE_V2",
@@ -87,6 +89,7 @@ const FIXTURE_VARS: [&str; 13] = [
     "STACKPIN_TEST_WEB_APP_V1",
     "STACKPIN_TEST_WEB_APP_V2",
     "STACKPIN_TEST_WEB_APP_500",
+    "STACKPIN_TEST_WEB_ROOT_TAR",
 ];
 
 /// Which compose a test runs stackpin with: Debian's v1 (docker-compose
@@ -180,6 +183,7 @@ impl Fixtures {
             web_app_v1: next(),
             web_app_v2: next(),
             web_app_500: next(),
+            web_root_tar: PathBuf::from(next()),
         })
     }
 
