@@ -170,6 +170,22 @@ pub struct Response {
     #[serde(default)]
     pub status: Vec<StackStatus>,
     pub message: Option<String>,
+    /// The error is the caller's input (an unknown stack name): the CLI
+    /// exits 1 for it, as when it checks the name itself.
+    #[serde(default)]
+    pub bad_input: bool,
+}
+
+impl Response {
+    /// A refusal of `e`, marked as bad input when it is one (an unknown
+    /// or malformed stack name).
+    pub fn refusal(e: &std::io::Error) -> Response {
+        Response {
+            error: Some(e.to_string()),
+            bad_input: e.kind() == std::io::ErrorKind::InvalidInput,
+            ..Default::default()
+        }
+    }
 }
 
 /// Sends `req` to the daemon at `socket`. `Ok(None)` when no daemon listens

@@ -97,9 +97,7 @@ fn open_source(cfg: &Config, fetch_timeout: Duration) -> Result<Source, Error> {
         return Err(Error::NoRepository);
     };
     let local = Path::new(url.strip_prefix("file://").unwrap_or(&url));
-    let is_remote = url.contains("://") && !url.starts_with("file://")
-        || (url.contains('@') && url.contains(':') && !local.exists());
-    if !is_remote && local.is_dir() && git2::Repository::open(local).is_err() {
+    if !source::is_remote(&url) && local.is_dir() && git2::Repository::open(local).is_err() {
         let dir = if cfg.repo_path == "." {
             local.to_path_buf()
         } else {
@@ -107,24 +105,7 @@ fn open_source(cfg: &Config, fetch_timeout: Duration) -> Result<Source, Error> {
         };
         return Ok(Source::Dir(dir));
     }
-    let repo_cfg = cfg.file.repo.clone().unwrap_or_default();
-    let auth = if let Some(key) = repo_cfg.ssh_key_file {
-        source::Auth::SshKey {
-            key_file: key,
-            known_hosts: repo_cfg.known_hosts_file,
-        }
-    } else if let Some(t) = repo_cfg.token_file {
-        source::Auth::Token { token_file: t }
-    } else {
-        source::Auth::None
-    };
-    let sc = SourceConfig {
-        url,
-        branch: cfg.branch.clone().unwrap_or_else(|| "main".into()),
-        path: cfg.repo_path.clone(),
-        auth,
-        fetch_timeout,
-    };
+    let sc = SourceConfig::from_config(cfg, fetch_timeout).ok_or(Error::NoRepository)?;
     std::fs::create_dir_all(&cfg.state_dir).map_err(|source| Error::Io {
         what: "create the state dir",
         path: cfg.state_dir.clone(),
@@ -507,6 +488,14 @@ impl Daemon {
                         }
                     },
                 };
+                let host = self.host();
+                if let Some(Err(e)) = stacks
+                    .iter()
+                    .map(|s| reconcile::check_known(&host, Some(&desired), s))
+                    .find(Result::is_err)
+                {
+                    return Response::refusal(&e);
+                }
                 let report = self
                     .converge(
                         &desired,
@@ -527,6 +516,13 @@ impl Daemon {
             }
             Request::Status { stacks, .. } => {
                 let host = self.host();
+                if let Some(Err(e)) = stacks
+                    .iter()
+                    .map(|s| reconcile::check_known(&host, self.last.as_ref(), s))
+                    .find(Result::is_err)
+                {
+                    return Response::refusal(&e);
+                }
                 let status = crate::status::collect(&host, self.last.as_ref(), &stacks).await;
                 Response {
                     ok: true,
@@ -547,10 +543,7 @@ impl Daemon {
                         message: Some(m),
                         ..Default::default()
                     },
-                    Err(e) => Response {
-                        error: Some(e.to_string()),
-                        ..Default::default()
-                    },
+                    Err(e) => Response::refusal(&e),
                 }
             }
             Request::Resume { stack, .. } => {
@@ -566,10 +559,7 @@ impl Daemon {
                         message: Some(m),
                         ..Default::default()
                     },
-                    Err(e) => Response {
-                        error: Some(e.to_string()),
-                        ..Default::default()
-                    },
+                    Err(e) => Response::refusal(&e),
                 }
             }
             Request::Rollback { stack, target, .. } => {

@@ -506,6 +506,63 @@ fn cli_actions_go_through_the_control_socket() {
     assert!(mode.is_err(), "socket left behind: {mode:?}");
 }
 
+/// `sync` asks a running daemon before it reads anything itself (issue
+/// 19): here the CLI's own config names a remote it cannot reach and a
+/// state dir with no mirror, and the daemon, which fetches a real
+/// `git://` remote, still runs the sync.
+#[test]
+fn sync_asks_the_daemon_before_it_reads_the_repository() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    setup(&h, &f, &s, app);
+    let git = h.git_daemon();
+    let d = Daemon::start(&h, &git.url("remote.git"), "1h", false, &[]);
+    d.wait_until("v1 to be served", Duration::from_secs(90), || {
+        answer(app).as_deref() == Some("stackpin-test-app v1")
+    });
+    let elsewhere = h.tmp().join("cli-state");
+    let cli = |args: &[&str]| {
+        let mut c = h.cmd_raw([
+            "--repo".as_ref(),
+            "git://127.0.0.1:1/unreachable.git".as_ref(),
+            "--root".as_ref(),
+            h.root().as_os_str(),
+            "--state-dir".as_ref(),
+            elsewhere.as_os_str(),
+            "--control-socket".as_ref(),
+            d.socket.as_os_str(),
+        ]);
+        c.args(args);
+        c
+    };
+    let out = cli(&["sync", "--force", &s]).run().ok();
+    assert!(
+        out.stderr().contains("executed by the running daemon")
+            && out.stdout().contains("deployed"),
+        "{}",
+        out.report()
+    );
+    // status too goes through the daemon, and an unknown name is bad
+    // input (exit 1) there as here.
+    let out = cli(&["status", &s]).run().ok();
+    assert!(
+        out.stderr().contains("answered by the running daemon")
+            && out.stdout().contains("Converged"),
+        "{}",
+        out.report()
+    );
+    let typo = format!("{s}x");
+    for cmd in ["sync", "status"] {
+        cli(&[cmd, &typo])
+            .run()
+            .code(1)
+            .stderr_contains(&format!("did you mean `{s}`"));
+    }
+    assert!(!elsewhere.exists(), "the CLI read or fetched by itself");
+}
+
 #[test]
 fn check_config_masks_secrets_and_rejects_unknown_keys() {
     let h = TestHost::new();

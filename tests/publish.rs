@@ -8,14 +8,16 @@
 //!
 //! Needs `git` (and `git daemon`, part of git). No Docker.
 
+mod common;
+
 use stackpin::desired::spec::VerifiedEntry;
 use stackpin::publish::{self, Publisher, Settings};
 use stackpin::release::Layout;
 use stackpin::source::Auth;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HEADER: &str = "# Verified markers for app: appended by the staging reconciler.\nverified:\n  - version: sha-0000000\n    images:\n      web: ghcr.io/acme/app@sha256:0000000000000000000000000000000000000000000000000000000000000000\n    verified_at: \"2026-01-31T06:55:00Z\"\n    host: staging-0   # kept as written\n    commit: f921d1cec0e58bf2e14c2e502adb274cf6ea0f89\n";
 
@@ -187,57 +189,11 @@ fn concurrent_hosts_over_a_local_path_lose_nothing() {
     race(&url, &bare, &base, tmp.path(), 6);
 }
 
-/// `git daemon` serving `base` with push enabled, killed on drop.
-struct GitDaemon {
-    child: Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--enable=receive-pack",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={}", base.display()),
-                &base.display().to_string(),
-            ])
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon starts (part of git)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn concurrent_hosts_over_git_protocol_lose_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (bare, base) = remote(tmp.path());
-    let daemon = GitDaemon::start(tmp.path());
+    let daemon = common::GitDaemon::serve(tmp.path(), true);
     let url = format!("git://127.0.0.1:{}/remote.git", daemon.port);
     race(&url, &bare, &base, tmp.path(), 5);
 }

@@ -661,3 +661,22 @@ fn the_debian_root_of_the_web_images_is_a_tarball() {
         f.web_root_tar.display()
     );
 }
+
+/// Broke: the tests' `git daemon` outlived its test (`git daemon` runs
+/// `git-daemon` as a child, and only the wrapper was killed), so a test
+/// that stopped the remote to see a fetch fail still fetched, and every
+/// run left daemons listening. Now the helper runs `git-daemon` itself.
+#[test]
+fn a_stopped_test_git_daemon_stops_listening() {
+    let h = TestHost::new();
+    h.commit("empty");
+    h.bare_remote();
+    let mut d = h.git_daemon();
+    let port = d.port;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    d.stop();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something still listens on {port}"
+    );
+}

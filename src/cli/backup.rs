@@ -22,6 +22,8 @@ pub struct Args {
     /// Recorded in the manifest and history.
     #[arg(long, value_enum, default_value_t = Why::Manual)]
     pub reason: Why,
+    #[command(flatten)]
+    pub fetch: setup::FetchArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,7 +43,8 @@ impl Why {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
-    let desired = setup::load_desired(&cfg)?;
+    let desired = setup::load(&cfg, a.fetch.mode())?;
+    setup::say_what_was_read(g, &desired);
     let layout = Layout {
         root: cfg.root.clone(),
     };

@@ -26,7 +26,7 @@ fn via_daemon(cfg: &crate::config::Config, req: Request) -> anyhow::Result<Optio
         return Ok(None);
     };
     match resp.error {
-        Some(e) => anyhow::bail!("the daemon refused: {e}"),
+        Some(_) => Err(setup::daemon_refused(&resp)),
         None => {
             println!("{}", resp.message.unwrap_or_default());
             Ok(Some(Status::Ok))

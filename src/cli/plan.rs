@@ -29,6 +29,8 @@ pub struct Args {
     /// invalid, blocked by the gate or untrusted (as terraform's).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub fetch: setup::FetchArg,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,7 +140,7 @@ fn detailed_status(out: &[StackPlan]) -> Status {
 
 fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
     let cfg = setup::config(g)?;
-    let desired = setup::load_desired(&cfg)?;
+    let desired = setup::load(&cfg, a.fetch.mode())?;
     setup::known_stacks(&cfg, Some(&desired), &a.stacks)?;
     let layout = Layout::new(cfg.root.clone());
     let rt = setup::runtime()?;
@@ -161,6 +163,7 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
     if g.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        println!("desired state: {}", desired.source);
         for f in desired.errors() {
             println!("{f}");
         }

@@ -76,15 +76,63 @@ pub fn known_stacks(
 }
 
 pub fn load_desired(cfg: &Config) -> anyhow::Result<DesiredState> {
+    load(cfg, Fetch::No)
+}
+
+/// Whether a one-shot command fetches a remote repository before it reads
+/// it (a local repository is always read as it is now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// Read the commit the daemon's mirror last fetched.
+    No,
+    /// Fetch first; a failed fetch is the command's error (`--fetch`).
+    Yes,
+    /// Fetch first; when that fails, read the last fetched commit with a
+    /// warning, as the daemon does (`sync` without a daemon).
+    OrLast,
+}
+
+/// How long a one-shot command's fetch may take (the daemon's default).
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The `--fetch` flag of the commands that read the desired state.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct FetchArg {
+    /// With a remote repo.url, fetch it into this host's mirror first (under
+    /// the daemon's lock) instead of reading the commit the daemon last
+    /// fetched.
+    #[arg(long)]
+    pub fetch: bool,
+}
+
+impl FetchArg {
+    pub fn mode(self) -> Fetch {
+        if self.fetch { Fetch::Yes } else { Fetch::No }
+    }
+}
+
+/// A request the running daemon refused: bad input (exit 1) when the daemon
+/// says so, else an error of the environment (exit 2).
+pub fn daemon_refused(resp: &crate::control::Response) -> anyhow::Error {
+    let e = resp.error.clone().unwrap_or_default();
+    if resp.bad_input {
+        BadInput(e).into()
+    } else {
+        anyhow::anyhow!("the daemon refused: {e}")
+    }
+}
+
+/// Loads the desired state: a local git repository at its branch's commit
+/// (not the work tree), a plain directory as is, a remote repository from
+/// the daemon's mirror under the state dir (the same commit the daemon
+/// converges to), fetched first as `fetch` says. `source` of the result
+/// says what was read, commit included.
+pub fn load(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
     let Some(repo) = &cfg.repo else {
         bail!("no desired-state repository: pass --repo PATH or set repo.url in the config file");
     };
-    if repo.contains("://") && !repo.starts_with("file://")
-        || repo.contains('@') && repo.contains(':')
-    {
-        bail!(
-            "{repo} is a remote repository: the one-shot commands read a local path; clone it, or run `stackpin daemon`, which fetches it"
-        );
+    if crate::source::is_remote(repo) {
+        return load_remote(cfg, fetch);
     }
     let path = Path::new(repo.strip_prefix("file://").unwrap_or(repo));
     if !path.exists() {
@@ -104,6 +152,7 @@ pub fn load_desired(cfg: &Config) -> anyhow::Result<DesiredState> {
         st.commit = Some(tree.commit_id());
         st.repo_path = Some(path.to_path_buf());
         st.base = tree.base().to_string();
+        st.source = format!("{} {rev} at {}", path.display(), short(&tree.commit_id()));
         return Ok(st);
     }
     let dir = if base == "." {
@@ -111,7 +160,78 @@ pub fn load_desired(cfg: &Config) -> anyhow::Result<DesiredState> {
     } else {
         path.join(base)
     };
-    Ok(desired::load(&DirTree::new(dir)))
+    let mut st = desired::load(&DirTree::new(&dir));
+    st.source = format!("{} (a directory, not a git repository)", dir.display());
+    Ok(st)
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+fn load_remote(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
+    use crate::source::{GitSource, SourceConfig};
+    let sc = SourceConfig::from_config(cfg, FETCH_TIMEOUT).context("no repository")?;
+    let mirror = cfg.state_dir.join("mirror.git");
+    let src = match fetch {
+        Fetch::No => GitSource::open_existing(sc, &cfg.state_dir).with_context(|| {
+            format!(
+                "{} is a remote repository and this host has not fetched it yet ({} does not \
+                 exist): pass --fetch to fetch it now, or start `stackpin daemon`",
+                crate::source::strip_credentials(repo_url(cfg)),
+                mirror.display()
+            )
+        })?,
+        Fetch::Yes | Fetch::OrLast => GitSource::new(sc, &cfg.state_dir)?,
+    };
+    let url = src.display_url();
+    if fetch != Fetch::No {
+        match src.fetch() {
+            Ok(_) => {}
+            Err(e) if fetch == Fetch::OrLast && src.last_fetched().is_some() => {
+                tracing::warn!("{e}; reading the commit fetched last");
+                eprintln!("warning: {e}; reading the commit fetched last");
+            }
+            Err(e) => return Err(e).with_context(|| format!("failed to fetch {url}")),
+        }
+    }
+    let Some(commit) = src.last_fetched() else {
+        bail!(
+            "{url}: this host's mirror {} holds no fetched commit of branch {} yet: pass \
+             --fetch, or wait for the daemon's first fetch",
+            mirror.display(),
+            src.config().branch
+        );
+    };
+    let mut st = src.load(&commit)?;
+    let when = src
+        .fetched_at()
+        .map(|t| {
+            format!(
+                ", fetched {}",
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .unwrap_or_default();
+    st.source = format!(
+        "{url} {} at {} (this host's mirror{when})",
+        src.config().branch,
+        short(&commit)
+    );
+    Ok(st)
+}
+
+fn repo_url(cfg: &Config) -> &str {
+    cfg.repo.as_deref().unwrap_or_default()
+}
+
+/// Says on stderr what the desired state was read from (not with --json or
+/// --quiet, whose output is for programs).
+pub fn say_what_was_read(g: &Global, st: &DesiredState) {
+    if !g.json && !g.quiet {
+        eprintln!("desired state: {}", st.source);
+    }
 }
 
 /// Prints each stage as a line on stderr (hidden with --json).

@@ -15,22 +15,28 @@ pub struct Args {
     /// and monitoring); without it, status exits 0 whatever it shows.
     #[arg(long)]
     pub check: bool,
+    #[command(flatten)]
+    pub fetch: setup::FetchArg,
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
-    let desired = if cfg.repo.is_some() {
-        Some(setup::load_desired(&cfg)?)
-    } else {
-        None
+    // A running daemon answers from what it fetched and observed; without
+    // one, status reads the repository (or the mirror) and the engine here.
+    let req = crate::control::Request::Status {
+        root: cfg.root.clone(),
+        stacks: a.stacks.clone(),
     };
-    setup::known_stacks(&cfg, desired.as_ref(), &a.stacks)?;
-    let rt = setup::runtime()?;
-    let rows = rt.block_on(async {
-        let services = Services::connect_or_offline(cfg).await?;
-        let host = services.host(&LogReporter, setup::actor(&services.cfg));
-        anyhow::Ok(status::collect(&host, desired.as_ref(), &a.stacks).await)
-    })?;
+    let rows = match crate::control::call(&setup::control_socket(&cfg), &req)? {
+        Some(resp) if resp.error.is_some() => return Err(setup::daemon_refused(&resp)),
+        Some(resp) => {
+            if !g.json && !g.quiet {
+                eprintln!("(answered by the running daemon)");
+            }
+            resp.status
+        }
+        None => collect_here(g, &a, cfg)?,
+    };
     if g.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -43,6 +49,28 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     } else {
         Status::Ok
     })
+}
+
+fn collect_here(
+    g: &Global,
+    a: &Args,
+    cfg: crate::config::Config,
+) -> anyhow::Result<Vec<status::StackStatus>> {
+    let desired = if cfg.repo.is_some() {
+        let d = setup::load(&cfg, a.fetch.mode())?;
+        setup::say_what_was_read(g, &d);
+        Some(d)
+    } else {
+        None
+    };
+    setup::known_stacks(&cfg, desired.as_ref(), &a.stacks)?;
+    let rt = setup::runtime()?;
+    let rows = rt.block_on(async {
+        let services = Services::connect_or_offline(cfg).await?;
+        let host = services.host(&LogReporter, setup::actor(&services.cfg));
+        anyhow::Ok(status::collect(&host, desired.as_ref(), &a.stacks).await)
+    })?;
+    Ok(rows)
 }
 
 pub fn print_table(rows: &[status::StackStatus]) {

@@ -26,13 +26,16 @@ pub struct PruneArgs {
     /// Show what would be removed without touching the host.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub fetch: setup::FetchArg,
 }
 
 /// `stackpin prune`: stops and unlinks the stacks that run on this host but
 /// left the desired state (whatever `prune:` in stackpin.yaml says).
 pub fn prune(g: &Global, a: PruneArgs) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
-    let desired = setup::load_desired(&cfg)?;
+    let desired = setup::load(&cfg, a.fetch.mode())?;
+    setup::say_what_was_read(g, &desired);
     let layout = crate::release::Layout {
         root: cfg.root.clone(),
     };
@@ -74,19 +77,16 @@ pub fn prune(g: &Global, a: PruneArgs) -> anyhow::Result<Status> {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
-    let desired = setup::load_desired(&cfg)?;
-    for f in desired.errors() {
-        eprintln!("{f}");
-    }
-    setup::known_stacks(&cfg, Some(&desired), &a.stacks)?;
     if let Some(r) = &a.break_glass
         && r.trim().is_empty()
     {
-        anyhow::bail!("--break-glass needs a reason");
+        return Err(setup::BadInput("--break-glass needs a reason".into()).into());
     }
-    // Run here, the break-glass names this process's user; sent to the
-    // daemon, the daemon names the socket peer (SO_PEERCRED) itself.
-    // A running daemon executes it, so that one executor acts on the host.
+    // A running daemon executes it, so that one executor acts on the host:
+    // asked before anything is read here, since the daemon fetches and
+    // checks the stack names itself. Run here, the break-glass names this
+    // process's user; sent to the daemon, the daemon names the socket peer
+    // (SO_PEERCRED) itself.
     let req = crate::control::Request::Sync {
         root: cfg.root.clone(),
         stacks: a.stacks.clone(),
@@ -95,8 +95,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         break_glass: a.break_glass.clone(),
     };
     if let Some(resp) = crate::control::call(&setup::control_socket(&cfg), &req)? {
-        if let Some(e) = resp.error {
-            anyhow::bail!("the daemon refused: {e}");
+        if resp.error.is_some() {
+            return Err(setup::daemon_refused(&resp));
         }
         if !g.json {
             eprintln!("(executed by the running daemon)");
@@ -108,6 +108,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             Status::Ok
         });
     }
+    // Without a daemon, a remote repository is fetched first, as the daemon
+    // does for an operator's sync.
+    let desired = setup::load(&cfg, setup::Fetch::OrLast)?;
+    setup::say_what_was_read(g, &desired);
+    for f in desired.errors() {
+        eprintln!("{f}");
+    }
+    setup::known_stacks(&cfg, Some(&desired), &a.stacks)?;
     let rt = setup::runtime()?;
     rt.block_on(async {
         let services = setup::connect(cfg).await?;

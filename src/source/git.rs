@@ -65,6 +65,9 @@ pub struct GitSource {
     transport: Transport,
     mirror: PathBuf,
     lock: Mutex<()>,
+    /// `<state_dir>/mirror.lock`: serialises fetches between processes (the
+    /// daemon and a one-shot command's `--fetch`).
+    lock_file: PathBuf,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -93,6 +96,25 @@ impl GitSource {
         {
             return Err(Error::BranchMissing { branch: cfg.branch });
         }
+        std::fs::create_dir_all(state_dir).map_err(|source| Error::Io {
+            op: "create the state dir",
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let src = GitSource::at(cfg, state_dir);
+        let _other_processes = src.lock_processes()?;
+        src.prepare_mirror(state_dir)?;
+        Ok(src)
+    }
+
+    /// The mirror a daemon already made under `state_dir`, read as it is
+    /// (nothing is created or repaired): `None` when there is none yet.
+    pub fn open_existing(cfg: SourceConfig, state_dir: &Path) -> Option<GitSource> {
+        let src = GitSource::at(cfg, state_dir);
+        src.mirror.is_dir().then_some(src)
+    }
+
+    fn at(cfg: SourceConfig, state_dir: &Path) -> GitSource {
         let transport = Transport::of(&cfg.url);
         let remote_url = match transport {
             Transport::Local if !cfg.url.contains("://") => std::path::absolute(&cfg.url)
@@ -100,21 +122,43 @@ impl GitSource {
                 .unwrap_or_else(|_| cfg.url.clone()),
             _ => cfg.url.clone(),
         };
-        std::fs::create_dir_all(state_dir).map_err(|source| Error::Io {
-            op: "create the state dir",
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
-        let mirror = state_dir.join("mirror.git");
-        let src = GitSource {
+        GitSource {
             cfg,
             remote_url,
             transport,
-            mirror,
+            mirror: state_dir.join("mirror.git"),
             lock: Mutex::new(()),
+            lock_file: state_dir.join("mirror.lock"),
+        }
+    }
+
+    /// Waits for any other process's fetch into this mirror to end.
+    fn lock_processes(&self) -> Result<std::fs::File, Error> {
+        let io = |source| Error::Io {
+            op: "lock the git mirror",
+            path: self.lock_file.clone(),
+            source,
         };
-        src.prepare_mirror(state_dir)?;
-        Ok(src)
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_file)
+            .map_err(io)?;
+        f.lock().map_err(io)?;
+        Ok(f)
+    }
+
+    /// When the last successful fetch recorded its commit (the time the
+    /// mirror's ref was written), if the mirror says.
+    pub fn fetched_at(&self) -> Option<std::time::SystemTime> {
+        let loose = self.mirror.join(self.good_ref());
+        std::fs::metadata(loose).and_then(|m| m.modified()).ok()
+    }
+
+    /// The remote's URL without credentials, for messages.
+    pub fn display_url(&self) -> String {
+        self.url()
     }
 
     /// The bare mirror repository.
@@ -215,6 +259,7 @@ impl GitSource {
     /// [`Error::Corrupt`] (an object cannot be read), [`Error::Io`].
     pub fn fetch(&self) -> Result<Fetched, Error> {
         let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _other_processes = self.lock_processes()?;
         let repo = Repository::open_bare(&self.mirror).map_err(|e| Error::Corrupt {
             message: format!(
                 "the git mirror {} cannot be opened ({}); restart the daemon to rebuild it",

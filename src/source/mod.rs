@@ -52,7 +52,41 @@ pub struct SourceConfig {
     pub fetch_timeout: Duration,
 }
 
+/// Whether `url` names a repository reached over the network (ssh, https,
+/// `git://`), not one on this machine: a one-shot command reads such a
+/// repository from the daemon's mirror. An existing local path is local
+/// even when it contains a colon.
+pub fn is_remote(url: &str) -> bool {
+    let local = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+    credentials::Transport::of(url) != credentials::Transport::Local && !local.exists()
+}
+
 impl SourceConfig {
+    /// The host config's repository (`repo:` section and flags), as the
+    /// daemon and the one-shot commands alike fetch it; `None` without a
+    /// repository.
+    pub fn from_config(cfg: &crate::config::Config, fetch_timeout: Duration) -> Option<Self> {
+        let url = cfg.repo.clone()?;
+        let repo_cfg = cfg.file.repo.clone().unwrap_or_default();
+        let auth = if let Some(key) = repo_cfg.ssh_key_file {
+            Auth::SshKey {
+                key_file: key,
+                known_hosts: repo_cfg.known_hosts_file,
+            }
+        } else if let Some(t) = repo_cfg.token_file {
+            Auth::Token { token_file: t }
+        } else {
+            Auth::None
+        };
+        Some(SourceConfig {
+            url,
+            branch: cfg.branch.clone().unwrap_or_else(|| "main".into()),
+            path: cfg.repo_path.clone(),
+            auth,
+            fetch_timeout,
+        })
+    }
+
     /// `url` at `branch`, the repository root, no auth, a 60s timeout.
     pub fn new(url: impl Into<String>, branch: impl Into<String>) -> SourceConfig {
         SourceConfig {

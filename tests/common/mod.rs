@@ -618,6 +618,13 @@ impl TestHost {
         remote
     }
 
+    /// `git daemon` serving the bare repositories under the temp dir (such
+    /// as [`TestHost::bare_remote`]'s `remote.git`) read-only on loopback:
+    /// a real network remote, `git://127.0.0.1:PORT/remote.git`.
+    pub fn git_daemon(&self) -> GitDaemon {
+        GitDaemon::serve(self.tmp(), false)
+    }
+
     // ---- signing ----
 
     /// A fresh ed25519 key `<tmp>/<name>` and an allowed_signers file
@@ -671,6 +678,72 @@ impl TestHost {
         } else {
             self.git(["push", "-q", "origin", "main"]);
         }
+    }
+}
+
+/// A running `git daemon` (see [`TestHost::git_daemon`]); stopped on drop.
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    /// Serves the bare repositories under `base` on 127.0.0.1 (pushes too
+    /// when `push`). Runs `git-daemon` itself, not `git daemon`: the `git`
+    /// wrapper would run it as a child that outlives a kill of the wrapper.
+    pub fn serve(base: &Path, push: bool) -> GitDaemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("failed to bind 127.0.0.1:0")
+            .port();
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let mut c = Command::new(Path::new(&exec_path).join("git-daemon"));
+        c.args(["--export-all", "--reuseaddr", "--informative-errors"])
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if push {
+            c.arg("--enable=receive-pack");
+        }
+        c.arg(base);
+        let child = c.spawn().expect("failed to start git-daemon (part of git)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+
+    /// The URL of `name` (a bare repository in the served directory).
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops serving: the remote becomes unreachable.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
