@@ -167,17 +167,7 @@ impl Settings {
             Some(a) => parse_author(a)?,
             None => ("stackpin".to_string(), format!("stackpin@{}", cfg.host)),
         };
-        let repo_cfg = cfg.file.repo.clone().unwrap_or_default();
-        let auth = if let Some(key) = repo_cfg.ssh_key_file {
-            Auth::SshKey {
-                key_file: key,
-                known_hosts: repo_cfg.known_hosts_file,
-            }
-        } else if let Some(t) = repo_cfg.token_file {
-            Auth::Token { token_file: t }
-        } else {
-            Auth::None
-        };
+        let auth = Auth::of(cfg);
         Ok(Some(Settings {
             url,
             branch: v

@@ -67,22 +67,11 @@ impl SourceConfig {
     /// repository.
     pub fn from_config(cfg: &crate::config::Config, fetch_timeout: Duration) -> Option<Self> {
         let url = cfg.repo.clone()?;
-        let repo_cfg = cfg.file.repo.clone().unwrap_or_default();
-        let auth = if let Some(key) = repo_cfg.ssh_key_file {
-            Auth::SshKey {
-                key_file: key,
-                known_hosts: repo_cfg.known_hosts_file,
-            }
-        } else if let Some(t) = repo_cfg.token_file {
-            Auth::Token { token_file: t }
-        } else {
-            Auth::None
-        };
         Some(SourceConfig {
             url,
             branch: cfg.branch.clone().unwrap_or_else(|| "main".into()),
             path: cfg.repo_path.clone(),
-            auth,
+            auth: Auth::of(cfg),
             fetch_timeout,
         })
     }
@@ -95,6 +84,24 @@ impl SourceConfig {
             path: ".".into(),
             auth: Auth::None,
             fetch_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Auth {
+    /// The host config's credentials for its repository (`repo:` section):
+    /// a deploy key, else a token, else none. Fetch and publish use the same.
+    pub fn of(cfg: &crate::config::Config) -> Auth {
+        let repo_cfg = cfg.file.repo.clone().unwrap_or_default();
+        if let Some(key) = repo_cfg.ssh_key_file {
+            Auth::SshKey {
+                key_file: key,
+                known_hosts: repo_cfg.known_hosts_file,
+            }
+        } else if let Some(t) = repo_cfg.token_file {
+            Auth::Token { token_file: t }
+        } else {
+            Auth::None
         }
     }
 }
