@@ -488,12 +488,7 @@ impl Daemon {
                         }
                     },
                 };
-                let host = self.host();
-                if let Some(Err(e)) = stacks
-                    .iter()
-                    .map(|s| reconcile::check_known(&host, Some(&desired), s))
-                    .find(Result::is_err)
-                {
+                if let Err(e) = reconcile::check_all_known(&self.host(), Some(&desired), &stacks) {
                     return Response::refusal(&e);
                 }
                 let report = self
@@ -516,11 +511,7 @@ impl Daemon {
             }
             Request::Status { stacks, .. } => {
                 let host = self.host();
-                if let Some(Err(e)) = stacks
-                    .iter()
-                    .map(|s| reconcile::check_known(&host, self.last.as_ref(), s))
-                    .find(Result::is_err)
-                {
+                if let Err(e) = reconcile::check_all_known(&host, self.last.as_ref(), &stacks) {
                     return Response::refusal(&e);
                 }
                 let status = crate::status::collect(&host, self.last.as_ref(), &stacks).await;

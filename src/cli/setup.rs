@@ -172,25 +172,24 @@ fn short(commit: &str) -> &str {
 fn load_remote(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
     use crate::source::{GitSource, SourceConfig};
     let sc = SourceConfig::from_config(cfg, FETCH_TIMEOUT).context("no repository")?;
-    let mirror = cfg.state_dir.join("mirror.git");
+    let url = crate::source::strip_credentials(&sc.url);
+    let mirror = GitSource::mirror_in(&cfg.state_dir);
     let src = match fetch {
         Fetch::No => GitSource::open_existing(sc, &cfg.state_dir).with_context(|| {
             format!(
-                "{} is a remote repository and this host has not fetched it yet ({} does not \
+                "{url} is a remote repository and this host has not fetched it yet ({} does not \
                  exist): pass --fetch to fetch it now, or start `stackpin daemon`",
-                crate::source::strip_credentials(repo_url(cfg)),
                 mirror.display()
             )
         })?,
         Fetch::Yes | Fetch::OrLast => GitSource::new(sc, &cfg.state_dir)?,
     };
-    let url = src.display_url();
     if fetch != Fetch::No {
         match src.fetch() {
             Ok(_) => {}
+            // Logged (one-shot commands show warnings on stderr).
             Err(e) if fetch == Fetch::OrLast && src.last_fetched().is_some() => {
                 tracing::warn!("{e}; reading the commit fetched last");
-                eprintln!("warning: {e}; reading the commit fetched last");
             }
             Err(e) => return Err(e).with_context(|| format!("failed to fetch {url}")),
         }
@@ -220,10 +219,6 @@ fn load_remote(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
         short(&commit)
     );
     Ok(st)
-}
-
-fn repo_url(cfg: &Config) -> &str {
-    cfg.repo.as_deref().unwrap_or_default()
 }
 
 /// Says on stderr what the desired state was read from (not with --json or

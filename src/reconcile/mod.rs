@@ -554,6 +554,17 @@ pub fn check_known(
     Err(invalid(unknown_stack(stack, &known)))
 }
 
+/// [`check_known`] for each of `stacks`: the first unknown one's error.
+pub fn check_all_known(
+    host: &Host<'_>,
+    desired: Option<&DesiredState>,
+    stacks: &[String],
+) -> std::io::Result<()> {
+    stacks
+        .iter()
+        .try_for_each(|s| check_known(host, desired, s))
+}
+
 /// Every stack name this host knows: those on the host, and those of the
 /// desired state (valid or not) when it could be read.
 pub fn known_names(

@@ -126,7 +126,7 @@ impl GitSource {
             cfg,
             remote_url,
             transport,
-            mirror: state_dir.join("mirror.git"),
+            mirror: GitSource::mirror_in(state_dir),
             lock: Mutex::new(()),
             lock_file: state_dir.join("mirror.lock"),
         }
@@ -156,9 +156,9 @@ impl GitSource {
         std::fs::metadata(loose).and_then(|m| m.modified()).ok()
     }
 
-    /// The remote's URL without credentials, for messages.
-    pub fn display_url(&self) -> String {
-        self.url()
+    /// Where the mirror of a state dir is.
+    pub fn mirror_in(state_dir: &Path) -> PathBuf {
+        state_dir.join("mirror.git")
     }
 
     /// The bare mirror repository.
