@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Real services for the router/app/database tests (tests/rollout.rs): one
-# Debian root filesystem made with mmdebstrap from the host's apt sources
-# (nginx-light, python3), `docker import`ed once, and derived images tagged
-# per role and pushed to the loopback registry:
+# Real services for the router/app/database tests (tests/rollout.rs,
+# tests/database.rs, `scripts/demo.sh --full`, `scripts/bench.sh rollout`):
+# one Debian root filesystem made with mmdebstrap from the host's apt
+# sources (nginx-light, python3 with psycopg2, postgresql, redis-server),
+# `docker import`ed once, and derived images tagged per role and pushed to
+# the loopback registry:
 #   STACKPIN_TEST_WEB_ROUTER    nginx (the stack mounts its own nginx.conf)
 #   STACKPIN_TEST_WEB_APP_V1    tests/images/web/app.py answering "v1"
 #   STACKPIN_TEST_WEB_APP_V2    the same app answering "v2"
 #   STACKPIN_TEST_WEB_APP_500   answers 500 on every path, never healthy
+#   STACKPIN_TEST_WEB_DB        PostgreSQL (tests/images/db/pg-entry.sh:
+#                               a cluster in $PGDATA, databases $POSTGRES_DB)
+#   STACKPIN_TEST_WEB_CACHE     redis-server
 #   STACKPIN_TEST_WEB_ROOT_TAR  the cached root tarball they are built from
 # The root tarball is cached under $STACKPIN_IMAGE_CACHE (default
 # ~/.cache/stackpin-test), keyed by the package list, the suite and app.py,
@@ -16,7 +21,7 @@
 # Sourced by scripts/fixtures.sh (which provides _fx_log, _fx_sudo,
 # _fx_manifest_exists, _fx_repo_digest and STACKPIN_TEST_REGISTRY).
 
-STACKPIN_WEB_PACKAGES="nginx-light,python3"
+STACKPIN_WEB_PACKAGES="nginx-light,python3,python3-psycopg2,postgresql,redis-server"
 STACKPIN_WEB_SUITE="${STACKPIN_WEB_SUITE:-bookworm}"
 STACKPIN_IMAGE_CACHE="${STACKPIN_IMAGE_CACHE:-${HOME:-/root}/.cache/stackpin-test}"
 
@@ -29,7 +34,8 @@ _web_root_key() {
 _web_key() {
     {
         _web_root_key
-        cat "$STACKPIN_FIXTURES_CRATE/tests/images/web/app.py" "${BASH_SOURCE[0]}"
+        cat "$STACKPIN_FIXTURES_CRATE/tests/images/web/app.py" \
+            "$STACKPIN_FIXTURES_CRATE/tests/images/db/pg-entry.sh" "${BASH_SOURCE[0]}"
     } | sha256sum | cut -c1-16
 }
 
@@ -75,7 +81,7 @@ _web_reuse() {
     [ "$(sed -n 's/^export STACKPIN_TEST_WEB_KEY=//p' "$STACKPIN_FIXTURES_ENV_FILE")" = "$key" ] || return 1
     [ "$(sed -n 's/^export STACKPIN_TEST_REGISTRY=//p' "$STACKPIN_FIXTURES_ENV_FILE")" = "$STACKPIN_TEST_REGISTRY" ] || return 1
     local k ref
-    for k in ROUTER APP_V1 APP_V2 APP_500; do
+    for k in ROUTER APP_V1 APP_V2 APP_500 DB CACHE; do
         ref="$(sed -n "s/^export STACKPIN_TEST_WEB_$k=//p" "$STACKPIN_FIXTURES_ENV_FILE")"
         [ -n "$ref" ] && _fx_manifest_exists "$ref" || return 1
         printf -v "STACKPIN_TEST_WEB_$k" '%s' "$ref"
@@ -116,6 +122,17 @@ stackpin_fixtures_web_images() {
     fi
     ctx="$(mktemp -d "${TMPDIR:-/tmp}/stackpin-web.XXXXXX")" || return 1
     cp "$STACKPIN_FIXTURES_CRATE/tests/images/web/app.py" "$ctx/app.py"
+    cp "$STACKPIN_FIXTURES_CRATE/tests/images/db/pg-entry.sh" "$ctx/pg-entry.sh"
+    # The Debian packages start nothing in a container; the data
+    # directory belongs to postgres, so a new named volume does too.
+    local db='COPY pg-entry.sh /usr/local/bin/pg-entry
+RUN mkdir -p /var/lib/postgresql/data /run/postgresql && chown -R postgres:postgres /var/lib/postgresql /run/postgresql && chmod 0700 /var/lib/postgresql/data
+ENV PGDATA=/var/lib/postgresql/data
+USER postgres
+STOPSIGNAL SIGINT
+CMD ["/usr/local/bin/pg-entry"]'
+    local cache='USER redis
+CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/var/lib/redis"]'
     local app='COPY app.py /app/app.py
 ENV PORT=8000
 CMD ["python3", "/app/app.py"]'
@@ -125,7 +142,9 @@ ENV APP_VERSION=v1" "$ctx" "$base")" &&
         STACKPIN_TEST_WEB_APP_V2="$(_web_build_push app-v2 "$app
 ENV APP_VERSION=v2" "$ctx" "$base")" &&
         STACKPIN_TEST_WEB_APP_500="$(_web_build_push app-500 "$app
-ENV APP_VERSION=v500 APP_MODE=500" "$ctx" "$base")" ||
+ENV APP_VERSION=v500 APP_MODE=500" "$ctx" "$base")" &&
+        STACKPIN_TEST_WEB_DB="$(_web_build_push db "$db" "$ctx" "$base")" &&
+        STACKPIN_TEST_WEB_CACHE="$(_web_build_push cache "$cache" "$ctx" "$base")" ||
         { rm -rf "$ctx"; return 1; }
     rm -rf "$ctx"
     STACKPIN_TEST_WEB_KEY="$key"

@@ -26,6 +26,9 @@ pub enum Stage {
     Switch,
     /// `compose up`.
     Up,
+    /// The `update.reload` hooks (e.g. `nginx -s reload` in the router)
+    /// after `up` replaced containers they route to.
+    Reload,
     /// The smoke checks.
     Smoke,
     /// current.json, history, verified marker, retention.
@@ -35,7 +38,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Preflight,
         Stage::Backup,
         Stage::Release,
@@ -43,6 +46,7 @@ impl Stage {
         Stage::Journal,
         Stage::Switch,
         Stage::Up,
+        Stage::Reload,
         Stage::Smoke,
         Stage::Record,
         Stage::Revert,
@@ -58,6 +62,7 @@ impl Stage {
             Stage::Journal => Reason::JournalFailed,
             Stage::Switch => Reason::SwitchFailed,
             Stage::Up => Reason::UpFailed,
+            Stage::Reload => Reason::ReloadFailed,
             Stage::Smoke => Reason::SmokeFailed,
             Stage::Record => Reason::RecordFailed,
             Stage::Revert => Reason::RevertFailed,
@@ -73,6 +78,7 @@ impl Stage {
             Stage::Journal => "journal",
             Stage::Switch => "switch",
             Stage::Up => "up",
+            Stage::Reload => "reload",
             Stage::Smoke => "smoke",
             Stage::Record => "record",
             Stage::Revert => "revert",
@@ -84,7 +90,7 @@ impl Stage {
     pub fn is_after_switch(self) -> bool {
         matches!(
             self,
-            Stage::Up | Stage::Smoke | Stage::Record | Stage::Revert
+            Stage::Up | Stage::Reload | Stage::Smoke | Stage::Record | Stage::Revert
         )
     }
 }
@@ -109,6 +115,8 @@ pub enum Reason {
     JournalFailed,
     SwitchFailed,
     UpFailed,
+    /// An `update.reload` hook failed after `up`.
+    ReloadFailed,
     SmokeFailed,
     RecordFailed,
     /// The new release failed; the previous one runs again.
@@ -140,6 +148,7 @@ impl Reason {
             Reason::JournalFailed => "JournalFailed",
             Reason::SwitchFailed => "SwitchFailed",
             Reason::UpFailed => "UpFailed",
+            Reason::ReloadFailed => "ReloadFailed",
             Reason::SmokeFailed => "SmokeFailed",
             Reason::RecordFailed => "RecordFailed",
             Reason::RolledBack => "RolledBack",

@@ -1391,6 +1391,7 @@ mod tests {
             rollout: crate::desired::update::Rollout {
                 start_first: Vec::new(),
                 drain: crate::desired::update::DEFAULT_DRAIN,
+                reload: Vec::new(),
             },
         }
     }

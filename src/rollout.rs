@@ -17,7 +17,9 @@
 //!    the service (`service:` + `port:`), sent to this container's
 //!    address, pass;
 //! 4. failed: the new container is removed; the old one never stopped;
-//! 5. passed: it gets its aliases back, both serve for `update.drain` (the
+//! 5. passed: it gets its aliases back, the `update.reload` hooks run in
+//!    the routing services' containers (a router that resolves its
+//!    upstreams once now sees both), both serve for `update.drain` (the
 //!    time a proxy needs to resolve the name again), then the old one is
 //!    stopped (SIGTERM, its `stop_grace_period` to finish what it serves)
 //!    and removed.
@@ -29,6 +31,7 @@
 use crate::desired::spec::{Check, ExecCheck, HttpCheck};
 use crate::engine::{ContainerInfo, Engine, Project};
 use crate::release::SERVICE_FINGERPRINT_LABEL;
+use crate::smoke::Spec;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -131,9 +134,7 @@ pub async fn run(
     engine: &dyn Engine,
     project: Project<'_>,
     action: &Action,
-    checks: &[Check],
-    timeout: Duration,
-    drain: Duration,
+    spec: &Spec,
 ) -> Result<String, String> {
     match action {
         Action::Reveal { service, container } => {
@@ -162,20 +163,17 @@ pub async fn run(
             service,
             old,
             stale,
-        } => replace(engine, project, service, old, stale, checks, timeout, drain).await,
+        } => replace(engine, project, service, old, stale, spec).await,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn replace(
     engine: &dyn Engine,
     project: Project<'_>,
     service: &str,
     old: &[String],
     stale: &[String],
-    checks: &[Check],
-    timeout: Duration,
-    drain: Duration,
+    spec: &Spec,
 ) -> Result<String, String> {
     let fail = |why: String| format!("{service}: {why}");
     for id in stale {
@@ -201,7 +199,7 @@ async fn replace(
         ));
     };
     let new = new.clone();
-    let verdict = judge(engine, project, service, &new, checks, timeout).await;
+    let verdict = judge(engine, project, service, &new, &spec.checks, spec.timeout()).await;
     if let Err(why) = verdict {
         if let Err(e) = engine.remove(&new.id, Some(REFUSED_GRACE)).await {
             tracing::warn!(
@@ -222,7 +220,19 @@ async fn replace(
             .await
             .map_err(|e| fail(e.report()))?;
     }
-    tokio::time::sleep(drain).await;
+    // A router that resolved the service once learns the new address now,
+    // while the old one still serves. A failed hook is not the new
+    // container's fault: the reload stage after `up` runs it again and
+    // judges it.
+    let mut reloaded = String::new();
+    if !spec.reload.is_empty() {
+        match reload(engine, project.name, &spec.reload, |_| true).await {
+            Ok(lines) if !lines.is_empty() => reloaded = format!(", {}", lines.join(", ")),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(stack = project.name, service, "{e}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(spec.drain_ms)).await;
     for id in old {
         engine.remove(id, None).await.map_err(|e| {
             fail(format!(
@@ -232,10 +242,43 @@ async fn replace(
         })?;
     }
     Ok(format!(
-        "{service}: {} {judged}, then replaced {} start-first",
+        "{service}: {} {judged}{reloaded}, then replaced {} start-first",
         short(&new.id),
         old.iter().map(|o| short(o)).collect::<Vec<_>>().join(", ")
     ))
+}
+
+/// Runs each `update.reload` hook in every running container of its
+/// service for which `include` holds. Returns one `reloaded <service>`
+/// per container, or the first failure, in words.
+///
+/// # Errors
+/// The containers cannot be listed, or a hook exits non-zero or hangs.
+pub async fn reload(
+    engine: &dyn Engine,
+    stack: &str,
+    hooks: &[ExecCheck],
+    include: impl Fn(&ContainerInfo) -> bool,
+) -> Result<Vec<String>, String> {
+    let cs = engine.containers(stack).await.map_err(|e| e.report())?;
+    let mut done = Vec::new();
+    for h in hooks {
+        for c in cs
+            .iter()
+            .filter(|c| c.service == h.service && c.state == "running" && include(c))
+        {
+            crate::smoke::exec_in(engine, &c.id, h).await.map_err(|f| {
+                format!(
+                    "{}: {} in {}: {f}",
+                    h.service,
+                    h.command.join(" "),
+                    short(&c.id)
+                )
+            })?;
+            done.push(format!("reloaded {}", h.service));
+        }
+    }
+    Ok(done)
 }
 
 /// Hides the new container, starts it and waits for its verdict.

@@ -39,6 +39,10 @@ pub struct Spec {
     /// together before the old one stops.
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
+    /// `update.reload`: commands run in a routing service's container once
+    /// containers it routes to were replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<ExecCheck>,
 }
 
 fn default_drain_ms() -> u64 {
@@ -63,6 +67,7 @@ impl Spec {
             checks: stack.checks().to_vec(),
             start_first: stack.rollout.start_first.clone(),
             drain_ms: stack.rollout.drain.as_millis() as u64,
+            reload: stack.rollout.reload.clone(),
         }
     }
 

@@ -69,12 +69,24 @@ pub struct Update {
     pub drain: Option<String>,
     #[serde(default)]
     pub services: BTreeMap<String, ServiceUpdate>,
+    /// Commands run in a service's running container after `up` replaced
+    /// containers it routes to (and, during a start-first replacement, as
+    /// soon as the new container has the service's name): for a router that
+    /// resolves its upstreams once, such as nginx with an `upstream` block,
+    /// `{service: router, command: [nginx, -s, reload]}`.
+    #[serde(default)]
+    pub reload: Vec<ExecCheck>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceUpdate {
     pub order: Option<Order>,
+    /// Named volumes the old and the new container of a start-first
+    /// service may both write for a moment (a filestore, not a database):
+    /// said once here, they are not warned about.
+    #[serde(default)]
+    pub shared_volumes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

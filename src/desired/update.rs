@@ -11,7 +11,7 @@
 
 use super::compose::{Compose, volume_parts};
 use super::finding::Sink;
-use super::spec::{Order, StackSpec};
+use super::spec::{ExecCheck, Order, StackSpec};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub struct Rollout {
     /// Services replaced start-first, in compose file order.
     pub start_first: Vec<String>,
     pub drain: Duration,
+    /// `update.reload`: run in the named services' running containers after
+    /// `up` replaced containers they route to.
+    pub reload: Vec<ExecCheck>,
 }
 
 /// The effective order of every service, with findings for what cannot be.
@@ -36,6 +39,7 @@ pub fn check(
     let mut out = Rollout {
         start_first: Vec::new(),
         drain: DEFAULT_DRAIN,
+        reload: Vec::new(),
     };
     let Some(u) = &spec.update else {
         return out;
@@ -71,21 +75,40 @@ pub fn check(
             continue;
         }
         let problems = unshareable(svc);
-        for v in svc
+        let shared: &[String] = u
+            .services
+            .get(name)
+            .map_or(&[], |s| s.shared_volumes.as_slice());
+        let written: Vec<String> = svc
             .get("volumes")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(volume_parts)
             .filter(|v| v.kind == "volume" && !v.source.is_empty() && !v.read_only)
-        {
+            .map(|v| v.source.to_string())
+            .collect();
+        for v in shared.iter().filter(|v| !written.contains(v)) {
+            sink.error(
+                format!("update.services.{name}.shared_volumes"),
+                format!("service `{name}` does not write to a named volume `{v}`"),
+                format!(
+                    "list only named volumes `{name}` mounts writable in {compose_rel}{}",
+                    if written.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", written.join(", "))
+                    }
+                ),
+            );
+        }
+        for v in written.iter().filter(|v| !shared.contains(v)) {
             sink.warn(
                 field.clone(),
                 format!(
-                    "service `{name}` writes to the named volume `{}`, which its old and new containers share for a moment during a start-first replacement",
-                    v.source
+                    "service `{name}` writes to the named volume `{v}`, which its old and new containers share for a moment during a start-first replacement",
                 ),
-                format!("fine for shared files (a filestore); a database or an append-only log must stay stop-first: `update: {{services: {{{name}: {{order: stop-first}}}}}}`"),
+                format!("fine for shared files (a filestore): say so with `update: {{services: {{{name}: {{order: start-first, shared_volumes: [{v}]}}}}}}`; a database or an append-only log must stay stop-first: `update: {{services: {{{name}: {{order: stop-first}}}}}}`"),
             );
         }
         for p in &problems {
@@ -108,6 +131,41 @@ pub fn check(
             out.start_first.push(name.to_string());
         }
     }
+    for (i, h) in u.reload.iter().enumerate() {
+        let field = format!("update.reload[{i}]");
+        if !compose.has_service(&h.service) {
+            sink.error(
+                format!("{field}.service"),
+                format!("no service `{}` in {compose_rel}", h.service),
+                format!(
+                    "name the service that routes to the others (e.g. the router): one of {}",
+                    compose.service_names().join(", ")
+                ),
+            );
+        } else if out.start_first.contains(&h.service) {
+            sink.error(
+                format!("{field}.service"),
+                format!(
+                    "`{}` is replaced start-first, but a reload hook runs in a container that stays",
+                    h.service
+                ),
+                format!(
+                    "keep `{}` stop-first (`update: {{services: {{{}: {{order: stop-first}}}}}}`), or reload another service",
+                    h.service, h.service
+                ),
+            );
+        }
+        if h.command.is_empty() {
+            sink.error(
+                format!("{field}.command"),
+                "is empty",
+                "write the command as a list, e.g. [\"nginx\", \"-s\", \"reload\"]",
+            );
+        }
+        if !h.service.is_empty() && !h.command.is_empty() {
+            out.reload.push(h.clone());
+        }
+    }
     out
 }
 
@@ -124,7 +182,9 @@ pub fn check_routers(
     rollout: &Rollout,
     findings: &mut Vec<super::finding::Finding>,
 ) {
-    if rollout.start_first.is_empty() {
+    // A reload hook makes the router resolve again once the new container
+    // has the name (see `crate::rollout`).
+    if rollout.start_first.is_empty() || !rollout.reload.is_empty() {
         return;
     }
     let mut names: Vec<(String, String)> = Vec::new(); // (name, service)
@@ -168,7 +228,7 @@ pub fn check_routers(
                     "nginx resolves `{host}` ({how}) once, when it starts: after a start-first replacement of `{svc}` it keeps sending to the old container's address"
                 ),
                 format!(
-                    "resolve it per request through Docker's DNS: `resolver 127.0.0.11 valid=1s;` and `set $up http://{host}:PORT; proxy_pass $up;`, or make `{svc}` stop-first"
+                    "resolve it per request through Docker's DNS: `resolver 127.0.0.11 valid=1s;` and `set $up http://{host}:PORT; proxy_pass $up;`, or reload the router (`update: {{reload: [{{service: ROUTER, command: [nginx, -s, reload]}}]}}`), or make `{svc}` stop-first"
                 ),
             );
         }
@@ -324,6 +384,43 @@ mod tests {
     }
 
     #[test]
+    fn reload_hooks_name_a_service_that_stays_and_a_command() {
+        let compose = "services:\n  router: {image: r}\n  app: {image: a, healthcheck: {test: [CMD, 'true']}}\n";
+        let (r, f) = run(
+            "update: {services: {app: {order: start-first}}, reload: [{service: router, command: [nginx, -s, reload]}]}\n",
+            compose,
+        );
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(r.reload.len(), 1);
+        assert_eq!(r.reload[0].command, vec!["nginx", "-s", "reload"]);
+        let cases = [
+            (
+                "reload: [{service: nginx, command: [nginx, -s, reload]}]",
+                "update.reload[0].service",
+                "no service `nginx`",
+            ),
+            (
+                "order: start-first, reload: [{service: app, command: [kill, -HUP, '1']}]",
+                "update.reload[0].service",
+                "replaced start-first",
+            ),
+            (
+                "reload: [{service: router, command: []}]",
+                "update.reload[0].command",
+                "is empty",
+            ),
+        ];
+        for (update, field, want) in cases {
+            let (r, f) = run(&format!("update: {{{update}}}\n"), compose);
+            let e: Vec<_> = f.iter().filter(|x| x.severity == Severity::Error).collect();
+            assert_eq!(e.len(), 1, "{update}: {f:?}");
+            assert_eq!(e[0].field, field, "{update}");
+            assert!(e[0].message.contains(want), "{update}: {}", e[0].message);
+            assert!(r.reload.iter().all(|h| !h.command.is_empty()), "{update}");
+        }
+    }
+
+    #[test]
     fn what_two_containers_cannot_share_is_refused_by_name() {
         let cases = [
             (
@@ -382,6 +479,22 @@ mod tests {
             "{}",
             f[0].message
         );
+        assert!(f[0].fix.contains("shared_volumes: [data]"), "{}", f[0].fix);
+        // Said to be shared: no warning. A volume it does not write: an error.
+        let (r, f) = run(
+            "update: {services: {app: {order: start-first, shared_volumes: [data]}}}\n",
+            compose,
+        );
+        assert_eq!(r.start_first, vec!["app"]);
+        assert!(f.is_empty(), "{f:?}");
+        let (_, f) = run(
+            "update: {services: {app: {order: start-first, shared_volumes: [data, logs]}}}\n",
+            compose,
+        );
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].field, "update.services.app.shared_volumes");
+        assert!(f[0].message.contains("`logs`"), "{}", f[0].message);
     }
 
     #[test]
@@ -420,6 +533,14 @@ mod tests {
             f.iter()
                 .all(|x| x.severity == Severity::Warning && x.fix.contains("resolver 127.0.0.11"))
         );
+        // A reload hook makes the router resolve again: nothing to say.
+        let (reloaded, _) = run(
+            "update: {services: {app: {order: start-first}}, reload: [{service: router, command: [nginx, -s, reload]}]}\n",
+            compose,
+        );
+        let mut f = Vec::new();
+        check_routers("s", "stacks/s", &files, &c, &reloaded, &mut f);
+        assert!(f.is_empty(), "{f:?}");
         // Resolved per request: nothing to say.
         let dynamic = "resolver 127.0.0.11 valid=1s;\nserver { location / { set $u http://app:8000; proxy_pass $u; } }\n";
         let files = std::collections::BTreeMap::from([(

@@ -37,6 +37,9 @@ pub enum Error {
     /// be carried out).
     #[error("start-first rollout failed: {0}")]
     Rollout(String),
+    /// An `update.reload` hook failed or hung.
+    #[error("reload failed: {0}")]
+    Reload(String),
     #[error("{0}")]
     SmokeSpec(#[from] crate::smoke::SpecError),
     #[error("the record could not be written: {what}: {source}")]

@@ -46,11 +46,11 @@ impl Op {
         use Stage::*;
         match self {
             Op::Deploy => &[
-                Preflight, Backup, Release, Pull, Journal, Switch, Up, Smoke, Record,
+                Preflight, Backup, Release, Pull, Journal, Switch, Up, Reload, Smoke, Record,
             ],
-            Op::Heal => &[Up, Smoke, Record],
-            Op::Rollback => &[Pull, Journal, Switch, Up, Smoke, Record],
-            Op::Revert => &[Revert, Up, Smoke, Record],
+            Op::Heal => &[Up, Reload, Smoke, Record],
+            Op::Rollback => &[Pull, Journal, Switch, Up, Reload, Smoke, Record],
+            Op::Revert => &[Revert, Up, Reload, Smoke, Record],
         }
     }
 
@@ -161,6 +161,9 @@ pub struct Run<'s, 'r> {
     /// Notes the stages add (a backup that failed but was not required).
     pub notes: Vec<String>,
     pub stages: Stages<'r>,
+    /// The services this run's `up` gave a new container (`None`: `up` did
+    /// not run in this run, or could not tell); the reload stage reads it.
+    pub recreated: Option<std::collections::BTreeSet<String>>,
 }
 
 /// A switch that landed: the target runs and passed smoke.
@@ -202,6 +205,7 @@ pub async fn run(host: &Host<'_>, sw: &Switch) -> Result<Landed, Failed> {
         journal: sw.journal.clone(),
         notes: sw.notes.clone(),
         stages: Stages::new(&sw.stack, host.reporter),
+        recreated: None,
     };
     if let Target::Kept { id, meta } = &sw.target {
         r.dir = Some(host.layout.release_dir(&sw.stack, id));
@@ -211,7 +215,8 @@ pub async fn run(host: &Host<'_>, sw: &Switch) -> Result<Landed, Failed> {
     for s in sw.stages() {
         let t = std::time::Instant::now();
         match stage::run(host, &mut r, s).await {
-            Ok(detail) => r.stages.record(s, t, true, detail),
+            Ok(Some(detail)) => r.stages.record(s, t, true, detail),
+            Ok(None) => {}
             Err(error) => {
                 r.stages
                     .record(s, t, false, host.engine.mask(&error.to_string()));

@@ -15,21 +15,28 @@ use crate::outcome::Stage;
 use crate::release::{self, CurrentRecord, ReleaseMeta};
 use crate::smoke;
 use crate::state::{JOURNAL_FORMAT, Journal, Phase};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Runs `stage` of `r`.
-pub async fn run(host: &Host<'_>, r: &mut Run<'_, '_>, stage: Stage) -> Result<String, Error> {
+/// Runs `stage` of `r`. `Ok(None)`: the stage had nothing to do here (a
+/// release without reload hooks) and is not reported.
+pub async fn run(
+    host: &Host<'_>,
+    r: &mut Run<'_, '_>,
+    stage: Stage,
+) -> Result<Option<String>, Error> {
     match stage {
-        Stage::Preflight => preflight(host, r).await,
-        Stage::Backup => backup(host, r).await,
-        Stage::Release => create_release(host, r).await,
-        Stage::Pull => pull(host, r).await,
-        Stage::Journal => journal(host, r),
-        Stage::Switch => switch(host, r),
-        Stage::Up => up(host, r).await,
-        Stage::Smoke => smoke(host, r).await,
-        Stage::Record => record(host, r),
-        Stage::Revert => switch_back(host, r),
+        Stage::Preflight => preflight(host, r).await.map(Some),
+        Stage::Backup => backup(host, r).await.map(Some),
+        Stage::Release => create_release(host, r).await.map(Some),
+        Stage::Pull => pull(host, r).await.map(Some),
+        Stage::Journal => journal(host, r).map(Some),
+        Stage::Switch => switch(host, r).map(Some),
+        Stage::Up => up(host, r).await.map(Some),
+        Stage::Reload => reload(host, r).await,
+        Stage::Smoke => smoke(host, r).await.map(Some),
+        Stage::Record => record(host, r).map(Some),
+        Stage::Revert => switch_back(host, r).map(Some),
     }
 }
 
@@ -234,25 +241,18 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
             .containers(&r.sw.stack)
             .await
             .map_err(Error::Up)?;
-        let drain = std::time::Duration::from_millis(spec.drain_ms);
         for a in crate::rollout::plan(&spec.start_first, &wanted, &containers) {
-            let line = crate::rollout::run(
-                host.engine,
-                project,
-                &a,
-                &spec.checks,
-                spec.timeout(),
-                drain,
-            )
-            .await
-            .map_err(|why| Error::Rollout(host.engine.mask(&why)))?;
+            let line = crate::rollout::run(host.engine, project, &a, &spec)
+                .await
+                .map_err(|why| Error::Rollout(host.engine.mask(&why)))?;
             tracing::info!(stack = %r.sw.stack, "{line}");
             replaced.push(line);
         }
     }
     host.engine.up(project).await.map_err(Error::Up)?;
     r.notes.extend(replaced.iter().cloned());
-    let (problem, touched) = record_mounts(host, &r.sw.stack, &id).await;
+    let (problem, touched, recreated) = record_mounts(host, &r.sw.stack, &id).await;
+    r.recreated = recreated;
     if let Some(t) = &touched {
         r.notes.push(t.clone());
     }
@@ -269,14 +269,14 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
 /// seen before was created from `release`, and mounts it while it runs;
 /// containers that kept running keep the release they had. Returns a
 /// problem to show, if the record could not be kept (retention then keeps
-/// every release a container may mount: see [`retain`]), and which
-/// services `up` recreated and which it left running, for history.
+/// every release a container may mount: see [`retain`]), which services
+/// `up` recreated and which it left running, for history, and the set of
+/// services that got a new container (`None`: not known).
 async fn record_mounts(
     host: &Host<'_>,
     stack: &str,
     release: &str,
-) -> (Option<String>, Option<String>) {
-    use std::collections::{BTreeMap, BTreeSet};
+) -> (Option<String>, Option<String>, Option<BTreeSet<String>>) {
     let containers = match host.engine.containers(stack).await {
         Ok(c) => c,
         Err(e) => {
@@ -284,7 +284,7 @@ async fn record_mounts(
                 "which release each container mounts is not known: {}",
                 e.report()
             );
-            return (Some(why), None);
+            return (Some(why), None, None);
         }
     };
     let old = host.store.mounts(stack).unwrap_or_default();
@@ -317,14 +317,49 @@ async fn record_mounts(
         }
     });
     if now == old {
-        return (None, touched);
+        return (None, touched, Some(recreated));
     }
     let problem = host
         .store
         .set_mounts(stack, &now)
         .err()
         .map(|e| format!("which release each container mounts could not be recorded: {e}"));
-    (problem, touched)
+    (problem, touched, Some(recreated))
+}
+
+/// The `update.reload` hooks, in the containers that kept running while
+/// `up` gave others new ones: a router started by this `up` resolved its
+/// upstreams when it started, and nothing recreated needs no reload. When
+/// this run did not see `up` (a resumed recovery) every hook runs.
+async fn reload(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<Option<String>, Error> {
+    let (_, dir, _) = target_id(r, Stage::Reload)?;
+    let spec = smoke::Spec::read(dir)?;
+    if spec.reload.is_empty() {
+        return Ok(None);
+    }
+    let hooks: Vec<_> = match &r.recreated {
+        None => spec.reload.clone(),
+        Some(new) if new.is_empty() => return Ok(Some("nothing was recreated".into())),
+        Some(new) => spec
+            .reload
+            .iter()
+            .filter(|h| !new.contains(&h.service))
+            .cloned()
+            .collect(),
+    };
+    if hooks.is_empty() {
+        return Ok(Some(
+            "the routing services were recreated themselves".into(),
+        ));
+    }
+    let done = crate::rollout::reload(host.engine, &r.sw.stack, &hooks, |_| true)
+        .await
+        .map_err(|why| Error::Reload(host.engine.mask(&why)))?;
+    Ok(Some(if done.is_empty() {
+        "no running container to reload".into()
+    } else {
+        done.join(", ")
+    }))
 }
 
 async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {

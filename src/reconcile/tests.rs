@@ -72,17 +72,33 @@ impl Bed {
 
     /// One stack `app` at `version`, pinned to `image`.
     fn desired(&self, version: &str, image: &str, extra: &str) -> DesiredState {
+        self.desired_with(
+            version,
+            &format!("{{web: \"{image}\"}}"),
+            extra,
+            &format!("services:\n  web: {{image: {REPO}}}\n"),
+        )
+    }
+
+    /// One stack `app` at `version` with these `images:` and compose file.
+    fn desired_with(
+        &self,
+        version: &str,
+        images: &str,
+        extra: &str,
+        compose: &str,
+    ) -> DesiredState {
         let mut t = MemTree::default();
         t.0.insert(
             "stacks/app/stack.yaml".into(),
             format!(
-                "environment: test\nversion: {version}\nimages: {{web: \"{image}\"}}\nsmoke: {{timeout: 20s}}\n{extra}"
+                "environment: test\nversion: {version}\nimages: {images}\nsmoke: {{timeout: 20s}}\n{extra}"
             )
             .into_bytes(),
         );
         t.0.insert(
             "stacks/app/compose.yaml".into(),
-            format!("services:\n  web: {{image: {REPO}}}\n").into_bytes(),
+            compose.as_bytes().to_vec(),
         );
         let d = desired::load(&t);
         assert!(d.errors().next().is_none(), "{:#?}", d.findings);
@@ -142,7 +158,15 @@ async fn deploy_upgrade_and_noop() {
     assert_eq!(b.link_version().as_deref(), Some("v1"));
     assert_eq!(b.running_image(), Some(pin('a')));
     let stages: Vec<Stage> = r.stages.iter().map(|s| s.name).collect();
-    assert_eq!(stages, Op::Deploy.stages());
+    // Without `update.reload` hooks the reload stage has nothing to do and
+    // is not reported.
+    let want: Vec<Stage> = Op::Deploy
+        .stages()
+        .iter()
+        .copied()
+        .filter(|s| *s != Stage::Reload)
+        .collect();
+    assert_eq!(stages, want);
     let r = b.deploy("v2", &pin('b')).await;
     assert_eq!(r.outcome, Outcome::Deployed, "{r:?}");
     assert_eq!(b.current_version().as_deref(), Some("v2"));
@@ -328,6 +352,76 @@ async fn every_stage_failing_reports_its_own_reason_and_ends_on_a_complete_relea
             assert!(b.history().contains("| deploy | v2 | failed |"), "{what}");
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_hooks_run_in_the_router_that_kept_running_and_a_failed_one_reverts() {
+    let b = Bed::new();
+    let hook = "update: {reload: [{service: router, command: [nginx, -s, reload]}]}\n";
+    let compose = format!("services:\n  web: {{image: {REPO}}}\n  router: {{image: {REPO}}}\n");
+    let desired = |v: &str, web: char| {
+        b.desired_with(
+            v,
+            &format!("{{web: \"{}\", router: \"{}\"}}", pin(web), pin('e')),
+            hook,
+            &compose,
+        )
+    };
+    let reloads = || {
+        b.engine
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("exec ") && c.ends_with("nginx -s reload"))
+            .count()
+    };
+    let router = || {
+        b.engine
+            .project("app")
+            .into_iter()
+            .find(|c| c.service == "router")
+            .map(|c| c.id)
+            .unwrap()
+    };
+    // A first deploy starts the router: it resolves everything itself.
+    let r = b.sync(&desired("v1", 'a')).await;
+    assert_eq!(r.outcome, Outcome::Deployed, "{r:#?}");
+    let reload = r.stages.iter().find(|s| s.name == Stage::Reload).unwrap();
+    assert!(reload.detail.contains("recreated themselves"), "{reload:?}");
+    assert_eq!(reloads(), 0);
+    // The app gets a new container, the router keeps running: reloaded.
+    let before = router();
+    let r = b.sync(&desired("v2", 'b')).await;
+    assert_eq!(r.outcome, Outcome::Deployed, "{r:#?}");
+    assert_eq!(router(), before);
+    assert_eq!(reloads(), 1, "{:?}", b.engine.calls());
+    assert!(
+        b.engine
+            .calls()
+            .contains(&format!("exec {before} nginx -s reload")),
+        "{:?}",
+        b.engine.calls()
+    );
+    // A hook that fails is the release's failure: back to v2, whose own
+    // up and reload run again.
+    b.engine.fail(EngineOp::Exec, 1);
+    let r = b.sync(&desired("v3", 'a')).await;
+    assert_eq!(
+        (r.outcome, r.reason),
+        (Outcome::RolledBack, Some(Reason::RolledBack)),
+        "{r:#?}"
+    );
+    let failed = r.stages.iter().find(|s| !s.ok).expect("a failed stage");
+    assert_eq!(failed.name, Stage::Reload, "{r:#?}");
+    assert!(
+        failed
+            .detail
+            .starts_with("reload failed: router: nginx -s reload"),
+        "{failed:?}"
+    );
+    assert_eq!(b.link_version().as_deref(), Some("v2"));
+    assert_eq!(b.running_image(), Some(pin('b')));
+    assert_eq!(reloads(), 3, "v3's failed hook, then v2's again");
+    assert!(b.quarantined());
 }
 
 #[tokio::test(start_paused = true)]

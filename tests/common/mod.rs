@@ -71,11 +71,17 @@ pub struct Fixtures {
     pub web_app_v2: String,
     /// ... and one answering 500 on every path (never healthy).
     pub web_app_500: String,
+    /// PostgreSQL: a cluster in `$PGDATA` (mount a named volume at
+    /// /var/lib/postgresql/data), made on first start with trust
+    /// authentication and the databases in `$POSTGRES_DB`.
+    pub web_db: String,
+    /// redis-server on :6379.
+    pub web_cache: String,
     /// The cached Debian root tarball the web images are built from.
     pub web_root_tar: PathBuf,
 }
 
-const FIXTURE_VARS: [&str; 14] = [
+const FIXTURE_VARS: [&str; 16] = [
     "STACKPIN_TEST_REGISTRY",
     "STACKPIN_TEST_IMAGE_V1",
     "STACKPIN_TEST_IMAGE_V2",
@@ -89,6 +95,8 @@ const FIXTURE_VARS: [&str; 14] = [
     "STACKPIN_TEST_WEB_APP_V1",
     "STACKPIN_TEST_WEB_APP_V2",
     "STACKPIN_TEST_WEB_APP_500",
+    "STACKPIN_TEST_WEB_DB",
+    "STACKPIN_TEST_WEB_CACHE",
     "STACKPIN_TEST_WEB_ROOT_TAR",
 ];
 
@@ -183,6 +191,8 @@ impl Fixtures {
             web_app_v1: next(),
             web_app_v2: next(),
             web_app_500: next(),
+            web_db: next(),
+            web_cache: next(),
             web_root_tar: PathBuf::from(next()),
         })
     }
