@@ -64,6 +64,16 @@ else
     cargo test --no-fail-fast "$@"
 fi
 
+# The converge, rollback and crash suites once more under compose v2
+# (production's; everything above ran them under Debian's v1). The
+# zero-downtime, touch and database suites name their flavours themselves.
+section "compose v2: converge, rollback and faults again (STACKPIN_TEST_FLAVOUR=v2)"
+if cargo nextest --version >/dev/null 2>&1; then
+    STACKPIN_TEST_FLAVOUR=v2 cargo nextest run --no-fail-fast --test converge --test rollback --test faults
+else
+    STACKPIN_TEST_FLAVOUR=v2 cargo test --no-fail-fast --test converge --test rollback --test faults
+fi
+
 # Tests that restart the Docker daemon run alone, after everything else.
 section "exclusive: the Docker daemon restarted mid-converge"
 STACKPIN_TEST_EXCLUSIVE=1 cargo test --test faults docker_daemon_restarted_mid_converge -- --exact

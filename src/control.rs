@@ -174,6 +174,10 @@ pub struct Response {
     /// exits 1 for it, as when it checks the name itself.
     #[serde(default)]
     pub bad_input: bool,
+    /// What the daemon runs stacks with (`docker compose (Docker Compose
+    /// version v2.40.3)`), for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 impl Response {

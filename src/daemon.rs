@@ -518,6 +518,7 @@ impl Daemon {
                 Response {
                     ok: true,
                     status,
+                    engine: Some(host.engine.describe()),
                     ..Default::default()
                 }
             }

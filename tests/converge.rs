@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Fixtures, StackFixture, TestHost};
+use common::{Fixtures, Flavour, StackFixture, TestHost};
 use std::time::Duration;
 
 /// A one-service stack of the fixture app on `port`, pinned to `image`.
@@ -54,6 +54,8 @@ fn first_deploy_then_upgrade() {
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
     h.serves(port, "stackpin-test-app v1");
     assert_consistent(&h, &s);
+    // The suite runs under the compose STACKPIN_TEST_FLAVOUR names.
+    Flavour::default_for_tests().assert_made(&h, &s);
     let first = h.link_target(&s).unwrap();
     let cs = h.containers(&s);
     assert_eq!(cs.len(), 1);

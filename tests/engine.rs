@@ -373,3 +373,41 @@ async fn compose_failures_are_masked() {
     let all = format!("{err:?} {err}");
     assert!(!all.contains(secret), "{all}");
 }
+
+/// `auto` prefers compose v2, and `--version` and `status` say which one
+/// runs: v2 where the plugin is installed (the fixtures' DOCKER_CONFIG),
+/// Debian's v1 where it is not.
+#[test]
+fn version_and_status_say_which_compose_runs() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let v1 = h.cmd_raw(["--version"]).run().ok().stdout();
+    assert!(v1.contains("compose (auto"), "{v1}");
+    // Without the plugin (as the fixtures found this machine), v1.
+    if f.compose == "docker-compose" {
+        assert!(
+            v1.contains("docker-compose (docker-compose version 1."),
+            "{v1}"
+        );
+    }
+    let v2 = h
+        .cmd_raw(["--version"])
+        .env("DOCKER_CONFIG", &f.compose_v2_config)
+        .run()
+        .ok()
+        .stdout();
+    assert!(
+        v2.contains("docker compose (Docker Compose version v2."),
+        "{v2}"
+    );
+    let status = h
+        .cmd(["status"])
+        .env("DOCKER_CONFIG", &f.compose_v2_config)
+        .run()
+        .ok()
+        .stdout();
+    assert!(
+        status.contains("compose: docker compose (Docker Compose version v2."),
+        "{status}"
+    );
+}

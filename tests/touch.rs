@@ -110,21 +110,7 @@ fn scenario(flavour: Flavour) {
     let first = shape.ids(&h);
     assert_eq!(first.len(), 3, "{first:?}");
     // The flavour asked for is the one that ran.
-    let made_by = h
-        .docker([
-            "inspect",
-            "-f",
-            "{{index .Config.Labels \"com.docker.compose.version\"}}",
-            &first["app"],
-        ])
-        .run()
-        .ok()
-        .stdout();
-    let major = flavour.major();
-    assert!(
-        made_by.trim().starts_with(major),
-        "{flavour:?} ran compose {made_by}"
-    );
+    flavour.assert_made(&h, &shape.stack);
     let v1_label = h.current_version(&shape.stack);
 
     // The app's digest moves: the router and the database keep running.

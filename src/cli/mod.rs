@@ -154,7 +154,7 @@ fn init_logging(g: &Global, daemon: bool) {
 
 pub fn main() -> ExitCode {
     crate::desired::tree::init_git_cache();
-    let cli = Cli::parse();
+    let cli = parse();
     let daemon = matches!(cli.command, Command::Daemon(_));
     if !daemon {
         restore_sigpipe();
@@ -173,6 +173,31 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The arguments. `--version` (not `-V`) also says which compose `auto`
+/// picks here and what it reports, found only when asked (it runs
+/// `docker compose version`).
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    if std::env::args_os().any(|a| a == "--version") {
+        // Asked for once per process: leaking it is what `&'static` costs.
+        cmd = cmd.long_version(&*Box::leak(long_version().into_boxed_str()));
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn long_version() -> String {
+    let compose = match crate::engine::ComposeCmd::detect_version("auto") {
+        Ok((c, v)) => format!("{} ({v})", c.display()),
+        Err(e) => format!("none found ({e})"),
+    };
+    format!(
+        "{}\ncompose (auto, prefers v2; the config's `compose:` may name one): {compose}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// A one-shot command whose reader went away (`stackpin history | head -1`)

@@ -27,13 +27,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         root: cfg.root.clone(),
         stacks: a.stacks.clone(),
     };
-    let rows = match crate::control::call(&setup::control_socket(&cfg), &req)? {
+    let (rows, engine) = match crate::control::call(&setup::control_socket(&cfg), &req)? {
         Some(resp) if resp.error.is_some() => return Err(setup::daemon_refused(&resp)),
         Some(resp) => {
             if !g.json && !g.quiet {
                 eprintln!("(answered by the running daemon)");
             }
-            resp.status
+            (resp.status, resp.engine)
         }
         None => collect_here(g, &a, cfg)?,
     };
@@ -41,6 +41,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print_table(&rows);
+        // Which compose runs the stacks (v1 and v2 name containers and
+        // read files differently): what an operator asks first.
+        if let Some(e) = engine {
+            println!("compose: {e}");
+        }
     }
     use crate::outcome::State;
     let bad = |s: &State| matches!(s, State::Failed | State::RolledBack | State::Blocked);
@@ -51,11 +56,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     })
 }
 
+/// The rows, and what the engine is (`None`: not known).
 fn collect_here(
     g: &Global,
     a: &Args,
     cfg: crate::config::Config,
-) -> anyhow::Result<Vec<status::StackStatus>> {
+) -> anyhow::Result<(Vec<status::StackStatus>, Option<String>)> {
     let desired = if cfg.repo.is_some() {
         let d = setup::load(&cfg, a.fetch.mode())?;
         setup::say_what_was_read(g, &d);
@@ -68,7 +74,8 @@ fn collect_here(
     let rows = rt.block_on(async {
         let services = Services::connect_or_offline(cfg).await?;
         let host = services.host(&LogReporter, setup::actor(&services.cfg));
-        anyhow::Ok(status::collect(&host, desired.as_ref(), &a.stacks).await)
+        let rows = status::collect(&host, desired.as_ref(), &a.stacks).await;
+        anyhow::Ok((rows, Some(host.engine.describe())))
     })?;
     Ok(rows)
 }

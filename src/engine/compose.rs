@@ -49,6 +49,15 @@ impl ComposeCmd {
     /// [`Error::ComposeNotFound`] for an unknown setting or when no candidate
     /// runs.
     pub fn detect(setting: &str) -> Result<ComposeCmd, Error> {
+        Self::detect_version(setting).map(|(c, _)| c)
+    }
+
+    /// [`ComposeCmd::detect`], with the first line the chosen one's
+    /// `version` printed (`Docker Compose version v2.40.3`). Blocking.
+    ///
+    /// # Errors
+    /// As [`ComposeCmd::detect`].
+    pub fn detect_version(setting: &str) -> Result<(ComposeCmd, String), Error> {
         let normalized = setting.split_whitespace().collect::<Vec<_>>().join(" ");
         let candidates: &[ComposeCmd] = match normalized.as_str() {
             "" | "auto" => &[ComposeCmd::V2, ComposeCmd::V1],
@@ -67,7 +76,7 @@ impl ComposeCmd {
             match c.version() {
                 Ok(v) => {
                     tracing::debug!(compose = c.display(), version = %v, "found compose");
-                    return Ok(*c);
+                    return Ok((*c, v));
                 }
                 Err(why) => tried.push(format!("`{} version` {why}", c.display())),
             }

@@ -323,6 +323,8 @@ fn unsupported(engine: String, what: &str) -> Error {
 pub struct Docker {
     docker: Bollard,
     pub compose: ComposeCmd,
+    /// What the compose CLI said of its version at connect.
+    compose_version: String,
     masker: std::sync::RwLock<Masker>,
 }
 
@@ -341,12 +343,13 @@ impl Docker {
             .await
             .map_err(Error::Connect)?;
         let setting = compose_setting.to_string();
-        let compose = tokio::task::spawn_blocking(move || ComposeCmd::detect(&setting))
-            .await
-            .map_err(|e| Error::ComposeNotFound {
-                setting: compose_setting.to_string(),
-                detail: e.to_string(),
-            })??;
+        let (compose, compose_version) =
+            tokio::task::spawn_blocking(move || ComposeCmd::detect_version(&setting))
+                .await
+                .map_err(|e| Error::ComposeNotFound {
+                    setting: compose_setting.to_string(),
+                    detail: e.to_string(),
+                })??;
         tracing::debug!(
             compose = compose.display(),
             "connected to the docker engine"
@@ -354,6 +357,7 @@ impl Docker {
         Ok(Docker {
             docker,
             compose,
+            compose_version,
             masker: std::sync::RwLock::new(Masker::default()),
         })
     }
@@ -736,7 +740,7 @@ fn docker_message(e: &DockerError) -> String {
 #[async_trait]
 impl Engine for Docker {
     fn describe(&self) -> String {
-        self.compose.display().to_string()
+        format!("{} ({})", self.compose.display(), self.compose_version)
     }
 
     fn add_secrets(&self, secrets: &[String]) {

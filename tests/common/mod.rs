@@ -110,11 +110,41 @@ pub enum Flavour {
 }
 
 impl Flavour {
+    /// The flavour of every stackpin command a test runs without naming
+    /// one: `STACKPIN_TEST_FLAVOUR=v2` runs a whole suite under compose v2
+    /// (scripts/test.sh runs the converge, rollback and crash suites so a
+    /// second time); unset or `v1`, Debian's v1.
+    pub fn default_for_tests() -> Flavour {
+        match std::env::var("STACKPIN_TEST_FLAVOUR").as_deref() {
+            Ok("v2") => Flavour::V2,
+            Ok("v1") | Ok("") | Err(_) => Flavour::V1,
+            Ok(other) => panic!("STACKPIN_TEST_FLAVOUR={other}: use v1 or v2"),
+        }
+    }
+
     /// The `compose:` setting that selects it.
     pub fn setting(self) -> &'static str {
         match self {
             Flavour::V1 => "docker-compose",
             Flavour::V2 => "docker compose",
+        }
+    }
+
+    /// Panics unless every container of `project` was made by this
+    /// flavour (their `com.docker.compose.version` label).
+    pub fn assert_made(self, h: &TestHost, project: &str) {
+        let cs = h.containers(project);
+        assert!(!cs.is_empty(), "no containers in {project}");
+        for c in cs {
+            let v = c
+                .labels
+                .get("com.docker.compose.version")
+                .map_or("", String::as_str);
+            assert!(
+                v.starts_with(self.major()),
+                "{self:?} expected, but compose {v} made {} of {project}",
+                c.service
+            );
         }
     }
 
@@ -423,6 +453,10 @@ impl TestHost {
     {
         let mut cmd = Command::new(STACKPIN);
         cmd.args(args).current_dir(self.tmp()).env("NO_COLOR", "1");
+        // `auto` finds v2 where DOCKER_CONFIG holds the plugin.
+        if Flavour::default_for_tests() == Flavour::V2 {
+            cmd.env("DOCKER_CONFIG", &Fixtures::require().compose_v2_config);
+        }
         // A developer's own STACKPIN_* settings must not leak into tests.
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy();
