@@ -8,7 +8,7 @@
 #                                    ~5 min the first time; then ~10-15 min)
 #   scripts/bench.sh --quick         few rounds: proves it works, figures are rough
 #   scripts/bench.sh --only webhook,rss     some parts only
-#                                    (parts: converge, revert, crash, webhook, rss)
+#                                    (parts: converge, revert, crash, rollout, webhook, rss)
 #   STACKPIN_BENCH_BIN=target/debug/stackpin scripts/bench.sh --quick
 #                                    use that binary, no build (debugging the script;
 #                                    debug-build figures are not the product's)
@@ -380,6 +380,151 @@ def part_crash(h, stack, port):
                  "image exits after ~1s; budget 60s (fail fast)"))
 
 
+# ---------------------------------------------------------------- rollout
+ROUTER_CONF = """worker_processes 1;
+error_log /dev/stderr warn;
+pid /tmp/nginx.pid;
+events {}
+http {
+    access_log off;
+    resolver 127.0.0.11 valid=1s ipv6=off;
+    server {
+        listen 80;
+        location / {
+            set $app http://app:8000;
+            proxy_pass $app;
+            proxy_next_upstream error timeout http_502;
+            proxy_connect_timeout 1s;
+        }
+    }
+}
+"""
+
+ROLLOUT_COMPOSE = """services:
+  router:
+    image: stackpin-test/web
+    ports: ["127.0.0.1:{port}:80"]
+    volumes: ["./config/nginx.conf:/etc/nginx/nginx.conf:ro"]
+  app:
+    image: stackpin-test/web
+    stop_grace_period: 5s
+    healthcheck:
+      test: ["CMD", "python3", "/app/app.py", "health"]
+      interval: 1s
+      timeout: 5s
+      retries: 3
+      start_period: 5s
+"""
+
+
+class Load:
+    """One client sending GET /version through the router back to back,
+    each on a new connection (as a browser behind a proxy would open
+    many): every answer's status and latency."""
+
+    def __init__(self, port):
+        import threading
+        self.port, self.stop_flag, self.samples = port, False, []
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while not self.stop_flag:
+            t0 = time.monotonic()
+            status, body = http_status(self.port, "/version", timeout=10)
+            self.samples.append((status, body.strip(), time.monotonic() - t0))
+
+    def stop(self):
+        self.stop_flag = True
+        self.t.join()
+        return self.samples
+
+
+def part_rollout():
+    web = {k: os.environ.get(f"STACKPIN_TEST_WEB_{k.upper()}") for k in ("router", "app_v1", "app_v2", "app_500")}
+    if not all(web.values()):
+        raise RuntimeError("rollout: the Debian web images are missing (scripts/fixtures.sh builds them)")
+    v2cfg = os.environ.get("STACKPIN_TEST_COMPOSE_V2_CONFIG")
+    env = dict(os.environ, DOCKER_CONFIG=v2cfg) if v2cfg else None
+    flavour = "compose v2" if v2cfg else "compose as found"
+    h = Host("rollout")
+    stack, port = f"{PREFIX}shop", free_port()
+    d = os.path.join(h.repo, "stacks", stack)
+    os.makedirs(os.path.join(d, "config"), exist_ok=True)
+    open(os.path.join(d, "compose.yaml"), "w").write(ROLLOUT_COMPOSE.format(port=port))
+    open(os.path.join(d, "config", "nginx.conf"), "w").write(ROUTER_CONF)
+
+    def write(app, order, version):
+        open(os.path.join(d, "stack.yaml"), "w").write(
+            f"environment: bench\nversion: {version}\nimages: {{router: {web['router']}, app: {app}}}\n"
+            f"update: {{drain: 2s, services: {{app: {{order: {order}}}}}}}\n"
+            "smoke:\n  timeout: 30s\n  checks:\n"
+            f"    - http: {{url: \"http://127.0.0.1:{port}/web/health\"}}\n"
+            "    - http: {service: app, port: 8000, path: /version}\n")
+        commit(h.repo, version)
+
+    def sync(*flags):
+        t0 = time.monotonic()
+        p = run([BIN, "--root", h.root, "--repo", h.repo, "--host", HOST, "--state-dir", h.state,
+                 "--control-socket", os.path.join(h.dir, "no-daemon.sock"), "--json", "sync", *flags, stack],
+                check=False, env=env)
+        wall = time.monotonic() - t0
+        r = next(x for x in json.loads(p.stdout) if x["stack"] == stack)
+        return wall, r["outcome"]
+
+    write(web["app_v1"], "start-first", "v1")
+    _, outcome = sync()
+    if outcome != "deployed":
+        raise RuntimeError(f"rollout: first deploy: {outcome}")
+    wait_for("the router", 30, lambda: http_status(port, "/version")[0] == 200)
+    steady = Load(port)
+    time.sleep(5)
+    base = steady.stop()
+    rows.append((f"rollout ({flavour}): steady traffic through nginx, no deploy",
+                 f"{len(base)} requests, {sum(1 for s in base if s[0] != 200)} failed",
+                 "latency " + summary([x[2] for x in base])))
+    # (name, the app it starts from, the app it deploys, order, outcome)
+    cases = [
+        ("start-first upgrade v1 -> v2", web["app_v1"], web["app_v2"], "start-first", "deployed"),
+        ("start-first upgrade to an image answering 500 (refused, reverted)", web["app_v2"], web["app_500"],
+         "start-first", "rolled_back"),
+        ("stop-first upgrade v2 -> v1 (baseline)", web["app_v2"], web["app_v1"], "stop-first", "deployed"),
+    ]
+    rounds = 1 if QUICK else 3
+    n = 0
+    for name, start, app, order, want in cases:
+        sent, failed, lat, walls, answers = 0, 0, [], [], {}
+        for k in range(rounds):
+            # The release the case starts from, without load (a new label
+            # on the same digest recreates nothing when it already runs).
+            n += 1
+            write(start, "start-first", f"start-{n}")
+            _, o = sync()
+            if o not in ("deployed", "unchanged"):
+                raise RuntimeError(f"rollout: back to the start before {name}: {o}")
+            write(app, order, f"case-{n}")
+            load = Load(port)
+            # --force: the refused release of an earlier round is quarantined.
+            wall, outcome = sync("--force")
+            time.sleep(1)
+            samples = load.stop()
+            if outcome != want:
+                raise RuntimeError(f"rollout: {name}: {outcome}, expected {want}")
+            sent += len(samples)
+            failed += sum(1 for s in samples if s[0] != 200)
+            lat += [x[2] for x in samples]
+            walls.append(wall)
+            for s in samples:
+                if s[0] == 200:
+                    answers[s[1]] = answers.get(s[1], 0) + 1
+            log(f"rollout: {name} round {k + 1}: {len(samples)} sent, "
+                f"{sum(1 for s in samples if s[0] != 200)} failed, sync {ms(wall)}")
+        rows.append((f"rollout ({flavour}): {name}", f"{sent} requests, {failed} failed",
+                     f"p99 {ms(pct(lat, 99))}, max {ms(max(lat))}; sync {summary(walls)}; "
+                     f"answers {answers}; {rounds} round(s)"))
+    run([*COMPOSE, "-p", stack, "down", "-v", "--remove-orphans"], cwd=d, check=False)
+
+
 # ---------------------------------------------------------------- daemon
 class Daemon:
     def __init__(self, h, name):
@@ -622,6 +767,8 @@ def main():
             part_crash(h, conv_stack, port)
         if not want("converge"):
             rows[:] = [r for r in rows if not r[0].startswith("converge")]
+    if want("rollout"):
+        part_rollout()
     if want("webhook"):
         part_webhook()
     if want("rss"):

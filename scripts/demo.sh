@@ -6,7 +6,11 @@
 # fails smoke and is reverted to v2 automatically. Ends with status and history.
 #
 #   scripts/demo.sh          run it (leaves the demo stack running; prints how to clean up)
-#   scripts/demo.sh --clean  stop the demo stack and the fixtures it started
+#   scripts/demo.sh --full   the runbook's shape instead, under compose v2: an nginx
+#                            router, a tenant and an admin app upgraded start-first,
+#                            Redis and PostgreSQL, from the Debian test images, with
+#                            requests sent through the router during each converge
+#   scripts/demo.sh --clean  stop the demo stacks and the fixtures it started
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,10 +20,21 @@ STACK=demo-web
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 pause() { [ -t 1 ] && sleep "${1:-1}" || true; }
 
+MODE=simple
+case "${1:-}" in
+--full) MODE=full ;;
+--clean | "") ;;
+*)
+    echo "usage: $0 [--full|--clean]" >&2
+    exit 2
+    ;;
+esac
+
 if [ "${1:-}" = "--clean" ]; then
-    if [ -d "$DEMO_DIR/root/stacks/$STACK" ]; then
-        (cd "$DEMO_DIR/root/stacks/$STACK" && docker-compose -p "$STACK" down --remove-orphans 2>/dev/null || docker compose -p "$STACK" down --remove-orphans) || true
-    fi
+    for s in "$STACK" demo-shop; do
+        [ -d "$DEMO_DIR/root/stacks/$s" ] || continue
+        (cd "$DEMO_DIR/root/stacks/$s" && docker-compose -p "$s" down -v --remove-orphans 2>/dev/null || docker compose -p "$s" down -v --remove-orphans) || true
+    done
     chmod -R u+w "$DEMO_DIR" 2>/dev/null || true
     rm -rf "$DEMO_DIR"
     bash scripts/fixtures.sh stop || true
@@ -36,9 +51,11 @@ cargo build --quiet
 BIN=$PWD/target/debug/stackpin
 
 # A fresh demo host and repository.
-if [ -d "$DEMO_DIR/root/stacks/$STACK" ]; then
-    (cd "$DEMO_DIR/root/stacks/$STACK" && $STACKPIN_TEST_COMPOSE -p "$STACK" down --remove-orphans >/dev/null 2>&1) || true
-fi
+for s in "$STACK" demo-shop; do
+    if [ -d "$DEMO_DIR/root/stacks/$s" ]; then
+        (cd "$DEMO_DIR/root/stacks/$s" && $STACKPIN_TEST_COMPOSE -p "$s" down -v --remove-orphans >/dev/null 2>&1) || true
+    fi
+done
 chmod -R u+w "$DEMO_DIR" 2>/dev/null || true
 rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR/root" "$DEMO_DIR/repo"
@@ -81,6 +98,11 @@ YAML
 show() { printf '    curl 127.0.0.1:%s/ -> %s\n' "$PORT" "$(curl -fsS "http://127.0.0.1:$PORT/" 2>/dev/null || echo '(nothing)')"; }
 
 git -C "$REPO" init -q -b main
+if [ "$MODE" = full ]; then
+    # shellcheck source=scripts/demo-full.sh
+    . scripts/demo-full.sh
+    exit 0
+fi
 step "desired state: $STACK pinned to v1 ($STACKPIN_TEST_IMAGE_V1)"
 write_stack "$STACKPIN_TEST_IMAGE_V1" v1
 sp validate "$REPO"
