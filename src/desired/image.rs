@@ -68,6 +68,10 @@ impl ImageRef {
         if tag.as_deref() == Some("") {
             return Err(RefError::from(format!("\"{s}\" has an empty tag")));
         }
+        check_name(&repository).map_err(|e| format!("\"{s}\": {e}"))?;
+        if let Some(t) = &tag {
+            check_tag(t).map_err(|e| format!("\"{s}\": {e}"))?;
+        }
         Ok(ImageRef {
             repository,
             tag,
@@ -182,6 +186,128 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// Longest repository name the distribution grammar allows.
+pub const NAME_MAX: usize = 255;
+
+/// Checks a repository name against the distribution reference grammar as
+/// Docker applies it (`ParseNormalizedNamed`): an optional domain (the first
+/// component, when it has a `.` or a `:`, is `localhost`, or has an
+/// upper-case letter), then path components of lower-case letters and
+/// digits joined by `.`, `_`, `__` or dashes, at most 255 characters.
+/// Tested against the reference package's own accept and reject cases.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > NAME_MAX {
+        return Err(format!(
+            "the repository name is {} characters long; at most {NAME_MAX}",
+            name.len()
+        ));
+    }
+    let (domain, path) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, name),
+    };
+    if let Some(d) = domain {
+        check_domain(d)?;
+    }
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "the repository name `{path}` must be lowercase (Docker refuses it)"
+        ));
+    }
+    for component in path.split('/') {
+        if !path_component(component) {
+            return Err(format!(
+                "`{component}` is not a valid repository path component: lowercase letters and digits, joined by `.`, `_`, `__` or dashes, none empty"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+fn path_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < b.len() && alnum(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == b.len() {
+            return true;
+        }
+        let sep = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let s = &c[sep..i];
+        if !(s == "." || s == "_" || s == "__" || s.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+}
+
+/// `host[:port]`: a host name of `[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?`
+/// labels joined by dots, or an IPv6 address in brackets (no zone).
+fn check_domain(d: &str) -> Result<(), String> {
+    let bad = || format!("`{d}` is not a valid registry host[:port]");
+    let (host, port) = if let Some(rest) = d.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']').ok_or_else(bad)?;
+        if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+            return Err(bad());
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(bad)?),
+        };
+        (None, port)
+    } else {
+        match d.split_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(d), None),
+        }
+    };
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    if let Some(h) = host {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !h.split('.').all(label_ok) {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+/// `[\w][\w.-]{0,127}`
+fn check_tag(t: &str) -> Result<(), String> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let b = t.as_bytes();
+    if b.len() > 128 || !word(b[0]) || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-') {
+        return Err(format!(
+            "the tag `{t}` is not valid: letters, digits, `_`, `.` and `-`, not starting with `.` or `-`, at most 128"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `sha256:<64 lowercase hex>`.
 pub fn check_digest(d: &str) -> Result<(), RefError> {
     let Some(hex) = d.strip_prefix("sha256:") else {
@@ -265,6 +391,87 @@ mod tests {
             serde_json::from_value(serde_json::json!(format!("ghcr.io/acme/odoo:18@{D}"))).unwrap();
         assert_eq!(old, r);
         assert!(serde_json::from_value::<ImageRef>(serde_json::json!("app@sha256:x")).is_err());
+    }
+
+    /// The accept and reject cases of the distribution reference package's
+    /// own tests (`reference_test.go`, `normalize_test.go`), as Docker
+    /// parses a compose `image:`. Digests there are any algorithm; a
+    /// stackpin pin is sha256, so the sha512 case is refused here by design.
+    #[test]
+    fn follows_the_distribution_reference_grammar() {
+        let f64 = "f".repeat(64);
+        let accept = [
+            "test_com".to_string(),
+            "test.com:tag".into(),
+            "test.com:5000".into(),
+            "test.com/repo:tag".into(),
+            "test:5000/repo".into(),
+            "test:5000/repo:tag".into(),
+            format!("test:5000/repo@sha256:{f64}"),
+            format!("test:5000/repo:tag@sha256:{f64}"),
+            "lowercase:Uppercase".into(),
+            format!("{}a:tag-puts-this-over-max", "a/".repeat(127)),
+            "sub-dom1.foo.com/bar/baz/quux".into(),
+            "sub-dom1.foo.com/bar/baz/quux:some-long-tag".into(),
+            "b.gcr.io/test.example.com/my-app:test.example.com".into(),
+            "xn--n3h.com/myimage:xn--n3h.com".into(),
+            "foo_bar.com:8080".into(),
+            "foo/foo_bar.com:8080".into(),
+            "192.168.1.1".into(),
+            "192.168.1.1:tag".into(),
+            "192.168.1.1:5000".into(),
+            "192.168.1.1/repo".into(),
+            "192.168.1.1:5000/repo".into(),
+            "192.168.1.1:5000/repo:5050".into(),
+            "[2001:db8::1]/repo".into(),
+            "[2001:db8:1:2:3:4:5:6]/repo:tag".into(),
+            "[2001:db8::1]:5000/repo".into(),
+            "[2001:db8::1]:5000/repo:tag".into(),
+            format!("[2001:db8::1]:5000/repo@sha256:{f64}"),
+            "[2001:db8::]:5000/repo".into(),
+            "[::1]:5000/repo".into(),
+            "test-com:8080/foo".into(),
+            "localhost/foo".into(),
+            "Docker.io/library/nginx".into(),
+            "a__b/c--d/e.f_g".into(),
+        ];
+        for r in &accept {
+            assert!(ImageRef::parse(r).is_ok(), "{r}: {:?}", ImageRef::parse(r));
+        }
+        let reject = [
+            ":justtag".to_string(),
+            format!("@sha256:{f64}"),
+            "repo@sha256:ffffffffffffffffffffffffffffffffff".into(),
+            format!("validname@invaliddigest:{f64}"),
+            "Uppercase:tag".into(),
+            "test:5000/Uppercase/lowercase:tag".into(),
+            format!("{}a:tag", "a/".repeat(128)),
+            "aa/asdf$$^/aa".into(),
+            "[2001:db8::1]".into(),
+            "[2001:db8::1]:5000".into(),
+            "[2001:db8::1]:tag".into(),
+            "[fe80::1%eth0]:5000/repo".into(),
+            "[fe80::1%@invalidzone]:5000/repo".into(),
+            format!(
+                "xn--7o8h.com/myimage:xn--7o8h.com@sha512:{}",
+                "f".repeat(128)
+            ),
+            // issue 19: Docker refuses both at deploy time.
+            format!("Docker.io/Library/NGINX@sha256:{f64}"),
+            format!("docker.io//library/nginx!!@sha256:{f64}"),
+            "a/-b".into(),
+            "a/b-".into(),
+            "a/b...c".into(),
+            "a/b___c".into(),
+            "-bad.example/app".into(),
+            "app:.tag".into(),
+            format!("app:{}", "t".repeat(129)),
+        ];
+        for r in &reject {
+            assert!(ImageRef::parse(r).is_err(), "{r} was accepted");
+        }
+        let e = ImageRef::parse(&format!("Docker.io/Library/NGINX@sha256:{f64}")).unwrap_err();
+        assert!(e.0.contains("must be lowercase"), "{e}");
     }
 
     #[test]
