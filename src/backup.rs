@@ -185,6 +185,13 @@ pub fn new_id(now: DateTime<Utc>, exists: impl Fn(&str) -> bool) -> String {
     id
 }
 
+/// When the backup `id` was taken (`None`: not a backup id).
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(id, ID_TIME_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 /// Whether `name` has the exact form of a backup id.
 pub fn is_id(name: &str) -> bool {
     NaiveDateTime::parse_from_str(name, ID_TIME_FORMAT)

@@ -443,6 +443,12 @@ impl Daemon {
         let (mut q, mut h, mut b) = (0, 0, 0);
         for r in &rows {
             self.metrics.set_stack_state(&r.stack, r.state);
+            let newest = crate::backup::list(&host.layout.backups_dir(&r.stack))
+                .ok()
+                .and_then(|ids| ids.last().and_then(|id| crate::backup::id_time(id)));
+            if let Some(t) = newest {
+                self.metrics.set_last_backup(&r.stack, t.timestamp());
+            }
             q += r.quarantined as i64;
             h += r.held as i64;
             b += (r.state == crate::outcome::State::Blocked) as i64;
@@ -556,7 +562,11 @@ impl Daemon {
             }
             Request::Rollback { stack, target, .. } => {
                 let host = self.host();
-                match crate::rollback::rollback(&host, &stack, &target).await {
+                let done = crate::rollback::rollback(&host, &stack, &target).await;
+                if let Ok(r) = &done {
+                    self.metrics.record_rollback(&r.stack, r.outcome);
+                }
+                match done {
                     Ok(r) => Response {
                         ok: !r.outcome.is_failure(),
                         message: Some(r.message.clone()),

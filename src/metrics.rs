@@ -1,11 +1,16 @@
 //! The daemon's Prometheus metrics (SPEC §6): syncs by result, converge and
 //! smoke durations, per-stack state, last success time, how many stacks are
-//! quarantined / held / blocked, fetch health and webhook outcomes.
+//! quarantined / held / blocked, fetch health, webhook outcomes, stack runs
+//! by outcome (deploys, reverts, rollbacks), the newest backup's time and
+//! the build.
 //!
 //! One [`Metrics`] value is shared (`Arc`) between the reconciler, which
 //! records, and the HTTP server, which encodes. Recording never fails and
 //! never blocks on the scrape for longer than an atomic update or a map
-//! insert. The exposition is OpenMetrics text ([`CONTENT_TYPE`]).
+//! insert. The exposition is OpenMetrics text ([`CONTENT_TYPE`]) when the
+//! scraper asks for it (Prometheus does), and the classic text format
+//! ([`CLASSIC_CONTENT_TYPE`], [`to_classic`]) otherwise, which `promtool
+//! check metrics` and older tools read.
 
 use crate::outcome::{Outcome, Reason, State};
 use prometheus_client::encoding::text;
@@ -18,6 +23,8 @@ use std::sync::{Mutex, PoisonError};
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`to_classic`]'s output (Prometheus text 0.0.4).
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Bucket bounds (seconds) of the converge and smoke duration histograms:
 /// a smoke test takes seconds, a converge with pulls up to minutes.
@@ -46,6 +53,9 @@ pub struct Metrics {
     last_fetch: Gauge,
     webhooks: Family<Labels, Counter>,
     results: Family<Labels, Counter>,
+    last_backup: Family<Labels, Gauge>,
+    build_info: Family<Labels, Gauge>,
+    rollbacks: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +81,9 @@ impl Metrics {
             last_fetch: Gauge::default(),
             webhooks: Family::default(),
             results: Family::default(),
+            last_backup: Family::default(),
+            build_info: Family::default(),
+            rollbacks: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -125,11 +138,53 @@ impl Metrics {
             );
             r.register(
                 "stackpin_stack_results",
-                "Stack runs by outcome and reason (the failing stage's reason, or none)",
+                "Stack runs by outcome (deployed, rolled_back, failed, ...) and reason (the failing stage's reason, or none)",
                 m.results.clone(),
             );
+            r.register_with_unit(
+                "stackpin_backup_last_success_timestamp",
+                "Unix time of the stack's newest complete backup",
+                Unit::Seconds,
+                m.last_backup.clone(),
+            );
+            r.register(
+                "stackpin_rollbacks",
+                "Operator rollbacks (stackpin rollback through the daemon) by stack and outcome",
+                m.rollbacks.clone(),
+            );
+            r.register(
+                "stackpin_build_info",
+                "1, labelled with the running stackpin's version",
+                m.build_info.clone(),
+            );
         }
+        m.build_info
+            .get_or_create(&labels([("version", env!("CARGO_PKG_VERSION"))]))
+            .set(1);
         m
+    }
+
+    /// Counts one operator rollback of `stack` ending in `outcome`.
+    pub fn record_rollback(&self, stack: &str, outcome: Outcome) {
+        let outcome = serde_json::to_value(outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.rollbacks
+            .get_or_create(&labels([("stack", stack), ("outcome", outcome.as_str())]))
+            .inc();
+    }
+
+    /// Sets the time of `stack`'s newest complete backup.
+    pub fn set_last_backup(&self, stack: &str, unix_secs: i64) {
+        self.last_backup
+            .get_or_create(&labels([("stack", stack)]))
+            .set(unix_secs);
+    }
+
+    /// [`Metrics::encode`] in the classic text format.
+    pub fn encode_classic(&self) -> String {
+        to_classic(&self.encode())
     }
 
     /// Counts one sync run ending in `result` (`success`, `failed`, `noop`, …).
@@ -190,6 +245,7 @@ impl Metrics {
         self.converge.remove(&one);
         self.smoke.remove(&one);
         self.last_success.remove(&one);
+        self.last_backup.remove(&one);
         for s in State::ALL {
             self.stack_state
                 .remove(&labels([("stack", stack), ("state", s.as_str())]));
@@ -232,6 +288,55 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Whether a scraper's `Accept` header asks for OpenMetrics (Prometheus
+/// sends `application/openmetrics-text;…` first); anything else, or none,
+/// gets the classic text format, as Prometheus' own client libraries do.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// The OpenMetrics exposition in the classic text format (0.0.4): a
+/// counter's `HELP`/`TYPE` name its `_total` series, there are no `UNIT`
+/// lines, no `_created` series and no `# EOF`. Gauges and histograms are
+/// written the same in both. Pure.
+pub fn to_classic(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for l in openmetrics.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ")
+            && let Some((name, "counter")) = rest.split_once(' ')
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for l in openmetrics.lines() {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| l.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((p, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{p}{name}_total {tail}\n"));
+                continue;
+            }
+        } else {
+            let series = l.split(['{', ' ']).next().unwrap_or("");
+            if series
+                .strip_suffix("_created")
+                .is_some_and(|base| counters.contains(base))
+            {
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 /// Label sets with escaped values: prometheus-client writes values as
@@ -330,6 +435,49 @@ mod tests {
             sample(&t, "stackpin_webhooks_total{outcome=\"accepted\"}"),
             Some("1")
         );
+    }
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_series_and_has_no_eof() {
+        let m = Metrics::new();
+        m.record_run("success");
+        m.observe_smoke("web", 0.2);
+        m.set_last_backup("web", 1_700_000_000);
+        m.record_rollback("web", Outcome::Deployed);
+        let t = m.encode_classic();
+        assert!(
+            t.contains("stackpin_rollbacks_total{stack=\"web\",outcome=\"deployed\"} 1\n"),
+            "{t}"
+        );
+        assert!(!t.contains("# EOF") && !t.contains("# UNIT"), "{t}");
+        assert!(
+            t.contains("# TYPE stackpin_sync_runs_total counter\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("# HELP stackpin_sync_runs_total Sync runs"),
+            "{t}"
+        );
+        assert!(t.contains("stackpin_sync_runs_total{result=\"success\"} 1\n"));
+        assert!(t.contains("# TYPE stackpin_smoke_duration_seconds histogram\n"));
+        assert!(
+            t.contains("stackpin_backup_last_success_timestamp_seconds{stack=\"web\"} 1700000000")
+        );
+        assert!(t.contains(&format!(
+            "stackpin_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        // A counter's _created series is not in the classic format.
+        let om = "# HELP x A thing.\n# TYPE x counter\nx_total 1\nx_created 1.7e9\n# EOF\n";
+        assert_eq!(
+            to_classic(om),
+            "# HELP x_total A thing.\n# TYPE x_total counter\nx_total 1\n"
+        );
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(None));
     }
 
     #[test]

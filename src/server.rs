@@ -308,12 +308,22 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_page(State(st): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        st.metrics.encode(),
-    )
-        .into_response()
+/// OpenMetrics when the scraper asks for it, else the classic text format.
+async fn metrics_page(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if metrics::wants_openmetrics(accept) {
+        (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            st.metrics.encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, metrics::CLASSIC_CONTENT_TYPE)],
+            st.metrics.encode_classic(),
+        )
+            .into_response()
+    }
 }
 
 async fn stacks(State(st): State<AppState>) -> Response {

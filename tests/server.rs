@@ -436,7 +436,17 @@ async fn metrics_parse_as_prometheus_text() {
     m.set_last_fetch(1_769_767_201);
     m.webhook("ignored");
 
-    let r = s.get("/metrics").await;
+    // What Prometheus sends: OpenMetrics first.
+    let r = s
+        .client
+        .get(s.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(
@@ -519,6 +529,107 @@ async fn metrics_parse_as_prometheus_text() {
         find("stackpin_webhooks_total", &[("outcome", "ignored")]),
         1.0
     );
+}
+
+/// Without an OpenMetrics `Accept` (curl, promtool's users) the classic
+/// text format, which Prometheus' own `promtool check metrics` accepts
+/// without a complaint: every series has help text, counters end in
+/// `_total`, the build and the newest backup are there.
+#[tokio::test]
+async fn metrics_in_the_classic_format_pass_promtool() {
+    let Some(promtool) = promtool() else { return };
+    let s = Server::start(Some(SECRET), 8).await;
+    let m = &s.state.metrics;
+    m.record_run("success");
+    m.observe_converge("web", 4.2);
+    m.observe_smoke("web", 0.7);
+    m.set_stack_state("web", stackpin::outcome::State::Converged);
+    m.set_last_success("web", 1_769_767_200);
+    m.set_last_backup("web", 1_769_767_100);
+    m.set_counts(1, 0, 2);
+    m.fetch_error();
+    m.webhook("ignored");
+    m.record_result(
+        "web",
+        stackpin::outcome::Outcome::RolledBack,
+        Some(stackpin::outcome::Reason::RolledBack),
+    );
+    let r = s.get("/metrics").await;
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let text = r.text().await.unwrap();
+    for want in [
+        "stackpin_build_info{version=",
+        "stackpin_backup_last_success_timestamp_seconds{stack=\"web\"} 1769767100",
+        "# TYPE stackpin_stack_results_total counter",
+        "stackpin_stack_results_total{stack=\"web\",outcome=\"rolled_back\",reason=\"RolledBack\"} 1",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+    // The OpenMetrics text, fed to promtool as it is, is what it complained
+    // about (help text missing for the `_total` series): the check can fail.
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(s.metrics_text().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success() || !out.stdout.is_empty() || !out.stderr.is_empty(),
+        "promtool found nothing to say about the OpenMetrics text"
+    );
+}
+
+/// `promtool`, from `STACKPIN_TEST_PROMTOOL` or the PATH; under CI a
+/// missing one fails the test (scripts/setup.d/promtool.sh installs it).
+fn promtool() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("STACKPIN_TEST_PROMTOOL")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let p = std::path::Path::new("/usr/bin/promtool");
+            p.exists().then(|| p.to_path_buf())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing: scripts/setup.d/promtool.sh installs it (apt-get install prometheus)"
+        );
+        eprintln!("SKIPPED: no promtool (apt-get install prometheus)");
+    }
+    found
 }
 
 #[test]
