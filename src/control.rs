@@ -272,17 +272,25 @@ pub fn secure_socket(path: &Path, group: Option<&str>) -> Result<(), Error> {
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
     if let Some(g) = group {
-        let cname = std::ffi::CString::new(g).map_err(|_| Error::NoGroup(g.to_string()))?;
-        // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer
-        // into static storage or NULL; we copy the gid out immediately.
-        let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
-        if gr.is_null() {
-            return Err(Error::NoGroup(g.to_string()));
-        }
-        let gid = unsafe { (*gr).gr_gid };
+        let gid = group_id(g)?;
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
     }
     Ok(())
+}
+
+/// The id of the group named `g` (the control socket's group).
+///
+/// # Errors
+/// [`Error::NoGroup`] when this host has no such group.
+pub fn group_id(g: &str) -> Result<u32, Error> {
+    let cname = std::ffi::CString::new(g).map_err(|_| Error::NoGroup(g.to_string()))?;
+    // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer
+    // into static storage or NULL; we copy the gid out immediately.
+    let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
+    if gr.is_null() {
+        return Err(Error::NoGroup(g.to_string()));
+    }
+    Ok(unsafe { (*gr).gr_gid })
 }
 
 /// `reason (requested by user)`, once.

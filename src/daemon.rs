@@ -73,6 +73,116 @@ pub struct Options {
     pub fetch_timeout: Duration,
 }
 
+/// One thing the daemon needs at start, checked without starting anything.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StartCheck {
+    pub what: &'static str,
+    pub ok: bool,
+    /// What was found, or why the daemon would refuse to start (or could
+    /// not do its work).
+    pub detail: String,
+}
+
+/// What [`run`] needs before its loop, checked the way it uses it, changing
+/// nothing: the engine and compose (`Docker::connect`), the host policy,
+/// signing key and notification secret files (`Services` strictly, as the
+/// daemon builds them), the repository and the credential files its
+/// transport reads, the publishing settings, the control socket's group,
+/// and the HTTP listen address (a port already in use is noted, not
+/// failed: it may be this host's running daemon). `daemon --check-config`
+/// runs it, so a config the daemon refuses never passes there.
+pub async fn start_checks(cfg: &Config, opts: &Options) -> Vec<StartCheck> {
+    let mut out = Vec::new();
+    let mut push = |what, r: Result<String, String>| {
+        out.push(match r {
+            Ok(detail) => StartCheck {
+                what,
+                ok: true,
+                detail,
+            },
+            Err(detail) => StartCheck {
+                what,
+                ok: false,
+                detail,
+            },
+        })
+    };
+    let engine = crate::engine::Docker::connect(&cfg.compose).await;
+    push(
+        "docker engine and compose",
+        match &engine {
+            Ok(d) => Ok(crate::engine::Engine::describe(d)),
+            Err(e) => Err(e.report()),
+        },
+    );
+    push(
+        "host policy, signing key and notifications",
+        Services::with_engine(
+            cfg.clone(),
+            Box::new(crate::engine::Offline::new("check")),
+            true,
+        )
+        .map(|s| {
+            if s.notifier.is_some() {
+                "loaded; notifications enabled".to_string()
+            } else {
+                "loaded".to_string()
+            }
+        })
+        .map_err(|e| e.to_string()),
+    );
+    push(
+        "desired-state repository",
+        match SourceConfig::from_config(cfg, opts.fetch_timeout) {
+            None => Err(Error::NoRepository.to_string()),
+            Some(sc) => {
+                let transport = source::credentials::Transport::of(&sc.url);
+                source::credentials::Creds::read(&transport, &sc.auth)
+                    .map(|_| {
+                        format!(
+                            "{} at {} (credential files readable)",
+                            source::strip_credentials(&sc.url),
+                            sc.branch
+                        )
+                    })
+                    .map_err(|e| e.0)
+            }
+        },
+    );
+    push(
+        "publishing verified markers",
+        crate::publish::Settings::from_config(cfg)
+            .map(|s| match s {
+                Some(s) => format!("to {} as {} <{}>", s.branch, s.author_name, s.author_email),
+                None => "off".to_string(),
+            })
+            .map_err(|e| e.to_string()),
+    );
+    push(
+        "control socket group",
+        match &opts.control_socket_group {
+            None => Ok("none (the socket is 0660, root's group)".to_string()),
+            Some(g) => control::group_id(g)
+                .map(|gid| format!("{g} (gid {gid})"))
+                .map_err(|e| e.to_string()),
+        },
+    );
+    push(
+        "HTTP listen address",
+        match &opts.listen {
+            None => Ok("off".to_string()),
+            Some(addr) => match std::net::TcpListener::bind(addr.as_str()) {
+                Ok(_) => Ok(format!("{addr} (free)")),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(format!(
+                    "{addr} is in use now (by this host's running daemon?); the daemon cannot start while it is"
+                )),
+                Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+            },
+        },
+    );
+    out
+}
+
 /// Where desired state comes from.
 enum Source {
     Git(Arc<GitSource>),

@@ -584,8 +584,7 @@ fn check_config_masks_secrets_and_rejects_unknown_keys() {
         "{text}"
     );
     assert!(
-        text.contains("https://***@example.com/x.git")
-            && text.contains("\"poll_interval\": \"1m\""),
+        text.contains("https://example.com/x.git") && text.contains("\"poll_interval\": \"1m\""),
         "{text}"
     );
     std::fs::write(&cfg, "host: web-1\nrepo: {url: x, brnach: main}\n").unwrap();
@@ -598,6 +597,79 @@ fn check_config_masks_secrets_and_rejects_unknown_keys() {
     .run()
     .code(2)
     .stderr_contains("unknown field `brnach`");
+}
+
+/// What the daemon refuses at start, `--check-config` refuses too, naming
+/// each: a control-socket group this host lacks, a missing notification
+/// secret file, a missing allowed_signers file, an unreadable token file
+/// and an address this host cannot listen on. Fixed, it passes.
+#[test]
+fn check_config_fails_where_the_daemon_would_not_start() {
+    let h = TestHost::new();
+    let cfg = h.tmp().join("c.yaml");
+    let t = h.tmp();
+    let write_cfg = |group: &str, files: &std::path::Path, listen: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "host: web-1\nrepo: {{url: \"https://example.com/x.git\", branch: main, token_file: {f}/token}}\n\
+                 http: {{listen: \"{listen}\"}}\ncontrol_socket_group: {group}\n\
+                 notify: {{webhook_url_file: {f}/hook-url}}\n\
+                 signers: {{approvers: {{allowed_signers: {f}/allowed_signers}}}}\n\
+                 policy: [{{stacks: [\"*-prod\"], signed_by: approvers}}]\n",
+                f = files.display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = || {
+        h.cmd_raw([
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "daemon".as_ref(),
+            "--check-config".as_ref(),
+        ])
+        .run()
+    };
+    write_cfg(
+        "no-such-group-stackpin",
+        &t.join("missing"),
+        "192.0.2.1:9750",
+    );
+    let out = check().code(1);
+    let err = out.stderr();
+    for want in [
+        "control socket group: group `no-such-group-stackpin`",
+        "host policy, signing key and notifications:",
+        "desired-state repository: cannot read the token file",
+        "HTTP listen address: cannot listen on 192.0.2.1:9750",
+    ] {
+        assert!(err.contains(want), "{want}\n{}", out.report());
+    }
+    let checks = out.json()["checks"].clone();
+    assert!(
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["what"] == "docker engine and compose" && c["ok"] == true),
+        "{checks}"
+    );
+    // The same daemon would not start either.
+    h.cmd_raw(["--config".as_ref(), cfg.as_os_str(), "daemon".as_ref()])
+        .timeout(std::time::Duration::from_secs(30))
+        .run()
+        .failed();
+    // Fixed: every check passes.
+    let files = t.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("token"), "t0ken\n").unwrap();
+    std::fs::write(files.join("hook-url"), "http://127.0.0.1:9/hook\n").unwrap();
+    let signer = h.ssh_signer("approver", "approver@example.com", "git");
+    std::fs::copy(&signer.allowed, files.join("allowed_signers")).unwrap();
+    write_cfg("root", &files, &format!("127.0.0.1:{}", h.free_port()));
+    let out = check().ok();
+    assert!(!out.stdout().contains("t0ken"), "{}", out.report());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use super::setup;
 use super::{Global, Status};
 use crate::daemon;
+use crate::source::strip_credentials;
 use anyhow::Context as _;
 use std::time::Duration;
 
@@ -24,17 +25,6 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let s = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read the secret file {}", path.display()))?;
     Ok(s.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
-}
-
-/// Removes `user:password@` from a URL for display.
-pub fn strip_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((cred, host)) if !cred.contains('/') => format!("{scheme}://***@{host}"),
-            _ => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }
 
 pub fn options(a: &Args, cfg: &crate::config::Config) -> anyhow::Result<daemon::Options> {
@@ -131,19 +121,34 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             shown["token_file"] = serde_json::json!(r.token_file);
         }
         shown["notify"] = serde_json::to_value(&cfg.file.notify)?;
-        let policy = crate::policy::HostPolicy::load(&cfg.file)?;
         shown["signers"] = serde_json::to_value(&cfg.file.signers)?;
         shown["policy"] = serde_json::to_value(&cfg.file.policy)?;
         shown["verifiers"] = serde_json::to_value(&cfg.file.verifiers)?;
-        shown["effective_policy"] = effective_policy(&cfg, &policy);
+        // A policy that does not load is one of the checks below.
+        shown["effective_policy"] = match crate::policy::HostPolicy::load(&cfg.file) {
+            Ok(policy) => effective_policy(&cfg, &policy),
+            Err(e) => serde_json::json!(format!("not shown: {e}")),
+        };
         shown["verified"] = serde_json::to_value(&cfg.file.verified)?;
         if cfg.repo.is_none() {
             anyhow::bail!(
                 "no desired-state repository: set repo.url in the config file or pass --repo"
             );
         }
+        // What the daemon checks at start, checked the same way: a config
+        // it refuses does not pass here.
+        let checks = setup::runtime()?.block_on(daemon::start_checks(&cfg, &opts));
+        shown["checks"] = serde_json::to_value(&checks)?;
         println!("{}", serde_json::to_string_pretty(&shown)?);
-        return Ok(Status::Ok);
+        let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
+        for c in &failed {
+            eprintln!("error: {}: {}", c.what, c.detail);
+        }
+        return Ok(if failed.is_empty() {
+            Status::Ok
+        } else {
+            Status::Failed
+        });
     }
     let rt = setup::runtime()?;
     rt.block_on(daemon::run(cfg, opts))?;
