@@ -445,10 +445,14 @@ impl Daemon {
                     s.last_fetch_error = None;
                     s.commit = d.commit.clone();
                 }
-                if !self.ready_sent {
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-                    self.ready_sent = true;
-                }
+                let commit = d
+                    .commit
+                    .as_deref()
+                    .map_or("a directory", |c| &c[..c.len().min(12)]);
+                self.ready(&format!(
+                    "desired state at {commit}, fetched {}",
+                    now.format("%H:%M:%SZ")
+                ));
                 for f in d.errors() {
                     tracing::warn!(stack = ?f.stack, file = %f.file, field = %f.field, "{}", f.message);
                 }
@@ -466,11 +470,29 @@ impl Daemon {
                 };
                 let class = if transient { "transient" } else { "stalled" };
                 tracing::error!(retry_in = ?delay, class, "FetchFailed: {e}; the host keeps what it runs");
+                // Ready all the same: an unreachable remote at boot must not
+                // hold `systemctl start` (and the status it serves is the
+                // last fetched state, which the status line says).
+                self.ready(&format!(
+                    "degraded: fetch failed ({class}, retry in {}s); keeping what runs, serving the last fetched state",
+                    delay.as_secs()
+                ));
                 self.metrics.fetch_error();
                 self.snapshot.write().unwrap().last_fetch_error = Some(e);
                 Err(delay)
             }
         }
+    }
+
+    /// Tells systemd the daemon is ready (once) and what it is doing now
+    /// (`STATUS=`, shown by `systemctl status`). Without systemd, nothing.
+    fn ready(&mut self, status: &str) {
+        let mut states = vec![sd_notify::NotifyState::Status(status)];
+        if !self.ready_sent {
+            states.push(sd_notify::NotifyState::Ready);
+            self.ready_sent = true;
+        }
+        let _ = sd_notify::notify(false, &states);
     }
 
     /// One run: fetch, converge every stack, publish status. Returns a retry
@@ -497,6 +519,20 @@ impl Daemon {
             "success"
         };
         self.metrics.record_run(result);
+        let failed = report
+            .results
+            .iter()
+            .filter(|r| r.outcome.is_failure())
+            .count();
+        let commit = desired
+            .commit
+            .as_deref()
+            .map_or("a directory", |c| &c[..c.len().min(12)]);
+        self.ready(&format!(
+            "desired state at {commit}: {} stack(s), {failed} failed or blocked; last run {}",
+            report.results.len(),
+            chrono::Utc::now().format("%H:%M:%SZ")
+        ));
         None
     }
 

@@ -719,6 +719,90 @@ fn the_systemd_unit_verifies() {
 
 use std::process::Command;
 
+/// Every service unit scores at most 3.0 ("OK") with `systemd-analyze
+/// security --offline=yes` and still verifies; the daemon's unit sets the
+/// stop timeout and kill mode README promises, and leans on Docker with
+/// Wants= (a Docker restart must not stop stackpin).
+#[test]
+fn every_unit_is_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    let systemd = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let mut scored = 0;
+    for e in std::fs::read_dir(&systemd).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".service") {
+            continue;
+        }
+        let unit = std::fs::read_to_string(e.path()).unwrap();
+        let path = dir.path().join(&name);
+        std::fs::write(
+            &path,
+            unit.replace("/usr/local/bin/stackpin", common::STACKPIN),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (scripts/test.sh installs systemd)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|l| l.split(": ").nth(1))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no score for {name}:\n{text}"));
+        assert!(score <= 3.0, "{name} scores {score}:\n{text}");
+        assert!(!unit.contains("Requires=docker.service"), "{name}");
+        scored += 1;
+    }
+    assert_eq!(scored, 2, "stackpin.service and stackpin-backup.service");
+    let daemon = std::fs::read_to_string(systemd.join("stackpin.service")).unwrap();
+    for key in [
+        "KillMode=mixed",
+        "TimeoutStopSec=15min",
+        "Wants=docker.service",
+    ] {
+        assert!(daemon.contains(key), "stackpin.service lacks {key}");
+    }
+}
+
+/// With a remote that cannot be reached, the daemon still tells systemd it
+/// is ready (an unreachable remote at boot must not hold `systemctl start`)
+/// and says why it is degraded in STATUS=, over a real notify socket.
+#[test]
+fn ready_is_sent_when_the_remote_cannot_be_reached() {
+    use std::os::unix::net::UnixDatagram;
+    let h = TestHost::new();
+    let sock_path = h.tmp().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // Nothing listens on port 1: the fetch fails at once.
+    let d = Daemon::start(
+        &h,
+        "git://127.0.0.1:1/desired.git",
+        "1h",
+        false,
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut said = String::new();
+    let mut buf = [0u8; 4096];
+    while !(said.contains("READY=1") && said.contains("STATUS=degraded")) {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                said.push_str(&String::from_utf8_lossy(&buf[..n]));
+                said.push('\n');
+            }
+            Err(e) => panic!("no READY within 60 s ({e}); got {said:?}\n{}", d.logs()),
+        }
+    }
+    assert!(said.contains("serving the last fetched state"), "{said}");
+    let logs = d.stop();
+    assert!(logs.contains("FetchFailed"), "{logs}");
+}
+
 #[test]
 fn a_local_repository_path_is_watched() {
     let h = TestHost::new();
