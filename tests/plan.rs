@@ -216,3 +216,65 @@ fn detailed_exitcode_says_whether_a_sync_would_change_something() {
         .run()
         .code(1);
 }
+
+/// Where the approver runs it, the host-local secret files are not there:
+/// `plan` still shows the diff and the gate verdict, and says which file is
+/// missing here instead of calling the stack invalid; `sync` on the same
+/// machine stops for that stack as before (issue 19).
+#[test]
+fn a_host_local_file_missing_here_is_named_and_the_diff_is_still_shown() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let secret = h.tmp().join("secrets/web.env");
+    write_stack(
+        &h,
+        &s,
+        &f.v1,
+        h.free_port(),
+        "v1",
+        &format!("env_files: [{}]\n", secret.display()),
+    );
+    h.commit("v1");
+    let cfg = h.tmp().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!("secret_dirs: [{}]\n", h.tmp().join("secrets").display()),
+    )
+    .unwrap();
+    let plan = |args: &[&str]| {
+        h.cmd(["--config".as_ref(), cfg.as_os_str()])
+            .args(["plan"])
+            .args(args)
+            .run()
+    };
+    let out = plan(&[]).ok();
+    let text = out.stdout();
+    assert!(text.contains(&format!("{s}: deploy")), "{text}");
+    assert!(
+        text.contains(&format!("missing here (host-local): {}", secret.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("+++ b/compose.yaml"),
+        "the diff is shown: {text}"
+    );
+    let json = plan(&["--json"]).ok().json();
+    assert_eq!(
+        json[0]["missing_here"][0],
+        secret.display().to_string(),
+        "{json}"
+    );
+    // A sync here cannot converge it: 1, not 2.
+    plan(&["--detailed-exitcode"]).code(1);
+    h.cmd(["--config".as_ref(), cfg.as_os_str(), "sync".as_ref()])
+        .run()
+        .code(1)
+        .stdout_contains("could not be rendered");
+    // Once the file exists, nothing is missing and a sync would deploy.
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    std::fs::write(&secret, "TOKEN=x\n").unwrap();
+    let text = plan(&[]).ok().stdout();
+    assert!(!text.contains("missing here"), "{text}");
+    plan(&["--detailed-exitcode"]).code(2);
+}

@@ -125,3 +125,35 @@ fn a_missing_directory_is_exit_2() {
         .code(2)
         .stderr_contains("is not a directory");
 }
+
+/// `validate` reads the work tree (for pre-commit and PR checks), `plan`
+/// and `sync` the committed tree: validate says which it read, and when
+/// uncommitted changes make the two differ.
+#[test]
+fn validate_says_when_the_work_tree_differs_from_what_plan_reads() {
+    let h = TestHost::new();
+    good(&h, "web", "");
+    let head = h.commit("web");
+    let repo = h.repo();
+    let out = h
+        .cmd_raw(["validate".as_ref(), repo.as_os_str()])
+        .run()
+        .ok();
+    assert!(
+        out.stderr()
+            .contains(&format!("the same as HEAD at {}", &head[..12])),
+        "{}",
+        out.report()
+    );
+    h.write("stacks/web/config/a.conf", "changed\n");
+    let out = h
+        .cmd_raw(["validate".as_ref(), repo.as_os_str()])
+        .run()
+        .ok();
+    assert!(
+        out.stderr().contains("1 uncommitted change(s)")
+            && out.stderr().contains("`plan` and `sync` do not see"),
+        "{}",
+        out.report()
+    );
+}

@@ -44,6 +44,10 @@ pub struct StackPlan {
     pub files: Vec<FileDiff>,
     /// Set when drift could not be checked (no engine).
     pub note: Option<String>,
+    /// Host-local files (env_files) this machine lacks: the diff was made
+    /// as if they were empty, and a sync here would stop until they exist.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_here: Vec<String>,
 }
 
 /// What `plan` shows of one item: the action, and the file and image
@@ -94,6 +98,13 @@ fn stack_plan(
             .collect();
     }
     StackPlan {
+        // Not this host's stack: its files are not this host's business.
+        missing_here: match &item.action {
+            Action::Skip {
+                why: crate::plan::Skip::NotForThisHost,
+            } => Vec::new(),
+            _ => inputs.missing_here.get(&name).cloned().unwrap_or_default(),
+        },
         current_version: obs.meta.as_ref().map(|m| m.version.clone()),
         current_release: obs.release.clone(),
         desired_version: desired.stacks.get(&name).map(|s| s.version.clone()),
@@ -118,18 +129,20 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
 }
 
 /// `--detailed-exitcode`: a stack that cannot converge is an error (1),
-/// else any change is 2, else 0.
+/// a host-local file missing here included, else any change is 2, else 0.
 fn detailed_status(out: &[StackPlan]) -> Status {
     use crate::plan::Skip;
     let actions = || out.iter().map(|p| &p.item.action);
-    if actions().any(|a| {
-        matches!(
-            a,
-            Action::Skip {
-                why: Skip::Invalid | Skip::Blocked | Skip::Untrusted
-            }
-        )
-    }) {
+    if out.iter().any(|p| !p.missing_here.is_empty())
+        || actions().any(|a| {
+            matches!(
+                a,
+                Action::Skip {
+                    why: Skip::Invalid | Skip::Blocked | Skip::Untrusted
+                }
+            )
+        })
+    {
         Status::Failed
     } else if actions().any(|a| matches!(a, Action::Deploy | Action::Heal | Action::Remove)) {
         Status::Changes
@@ -147,7 +160,7 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
     let out = rt.block_on(async {
         let services = Services::connect_or_offline(cfg).await?;
         let host = services.host(&LogReporter, setup::actor(&services.cfg));
-        let inputs = PlanInputs::gather(&host, &desired, &a.stacks).await;
+        let inputs = PlanInputs::gather_preview(&host, &desired, &a.stacks).await;
         let opts = PlanOptions {
             break_glass: a.break_glass.clone(),
             ..Default::default()
@@ -182,6 +195,11 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
                 ),
             };
             println!("{}: {word} — {}", p.item.stack, p.item.reason);
+            for m in &p.missing_here {
+                println!(
+                    "  missing here (host-local): {m} — shown as if empty; a sync on this machine stops until it exists"
+                );
+            }
             if let Some(v) = &p.item.verdict {
                 println!("  gate: {}", v.describe());
             }

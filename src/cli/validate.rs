@@ -58,6 +58,52 @@ pub fn power_findings(state: &desired::DesiredState) -> Vec<Finding> {
     out
 }
 
+/// What `validate` read, when `dir` is in a git work tree: the files as
+/// they are, which `plan` and `sync` (reading the committed tree) see only
+/// once committed. `None` outside git.
+fn what_was_read(dir: &std::path::Path) -> Option<String> {
+    let repo = git2::Repository::discover(dir).ok()?;
+    let head = repo
+        .head()
+        .ok()
+        .and_then(|h| h.target())
+        .map(|id| id.to_string()[..12].to_string())
+        .unwrap_or_else(|| "no commit yet".into());
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true).recurse_untracked_dirs(true);
+    // Only what is under `dir` (a desired state may sit in a larger repo).
+    let rel = repo
+        .workdir()
+        .and_then(|w| {
+            dir.strip_prefix(w.canonicalize().ok()?)
+                .ok()
+                .map(|p| p.to_path_buf())
+        })
+        .filter(|p| !p.as_os_str().is_empty());
+    if let Some(rel) = &rel {
+        opts.pathspec(rel);
+    }
+    let changed = repo
+        .statuses(Some(&mut opts))
+        .map(|s| {
+            s.iter()
+                .filter(|e| !e.status().is_ignored() && e.status() != git2::Status::CURRENT)
+                .count()
+        })
+        .unwrap_or(0);
+    Some(if changed == 0 {
+        format!(
+            "desired state: the work tree of {}, the same as HEAD at {head}",
+            dir.display()
+        )
+    } else {
+        format!(
+            "desired state: the work tree of {} — {changed} uncommitted change(s) on top of HEAD at {head}, which `plan` and `sync` do not see until committed",
+            dir.display()
+        )
+    })
+}
+
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let dir = a
         .dir
@@ -100,6 +146,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             errors,
             findings.len() - errors
         );
+        if let Some(said) = what_was_read(&dir) {
+            eprintln!("{said}");
+        }
     }
     Ok(if errors == 0 {
         Status::Ok

@@ -35,19 +35,51 @@ pub enum RenderError {
 /// A missing or unreadable env file (named), or what [`release::render`]
 /// refuses.
 pub fn render(stack: &Stack, commit: Option<&str>) -> Result<Rendered, RenderError> {
+    render_as(stack, commit, false).map(|(r, _)| r)
+}
+
+/// [`render`] for a preview where host-local files may be absent (`plan`
+/// on an approver's machine): an env file that does not exist here counts
+/// as empty, and is returned as missing. Anything else fails as in
+/// [`render`]. The result is for showing, never for deploying.
+///
+/// # Errors
+/// As [`render`], but for env files that do not exist.
+pub fn render_preview(
+    stack: &Stack,
+    commit: Option<&str>,
+) -> Result<(Rendered, Vec<String>), RenderError> {
+    render_as(stack, commit, true)
+}
+
+fn render_as(
+    stack: &Stack,
+    commit: Option<&str>,
+    preview: bool,
+) -> Result<(Rendered, Vec<String>), RenderError> {
     let mut secrets = Vec::new();
+    let mut missing = Vec::new();
     for f in &stack.spec.env_files {
-        let bytes = std::fs::read(f).map_err(|source| RenderError::EnvFile {
-            path: f.clone(),
-            source,
-        })?;
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) if preview && e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push(f.clone());
+                Vec::new()
+            }
+            Err(source) => {
+                return Err(RenderError::EnvFile {
+                    path: f.clone(),
+                    source,
+                });
+            }
+        };
         secrets.push((f.clone(), bytes));
     }
     let mut with_smoke = stack.clone();
     let spec =
         serde_json::to_vec_pretty(&smoke::Spec::of(stack)).expect("a smoke spec always serializes");
     with_smoke.files.insert(smoke::SPEC_FILE.into(), spec);
-    Ok(release::render(&with_smoke, &secrets, commit)?)
+    Ok((release::render(&with_smoke, &secrets, commit)?, missing))
 }
 
 /// The options of one plan beyond the inputs.
@@ -75,6 +107,11 @@ pub struct PlanInputs {
     /// stack -> the files of the release it runs (relative path -> bytes),
     /// read for the services' "file … changed" reasons.
     pub current_files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// A preview's stacks rendered without host-local files that this
+    /// machine lacks: stack -> the missing paths (see [`render_preview`]).
+    pub missing_here: BTreeMap<String, Vec<String>>,
+    /// Rendered with [`render_preview`] (`plan`), not for deploying.
+    preview: bool,
 }
 
 impl PlanInputs {
@@ -87,6 +124,20 @@ impl PlanInputs {
         PlanInputs::gather_with(host, desired, names, gates).await
     }
 
+    /// [`PlanInputs::gather`] for showing what would change where the
+    /// host-local files may be absent (`plan` on an approver's machine):
+    /// a missing env file renders as empty and is listed in
+    /// [`PlanInputs::missing_here`], so the diff and the gate verdict are
+    /// still there. Never used to deploy.
+    pub async fn gather_preview(
+        host: &Host<'_>,
+        desired: &DesiredState,
+        names: &[String],
+    ) -> PlanInputs {
+        let gates = judge(host, desired);
+        PlanInputs::gather_inner(host, desired, names, gates, true).await
+    }
+
     /// [`PlanInputs::gather`] with the policy already judged (a run judges
     /// the commit once, then gathers stack by stack).
     pub async fn gather_with(
@@ -95,6 +146,16 @@ impl PlanInputs {
         names: &[String],
         gates: BTreeMap<String, Gate>,
     ) -> PlanInputs {
+        PlanInputs::gather_inner(host, desired, names, gates, false).await
+    }
+
+    async fn gather_inner(
+        host: &Host<'_>,
+        desired: &DesiredState,
+        names: &[String],
+        gates: BTreeMap<String, Gate>,
+        preview: bool,
+    ) -> PlanInputs {
         let names = if names.is_empty() {
             all_names(host, desired)
         } else {
@@ -102,11 +163,21 @@ impl PlanInputs {
         };
         let mut inputs = PlanInputs {
             gates,
+            preview,
             ..Default::default()
         };
         for name in &names {
             if let Some(s) = desired.stacks.get(name) {
-                let r = render(s, desired.commit.as_deref());
+                let r = if inputs.preview {
+                    render_preview(s, desired.commit.as_deref()).map(|(r, missing)| {
+                        if !missing.is_empty() {
+                            inputs.missing_here.insert(name.clone(), missing);
+                        }
+                        r
+                    })
+                } else {
+                    render(s, desired.commit.as_deref())
+                };
                 if let Ok(r) = &r {
                     host.engine.add_secrets(&r.secret_values);
                 }
