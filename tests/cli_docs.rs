@@ -130,3 +130,45 @@ fn the_global_options_paragraph_names_every_global_option() {
         "Global options names what clap does not: {extra:?}"
     );
 }
+
+/// The PR check that desired-state repositories copy downloads a release
+/// asset by name and runs `stackpin` from its root: the tag workflow must
+/// build exactly that asset, with the binary at the archive's root.
+#[test]
+fn the_pr_check_downloads_what_the_tag_workflow_publishes() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |p: &str| std::fs::read_to_string(format!("{root}/{p}")).unwrap();
+    let release = read(".github/workflows/release.yml");
+    let validate = read("desired-state-example/.github/workflows/validate.yml");
+    let asset = release
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ASSET: "))
+        .expect("release.yml names its ASSET");
+    assert!(
+        validate.contains(&format!("--pattern \"{asset}\"")),
+        "validate.yml does not download {asset}"
+    );
+    assert!(
+        validate.contains(&format!(
+            "tar -xzf \"$RUNNER_TEMP/{asset}\" -C \"$RUNNER_TEMP/bin\""
+        )),
+        "validate.yml does not unpack {asset} into bin/"
+    );
+    assert!(
+        release.contains("tar -czf \"$RUNNER_TEMP/$ASSET\" -C \"$out\" stackpin"),
+        "release.yml must put the binary at the archive's root"
+    );
+    assert!(
+        release.contains("tags: [\"v*\"]"),
+        "release.yml runs on version tags"
+    );
+    let version = validate
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("STACKPIN_VERSION: "))
+        .expect("validate.yml names a version");
+    assert_eq!(
+        version,
+        format!("v{}", env!("CARGO_PKG_VERSION")),
+        "validate.yml pins the version this crate is"
+    );
+}
