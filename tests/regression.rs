@@ -163,6 +163,21 @@ fn stack_names_are_checked_at_every_entry_point() {
     );
     h.cmd(["hold", &s, "--reason", "investigating"]).run().ok();
     h.cmd(["resume", &s]).run().ok();
+    // Broke: hold and resume printed text under --json (issue 19).
+    for (args, action) in [
+        (vec!["--json", "hold", &s, "--reason", "again"], "hold"),
+        (vec!["--json", "resume", &s], "resume"),
+    ] {
+        let v = h.cmd(&args).run().ok().json();
+        assert_eq!(v["schema_version"], 1, "{v}");
+        assert_eq!(v["action"], action, "{v}");
+        assert_eq!(v["stack"], s.as_str(), "{v}");
+        let at = v["at"].as_str().unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z'),
+            "{v}"
+        );
+    }
 }
 
 /// Broke: with `compose: sub/compose.yaml`, compose looked for `.env` next

@@ -21,14 +21,41 @@ pub struct ResumeArgs {
     pub stack: String,
 }
 
-fn via_daemon(cfg: &crate::config::Config, req: Request) -> anyhow::Result<Option<Status>> {
+/// What `hold` and `resume` did: the message, or with `--json` one object
+/// (`{"schema_version": 1, "stack", "action", "message", "at"}`, the time
+/// in RFC 3339 UTC).
+fn say(g: &Global, action: &str, stack: &str, message: &str) {
+    if g.json {
+        let v = serde_json::json!({
+            "schema_version": 1,
+            "stack": stack,
+            "action": action,
+            "message": message,
+            "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        println!("{v:#}");
+    } else {
+        println!("{message}");
+    }
+}
+
+fn via_daemon(
+    g: &Global,
+    cfg: &crate::config::Config,
+    req: Request,
+) -> anyhow::Result<Option<Status>> {
+    let (action, stack) = match &req {
+        Request::Hold { stack, .. } => ("hold", stack.clone()),
+        Request::Resume { stack, .. } => ("resume", stack.clone()),
+        _ => ("", String::new()),
+    };
     let Some(resp) = control::call(&setup::control_socket(cfg), &req)? else {
         return Ok(None);
     };
     match resp.error {
         Some(_) => Err(setup::daemon_refused(&resp)),
         None => {
-            println!("{}", resp.message.unwrap_or_default());
+            say(g, action, &stack, &resp.message.unwrap_or_default());
             Ok(Some(Status::Ok))
         }
     }
@@ -40,6 +67,7 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
         anyhow::bail!("--reason must say why the stack is held");
     }
     if let Some(s) = via_daemon(
+        g,
         &cfg,
         Request::Hold {
             root: cfg.root.clone(),
@@ -55,16 +83,15 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
     let desired = setup::load_desired(&services.cfg).ok();
     reconcile::check_known(&host, desired.as_ref(), &a.stack)
         .map_err(|e| setup::BadInput(e.to_string()))?;
-    println!(
-        "{}",
-        reconcile::hold_stack(&host, &a.stack, &a.reason, None)?
-    );
+    let message = reconcile::hold_stack(&host, &a.stack, &a.reason, None)?;
+    say(g, "hold", &a.stack, &message);
     Ok(Status::Ok)
 }
 
 pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
     if let Some(s) = via_daemon(
+        g,
         &cfg,
         Request::Resume {
             root: cfg.root.clone(),
@@ -78,6 +105,7 @@ pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
     let desired = setup::load_desired(&services.cfg).ok();
     reconcile::check_known(&host, desired.as_ref(), &a.stack)
         .map_err(|e| setup::BadInput(e.to_string()))?;
-    println!("{}", reconcile::resume_stack(&host, &a.stack)?);
+    let message = reconcile::resume_stack(&host, &a.stack)?;
+    say(g, "resume", &a.stack, &message);
     Ok(Status::Ok)
 }
