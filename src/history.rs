@@ -25,6 +25,28 @@ use std::path::Path;
 
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
+/// A UTC time without a zone in the log, with one in JSON: written as RFC
+/// 3339 (`…Z`), read with or without the `Z` (files written before).
+mod utc_json {
+    use chrono::NaiveDateTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(
+            &t.and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
+        let text = String::deserialize(d)?;
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.naive_utc())
+            .or_else(|_| text.parse::<NaiveDateTime>())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The current time as RFC 3339 UTC, whole seconds (the records' format).
 pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -168,7 +190,9 @@ impl fmt::Display for Status {
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// UTC, whole seconds.
+    /// UTC, whole seconds; in JSON RFC 3339 with its `Z`
+    /// (`2026-01-30T10:00:00Z`), as every time stackpin prints.
+    #[serde(with = "utc_json")]
     pub time: NaiveDateTime,
     pub stack: String,
     pub env: String,
@@ -445,6 +469,19 @@ mod tests {
             status: Status::Success,
             notes: notes.into(),
         }
+    }
+
+    #[test]
+    fn json_times_carry_their_zone_and_older_ones_still_read() {
+        let v = serde_json::to_value(entry("x")).unwrap();
+        assert_eq!(v["time"], "2026-01-30T10:00:00Z");
+        assert_eq!(
+            serde_json::from_value::<Entry>(v.clone()).unwrap(),
+            entry("x")
+        );
+        let mut old = v;
+        old["time"] = "2026-01-30T10:00:00".into();
+        assert_eq!(serde_json::from_value::<Entry>(old).unwrap(), entry("x"));
     }
 
     #[test]
