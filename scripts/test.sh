@@ -51,6 +51,19 @@ cargo fmt --all --check
 section "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+# Licenses, banned and duplicate crates, sources (deny.toml). The advisory
+# database lives on GitHub, which test machines cannot reach: run
+# `cargo deny check advisories` where it can.
+section "cargo deny check licenses bans sources"
+if [ -n "${STACKPIN_CARGO_DENY:-}" ]; then
+    "$STACKPIN_CARGO_DENY" check licenses bans sources
+elif [ -n "${CI:-}" ]; then
+    echo "error: cargo-deny is missing (scripts/setup.d/cargo-deny.sh fetches it)" >&2
+    exit 1
+else
+    echo "skipped: no cargo-deny (scripts/setup.d/cargo-deny.sh fetches it)"
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
     section "cargo nextest run $*"
     cargo nextest run --no-fail-fast "$@"
