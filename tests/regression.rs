@@ -695,3 +695,41 @@ fn a_stopped_test_git_daemon_stops_listening() {
         "something still listens on {port}"
     );
 }
+
+/// Broke: a failed `compose up` was recorded with compose's last line only,
+/// `Encountered errors while bringing up the project.`, in history, status
+/// and notifications alike; the line that said why (here: the host port is
+/// taken) was lost (issue 16). Now the explaining lines are the reason.
+#[test]
+fn a_failed_compose_up_is_recorded_with_the_line_that_explains_it() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("taken");
+    // Something on this host already listens on the port the stack publishes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    h.write(
+        format!("stacks/{s}/stack.yaml"),
+        format!(
+            "version: v1\nimages:\n  web: {}\nsmoke: {{timeout: 10s}}\n",
+            f.v1
+        ),
+    );
+    h.write(
+        format!("stacks/{s}/compose.yaml"),
+        format!(
+            "services:\n  web:\n    image: stackpin-test/app\n    environment: {{PORT: \"8080\"}}\n    ports: [\"127.0.0.1:{port}:8080\"]\n"
+        ),
+    );
+    h.commit("port taken");
+    let out = h.cmd(["sync"]).run().code(1);
+    let history = h.history();
+    let last = history.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("| failed |") && last.contains("address already in use"),
+        "{last}\n{}",
+        out.report()
+    );
+    assert!(!last.contains("Encountered errors"), "{last}");
+    drop(listener);
+}

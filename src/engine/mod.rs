@@ -79,11 +79,12 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A compose command ran and failed. `command` and `output` (its tail)
-    /// are masked.
+    /// are masked. The message carries the lines that say why
+    /// ([`explain`]), not only compose's closing summary.
     #[error(
         "failed to run `{command}` ({}){}",
         match code { Some(c) => format!("exit code {c}"), None => "killed by a signal".to_string() },
-        last_line(output).map(|l| format!(": {l}")).unwrap_or_default()
+        explain(output).map(|l| format!(": {l}")).unwrap_or_default()
     )]
     Compose {
         command: String,
@@ -134,6 +135,59 @@ impl Error {
 
 fn last_line(text: &str) -> Option<&str> {
     text.lines().map(str::trim).rfind(|l| !l.is_empty())
+}
+
+/// How many explaining lines a compose failure's message keeps, and how
+/// long each may be.
+const EXPLAIN_LINES: usize = 3;
+const EXPLAIN_CHARS: usize = 300;
+
+/// The lines of a failed compose command's output that say what went wrong
+/// (a name conflict, a port in use, a missing image), joined with `; `:
+/// those that speak of an error, a failure or a conflict, without compose's
+/// closing summary (`Encountered errors while bringing up the project.`,
+/// which says nothing) and without repeats, at most [`EXPLAIN_LINES`]. The
+/// last line when none does. Pure.
+pub fn explain(output: &str) -> Option<String> {
+    const SAYS: [&str; 7] = [
+        "error",
+        "failed",
+        "conflict",
+        "denied",
+        "not found",
+        "no such",
+        "already",
+    ];
+    let summary = |l: &str| l.contains("Encountered errors while bringing up the project");
+    let mut picked: Vec<String> = Vec::new();
+    for l in output.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let lower = l.to_ascii_lowercase();
+        if summary(l) || !SAYS.iter().any(|w| lower.contains(w)) {
+            continue;
+        }
+        // v1 says the same for the container and the service.
+        let core = l
+            .split_once("Cannot start service")
+            .map_or(l, |(_, rest)| rest)
+            .to_string();
+        if picked.iter().any(|p| p.contains(core.trim())) {
+            continue;
+        }
+        let short: String = l.chars().take(EXPLAIN_CHARS).collect();
+        picked.push(if short.len() < l.len() {
+            format!("{short}…")
+        } else {
+            short
+        });
+        if picked.len() == EXPLAIN_LINES {
+            break;
+        }
+    }
+    if picked.is_empty() {
+        last_line(output).map(str::to_string)
+    } else {
+        Some(picked.join("; "))
+    }
 }
 
 /// One container of a compose project, as the engine reports it.
@@ -992,6 +1046,36 @@ mod tests {
             e.to_string(),
             "failed to run `docker-compose -p web up -d` (exit code 1): ERROR: manifest unknown"
         );
+    }
+
+    /// What compose v1 and v2 print when a port is taken or a name is in
+    /// use: the line that says so is in the message, the summary is not
+    /// (issue 16: only "Encountered errors …" reached history and status).
+    #[test]
+    fn compose_errors_keep_the_lines_that_explain_them() {
+        let v1 = "Creating network \"shop_default\" with the default driver\n\
+                  Creating shop_app_1 ... error\n\n\
+                  ERROR: for shop_app_1  Cannot start service app: driver failed programming external connectivity on endpoint shop_app_1: Bind for 127.0.0.1:8080 failed: port is already allocated\n\n\
+                  ERROR: for app  Cannot start service app: driver failed programming external connectivity on endpoint shop_app_1: Bind for 127.0.0.1:8080 failed: port is already allocated\n\
+                  ERROR: Encountered errors while bringing up the project.\n";
+        let got = explain(v1).unwrap();
+        assert!(got.contains("port is already allocated"), "{got}");
+        assert!(!got.contains("Encountered errors"), "{got}");
+        assert_eq!(got.matches("port is already allocated").count(), 1, "{got}");
+        let v2 = " Container shop-app-1  Creating\n\
+                  Error response from daemon: Conflict. The container name \"/shop-app-1\" is already in use by container \"4f2a\". You have to remove (or rename) that container to be able to reuse that name.\n";
+        let got = explain(v2).unwrap();
+        assert!(
+            got.starts_with("Error response from daemon: Conflict."),
+            "{got}"
+        );
+        assert_eq!(
+            explain("all went well\nbut exit 1\n").as_deref(),
+            Some("but exit 1")
+        );
+        assert_eq!(explain(""), None);
+        let long = format!("ERROR: {}\n", "x".repeat(1000));
+        assert!(explain(&long).unwrap().chars().count() <= EXPLAIN_CHARS + 1);
     }
 
     #[test]
