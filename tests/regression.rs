@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Fixtures, StackFixture, TestHost};
+use std::time::Duration;
 
 /// Deploys `v1` of one fixture stack and returns its name and port.
 fn deployed(h: &TestHost, f: &Fixtures) -> (String, u16) {
@@ -732,4 +733,70 @@ fn a_failed_compose_up_is_recorded_with_the_line_that_explains_it() {
     );
     assert!(!last.contains("Encountered errors"), "{last}");
     drop(listener);
+}
+
+/// Broke: when only stackpin's own process died mid-`compose up` (systemd's
+/// KillMode=process, a supervisor that signals the main pid, the OOM
+/// killer), its compose child kept working, and the next run's recovery
+/// started a second `compose up` on the same project at once: the two
+/// raced, an innocent release failed and even the revert did (issue 16).
+/// Now compose runs in its own process group and recovery first waits for
+/// (or stops) what is left running for the project.
+#[test]
+fn recovery_waits_for_the_compose_the_crashed_run_left_running() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("orphan");
+    let port = h.free_port();
+    let write = |image: &str, version: &str| {
+        h.write(
+            format!("stacks/{s}/stack.yaml"),
+            format!(
+                "version: {version}\nimages:\n  web: {image}\nenv:\n  PORT: \"{port}\"\nsmoke:\n  timeout: 20s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\"}}\n"
+            ),
+        );
+        // The old container ignores SIGTERM (PID 1): recreating it takes
+        // the whole grace period, a window to kill stackpin in.
+        h.write(
+            format!("stacks/{s}/compose.yaml"),
+            "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 12s\n    environment:\n      PORT: ${PORT}\n",
+        );
+    };
+    write(&f.v1, "v1");
+    h.commit("v1");
+    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    write(&f.v2, "v2");
+    h.commit("v2");
+    let run = h.cmd(["sync"]).spawn();
+    let up = common::wait_for(Duration::from_secs(60), || {
+        let procs = stackpin::engine::compose::processes();
+        let pids = stackpin::engine::compose::orphans_in(&procs, &s);
+        procs
+            .iter()
+            .any(|(p, argv)| pids.contains(p) && argv.iter().any(|a| a == "up"))
+            .then_some(())
+    });
+    assert!(up.is_some(), "compose up never started");
+    std::thread::sleep(Duration::from_millis(500));
+    // stackpin alone dies; its compose child goes on.
+    run.signal("KILL");
+    let _ = run.wait();
+    let left = stackpin::engine::compose::orphans_in(&stackpin::engine::compose::processes(), &s);
+    assert!(
+        !left.is_empty(),
+        "the orphan compose should still be running"
+    );
+    let out = h.cmd(["sync"]).run().ok();
+    assert!(
+        out.stderr().contains("compose still running for"),
+        "recovery did not wait for the orphan: {}",
+        out.report()
+    );
+    h.serves(port, "stackpin-test-app v2");
+    assert_eq!(h.current_version(&s), "v2");
+    let history = h.history();
+    assert!(
+        !history.contains("| deploy | v2 | failed"),
+        "an innocent release was failed by the crash: {history}"
+    );
 }

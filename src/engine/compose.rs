@@ -7,7 +7,6 @@ use super::{CommandLog, Docker, Engine as _, Error, Project};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Why a compose implementation does not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +180,20 @@ impl Docker {
         let command = self.mask(&shell_line(program, &argv));
         let started = Instant::now();
 
+        // Output goes to a file, not a pipe: if stackpin dies mid-command,
+        // compose must not die of a broken pipe at its next line (between
+        // stopping a container and creating its successor); it finishes,
+        // and the next run's recovery waits for it. The file is unlinked at
+        // once: nothing is left behind, whoever ends first.
+        let spawn_err = |source| Error::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let mut log = output_file().map_err(spawn_err)?;
+        let (out, err) = (
+            log.try_clone().map_err(spawn_err)?,
+            log.try_clone().map_err(spawn_err)?,
+        );
         let mut child = tokio::process::Command::new(program)
             .args(&argv)
             .current_dir(dir)
@@ -189,41 +202,18 @@ impl Docker {
             .env("COMPOSE_ANSI", "never")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            // Its own process group: a signal meant for stackpin (a
+            // terminal's Ctrl-C) does not cut compose off mid-operation,
+            // and an orphan left by a crash can be found and stopped as a
+            // whole (see `orphans_in`).
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| Error::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-
-        let mut output = String::new();
-        let mut stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
-        let mut stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
-        while stdout.is_some() || stderr.is_some() {
-            let line = tokio::select! {
-                l = next_line(&mut stdout), if stdout.is_some() => l.map_err(|e| (e, true)),
-                l = next_line(&mut stderr), if stderr.is_some() => l.map_err(|e| (e, false)),
-            };
-            match line {
-                Ok(Some(l)) => {
-                    output.push_str(&l);
-                    output.push('\n');
-                    if output.len() > 2 * LOG_OUTPUT_CAP {
-                        output = tail(&output, LOG_OUTPUT_CAP).to_string();
-                    }
-                }
-                Ok(None) => {}
-                // A closed or broken pipe: stop reading that stream.
-                Err((_, true)) => stdout = None,
-                Err((_, false)) => stderr = None,
-            }
-        }
-        let status = child.wait().await.map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+            .map_err(spawn_err)?;
+        let status = child.wait().await.map_err(spawn_err)?;
+        let output = read_tail(&mut log, LOG_OUTPUT_CAP);
         let output = self.mask(tail(&output, LOG_OUTPUT_CAP));
         let log = CommandLog {
             command,
@@ -250,21 +240,35 @@ impl Docker {
     }
 }
 
-type Lines<R> = tokio::io::Lines<BufReader<R>>;
+/// A new, already unlinked file for a command's output (stdout and stderr
+/// interleaved as written), owner-only.
+fn output_file() -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("stackpin-compose-{}-{n}.log", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f)
+}
 
-/// The next line of an optional stream; a finished stream becomes `None` so
-/// the select loop stops polling it.
-async fn next_line<R: tokio::io::AsyncRead + Unpin>(
-    lines: &mut Option<Lines<R>>,
-) -> std::io::Result<Option<String>> {
-    let Some(l) = lines.as_mut() else {
-        return Ok(None);
-    };
-    let next = l.next_line().await?;
-    if next.is_none() {
-        *lines = None;
+/// The last `max` bytes of what was written to `f`, as text.
+fn read_tail(f: &mut std::fs::File, max: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max as u64);
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = f.read_to_end(&mut bytes);
     }
-    Ok(next)
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    tail(&text, max).to_string()
 }
 
 /// The last `max` bytes of `s`, cut at a character boundary.
@@ -355,5 +359,87 @@ mod tests {
         assert_eq!(tail("abc", 10), "abc");
         assert_eq!(tail("abcdef", 3), "def");
         assert_eq!(tail("aé", 1), "");
+    }
+}
+
+/// Compose commands still running for `project` (`-p <project>` in their
+/// arguments), by pid: what a stackpin that died mid-converge left behind
+/// (the compose CLI keeps working when its parent is SIGKILLed, and for
+/// `docker compose` the plugin process too). Read from `/proc`; the
+/// caller's own children are not excluded, so call it while holding the
+/// stack's lock, before starting any. Pure over `procs`.
+pub fn orphans_in(procs: &[(u32, Vec<String>)], project: &str) -> Vec<u32> {
+    procs
+        .iter()
+        .filter(|(_, argv)| {
+            let base = |a: &String| a.rsplit('/').next().unwrap_or(a).to_string();
+            // v1 is a Python script: `python3 /usr/bin/docker-compose …`.
+            let compose = argv.iter().take(2).any(|a| base(a) == "docker-compose")
+                || (argv.first().map(base).as_deref() == Some("docker")
+                    && argv.iter().any(|a| a == "compose"));
+            compose && argv.windows(2).any(|w| w[0] == "-p" && w[1] == project)
+        })
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+/// Every process's argv from `/proc` (those that cannot be read are left
+/// out: they ended, or are not ours to see).
+pub fn processes() -> Vec<(u32, Vec<String>)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (!argv.is_empty()).then_some((pid, argv))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use super::orphans_in;
+
+    #[test]
+    fn finds_compose_v1_and_v2_of_that_project_only() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let procs = vec![
+            (
+                10,
+                v(&["/usr/bin/docker-compose", "-p", "shop", "up", "-d"]),
+            ),
+            (11, v(&["docker", "compose", "-p", "shop", "up", "-d"])),
+            (
+                12,
+                v(&[
+                    "/usr/libexec/docker/cli-plugins/docker-compose",
+                    "compose",
+                    "-p",
+                    "shop",
+                    "up",
+                ]),
+            ),
+            (13, v(&["docker-compose", "-p", "shop-2", "up"])),
+            (14, v(&["vim", "-p", "shop"])),
+            (15, v(&["docker", "ps", "-p", "shop"])),
+            (
+                16,
+                v(&[
+                    "/usr/bin/python3",
+                    "/usr/bin/docker-compose",
+                    "-p",
+                    "shop",
+                    "up",
+                ]),
+            ),
+        ];
+        assert_eq!(orphans_in(&procs, "shop"), vec![10, 11, 12, 16]);
     }
 }

@@ -12,7 +12,7 @@
 //! Containers are always found by their compose labels, never by name:
 //! compose v1 and v2 name containers differently (`_` vs `-`).
 
-mod compose;
+pub mod compose;
 mod mask;
 pub mod memory;
 
@@ -308,6 +308,15 @@ pub trait Engine: Send + Sync {
 
     /// Whether a network of that name (or id) exists. Read-only.
     async fn network_exists(&self, name: &str) -> Result<bool, Error>;
+
+    /// Compose commands for `project` left running by a stackpin that died
+    /// (see [`compose::orphans_in`]): waited for up to `wait`, then their
+    /// process groups get SIGTERM and, 5 s later, SIGKILL. Call it holding
+    /// the stack's lock, before touching the project: an orphan `up` racing
+    /// a new one fails both. Returns what was found and done, in words.
+    async fn settle_orphans(&self, _project: &str, _wait: Duration) -> Vec<String> {
+        Vec::new()
+    }
 
     /// `up -d --remove-orphans`: creates or recreates what changed, removes
     /// containers of services that are gone. Idempotent.
@@ -844,6 +853,57 @@ impl Engine for Docker {
 
     async fn network_exists(&self, name: &str) -> Result<bool, Error> {
         self.inspect_network(name).await
+    }
+
+    async fn settle_orphans(&self, project: &str, wait: Duration) -> Vec<String> {
+        let found = compose::orphans_in(&compose::processes(), project);
+        if found.is_empty() {
+            return Vec::new();
+        }
+        let mut said = vec![format!(
+            "compose still running for {project} from an earlier run (pid {}): waiting up to {} for it",
+            found
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            humantime::format_duration(wait)
+        )];
+        let alive = |pids: &[u32]| -> Vec<u32> {
+            let now = compose::orphans_in(&compose::processes(), project);
+            pids.iter().copied().filter(|p| now.contains(p)).collect()
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut left = found.clone();
+        while !left.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            left = alive(&left);
+        }
+        if left.is_empty() {
+            said.push("it finished".into());
+            return said;
+        }
+        for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
+            for pid in &left {
+                // SAFETY: kill(2) on a process group id or a pid we read
+                // from /proc; no memory is involved.
+                unsafe {
+                    let pgid = libc::getpgid(*pid as libc::pid_t);
+                    if pgid > 1 {
+                        libc::kill(-pgid, sig);
+                    } else {
+                        libc::kill(*pid as libc::pid_t, sig);
+                    }
+                }
+            }
+            said.push(format!("still running: {name}"));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            left = alive(&left);
+            if left.is_empty() {
+                break;
+            }
+        }
+        said
     }
 
     async fn up(&self, p: Project<'_>) -> Result<CommandLog, Error> {

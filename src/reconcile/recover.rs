@@ -82,9 +82,19 @@ pub async fn recover(host: &Host<'_>) -> Vec<StackResult> {
     out
 }
 
+/// How long a compose command left running by the interrupted converge
+/// may go on finishing its work before it is stopped.
+pub const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Recovers one stack; the caller holds its lock.
 pub async fn recover_one(host: &Host<'_>, j: Journal) -> StackResult {
     let name = j.stack.clone();
+    // A compose command the crashed run started may still be working on
+    // the project (only stackpin's own process died): let it finish, or
+    // stop it, before anything else touches the project.
+    for line in host.engine.settle_orphans(&name, ORPHAN_WAIT).await {
+        tracing::warn!(stack = %name, "{line}");
+    }
     let link = release::current(&host.layout, &name).ok().flatten();
     let current = release::read_current(&host.layout, &name)
         .ok()
