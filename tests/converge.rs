@@ -16,33 +16,6 @@ fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str,
 
 /// The invariants every stack must satisfy after any run: the link resolves
 /// to a complete release, no temp leftovers, no journal.
-fn assert_consistent(h: &TestHost, stack: &str) {
-    let target = h
-        .link_target(stack)
-        .unwrap_or_else(|| panic!("no link for {stack}\n{}", h.root_listing()));
-    assert!(
-        target.join("release.json").is_file(),
-        "link points at an incomplete release {}\n{}",
-        target.display(),
-        h.root_listing()
-    );
-    for d in h.release_dirs(stack) {
-        assert!(
-            !d.starts_with(".tmp"),
-            "temp release left behind: {d}\n{}",
-            h.root_listing()
-        );
-    }
-    assert!(
-        !h.root()
-            .join("releases/.stackpin/journal")
-            .join(format!("{stack}.json"))
-            .exists(),
-        "journal not cleared\n{}",
-        h.root_listing()
-    );
-}
-
 #[test]
 fn first_deploy_then_upgrade() {
     let h = TestHost::new();
@@ -53,7 +26,7 @@ fn first_deploy_then_upgrade() {
     h.commit("v1");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
     h.serves(port, "stackpin-test-app v1");
-    assert_consistent(&h, &s);
+    h.assert_consistent(&s);
     // The suite runs under the compose STACKPIN_TEST_FLAVOUR names.
     Flavour::default_for_tests().assert_made(&h, &s);
     let first = h.link_target(&s).unwrap();
@@ -89,7 +62,7 @@ fn first_deploy_then_upgrade() {
     h.commit("v2");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
     h.serves(port, "stackpin-test-app v2");
-    assert_consistent(&h, &s);
+    h.assert_consistent(&s);
     let second = h.link_target(&s).unwrap();
     assert_ne!(first, second, "the link must switch to a new release");
     assert!(
@@ -132,7 +105,7 @@ fn broken_image_auto_reverts_and_is_quarantined() {
         "the link must point back at the good release"
     );
     h.serves(port, "stackpin-test-app v2");
-    assert_consistent(&h, &s);
+    h.assert_consistent(&s);
     let hist = h.history();
     assert!(hist.contains(&format!("| {s} | test | rollback | v2 | success | smoke failed: http http://127.0.0.1:{port}/health")), "{hist}");
     assert!(
@@ -315,7 +288,7 @@ fn killed_at_every_stage_recovers_to_a_healthy_release() {
         );
         // The next run recovers and converges.
         h.cmd(["sync"]).run().ok();
-        assert_consistent(&h, &s);
+        h.assert_consistent(&s);
         h.serves(port, &format!("stackpin-test-app {want}"));
         h.cmd(["sync"]).run().ok().stdout_contains("unchanged");
     }
@@ -332,7 +305,7 @@ fn killed_at_every_stage_recovers_to_a_healthy_release() {
             out.report()
         );
         h.cmd(["sync"]).run();
-        assert_consistent(&h, &s);
+        h.assert_consistent(&s);
         assert_eq!(
             h.link_target(&s).unwrap(),
             good,

@@ -620,6 +620,37 @@ impl TestHost {
         v["version"].as_str().unwrap_or_default().to_string()
     }
 
+    /// Panics unless `stack`'s link names a complete release (it has its
+    /// `release.json`), no temp release dir is left and no journal.
+    #[track_caller]
+    pub fn assert_consistent(&self, stack: &str) {
+        let target = self
+            .link_target(stack)
+            .unwrap_or_else(|| panic!("no link for {stack}\n{}", self.root_listing()));
+        assert!(
+            target.join("release.json").is_file(),
+            "link points at an incomplete release {}\n{}",
+            target.display(),
+            self.root_listing()
+        );
+        for d in self.release_dirs(stack) {
+            assert!(
+                !d.starts_with(".tmp"),
+                "temp release left behind: {d}\n{}",
+                self.root_listing()
+            );
+        }
+        assert!(
+            !self
+                .root()
+                .join("releases/.stackpin/journal")
+                .join(format!("{stack}.json"))
+                .exists(),
+            "journal not cleared\n{}",
+            self.root_listing()
+        );
+    }
+
     /// Waits (up to 20 s) until `GET /` on `port` answers `want` (trimmed);
     /// panics with the last answer, the history and the root listing.
     #[track_caller]
@@ -1119,6 +1150,15 @@ impl TestCommand {
 
     /// Starts the command in the background (for `daemon`); it is killed when
     /// the returned handle drops.
+    /// Runs the command in a process group of its own (as a service
+    /// manager would), so that a test can signal it and its children
+    /// without signalling itself.
+    pub fn own_process_group(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        self.cmd.process_group(0);
+        self
+    }
+
     pub fn spawn(&mut self) -> Running {
         let line = self.command_line();
         let mut child = self
