@@ -180,8 +180,19 @@ fn sigkilled_mid_converge_every_round_ends_on_the_desired_release() {
             "{want} not served within {CONVERGE_BOUND:?}: {}",
             context()
         );
+        let after = daemon.stderr();
+        let what = if after.contains("recovering an interrupted") {
+            "recovered an interrupted converge"
+        } else {
+            "nothing was interrupted"
+        };
+        let orphan = if after.contains("compose still running for") {
+            "; waited for the orphan compose"
+        } else {
+            ""
+        };
         println!(
-            "chaos round {round}: {label} served {:?} after the restart",
+            "chaos round {round}: {label} served {:?} after the restart ({what}{orphan})",
             t.elapsed()
         );
         // The run that served it may still be recording: wait for its end.
