@@ -103,37 +103,61 @@ impl fmt::Display for Stage {
 
 /// Why a stack did not end converged. Every failing [`Stage`] gives its own
 /// (see [`Stage::reason`]); the others come from the plan or the host.
+/// In JSON snake_case like every enum value stackpin prints
+/// (`preflight_failed`); text and metrics labels show [`Reason::as_str`]
+/// (`PreflightFailed`). The old JSON spelling is still read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The desired state of the stack has validation errors.
+    #[serde(alias = "InvalidSpec")]
     InvalidSpec,
+    #[serde(alias = "PreflightFailed")]
     PreflightFailed,
     /// The pre-deploy backup failed (and `backup.required` is not `false`).
+    #[serde(alias = "BackupFailed")]
     BackupFailed,
+    #[serde(alias = "ReleaseFailed")]
     ReleaseFailed,
+    #[serde(alias = "PullFailed")]
     PullFailed,
+    #[serde(alias = "JournalFailed")]
     JournalFailed,
+    #[serde(alias = "SwitchFailed")]
     SwitchFailed,
+    #[serde(alias = "UpFailed")]
     UpFailed,
     /// An `update.reload` hook failed after `up`.
+    #[serde(alias = "ReloadFailed")]
     ReloadFailed,
+    #[serde(alias = "SmokeFailed")]
     SmokeFailed,
+    #[serde(alias = "RecordFailed")]
     RecordFailed,
     /// The new release failed; the previous one runs again.
+    #[serde(alias = "RolledBack")]
     RolledBack,
     /// The previous release could not be brought back either.
+    #[serde(alias = "RevertFailed")]
     RevertFailed,
     /// The promotion gate refused the pins.
+    #[serde(alias = "Unverified")]
     Unverified,
     /// The desired commit does not satisfy the host's signature policy.
+    #[serde(alias = "Untrusted")]
     Untrusted,
+    #[serde(alias = "Quarantined")]
     Quarantined,
+    #[serde(alias = "Held")]
     Held,
     /// A converge was interrupted (crash) and is being finished or reverted.
+    #[serde(alias = "Interrupted")]
     Interrupted,
     /// The Docker engine stopped answering; the converge is finished later.
+    #[serde(alias = "EngineUnavailable")]
     EngineUnavailable,
     /// The stack's lock could not be taken.
+    #[serde(alias = "LockFailed")]
     LockFailed,
 }
 
@@ -218,20 +242,46 @@ impl Outcome {
 }
 
 /// A stack's state as operators see it (SPEC §6), plus `Absent` for a stack
-/// that is neither running nor wanted here.
+/// that is neither running nor wanted here. In JSON snake_case
+/// (`rolled_back`), in text and metrics labels [`State::as_str`]
+/// (`RolledBack`); the old JSON spelling is still read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
+    #[serde(alias = "Converged")]
     Converged,
+    #[serde(alias = "Progressing")]
     Progressing,
+    #[serde(alias = "Failed")]
     Failed,
+    #[serde(alias = "RolledBack")]
     RolledBack,
+    #[serde(alias = "Blocked")]
     Blocked,
+    #[serde(alias = "Held")]
     Held,
+    #[serde(alias = "Drifted")]
     Drifted,
+    #[serde(alias = "Absent")]
     Absent,
 }
 
 impl State {
+    /// The JSON spelling (`rolled_back`), for what machines read elsewhere
+    /// (the status page's `data-state`).
+    pub fn key(self) -> &'static str {
+        match self {
+            State::Converged => "converged",
+            State::Progressing => "progressing",
+            State::Failed => "failed",
+            State::RolledBack => "rolled_back",
+            State::Blocked => "blocked",
+            State::Held => "held",
+            State::Drifted => "drifted",
+            State::Absent => "absent",
+        }
+    }
+
     pub const ALL: [State; 8] = [
         State::Converged,
         State::Progressing,
@@ -340,13 +390,45 @@ mod tests {
         }
     }
 
+    /// One casing for every enum value in JSON (issue 19: `rolled_back`,
+    /// `PreflightFailed` and `Converged` were mixed): snake_case, while
+    /// text keeps the names operators read; the old spellings still read.
     #[test]
-    fn json_names_match_the_text() {
-        for r in [Reason::PullFailed, Reason::RolledBack, Reason::Untrusted] {
-            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
-        }
+    fn every_enum_value_is_snake_case_in_json() {
+        let snake = |v: serde_json::Value| {
+            let t = v.as_str().unwrap().to_string();
+            assert!(t.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{t}");
+            t
+        };
+        assert_eq!(
+            snake(serde_json::to_value(Reason::PullFailed).unwrap()),
+            "pull_failed"
+        );
+        assert_eq!(
+            snake(serde_json::to_value(State::RolledBack).unwrap()),
+            "rolled_back"
+        );
+        assert_eq!(
+            snake(serde_json::to_value(Outcome::RolledBack).unwrap()),
+            "rolled_back"
+        );
         for s in State::ALL {
-            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            let v = serde_json::to_value(s).unwrap();
+            assert_eq!(snake(v.clone()), s.key());
+            assert_eq!(serde_json::from_value::<State>(v).unwrap(), s);
+            assert_eq!(
+                serde_json::from_value::<State>(s.as_str().into()).unwrap(),
+                s
+            );
+        }
+        for s in Stage::ALL {
+            snake(serde_json::to_value(s).unwrap());
+            let r = s.reason();
+            snake(serde_json::to_value(r).unwrap());
+            assert_eq!(
+                serde_json::from_value::<Reason>(r.as_str().into()).unwrap(),
+                r
+            );
         }
     }
 }

@@ -249,11 +249,12 @@ fn stack_row(h: &mut String, r: &StackStatus) {
     }
     let _ = writeln!(
         h,
-        "<tr data-stack=\"{stack}\" data-state=\"{state}\"><td><strong>{stack}</strong></td>\
+        "<tr data-stack=\"{stack}\" data-state=\"{key}\"><td><strong>{stack}</strong></td>\
          <td><span class=\"state {class}\">{state}</span></td><td>{version}</td><td>{digest}</td>\
          <td class=\"nowrap\">{release}</td><td>{last}</td><td class=\"reason\">{badges}{reason}</td></tr>",
         stack = escape(&r.stack),
         state = escape(r.state.as_str()),
+        key = r.state.key(),
         class = state_class(r.state.as_str()),
         version = opt(&r.version, "mono"),
         digest = opt(&r.digest, "mono"),

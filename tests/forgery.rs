@@ -168,7 +168,7 @@ impl Setup {
             "{cause}"
         );
         h.serves(self.prod_ports.0, "stackpin-test-app v1");
-        assert_eq!(self.status_of(h), "Blocked", "{cause}");
+        assert_eq!(self.status_of(h), "blocked", "{cause}");
         let refusals: Vec<String> = h
             .history()
             .lines()

@@ -404,7 +404,7 @@ fn status_and_plan_show_the_signature_verdict() {
         .find(|r| r["stack"] == p.prod.as_str())
         .cloned()
         .unwrap_or_default();
-    assert_eq!(row["state"], "Blocked", "{status}");
+    assert_eq!(row["state"], "blocked", "{status}");
 }
 
 #[test]

@@ -258,7 +258,8 @@ async fn status_page_in_a_real_browser() {
         assert!(
             dom.contains(&format!(
                 "<tr data-stack=\"{}\" data-state=\"{}\">",
-                r.stack, r.state
+                r.stack,
+                r.state.key()
             )),
             "no row for {} in\n{dom}",
             r.stack

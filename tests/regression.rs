@@ -57,7 +57,7 @@ fn status_and_plan_agree_on_prune() {
     let plan = h.cmd(["--json", "plan", &b]).run().ok().json();
     assert_eq!(plan[0]["action"], "remove", "{plan}");
     let status = h.cmd(["--json", "status", &b]).run().ok().json();
-    assert_eq!(status[0]["state"], "Progressing", "{status}");
+    assert_eq!(status[0]["state"], "progressing", "{status}");
     assert!(
         status[0]["reason"]
             .as_str()
@@ -83,7 +83,7 @@ fn an_unreadable_hold_still_holds() {
     h.cmd(["sync"]).run().ok().stdout_contains("skipped");
     h.serves(port, "stackpin-test-app v1");
     let status = h.cmd(["--json", "status", &s]).run().ok().json();
-    assert_eq!(status[0]["state"], "Held", "{status}");
+    assert_eq!(status[0]["state"], "held", "{status}");
     assert!(
         status[0]["reason"]
             .as_str()
@@ -523,7 +523,7 @@ fn a_quarantine_that_cannot_be_written_holds_the_stack() {
     assert!(out.stdout().contains("rolled-back"), "{}", out.report());
     h.serves(port, "stackpin-test-app v1");
     let status = h.cmd(["--json", "status", &s]).run().ok().json();
-    assert_eq!(status[0]["state"], "Held", "{status}");
+    assert_eq!(status[0]["state"], "held", "{status}");
     assert!(
         status[0]["reason"]
             .as_str()

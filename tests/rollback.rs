@@ -114,7 +114,7 @@ fn scenario_3_list_rollback_hold_and_resume() {
         "{hist}"
     );
     let st = status(&h, &s);
-    assert_eq!(st["state"], "Held", "{st}");
+    assert_eq!(st["state"], "held", "{st}");
     let reason = st["reason"].as_str().unwrap();
     assert!(
         reason.contains("held: manual rollback to v1; git wants v3"),
@@ -163,7 +163,7 @@ fn scenario_3_list_rollback_hold_and_resume() {
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
     h.serves(port, "stackpin-test-app v3");
     assert_eq!(h.current_version(&s), "v4");
-    assert_eq!(status(&h, &s)["state"], "Converged");
+    assert_eq!(status(&h, &s)["state"], "converged");
 }
 
 /// After a broken release was auto-reverted, a rollback to it fails its own
@@ -219,7 +219,7 @@ fn last_good_skips_the_broken_release_and_a_failing_rollback_is_reverted() {
             .exists(),
         "a failed rollback must not hold the stack"
     );
-    assert_ne!(status(&h, &s)["state"], "Held");
+    assert_ne!(status(&h, &s)["state"], "held");
 
     // --last-good: not the current v2, not the broken one: v1.
     h.cmd(["rollback", &s, "--last-good"])
@@ -234,7 +234,7 @@ fn last_good_skips_the_broken_release_and_a_failing_rollback_is_reverted() {
         "{}",
         h.history()
     );
-    assert_eq!(status(&h, &s)["state"], "Held");
+    assert_eq!(status(&h, &s)["state"], "held");
 }
 
 /// A rollback killed after its switch is finished by the next run (the
@@ -265,7 +265,7 @@ fn a_crash_mid_rollback_is_recovered() {
         "{}",
         out.report()
     );
-    assert_eq!(status(&h, &s)["state"], "Progressing");
+    assert_eq!(status(&h, &s)["state"], "progressing");
     h.cmd(["sync"]).run().ok().stdout_contains("recovered");
     h.serves(port, "stackpin-test-app v1");
     assert_no_journal(&h, &s);
@@ -283,7 +283,7 @@ fn a_crash_mid_rollback_is_recovered() {
         )),
         "{hist}"
     );
-    assert_eq!(status(&h, &s)["state"], "Held");
+    assert_eq!(status(&h, &s)["state"], "held");
 
     // Back on git's v2, then killed after the hold was written.
     h.cmd(["resume", &s]).run().ok();
@@ -305,7 +305,7 @@ fn a_crash_mid_rollback_is_recovered() {
     h.serves(port, "stackpin-test-app v1");
     assert_no_journal(&h, &s);
     assert_eq!(h.current_version(&s), "v1");
-    assert_eq!(status(&h, &s)["state"], "Held");
+    assert_eq!(status(&h, &s)["state"], "held");
 }
 
 /// A daemon with a 1s poll of the local repository and its control socket.
@@ -438,7 +438,7 @@ fn hold_survives_a_daemon_restart() {
     h.serves(port, "stackpin-test-app v1");
     let st = d.cmd(&h, &["--json", "status", &s]).ok().json();
     let row = &st.as_array().unwrap()[0];
-    assert_eq!(row["state"], "Held", "{st}");
+    assert_eq!(row["state"], "held", "{st}");
     assert!(
         row["reason"]
             .as_str()

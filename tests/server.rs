@@ -678,7 +678,7 @@ async fn api_serves_stacks_and_history_as_json() {
     assert!(v["last_fetch_ok"].is_string(), "{v}");
     assert!(v["last_fetch_error"].is_null(), "{v}");
     assert_eq!(v["stacks"][0]["stack"], "web");
-    assert_eq!(v["stacks"][0]["state"], "Converged");
+    assert_eq!(v["stacks"][0]["state"], "converged");
 
     let p = &s.state.history_path;
     let r = s.get("/api/v1/history").await;
