@@ -80,11 +80,11 @@ fi
 # The converge, rollback and crash suites once more under compose v2
 # (production's; everything above ran them under Debian's v1). The
 # zero-downtime, touch and database suites name their flavours themselves.
-section "compose v2: converge, rollback and faults again (STACKPIN_TEST_FLAVOUR=v2)"
+section "compose v2: converge, rollback, faults and chaos again (STACKPIN_TEST_FLAVOUR=v2)"
 if cargo nextest --version >/dev/null 2>&1; then
-    STACKPIN_TEST_FLAVOUR=v2 cargo nextest run --no-fail-fast --test converge --test rollback --test faults
+    STACKPIN_TEST_FLAVOUR=v2 cargo nextest run --no-fail-fast --test converge --test rollback --test faults --test chaos
 else
-    STACKPIN_TEST_FLAVOUR=v2 cargo test --no-fail-fast --test converge --test rollback --test faults
+    STACKPIN_TEST_FLAVOUR=v2 cargo test --no-fail-fast --test converge --test rollback --test faults --test chaos
 fi
 
 # Tests that restart the Docker daemon run alone, after everything else.

@@ -102,11 +102,25 @@ impl Stages<'_> {
 
     /// Records that `stage`, started at `started`, ended `ok` with `detail`.
     pub fn record(&mut self, stage: Stage, started: Instant, ok: bool, detail: impl Into<String>) {
+        self.record_with_output(stage, started, ok, detail, None);
+    }
+
+    /// [`Stages::record`] with the complete output of the command that
+    /// failed the stage.
+    pub fn record_with_output(
+        &mut self,
+        stage: Stage,
+        started: Instant,
+        ok: bool,
+        detail: impl Into<String>,
+        output: Option<String>,
+    ) {
         let s = StageRecord {
             name: stage,
             ok,
             millis: started.elapsed().as_millis(),
             detail: detail.into(),
+            output,
         };
         self.reporter.stage(&self.stack, &s);
         self.list.push(s);

@@ -337,7 +337,13 @@ pub struct StageRecord {
     pub name: Stage,
     pub ok: bool,
     pub millis: u128,
+    /// One line: what the stage did, or why it failed (kept short: history
+    /// and notifications show it).
     pub detail: String,
+    /// For a stage that failed in a command (compose): everything it
+    /// printed, masked (its last 4 KiB), for `--json` and the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// How one stack's run ended, with the stages it went through.

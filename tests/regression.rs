@@ -723,7 +723,21 @@ fn a_failed_compose_up_is_recorded_with_the_line_that_explains_it() {
         ),
     );
     h.commit("port taken");
-    let out = h.cmd(["sync"]).run().code(1);
+    let out = h.cmd(["--json", "sync"]).run().code(1);
+    // Short in history and status; complete (masked) in the JSON.
+    let json = out.json();
+    let up = json[0]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["name"] == "up" && st["ok"] == false)
+        .cloned()
+        .unwrap_or_else(|| panic!("no failed up stage: {json}"));
+    let output = up["output"].as_str().unwrap_or_default();
+    assert!(
+        output.contains("address already in use") && output.lines().count() > 1,
+        "{up}"
+    );
     let history = h.history();
     let last = history.lines().last().unwrap_or_default();
     assert!(

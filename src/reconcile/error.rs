@@ -56,6 +56,18 @@ pub enum Error {
     NoMeta { stage: Stage },
 }
 
+impl Error {
+    /// What the compose command behind this error printed (masked, its
+    /// tail), when one failed it.
+    pub fn command_output(&self) -> Option<&str> {
+        match self {
+            Error::Up(crate::engine::Error::Compose { output, .. })
+            | Error::Config(crate::engine::Error::Compose { output, .. }) => Some(output),
+            _ => None,
+        }
+    }
+}
+
 /// `a: b: c` for an error and its causes.
 pub fn report(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -218,8 +218,14 @@ pub async fn run(host: &Host<'_>, sw: &Switch) -> Result<Landed, Failed> {
             Ok(Some(detail)) => r.stages.record(s, t, true, detail),
             Ok(None) => {}
             Err(error) => {
-                r.stages
-                    .record(s, t, false, host.engine.mask(&error.to_string()));
+                let output = error.command_output().map(|o| host.engine.mask(o));
+                r.stages.record_with_output(
+                    s,
+                    t,
+                    false,
+                    host.engine.mask(&error.to_string()),
+                    output,
+                );
                 return Err(Failed {
                     stage: s,
                     error,
