@@ -143,6 +143,8 @@ fn sigkilled_mid_converge_every_round_ends_on_the_desired_release() {
     write(0);
     let mut daemon = start_daemon(&h);
     h.serves(port, "stackpin-test-app v1");
+    // The compose STACKPIN_TEST_FLAVOUR names is the one the daemon runs.
+    common::Flavour::default_for_tests().assert_made(&h, &s);
     let started = Instant::now();
     for round in 1..=rounds {
         let how = if round % 2 == 1 {
