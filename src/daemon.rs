@@ -73,6 +73,13 @@ pub struct Options {
     pub fetch_timeout: Duration,
 }
 
+/// The desired commit's first 12 hex digits, for status lines.
+fn short_commit(d: &DesiredState) -> &str {
+    d.commit
+        .as_deref()
+        .map_or("a directory", |c| &c[..c.len().min(12)])
+}
+
 /// One thing the daemon needs at start, checked without starting anything.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StartCheck {
@@ -445,12 +452,9 @@ impl Daemon {
                     s.last_fetch_error = None;
                     s.commit = d.commit.clone();
                 }
-                let commit = d
-                    .commit
-                    .as_deref()
-                    .map_or("a directory", |c| &c[..c.len().min(12)]);
                 self.ready(&format!(
-                    "desired state at {commit}, fetched {}",
+                    "desired state at {}, fetched {}",
+                    short_commit(&d),
                     now.format("%H:%M:%SZ")
                 ));
                 for f in d.errors() {
@@ -524,12 +528,9 @@ impl Daemon {
             .iter()
             .filter(|r| r.outcome.is_failure())
             .count();
-        let commit = desired
-            .commit
-            .as_deref()
-            .map_or("a directory", |c| &c[..c.len().min(12)]);
         self.ready(&format!(
-            "desired state at {commit}: {} stack(s), {failed} failed or blocked; last run {}",
+            "desired state at {}: {} stack(s), {failed} failed or blocked; last run {}",
+            short_commit(&desired),
             report.results.len(),
             chrono::Utc::now().format("%H:%M:%SZ")
         ));

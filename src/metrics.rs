@@ -166,10 +166,7 @@ impl Metrics {
 
     /// Counts one operator rollback of `stack` ending in `outcome`.
     pub fn record_rollback(&self, stack: &str, outcome: Outcome) {
-        let outcome = serde_json::to_value(outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let outcome = outcome_label(outcome);
         self.rollbacks
             .get_or_create(&labels([("stack", stack), ("outcome", outcome.as_str())]))
             .inc();
@@ -196,10 +193,7 @@ impl Metrics {
 
     /// Counts one stack's run ending in `outcome` for `reason`.
     pub fn record_result(&self, stack: &str, outcome: Outcome, reason: Option<Reason>) {
-        let outcome = serde_json::to_value(outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let outcome = outcome_label(outcome);
         let reason = reason.map(Reason::as_str).unwrap_or("none");
         self.results
             .get_or_create(&labels([
@@ -288,6 +282,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// An outcome as a label value: its JSON spelling (`rolled_back`).
+fn outcome_label(o: Outcome) -> String {
+    serde_json::to_value(o)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Whether a scraper's `Accept` header asks for OpenMetrics (Prometheus

@@ -52,23 +52,9 @@ fn start_daemon(h: &TestHost) -> Running {
         "repo: {branch: main, poll_interval: 1s, watch: true}\nconcurrency: 1\n",
     )
     .unwrap();
-    h.cmd_raw([
-        "--config".as_ref(),
-        cfg.as_os_str(),
-        "--root".as_ref(),
-        h.root().as_os_str(),
-        "--repo".as_ref(),
-        h.repo().as_os_str(),
-        "--host".as_ref(),
-        "test-host".as_ref(),
-        "--state-dir".as_ref(),
-        h.state_dir().as_os_str(),
-        "--control-socket".as_ref(),
-        h.tmp().join("chaos.sock").as_os_str(),
-        "daemon".as_ref(),
-    ])
-    .own_process_group()
-    .spawn()
+    h.daemon_cmd(&cfg, h.repo().as_os_str(), &h.tmp().join("chaos.sock"))
+        .own_process_group()
+        .spawn()
 }
 
 /// `pid` and every process below it, from `/proc`'s parent links.

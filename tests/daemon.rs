@@ -49,21 +49,7 @@ impl Daemon {
             format!("concurrency: 2\nsecret_dirs: [{}]\nhttp: {{listen: \"127.0.0.1:{port}\", github_secret_file: {}}}\nrepo: {{branch: main, poll_interval: {poll}, watch: {watch}}}\n", h.tmp().display(), h.tmp().join("webhook-secret").display()),
         )
         .unwrap();
-        let mut c = h.cmd_raw([
-            "--config".as_ref(),
-            cfg.as_os_str(),
-            "--root".as_ref(),
-            h.root().as_os_str(),
-            "--repo".as_ref(),
-            repo_url.as_ref(),
-            "--host".as_ref(),
-            "test-host".as_ref(),
-            "--state-dir".as_ref(),
-            h.state_dir().as_os_str(),
-            "--control-socket".as_ref(),
-            socket.as_os_str(),
-            "daemon".as_ref(),
-        ]);
+        let mut c = h.daemon_cmd(&cfg, repo_url.as_ref(), &socket);
         for (k, v) in extra_env {
             c.env(k, v);
         }

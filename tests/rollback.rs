@@ -324,23 +324,7 @@ impl Daemon {
             format!("http: {{listen: \"127.0.0.1:{port}\"}}\nrepo: {{branch: main, poll_interval: 1s, watch: false}}\n"),
         )
         .unwrap();
-        let run = h
-            .cmd_raw([
-                "--config".as_ref(),
-                cfg.as_os_str(),
-                "--root".as_ref(),
-                h.root().as_os_str(),
-                "--repo".as_ref(),
-                h.repo().as_os_str(),
-                "--host".as_ref(),
-                "test-host".as_ref(),
-                "--state-dir".as_ref(),
-                h.state_dir().as_os_str(),
-                "--control-socket".as_ref(),
-                socket.as_os_str(),
-                "daemon".as_ref(),
-            ])
-            .spawn();
+        let run = h.daemon_cmd(&cfg, h.repo().as_os_str(), &socket).spawn();
         let d = Daemon {
             run: Some(run),
             socket,

@@ -425,6 +425,27 @@ impl TestHost {
         cmd
     }
 
+    /// `stackpin daemon` for this host: its root, state dir and host name,
+    /// the config file `cfg`, the repository `repo` (a path or URL) and the
+    /// control socket `socket`. Spawn it (and stop it) as the test needs.
+    pub fn daemon_cmd(&self, cfg: &Path, repo: &OsStr, socket: &Path) -> TestCommand {
+        self.cmd_raw([
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "--root".as_ref(),
+            self.root().as_os_str(),
+            "--repo".as_ref(),
+            repo,
+            "--host".as_ref(),
+            "test-host".as_ref(),
+            "--state-dir".as_ref(),
+            self.state_dir().as_os_str(),
+            "--control-socket".as_ref(),
+            socket.as_os_str(),
+            "daemon".as_ref(),
+        ])
+    }
+
     /// [`TestHost::cmd`] under the compose `flavour`: a config file that
     /// selects it, and for v2 `DOCKER_CONFIG` pointing at the fixtures'
     /// plugin directory.
