@@ -226,7 +226,7 @@ async fn replace(
     // judges it.
     let mut reloaded = String::new();
     if !spec.reload.is_empty() {
-        match reload(engine, project.name, &spec.reload, |_| true).await {
+        match reload(engine, project.name, &spec.reload).await {
             Ok(lines) if !lines.is_empty() => reloaded = format!(", {}", lines.join(", ")),
             Ok(_) => {}
             Err(e) => tracing::warn!(stack = project.name, service, "{e}"),
@@ -249,8 +249,8 @@ async fn replace(
 }
 
 /// Runs each `update.reload` hook in every running container of its
-/// service for which `include` holds. Returns one `reloaded <service>`
-/// per container, or the first failure, in words.
+/// service. Returns one `reloaded <service>` per container, or the first
+/// failure, in words.
 ///
 /// # Errors
 /// The containers cannot be listed, or a hook exits non-zero or hangs.
@@ -258,14 +258,13 @@ pub async fn reload(
     engine: &dyn Engine,
     stack: &str,
     hooks: &[ExecCheck],
-    include: impl Fn(&ContainerInfo) -> bool,
 ) -> Result<Vec<String>, String> {
     let cs = engine.containers(stack).await.map_err(|e| e.report())?;
     let mut done = Vec::new();
     for h in hooks {
         for c in cs
             .iter()
-            .filter(|c| c.service == h.service && c.state == "running" && include(c))
+            .filter(|c| c.service == h.service && c.state == "running")
         {
             crate::smoke::exec_in(engine, &c.id, h).await.map_err(|f| {
                 format!(

@@ -352,7 +352,7 @@ async fn reload(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<Option<String>, 
             "the routing services were recreated themselves".into(),
         ));
     }
-    let done = crate::rollout::reload(host.engine, &r.sw.stack, &hooks, |_| true)
+    let done = crate::rollout::reload(host.engine, &r.sw.stack, &hooks)
         .await
         .map_err(|why| Error::Reload(host.engine.mask(&why)))?;
     Ok(Some(if done.is_empty() {
