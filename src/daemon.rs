@@ -101,18 +101,9 @@ pub struct StartCheck {
 pub async fn start_checks(cfg: &Config, opts: &Options) -> Vec<StartCheck> {
     let mut out = Vec::new();
     let mut push = |what, r: Result<String, String>| {
-        out.push(match r {
-            Ok(detail) => StartCheck {
-                what,
-                ok: true,
-                detail,
-            },
-            Err(detail) => StartCheck {
-                what,
-                ok: false,
-                detail,
-            },
-        })
+        let ok = r.is_ok();
+        let detail = r.unwrap_or_else(|why| why);
+        out.push(StartCheck { what, ok, detail });
     };
     let engine = crate::engine::Docker::connect(&cfg.compose).await;
     push(
