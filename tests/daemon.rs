@@ -251,8 +251,9 @@ fn daemon_polls_a_remote_and_applies_a_pushed_commit() {
 
     // The JSON API and the metrics reflect it.
     d.wait_until("the API to show v2", Duration::from_secs(30), || {
-        http(d.port, "GET", "/api/v1/stacks", &[], b"")
-            .is_some_and(|(_, b)| b.contains("\"version\":\"v2\"") && b.contains("Converged"))
+        http(d.port, "GET", "/api/v1/stacks", &[], b"").is_some_and(|(_, b)| {
+            b.contains("\"version\":\"v2\"") && b.contains("\"state\":\"converged\"")
+        })
     });
     let (_, hist) = http(d.port, "GET", "/api/v1/history", &[], b"").unwrap();
     let hist: serde_json::Value = serde_json::from_str(&hist).expect("history JSON");
