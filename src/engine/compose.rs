@@ -213,8 +213,7 @@ impl Docker {
             .spawn()
             .map_err(spawn_err)?;
         let status = child.wait().await.map_err(spawn_err)?;
-        let output = read_tail(&mut log, LOG_OUTPUT_CAP);
-        let output = self.mask(tail(&output, LOG_OUTPUT_CAP));
+        let output = self.mask(&read_tail(&mut log, LOG_OUTPUT_CAP));
         let log = CommandLog {
             command,
             code: status.code(),

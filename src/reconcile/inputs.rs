@@ -110,8 +110,6 @@ pub struct PlanInputs {
     /// A preview's stacks rendered without host-local files that this
     /// machine lacks: stack -> the missing paths (see [`render_preview`]).
     pub missing_here: BTreeMap<String, Vec<String>>,
-    /// Rendered with [`render_preview`] (`plan`), not for deploying.
-    preview: bool,
 }
 
 impl PlanInputs {
@@ -163,12 +161,11 @@ impl PlanInputs {
         };
         let mut inputs = PlanInputs {
             gates,
-            preview,
             ..Default::default()
         };
         for name in &names {
             if let Some(s) = desired.stacks.get(name) {
-                let r = if inputs.preview {
+                let r = if preview {
                     render_preview(s, desired.commit.as_deref()).map(|(r, missing)| {
                         if !missing.is_empty() {
                             inputs.missing_here.insert(name.clone(), missing);
