@@ -39,25 +39,14 @@ fn say(g: &Global, action: &str, stack: &str, message: &str) {
     }
 }
 
-fn via_daemon(
-    g: &Global,
-    cfg: &crate::config::Config,
-    req: Request,
-) -> anyhow::Result<Option<Status>> {
-    let (action, stack) = match &req {
-        Request::Hold { stack, .. } => ("hold", stack.clone()),
-        Request::Resume { stack, .. } => ("resume", stack.clone()),
-        _ => ("", String::new()),
-    };
+/// The daemon's answer to `req`, when one runs (`None`: act here).
+fn via_daemon(cfg: &crate::config::Config, req: Request) -> anyhow::Result<Option<String>> {
     let Some(resp) = control::call(&setup::control_socket(cfg), &req)? else {
         return Ok(None);
     };
     match resp.error {
         Some(_) => Err(setup::daemon_refused(&resp)),
-        None => {
-            say(g, action, &stack, &resp.message.unwrap_or_default());
-            Ok(Some(Status::Ok))
-        }
+        None => Ok(Some(resp.message.unwrap_or_default())),
     }
 }
 
@@ -66,8 +55,7 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
     if a.reason.trim().is_empty() {
         anyhow::bail!("--reason must say why the stack is held");
     }
-    if let Some(s) = via_daemon(
-        g,
+    if let Some(message) = via_daemon(
         &cfg,
         Request::Hold {
             root: cfg.root.clone(),
@@ -75,7 +63,8 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
             reason: a.reason.clone(),
         },
     )? {
-        return Ok(s);
+        say(g, "hold", &a.stack, &message);
+        return Ok(Status::Ok);
     }
     // A hold only writes files: no engine needed.
     let services = Services::offline(cfg, "not needed to hold a stack")?;
@@ -90,15 +79,15 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
 
 pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
-    if let Some(s) = via_daemon(
-        g,
+    if let Some(message) = via_daemon(
         &cfg,
         Request::Resume {
             root: cfg.root.clone(),
             stack: a.stack.clone(),
         },
     )? {
-        return Ok(s);
+        say(g, "resume", &a.stack, &message);
+        return Ok(Status::Ok);
     }
     let services = Services::offline(cfg, "not needed to resume a stack")?;
     let host = services.host(&LogReporter, setup::actor(&services.cfg));
