@@ -75,9 +75,7 @@ pub struct Options {
 
 /// The desired commit's first 12 hex digits, for status lines.
 fn short_commit(d: &DesiredState) -> &str {
-    d.commit
-        .as_deref()
-        .map_or("a directory", |c| &c[..c.len().min(12)])
+    d.commit.as_deref().map_or("a directory", desired::short_id)
 }
 
 /// One thing the daemon needs at start, checked without starting anything.

@@ -28,6 +28,7 @@
 //! Containers are found by labels, never names, so this runs the same
 //! under compose v1 and v2.
 
+use crate::desired::short_id as short;
 use crate::desired::spec::{Check, ExecCheck, HttpCheck};
 use crate::engine::{ContainerInfo, Engine, Project};
 use crate::release::SERVICE_FINGERPRINT_LABEL;
@@ -384,10 +385,6 @@ async fn judge(
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }
 
 #[cfg(test)]

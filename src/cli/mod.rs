@@ -191,7 +191,7 @@ fn parse() -> Cli {
 
 fn long_version() -> String {
     let compose = match crate::engine::ComposeCmd::detect_version("auto") {
-        Ok((c, v)) => format!("{} ({v})", c.display()),
+        Ok((c, v)) => c.describe(&v),
         Err(e) => format!("none found ({e})"),
     };
     format!(

@@ -152,7 +152,11 @@ pub fn load(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
         st.commit = Some(tree.commit_id());
         st.repo_path = Some(path.to_path_buf());
         st.base = tree.base().to_string();
-        st.source = format!("{} {rev} at {}", path.display(), short(&tree.commit_id()));
+        st.source = format!(
+            "{} {rev} at {}",
+            path.display(),
+            crate::desired::short_id(&tree.commit_id())
+        );
         return Ok(st);
     }
     let dir = if base == "." {
@@ -163,10 +167,6 @@ pub fn load(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
     let mut st = desired::load(&DirTree::new(&dir));
     st.source = format!("{} (a directory, not a git repository)", dir.display());
     Ok(st)
-}
-
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
 }
 
 fn load_remote(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
@@ -216,7 +216,7 @@ fn load_remote(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
     st.source = format!(
         "{url} {} at {} (this host's mirror{when})",
         src.config().branch,
-        short(&commit)
+        crate::desired::short_id(&commit)
     );
     Ok(st)
 }

@@ -67,7 +67,7 @@ fn what_was_read(dir: &std::path::Path) -> Option<String> {
         .head()
         .ok()
         .and_then(|h| h.target())
-        .map(|id| id.to_string()[..12].to_string())
+        .map(|id| desired::short_id(&id.to_string()).to_string())
         .unwrap_or_else(|| "no commit yet".into());
     let mut opts = git2::StatusOptions::new();
     opts.include_untracked(true).recurse_untracked_dirs(true);

@@ -255,6 +255,12 @@ pub fn parse_yaml_value(bytes: &[u8], sink: &mut Sink<'_>) -> Result<serde_json:
     }
 }
 
+/// A commit or container id cut to its first 12 characters, as git and
+/// docker show them (shorter ids stay whole).
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
 /// Checks a stack name given by a person or a request (CLI, control
 /// socket): the same rule as a stack directory's name, so a name can never
 /// reach outside the host's directories (`../../x`).

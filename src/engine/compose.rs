@@ -129,6 +129,12 @@ impl ComposeCmd {
         }
     }
 
+    /// `docker compose (Docker Compose version v2.40.3)`: which one, and
+    /// what its `version` said (see [`ComposeCmd::detect_version`]).
+    pub fn describe(self, version: &str) -> String {
+        format!("{} ({version})", self.display())
+    }
+
     /// The full argument list after the program: `-p <project>
     /// --project-directory <dir of the first file> [--env-file <dir>/.env]
     /// -f f… args…`. Both are explicit so that a compose file in a

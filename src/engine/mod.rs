@@ -803,7 +803,7 @@ fn docker_message(e: &DockerError) -> String {
 #[async_trait]
 impl Engine for Docker {
     fn describe(&self) -> String {
-        format!("{} ({})", self.compose.display(), self.compose_version)
+        self.compose.describe(&self.compose_version)
     }
 
     fn add_secrets(&self, secrets: &[String]) {
