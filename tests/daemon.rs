@@ -550,21 +550,24 @@ fn sync_asks_the_daemon_before_it_reads_the_repository() {
     assert!(!elsewhere.exists(), "the CLI read or fetched by itself");
 }
 
+/// `stackpin --config cfg daemon --check-config`, run.
+fn check_config(h: &TestHost, cfg: &Path) -> common::Output {
+    h.cmd_raw([
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "daemon".as_ref(),
+        "--check-config".as_ref(),
+    ])
+    .run()
+}
+
 #[test]
 fn check_config_masks_secrets_and_rejects_unknown_keys() {
     let h = TestHost::new();
     let cfg = h.tmp().join("c.yaml");
     std::fs::write(h.tmp().join("hook"), "very-secret").unwrap();
     std::fs::write(&cfg, format!("host: web-1\nrepo: {{url: \"https://user:tok@example.com/x.git\", branch: main}}\nhttp: {{listen: \"127.0.0.1:9750\", github_secret_file: {}}}\n", h.tmp().join("hook").display())).unwrap();
-    let out = h
-        .cmd_raw([
-            "--config".as_ref(),
-            cfg.as_os_str(),
-            "daemon".as_ref(),
-            "--check-config".as_ref(),
-        ])
-        .run()
-        .ok();
+    let out = check_config(&h, &cfg).ok();
     let text = out.stdout();
     assert!(
         !text.contains("very-secret") && !text.contains("tok@"),
@@ -575,15 +578,9 @@ fn check_config_masks_secrets_and_rejects_unknown_keys() {
         "{text}"
     );
     std::fs::write(&cfg, "host: web-1\nrepo: {url: x, brnach: main}\n").unwrap();
-    h.cmd_raw([
-        "--config".as_ref(),
-        cfg.as_os_str(),
-        "daemon".as_ref(),
-        "--check-config".as_ref(),
-    ])
-    .run()
-    .code(2)
-    .stderr_contains("unknown field `brnach`");
+    check_config(&h, &cfg)
+        .code(2)
+        .stderr_contains("unknown field `brnach`");
 }
 
 /// What the daemon refuses at start, `--check-config` refuses too, naming
@@ -609,15 +606,7 @@ fn check_config_fails_where_the_daemon_would_not_start() {
         )
         .unwrap();
     };
-    let check = || {
-        h.cmd_raw([
-            "--config".as_ref(),
-            cfg.as_os_str(),
-            "daemon".as_ref(),
-            "--check-config".as_ref(),
-        ])
-        .run()
-    };
+    let check = || check_config(&h, &cfg);
     write_cfg(
         "no-such-group-stackpin",
         &t.join("missing"),
