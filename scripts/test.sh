@@ -29,6 +29,28 @@ _stackpin_cleanup_all() {
 trap _stackpin_cleanup_all EXIT
 stackpin_fixtures_setup # exports STACKPIN_TEST_*
 
+# For scripts/setup.d: Debian packages, as root or with passwordless sudo.
+# `stackpin_can_install "what is missing (the hint)" || return 0` warns and
+# lets the part go without when neither is there; then
+# `stackpin_apt_install PACKAGE…` installs (a failure stops the run).
+STACKPIN_SUDO=()
+stackpin_can_install() {
+    if [ "$(id -u)" -eq 0 ]; then
+        STACKPIN_SUDO=()
+    elif sudo -n true 2>/dev/null; then
+        STACKPIN_SUDO=(sudo -n)
+    else
+        echo "warning: $1; installing it needs root" >&2
+        return 1
+    fi
+}
+stackpin_apt_install() {
+    echo "installing $* (apt-get)"
+    "${STACKPIN_SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${STACKPIN_SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # Extra real components some tests need (a PostgreSQL server, a browser, …).
 # Each scripts/setup.d/*.sh is sourced: it installs what is missing, starts
 # what it needs on 127.0.0.1, exports STACKPIN_TEST_* variables and registers

@@ -14,20 +14,8 @@ _stackpin_chromium_setup() {
     elif [ -x /usr/bin/chromium ]; then
         bin=/usr/bin/chromium
     else
-        local sudo=()
-        if [ "$(id -u)" -ne 0 ]; then
-            if sudo -n true 2>/dev/null; then
-                sudo=(sudo -n)
-            else
-                echo "warning: chromium is missing and installing it needs root;" >&2
-                echo "         run: sudo apt-get install chromium (tests/page.rs fails under CI without it)" >&2
-                return 0
-            fi
-        fi
-        echo "installing chromium (apt-get)"
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+        stackpin_can_install "chromium is missing (run: sudo apt-get install chromium; tests/page.rs fails under CI without it)" || return 0
+        stackpin_apt_install chromium fonts-dejavu-core
         bin=/usr/bin/chromium
     fi
     if ! "$bin" --version >/dev/null 2>&1; then

@@ -12,20 +12,8 @@ _stackpin_promtool_setup() {
         bin="$(command -v promtool || true)"
     fi
     if [ -z "$bin" ]; then
-        local sudo=()
-        if [ "$(id -u)" -ne 0 ]; then
-            if sudo -n true 2>/dev/null; then
-                sudo=(sudo -n)
-            else
-                echo "warning: promtool is missing and installing it needs root;" >&2
-                echo "         run: sudo apt-get install prometheus (tests/server.rs fails under CI without it)" >&2
-                return 0
-            fi
-        fi
-        echo "installing prometheus for promtool (apt-get)"
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+        stackpin_can_install "promtool is missing (run: sudo apt-get install prometheus; tests/server.rs fails under CI without it)" || return 0
+        stackpin_apt_install prometheus
         bin=/usr/bin/promtool
     fi
     if ! "$bin" --version >/dev/null 2>&1; then
