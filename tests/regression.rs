@@ -181,6 +181,46 @@ fn stack_names_are_checked_at_every_entry_point() {
     }
 }
 
+/// Broke: only `hold` and `resume` said which JSON shape they print; the
+/// commands that print rows (status, plan, history, sync, validate, …) gave
+/// a script no `schema_version` to check (issue 19). Now every object
+/// printed by `--json`, each row of an array included, carries it first.
+#[test]
+fn every_json_object_carries_a_schema_version() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, _) = deployed(&h, &f);
+    let repo = h.repo();
+    let repo = repo.to_str().unwrap();
+    for args in [
+        vec!["--json", "status"],
+        vec!["--json", "plan"],
+        vec!["--json", "history", &s],
+        vec!["--json", "releases", &s],
+        vec!["--json", "rollback", &s, "--list"],
+        vec!["--json", "sync", &s],
+        // Last, with a finding to print: a stack that does not parse.
+        vec!["--json", "validate", repo],
+    ] {
+        if args[1] == "validate" {
+            h.write(format!("stacks/{s}-bad/stack.yaml"), "images: [\n");
+        }
+        let out = h.cmd(&args).run();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout())
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", out.report()));
+        let objects: Vec<&serde_json::Value> = match &v {
+            serde_json::Value::Array(rows) => rows.iter().collect(),
+            one => vec![one],
+        };
+        assert!(!objects.is_empty(), "{args:?}: nothing to check: {v}");
+        for o in objects {
+            let first = o.as_object().and_then(|m| m.keys().next().cloned());
+            assert_eq!(first.as_deref(), Some("schema_version"), "{args:?}: {o}");
+            assert_eq!(o["schema_version"], 1, "{args:?}: {o}");
+        }
+    }
+}
+
 /// Broke: with `compose: sub/compose.yaml`, compose looked for `.env` next
 /// to the compose file, so `${PORT}` and every `env:`/`env_files:` value
 /// were empty (issue 11). Now the project directory and the env file are

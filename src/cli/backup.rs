@@ -124,7 +124,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         anyhow::Ok((results, failed))
     })?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        super::print_json(&results)?;
     }
     Ok(if failed || refused {
         Status::Failed

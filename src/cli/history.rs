@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         .collect();
     let list = &list[list.len().saturating_sub(a.limit)..];
     if g.json {
-        println!("{}", serde_json::to_string_pretty(list)?);
+        super::print_json(list)?;
     } else {
         for e in list {
             println!("{}", e.format());

@@ -24,18 +24,18 @@ pub struct ResumeArgs {
 /// What `hold` and `resume` did: the message, or with `--json` one object
 /// (`{"schema_version": 1, "stack", "action", "message", "at"}`, the time
 /// in RFC 3339 UTC).
-fn say(g: &Global, action: &str, stack: &str, message: &str) {
+fn say(g: &Global, action: &str, stack: &str, message: &str) -> anyhow::Result<()> {
     if g.json {
         let v = serde_json::json!({
-            "schema_version": 1,
             "stack": stack,
             "action": action,
             "message": message,
             "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
-        println!("{v:#}");
+        super::print_json(&v)
     } else {
         println!("{message}");
+        Ok(())
     }
 }
 
@@ -63,7 +63,7 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
             reason: a.reason.clone(),
         },
     )? {
-        say(g, "hold", &a.stack, &message);
+        say(g, "hold", &a.stack, &message)?;
         return Ok(Status::Ok);
     }
     // A hold only writes files: no engine needed.
@@ -73,7 +73,7 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
     reconcile::check_known(&host, desired.as_ref(), &a.stack)
         .map_err(|e| setup::BadInput(e.to_string()))?;
     let message = reconcile::hold_stack(&host, &a.stack, &a.reason, None)?;
-    say(g, "hold", &a.stack, &message);
+    say(g, "hold", &a.stack, &message)?;
     Ok(Status::Ok)
 }
 
@@ -86,7 +86,7 @@ pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
             stack: a.stack.clone(),
         },
     )? {
-        say(g, "resume", &a.stack, &message);
+        say(g, "resume", &a.stack, &message)?;
         return Ok(Status::Ok);
     }
     let services = Services::offline(cfg, "not needed to resume a stack")?;
@@ -95,6 +95,6 @@ pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
     reconcile::check_known(&host, desired.as_ref(), &a.stack)
         .map_err(|e| setup::BadInput(e.to_string()))?;
     let message = reconcile::resume_stack(&host, &a.stack)?;
-    say(g, "resume", &a.stack, &message);
+    say(g, "resume", &a.stack, &message)?;
     Ok(Status::Ok)
 }

@@ -174,7 +174,7 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
         )
     })?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::print_json(&out)?;
     } else {
         println!("desired state: {}", desired.source);
         for f in desired.errors() {

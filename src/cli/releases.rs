@@ -49,7 +49,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         })
         .collect();
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        super::print_json(&rows)?;
     } else if rows.is_empty() {
         println!("{} has no releases on this host", a.stack);
     } else {

@@ -89,7 +89,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
 
 fn print_result(g: &Global, r: &StackResult) -> anyhow::Result<Status> {
     if g.json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        super::print_json(r)?;
     } else {
         println!("{}: {}", r.stack, r.message);
     }
@@ -107,7 +107,7 @@ fn list(g: &Global, cfg: crate::config::Config, stack: &str) -> anyhow::Result<S
     let rows = rollback::releases(&layout, &store, stack)?;
     let hold = store.hold(stack).ok().flatten();
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        super::print_json(&rows)?;
         return Ok(Status::Ok);
     }
     if rows.is_empty() {

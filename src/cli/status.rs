@@ -38,7 +38,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         None => collect_here(g, &a, cfg)?,
     };
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        super::print_json(&rows)?;
     } else {
         print_table(&rows);
         // Which compose runs the stacks (v1 and v2 name containers and

@@ -143,7 +143,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
 
 fn print_results(g: &Global, results: &[StackResult]) -> anyhow::Result<()> {
     if g.json {
-        println!("{}", serde_json::to_string_pretty(results)?);
+        super::print_json(results)?;
     } else {
         for r in results {
             let word = r.outcome.word();

@@ -127,7 +127,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         .filter(|f| f.severity == Severity::Error)
         .count();
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        super::print_json(&findings)?;
     } else {
         for f in &findings {
             println!("{f}");

@@ -136,7 +136,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         publish_error,
     };
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         println!(
             "{} {} is verified on {} (release {}){}",
