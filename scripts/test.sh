@@ -74,8 +74,8 @@ section "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
 # Licenses, banned and duplicate crates, sources (deny.toml). The advisory
-# database lives on GitHub, which test machines cannot reach: run
-# `cargo deny check advisories` where it can.
+# database lives on GitHub, which test machines cannot reach: ci.yml runs
+# `cargo deny check advisories` on GitHub (with the MSRV build).
 section "cargo deny check licenses bans sources"
 if [ -n "${STACKPIN_CARGO_DENY:-}" ]; then
     "$STACKPIN_CARGO_DENY" check licenses bans sources

@@ -172,3 +172,50 @@ fn the_pr_check_downloads_what_the_tag_workflow_publishes() {
         "validate.yml pins the version this crate is"
     );
 }
+
+fn version(v: &str) -> (u64, u64) {
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The declared MSRV is not below any dependency's own `rust-version`
+/// (`cargo metadata` of the locked graph), and README names it. The build
+/// with exactly that toolchain runs on GitHub (ci.yml's `msrv` job): the
+/// test machines have only one toolchain.
+#[test]
+fn the_declared_msrv_covers_every_dependency() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = version(env!("CARGO_PKG_RUST_VERSION"));
+    assert!(ours > (1, 0), "Cargo.toml declares no rust-version");
+    let newer: Vec<String> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let rv = p["rust_version"].as_str()?;
+            (version(rv) > ours).then(|| format!("{} {} needs {rv}", p["name"], p["version"]))
+        })
+        .collect();
+    assert!(
+        newer.is_empty(),
+        "rust-version {} is below what these need: {newer:?}",
+        env!("CARGO_PKG_RUST_VERSION")
+    );
+    let stated = format!("MSRV\n(`rust-version`, {}.{}", ours.0, ours.1);
+    assert!(
+        readme()
+            .replace('\n', " ")
+            .contains(&stated.replace('\n', " ")),
+        "README does not state the MSRV as {stated:?}"
+    );
+}
