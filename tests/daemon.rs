@@ -803,6 +803,71 @@ fn a_local_repository_path_is_watched() {
     assert!(logs.contains("trigger=Watch"), "{logs}");
 }
 
+/// systemd stops the unit with SIGTERM to the daemon alone
+/// (`KillMode=mixed`) and waits `TimeoutStopSec`. A SIGTERM in the middle of
+/// a converge lets that converge finish (deploy recorded, stack on a
+/// complete release, journal cleared), then the daemon exits 0 by itself:
+/// nothing is left half-way for the next start to recover.
+#[test]
+fn sigterm_mid_converge_finishes_the_converge_then_exits() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("web");
+    let app = h.free_port();
+    std::fs::write(h.tmp().join("secret.env"), "API_TOKEN=x-token\n").unwrap();
+    write_stack(&h, &s, &f.v1, app, "v1");
+    // The app answers only 5 s after its start: the converge is still in
+    // `up` or smoke when the signal comes.
+    let compose = h.repo().join(format!("stacks/{s}/compose.yaml"));
+    let mut text = std::fs::read_to_string(&compose).unwrap();
+    text.push_str(
+        "    command: [\"/bin/sh\", \"-c\", \"sleep 5; exec httpd -f -p 127.0.0.1:$${PORT} -h /www\"]\n",
+    );
+    std::fs::write(&compose, text).unwrap();
+    h.commit("v1, slow to start");
+    let repo = h.repo();
+    let mut d = Daemon::start(&h, repo.to_str().unwrap(), "1h", false, &[]);
+    d.wait_until(
+        "the converge to start the container",
+        Duration::from_secs(90),
+        || !h.containers(&s).is_empty(),
+    );
+    assert!(answer(app).is_none(), "the app answered before the signal");
+    let run = d.run.take().unwrap();
+    run.signal("TERM");
+    // Generous: the converge has the smoke timeout (15 s) left at most.
+    let out = run.terminate(Duration::from_secs(60));
+    assert!(
+        out.success(),
+        "the daemon did not exit 0 by itself: {}",
+        out.report()
+    );
+    let logs = out.stderr();
+    let stopping = logs
+        .find("stackpin daemon stopping")
+        .expect("no stopping line");
+    let deployed = logs
+        .find("outcome=Deployed")
+        .unwrap_or_else(|| panic!("no deploy logged: {logs}"));
+    assert!(
+        deployed < stopping,
+        "stopped before the converge ended: {logs}"
+    );
+    h.assert_consistent(&s);
+    assert_eq!(answer(app).as_deref(), Some("stackpin-test-app v1"));
+    let hist = h.cmd(["--json", "history", &s]).run().ok().json();
+    let last = hist
+        .as_array()
+        .and_then(|a| a.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&last["action"], &last["status"]),
+        (&"deploy".into(), &"success".into()),
+        "{hist}"
+    );
+}
+
 /// Through the daemon, a secret printed by a failing exec smoke check is
 /// masked everywhere it could surface: history, the JSON API, the status
 /// page and the logs (issue 11: only the CLI used to mask).
