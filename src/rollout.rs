@@ -340,7 +340,12 @@ async fn judge(
                 ));
             }
             ("running", Some("healthy")) => ready = true,
-            ("running", None) if started.elapsed() >= stable => ready = true,
+            ("running", None)
+                if crate::smoke::run_age(c, started, Instant::now(), chrono::Utc::now())
+                    >= stable =>
+            {
+                ready = true
+            }
             (s, h) => last = format!("{s}{}", h.map(|h| format!(" ({h})")).unwrap_or_default()),
         }
         if ready {
@@ -404,6 +409,7 @@ mod tests {
             state: state.into(),
             health: None,
             restart_count: 0,
+            started_at: None,
             exit_code: None,
             labels: HashMap::from([(SERVICE_FINGERPRINT_LABEL.to_string(), fp.to_string())]),
             networks: vec![Endpoint {

@@ -7,9 +7,12 @@
 //! Independently of the checks, every attempt looks at the project's
 //! containers and fails fast — without waiting for the budget — when one has
 //! exited, died, or restarted since the first look: a crash loop does not get
-//! better by waiting. And a run never passes before the containers have been
-//! watched for [`MIN_STABLE`] (capped at half the budget), so an image that
-//! dies a second after start is not declared good.
+//! better by waiting. And a run never passes before every running container
+//! has run for [`MIN_STABLE`] (capped at half the budget), so an image that
+//! dies a second after start is not declared good. That watch counts from
+//! each container's own start (`State.StartedAt`), so the time spent in
+//! `compose up` after the start counts too; a container whose Docker
+//! healthcheck says healthy and that never restarted needs no watch.
 
 use crate::desired::Stack;
 use crate::desired::spec::{Check, ContainersCheck, ExecCheck, HttpCheck, TcpCheck};
@@ -174,7 +177,10 @@ pub async fn run(
 ) -> Outcome {
     let started = Instant::now();
     let deadline = started + timeout;
-    let stable_at = started + MIN_STABLE.min(timeout / 2);
+    let stable = MIN_STABLE.min(timeout / 2);
+    // Without a list of containers, the old rule: watched from here.
+    let stable_at = started + stable;
+    let mut first_seen: HashMap<String, Instant> = HashMap::new();
     let default = [Check::Containers(ContainersCheck {})];
     let checks: &[Check] = if checks.is_empty() { &default } else { checks };
     let labels: Vec<String> = checks.iter().map(Check::label).collect();
@@ -209,6 +215,7 @@ pub async fn run(
             Ok(containers) => {
                 for c in containers {
                     baseline.entry(c.id.clone()).or_insert(c.restart_count);
+                    first_seen.entry(c.id.clone()).or_insert(started);
                 }
                 if let Some(why) = crashed(containers, &baseline, services) {
                     return finish(attempts, Some((CONTAINERS.to_string(), why)));
@@ -249,7 +256,12 @@ pub async fn run(
 
         let now = Instant::now();
         let all_passed = states.iter().all(|s| s.passed);
-        if all_passed && now >= stable_at {
+        let settling = observed
+            .as_ref()
+            .ok()
+            .and_then(|cs| settling(cs, &first_seen, now, chrono::Utc::now(), stable))
+            .unwrap_or_else(|| stable_at.saturating_duration_since(now));
+        if all_passed && settling.is_zero() {
             return finish(attempts, None);
         }
         if now >= deadline {
@@ -277,7 +289,7 @@ pub async fn run(
             );
         }
         let next = if all_passed {
-            stable_at.min(now + RETRY_INTERVAL)
+            now + settling.min(RETRY_INTERVAL)
         } else {
             (now + RETRY_INTERVAL).min(deadline)
         };
@@ -298,6 +310,49 @@ async fn bounded(
             humantime::format_duration(limit)
         )))
     })
+}
+
+/// How long a running container has run: from its `State.StartedAt` by
+/// the wall clock (the engine's clock on this host), or, when the engine
+/// does not say, since `seen` (when smoke first saw it).
+pub fn run_age(
+    c: &ContainerInfo,
+    seen: Instant,
+    now: Instant,
+    wall_now: chrono::DateTime<chrono::Utc>,
+) -> Duration {
+    match c.started_at {
+        // A start "in the future" (clock steps) counts as just started.
+        Some(t) => (wall_now - t).to_std().unwrap_or(Duration::ZERO),
+        None => now.saturating_duration_since(seen),
+    }
+}
+
+/// How much longer the watch must last before the running containers count
+/// as stable: zero when each has run for `stable` since its start, or is
+/// healthy by its Docker healthcheck without a restart. Containers that are
+/// not running are judged by [`crashed`], not here. `None` when no
+/// container runs: the caller falls back to watching from its own start.
+pub fn settling(
+    containers: &[ContainerInfo],
+    first_seen: &HashMap<String, Instant>,
+    now: Instant,
+    wall_now: chrono::DateTime<chrono::Utc>,
+    stable: Duration,
+) -> Option<Duration> {
+    let running: Vec<&ContainerInfo> = containers.iter().filter(|c| c.state == "running").collect();
+    if running.is_empty() {
+        return None;
+    }
+    running
+        .into_iter()
+        .filter(|c| !(c.health.as_deref() == Some("healthy") && c.restart_count == 0))
+        .map(|c| {
+            let seen = first_seen.get(&c.id).copied().unwrap_or(now);
+            stable.saturating_sub(run_age(c, seen, now, wall_now))
+        })
+        .max()
+        .or(Some(Duration::ZERO))
 }
 
 /// Why the project counts as crashed, if it does. `baseline` holds the
@@ -724,6 +779,7 @@ mod tests {
             state: state.into(),
             health: None,
             restart_count: 0,
+            started_at: None,
             exit_code: (state == "exited").then_some(1),
             labels: HashMap::new(),
             networks: vec![],
@@ -803,6 +859,66 @@ mod tests {
     fn containers_check_without_services_uses_the_whole_project() {
         assert!(containers_ready(&[], &[]).is_err());
         assert_eq!(containers_ready(&[container("x", "running")], &[]), Ok(()));
+    }
+
+    #[test]
+    fn the_stability_watch_counts_from_each_containers_own_start() {
+        let stable = Duration::from_secs(3);
+        let now = Instant::now();
+        let wall = chrono::Utc::now();
+        let seen = HashMap::new();
+        let ago = |ms: i64| Some(wall - chrono::Duration::milliseconds(ms));
+        let mut web = container("web", "running");
+        // Started 2 s ago (inside `compose up`): 1 s of watch is left.
+        web.started_at = ago(2000);
+        assert_eq!(
+            settling(std::slice::from_ref(&web), &seen, now, wall, stable),
+            Some(Duration::from_secs(1))
+        );
+        // The youngest container decides.
+        let mut db = container("db", "running");
+        db.started_at = ago(500);
+        assert_eq!(
+            settling(&[web.clone(), db.clone()], &seen, now, wall, stable),
+            Some(Duration::from_millis(2500))
+        );
+        // Healthy by its own healthcheck and never restarted: no watch.
+        db.health = Some("healthy".into());
+        assert_eq!(
+            settling(&[web.clone(), db.clone()], &seen, now, wall, stable),
+            Some(Duration::from_secs(1))
+        );
+        // Healthy after a restart: watched again from the restart.
+        db.restart_count = 1;
+        assert_eq!(
+            settling(std::slice::from_ref(&db), &seen, now, wall, stable),
+            Some(Duration::from_millis(2500))
+        );
+        // Running for long (a service `up` kept): nothing left.
+        web.started_at = ago(60_000);
+        assert_eq!(
+            settling(std::slice::from_ref(&web), &seen, now, wall, stable),
+            Some(Duration::ZERO)
+        );
+        // A start the clock puts in the future counts as just now.
+        web.started_at = Some(wall + chrono::Duration::seconds(5));
+        assert_eq!(
+            settling(std::slice::from_ref(&web), &seen, now, wall, stable),
+            Some(stable)
+        );
+        // No start time from the engine: from when smoke first saw it.
+        web.started_at = None;
+        let first = HashMap::from([(web.id.clone(), now - Duration::from_secs(2))]);
+        assert_eq!(
+            settling(std::slice::from_ref(&web), &first, now, wall, stable),
+            Some(Duration::from_secs(1))
+        );
+        // Exited ones are for `crashed`; with nothing running the caller
+        // falls back to its own watch.
+        assert_eq!(
+            settling(&[container("web", "exited")], &seen, now, wall, stable),
+            None
+        );
     }
 
     #[test]

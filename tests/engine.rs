@@ -327,6 +327,88 @@ async fn crash_fails_fast_without_checks() {
     assert!(outcome.duration < timeout / 2, "{outcome:#?}");
 }
 
+/// The stability watch counts from each container's own start, so time
+/// spent after the start (the rest of `compose up`, here a pause as long as
+/// a slow `up`) is part of it. The guarantee stays: an image that dies a
+/// second after its start is still caught, also when smoke begins almost a
+/// second late, and a healthy image is never passed before
+/// [`smoke::MIN_STABLE`] has run since its start.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overlapping_stability_watch_still_catches_a_crash_a_second_after_start() {
+    let host = TestHost::new();
+    let f = host.fixtures();
+    let engine = engine().await;
+    let timeout = Duration::from_secs(60);
+
+    let p = project(&host, "crash-late", &f.crash);
+    engine.up(p.p()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let outcome = smoke::run(&engine, &p.name, &["app".into()], &[], timeout).await;
+    assert!(!outcome.passed, "{outcome:#?}");
+    assert_eq!(outcome.failed_check.as_deref(), Some("containers"));
+    assert!(
+        outcome
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("exited (exit code 1)"),
+        "{outcome:#?}"
+    );
+
+    // A good image: smoke started 1.5 s after the start passes about
+    // MIN_STABLE after the start, not MIN_STABLE after smoke began.
+    let p = project(&host, "good-late", &f.v1);
+    engine.up(p.p()).await.unwrap();
+    let started_at = engine.containers(&p.name).await.unwrap()[0]
+        .started_at
+        .expect("the engine reports State.StartedAt");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let outcome = smoke::run(&engine, &p.name, &["app".into()], &[], timeout).await;
+    assert!(outcome.passed, "{outcome:#?}");
+    let age = (chrono::Utc::now() - started_at).to_std().unwrap();
+    assert!(age >= smoke::MIN_STABLE, "passed {age:?} after the start");
+    assert!(
+        outcome.duration < smoke::MIN_STABLE,
+        "the watch did not count the time since the start: {outcome:#?}"
+    );
+}
+
+/// With a Docker healthcheck, "healthy" and no restart is the stability
+/// proof: smoke passes as soon as Docker says so, before MIN_STABLE.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_container_needs_no_stability_watch() {
+    let host = TestHost::new();
+    let f = host.fixtures();
+    let engine = engine().await;
+    let p = project(&host, "healthy", &f.v1);
+    let compose = p.dir.join("compose.yaml");
+    let mut text = std::fs::read_to_string(&compose).unwrap();
+    text.push_str(&format!(
+        "    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O-\", \"http://127.0.0.1:{}/health\"]\n      interval: 1s\n      timeout: 1s\n      retries: 3\n",
+        p.port
+    ));
+    std::fs::write(&compose, text).unwrap();
+    engine.up(p.p()).await.unwrap();
+    let outcome = smoke::run(
+        &engine,
+        &p.name,
+        &["app".into()],
+        &[Check::Containers(ContainersCheck {})],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(outcome.passed, "{outcome:#?}");
+    let c = &engine.containers(&p.name).await.unwrap()[0];
+    assert_eq!(c.health.as_deref(), Some("healthy"));
+    let age = (chrono::Utc::now() - c.started_at.unwrap())
+        .to_std()
+        .unwrap();
+    assert!(
+        age < smoke::MIN_STABLE,
+        "a healthy container still waited the whole watch: passed {age:?} after its start"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_failures_are_masked() {
     let host = TestHost::new();

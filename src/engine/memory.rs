@@ -318,6 +318,7 @@ impl Engine for MemoryEngine {
                 state: state.to_string(),
                 health,
                 restart_count: 0,
+                started_at: None,
                 exit_code,
                 labels: [
                     (super::PROJECT_LABEL.to_string(), p.name.to_string()),

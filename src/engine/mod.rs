@@ -209,6 +209,10 @@ pub struct ContainerInfo {
     /// healthy, unhealthy or starting; `None` without a healthcheck.
     pub health: Option<String>,
     pub restart_count: i64,
+    /// When its current run started (`State.StartedAt`, reset by every
+    /// restart); `None` before the first start or when the engine does not
+    /// say (the in-memory engine).
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Set once the container has stopped.
     pub exit_code: Option<i64>,
     pub labels: HashMap<String, String>,
@@ -578,6 +582,13 @@ impl Docker {
                 .and_then(|h| h.status)
                 .map(|s| s.to_string())
                 .filter(|s| !s.is_empty() && s != "none");
+            // Docker says `0001-01-01T00:00:00Z` for "never started".
+            let started_at = state
+                .started_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .filter(|t| t.timestamp() > 0);
             let exit_code = if status == "running" || status == "created" {
                 None
             } else {
@@ -597,6 +608,7 @@ impl Docker {
                 state: status,
                 health,
                 restart_count: c.restart_count.unwrap_or(0),
+                started_at,
                 exit_code,
                 labels,
                 networks,
