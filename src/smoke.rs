@@ -7,7 +7,10 @@
 //! Independently of the checks, every attempt looks at the project's
 //! containers and fails fast — without waiting for the budget — when one has
 //! exited, died, or restarted since the first look: a crash loop does not get
-//! better by waiting. And a run never passes before every running container
+//! better by waiting. Between attempts it also listens to the engine's
+//! event stream for the project ([`Engine::watch`]): a container that dies,
+//! restarts or turns healthy is looked at again at once, not at the next
+//! retry. And a run never passes before every running container
 //! has run for [`MIN_STABLE`] (capped at half the budget), so an image that
 //! dies a second after start is not declared good. That watch counts from
 //! each container's own start (`State.StartedAt`), so the time spent in
@@ -188,6 +191,7 @@ pub async fn run(
     let client = http_client();
     let mut baseline: HashMap<String, i64> = HashMap::new();
     let mut attempts = 0u32;
+    let mut watch = engine.watch(project);
 
     let finish = |attempts: u32, failed: Option<(String, String)>| {
         let outcome = Outcome {
@@ -293,7 +297,34 @@ pub async fn run(
         } else {
             (now + RETRY_INTERVAL).min(deadline)
         };
-        tokio::time::sleep_until(next).await;
+        wait(next, &mut watch, project).await;
+    }
+}
+
+/// Sleeps until `until`, or until the engine reports something of the
+/// project (then takes what else has arrived too), whichever comes first.
+/// Without a stream, or once it ends, it only sleeps.
+async fn wait(
+    until: Instant,
+    watch: &mut Option<tokio::sync::mpsc::Receiver<String>>,
+    project: &str,
+) {
+    let Some(rx) = watch.as_mut() else {
+        return tokio::time::sleep_until(until).await;
+    };
+    let ended = tokio::select! {
+        _ = tokio::time::sleep_until(until) => false,
+        event = rx.recv() => match event {
+            Some(action) => {
+                tracing::debug!(project, action, "engine event: looking again");
+                while rx.try_recv().is_ok() {}
+                false
+            }
+            None => true,
+        },
+    };
+    if ended {
+        *watch = None;
     }
 }
 

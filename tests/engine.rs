@@ -373,6 +373,31 @@ async fn the_overlapping_stability_watch_still_catches_a_crash_a_second_after_st
     );
 }
 
+/// The engine's event stream, as smoke listens to it: the project's
+/// container starting and dying arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_reports_a_projects_container_dying() {
+    let host = TestHost::new();
+    let f = host.fixtures();
+    let engine = engine().await;
+    let p = project(&host, "events", &f.crash);
+    let mut rx = engine
+        .watch(&p.name)
+        .expect("the Docker engine streams events");
+    // The subscription is made by a task: give it a moment to be in place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.up(p.p()).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.iter().any(|a: &String| a == "die") {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(a)) => seen.push(a),
+            other => panic!("no `die` event (saw {seen:?}): {other:?}"),
+        }
+    }
+    assert!(seen.iter().any(|a| a == "start"), "{seen:?}");
+}
+
 /// With a Docker healthcheck, "healthy" and no restart is the stability
 /// proof: smoke passes as soon as Docker says so, before MIN_STABLE.
 #[tokio::test(flavor = "multi_thread")]

@@ -313,6 +313,18 @@ pub trait Engine: Send + Sync {
     /// Whether a network of that name (or id) exists. Read-only.
     async fn network_exists(&self, name: &str) -> Result<bool, Error>;
 
+    /// What happens to the containers of `project` from now on, as the
+    /// engine's event stream says it: each [`is_lifecycle_event`] (a
+    /// container died, was killed or OOM-killed, restarted, started,
+    /// changed health) arrives as its action (`die`, `health_status:
+    /// healthy`) for as long as the receiver is held; events a full
+    /// receiver cannot take are dropped (a waker, not a log). `None` when
+    /// the engine has no such stream: callers poll. Must be called inside a
+    /// tokio runtime.
+    fn watch(&self, _project: &str) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        None
+    }
+
     /// Compose commands for `project` left running by a stackpin that died
     /// (see [`compose::orphans_in`]): waited for up to `wait`, then their
     /// process groups get SIGTERM and, 5 s later, SIGKILL. Call it holding
@@ -383,6 +395,18 @@ pub trait Engine: Send + Sync {
 /// What an engine without the rollout operations answers to them.
 fn unsupported(engine: String, what: &str) -> Error {
     Error::Unavailable(format!("{engine} cannot {what}"))
+}
+
+/// Whether an engine event's action changes what a watcher of a container
+/// would conclude: it died, was killed or OOM-killed, restarted, started,
+/// changed health, was removed. Not `exec_*`: smoke's own `exec` checks
+/// cause those, and waking on them would spin.
+pub fn is_lifecycle_event(action: &str) -> bool {
+    let name = action.split(':').next().unwrap_or_default();
+    matches!(
+        name,
+        "die" | "oom" | "kill" | "restart" | "start" | "stop" | "destroy" | "health_status"
+    )
 }
 
 /// A connection to the Docker engine plus the compose CLI to use with it.
@@ -867,6 +891,46 @@ impl Engine for Docker {
         self.inspect_network(name).await
     }
 
+    fn watch(&self, project: &str) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let docker = self.docker.clone();
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{PROJECT_LABEL}={project}")],
+            ),
+        ]);
+        let project = project.to_string();
+        tokio::spawn(async move {
+            let options = bollard::query_parameters::EventsOptions {
+                since: None,
+                until: None,
+                filters: Some(filters),
+            };
+            let mut events = docker.events(Some(options));
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    next = events.next() => match next {
+                        Some(Ok(m)) => {
+                            let action = m.action.unwrap_or_default();
+                            if is_lifecycle_event(&action) {
+                                let _ = tx.try_send(action);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(project, "engine event stream ended: {e}");
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            }
+        });
+        Some(rx)
+    }
+
     async fn settle_orphans(&self, project: &str, wait: Duration) -> Vec<String> {
         let found = compose::orphans_in(&compose::processes(), project);
         if found.is_empty() {
@@ -1106,6 +1170,33 @@ impl Engine for Offline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smoke_wakes_on_lifecycle_events_not_on_its_own_execs() {
+        for a in [
+            "die",
+            "oom",
+            "kill",
+            "restart",
+            "start",
+            "destroy",
+            "health_status: healthy",
+            "health_status: unhealthy",
+        ] {
+            assert!(is_lifecycle_event(a), "{a}");
+        }
+        for a in [
+            "exec_create: cat /x",
+            "exec_start: cat /x",
+            "exec_die",
+            "attach",
+            "create",
+            "rename",
+            "",
+        ] {
+            assert!(!is_lifecycle_event(a), "{a}");
+        }
+    }
 
     #[test]
     fn compose_error_names_command_code_and_last_line() {
