@@ -866,7 +866,8 @@ pub fn is_complete(dir: &Path) -> bool {
 /// # Guarantees
 /// Writes every file (0644), `.env` (0600) and `release.json` last into
 /// `<releases>/.tmp-<id>`, makes the tree read-only, fsyncs every file and
-/// directory, renames it to `<id>` and fsyncs the parent. A crash leaves at
+/// directory once (data and the read-only modes together), renames it to
+/// `<id>` and fsyncs the parent. A crash leaves at
 /// most a `.tmp-*` directory (removed by [`sweep_temp`]), never a partial
 /// `<id>`. A leftover `.tmp-<id>` from an earlier crash is replaced.
 ///
@@ -915,8 +916,8 @@ pub fn create(
         json.push(b'\n');
         write_new(&tmp.join(META_FILE), &json, FILE_MODE)?;
         fsutil::set_tree_readonly(&tmp).map_err(io_err("make read-only", &tmp))?;
-        // The modes changed after the data was synced: sync once more, dirs
-        // included, before the rename makes the release visible.
+        // One fsync per file and directory, after the modes changed, covers
+        // data and metadata, before the rename makes the release visible.
         sync_tree(&tmp)?;
         fs::rename(&tmp, &dir).map_err(io_err("rename into place", &tmp))?;
         fsutil::fsync_dir(&parent).map_err(io_err("fsync", &parent))
@@ -938,10 +939,10 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
         .open(path)
         .map_err(io_err("create", path))?;
     f.write_all(bytes).map_err(io_err("write", path))?;
-    // Independent of the umask.
+    // Independent of the umask. Not synced here: `create` syncs the whole
+    // tree once, after it is made read-only.
     f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err("set the mode of", path))?;
-    f.sync_all().map_err(io_err("fsync", path))
+        .map_err(io_err("set the mode of", path))
 }
 
 fn sync_tree(dir: &Path) -> Result<(), Error> {
