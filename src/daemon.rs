@@ -245,7 +245,9 @@ struct Daemon {
     backoff: Backoff,
     /// The last desired state fetched successfully (used by operator runs
     /// while the remote is unreachable).
-    last: Option<DesiredState>,
+    /// The last desired state loaded, shared: a run on the same commit
+    /// reuses it instead of reading and validating the tree again.
+    last: Option<Arc<DesiredState>>,
     ready_sent: bool,
     /// Publishes verified markers to git after each run (`verified.publish`).
     publisher: Option<crate::publish::Worker>,
@@ -397,15 +399,18 @@ impl Daemon {
     }
 
     /// Fetches and loads the desired state. On failure the host is left as
-    /// it is and the error recorded; returns the retry delay.
-    async fn fetch(&mut self) -> Result<DesiredState, Duration> {
+    /// it is and the error recorded; returns the retry delay. A fetch that
+    /// lands on the commit already loaded reuses that state: loading is a
+    /// function of the commit's tree alone, and is most of a no-op run.
+    async fn fetch(&mut self) -> Result<Arc<DesiredState>, Duration> {
         let loaded = match &self.source {
-            Source::Dir(dir) => Ok(desired::load(&DirTree::new(dir))),
+            Source::Dir(dir) => Ok(Arc::new(desired::load(&DirTree::new(dir)))),
             Source::Git(g) => {
                 let g = g.clone();
+                let last = self.last.clone();
                 // The source logs a force-push itself; the snapshot shows it.
                 let r = tokio::task::spawn_blocking(
-                    move || -> Result<(DesiredState, Option<String>), (String, bool)> {
+                    move || -> Result<(Arc<DesiredState>, Option<String>), (String, bool)> {
                         let f = g.fetch().map_err(|e| (e.to_string(), e.is_transient()))?;
                         let forced = f.forced.then(|| {
                             format!(
@@ -414,10 +419,14 @@ impl Daemon {
                                 f.commit
                             )
                         });
+                        if let Some(last) = last.filter(|l| l.commit.as_deref() == Some(&f.commit)) {
+                            tracing::debug!(commit = %f.commit, "desired state unchanged: not read again");
+                            return Ok((last, forced));
+                        }
                         let d = g
                             .load(&f.commit)
                             .map_err(|e| (e.to_string(), e.is_transient()))?;
-                        Ok((d, forced))
+                        Ok((Arc::new(d), forced))
                     },
                 )
                 .await
@@ -446,10 +455,14 @@ impl Daemon {
                     short_commit(&d),
                     now.format("%H:%M:%SZ")
                 ));
-                for f in d.errors() {
-                    tracing::warn!(stack = ?f.stack, file = %f.file, field = %f.field, "{}", f.message);
+                // Said once per loaded commit, not on every poll of it.
+                let reused = self.last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &d));
+                if !reused {
+                    for f in d.errors() {
+                        tracing::warn!(stack = ?f.stack, file = %f.file, field = %f.field, "{}", f.message);
+                    }
                 }
-                self.last = Some(d.clone());
+                self.last = Some(Arc::clone(&d));
                 Ok(d)
             }
             Err((e, transient)) => {
@@ -653,10 +666,10 @@ impl Daemon {
             }
             Request::Status { stacks, .. } => {
                 let host = self.host();
-                if let Err(e) = reconcile::check_all_known(&host, self.last.as_ref(), &stacks) {
+                if let Err(e) = reconcile::check_all_known(&host, self.last.as_deref(), &stacks) {
                     return Response::refusal(&e);
                 }
-                let status = crate::status::collect(&host, self.last.as_ref(), &stacks).await;
+                let status = crate::status::collect(&host, self.last.as_deref(), &stacks).await;
                 Response {
                     ok: true,
                     status,
@@ -666,7 +679,7 @@ impl Daemon {
             }
             Request::Hold { stack, reason, .. } => {
                 let host = self.host();
-                let known = reconcile::check_known(&host, self.last.as_ref(), &stack);
+                let known = reconcile::check_known(&host, self.last.as_deref(), &stack);
                 let locked = match known {
                     Ok(()) => reconcile::lock_within(&host, &stack, OPERATOR_LOCK_WAIT).await,
                     Err(e) => Err(e),
@@ -682,7 +695,7 @@ impl Daemon {
             }
             Request::Resume { stack, .. } => {
                 let host = self.host();
-                let known = reconcile::check_known(&host, self.last.as_ref(), &stack);
+                let known = reconcile::check_known(&host, self.last.as_deref(), &stack);
                 let locked = match known {
                     Ok(()) => reconcile::lock_within(&host, &stack, OPERATOR_LOCK_WAIT).await,
                     Err(e) => Err(e),

@@ -240,6 +240,12 @@ fn daemon_polls_a_remote_and_applies_a_pushed_commit() {
             .unwrap_or(false)
     });
 
+    // Polls that find the same commit reuse what was loaded from it (and
+    // the push below is still read: the next assertion).
+    d.wait_until("a poll of the same commit", Duration::from_secs(30), || {
+        d.logs().contains("desired state unchanged: not read again")
+    });
+
     write_stack(&h, &s, &f.v2, app, "v2");
     h.commit("v2");
     h.push(false);
