@@ -248,6 +248,8 @@ struct Daemon {
     /// The last desired state loaded, shared: a run on the same commit
     /// reuses it instead of reading and validating the tree again.
     last: Option<Arc<DesiredState>>,
+    /// What loading each stack of `last` gave, for the next commit.
+    stack_cache: Option<Arc<desired::StackCache>>,
     ready_sent: bool,
     /// Publishes verified markers to git after each run (`verified.publish`).
     publisher: Option<crate::publish::Worker>,
@@ -329,6 +331,7 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
         snapshot,
         metrics,
         last: None,
+        stack_cache: None,
         ready_sent: false,
         publisher,
     };
@@ -403,14 +406,21 @@ impl Daemon {
     /// lands on the commit already loaded reuses that state: loading is a
     /// function of the commit's tree alone, and is most of a no-op run.
     async fn fetch(&mut self) -> Result<Arc<DesiredState>, Duration> {
+        let mut new_cache = None;
         let loaded = match &self.source {
             Source::Dir(dir) => Ok(Arc::new(desired::load(&DirTree::new(dir)))),
             Source::Git(g) => {
                 let g = g.clone();
                 let last = self.last.clone();
+                let cache = self.stack_cache.clone();
                 // The source logs a force-push itself; the snapshot shows it.
+                type Loaded = (
+                    Arc<DesiredState>,
+                    Option<Arc<desired::StackCache>>,
+                    Option<String>,
+                );
                 let r = tokio::task::spawn_blocking(
-                    move || -> Result<(Arc<DesiredState>, Option<String>), (String, bool)> {
+                    move || -> Result<Loaded, (String, bool)> {
                         let f = g.fetch().map_err(|e| (e.to_string(), e.is_transient()))?;
                         let forced = f.forced.then(|| {
                             format!(
@@ -421,24 +431,31 @@ impl Daemon {
                         });
                         if let Some(last) = last.filter(|l| l.commit.as_deref() == Some(&f.commit)) {
                             tracing::debug!(commit = %f.commit, "desired state unchanged: not read again");
-                            return Ok((last, forced));
+                            return Ok((last, None, forced));
                         }
-                        let d = g
-                            .load(&f.commit)
+                        let (d, cache) = g
+                            .load_reusing(&f.commit, cache.as_deref())
                             .map_err(|e| (e.to_string(), e.is_transient()))?;
-                        Ok((Arc::new(d), forced))
+                        tracing::debug!(commit = %f.commit, read = cache.read, reused = cache.reused, "desired state loaded: stacks read, and reused from the previous commit");
+                        Ok((Arc::new(d), Some(Arc::new(cache)), forced))
                     },
                 )
                 .await
                 .unwrap_or_else(|e| Err((e.to_string(), true)));
-                r.map(|(d, forced)| {
+                r.map(|(d, cache, forced)| {
                     if let Some(n) = forced {
                         self.snapshot.write().unwrap().forced_push = Some(n);
+                    }
+                    if cache.is_some() {
+                        new_cache = cache;
                     }
                     d
                 })
             }
         };
+        if new_cache.is_some() {
+            self.stack_cache = new_cache;
+        }
         match loaded {
             Ok(d) => {
                 self.backoff.succeed();

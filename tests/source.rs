@@ -411,3 +411,47 @@ fn a_corrupt_mirror_is_moved_aside_and_rebuilt() {
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(src.fetch().unwrap().commit, c);
 }
+
+/// A new commit reads only the stacks whose directory changed (issue 13):
+/// the others are taken from the previous load by their git tree ids, and
+/// the state is exactly what a full load of the new commit gives, findings
+/// and set-aside stacks included. A change of `stackpin.yaml` (the
+/// defaults every stack reads) reads them all again.
+#[test]
+fn a_new_commit_reads_only_the_stacks_it_changed() {
+    let host = TestHost::new();
+    for name in ["alpha", "beta", "gamma"] {
+        write_stack(&host, "", name);
+    }
+    host.write("stacks/broken/stack.yaml", "images: [\n");
+    host.commit("four stacks, one broken");
+    let src = GitSource::new(config(host.repo().display().to_string()), &host.state_dir()).unwrap();
+    let first = src.fetch().unwrap().commit;
+    let (_, cache) = src.load_reusing(&first, None).unwrap();
+    assert_eq!((cache.read, cache.reused), (4, 0));
+
+    host.write(
+        "stacks/beta/compose.yaml",
+        "services:\n  web:\n    image: ghcr.io/acme/app\n    environment: {A: \"1\"}\n",
+    );
+    host.commit("beta changes");
+    let second = src.fetch().unwrap().commit;
+    let (state, cache) = src.load_reusing(&second, Some(&cache)).unwrap();
+    assert_eq!((cache.read, cache.reused), (1, 3));
+    let full = src.load(&second).unwrap();
+    assert_eq!(format!("{:?}", state.stacks), format!("{:?}", full.stacks));
+    assert_eq!(state.findings, full.findings);
+    assert_eq!(state.invalid, full.invalid);
+    assert!(state.invalid.contains("broken"), "{:?}", state.invalid);
+    assert!(
+        format!("{:?}", state.stacks["beta"].compose).contains("\"A\""),
+        "beta is read from the new commit"
+    );
+
+    host.write("stackpin.yaml", "defaults: {keep_releases: 4}\n");
+    host.commit("defaults");
+    let third = src.fetch().unwrap().commit;
+    let (state, cache) = src.load_reusing(&third, Some(&cache)).unwrap();
+    assert_eq!((cache.read, cache.reused), (4, 0));
+    assert_eq!(state.stacks["alpha"].keep_releases, 4);
+}

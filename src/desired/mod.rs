@@ -19,7 +19,7 @@ use image::ImageRef;
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use spec::{Check, RepoConfig, StackSpec, VerifiedEntry, VerifiedFile};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 pub use tree::{DirTree, GitTree, Kind, MemTree, Tree};
 
@@ -338,6 +338,36 @@ fn valid_env_key(k: &str) -> bool {
 /// Loads and validates everything in `tree`. Never fails: problems become
 /// findings, and only the stacks they concern are set aside.
 pub fn load(tree: &dyn Tree) -> DesiredState {
+    load_reusing(tree, None).0
+}
+
+/// What loading each stack gave, by the content ids ([`Tree::id`]) of its
+/// directory and of `stackpin.yaml` (its defaults): the daemon keeps it from
+/// one commit to the next, and a stack whose ids did not change is taken
+/// from it instead of being read, parsed and validated again. The checks
+/// across stacks and of `verified/` always run on the whole state.
+#[derive(Debug, Clone, Default)]
+pub struct StackCache {
+    entries: HashMap<String, CachedStack>,
+    /// Stacks taken from the previous cache by the load that made this one.
+    pub reused: usize,
+    /// Stacks read by that load.
+    pub read: usize,
+}
+
+#[derive(Debug, Clone)]
+struct CachedStack {
+    key: String,
+    stack: Option<Stack>,
+    findings: Vec<Finding>,
+}
+
+/// [`load`], reusing from `previous` every stack whose content ids are
+/// unchanged; also returns the cache for the next load. The state is the
+/// one [`load`] gives for the same tree.
+pub fn load_reusing(tree: &dyn Tree, previous: Option<&StackCache>) -> (DesiredState, StackCache) {
+    let mut cache = StackCache::default();
+    let defaults_id = tree.id("stackpin.yaml");
     let mut st = DesiredState {
         source: tree.describe(),
         ..Default::default()
@@ -398,11 +428,37 @@ pub fn load(tree: &dyn Tree) -> DesiredState {
             st.invalid.insert(e.name.clone());
             continue;
         }
-        let before = findings.len();
-        let stack = load_stack(tree, &e.name, &st.repo, &mut findings);
-        let failed = findings[before..]
-            .iter()
-            .any(|f| f.severity == Severity::Error);
+        let key = defaults_id
+            .as_ref()
+            .zip(tree.id(&file))
+            .map(|(d, s)| format!("{s} {d}"));
+        let cached = previous
+            .and_then(|p| p.entries.get(&e.name))
+            .filter(|c| key.as_ref() == Some(&c.key));
+        let (stack, own) = match cached {
+            Some(c) => {
+                cache.reused += 1;
+                (c.stack.clone(), c.findings.clone())
+            }
+            None => {
+                cache.read += 1;
+                let mut own = Vec::new();
+                let stack = load_stack(tree, &e.name, &st.repo, &mut own);
+                (stack, own)
+            }
+        };
+        if let Some(key) = key {
+            cache.entries.insert(
+                e.name.clone(),
+                CachedStack {
+                    key,
+                    stack: stack.clone(),
+                    findings: own.clone(),
+                },
+            );
+        }
+        let failed = own.iter().any(|f| f.severity == Severity::Error);
+        findings.extend(own);
         match stack {
             Some(s) if !failed => {
                 st.stacks.insert(e.name.clone(), s);
@@ -417,7 +473,7 @@ pub fn load(tree: &dyn Tree) -> DesiredState {
 
     cross_stack_checks(&mut st, &mut findings);
     st.findings = findings;
-    st
+    (st, cache)
 }
 
 /// `verified/<stack>.yaml` files into `st.verified`.

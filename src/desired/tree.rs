@@ -35,6 +35,13 @@ pub trait Tree {
     fn kind(&self, path: &str) -> io::Result<Option<Kind>>;
     /// The bytes of a regular file; `None` when it does not exist.
     fn read(&self, path: &str) -> io::Result<Option<Vec<u8>>>;
+    /// A content identity of `path`, file or directory: equal ids mean
+    /// equal contents (a git object id; `-` for a path that does not
+    /// exist). `None` when the tree cannot tell (a directory on disk): then
+    /// nothing loaded from it is reused.
+    fn id(&self, _path: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A desired-state repository checked out (or authored) in a directory.
@@ -267,6 +274,14 @@ impl Tree for GitTree {
                 Ok(Some(blob.content().to_vec()))
             }
             Some(_) => Err(io::Error::other(format!("{path} is not a regular file"))),
+        }
+    }
+
+    fn id(&self, path: &str) -> Option<String> {
+        match self.lookup(path).ok()? {
+            None => Some("-".into()),
+            // The mode too: a file turned into a link is another input.
+            Some(e) => Some(format!("{:o}:{}", e.filemode(), e.id())),
         }
     }
 }

@@ -393,13 +393,24 @@ impl GitSource {
     /// Loads and validates the desired state of `commit`; `commit` of the
     /// result is set to its full id.
     pub fn load(&self, commit: &str) -> Result<DesiredState, Error> {
+        self.load_reusing(commit, None).map(|(state, _)| state)
+    }
+
+    /// [`GitSource::load`], taking from `previous` every stack whose
+    /// directory is unchanged ([`desired::load_reusing`]); also returns the
+    /// cache for the next load.
+    pub fn load_reusing(
+        &self,
+        commit: &str,
+        previous: Option<&desired::StackCache>,
+    ) -> Result<(DesiredState, desired::StackCache), Error> {
         let tree = self.tree(commit)?;
-        let mut state = desired::load(&tree);
+        let (mut state, cache) = desired::load_reusing(&tree, previous);
         state.commit = Some(tree.commit_id());
         // Signature checks read the commit from the mirror.
         state.repo_path = Some(self.mirror.clone());
         state.base = tree.base().to_string();
-        Ok(state)
+        Ok((state, cache))
     }
 
     fn classify(&self, e: &git2::Error, late: bool, secret: &str) -> Error {
