@@ -136,6 +136,27 @@ fn commit_repo(dir: &Path) {
         "-m",
         "bench",
     ]);
+    // A second commit that changes one stack: what the daemon reads after a
+    // digest bump of one stack (`main~1` is the first).
+    let first = std::fs::read_dir(dir.join("stacks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let spec = first.join("stack.yaml");
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str("# bumped\n");
+    std::fs::write(&spec, text).unwrap();
+    git(&[
+        "-c",
+        "user.name=bench",
+        "-c",
+        "user.email=bench@example.com",
+        "commit",
+        "-q",
+        "-am",
+        "one stack changes",
+    ]);
 }
 
 /// One size's inputs, built once.
@@ -147,6 +168,7 @@ struct Fixture {
     fingerprints: BTreeMap<String, String>,
     observed: BTreeMap<String, ObservedStack>,
     local: BTreeMap<String, LocalRecord>,
+    previous: desired::StackCache,
 }
 
 fn load_dir(dir: &Path) -> DesiredState {
@@ -156,6 +178,21 @@ fn load_dir(dir: &Path) -> DesiredState {
 fn load_git(dir: &Path) -> DesiredState {
     let t = GitTree::open(dir, "main", ".").expect("the bench repository opens");
     let mut d = desired::load(&t);
+    d.commit = Some(t.commit_id());
+    d
+}
+
+/// What the daemon's previous load of `main~1` kept.
+fn cache_of_previous(dir: &Path) -> desired::StackCache {
+    let t = GitTree::open(dir, "main~1", ".").expect("the first commit opens");
+    desired::load_reusing(&t, None).1
+}
+
+/// `main` read after `main~1`: one stack changed, the rest reused.
+fn load_git_incremental(dir: &Path, previous: &desired::StackCache) -> DesiredState {
+    let t = GitTree::open(dir, "main", ".").expect("the bench repository opens");
+    let (mut d, cache) = desired::load_reusing(&t, Some(previous));
+    assert_eq!(cache.read, 1, "one stack changed between the commits");
     d.commit = Some(t.commit_id());
     d
 }
@@ -234,7 +271,9 @@ impl Fixture {
             .keys()
             .map(|k| (k.clone(), LocalRecord::default()))
             .collect();
+        let previous = cache_of_previous(&dir);
         let f = Fixture {
+            previous,
             n,
             _tmp: tmp,
             dir,
@@ -259,6 +298,15 @@ impl Fixture {
         let fps = render_all(&d);
         plan_all(&d, &fps, &self.observed, &self.local).items.len()
     }
+
+    /// The daemon's pass on a commit it has already loaded: the state is
+    /// reused, so only fingerprints and plan.
+    fn same_commit_loop(&self) -> usize {
+        let fps = render_all(&self.desired);
+        plan_all(&self.desired, &fps, &self.observed, &self.local)
+            .items
+            .len()
+    }
 }
 
 fn sizes() -> Vec<usize> {
@@ -281,6 +329,9 @@ fn bench(c: &mut Criterion, fixtures: &[Fixture]) {
         });
         g.bench_with_input(BenchmarkId::new("load_git", f.n), f, |b, f| {
             b.iter(|| black_box(load_git(&f.dir)))
+        });
+        g.bench_with_input(BenchmarkId::new("load_git_one_changed", f.n), f, |b, f| {
+            b.iter(|| black_box(load_git_incremental(&f.dir, &f.previous)))
         });
         g.bench_with_input(BenchmarkId::new("render", f.n), f, |b, f| {
             b.iter(|| black_box(render_all(&f.desired)))
@@ -341,18 +392,21 @@ fn table(fixtures: &[Fixture], max: usize, budget: Duration) {
     println!();
     println!("no-op loop (nothing changed), median of up to {max} iterations per cell:");
     println!(
-        "{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>11} | {:>10}",
+        "{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>11} | {:>10} | {:>12} | {:>11}",
         "stacks",
         "load(dir)",
         "load(git)",
+        "git, 1 chg",
         "render",
         "plan",
         "sum",
         "loop",
         "loop allocs",
-        "loop bytes"
+        "loop bytes",
+        "same commit",
+        "same allocs"
     );
-    println!("{}", "-".repeat(110));
+    println!("{}", "-".repeat(152));
     for f in fixtures {
         let (load, _, _) = measure(max, budget, || load_dir(&f.dir));
         let (git, _, _) = measure(max, budget, || load_git(&f.dir));
@@ -361,21 +415,28 @@ fn table(fixtures: &[Fixture], max: usize, budget: Duration) {
             plan_all(&f.desired, &f.fingerprints, &f.observed, &f.local)
         });
         let (whole, allocs, bytes) = measure(max, budget, || f.one_loop());
+        let (one, _, _) = measure(max, budget, || load_git_incremental(&f.dir, &f.previous));
+        let (same, same_allocs, _) = measure(max, budget, || f.same_commit_loop());
         println!(
-            "{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>11} | {:>10}",
+            "{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>11} | {:>10} | {:>12} | {:>11}",
             f.n,
             fmt_dur(load),
             fmt_dur(git),
+            fmt_dur(one),
             fmt_dur(render),
             fmt_dur(plan),
             fmt_dur(load + render + plan),
             fmt_dur(whole),
             fmt_count(allocs),
             format!("{} MB", (bytes as f64 / 1e6 * 10.0).round() / 10.0),
+            fmt_dur(same),
+            fmt_count(same_allocs),
         );
     }
     println!(
-        "(sum = load(dir) + render + plan; loop = the three measured together; allocs and bytes: one loop)"
+        "(sum = load(dir) + render + plan; loop = the three measured together; allocs and bytes: one loop;\n \
+         git, 1 chg = the next commit, one stack changed, the rest reused from the previous load;\n \
+         same commit = the daemon's pass when the commit did not change: render + plan, the state reused)"
     );
 }
 
