@@ -293,6 +293,7 @@ impl Fixture {
     }
 
     /// One whole no-op pass: load, fingerprints, plan.
+    #[inline(never)]
     fn one_loop(&self) -> usize {
         let d = load_dir(&self.dir);
         let fps = render_all(&d);
@@ -301,6 +302,7 @@ impl Fixture {
 
     /// The daemon's pass on a commit it has already loaded: the state is
     /// reused, so only fingerprints and plan.
+    #[inline(never)]
     fn same_commit_loop(&self) -> usize {
         let fps = render_all(&self.desired);
         plan_all(&self.desired, &fps, &self.observed, &self.local)
@@ -440,7 +442,33 @@ fn table(fixtures: &[Fixture], max: usize, budget: Duration) {
     );
 }
 
+/// `STACKPIN_BENCH_CALLGRIND=N`: build the fixture of N stacks, run each
+/// pass once and exit, for `valgrind --tool=callgrind --toggle-collect=…`
+/// (scripts/bench.sh's `callgrind` part): instruction counts, which do not
+/// move with the machine's load.
+fn callgrind_mode() -> bool {
+    let Some(n) = std::env::var("STACKPIN_BENCH_CALLGRIND")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return false;
+    };
+    let f = Fixture::new(n);
+    black_box(f.one_loop());
+    black_box(f.same_commit_loop());
+    black_box(load_git_incremental_once(&f));
+    true
+}
+
+#[inline(never)]
+fn load_git_incremental_once(f: &Fixture) -> usize {
+    load_git_incremental(&f.dir, &f.previous).stacks.len()
+}
+
 fn main() {
+    if callgrind_mode() {
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     let has = |a: &str| args.iter().any(|x| x == a);
     // `cargo test --benches` runs this without `--bench`: a smoke run only.

@@ -8,7 +8,7 @@
 #                                    ~5 min the first time; then ~10-15 min)
 #   scripts/bench.sh --quick         few rounds: proves it works, figures are rough
 #   scripts/bench.sh --only webhook,rss     some parts only
-#                                    (parts: converge, revert, crash, parallel, rollout, webhook, rss)
+#                                    (parts: converge, revert, crash, callgrind, parallel, rollout, webhook, rss)
 #   STACKPIN_BENCH_BIN=target/debug/stackpin scripts/bench.sh --quick
 #                                    use that binary, no build (debugging the script;
 #                                    debug-build figures are not the product's)
@@ -447,6 +447,42 @@ def part_crash(h, stack, port):
                      "target < 0.5s (engine event stream)"))
 
 
+# ---------------------------------------------------------------- callgrind
+def part_callgrind():
+    """Instruction counts (valgrind's callgrind, `Ir`) of the no-op passes of
+    benches/plan.rs, run once each in its STACKPIN_BENCH_CALLGRIND mode and
+    counted only inside the pass (--toggle-collect): the same for the same
+    binary and inputs however loaded the machine is."""
+    if shutil.which("valgrind") is None:
+        rows.append(("instructions (callgrind)", "valgrind is not installed", "apt-get install valgrind"))
+        return
+    p = run(["cargo", "bench", "--bench", "plan", "--no-run", "--message-format", "json"], timeout=1800)
+    exe = None
+    for line in p.stdout.split("\n"):
+        try:
+            m = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "plan" and m.get("executable"):
+            exe = m["executable"]
+    if not exe:
+        raise RuntimeError("cargo bench --no-run named no bench binary")
+    passes = [("one_loop", "no-op pass, whole read (load + render + plan)"),
+              ("same_commit_loop", "daemon pass on the same commit (render + plan)"),
+              ("load_git_incremental_once", "next commit, 1 stack changed (load)")]
+    for n in ([100] if QUICK else [100, 500]):
+        for fn, label in passes:
+            out = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={WORK}/callgrind.%p",
+                       f"--toggle-collect=*{fn}*", exe],
+                      env={**os.environ, "STACKPIN_BENCH_CALLGRIND": str(n)}, timeout=1800)
+            got = [l.split(":")[-1].strip() for l in out.stderr.split("\n") if "Collected :" in l]
+            if not got:
+                raise RuntimeError(f"callgrind printed no total:\n{out.stderr[-2000:]}")
+            count = int(got[-1])
+            log(f"callgrind: {label}, {n} stacks: {count:,} instructions")
+            rows.append((f"instructions: {label}, {n} stacks", f"{count:,}", "callgrind Ir, stable across runs"))
+
+
 # ---------------------------------------------------------------- parallel
 def part_parallel():
     """A commit that changes N stacks at once (each the fixture app on its
@@ -724,6 +760,20 @@ class Daemon:
                 return int(line.split()[1])
         return 0
 
+    def rss_detail(self):
+        """Where the RSS is: anonymous (heap, stacks) vs file-backed (the
+        binary and libraries), and the thread count."""
+        rollup = {}
+        for line in open(f"/proc/{self.proc.pid}/smaps_rollup"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                rollup[parts[0][:-1]] = int(parts[1])
+        threads = next((int(line.split()[1]) for line in open(f"/proc/{self.proc.pid}/status")
+                        if line.startswith("Threads:")), 0)
+        anon = rollup.get("Anonymous", 0)
+        rss = rollup.get("Rss", 0)
+        return f"anonymous {anon / 1024:.1f} MiB, file-backed {(rss - anon) / 1024:.1f} MiB, {threads} threads"
+
     def push_webhook(self, delivery):
         body = json.dumps({"ref": "refs/heads/main", "after": "0" * 40}).encode()
         sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
@@ -862,6 +912,7 @@ def part_rss():
         rows.append((f"daemon RSS after {n} syncs", f"{end_rss / 1024:.1f} MiB",
                      f"growth {(end_rss - start_rss) / 1024:+.1f} MiB; peak {peak / 1024:.1f} MiB"))
         rows.append(("  samples (syncs: MiB)", ", ".join(f"{k}: {v / 1024:.1f}" for k, v in samples), ""))
+        rows.append(("  where it is, after the syncs", d.rss_detail(), "/proc/<pid>/smaps_rollup"))
         rows.append(("no-op sync of 100 stacks via the control socket", summary(per_sync), "fetch + load + plan + observe"))
     except Exception:
         log("daemon log (last 40 lines):\n" + d.tail(40))
@@ -893,6 +944,8 @@ def main():
         part_webhook()
     if want("rss"):
         part_rss()
+    if want("callgrind"):
+        part_callgrind()
     print()
     print(f"stackpin whole-system figures ({'QUICK: few rounds, rough' if QUICK else 'full run'}; "
           f"{os.environ['BENCH_PROFILE']} binary; took {ms(time.monotonic() - t_all)})")
