@@ -364,6 +364,9 @@ def part_converge(h, stack, port, health=False):
                  " ".join(f"{n} {ms(statistics.median(v))}" for n, v in sp_by_stage.items())))
     rows.append((f"converge{label}: raw compose up -d + /health 200" + (" + healthy" if health else ""),
                  summary(raw_up), "same release, copied"))
+    if not health and "release" in sp_by_stage:
+        rows.append(("converge: release stage (release-create + compose config -q)", summary(sp_by_stage["release"]),
+                     "target < 30 ms; the files take a few ms (stackpin -vv logs `release created` with the split)"))
     rows.append((f"converge{label} ratio stackpin ÷ raw", f"{ratio:.2f}×",
                  "target ≤ 1.15×; " + ("healthy without a restart is the stability proof" if health
                                        else "smoke passes no earlier than 3 s after the container's start (MIN_STABLE)")))
@@ -388,7 +391,8 @@ def part_revert(h, stack, port):
         log(f"revert round {k}: failed smoke {ms(detect[-1])}, revert+up+smoke {ms(rec[-1])}")
     rows.append(("auto-revert: smoke failure -> previous release healthy", summary(rec), "revert + up + smoke stages"))
     if RAW_UP:
-        rows.append(("auto-revert ratio ÷ raw up + health", f"{statistics.median(rec) / statistics.median(RAW_UP):.2f}×", ""))
+        rows.append(("auto-revert ratio ÷ raw up + health", f"{statistics.median(rec) / statistics.median(RAW_UP):.2f}×",
+                     "target ≤ 1.2×; the previous release's smoke has the same 3 s watch"))
     rows.append(("  (failed smoke itself: /health 404 until the 5s budget)", summary(detect), "bounded by smoke.timeout"))
 
 
@@ -862,7 +866,8 @@ def part_webhook():
             log(f"delivery {i}: received {ms(to_recv[-1])}, run {ms(to_run[-1])}, converge started {ms(to_converge[-1])}, smoke done {ms(to_done[-1])}")
         rows.append(("webhook sent -> received (log line)", summary(to_recv), "loopback HTTP + HMAC"))
         rows.append(("webhook sent -> sync run started (trigger=Webhook)", summary(to_run), ""))
-        rows.append(("webhook sent -> converge started (preflight start)", summary(to_converge), "includes git fetch, load, observe, plan"))
+        rows.append(("webhook sent -> converge started (preflight start)", summary(to_converge),
+                     "target p99 < 10 ms; includes git fetch, load, observe, plan"))
         rows.append(("webhook sent -> new release smoke-passed", summary(to_done), "the whole deploy"))
     except Exception:
         log("daemon log (last 40 lines):\n" + d.tail(40))
@@ -908,12 +913,13 @@ def part_rss():
         time.sleep(2)
         end_rss = d.rss_kib()
         peak = max(r for _, r in samples + [(n, end_rss)])
-        rows.append(("daemon RSS after startup, 100 stacks (2 deployed)", f"{start_rss / 1024:.1f} MiB", "VmRSS"))
+        rows.append(("daemon RSS after startup, 100 stacks (2 deployed)", f"{start_rss / 1024:.1f} MiB", "VmRSS; target < 16 MiB"))
         rows.append((f"daemon RSS after {n} syncs", f"{end_rss / 1024:.1f} MiB",
                      f"growth {(end_rss - start_rss) / 1024:+.1f} MiB; peak {peak / 1024:.1f} MiB"))
         rows.append(("  samples (syncs: MiB)", ", ".join(f"{k}: {v / 1024:.1f}" for k, v in samples), ""))
         rows.append(("  where it is, after the syncs", d.rss_detail(), "/proc/<pid>/smaps_rollup"))
-        rows.append(("no-op sync of 100 stacks via the control socket", summary(per_sync), "fetch + load + plan + observe"))
+        rows.append(("no-op sync of 100 stacks via the control socket", summary(per_sync),
+                     "fetch + (same commit: no load) + render + plan + observe + status"))
     except Exception:
         log("daemon log (last 40 lines):\n" + d.tail(40))
         raise

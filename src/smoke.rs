@@ -344,8 +344,9 @@ async fn bounded(
 }
 
 /// How long a running container has run: from its `State.StartedAt` by
-/// the wall clock (the engine's clock on this host), or, when the engine
-/// does not say, since `seen` (when smoke first saw it).
+/// the wall clock, or, when the engine does not say, since `seen` (when
+/// smoke began to watch it). The engine is this host's, so both clocks are
+/// one; an engine elsewhere whose clock ran behind would shorten the watch.
 pub fn run_age(
     c: &ContainerInfo,
     seen: Instant,
