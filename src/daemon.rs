@@ -244,8 +244,7 @@ struct Daemon {
     reporter: MetricsReporter,
     backoff: Backoff,
     /// The last desired state fetched successfully (used by operator runs
-    /// while the remote is unreachable).
-    /// The last desired state loaded, shared: a run on the same commit
+    /// while the remote is unreachable), shared: a run on the same commit
     /// reuses it instead of reading and validating the tree again.
     last: Option<Arc<DesiredState>>,
     /// What loading each stack of `last` gave, for the next commit.
