@@ -37,7 +37,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How often the new container's state is looked at while it is judged.
+/// How often the new container's state is looked at while it is judged,
+/// at the latest: an engine event of the project (it died, turned healthy
+/// or unhealthy) makes the next look at once.
 pub const POLL: Duration = Duration::from_millis(200);
 /// Stop grace of a container that never served (a refused or stale one).
 pub const REFUSED_GRACE: Duration = Duration::from_secs(1);
@@ -296,6 +298,9 @@ async fn judge(
             .await
             .map_err(|e| e.report())?;
     }
+    // Listening before the start: its death or health verdict wakes the
+    // judging loop at once instead of at the next poll.
+    let mut watch = engine.watch(project.name);
     engine.start(&new.id).await.map_err(|e| e.report())?;
     let started = Instant::now();
     let deadline = started + timeout;
@@ -388,7 +393,7 @@ async fn judge(
                 humantime::format_duration(timeout)
             ));
         }
-        tokio::time::sleep(POLL).await;
+        crate::smoke::wait_or_event(Instant::now() + POLL, &mut watch, project.name).await;
     }
 }
 

@@ -297,14 +297,14 @@ pub async fn run(
         } else {
             (now + RETRY_INTERVAL).min(deadline)
         };
-        wait(next, &mut watch, project).await;
+        wait_or_event(next, &mut watch, project).await;
     }
 }
 
 /// Sleeps until `until`, or until the engine reports something of the
 /// project (then takes what else has arrived too), whichever comes first.
-/// Without a stream, or once it ends, it only sleeps.
-async fn wait(
+/// Without a stream ([`Engine::watch`]), or once it ends, it only sleeps.
+pub async fn wait_or_event(
     until: Instant,
     watch: &mut Option<tokio::sync::mpsc::Receiver<String>>,
     project: &str,
