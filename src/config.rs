@@ -57,6 +57,10 @@ pub struct FileConfig {
     /// `[/etc/stackpin/secrets]`).
     pub secret_dirs: Option<Vec<PathBuf>>,
     pub verified: Option<VerifiedConfig>,
+    /// A Docker `config.json` with the registry credentials pulls use
+    /// (`auths`, `credHelpers`, `credsStore`); default: the Docker CLI's own
+    /// (`$DOCKER_CONFIG/config.json`, `~/.docker/config.json`).
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 /// Lets `stacks` use `powers` on this host, for `reason`.

@@ -155,6 +155,10 @@ pub async fn start_checks(cfg: &Config, opts: &Options) -> Vec<StartCheck> {
             .map_err(|e| e.to_string()),
     );
     push(
+        "registry credentials",
+        crate::engine::auth::check_file(cfg.file.registry_auth_file.as_deref()),
+    );
+    push(
         "control socket group",
         match &opts.control_socket_group {
             None => Ok("none (the socket is 0660, root's group)".to_string()),

@@ -38,7 +38,10 @@ impl Services {
     /// The engine does not answer, a policy or (when `strict`) the notify
     /// section does not load.
     pub async fn connect(cfg: Config, strict: bool) -> Result<Services, Error> {
-        let engine = Docker::connect(&cfg.compose).await.map_err(Error::Engine)?;
+        let engine = Docker::connect(&cfg.compose)
+            .await
+            .map_err(Error::Engine)?
+            .with_registry_auth(cfg.file.registry_auth_file.clone());
         Services::with_engine(cfg, Box::new(engine), strict)
     }
 
@@ -52,7 +55,10 @@ impl Services {
     /// the reason.
     pub async fn connect_or_offline(cfg: Config) -> Result<Services, Error> {
         match Docker::connect(&cfg.compose).await {
-            Ok(e) => Services::with_engine(cfg, Box::new(e), false),
+            Ok(e) => {
+                let e = e.with_registry_auth(cfg.file.registry_auth_file.clone());
+                Services::with_engine(cfg, Box::new(e), false)
+            }
             Err(e) => {
                 let why = e.report();
                 Services::offline(cfg, &why)

@@ -606,7 +606,8 @@ fn check_config_fails_where_the_daemon_would_not_start() {
                  http: {{listen: \"{listen}\"}}\ncontrol_socket_group: {group}\n\
                  notify: {{webhook_url_file: {f}/hook-url}}\n\
                  signers: {{approvers: {{allowed_signers: {f}/allowed_signers}}}}\n\
-                 policy: [{{stacks: [\"*-prod\"], signed_by: approvers}}]\n",
+                 policy: [{{stacks: [\"*-prod\"], signed_by: approvers}}]\n\
+                 registry_auth_file: {f}/docker.json\n",
                 f = files.display()
             ),
         )
@@ -625,6 +626,7 @@ fn check_config_fails_where_the_daemon_would_not_start() {
         "host policy, signing key and notifications:",
         "desired-state repository: cannot read the token file",
         "HTTP listen address: cannot listen on 192.0.2.1:9750",
+        "registry credentials:",
     ] {
         assert!(err.contains(want), "{want}\n{}", out.report());
     }
@@ -647,6 +649,7 @@ fn check_config_fails_where_the_daemon_would_not_start() {
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("token"), "t0ken\n").unwrap();
     std::fs::write(files.join("hook-url"), "http://127.0.0.1:9/hook\n").unwrap();
+    std::fs::write(files.join("docker.json"), "{\"auths\": {}}\n").unwrap();
     let signer = h.ssh_signer("approver", "approver@example.com", "git");
     std::fs::copy(&signer.allowed, files.join("allowed_signers")).unwrap();
     write_cfg("root", &files, &format!("127.0.0.1:{}", h.free_port()));

@@ -112,6 +112,20 @@ impl ImageRef {
         })
     }
 
+    /// The registry the image is pulled from, as the distribution grammar
+    /// reads it: the first path component when it looks like a host (it has
+    /// a `.` or a `:`, or is `localhost`), else Docker Hub (`docker.io`).
+    pub fn registry(&self) -> &str {
+        match self.repository.split_once('/') {
+            Some((first, _))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                first
+            }
+            _ => "docker.io",
+        }
+    }
+
     /// Whether any of `repo_digests` names this pin (see [`ImageRef::matches`]).
     pub fn is_in(&self, repo_digests: &[String]) -> bool {
         repo_digests.iter().any(|rd| self.matches(rd))
@@ -335,6 +349,22 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:1db6436ca7e084705cffcf3e760b6659cce449bd636edf94917b28de2df3fbe5";
+
+    #[test]
+    fn the_registry_is_the_first_component_when_it_is_a_host() {
+        for (r, want) in [
+            ("nginx", "docker.io"),
+            ("library/nginx", "docker.io"),
+            ("acme/app", "docker.io"),
+            ("docker.io/library/nginx", "docker.io"),
+            ("ghcr.io/acme/app", "ghcr.io"),
+            ("127.0.0.1:5000/app", "127.0.0.1:5000"),
+            ("localhost/app", "localhost"),
+            ("registry:5000/team/app", "registry:5000"),
+        ] {
+            assert_eq!(ImageRef::parse(r).unwrap().registry(), want, "{r}");
+        }
+    }
 
     #[test]
     fn parses_the_forms() {

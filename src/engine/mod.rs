@@ -12,6 +12,7 @@
 //! Containers are always found by their compose labels, never by name:
 //! compose v1 and v2 name containers differently (`_` vs `-`).
 
+pub mod auth;
 pub mod compose;
 mod mask;
 pub mod memory;
@@ -417,6 +418,9 @@ pub struct Docker {
     /// What the compose CLI said of its version at connect.
     compose_version: String,
     masker: std::sync::RwLock<Masker>,
+    /// The host config's `registry_auth_file` ([`auth`]); `None`: the
+    /// Docker CLI's own config file.
+    registry_auth: Option<std::path::PathBuf>,
 }
 
 impl Docker {
@@ -450,7 +454,15 @@ impl Docker {
             compose,
             compose_version,
             masker: std::sync::RwLock::new(Masker::default()),
+            registry_auth: None,
         })
+    }
+
+    /// Pull credentials from this Docker config file instead of the CLI's
+    /// own (`$DOCKER_CONFIG/config.json`, `~/.docker/config.json`).
+    pub fn with_registry_auth(mut self, file: Option<std::path::PathBuf>) -> Docker {
+        self.registry_auth = file;
+        self
     }
 
     /// Pulls `image` by its digest and checks that the local image's
@@ -481,12 +493,61 @@ impl Docker {
         let options = CreateImageOptionsBuilder::default()
             .from_image(&pinned)
             .build();
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let registry = image.registry();
+        let explicit = self.registry_auth.as_deref();
+        let file = auth::config_path(explicit);
+        let creds = auth::credentials(file.as_deref(), explicit.is_some(), registry).map_err(
+            |message| Error::Pull {
+                image: pinned.clone(),
+                message,
+            },
+        )?;
+        if let Some(c) = &creds {
+            self.add_secrets(&c.secrets());
+            tracing::debug!(registry, file = ?file, "pulling with credentials");
+        }
+        // What a refusal means, for the message: whose credentials, where.
+        let hint = match (&creds, &file) {
+            (Some(_), Some(f)) => format!(
+                "the registry {registry} refused the credentials from {}",
+                f.display()
+            ),
+            (None, Some(f)) => format!(
+                "no credentials for {registry} in {} (log in with `docker login {registry}` under that DOCKER_CONFIG, or name a config.json in registry_auth_file)",
+                f.display()
+            ),
+            (_, None) => format!(
+                "no credentials for {registry}: no Docker config file (set registry_auth_file)"
+            ),
+        };
+        let docker_creds = creds.map(|c| bollard::auth::DockerCredentials {
+            username: c.username,
+            password: c.password,
+            identitytoken: c.identity_token,
+            serveraddress: Some(c.server),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, docker_creds);
         let mut last: HashMap<String, String> = HashMap::new();
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| Error::Pull {
-                image: pinned.clone(),
-                message: self.mask(&docker_message(&e)),
+            let info = item.map_err(|e| {
+                let said = docker_message(&e);
+                let refused = [
+                    "unauthorized",
+                    "authentication required",
+                    "no basic auth credentials",
+                    "denied",
+                ]
+                .iter()
+                .any(|w| said.to_lowercase().contains(w));
+                Error::Pull {
+                    image: pinned.clone(),
+                    message: self.mask(&if refused {
+                        format!("{said} ({hint})")
+                    } else {
+                        said
+                    }),
+                }
             })?;
             let Some(status) = info.status.filter(|s| !s.is_empty()) else {
                 continue;
