@@ -7,6 +7,7 @@
 #   scripts/bench.sh                 full run (builds with `cargo build --release`,
 #                                    ~5 min the first time; then ~10-15 min)
 #   scripts/bench.sh --quick         few rounds: proves it works, figures are rough
+#   scripts/bench.sh --compose v2    compose v2 (the fixtures' plugin) for stackpin and the raw side
 #   scripts/bench.sh --only webhook,rss     some parts only
 #                                    (parts: converge, revert, crash, callgrind, parallel, rollout, webhook, rss)
 #   STACKPIN_BENCH_BIN=target/debug/stackpin scripts/bench.sh --quick
@@ -21,16 +22,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 QUICK=0
 ONLY=""
+COMPOSE_FLAVOUR=v1
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
+    --compose)
+        COMPOSE_FLAVOUR="${2:?--compose needs v1 or v2}"
+        shift
+        ;;
     --only)
         ONLY="${2:?--only needs a list}"
         shift
         ;;
     --only=*) ONLY="${1#--only=}" ;;
     -h | --help)
-        sed -n '2,18p' "$0"
+        sed -n '2,19p' "$0"
         exit 0
         ;;
     *)
@@ -40,6 +46,14 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+case "$COMPOSE_FLAVOUR" in
+v1 | v2) ;;
+*)
+    echo "--compose takes v1 or v2, not $COMPOSE_FLAVOUR" >&2
+    exit 2
+    ;;
+esac
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -103,6 +117,14 @@ else
     BIN="$PWD/target/release/stackpin"
 fi
 [ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 2; }
+
+if [ "$COMPOSE_FLAVOUR" = v2 ]; then
+    # The fixtures' compose v2 plugin, for stackpin (its `auto` prefers v2)
+    # and for the raw side alike.
+    export DOCKER_CONFIG="$STACKPIN_TEST_COMPOSE_V2_CONFIG"
+    export STACKPIN_TEST_COMPOSE="docker compose"
+    log "compose v2: $(docker compose version --short 2>/dev/null)"
+fi
 
 machine() {
     local cpu mem
