@@ -124,18 +124,21 @@ fn commit_repo(dir: &Path) {
             .expect("git runs");
         assert!(st.success(), "git {args:?} failed");
     };
+    let commit = |flags: &str, msg: &str| {
+        git(&[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+            "commit",
+            "-q",
+            flags,
+            msg,
+        ])
+    };
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "-A"]);
-    git(&[
-        "-c",
-        "user.name=bench",
-        "-c",
-        "user.email=bench@example.com",
-        "commit",
-        "-q",
-        "-m",
-        "bench",
-    ]);
+    commit("-m", "bench");
     // A second commit that changes one stack: what the daemon reads after a
     // digest bump of one stack (`main~1` is the first).
     let first = std::fs::read_dir(dir.join("stacks"))
@@ -147,16 +150,7 @@ fn commit_repo(dir: &Path) {
     let mut text = std::fs::read_to_string(&spec).unwrap();
     text.push_str("# bumped\n");
     std::fs::write(&spec, text).unwrap();
-    git(&[
-        "-c",
-        "user.name=bench",
-        "-c",
-        "user.email=bench@example.com",
-        "commit",
-        "-q",
-        "-am",
-        "one stack changes",
-    ]);
+    commit("-am", "one stack changes");
 }
 
 /// One size's inputs, built once.

@@ -61,15 +61,10 @@ impl Drop for SystemdHost {
 }
 
 fn image() -> Option<String> {
-    let image = std::env::var("STACKPIN_TEST_SYSTEMD_IMAGE").ok();
-    if image.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "STACKPIN_TEST_SYSTEMD_IMAGE is unset: scripts/setup.d/systemd-host.sh builds it"
-        );
-        eprintln!("skipped: STACKPIN_TEST_SYSTEMD_IMAGE is unset (scripts/test.sh sets it)");
-    }
-    image
+    common::required_under_ci(
+        std::env::var("STACKPIN_TEST_SYSTEMD_IMAGE").ok(),
+        "STACKPIN_TEST_SYSTEMD_IMAGE is unset: scripts/setup.d/systemd-host.sh builds it",
+    )
 }
 
 #[test]

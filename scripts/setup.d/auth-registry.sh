@@ -44,18 +44,23 @@ YML
         sleep 0.1
     done
     [ "$code" = 401 ] || { cat "$dir/registry.log" >&2; echo "the authenticated registry did not start" >&2; return 1; }
-    # One image in it: the fixtures' v1, pushed with a login kept in this
-    # directory only, then removed from the engine so tests pull for real.
+    # One image in it, pushed with a login kept in this directory only, then
+    # removed from the engine so tests pull for real. Its own image (the
+    # fixtures' v1 plus a label), not a copy: the engine "pulls" a digest it
+    # already holds under another repository without asking the registry,
+    # so a copy of v1 would never meet the authentication.
     local name="127.0.0.1:$port/private/app:v1" digest
     docker pull -q "$STACKPIN_TEST_IMAGE_V1" >/dev/null
-    docker tag "$STACKPIN_TEST_IMAGE_V1" "$name"
+    mkdir -p "$dir/build"
+    printf 'FROM %s\nLABEL org.stackpin.test=private-registry\n' "$STACKPIN_TEST_IMAGE_V1" >"$dir/build/Dockerfile"
+    docker build -q -t "$name" "$dir/build" >"$dir/build.log" 2>&1 || { cat "$dir/build.log" >&2; return 1; }
     mkdir -p "$dir/docker"
     printf '%s' "$password" | DOCKER_CONFIG="$dir/docker" docker login -u "$user" --password-stdin "127.0.0.1:$port" \
         >"$dir/login.log" 2>&1 || { cat "$dir/login.log" >&2; return 1; }
     digest="$(DOCKER_CONFIG="$dir/docker" docker push "$name" | sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p')"
     rm -rf "$dir/docker"
-    docker rmi "$name" "$STACKPIN_TEST_IMAGE_V1" >/dev/null 2>&1 || true
     [ -n "$digest" ] || { echo "pushing to the authenticated registry gave no digest" >&2; return 1; }
+    docker rmi "$name" "127.0.0.1:$port/private/app@$digest" >/dev/null 2>&1 || true
     export STACKPIN_TEST_AUTH_REGISTRY="127.0.0.1:$port"
     export STACKPIN_TEST_AUTH_IMAGE="127.0.0.1:$port/private/app@$digest"
     export STACKPIN_TEST_AUTH_USER="$user" STACKPIN_TEST_AUTH_PASSWORD="$password"

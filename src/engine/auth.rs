@@ -271,20 +271,12 @@ fn from_helper(name: &str, server: &str, config: &Path) -> Result<Option<Credent
     if secret.is_empty() {
         return Ok(None);
     }
-    Ok(Some(if user == "<token>" {
-        Credentials {
-            username: None,
-            password: None,
-            identity_token: Some(secret.to_string()),
-            server: server.to_string(),
-        }
-    } else {
-        Credentials {
-            username: Some(user.to_string()),
-            password: Some(secret.to_string()),
-            identity_token: None,
-            server: server.to_string(),
-        }
+    let token = user == "<token>";
+    Ok(Some(Credentials {
+        username: (!token).then(|| user.to_string()),
+        password: (!token).then(|| secret.to_string()),
+        identity_token: token.then(|| secret.to_string()),
+        server: server.to_string(),
     }))
 }
 

@@ -236,6 +236,18 @@ impl Fixtures {
     }
 }
 
+/// `found`, or, when a component that a setup.d part provides is missing:
+/// under CI a failed test (`missing` says what and who installs it), else
+/// a note that the test did nothing.
+#[track_caller]
+pub fn required_under_ci<T>(found: Option<T>, missing: &str) -> Option<T> {
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "{missing}");
+        eprintln!("SKIPPED: {missing}");
+    }
+    found
+}
+
 /// Parses the `export K=V` lines that `scripts/fixtures.sh` writes.
 pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
     text.lines()
