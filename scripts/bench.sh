@@ -9,7 +9,7 @@
 #   scripts/bench.sh --quick         few rounds: proves it works, figures are rough
 #   scripts/bench.sh --compose v2    compose v2 (the fixtures' plugin) for stackpin and the raw side
 #   scripts/bench.sh --only webhook,rss     some parts only
-#                                    (parts: converge, revert, crash, callgrind, parallel, rollout, webhook, rss)
+#                                    (parts: converge, revert, crash, parallel, rollout, webhook, rss, noop, callgrind)
 #   STACKPIN_BENCH_BIN=target/debug/stackpin scripts/bench.sh --quick
 #                                    use that binary, no build (debugging the script;
 #                                    debug-build figures are not the product's)
@@ -473,15 +473,9 @@ def part_crash(h, stack, port):
                      "target < 0.5s (engine event stream)"))
 
 
-# ---------------------------------------------------------------- callgrind
-def part_callgrind():
-    """Instruction counts (valgrind's callgrind, `Ir`) of the no-op passes of
-    benches/plan.rs, run once each in its STACKPIN_BENCH_CALLGRIND mode and
-    counted only inside the pass (--toggle-collect): the same for the same
-    binary and inputs however loaded the machine is."""
-    if shutil.which("valgrind") is None:
-        rows.append(("instructions (callgrind)", "valgrind is not installed", "apt-get install valgrind"))
-        return
+# ---------------------------------------------------------------- no-op passes
+def bench_binary():
+    """benches/plan.rs, built with the bench profile (release); its path."""
     p = run(["cargo", "bench", "--bench", "plan", "--no-run", "--message-format", "json"], timeout=1800)
     exe = None
     for line in p.stdout.split("\n"):
@@ -493,6 +487,44 @@ def part_callgrind():
             exe = m["executable"]
     if not exe:
         raise RuntimeError("cargo bench --no-run named no bench binary")
+    return exe
+
+
+def part_noop():
+    """The daemon's no-op pass (benches/plan.rs's table, its quick mode):
+    500 and 5,000 stacks, on a commit already loaded and on the next commit
+    with one stack changed."""
+    exe = bench_binary()
+    p = run([exe, "--bench", "--quick"], env={**os.environ, "STACKPIN_BENCH_SIZES": "500,5000"}, timeout=3600)
+    lines = p.stdout.split("\n")
+    head = next((l for l in lines if l.startswith("stacks |")), None)
+    if head is None:
+        raise RuntimeError(f"benches/plan.rs printed no table:\n{p.stdout[-2000:]}")
+    cols = [c.strip() for c in head.split("|")]
+    targets = {"500": "< 10 ms", "5000": "< 50 ms"}
+    for l in lines:
+        cells = [c.strip() for c in l.split("|")]
+        if len(cells) != len(cols) or not cells[0].isdigit():
+            continue
+        row = dict(zip(cols, cells))
+        n = row["stacks"]
+        rows.append((f"no-op pass, {int(n):,} stacks, same commit (render + plan)",
+                     f"{row['same commit']}, {row['same allocs']} allocations",
+                     f"target {targets.get(n, '-')}; state reused"))
+        rows.append((f"  next commit, 1 stack changed, {int(n):,} stacks (load)", row["git, 1 chg"],
+                     f"whole read: {row['load(git)']}"))
+
+
+# ---------------------------------------------------------------- callgrind
+def part_callgrind():
+    """Instruction counts (valgrind's callgrind, `Ir`) of the no-op passes of
+    benches/plan.rs, run once each in its STACKPIN_BENCH_CALLGRIND mode and
+    counted only inside the pass (--toggle-collect): the same for the same
+    binary and inputs however loaded the machine is."""
+    if shutil.which("valgrind") is None:
+        rows.append(("instructions (callgrind)", "valgrind is not installed", "apt-get install valgrind"))
+        return
+    exe = bench_binary()
     passes = [("one_loop", "no-op pass, whole read (load + render + plan)"),
               ("same_commit_loop", "daemon pass on the same commit (render + plan)"),
               ("load_git_incremental_once", "next commit, 1 stack changed (load)")]
@@ -972,6 +1004,8 @@ def main():
         part_webhook()
     if want("rss"):
         part_rss()
+    if want("noop"):
+        part_noop()
     if want("callgrind"):
         part_callgrind()
     print()
