@@ -29,6 +29,14 @@ pub struct Services {
     pub policy: crate::policy::HostPolicy,
 }
 
+/// The Docker engine as the config sets it up: its compose and the registry
+/// credentials pulls read.
+async fn engine(cfg: &Config) -> Result<Docker, crate::engine::Error> {
+    Ok(Docker::connect(&cfg.compose)
+        .await?
+        .with_registry_auth(cfg.file.registry_auth_file.clone()))
+}
+
 impl Services {
     /// Connects to the Docker engine. `strict`: a notify section that does
     /// not load fails (the daemon); otherwise it is reported and the command
@@ -38,10 +46,7 @@ impl Services {
     /// The engine does not answer, a policy or (when `strict`) the notify
     /// section does not load.
     pub async fn connect(cfg: Config, strict: bool) -> Result<Services, Error> {
-        let engine = Docker::connect(&cfg.compose)
-            .await
-            .map_err(Error::Engine)?
-            .with_registry_auth(cfg.file.registry_auth_file.clone());
+        let engine = engine(&cfg).await.map_err(Error::Engine)?;
         Services::with_engine(cfg, Box::new(engine), strict)
     }
 
@@ -54,11 +59,8 @@ impl Services {
     /// Connects when the engine answers, else [`Services::offline`] with
     /// the reason.
     pub async fn connect_or_offline(cfg: Config) -> Result<Services, Error> {
-        match Docker::connect(&cfg.compose).await {
-            Ok(e) => {
-                let e = e.with_registry_auth(cfg.file.registry_auth_file.clone());
-                Services::with_engine(cfg, Box::new(e), false)
-            }
+        match engine(&cfg).await {
+            Ok(e) => Services::with_engine(cfg, Box::new(e), false),
             Err(e) => {
                 let why = e.report();
                 Services::offline(cfg, &why)
