@@ -25,9 +25,14 @@ STACKPIN_WEB_PACKAGES="nginx-light,python3,python3-psycopg2,postgresql,redis-ser
 STACKPIN_WEB_SUITE="${STACKPIN_WEB_SUITE:-bookworm}"
 STACKPIN_IMAGE_CACHE="${STACKPIN_IMAGE_CACHE:-${HOME:-/root}/.cache/stackpin-test}"
 
-# The root filesystem's key: what mmdebstrap installs.
+# A Debian root's key: what mmdebstrap installs ($1, a comma list).
+_debian_root_key() {
+    echo "$1 $STACKPIN_WEB_SUITE" | sha256sum | cut -c1-16
+}
+
+# The web images' root filesystem's key.
 _web_root_key() {
-    echo "$STACKPIN_WEB_PACKAGES $STACKPIN_WEB_SUITE" | sha256sum | cut -c1-16
+    _debian_root_key "$STACKPIN_WEB_PACKAGES"
 }
 
 # The images' key: the root, the app and this script (the Dockerfiles).
@@ -47,8 +52,12 @@ _web_mirror() {
     echo "${m:-http://deb.debian.org/debian}"
 }
 
-_web_root_tar() {
-    local key="$1" tar="$STACKPIN_IMAGE_CACHE/debian-$1.tar"
+# A Debian root tarball with packages $2 (a comma list), cached as
+# $STACKPIN_IMAGE_CACHE/$1-<key>.tar; prints its path. Also for the
+# setup.d parts that need a root of their own (systemd-host.sh).
+stackpin_debian_root_tar() {
+    local name="$1" packages="$2" tar
+    tar="$STACKPIN_IMAGE_CACHE/$name-$(_debian_root_key "$packages").tar"
     if [ -f "$tar" ] && [ -s "$tar" ]; then
         echo "$tar"
         return 0
@@ -61,12 +70,13 @@ _web_root_tar() {
         _fx_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null || return 1
     fi
     mkdir -p "$STACKPIN_IMAGE_CACHE" || return 1
-    _fx_log "building a Debian $STACKPIN_WEB_SUITE root with $STACKPIN_WEB_PACKAGES (about a minute, cached)"
+    _fx_log "building a Debian $STACKPIN_WEB_SUITE root with $packages (about a minute, cached)"
     # --format: mmdebstrap guesses the format from the name, and "*.tmp"
     # would make it write a directory.
-    if ! _fx_sudo mmdebstrap --quiet --variant=apt --format=tar --include="$STACKPIN_WEB_PACKAGES" \
-        "$STACKPIN_WEB_SUITE" "$tar.tmp" "$(_web_mirror)" >"$STACKPIN_FIXTURES_STATE/mmdebstrap.log" 2>&1; then
-        cat "$STACKPIN_FIXTURES_STATE/mmdebstrap.log" >&2
+    local log="$STACKPIN_FIXTURES_STATE/mmdebstrap-$name.log"
+    if ! _fx_sudo mmdebstrap --quiet --variant=apt --format=tar --include="$packages" \
+        "$STACKPIN_WEB_SUITE" "$tar.tmp" "$(_web_mirror)" >"$log" 2>&1; then
+        cat "$log" >&2
         rm -rf "$tar.tmp"
         return 1
     fi
@@ -114,7 +124,7 @@ stackpin_fixtures_web_images() {
     root="$(_web_root_key)"
     STACKPIN_TEST_WEB_ROOT_TAR="$STACKPIN_IMAGE_CACHE/debian-$root.tar"
     _web_reuse "$key" && return 0
-    tar="$(_web_root_tar "$root")" || return 1
+    tar="$(stackpin_debian_root_tar debian "$STACKPIN_WEB_PACKAGES")" || return 1
     base="stackpin-test/debian-base:$root"
     if ! docker image inspect "$base" >/dev/null 2>&1; then
         _fx_log "importing $tar as $base"
