@@ -195,7 +195,7 @@ fn render_all(d: &DesiredState) -> BTreeMap<String, String> {
     d.stacks
         .iter()
         .map(|(name, s)| {
-            let r = reconcile::render(s, d.commit.as_deref()).expect("renders");
+            let r = reconcile::render(s, d.commit.as_deref(), None).expect("renders");
             (name.clone(), r.fingerprint)
         })
         .collect()

@@ -61,6 +61,9 @@ pub struct FileConfig {
     /// (`auths`, `credHelpers`, `credsStore`); default: the Docker CLI's own
     /// (`$DOCKER_CONFIG/config.json`, `~/.docker/config.json`).
     pub registry_auth_file: Option<PathBuf>,
+    /// This host's age identities (an `age-keygen` file): they decrypt the
+    /// stacks' `secrets:`. Read when a release is rendered, never printed.
+    pub age_identity_file: Option<PathBuf>,
 }
 
 /// Lets `stacks` use `powers` on this host, for `reason`.

@@ -159,6 +159,15 @@ pub async fn start_checks(cfg: &Config, opts: &Options) -> Vec<StartCheck> {
         crate::engine::auth::check_file(cfg.file.registry_auth_file.as_deref()),
     );
     push(
+        "age identity (secrets)",
+        match cfg.file.age_identity_file.as_deref() {
+            None => Ok("none: stacks with `secrets:` cannot be rendered".to_string()),
+            Some(p) => crate::secrets::recipients(p)
+                .map(|r| format!("{} (recipient {})", p.display(), r.join(", ")))
+                .map_err(|e| e.to_string()),
+        },
+    );
+    push(
         "control socket group",
         match &opts.control_socket_group {
             None => Ok("none (the socket is 0660, root's group)".to_string()),

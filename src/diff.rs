@@ -32,10 +32,13 @@ pub struct ImageChange {
 /// Files that describe the release itself rather than its content.
 const SKIP: &[&str] = &["release.json"];
 
-/// Diffs two release trees (relative path -> bytes).
+/// Diffs two release trees (relative path -> bytes). The content of the
+/// files in `secret` (decrypted secrets, in either tree) is never shown:
+/// only that they changed.
 pub fn diff_trees(
     old: &BTreeMap<String, Vec<u8>>,
     new: &BTreeMap<String, Vec<u8>>,
+    secret: &BTreeSet<String>,
 ) -> Vec<FileDiff> {
     let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let mut out = Vec::new();
@@ -57,6 +60,9 @@ pub fn diff_trees(
             b.map(|x| std::str::from_utf8(x)),
         );
         let unified = match (ta, tb) {
+            _ if secret.contains(p) => {
+                format!("Secret file {p} differs (decrypted from {p}.age; content not shown)\n")
+            }
             (Some(Err(_)), _) | (_, Some(Err(_))) => format!("Binary file {p} differs\n"),
             (ta, tb) => {
                 let ta = ta.map(|r| r.unwrap_or_default()).unwrap_or("");
@@ -166,7 +172,7 @@ mod tests {
             ("new.conf", "y\n"),
             ("release.json", "{\"x\":1}"),
         ]);
-        let d = diff_trees(&a, &b);
+        let d = diff_trees(&a, &b, &BTreeSet::new());
         let kinds: Vec<(&str, &Change)> = d.iter().map(|f| (f.path.as_str(), &f.change)).collect();
         assert_eq!(
             kinds,

@@ -95,7 +95,8 @@ pub fn create_dir_all_synced(dir: &Path) -> io::Result<()> {
 }
 
 /// Makes a tree read-only: directories 0555, files 0444 (0555 when the file
-/// had an execute bit), a file named `.env` [`ENV_FILE_MODE`].
+/// had an execute bit), a file named `.env` or readable by its owner only
+/// (a decrypted secret) [`ENV_FILE_MODE`]: nothing is made more readable.
 ///
 /// Walks bottom-up so a directory loses its write bit only after its content
 /// was changed, and never follows symlinks (chmod would act on the target,
@@ -121,7 +122,10 @@ pub fn set_tree_readonly(dir: &Path) -> io::Result<()> {
 }
 
 fn set_file_readonly(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let mode = if path.file_name().is_some_and(|n| n == ".env") {
+    // `.env` and the decrypted secrets (written owner-only) stay so.
+    let mode = if path.file_name().is_some_and(|n| n == ".env")
+        || meta.permissions().mode() & 0o077 == 0
+    {
         ENV_FILE_MODE
     } else if meta.permissions().mode() & 0o111 != 0 {
         RO_EXEC_MODE

@@ -30,6 +30,7 @@ pub mod reconcile;
 pub mod release;
 pub mod rollback;
 pub mod rollout;
+pub mod secrets;
 pub mod server;
 pub mod smoke;
 pub mod source;

@@ -55,6 +55,9 @@ pub struct HostPolicy {
     /// Where `env_files:` may point; `None`: anywhere (tests only — a
     /// loaded config always has the default).
     pub secret_dirs: Option<Vec<std::path::PathBuf>>,
+    /// The identities that decrypt the stacks' `secrets:` (read at each
+    /// render, so a rotated key needs no restart).
+    pub age_identity_file: Option<std::path::PathBuf>,
 }
 
 /// What the host requires of one stack, from every rule that matches it.
@@ -163,6 +166,7 @@ impl HostPolicy {
                     .clone()
                     .unwrap_or_else(|| vec![DEFAULT_SECRET_DIR.into()]),
             ),
+            age_identity_file: file.age_identity_file.clone(),
         })
     }
 

@@ -233,6 +233,10 @@ pub struct ReleaseMeta {
     /// The stack's `keep_releases` when the release was made (retention).
     #[serde(default)]
     pub keep_releases: Option<u32>,
+    /// The release's files decrypted from `secrets:` (never shown in a
+    /// diff).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<String>,
 }
 
 impl ReleaseMeta {
@@ -258,6 +262,7 @@ impl ReleaseMeta {
             created_at: created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             marks_verified: stack.spec.marks_verified,
             keep_releases: Some(stack.keep_releases),
+            secret_files: rendered.secret_files.iter().cloned().collect(),
         }
     }
 }
@@ -270,8 +275,12 @@ pub struct Rendered {
     pub files: BTreeMap<String, Vec<u8>>,
     /// The content of `.env` (holds secrets: never log it).
     pub env_file: String,
-    /// Values that came from env files, longest first, for masking.
+    /// Values that came from env files and decrypted secrets, longest
+    /// first, for masking.
     pub secret_values: Vec<String>,
+    /// The files of [`Rendered::files`] decrypted from `secrets:`: written
+    /// owner-only, never shown in a diff.
+    pub secret_files: BTreeSet<String>,
     /// Hex sha256 identifying what runs; see [`render`].
     pub fingerprint: String,
     /// `[<compose file>, stackpin.override.yaml]`, in `COMPOSE_FILE` order.
@@ -282,6 +291,21 @@ pub struct Rendered {
     /// [`SERVICE_FINGERPRINT_LABEL`]).
     pub services: BTreeMap<String, String>,
 }
+
+/// What a release is rendered with besides the stack, read on this host by
+/// the caller (see `reconcile::render`).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// The stack's `env_files`: (path, bytes), in order.
+    pub env_files: Vec<(String, Vec<u8>)>,
+    /// The stack's decrypted `secrets:`: (path in the release, plaintext),
+    /// in order.
+    pub decrypted: Vec<(String, Vec<u8>)>,
+}
+
+/// The shortest line of a decrypted file (not a dotenv one) that is masked
+/// in output: shorter lines are syntax (`[main]`, `}`), not secrets.
+const MASKED_LINE_MIN: usize = 8;
 
 fn pinned_images(stack: &Stack) -> Vec<(String, String)> {
     stack
@@ -299,9 +323,12 @@ fn pinned_images(stack: &Stack) -> Vec<(String, String)> {
 /// - `.env` sets `COMPOSE_PROJECT_NAME=<stack>` and
 ///   `COMPOSE_FILE=<compose>:stackpin.override.yaml` (so `docker compose ps`
 ///   works by hand in `<root>/stacks/<stack>`), then the `env:` values in
-///   order, then the variables of `secret_files` (the bytes of the stack's
-///   `env_files`, read by the caller, in order; a later file wins, and an env
-///   file wins over `env:`).
+///   order, then the variables of the decrypted `*.env` secrets, then those
+///   of the stack's `env_files` (read by the caller, in order; a later file
+///   wins, and an env file wins over `env:`);
+/// - each decrypted secret is a file of the release under its name without
+///   `.age` (mode 0600, listed in [`Rendered::secret_files`]); the encrypted
+///   file is not copied, so re-encrypting the same plaintext changes nothing.
 ///
 /// `.env` values are written unquoted when they hold nothing special, which
 /// every compose reads the same (docker-compose v1 before 1.26 does not
@@ -312,9 +339,9 @@ fn pinned_images(stack: &Stack) -> Vec<(String, String)> {
 /// two interpolate it differently.
 ///
 /// The fingerprint is sha256 over length-prefixed records of: every file
-/// path and bytes (sorted), the non-secret part of `.env`, the pins, and for
-/// each env file its path and the sha256 of its bytes: rotating a secret
-/// changes it while no secret enters the hash in clear. The commit is not
+/// path and bytes (sorted, decrypted secrets included), the non-secret part
+/// of `.env`, the pins, and for each env file its path and the sha256 of its
+/// bytes: rotating a secret changes it. The commit is not
 /// part of it: a commit that changes nothing else does not redeploy.
 ///
 /// # Errors
@@ -322,14 +349,24 @@ fn pinned_images(stack: &Stack) -> Vec<(String, String)> {
 /// relative, an env file line that does not parse, a reserved or invalid
 /// key, or a value that cannot be written safely. Errors name the file, line
 /// and key, never the value.
-pub fn render(
-    stack: &Stack,
-    secret_files: &[(String, Vec<u8>)],
-    commit: Option<&str>,
-) -> Result<Rendered, Error> {
+pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Rendered, Error> {
     let mut files = BTreeMap::new();
-    for (path, bytes) in &stack.files {
+    let mut secret_paths = BTreeSet::new();
+    // The encrypted files are not copied: their plaintext is.
+    let plain = stack
+        .files
+        .iter()
+        .filter(|(p, _)| !stack.spec.secrets.contains(p));
+    let decrypted = host.decrypted.iter().map(|(p, b)| (p, b, true));
+    for (path, bytes, secret) in plain.map(|(p, b)| (p, b, false)).chain(decrypted) {
         check_rel_path(&stack.name, path)?;
+        if secret && (files.contains_key(path) || !secret_paths.insert(path.clone())) {
+            return Err(Error::ReservedFile {
+                stack: stack.name.clone(),
+                file: path.clone(),
+                fix: "a secret decrypts to a file that exists already: rename one of them",
+            });
+        }
         if RESERVED_FILES.contains(&path.as_str()) {
             return Err(Error::ReservedFile {
                 stack: stack.name.clone(),
@@ -350,6 +387,21 @@ pub fn render(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // Dotenv sources of secret variables: the decrypted `*.env` secrets,
+    // then the host's env files (a later one wins).
+    let secret_files: Vec<(String, Vec<u8>)> = host
+        .decrypted
+        .iter()
+        .filter(|(p, _)| p.ends_with(".env"))
+        .map(|(p, b)| {
+            (
+                format!("stacks/{}/{p}{}", stack.name, crate::desired::AGE_SUFFIX),
+                b.clone(),
+            )
+        })
+        .chain(host.env_files.iter().cloned())
+        .collect();
+    let secret_files = secret_files.as_slice();
     let services = service_fingerprints(stack, &pins, &files, &env_values, secret_files);
     files.insert(
         OVERRIDE_FILE.to_string(),
@@ -404,8 +456,20 @@ pub fn render(
         env_file.push_str(&env_line(key, value)?);
     }
 
+    let file_lines = host
+        .decrypted
+        .iter()
+        .filter(|(p, _)| !p.ends_with(".env"))
+        .flat_map(|(_, b)| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.len() >= MASKED_LINE_MIN);
     let mut secret_values: Vec<String> = secrets
         .into_values()
+        .chain(file_lines)
         .filter(|v| !v.is_empty())
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -417,6 +481,7 @@ pub fn render(
         files,
         env_file,
         secret_values,
+        secret_files: secret_paths,
         fingerprint,
         compose_files,
         commit: commit.map(str::to_string),
@@ -906,7 +971,12 @@ pub fn create(
 
     let result = (|| {
         for (rel, bytes) in &rendered.files {
-            write_new(&tmp.join(rel), bytes, FILE_MODE)?;
+            let mode = if rendered.secret_files.contains(rel) {
+                ENV_MODE
+            } else {
+                FILE_MODE
+            };
+            write_new(&tmp.join(rel), bytes, mode)?;
         }
         write_new(&tmp.join(ENV_FILE), rendered.env_file.as_bytes(), ENV_MODE)?;
         let mut json = serde_json::to_vec_pretty(meta).map_err(|source| Error::Json {
@@ -1397,12 +1467,15 @@ mod tests {
         }
     }
 
-    fn secrets() -> Vec<(String, Vec<u8>)> {
-        vec![(
-            "/etc/stackpin/secrets/s.env".to_string(),
-            b"# secrets\n\nexport DB_PASSWORD=s3cr3t-pw\nAPI_KEY='a b#c'\nDB_HOST=override-db\n"
-                .to_vec(),
-        )]
+    fn secrets() -> Secrets {
+        Secrets {
+            env_files: vec![(
+                "/etc/stackpin/secrets/s.env".to_string(),
+                b"# secrets\n\nexport DB_PASSWORD=s3cr3t-pw\nAPI_KEY='a b#c'\nDB_HOST=override-db\n"
+                    .to_vec(),
+            )],
+            decrypted: Vec::new(),
+        }
     }
 
     /// A temporary root removed on drop even when it holds read-only
@@ -1519,7 +1592,10 @@ mod tests {
         let bad = |text: &str| {
             render(
                 &st,
-                &[("/s.env".to_string(), text.as_bytes().to_vec())],
+                &Secrets {
+                    env_files: vec![("/s.env".to_string(), text.as_bytes().to_vec())],
+                    decrypted: Vec::new(),
+                },
                 None,
             )
             .unwrap_err()
@@ -1540,13 +1616,13 @@ mod tests {
         let mut st2 = stack();
         st2.files.insert(".env".into(), b"X=1".to_vec());
         assert!(matches!(
-            render(&st2, &[], None),
+            render(&st2, &Secrets::default(), None),
             Err(Error::ReservedFile { .. })
         ));
         let mut st3 = stack();
         st3.files.insert("../escape".into(), b"X".to_vec());
         assert!(matches!(
-            render(&st3, &[], None),
+            render(&st3, &Secrets::default(), None),
             Err(Error::BadPath { .. })
         ));
     }
@@ -1556,9 +1632,7 @@ mod tests {
         let base = render(&stack(), &secrets(), Some("c1"))
             .unwrap()
             .fingerprint;
-        let fp = |st: &Stack, sec: &[(String, Vec<u8>)]| {
-            render(st, sec, Some("c2")).unwrap().fingerprint
-        };
+        let fp = |st: &Stack, sec: &Secrets| render(st, sec, Some("c2")).unwrap().fingerprint;
         assert_eq!(
             fp(&stack(), &secrets()),
             base,
@@ -1584,7 +1658,7 @@ mod tests {
         assert_ne!(fp(&st, &secrets()), base, "env");
 
         let mut sec = secrets();
-        sec[0].1 = b"DB_PASSWORD=rotated\n".to_vec();
+        sec.env_files[0].1 = b"DB_PASSWORD=rotated\n".to_vec();
         assert_ne!(fp(&stack(), &sec), base, "secret file");
     }
 
@@ -1658,6 +1732,89 @@ mod tests {
         // A unique id within the same second.
         let id2 = make(&layout, "sha-724f892", 0);
         assert_eq!(id2, "sha-724f892__20260130T100001Z");
+    }
+
+    #[test]
+    fn decrypted_secrets_are_owner_only_files_and_their_env_variables_are_masked() {
+        let t = Root::new();
+        let layout = t.layout();
+        let mut st = stack();
+        st.spec.secrets = vec!["app.env.age".into(), "config/db.ini.age".into()];
+        st.files
+            .insert("app.env.age".into(), b"age-ciphertext-1".to_vec());
+        st.files
+            .insert("config/db.ini.age".into(), b"age-ciphertext-2".to_vec());
+        let mut host = secrets();
+        host.decrypted = vec![
+            (
+                "app.env".into(),
+                b"APP_TOKEN=tok-from-git\nDB_PASSWORD=from-git\n".to_vec(),
+            ),
+            (
+                "config/db.ini".into(),
+                b"[db]\npassword = hunter2-long\n".to_vec(),
+            ),
+        ];
+        let r = render(&st, &host, None).unwrap();
+        assert!(
+            !r.files.contains_key("app.env.age"),
+            "ciphertext is not copied"
+        );
+        assert_eq!(r.files["config/db.ini"], host.decrypted[1].1);
+        assert_eq!(
+            r.secret_files.iter().collect::<Vec<_>>(),
+            vec!["app.env", "config/db.ini"]
+        );
+        assert!(
+            r.env_file.contains("APP_TOKEN=tok-from-git\n"),
+            "{}",
+            r.env_file
+        );
+        assert!(
+            r.env_file.contains("DB_PASSWORD=s3cr3t-pw\n")
+                && !r.env_file.contains("DB_PASSWORD=from-git"),
+            "the host's env file wins: {}",
+            r.env_file
+        );
+        for v in ["tok-from-git", "password = hunter2-long"] {
+            assert!(r.secret_values.iter().any(|s| s == v), "{v} masked");
+        }
+        assert!(
+            !r.secret_values.iter().any(|s| s == "[db]"),
+            "short lines are syntax"
+        );
+
+        // Re-encrypting the same plaintext changes nothing; a new plaintext does.
+        let mut again = st.clone();
+        again
+            .files
+            .insert("app.env.age".into(), b"age-ciphertext-3".to_vec());
+        assert_eq!(
+            render(&again, &host, None).unwrap().fingerprint,
+            r.fingerprint
+        );
+        let mut rotated = host.clone();
+        rotated.decrypted[1].1 = b"[db]\npassword = rotated-long\n".to_vec();
+        assert_ne!(
+            render(&st, &rotated, None).unwrap().fingerprint,
+            r.fingerprint
+        );
+
+        let id = new_release_id("v1", time(0), |_| false);
+        let meta = ReleaseMeta::new(&st, &r, &id, time(0));
+        assert_eq!(meta.secret_files, vec!["app.env", "config/db.ini"]);
+        let dir = create(&layout, &st.name, &r, &meta).unwrap();
+        assert_eq!(mode(&dir.join("config/db.ini")), ENV_MODE);
+        assert_eq!(mode(&dir.join("app.env")), ENV_MODE);
+        assert_eq!(mode(&dir.join("compose.yaml")), 0o444);
+
+        // A secret may not land on a file of the stack.
+        let mut clash = host.clone();
+        clash.decrypted[0].0 = "compose.yaml".into();
+        assert!(matches!(
+            render(&st, &clash, None),
+            Err(Error::ReservedFile { .. })
+        ));
     }
 
     #[test]

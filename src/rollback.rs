@@ -701,6 +701,7 @@ mod tests {
             meta: Some(release::ReleaseMeta {
                 marks_verified: false,
                 keep_releases: None,
+                secret_files: Vec::new(),
                 stack: "app".into(),
                 release_id: id.into(),
                 version: version.into(),

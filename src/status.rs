@@ -173,7 +173,7 @@ fn row(
 ) -> StackStatus {
     let meta = obs.meta.as_ref();
     let reason = match (state, host.store.hold(name).ok().flatten()) {
-        (State::Held, Some(h)) => held_reason(&h, desired, name, meta),
+        (State::Held, Some(h)) => held_reason(host, &h, desired, name, meta),
         _ => reason,
     };
     let last = hist.entries.iter().rev().find(|e| e.stack == name);
@@ -278,6 +278,7 @@ pub fn after_run(host: &Host<'_>, desired: &DesiredState, report: &SyncReport) -
 /// `held: <reason>` and how far git is ahead of what the stack is held on:
 /// "held: manual rollback to v1; git wants v3 (2 commits ahead)".
 fn held_reason(
+    host: &Host<'_>,
     h: &crate::state::Hold,
     desired: Option<&DesiredState>,
     name: &str,
@@ -287,7 +288,8 @@ fn held_reason(
     let Some((d, s)) = desired.and_then(|d| Some((d, d.stacks.get(name)?))) else {
         return base;
     };
-    let Ok(r) = inputs::render(s, d.commit.as_deref()) else {
+    let age = host.policy.age_identity_file.as_deref();
+    let Ok(r) = inputs::render(s, d.commit.as_deref(), age) else {
         return format!("{base}; git wants {} (not renderable here)", s.version);
     };
     if running.is_some_and(|m| m.fingerprint == r.fingerprint) {

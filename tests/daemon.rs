@@ -607,7 +607,7 @@ fn check_config_fails_where_the_daemon_would_not_start() {
                  notify: {{webhook_url_file: {f}/hook-url}}\n\
                  signers: {{approvers: {{allowed_signers: {f}/allowed_signers}}}}\n\
                  policy: [{{stacks: [\"*-prod\"], signed_by: approvers}}]\n\
-                 registry_auth_file: {f}/docker.json\n",
+                 registry_auth_file: {f}/docker.json\nage_identity_file: {f}/age.key\n",
                 f = files.display()
             ),
         )
@@ -627,6 +627,7 @@ fn check_config_fails_where_the_daemon_would_not_start() {
         "desired-state repository: cannot read the token file",
         "HTTP listen address: cannot listen on 192.0.2.1:9750",
         "registry credentials:",
+        "age identity (secrets):",
     ] {
         assert!(err.contains(want), "{want}\n{}", out.report());
     }
@@ -650,11 +651,26 @@ fn check_config_fails_where_the_daemon_would_not_start() {
     std::fs::write(files.join("token"), "t0ken\n").unwrap();
     std::fs::write(files.join("hook-url"), "http://127.0.0.1:9/hook\n").unwrap();
     std::fs::write(files.join("docker.json"), "{\"auths\": {}}\n").unwrap();
+    let age_key = age::x25519::Identity::generate();
+    std::fs::write(
+        files.join("age.key"),
+        format!(
+            "{}\n",
+            age::secrecy::ExposeSecret::expose_secret(&age_key.to_string())
+        ),
+    )
+    .unwrap();
     let signer = h.ssh_signer("approver", "approver@example.com", "git");
     std::fs::copy(&signer.allowed, files.join("allowed_signers")).unwrap();
     write_cfg("root", &files, &format!("127.0.0.1:{}", h.free_port()));
     let out = check().ok();
     assert!(!out.stdout().contains("t0ken"), "{}", out.report());
+    assert!(
+        out.stdout()
+            .contains(&format!("(recipient {})", age_key.to_public())),
+        "--check-config prints what to encrypt to: {}",
+        out.report()
+    );
 }
 
 #[test]

@@ -83,7 +83,14 @@ fn stack_plan(
             *env = diff::mask_env(&String::from_utf8_lossy(env), &public).into_bytes();
         }
         if !matches!(item.action, Action::Noop) {
-            files = diff::diff_trees(&old, &new);
+            let secret: BTreeSet<String> = obs
+                .meta
+                .iter()
+                .flat_map(|m| m.secret_files.iter())
+                .chain(r.secret_files.iter())
+                .cloned()
+                .collect();
+            files = diff::diff_trees(&old, &new, &secret);
         }
         let old_images = obs
             .meta

@@ -782,11 +782,16 @@ fn load_stack(
         check_backup(&spec, &mut sink);
         (compose_rel, smoke_timeout)
     };
+    let mut spec = spec;
     let files = {
         let mut sink = Sink::new(Some(name), format!("{dir}/"), findings);
         collect_files(tree, &dir, &mut sink)
     };
-    let compose = load_compose(name, &dir, &compose_rel, &files, findings)?;
+    spec.secrets = {
+        let mut sink = Sink::new(Some(name), spec_file.clone(), findings);
+        check_secrets(&spec, &dir, &files, &mut sink)
+    };
+    let compose = load_compose(name, &dir, &compose_rel, &files, &spec.secrets, findings)?;
     let pins = effective_pins(name, &spec, &spec_file, &compose, &compose_rel, findings);
     let version = spec
         .version
@@ -1083,12 +1088,100 @@ fn check_backup(spec: &StackSpec, sink: &mut Sink<'_>) {
     }
 }
 
-/// The compose file, parsed and checked statically.
+/// The suffix of a file encrypted with age.
+pub const AGE_SUFFIX: &str = ".age";
+
+/// Where `secrets:` entry `encrypted` (`app.env.age`) is decrypted to in
+/// the release (`app.env`).
+pub fn secret_target(encrypted: &str) -> &str {
+    encrypted.strip_suffix(AGE_SUFFIX).unwrap_or(encrypted)
+}
+
+/// Whether a decrypted secret is a dotenv file, whose variables also go
+/// into the release's `.env`.
+pub fn secret_is_env(encrypted: &str) -> bool {
+    secret_target(encrypted).ends_with(".env")
+}
+
+/// `secrets:`: each entry a `.age` file of the stack directory whose
+/// decrypted name is not also a file there. Returns the entries normalized
+/// (`./a.env.age` -> `a.env.age`). An `.age` file not listed is copied as
+/// it is, encrypted: a warning, since it is likely a forgotten entry.
+fn check_secrets(
+    spec: &StackSpec,
+    dir: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    sink: &mut Sink<'_>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, entry) in spec.secrets.iter().enumerate() {
+        let field = format!("secrets[{i}]");
+        let rel = match paths::normalize_rel(entry) {
+            Ok(p) => p,
+            Err(e) => {
+                sink.error(
+                    field,
+                    format!("\"{entry}\" {e}"),
+                    "name an age-encrypted file inside the stack directory, e.g. `app.env.age`",
+                );
+                continue;
+            }
+        };
+        if !rel.ends_with(AGE_SUFFIX) || secret_target(&rel).rsplit('/').next() == Some("") {
+            sink.error(
+                field,
+                format!("\"{entry}\" does not end in `{AGE_SUFFIX}`"),
+                format!("encrypt the file with `age -r <host recipient> -o {rel}{AGE_SUFFIX} {rel}` and list the `.age` file"),
+            );
+            continue;
+        }
+        if !files.contains_key(&rel) {
+            sink.error(
+                field,
+                format!("{dir}/{rel} does not exist"),
+                format!("commit {dir}/{rel} or remove the entry"),
+            );
+            continue;
+        }
+        let target = secret_target(&rel);
+        if files.contains_key(target) {
+            sink.error(
+                field,
+                format!("{dir}/{target} is committed next to {rel}, in clear"),
+                format!("remove {dir}/{target} from git (and rotate what it held): {rel} is decrypted to that name"),
+            );
+            continue;
+        }
+        if out.contains(&rel) {
+            sink.error(
+                field,
+                format!("{rel} is listed twice"),
+                "list each file once",
+            );
+            continue;
+        }
+        out.push(rel);
+    }
+    for path in files.keys() {
+        if path.ends_with(AGE_SUFFIX) && !out.contains(path) && !spec.secrets.contains(path) {
+            sink.warn(
+                "secrets",
+                format!("{dir}/{path} is not listed, so it is copied into the release encrypted"),
+                format!("add `{path}` to `secrets:` to have it decrypted on the host"),
+            );
+        }
+    }
+    out
+}
+
+/// The compose file, parsed and checked statically. `secrets` are the
+/// stack's `.age` files: their decrypted names count as files of the stack.
 fn load_compose(
     name: &str,
     dir: &str,
     compose_rel: &str,
     files: &BTreeMap<String, Vec<u8>>,
+    secrets: &[String],
     findings: &mut Vec<Finding>,
 ) -> Option<Compose> {
     let compose_file = format!("{dir}/{compose_rel}");
@@ -1102,7 +1195,11 @@ fn load_compose(
     };
     let mut sink = Sink::new(Some(name), compose_file, findings);
     let value = parse_yaml_value(bytes, &mut sink).ok()?;
-    let file_set: BTreeSet<String> = files.keys().cloned().collect();
+    let file_set: BTreeSet<String> = files
+        .keys()
+        .cloned()
+        .chain(secrets.iter().map(|s| secret_target(s).to_string()))
+        .collect();
     let compose_dir = compose_rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     compose::check(
         &value,

@@ -39,6 +39,12 @@ pub struct StackSpec {
     pub env: IndexMap<String, String>,
     #[serde(default)]
     pub env_files: Vec<String>,
+    /// Files of the stack directory encrypted with age to the hosts'
+    /// recipients (`app.env.age`, `config/db.ini.age`): each is decrypted
+    /// into the release without its `.age` (mode 0600); a `*.env` one's
+    /// variables also go into the release's `.env`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
     #[serde(default)]
     pub marks_verified: bool,
     pub promote_from: Option<PromoteFrom>,

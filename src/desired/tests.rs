@@ -315,3 +315,92 @@ fn deploy_keys_compose_ignores_are_refused_by_name() {
     );
     assert!(st.findings.is_empty(), "honoured: {:#?}", st.findings);
 }
+
+#[test]
+fn secrets_name_age_files_of_the_stack_and_their_plaintext_stays_out_of_git() {
+    let spec = "stacks/a/stack.yaml";
+    let stack_yaml = |secrets: &str| format!("images: {{web: a@{D1}}}\nsecrets: {secrets}\n");
+    let load_with = |secrets: &str, extra: &[(&str, &str)]| {
+        let mut files = good_stack("a");
+        files.retain(|(p, _)| p != spec);
+        files.push((spec.into(), stack_yaml(secrets)));
+        for (p, c) in extra {
+            files.push((format!("stacks/a/{p}"), c.to_string()));
+        }
+        load_files(files)
+    };
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "not age",
+            "[app.env]",
+            vec![("app.env", "A=1\n")],
+            "secrets[0]",
+            "does not end in `.age`",
+        ),
+        (
+            "missing",
+            "[app.env.age]",
+            vec![],
+            "secrets[0]",
+            "stacks/a/app.env.age does not exist",
+        ),
+        (
+            "escapes",
+            "[../b/app.env.age]",
+            vec![],
+            "secrets[0]",
+            "uses `..`",
+        ),
+        (
+            "clear copy committed",
+            "[app.env.age]",
+            vec![("app.env.age", "x"), ("app.env", "A=1\n")],
+            "secrets[0]",
+            "committed next to app.env.age, in clear",
+        ),
+        (
+            "twice",
+            "[app.env.age, ./app.env.age]",
+            vec![("app.env.age", "x")],
+            "secrets[1]",
+            "listed twice",
+        ),
+    ];
+    for (name, secrets, extra, field, msg) in cases {
+        let st = load_with(secrets, &extra);
+        let e = the_error(&st);
+        assert_eq!(
+            (e.file.as_str(), e.field.as_str()),
+            (spec, field),
+            "{name}: {e}"
+        );
+        assert!(
+            e.message.contains(msg),
+            "{name}: {:?} lacks {msg:?}",
+            e.message
+        );
+        assert!(!e.fix.is_empty() && st.invalid.contains("a"), "{name}");
+    }
+
+    // A secret's decrypted name counts as a file of the stack for binds.
+    let mut files = good_stack("a");
+    files.retain(|(p, _)| p != "stacks/a/config/app.conf");
+    files.retain(|(p, _)| p != spec);
+    files.push((spec.into(), stack_yaml("[./config/app.conf.age]")));
+    files.push(("stacks/a/config/app.conf.age".into(), "age".into()));
+    let st = load_files(files);
+    assert!(st.findings.is_empty(), "{:#?}", st.findings);
+    assert_eq!(st.stacks["a"].spec.secrets, vec!["config/app.conf.age"]);
+
+    // An `.age` file not listed is copied encrypted: a warning.
+    let st = load_with("[]", &[("forgotten.env.age", "x")]);
+    assert!(st.stacks.contains_key("a"));
+    assert!(
+        st.findings.iter().any(|f| f.severity == Severity::Warning
+            && f.field == "secrets"
+            && f.message.contains("forgotten.env.age is not listed")),
+        "{:#?}",
+        st.findings
+    );
+}

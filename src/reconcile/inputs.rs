@@ -11,6 +11,7 @@ use crate::plan::{self, Gate, LocalRecord, ObservedStack, Plan};
 use crate::release::{self, Rendered};
 use crate::smoke;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 /// Why a stack's release could not be rendered on this host.
 #[derive(Debug, thiserror::Error)]
@@ -24,41 +25,69 @@ pub enum RenderError {
         source: std::io::Error,
     },
     #[error("{0}")]
+    Secret(#[from] crate::secrets::Error),
+    #[error("{0}")]
     Release(#[from] release::Error),
 }
 
-/// Renders a stack's release from the desired state and this host's secret
-/// files, with its smoke spec inside (a revert smokes a release with its own
-/// checks, and the checks are part of the fingerprint).
+/// Renders a stack's release from the desired state, this host's secret
+/// files and its age identities (`age_identity` is the host config's
+/// `age_identity_file`), with its smoke spec inside (a revert smokes a
+/// release with its own checks, and the checks are part of the
+/// fingerprint).
 ///
 /// # Errors
-/// A missing or unreadable env file (named), or what [`release::render`]
-/// refuses.
-pub fn render(stack: &Stack, commit: Option<&str>) -> Result<Rendered, RenderError> {
-    render_as(stack, commit, false).map(|(r, _)| r)
+/// A missing or unreadable env file (named), a secret that does not
+/// decrypt, or what [`release::render`] refuses.
+pub fn render(
+    stack: &Stack,
+    commit: Option<&str>,
+    age_identity: Option<&Path>,
+) -> Result<Rendered, RenderError> {
+    render_as(stack, commit, age_identity, false).map(|(r, _)| r)
 }
 
 /// [`render`] for a preview where host-local files may be absent (`plan`
 /// on an approver's machine): an env file that does not exist here counts
-/// as empty, and is returned as missing. Anything else fails as in
-/// [`render`]. The result is for showing, never for deploying.
+/// as empty, and is returned as missing; so do the secrets when this
+/// machine has no age identity. Anything else fails as in [`render`]. The
+/// result is for showing, never for deploying.
 ///
 /// # Errors
 /// As [`render`], but for env files that do not exist.
 pub fn render_preview(
     stack: &Stack,
     commit: Option<&str>,
+    age_identity: Option<&Path>,
 ) -> Result<(Rendered, Vec<String>), RenderError> {
-    render_as(stack, commit, true)
+    render_as(stack, commit, age_identity, true)
 }
 
 fn render_as(
     stack: &Stack,
     commit: Option<&str>,
+    age_identity: Option<&Path>,
     preview: bool,
 ) -> Result<(Rendered, Vec<String>), RenderError> {
     let mut secrets = Vec::new();
     let mut missing = Vec::new();
+    let decrypted = match crate::secrets::decrypt_stack(stack, age_identity) {
+        Err(crate::secrets::Error::NoIdentity { .. }) if preview => {
+            for f in &stack.spec.secrets {
+                missing.push(format!(
+                    "an age identity for stacks/{}/{f} (no age_identity_file)",
+                    stack.name
+                ));
+            }
+            stack
+                .spec
+                .secrets
+                .iter()
+                .map(|f| (crate::desired::secret_target(f).to_string(), Vec::new()))
+                .collect()
+        }
+        r => r?,
+    };
     for f in &stack.spec.env_files {
         let bytes = match std::fs::read(f) {
             Ok(b) => b,
@@ -79,7 +108,11 @@ fn render_as(
     let spec =
         serde_json::to_vec_pretty(&smoke::Spec::of(stack)).expect("a smoke spec always serializes");
     with_smoke.files.insert(smoke::SPEC_FILE.into(), spec);
-    Ok((release::render(&with_smoke, &secrets, commit)?, missing))
+    let host = release::Secrets {
+        env_files: secrets,
+        decrypted,
+    };
+    Ok((release::render(&with_smoke, &host, commit)?, missing))
 }
 
 /// The options of one plan beyond the inputs.
@@ -163,17 +196,18 @@ impl PlanInputs {
             gates,
             ..Default::default()
         };
+        let age = host.policy.age_identity_file.as_deref();
         for name in &names {
             if let Some(s) = desired.stacks.get(name) {
                 let r = if preview {
-                    render_preview(s, desired.commit.as_deref()).map(|(r, missing)| {
+                    render_preview(s, desired.commit.as_deref(), age).map(|(r, missing)| {
                         if !missing.is_empty() {
                             inputs.missing_here.insert(name.clone(), missing);
                         }
                         r
                     })
                 } else {
-                    render(s, desired.commit.as_deref())
+                    render(s, desired.commit.as_deref(), age)
                 };
                 if let Ok(r) = &r {
                     host.engine.add_secrets(&r.secret_values);
