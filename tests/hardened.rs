@@ -10,62 +10,9 @@
 
 mod common;
 
+use common::systemd::{SystemdHost, image};
 use common::{Fixtures, Flavour, StackFixture, TestHost};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The systemd container; removed on drop.
-struct SystemdHost {
-    name: String,
-}
-
-impl SystemdHost {
-    fn exec(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("docker")
-            .args(["exec", &self.name])
-            .args(args)
-            .output()
-            .expect("docker exec");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, text) = self.exec(args);
-        assert!(
-            ok,
-            "`{}` failed:\n{text}\n{}",
-            args.join(" "),
-            self.journal()
-        );
-        text
-    }
-
-    fn journal(&self) -> String {
-        self.exec(&["journalctl", "-u", "stackpin", "--no-pager", "-o", "cat"])
-            .1
-    }
-}
-
-impl Drop for SystemdHost {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", "-v", &self.name])
-            .output();
-    }
-}
-
-fn image() -> Option<String> {
-    common::required_under_ci(
-        std::env::var("STACKPIN_TEST_SYSTEMD_IMAGE").ok(),
-        "STACKPIN_TEST_SYSTEMD_IMAGE is unset: scripts/setup.d/systemd-host.sh builds it",
-    )
-}
 
 #[test]
 fn the_shipped_unit_converges_a_stack_under_its_sandbox() {
@@ -81,65 +28,21 @@ fn the_shipped_unit_converges_a_stack_under_its_sandbox() {
 
     let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/stackpin.service");
     let plugin = f.compose_v2_config.join("cli-plugins/docker-compose");
-    let docker = which("docker");
-    let name = format!("{}-systemd", h.prefix());
-    let mount =
-        |from: &std::path::Path, to: &str, mode: &str| format!("{}:{to}:{mode}", from.display());
-    let out = Command::new("docker")
-        .args(["run", "-d", "--name", &name, "--network", "host"])
-        // systemd as PID 1 needs to mount its own cgroups and namespaces
-        // for the sandbox; nothing here is privileged beyond that.
-        .args([
-            "--cap-add",
-            "SYS_ADMIN",
-            "--security-opt",
-            "seccomp=unconfined",
-        ])
-        .args(["--security-opt", "apparmor=unconfined"])
-        .args(["--tmpfs", "/run", "--tmpfs", "/run/lock"])
-        .args(["-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"])
-        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
-        .args(["-v", &mount(&docker, "/usr/bin/docker", "ro")])
-        .args([
-            "-v",
-            &mount(
-                &plugin,
-                "/usr/local/lib/docker/cli-plugins/docker-compose",
-                "ro",
-            ),
-        ])
-        .args([
-            "-v",
-            &mount(
-                env!("CARGO_BIN_EXE_stackpin").as_ref(),
-                "/opt/build/stackpin",
-                "ro",
-            ),
-        ])
-        .args([
-            "-v",
-            &mount(unit.as_ref(), "/opt/build/stackpin.service", "ro"),
-        ])
-        .args(["-v", &mount(&h.repo(), "/opt/desired", "ro")])
-        .args(["-v", &mount(&h.root(), "/srv", "rw")])
-        .args([&image, "/lib/systemd/systemd"])
-        .output()
-        .expect("docker run");
-    let host = SystemdHost { name };
-    assert!(
-        out.status.success(),
-        "the systemd host did not start: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (bin, unit_path) = (
+        std::path::Path::new(env!("CARGO_BIN_EXE_stackpin")),
+        std::path::Path::new(unit),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, state) = host.exec(&["systemctl", "is-system-running"]);
-        if matches!(state.trim(), "running" | "degraded") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "systemd did not boot: {state}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let host = SystemdHost::start(
+        &image,
+        &format!("{}-systemd", h.prefix()),
+        &plugin,
+        &[
+            (bin, "/opt/build/stackpin", "ro"),
+            (unit_path, "/opt/build/stackpin.service", "ro"),
+            (&h.repo(), "/opt/desired", "ro"),
+            (&h.root(), "/srv", "rw"),
+        ],
+    );
 
     // README's install, step by step.
     host.ok(&[
@@ -241,14 +144,4 @@ fn the_shipped_unit_converges_a_stack_under_its_sandbox() {
         journal.contains("stackpin daemon stopping"),
         "no clean stop: {journal}"
     );
-}
-
-fn which(bin: &str) -> std::path::PathBuf {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .unwrap();
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!path.is_empty(), "{bin} not found");
-    std::path::PathBuf::from(path)
 }

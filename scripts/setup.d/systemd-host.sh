@@ -8,7 +8,7 @@
 # stackpin_debian_root_tar, which the fixtures source), imported once.
 # Exports STACKPIN_TEST_SYSTEMD_IMAGE. Nothing keeps running.
 
-STACKPIN_SYSTEMD_PACKAGES="systemd,systemd-sysv,dbus,ca-certificates,libssl3"
+STACKPIN_SYSTEMD_PACKAGES="systemd,systemd-sysv,dbus,ca-certificates,libssl3,adduser,man-db"
 
 _stackpin_systemd_host_setup() {
     local tar image

@@ -7,6 +7,9 @@
 //! stackpin completions zsh  > "${fpath[1]}/_stackpin"
 //! stackpin completions fish > ~/.config/fish/completions/stackpin.fish
 //! ```
+//!
+//! `stackpin man DIR` writes the man pages, generated like the completions
+//! from the CLI definition (`scripts/package-deb.sh` ships both).
 
 use super::{Cli, Status};
 use clap::CommandFactory;
@@ -18,6 +21,34 @@ pub struct Args {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// The directory to write `stackpin.1` and `stackpin-<command>.1` into
+    /// (created when missing).
+    pub dir: std::path::PathBuf,
+}
+
+/// Writes the man pages into `a.dir`, one line per page on stdout.
+///
+/// # Errors
+/// The directory cannot be created or written.
+pub fn man(a: ManArgs) -> anyhow::Result<Status> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("failed to create {}", a.dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), &a.dir)
+        .with_context(|| format!("failed to write the man pages into {}", a.dir.display()))?;
+    let mut pages: Vec<_> = std::fs::read_dir(&a.dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .collect();
+    pages.sort();
+    for p in pages {
+        println!("{}", p.display());
+    }
+    Ok(Status::Ok)
 }
 
 pub fn run(a: Args) -> anyhow::Result<Status> {
@@ -42,6 +73,23 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn man_pages_cover_every_subcommand() {
+        let dir = tempfile::tempdir().unwrap();
+        man(ManArgs {
+            dir: dir.path().join("man1"),
+        })
+        .unwrap();
+        let top = std::fs::read_to_string(dir.path().join("man1/stackpin.1")).unwrap();
+        assert!(top.contains(".TH stackpin 1"), "{top}");
+        for sub in Cli::command().get_subcommands() {
+            let page = dir
+                .path()
+                .join(format!("man1/stackpin-{}.1", sub.get_name()));
+            assert!(page.is_file(), "no page for {}", sub.get_name());
+        }
     }
 
     #[test]

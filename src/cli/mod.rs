@@ -124,6 +124,8 @@ pub enum Command {
     Backup(backup::Args),
     /// Print a shell completion script (bash, zsh, fish) to stdout.
     Completions(completions::Args),
+    /// Write the man pages (stackpin.1 and one per command) into a directory.
+    Man(completions::ManArgs),
 }
 
 /// Logs go to stderr: text or JSON, `RUST_LOG` wins over the defaults
@@ -254,5 +256,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Status> {
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Backup(a) => backup::run(&cli.global, a),
         Command::Completions(a) => completions::run(a),
+        Command::Man(a) => completions::man(a),
     }
 }

@@ -15,6 +15,8 @@
 //! digest). Modelled on ripgrep's `tests/util.rs` and uv's `TestContext`.
 #![allow(dead_code)]
 
+pub mod systemd;
+
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
