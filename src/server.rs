@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_page))
         .route("/api/v1/stacks", get(stacks))
         .route("/api/v1/history", get(history))
+        .route("/api/v1/openapi.json", get(openapi))
         .with_state(state)
 }
 
@@ -326,6 +327,14 @@ async fn metrics_page(State(st): State<AppState>, headers: HeaderMap) -> Respons
     }
 }
 
+/// The OpenAPI document of the routes above (a test keeps it true: the
+/// enums against the types, the answers against schemathesis).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 async fn stacks(State(st): State<AppState>) -> Response {
     axum::Json(read_snapshot(&st)).into_response()
 }
@@ -333,14 +342,30 @@ async fn stacks(State(st): State<AppState>) -> Response {
 #[derive(Deserialize)]
 struct HistoryQuery {
     stack: Option<String>,
-    limit: Option<usize>,
+    /// Digits; read as text so that any number, however large, means "at
+    /// most [`MAX_HISTORY_LIMIT`]" as documented.
+    limit: Option<String>,
+}
+
+/// `limit` of `/api/v1/history`: the default when absent, any run of digits
+/// capped at [`MAX_HISTORY_LIMIT`]; anything else is refused.
+fn history_limit(limit: Option<&str>) -> Result<usize, String> {
+    match limit {
+        None => Ok(DEFAULT_HISTORY_LIMIT),
+        Some(d) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => Ok(d
+            .parse::<usize>()
+            .map_or(MAX_HISTORY_LIMIT, |n| n.min(MAX_HISTORY_LIMIT))),
+        Some(other) => Err(format!(
+            "limit must be a non-negative whole number, not {other:?}\n"
+        )),
+    }
 }
 
 async fn history(State(st): State<AppState>, Query(q): Query<HistoryQuery>) -> Response {
-    let limit = q
-        .limit
-        .unwrap_or(DEFAULT_HISTORY_LIMIT)
-        .min(MAX_HISTORY_LIMIT);
+    let limit = match history_limit(q.limit.as_deref()) {
+        Ok(n) => n,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
     let path = st.history_path.clone();
     let read = tokio::task::spawn_blocking(move || crate::history::read(&path)).await;
     let h = match read {
@@ -417,6 +442,154 @@ mod tests {
     const SECRET: &[u8] = b"It's a Secret to Everybody";
     const BODY: &[u8] = b"Hello, World!";
     const SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    /// Every value of `T`'s JSON spelling, from an exhaustive list.
+    fn spellings<T: Serialize>(all: &[T]) -> Vec<String> {
+        all.iter()
+            .map(|v| {
+                serde_json::to_value(v)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_state_and_reason_the_types_have() {
+        use crate::outcome::{Reason, State};
+        // No wildcard arm: a new variant fails to compile here until it is
+        // listed, and then until the document lists it.
+        let state = |s: State| match s {
+            State::Converged
+            | State::Progressing
+            | State::Failed
+            | State::RolledBack
+            | State::Blocked
+            | State::Held
+            | State::Drifted
+            | State::Absent => s,
+        };
+        let reason = |r: Reason| match r {
+            Reason::InvalidSpec
+            | Reason::PreflightFailed
+            | Reason::BackupFailed
+            | Reason::ReleaseFailed
+            | Reason::PullFailed
+            | Reason::JournalFailed
+            | Reason::SwitchFailed
+            | Reason::UpFailed
+            | Reason::ReloadFailed
+            | Reason::SmokeFailed
+            | Reason::RecordFailed
+            | Reason::RolledBack
+            | Reason::RevertFailed
+            | Reason::Unverified
+            | Reason::Untrusted
+            | Reason::Quarantined
+            | Reason::Held
+            | Reason::Interrupted
+            | Reason::EngineUnavailable
+            | Reason::LockFailed => r,
+        };
+        let states = [
+            State::Converged,
+            State::Progressing,
+            State::Failed,
+            State::RolledBack,
+            State::Blocked,
+            State::Held,
+            State::Drifted,
+            State::Absent,
+        ]
+        .map(state);
+        let reasons = [
+            Reason::InvalidSpec,
+            Reason::PreflightFailed,
+            Reason::BackupFailed,
+            Reason::ReleaseFailed,
+            Reason::PullFailed,
+            Reason::JournalFailed,
+            Reason::SwitchFailed,
+            Reason::UpFailed,
+            Reason::ReloadFailed,
+            Reason::SmokeFailed,
+            Reason::RecordFailed,
+            Reason::RolledBack,
+            Reason::RevertFailed,
+            Reason::Unverified,
+            Reason::Untrusted,
+            Reason::Quarantined,
+            Reason::Held,
+            Reason::Interrupted,
+            Reason::EngineUnavailable,
+            Reason::LockFailed,
+        ]
+        .map(reason);
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let listed = |name: &str| -> Vec<String> {
+            doc["components"]["schemas"][name]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(listed("State"), spellings(&states));
+        assert_eq!(listed("Reason"), spellings(&reasons));
+
+        // Every field a row and an entry serialize is described, and
+        // required (the API always sends it, null or not).
+        let row = serde_json::to_value(crate::status::StackStatus {
+            stack: "s".into(),
+            state: State::Converged,
+            version: None,
+            release: None,
+            digest: None,
+            last_change: None,
+            reason: String::new(),
+            code: None,
+            held: false,
+            quarantined: false,
+        })
+        .unwrap();
+        let snap = serde_json::to_value(crate::status::Snapshot::default()).unwrap();
+        let entry = serde_json::to_value(crate::history::Entry::now(
+            "s",
+            "e",
+            crate::history::Action::Deploy,
+            "v",
+            crate::history::Status::Success,
+            "",
+        ))
+        .unwrap();
+        for (schema, value) in [
+            ("StackStatus", row),
+            ("Snapshot", snap),
+            ("HistoryEntry", entry),
+        ] {
+            let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+            let s = &doc["components"]["schemas"][schema];
+            let mut required: Vec<&str> = s["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let mut props: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();
+            let mut keys_sorted = keys.clone();
+            keys_sorted.sort();
+            props.sort();
+            required.sort_unstable();
+            assert_eq!(props, keys_sorted, "{schema}: properties");
+            assert_eq!(
+                required,
+                keys_sorted.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                "{schema}: required"
+            );
+        }
+    }
 
     #[test]
     fn github_test_vector() {

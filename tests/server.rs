@@ -5,118 +5,13 @@
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use stackpin::history::{self, Action, Entry, Status};
-use stackpin::metrics::Metrics;
-use stackpin::server::{self, AppState, MAX_WEBHOOK_BYTES, Snapshot, Trigger};
+mod common;
+
+use common::api_server::{BRANCH, SECRET, Server, sign};
+use stackpin::server::{MAX_WEBHOOK_BYTES, Trigger};
 use stackpin::status::StackStatus;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-
-const SECRET: &[u8] = b"test-webhook-secret";
-const BRANCH: &str = "main";
-
-/// One server on 127.0.0.1:0, stopped on drop.
-struct Server {
-    base: String,
-    state: AppState,
-    rx: mpsc::Receiver<Trigger>,
-    stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-    client: reqwest::Client,
-}
-
-impl Server {
-    async fn start(secret: Option<&[u8]>, capacity: usize) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel(capacity);
-        let state = AppState {
-            trigger: tx,
-            webhook_secret: secret.map(|s| Arc::new(s.to_vec())),
-            branch: BRANCH.to_string(),
-            snapshot: Arc::new(RwLock::new(Snapshot::default())),
-            metrics: Arc::new(Metrics::new()),
-            history_path: dir.path().join("deploy-history.log"),
-            ready_max_age: Duration::from_secs(300),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let st = state.clone();
-        tokio::spawn(async move {
-            server::serve(listener, st, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Server {
-            base,
-            state,
-            rx,
-            stop: Some(stop),
-            _dir: dir,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// A delivery as GitHub sends it; `sig` None means no signature header.
-    async fn deliver(&self, event: &str, body: &[u8], sig: Option<String>) -> reqwest::Response {
-        let mut req = self
-            .client
-            .post(self.url("/hooks/github"))
-            .header("content-type", "application/json")
-            .header("x-github-event", event)
-            .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
-            .body(body.to_vec());
-        if let Some(sig) = sig {
-            req = req.header("x-hub-signature-256", sig);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn deliver_signed(&self, event: &str, body: &[u8]) -> reqwest::Response {
-        self.deliver(event, body, Some(sign(SECRET, body))).await
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.unwrap()
-    }
-
-    /// Every trigger queued so far.
-    fn drain(&mut self) -> Vec<Trigger> {
-        let mut out = Vec::new();
-        while let Ok(t) = self.rx.try_recv() {
-            out.push(t);
-        }
-        out
-    }
-
-    fn metrics_text(&self) -> String {
-        self.state.metrics.encode()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 fn push(branch: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -716,4 +611,94 @@ async fn api_serves_stacks_and_history_as_json() {
     assert_eq!(v[0]["stack"], "api");
     let r = s.get("/api/v1/history?limit=lots").await;
     assert_eq!(r.status(), 400);
+}
+
+/// `schemathesis`, from `STACKPIN_TEST_SCHEMATHESIS`; under CI a missing one
+/// fails the test (scripts/setup.d/schemathesis.sh installs it).
+fn schemathesis() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("STACKPIN_TEST_SCHEMATHESIS")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "schemathesis is missing: scripts/setup.d/schemathesis.sh installs it (PyPI)"
+        );
+        eprintln!("SKIPPED: no schemathesis (STACKPIN_TEST_SCHEMATHESIS)");
+    }
+    found
+}
+
+/// The API answers as `/api/v1/openapi.json` says, for whatever schemathesis
+/// generates from it (all its checks: status codes, content types, response
+/// schemas, rejection of invalid input, 405 for other methods), over a
+/// snapshot with a row in every state and a history with every action.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_keeps_its_openapi_contract_under_schemathesis() {
+    let Some(st) = schemathesis() else { return };
+    let s = Server::start(Some(SECRET), 8).await;
+    {
+        use stackpin::outcome::{Reason, State};
+        let mut snap = s.state.snapshot.write().unwrap();
+        snap.commit = Some("19b9b98".into());
+        snap.last_fetch_ok = Some(Utc::now());
+        snap.last_fetch_error = Some("timed out".into());
+        let states = [
+            State::Converged,
+            State::Progressing,
+            State::Failed,
+            State::RolledBack,
+            State::Blocked,
+            State::Held,
+            State::Drifted,
+            State::Absent,
+        ];
+        for (i, state) in states.into_iter().enumerate() {
+            let full = i % 2 == 0;
+            snap.stacks.push(StackStatus {
+                stack: format!("s{i}"),
+                state,
+                version: full.then(|| "v1".into()),
+                release: full.then(|| "v1__20260130T100000Z".into()),
+                digest: full.then(|| "1db6436ca7e0".into()),
+                last_change: full.then(|| "2026-01-30T10:00:00Z".into()),
+                reason: "why".into(),
+                code: full.then_some(Reason::SmokeFailed),
+                held: state == State::Held,
+                quarantined: !full,
+            });
+        }
+    }
+    for (i, action) in Action::ALL.into_iter().enumerate() {
+        let status = Status::ALL[i % Status::ALL.len()].clone();
+        history::append(
+            &s.state.history_path,
+            &Entry::now("s0", "production", action, "v1", status, "notes"),
+        )
+        .unwrap();
+    }
+    let out = tokio::process::Command::new(st)
+        .arg("run")
+        .arg(s.url("/api/v1/openapi.json"))
+        .args(["--checks", "all", "--max-time", "30", "--workers", "1"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("schemathesis runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found problems:\n{said}");
+    // Every operation but the document itself (schemathesis leaves out the
+    // schema's own URL) was generated for.
+    let ops = said
+        .split_once("Operations:")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert_eq!(ops, Some(5), "operations tested:\n{said}");
+    assert!(said.contains("Fuzzing"), "{said}");
 }

@@ -15,6 +15,7 @@
 //! digest). Modelled on ripgrep's `tests/util.rs` and uv's `TestContext`.
 #![allow(dead_code)]
 
+pub mod api_server;
 pub mod systemd;
 
 use std::collections::{BTreeMap, HashSet};
