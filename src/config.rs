@@ -64,6 +64,24 @@ pub struct FileConfig {
     /// This host's age identities (an `age-keygen` file): they decrypt the
     /// stacks' `secrets:`. Read when a release is rendered, never printed.
     pub age_identity_file: Option<PathBuf>,
+    /// Commit statuses on the desired-state repository after each converge
+    /// (`stackpin/<host>/<stack>`; see `crate::commit_status`).
+    pub github_status: Option<GithubStatusConfig>,
+}
+
+/// `github_status:` where the host reports what it made of each commit.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubStatusConfig {
+    /// The desired-state repository on GitHub, `owner/name`.
+    pub repo: String,
+    /// A token allowed to write commit statuses there.
+    pub token_file: PathBuf,
+    /// Default `https://api.github.com`; GitHub Enterprise:
+    /// `https://HOST/api/v3`.
+    pub api_url: Option<String>,
+    /// The link each status carries (this host's status page).
+    pub target_url: Option<String>,
 }
 
 /// Lets `stacks` use `powers` on this host, for `reason`.

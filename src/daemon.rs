@@ -159,6 +159,16 @@ pub async fn start_checks(cfg: &Config, opts: &Options) -> Vec<StartCheck> {
         crate::engine::auth::check_file(cfg.file.registry_auth_file.as_deref()),
     );
     push(
+        "commit statuses",
+        match &cfg.file.github_status {
+            None => Ok("off".to_string()),
+            Some(c) => crate::commit_status::Poster::new(c)
+                .and_then(|p| p.token().map(|_| p))
+                .map(|_| format!("to {} (token file readable)", c.repo))
+                .map_err(|e| e.to_string()),
+        },
+    );
+    push(
         "age identity (secrets)",
         match cfg.file.age_identity_file.as_deref() {
             None => Ok("none: stacks with `secrets:` cannot be rendered".to_string()),
@@ -578,6 +588,11 @@ impl Daemon {
             && !opts.dry_run
         {
             p.kick();
+        }
+        if !opts.dry_run {
+            self.services
+                .post_commit_statuses(desired.commit.as_deref(), &report.results)
+                .await;
         }
         for r in &report.results {
             if r.outcome != Outcome::Unchanged {

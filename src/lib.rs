@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod commit_status;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -17,6 +17,8 @@ pub enum Error {
     Policy(#[from] crate::policy::Error),
     #[error("failed to set up notifications: {0}")]
     Notify(#[from] crate::notify::Error),
+    #[error("failed to set up commit statuses: {0}")]
+    CommitStatus(#[from] crate::commit_status::Error),
 }
 
 /// The engine, policies and notifier of one process.
@@ -27,6 +29,8 @@ pub struct Services {
     /// The configured notifier (also behind `events`), for [`Services::flush_events`].
     pub notifier: Option<crate::notify::Notifier>,
     pub policy: crate::policy::HostPolicy,
+    /// `github_status:`: statuses on the converged commits.
+    pub commit_status: Option<crate::commit_status::Poster>,
 }
 
 /// The Docker engine as the config sets it up: its compose and the registry
@@ -86,13 +90,32 @@ impl Services {
             Some(n) => Box::new(n.clone()),
             None => Box::new(NoEvents),
         };
+        let commit_status = cfg
+            .file
+            .github_status
+            .as_ref()
+            .map(crate::commit_status::Poster::new)
+            .transpose()?;
         Ok(Services {
             cfg,
             engine,
             events,
             notifier,
             policy,
+            commit_status,
         })
+    }
+
+    /// Posts the commit statuses of a run (`github_status:`), when set.
+    pub async fn post_commit_statuses(
+        &self,
+        commit: Option<&str>,
+        results: &[crate::outcome::StackResult],
+    ) {
+        if let Some(p) = &self.commit_status {
+            let mask = |s: &str| self.engine.mask(s);
+            p.post_run(&self.cfg.host, commit, results, &mask).await;
+        }
     }
 
     /// Lets queued notifications go out before a one-shot command exits

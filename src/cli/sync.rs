@@ -134,6 +134,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         };
         let results = reconcile::sync(&host, &desired, &opts).await.results;
         print_results(g, &results)?;
+        if !a.dry_run {
+            services
+                .post_commit_statuses(desired.commit.as_deref(), &results)
+                .await;
+        }
         services.flush_events().await;
         let failed = results.iter().any(|r| r.outcome.is_failure())
             || (desired.errors().next().is_some() && !a.dry_run);
