@@ -157,3 +157,92 @@ fn validate_says_when_the_work_tree_differs_from_what_plan_reads() {
         out.report()
     );
 }
+
+/// `validate --gate` (issue 15): the PR check's summary. Without a host
+/// config every verified entry counts and the report says the signatures
+/// were not checked; with the config production hosts use, an unsigned
+/// entry is ignored (the PR fails, naming why) until the staging host's key
+/// signs it.
+#[test]
+fn the_gate_report_checks_marker_signatures_with_the_hosts_verifiers() {
+    let h = TestHost::new();
+    let image = format!("ghcr.io/acme/app@{D1}");
+    for (stack, extra) in [
+        ("shop-staging", ""),
+        ("shop-production", "promote_from: shop-staging\n"),
+    ] {
+        h.write(
+            format!("stacks/{stack}/stack.yaml"),
+            format!("environment: x\nimages: {{web: \"{image}\"}}\n{extra}"),
+        );
+        h.write(
+            format!("stacks/{stack}/compose.yaml"),
+            "services:\n  web: {image: ghcr.io/acme/app}\n",
+        );
+    }
+    let mut entry = stackpin::desired::spec::VerifiedEntry {
+        version: "v1".into(),
+        images: [("web".to_string(), image.clone())].into(),
+        verified_at: "2026-12-01T00:00:00Z".into(),
+        host: "staging-1".into(),
+        commit: "0".repeat(40),
+        signature: None,
+    };
+    let write_markers = |e: &stackpin::desired::spec::VerifiedEntry| {
+        h.write(
+            "verified/shop-staging.yaml",
+            serde_json::to_string(&serde_json::json!({"verified": [e]})).unwrap(),
+        );
+    };
+    write_markers(&entry);
+    h.commit("production promotes what staging verified");
+    let repo = h.repo();
+    let gate = |cfg: Option<&std::path::Path>| {
+        let mut c = match cfg {
+            Some(p) => h.cmd_raw(["--config".as_ref(), p.as_os_str()]),
+            None => h.cmd_raw(Vec::<&str>::new()),
+        };
+        c.args(["validate".as_ref(), "--gate".as_ref(), repo.as_os_str()]);
+        c.run()
+    };
+
+    let text = gate(None).ok().stdout();
+    assert!(
+        text.contains("| `shop-production` | `shop-staging` | ✅ every pin verified in `shop-staging` entry `v1`; marker signatures not checked"),
+        "{text}"
+    );
+
+    let signer = h.ssh_signer("staging-1", "staging-1", "stackpin-verified");
+    let cfg = h.tmp().join("host.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "signers: {{staging: {{allowed_signers: {}}}}}\nverifiers: {{shop-staging: staging}}\n",
+            signer.allowed.display()
+        ),
+    )
+    .unwrap();
+    let out = gate(Some(&cfg)).code(1);
+    let text = out.stdout();
+    assert!(text.contains("❌ not verified: web="), "{text}");
+    assert!(
+        text.contains("ignored verified/shop-staging.yaml entry v1 from staging-1: unsigned"),
+        "{text}"
+    );
+
+    let payload = h.tmp().join("payload");
+    std::fs::write(&payload, entry.signed_bytes("shop-staging")).unwrap();
+    let mut sign = std::process::Command::new("ssh-keygen");
+    sign.args(["-q", "-Y", "sign", "-n", "stackpin-verified", "-f"])
+        .arg(&signer.key)
+        .arg(&payload);
+    h.command(sign).run().ok();
+    entry.signature = Some(std::fs::read_to_string(payload.with_extension("sig")).unwrap());
+    write_markers(&entry);
+    let text = gate(Some(&cfg)).ok().stdout();
+    assert!(
+        text.contains("✅ every pin verified in `shop-staging` entry `v1`; 0 marker(s) ignored"),
+        "{text}"
+    );
+    assert!(text.contains("### Findings: 0 error(s)"), "{text}");
+}

@@ -11,20 +11,118 @@ use std::path::PathBuf;
 pub struct Args {
     /// The desired-state repository directory (default: --repo, else ".").
     pub dir: Option<PathBuf>,
+    /// Print the report as Markdown (a PR check's summary): each gated
+    /// stack's verdict, then the findings. With an explicit --config, the
+    /// gate is the host policy's and verified markers count only when
+    /// signed by its `verifiers:`.
+    #[arg(long)]
+    pub gate: bool,
 }
 
-/// The gate verdict of every gated stack, as findings: a refusal is an error
-/// (a PR that pins unverified production digests must fail), break-glass a
-/// warning.
-pub fn gate_findings(state: &desired::DesiredState) -> Vec<Finding> {
+/// One gated stack's verdict, for the `--gate` report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GateRow {
+    pub stack: String,
+    pub source: String,
+    pub verdict: Verdict,
+    /// Verified entries left out: unsigned, or not by the host's verifiers.
+    pub ignored: Vec<String>,
+    /// Whether marker signatures were checked (a host config was given).
+    pub signatures_checked: bool,
+}
+
+/// Each gated stack's verdict. `policy`: the host's (its gate wins over the
+/// commit's, and only entries its `verifiers:` signed count); without one,
+/// the commit's `promote_from:` and every entry, signatures unchecked.
+pub fn gate_rows(
+    state: &desired::DesiredState,
+    policy: Option<&crate::policy::HostPolicy>,
+) -> Vec<GateRow> {
+    let now = chrono::Utc::now();
     let mut out = Vec::new();
     for (name, s) in &state.stacks {
-        let promote = s.spec.promote_from.as_ref();
-        let entries = promote
-            .and_then(|p| state.verified.get(&p.stack))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let verdict = gate::promotion(promote, &s.pins, entries, s.break_glass_reason());
+        let host_gate = policy.and_then(|p| p.effective(name).promote_from);
+        let Some(promote) = host_gate.or_else(|| s.spec.promote_from.clone()) else {
+            continue;
+        };
+        let (entries, ignored) = match policy {
+            Some(p) => crate::reconcile::inputs::trusted_markers(p, state, &promote.stack, now),
+            None => (
+                state
+                    .verified
+                    .get(&promote.stack)
+                    .cloned()
+                    .unwrap_or_default(),
+                Vec::new(),
+            ),
+        };
+        out.push(GateRow {
+            stack: name.clone(),
+            source: promote.stack.clone(),
+            verdict: gate::promotion(Some(&promote), &s.pins, &entries, s.break_glass_reason()),
+            ignored,
+            signatures_checked: policy.is_some(),
+        });
+    }
+    out
+}
+
+/// The `--gate` report: a Markdown table of the gated stacks, then the
+/// findings.
+pub fn gate_report(rows: &[GateRow], findings: &[Finding]) -> String {
+    let mut out = String::from("## stackpin: the production gate\n\n");
+    if rows.is_empty() {
+        out.push_str("No stack is gated (`promote_from`).\n");
+    } else {
+        out.push_str("| Stack | Promoted from | Verdict |\n|---|---|---|\n");
+        for r in rows {
+            let verdict = match &r.verdict {
+                Verdict::Pass { version, .. } => {
+                    format!("✅ every pin verified in `{}` entry `{version}`", r.source)
+                }
+                Verdict::Refused { missing, .. } => {
+                    format!("❌ not verified: {}", missing.join(", "))
+                }
+                Verdict::BreakGlass { reason, .. } => format!("⚠️ break-glass: {reason}"),
+                Verdict::NotGated => "not gated".into(),
+            };
+            let sig = if r.signatures_checked {
+                format!("; {} marker(s) ignored", r.ignored.len())
+            } else {
+                "; marker signatures not checked (no --config)".into()
+            };
+            out.push_str(&format!(
+                "| `{}` | `{}` | {verdict}{sig} |\n",
+                r.stack, r.source
+            ));
+        }
+        for r in rows.iter().filter(|r| !r.ignored.is_empty()) {
+            for why in &r.ignored {
+                out.push_str(&format!("\n- `{}`: ignored {why}", r.stack));
+            }
+            out.push('\n');
+        }
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    out.push_str(&format!(
+        "\n### Findings: {errors} error(s), {} warning(s)\n\n",
+        findings.len() - errors
+    ));
+    for f in findings {
+        out.push_str(&format!("- {f}\n"));
+    }
+    out
+}
+
+/// The gate verdicts as findings: a refusal is an error (a PR that pins
+/// unverified production digests must fail), break-glass a warning.
+pub fn gate_findings(rows: &[GateRow]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for r in rows {
+        let (name, verdict) = (&r.stack, r.verdict.clone());
         let mut sink = Sink::new(Some(name), format!("stacks/{name}/stack.yaml"), &mut out);
         match verdict {
             Verdict::Refused { source, missing } => sink.error(
@@ -119,14 +217,26 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         .canonicalize()
         .with_context(|| format!("failed to resolve {}", dir.display()))?;
     let state = desired::load(&DirTree::new(&dir));
+    // The host policy, only when a config was named: a PR runner has none.
+    let explicit = std::env::var_os("STACKPIN_CONFIG").is_some()
+        || std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+    let policy = if explicit {
+        let file = crate::config::load_file(&g.config, true)?;
+        Some(crate::policy::HostPolicy::load(&file)?)
+    } else {
+        None
+    };
+    let rows = gate_rows(&state, policy.as_ref());
     let mut findings = state.findings.clone();
-    findings.extend(gate_findings(&state));
+    findings.extend(gate_findings(&rows));
     findings.extend(power_findings(&state));
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .count();
-    if g.json {
+    if a.gate {
+        print!("{}", gate_report(&rows, &findings));
+    } else if g.json {
         super::print_json(&findings)?;
     } else {
         for f in &findings {

@@ -389,7 +389,7 @@ pub fn judge(host: &Host<'_>, desired: &DesiredState) -> BTreeMap<String, Gate> 
                 };
         }
         if let Some(p) = &gate.promote {
-            let (good, ignored) = trusted_markers(host, desired, &p.stack, now);
+            let (good, ignored) = trusted_markers(host.policy, desired, &p.stack, now);
             gate.git_entries = good;
             gate.ignored = ignored;
         }
@@ -427,8 +427,11 @@ fn signed_history(
 
 /// The entries of `verified/<source>.yaml` that a verifier this host trusts
 /// for `source` signed, and why each other entry does not count.
-fn trusted_markers(
-    host: &Host<'_>,
+/// The entries of `verified/<source>.yaml` signed by the signer set the
+/// host's `verifiers:` names for `source`, and why each other one is
+/// ignored. Also what `validate --gate` checks a PR with.
+pub fn trusted_markers(
+    policy: &crate::policy::HostPolicy,
     desired: &DesiredState,
     source: &str,
     now: chrono::DateTime<chrono::Utc>,
@@ -436,7 +439,7 @@ fn trusted_markers(
     let Some(entries) = desired.verified.get(source).filter(|e| !e.is_empty()) else {
         return (Vec::new(), Vec::new());
     };
-    let Some((set, keys)) = host.policy.verifiers_of(source) else {
+    let Some((set, keys)) = policy.verifiers_of(source) else {
         return (
             Vec::new(),
             vec![format!(
