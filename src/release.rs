@@ -392,7 +392,7 @@ pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Ren
     let secret_files: Vec<(String, Vec<u8>)> = host
         .decrypted
         .iter()
-        .filter(|(p, _)| p.ends_with(".env"))
+        .filter(|(p, _)| crate::desired::secret_is_dotenv(p))
         .map(|(p, b)| {
             (
                 format!("stacks/{}/{p}{}", stack.name, crate::desired::AGE_SUFFIX),
@@ -459,7 +459,7 @@ pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Ren
     let file_lines = host
         .decrypted
         .iter()
-        .filter(|(p, _)| !p.ends_with(".env"))
+        .filter(|(p, _)| !crate::desired::secret_is_dotenv(p))
         .flat_map(|(_, b)| {
             String::from_utf8_lossy(b)
                 .lines()

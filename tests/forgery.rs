@@ -224,14 +224,7 @@ fn each_attack_leaves_production_on_its_release() {
         commit: "0".repeat(40),
         signature: None,
     };
-    let payload = h.tmp().join("payload");
-    std::fs::write(&payload, entry.signed_bytes(&s.stg)).unwrap();
-    let mut sign = std::process::Command::new("ssh-keygen");
-    sign.args(["-q", "-Y", "sign", "-n", "stackpin-verified", "-f"])
-        .arg(&attacker.key)
-        .arg(&payload);
-    h.command(sign).run().ok();
-    let sig = std::fs::read_to_string(payload.with_extension("sig")).unwrap();
+    let sig = h.sign_marker(&attacker.key, &entry, &s.stg);
     let forged_signed = stackpin::desired::spec::VerifiedEntry {
         signature: Some(sig),
         version: "forged-signed".into(),

@@ -643,17 +643,7 @@ async fn the_api_keeps_its_openapi_contract_under_schemathesis() {
         snap.commit = Some("19b9b98".into());
         snap.last_fetch_ok = Some(Utc::now());
         snap.last_fetch_error = Some("timed out".into());
-        let states = [
-            State::Converged,
-            State::Progressing,
-            State::Failed,
-            State::RolledBack,
-            State::Blocked,
-            State::Held,
-            State::Drifted,
-            State::Absent,
-        ];
-        for (i, state) in states.into_iter().enumerate() {
+        for (i, state) in State::ALL.into_iter().enumerate() {
             let full = i % 2 == 0;
             snap.stacks.push(StackStatus {
                 stack: format!("s{i}"),

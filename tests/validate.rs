@@ -230,14 +230,7 @@ fn the_gate_report_checks_marker_signatures_with_the_hosts_verifiers() {
         "{text}"
     );
 
-    let payload = h.tmp().join("payload");
-    std::fs::write(&payload, entry.signed_bytes("shop-staging")).unwrap();
-    let mut sign = std::process::Command::new("ssh-keygen");
-    sign.args(["-q", "-Y", "sign", "-n", "stackpin-verified", "-f"])
-        .arg(&signer.key)
-        .arg(&payload);
-    h.command(sign).run().ok();
-    entry.signature = Some(std::fs::read_to_string(payload.with_extension("sig")).unwrap());
+    entry.signature = Some(h.sign_marker(&signer.key, &entry, "shop-staging"));
     write_markers(&entry);
     let text = gate(Some(&cfg)).ok().stdout();
     assert!(

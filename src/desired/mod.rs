@@ -1097,10 +1097,10 @@ pub fn secret_target(encrypted: &str) -> &str {
     encrypted.strip_suffix(AGE_SUFFIX).unwrap_or(encrypted)
 }
 
-/// Whether a decrypted secret is a dotenv file, whose variables also go
-/// into the release's `.env`.
-pub fn secret_is_env(encrypted: &str) -> bool {
-    secret_target(encrypted).ends_with(".env")
+/// Whether a decrypted secret (its path in the release) is a dotenv file,
+/// whose variables also go into the release's `.env`.
+pub fn secret_is_dotenv(target: &str) -> bool {
+    target.ends_with(".env")
 }
 
 /// `secrets:`: each entry a `.age` file of the stack directory whose

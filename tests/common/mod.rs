@@ -760,6 +760,24 @@ impl TestHost {
         SshSigner { key, allowed }
     }
 
+    /// The SSH signature of a verified entry of `source` by `key`, made by
+    /// `ssh-keygen -Y sign` as a staging host's marker signature.
+    pub fn sign_marker(
+        &self,
+        key: &Path,
+        entry: &stackpin::desired::spec::VerifiedEntry,
+        source: &str,
+    ) -> String {
+        let payload = self.tmp().join(format!("marker-{}", entry.version));
+        std::fs::write(&payload, entry.signed_bytes(source)).unwrap();
+        let mut sign = Command::new("ssh-keygen");
+        sign.args(["-q", "-Y", "sign", "-n", "stackpin-verified", "-f"])
+            .arg(key)
+            .arg(&payload);
+        self.command(sign).run().ok();
+        std::fs::read_to_string(payload.with_extension("sig")).unwrap()
+    }
+
     /// Commits everything in the repo, signed with the SSH key `key`.
     pub fn commit_signed(&self, key: &Path, msg: &str) -> String {
         if !self.repo().join(".git").exists() {
