@@ -13,7 +13,7 @@ const FLOORS: &[&[&str]] = &[
         "desired", "config", "fsutil", "fault", "history", "state", "events", "outcome",
     ],
     // leaves that know no pipeline
-    &["engine", "source", "trust"],
+    &["engine", "source", "trust", "secrets"],
     // pure decisions
     &["plan", "gate", "diff", "policy"],
     // records of the host
@@ -23,7 +23,15 @@ const FLOORS: &[&[&str]] = &[
     &["reconcile", "backup", "rollback", "status", "publish"],
     // the faces
     &[
-        "startup", "daemon", "server", "control", "page", "metrics", "notify", "cli",
+        "startup",
+        "daemon",
+        "server",
+        "control",
+        "page",
+        "metrics",
+        "notify",
+        "commit_status",
+        "cli",
     ],
 ];
 
