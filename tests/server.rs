@@ -507,14 +507,10 @@ fn promtool() -> Option<std::path::PathBuf> {
             let p = std::path::Path::new("/usr/bin/promtool");
             p.exists().then(|| p.to_path_buf())
         });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is missing: scripts/setup.d/promtool.sh installs it (apt-get install prometheus)"
-        );
-        eprintln!("SKIPPED: no promtool (apt-get install prometheus)");
-    }
-    found
+    common::required_under_ci(
+        found,
+        "promtool is missing: scripts/setup.d/promtool.sh installs it (apt-get install prometheus)",
+    )
 }
 
 #[test]
@@ -619,14 +615,10 @@ fn schemathesis() -> Option<std::path::PathBuf> {
     let found = std::env::var_os("STACKPIN_TEST_SCHEMATHESIS")
         .map(std::path::PathBuf::from)
         .filter(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "schemathesis is missing: scripts/setup.d/schemathesis.sh installs it (PyPI)"
-        );
-        eprintln!("SKIPPED: no schemathesis (STACKPIN_TEST_SCHEMATHESIS)");
-    }
-    found
+    common::required_under_ci(
+        found,
+        "schemathesis is missing: scripts/setup.d/schemathesis.sh installs it (PyPI)",
+    )
 }
 
 /// The API answers as `/api/v1/openapi.json` says, for whatever schemathesis

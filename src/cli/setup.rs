@@ -12,11 +12,16 @@ use anyhow::{Context as _, bail};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+/// Whether a config file was named (`--config` or `STACKPIN_CONFIG`), not
+/// only defaulted: a named one must exist.
+pub fn config_is_explicit() -> bool {
+    std::env::var_os("STACKPIN_CONFIG").is_some()
+        || std::env::args().any(|a| a == "--config" || a.starts_with("--config="))
+}
+
 /// Resolves flags over the config file over defaults.
 pub fn config(g: &Global) -> anyhow::Result<Config> {
-    let explicit = std::env::var_os("STACKPIN_CONFIG").is_some()
-        || std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
-    let file = config::load_file(&g.config, explicit)?;
+    let file = config::load_file(&g.config, config_is_explicit())?;
     let repo_cfg = file.repo.clone().unwrap_or_default();
     Ok(Config {
         host: g

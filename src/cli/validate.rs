@@ -218,9 +218,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         .with_context(|| format!("failed to resolve {}", dir.display()))?;
     let state = desired::load(&DirTree::new(&dir));
     // The host policy, only when a config was named: a PR runner has none.
-    let explicit = std::env::var_os("STACKPIN_CONFIG").is_some()
-        || std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
-    let policy = if explicit {
+    let policy = if super::setup::config_is_explicit() {
         let file = crate::config::load_file(&g.config, true)?;
         Some(crate::policy::HostPolicy::load(&file)?)
     } else {
