@@ -36,13 +36,13 @@
 //! the pre-deploy backup runs inside the converge, `stackpin backup` takes it.
 
 use crate::desired::Stack;
-use crate::desired::spec::Backup;
+use crate::desired::spec::{Backup, Keep, KeepPolicy};
 use crate::engine::Masker;
 use crate::fsutil;
 use crate::history::{Action, Status};
 use crate::host::Host;
 use crate::release;
-use chrono::{DateTime, NaiveDateTime, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeDelta, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, OpenOptions};
@@ -198,13 +198,58 @@ pub fn is_id(name: &str) -> bool {
         .is_ok_and(|t| t.format(ID_TIME_FORMAT).to_string() == name)
 }
 
-/// Of the complete backups `ids`, those retention removes: all but the
-/// `keep` newest (ids sort by time). Pure.
-pub fn expired(ids: &[String], keep: usize) -> Vec<String> {
-    let mut sorted: Vec<&String> = ids.iter().filter(|i| is_id(i)).collect();
-    sorted.sort();
-    let n = sorted.len().saturating_sub(keep);
-    sorted.into_iter().take(n).cloned().collect()
+/// Of the complete backups `ids`, those retention removes. Pure.
+///
+/// `Keep::Count(n)` keeps the `n` newest. A policy keeps the union of: the
+/// `last` newest; the newest backup of each of the `daily` most recent UTC
+/// days that have one; likewise per ISO week (`weekly`) and per calendar
+/// month (`monthly`) — restic's `--keep-*` rules. The newest backup is
+/// always kept.
+pub fn expired(ids: &[String], keep: &Keep) -> Vec<String> {
+    let mut newest_first: Vec<(&String, DateTime<Utc>)> = ids
+        .iter()
+        .filter(|i| is_id(i))
+        .filter_map(|i| id_time(i).map(|t| (i, t)))
+        .collect();
+    newest_first.sort_by(|a, b| b.0.cmp(a.0));
+    let policy = match *keep {
+        Keep::Count(n) => KeepPolicy {
+            last: n,
+            ..KeepPolicy::default()
+        },
+        Keep::Policy(p) => p,
+    };
+    let mut kept: std::collections::BTreeSet<&String> = newest_first
+        .iter()
+        .take(policy.last.max(1) as usize)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut bucketed = |n: u32, bucket: &dyn Fn(&DateTime<Utc>) -> (i32, u32)| {
+        let mut seen = Vec::new();
+        for (id, t) in &newest_first {
+            if seen.len() >= n as usize {
+                break;
+            }
+            let b = bucket(t);
+            if !seen.contains(&b) {
+                seen.push(b);
+                kept.insert(*id);
+            }
+        }
+    };
+    bucketed(policy.daily, &|t| (t.year(), t.ordinal()));
+    bucketed(policy.weekly, &|t| {
+        let w = t.iso_week();
+        (w.year(), w.week())
+    });
+    bucketed(policy.monthly, &|t| (t.year(), t.month()));
+    let mut out: Vec<String> = newest_first
+        .iter()
+        .filter(|(id, _)| !kept.contains(id))
+        .map(|(id, _)| (*id).clone())
+        .collect();
+    out.sort();
+    out
 }
 
 /// A connection URL for one database, split so that the password never
@@ -306,6 +351,26 @@ pub struct DumpRecord {
     pub bytes: u64,
     pub sha256: String,
     pub millis: u64,
+    /// For a restore: the container (service) and user `pg_dump` ran as
+    /// (absent in backups older than restores; read from `source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// One named volume, archived as tar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Its key under the compose file's `volumes:`.
+    pub volume: String,
+    /// The engine's name of it (`<project>_<key>` unless `name:` says).
+    pub name: String,
+    /// `volume-<key>.tar`.
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub millis: u64,
 }
 
 /// One file of the release copy.
@@ -335,8 +400,11 @@ pub struct Manifest {
     pub release_id: Option<String>,
     pub version: Option<String>,
     pub databases: Vec<DumpRecord>,
+    /// The `backup.volumes` archives (none in older backups).
+    #[serde(default)]
+    pub volumes: Vec<VolumeRecord>,
     pub release_files: Vec<FileRecord>,
-    /// Sum of the dumps' sizes.
+    /// Sum of the dumps' and volume archives' sizes.
     pub bytes: u64,
     pub millis: u64,
 }
@@ -355,8 +423,13 @@ impl BackupReport {
     /// One line for stage details and history notes.
     pub fn summary(&self) -> String {
         let m = &self.manifest;
+        let volumes = if m.volumes.is_empty() {
+            String::new()
+        } else {
+            format!(", {} volume(s)", m.volumes.len())
+        };
         let mut s = format!(
-            "{} database(s), {} in {}",
+            "{} database(s){volumes}, {} in {}",
             m.databases.len(),
             human_bytes(m.bytes),
             self.dir.display()
@@ -368,7 +441,7 @@ impl BackupReport {
     }
 }
 
-fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -479,6 +552,10 @@ async fn take(
         for d in &dumps {
             records.push(dump_one(host, &stack.name, d, &tmp).await?);
         }
+        let mut volumes = Vec::with_capacity(spec.volumes.len());
+        for key in &spec.volumes {
+            volumes.push(archive_volume(host, stack, key, &tmp).await?);
+        }
         let release_files = match cur {
             Some(c) => {
                 let (src, dst) = (c.dir.clone(), tmp.join(RELEASE_DIR));
@@ -499,8 +576,10 @@ async fn take(
             created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             release_id: cur.map(|c| c.id.clone()),
             version: cur.map(|c| c.version.clone()),
-            bytes: records.iter().map(|r| r.bytes).sum(),
+            bytes: records.iter().map(|r| r.bytes).sum::<u64>()
+                + volumes.iter().map(|v| v.bytes).sum::<u64>(),
             databases: records,
+            volumes,
             release_files,
             millis: started.elapsed().as_millis() as u64,
         };
@@ -521,8 +600,8 @@ async fn take(
             return Err(e);
         }
     };
-    let keep = spec.keep.unwrap_or(DEFAULT_KEEP).max(1) as usize;
-    let removed = match retain(&parent, keep) {
+    let keep = spec.keep.unwrap_or(Keep::Count(DEFAULT_KEEP));
+    let removed = match retain(&parent, &keep) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(stack = %stack.name, "backup retention failed: {e}");
@@ -534,6 +613,250 @@ async fn take(
         manifest,
         removed,
     })
+}
+
+/// A complete backup opened for a restore, its files checked.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub id: String,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl Opened {
+    /// The release the backup belongs to (checked by [`open`]).
+    pub fn release_id(&self) -> &str {
+        self.manifest.release_id.as_deref().unwrap_or_default()
+    }
+}
+
+/// Opens backup `id` of `stack` for a restore. Read-only.
+///
+/// # Errors
+/// No such backup (the message lists the stack's backups), an unreadable
+/// manifest, a file that does not match its checksum, a backup without a
+/// release (taken before the first deploy), or a database dumped from a
+/// `url_file` source (restored by hand: README says how).
+pub fn open(backups_dir: &Path, stack: &str, id: &str) -> Result<Opened, Error> {
+    let dir = backups_dir.join(id);
+    if !is_id(id) || !dir.join(MANIFEST).is_file() {
+        let ids = list(backups_dir).unwrap_or_default();
+        let known = if ids.is_empty() {
+            format!("{stack} has no backup in {}", backups_dir.display())
+        } else {
+            format!("backups of {stack}: {}", ids.join(", "))
+        };
+        return Err(Error(format!(
+            "no backup `{id}` of {stack} ({known}); `stackpin backup {stack}` takes one"
+        )));
+    }
+    let text = fs::read_to_string(dir.join(MANIFEST))
+        .map_err(|e| format!("{}: {e}", dir.join(MANIFEST).display()))?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: not a stackpin manifest: {e}",
+            dir.join(MANIFEST).display()
+        )
+    })?;
+    if manifest.stack != stack {
+        return Err(Error(format!(
+            "backup {id} in {} belongs to stack {}, not {stack}",
+            dir.display(),
+            manifest.stack
+        )));
+    }
+    if manifest.release_id.is_none() {
+        return Err(Error(format!(
+            "backup {id} of {stack} holds no release (it was taken before the first deploy); nothing to bring up with its data"
+        )));
+    }
+    for d in &manifest.databases {
+        if d.container.is_none() && !d.source.starts_with("container ") {
+            return Err(Error(format!(
+                "backup {id}: database `{}` was dumped from {}; stackpin restores databases of containers only: restore it with `pg_restore --clean --if-exists --create -d postgres {}`",
+                d.database,
+                d.source,
+                dir.join(&d.file).display()
+            )));
+        }
+    }
+    let files = manifest
+        .databases
+        .iter()
+        .map(|d| (&d.file, &d.sha256))
+        .chain(manifest.volumes.iter().map(|v| (&v.file, &v.sha256)));
+    for (file, want) in files {
+        let path = dir.join(file);
+        let got =
+            sha256_file(&path).map_err(|e| format!("backup {id}: {}: {e}", path.display()))?;
+        if &got != want {
+            return Err(Error(format!(
+                "backup {id}: {} does not match its checksum in the manifest (the backup is damaged; restore another one)",
+                path.display()
+            )));
+        }
+    }
+    Ok(Opened {
+        id: id.to_string(),
+        dir,
+        manifest,
+    })
+}
+
+/// Makes sure the release `b` belongs to is kept on this host: a release
+/// that retention removed is put back from the backup's copy (written as
+/// `.tmp-<id>`, made read-only, renamed). Returns its directory.
+pub fn reinstate_release(releases_dir: &Path, b: &Opened) -> Result<PathBuf, Error> {
+    let id = b.release_id();
+    let dst = releases_dir.join(id);
+    if release::is_complete(&dst) {
+        return Ok(dst);
+    }
+    let src = b.dir.join(RELEASE_DIR);
+    if !release::is_complete(&src) {
+        return Err(Error(format!(
+            "release {id} is no longer kept here and backup {} holds no complete copy of it",
+            b.id
+        )));
+    }
+    let tmp = releases_dir.join(format!(".tmp-{id}"));
+    let put = || -> io::Result<()> {
+        if tmp.exists() {
+            fsutil::remove_tree(&tmp)?;
+        }
+        copy_release(&src, &tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        fsutil::set_tree_readonly(&tmp)?;
+        fs::rename(&tmp, &dst)?;
+        fsutil::fsync_dir(releases_dir)
+    };
+    put().map_err(|e| format!("cannot put release {id} back from backup {}: {e}", b.id))?;
+    tracing::info!(release = id, backup = %b.id, "release put back from the backup's copy");
+    Ok(dst)
+}
+
+/// How long a restored database container may take to accept connections.
+const DB_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Restores what backup `b` holds into the stopped stack: every volume
+/// archive (the volume emptied first), then every database: its service
+/// started alone from the release `project` names, the dump copied in and
+/// `pg_restore --clean --if-exists --create` run as the user that dumped
+/// it. `services` are the release's services; `image` mounts the volumes.
+/// Returns a summary for the stage line.
+///
+/// # Errors
+/// The first volume or database that could not be restored, with the
+/// engine's or `pg_restore`'s reason (masked).
+pub async fn restore_data(
+    host: &Host<'_>,
+    b: &Opened,
+    project: crate::engine::Project<'_>,
+    image: &str,
+    services: &[String],
+) -> Result<String, Error> {
+    let stack = project.name;
+    for v in &b.manifest.volumes {
+        let name = host
+            .engine
+            .volume_import(stack, &v.volume, &v.name, image, &b.dir.join(&v.file))
+            .await
+            .map_err(|e| format!("volume `{}`: {}", v.volume, e.report()))?;
+        tracing::info!(stack, volume = %v.volume, name, bytes = v.bytes, "volume restored");
+    }
+    let mut started: Vec<String> = Vec::new();
+    for d in &b.manifest.databases {
+        let container = d
+            .container
+            .clone()
+            .or_else(|| d.source.strip_prefix("container ").map(str::to_string))
+            .unwrap_or_default();
+        let user = d.user.clone().unwrap_or_else(|| "postgres".into());
+        let label = format!("database `{}` (container {container})", d.database);
+        if services.contains(&container) && !started.contains(&container) {
+            host.engine
+                .up_services(project, std::slice::from_ref(&container))
+                .await
+                .map_err(|e| format!("{label}: {}", e.report()))?;
+            started.push(container.clone());
+        }
+        let target = wait_for_postgres(host, stack, &container, &user)
+            .await
+            .map_err(|e| format!("{label}: {e}"))?;
+        let name = format!("stackpin-restore-{}", d.file);
+        host.engine
+            .copy_into(&target, &b.dir.join(&d.file), "/tmp", &name)
+            .await
+            .map_err(|e| format!("{label}: {}", e.report()))?;
+        let path = format!("/tmp/{name}");
+        let cmd: Vec<String> = [
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "--create",
+            "--exit-on-error",
+            "-U",
+            &user,
+            "-d",
+            "postgres",
+            &path,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let result = host.engine.exec(&target, &cmd).await;
+        let _ = host
+            .engine
+            .exec(&target, &["rm".into(), "-f".into(), path.clone()])
+            .await;
+        match result {
+            Ok((0, _)) => {
+                tracing::info!(stack, database = %d.database, bytes = d.bytes, "database restored");
+            }
+            Ok((code, out)) => {
+                return Err(Error(format!(
+                    "{label}: pg_restore exited with code {code}{}",
+                    tail_suffix(&out)
+                )));
+            }
+            Err(e) => return Err(Error(format!("{label}: {}", e.report()))),
+        }
+    }
+    Ok(format!(
+        "{} database(s) and {} volume(s) from backup {}",
+        b.manifest.databases.len(),
+        b.manifest.volumes.len(),
+        b.id
+    ))
+}
+
+/// Waits until `pg_isready` answers in `container` (a service of `stack`
+/// or a container name); the running container's id.
+async fn wait_for_postgres(
+    host: &Host<'_>,
+    stack: &str,
+    container: &str,
+    user: &str,
+) -> Result<String, String> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < DB_READY_TIMEOUT {
+        let target = resolve_container(host, stack, container).await;
+        let cmd: Vec<String> = ["pg_isready", "-U", user]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        match host.engine.exec(&target, &cmd).await {
+            Ok((0, _)) => return Ok(target),
+            Ok((code, out)) => last = format!("pg_isready exited with code {code}: {}", out.trim()),
+            Err(e) => last = e.report(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Err(format!(
+        "not accepting connections after {}s ({last})",
+        DB_READY_TIMEOUT.as_secs()
+    ))
 }
 
 /// Creates `<root>/backups/<stack>` owner-only and removes `.tmp-*` leftovers
@@ -576,7 +899,7 @@ pub fn list(backups_dir: &Path) -> io::Result<Vec<String>> {
     Ok(ids)
 }
 
-fn retain(parent: &Path, keep: usize) -> io::Result<Vec<String>> {
+fn retain(parent: &Path, keep: &Keep) -> io::Result<Vec<String>> {
     let old = expired(&list(parent)?, keep);
     for id in &old {
         fsutil::remove_tree(&parent.join(id))?;
@@ -641,7 +964,67 @@ async fn dump_one(host: &Host<'_>, stack: &str, d: &Dump, tmp: &Path) -> Result<
         bytes,
         sha256: sha,
         millis: t.elapsed().as_millis() as u64,
+        container: match &d.source {
+            Source::Container { container, .. } => Some(container.clone()),
+            Source::Url { .. } => None,
+        },
+        user: match &d.source {
+            Source::Container { user, .. } => Some(user.clone()),
+            Source::Url { .. } => None,
+        },
     })
+}
+
+/// The archive file of volume `key` in a backup.
+pub fn volume_file(key: &str) -> String {
+    format!("volume-{key}.tar")
+}
+
+/// Archives the named volume `key` of the stack into `tmp`, with its
+/// `.sha256` file beside it.
+async fn archive_volume(
+    host: &Host<'_>,
+    stack: &Stack,
+    key: &str,
+    tmp: &Path,
+) -> Result<VolumeRecord, Error> {
+    let t = Instant::now();
+    let file_name = volume_file(key);
+    let file = tmp.join(&file_name);
+    let label = format!("volume `{key}`");
+    let image = helper_image(stack.pins.values().filter_map(|p| p.pinned()))
+        .ok_or_else(|| format!("{label}: the stack pins no image to mount it with"))?;
+    let (name, bytes) = host
+        .engine
+        .volume_export(&stack.name, key, &image, &file)
+        .await
+        .map_err(|e| format!("{label}: {}", e.report()))?;
+    let path = file.clone();
+    let sha = tokio::task::spawn_blocking(move || sha256_file(&path))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{label}: cannot read back {}: {e}", file.display()))?;
+    let sum_file = tmp.join(format!("{file_name}.sha256"));
+    write_new(
+        &sum_file,
+        format!("{sha}  {file_name}\n").as_bytes(),
+        DUMP_MODE,
+    )
+    .map_err(|e| format!("{label}: cannot write {}: {e}", sum_file.display()))?;
+    Ok(VolumeRecord {
+        volume: key.to_string(),
+        name,
+        file: file_name,
+        bytes,
+        sha256: sha,
+        millis: t.elapsed().as_millis() as u64,
+    })
+}
+
+/// The image a volume helper container is created from: the first pinned
+/// image in order (any will do: it is never started). Pure.
+pub fn helper_image(pins: impl Iterator<Item = String>) -> Option<String> {
+    pins.into_iter().min()
 }
 
 /// `: last lines of stderr` (at most three lines, 400 characters), or nothing.
@@ -802,7 +1185,10 @@ fn copy_release(src: &Path, dst: &Path) -> io::Result<Vec<FileRecord>> {
                 walk(root, &from, &to, out)?;
             } else if ft.is_file() {
                 let bytes = fs::read(&from)?;
-                let mode = if e.file_name() == ".env" {
+                // `.env` and the decrypted `secrets:` (owner-only in the
+                // release) stay owner-only.
+                let private = e.metadata()?.permissions().mode() & 0o077 == 0;
+                let mode = if e.file_name() == ".env" || private {
                     fsutil::ENV_FILE_MODE
                 } else {
                     0o644
@@ -858,8 +1244,7 @@ mod tests {
                 pg(Some("seisei-db"), None, &["ten_testodoo", "other"]),
                 pg(None, Some("/etc/stackpin/secrets/db.url"), &["reports"]),
             ],
-            keep: None,
-            required: None,
+            ..Default::default()
         };
         let d = dumps(&spec).unwrap();
         assert_eq!(
@@ -930,9 +1315,75 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        assert_eq!(expired(&ids, 2), ["20260101T000000Z"]);
-        assert_eq!(expired(&ids, 1), ["20260101T000000Z", "20260102T000000Z"]);
-        assert!(expired(&ids, 10).is_empty());
+        let n = |n| expired(&ids, &Keep::Count(n));
+        assert_eq!(n(2), ["20260101T000000Z"]);
+        assert_eq!(n(1), ["20260101T000000Z", "20260102T000000Z"]);
+        assert!(n(10).is_empty());
+        assert_eq!(n(0), n(1), "the newest is always kept");
+    }
+
+    #[test]
+    fn retention_policy_keeps_one_per_day_and_week() {
+        // Two backups a day (06:00 and 18:00) from Mon 2026-01-05 to
+        // Sun 2026-02-01: four ISO weeks (2..=5), 28 days, 56 backups.
+        let mut ids = Vec::new();
+        for day in 0..28 {
+            let d = chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap() + chrono::Days::new(day);
+            for h in [6, 18] {
+                ids.push(format!("{}T{h:02}0000Z", d.format("%Y%m%d")));
+            }
+        }
+        let keep = |p: KeepPolicy| {
+            let gone = expired(&ids, &Keep::Policy(p));
+            let mut kept: Vec<String> = ids.iter().filter(|i| !gone.contains(i)).cloned().collect();
+            kept.sort();
+            kept
+        };
+        // daily 7: the evening backup of each of the last 7 days.
+        let daily = keep(KeepPolicy {
+            daily: 7,
+            ..Default::default()
+        });
+        assert_eq!(daily.len(), 7, "{daily:?}");
+        assert!(daily.iter().all(|i| i.ends_with("T180000Z")), "{daily:?}");
+        assert_eq!(daily[0], "20260126T180000Z");
+        assert_eq!(daily[6], "20260201T180000Z");
+        // weekly 4: the newest of each ISO week, Sundays' evening backups.
+        let weekly = keep(KeepPolicy {
+            weekly: 4,
+            ..Default::default()
+        });
+        assert_eq!(
+            weekly,
+            [
+                "20260111T180000Z",
+                "20260118T180000Z",
+                "20260125T180000Z",
+                "20260201T180000Z"
+            ]
+        );
+        // The runbooks' 7 daily + 4 weekly: the union, 10 backups (the
+        // newest Sunday is in both).
+        let both = keep(KeepPolicy {
+            daily: 7,
+            weekly: 4,
+            ..Default::default()
+        });
+        assert_eq!(both.len(), 10, "{both:?}");
+        assert!(both.contains(&"20260111T180000Z".to_string()));
+        // Monthly and last.
+        let monthly = keep(KeepPolicy {
+            monthly: 2,
+            last: 3,
+            ..Default::default()
+        });
+        assert_eq!(
+            monthly,
+            ["20260131T180000Z", "20260201T060000Z", "20260201T180000Z"],
+            "January's newest is Jan 31 evening; February's is among the last 3"
+        );
+        // Not-ids are never touched.
+        assert!(!expired(&["junk".into()], &Keep::Count(1)).contains(&"junk".to_string()));
     }
 
     #[test]
@@ -1006,5 +1457,137 @@ mod tests {
             hex::encode(Sha256::digest(b"services: {}\n"))
         );
         fsutil::remove_tree(&src).unwrap();
+    }
+
+    fn manifest(id: &str, release: Option<&str>) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            stack: "shop".into(),
+            environment: "production".into(),
+            reason: "manual".into(),
+            host: "h".into(),
+            id: id.into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            release_id: release.map(str::to_string),
+            version: release.map(|_| "v1".into()),
+            databases: Vec::new(),
+            volumes: Vec::new(),
+            release_files: Vec::new(),
+            bytes: 0,
+            millis: 0,
+        }
+    }
+
+    fn put(dir: &Path, m: &Manifest, files: &[(&str, &[u8])]) {
+        fs::create_dir_all(dir.join(&m.id)).unwrap();
+        for (name, bytes) in files {
+            fs::write(dir.join(&m.id).join(name), bytes).unwrap();
+        }
+        fs::write(
+            dir.join(&m.id).join(MANIFEST),
+            serde_json::to_vec(m).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn open_refuses_what_cannot_be_restored_before_anything_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let err = |id: &str| open(dir, "shop", id).unwrap_err().to_string();
+        assert!(err("20260101T000000Z").contains("shop has no backup"));
+
+        let mut good = manifest("20260101T000000Z", Some("v1__20260101T000000Z"));
+        good.databases.push(DumpRecord {
+            database: "shop".into(),
+            source: "container db".into(),
+            file: "shop.dump".into(),
+            bytes: 3,
+            sha256: hex::encode(Sha256::digest(b"abc")),
+            millis: 0,
+            container: Some("db".into()),
+            user: Some("postgres".into()),
+        });
+        put(dir, &good, &[("shop.dump", b"abc")]);
+        let opened = open(dir, "shop", &good.id).unwrap();
+        assert_eq!(opened.release_id(), "v1__20260101T000000Z");
+        let e = err("20990101T000000Z");
+        assert!(
+            e.contains("no backup `20990101T000000Z`") && e.contains("20260101T000000Z"),
+            "names the backups there are: {e}"
+        );
+        assert!(err("../etc").contains("no backup"), "not an id");
+        assert!(
+            open(dir, "other", &good.id)
+                .unwrap_err()
+                .to_string()
+                .contains("belongs to stack shop"),
+        );
+
+        // A file that changed since the backup.
+        fs::write(dir.join(&good.id).join("shop.dump"), b"abd").unwrap();
+        assert!(err(&good.id).contains("does not match its checksum"));
+
+        // Taken before the first deploy: nothing to bring up.
+        let early = manifest("20260102T000000Z", None);
+        put(dir, &early, &[]);
+        assert!(err(&early.id).contains("before the first deploy"));
+
+        // A url_file database: restored by hand, with the command to run.
+        let mut url = manifest("20260103T000000Z", Some("v1__20260101T000000Z"));
+        url.databases.push(DumpRecord {
+            source: "url_file /etc/stackpin/secrets/db.url".into(),
+            container: None,
+            user: None,
+            ..good.databases[0].clone()
+        });
+        put(dir, &url, &[("shop.dump", b"abc")]);
+        let e = err(&url.id);
+        assert!(e.contains("url_file") && e.contains("pg_restore"), "{e}");
+    }
+
+    #[test]
+    fn a_pruned_release_is_put_back_from_the_backup_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rel = tmp.path().join("running");
+        fs::create_dir_all(&rel).unwrap();
+        fs::write(rel.join("compose.yaml"), "services: {}\n").unwrap();
+        fs::write(rel.join("app.env"), "K=secret\n").unwrap();
+        fs::set_permissions(rel.join("app.env"), fs::Permissions::from_mode(0o400)).unwrap();
+        let meta = serde_json::json!({
+            "stack": "shop", "release_id": "v1__20260101T000000Z", "version": "v1",
+            "environment": "production", "fingerprint": "f", "commit": null,
+            "images": {}, "compose_files": ["compose.yaml"],
+            "created_at": "2026-01-01T00:00:00Z"
+        });
+        fs::write(rel.join(release::META_FILE), meta.to_string()).unwrap();
+        assert!(release::is_complete(&rel), "the fixture is a release");
+        let backups = tmp.path().join("backups");
+        let m = manifest("20260101T000000Z", Some("v1__20260101T000000Z"));
+        fs::create_dir_all(backups.join(&m.id)).unwrap();
+        copy_release(&rel, &backups.join(&m.id).join(RELEASE_DIR)).unwrap();
+        put(&backups, &m, &[]);
+        let b = open(&backups, "shop", &m.id).unwrap();
+
+        let releases = tmp.path().join("releases");
+        fs::create_dir_all(&releases).unwrap();
+        let dir = reinstate_release(&releases, &b).unwrap();
+        assert_eq!(dir, releases.join("v1__20260101T000000Z"));
+        assert!(release::is_complete(&dir));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&dir.join("compose.yaml")),
+            0o444,
+            "read-only like a release"
+        );
+        assert_eq!(
+            mode(&dir.join("app.env")),
+            0o600,
+            "a secret stays owner-only"
+        );
+        assert!(!releases.join(".tmp-v1__20260101T000000Z").exists());
+        // Kept already: used as it is.
+        assert_eq!(reinstate_release(&releases, &b).unwrap(), dir);
+        fsutil::remove_tree(&releases).unwrap();
     }
 }

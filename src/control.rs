@@ -74,6 +74,11 @@ pub enum Request {
         stack: String,
         target: crate::rollback::Target,
     },
+    Restore {
+        root: PathBuf,
+        stack: String,
+        backup: String,
+    },
 }
 
 impl Request {
@@ -83,7 +88,8 @@ impl Request {
             | Request::Status { root, .. }
             | Request::Hold { root, .. }
             | Request::Resume { root, .. }
-            | Request::Rollback { root, .. } => root,
+            | Request::Rollback { root, .. }
+            | Request::Restore { root, .. } => root,
         }
     }
 
@@ -99,7 +105,8 @@ impl Request {
             }
             Request::Hold { stack, .. }
             | Request::Resume { stack, .. }
-            | Request::Rollback { stack, .. } => vec![stack],
+            | Request::Rollback { stack, .. }
+            | Request::Restore { stack, .. } => vec![stack],
         };
         names
             .into_iter()
@@ -154,6 +161,7 @@ impl Request {
             Request::Rollback { stack, target, .. } => {
                 format!("rollback {stack} {}", target.describe())
             }
+            Request::Restore { stack, backup, .. } => format!("restore {stack} {backup}"),
         }
     }
 }

@@ -753,6 +753,21 @@ impl Daemon {
                     Err(e) => Response::refusal(&e),
                 }
             }
+            Request::Restore { stack, backup, .. } => {
+                let host = self.host();
+                match crate::rollback::restore(&host, &stack, &backup).await {
+                    Ok(r) => Response {
+                        ok: !r.outcome.is_failure(),
+                        message: Some(r.message.clone()),
+                        results: vec![r],
+                        ..Default::default()
+                    },
+                    Err(e) => Response {
+                        error: Some(crate::reconcile::error::report(&e)),
+                        ..Default::default()
+                    },
+                }
+            }
             Request::Rollback { stack, target, .. } => {
                 let host = self.host();
                 let done = crate::rollback::rollback(&host, &stack, &target).await;

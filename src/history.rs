@@ -67,12 +67,14 @@ pub enum Action {
     /// The audit line written before a deploy that skips the gate: the
     /// deploy does not go ahead without it.
     BreakGlass,
+    /// `stackpin restore`: a backup's data and release put back.
+    Restore,
     /// A word stackpin does not write (older, hand-written logs), kept as is.
     Other(String),
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Deploy,
         Action::Rollback,
         Action::ManualRollback,
@@ -83,6 +85,7 @@ impl Action {
         Action::Prune,
         Action::Backup,
         Action::BreakGlass,
+        Action::Restore,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -97,6 +100,7 @@ impl Action {
             Action::Prune => "prune",
             Action::Backup => "backup",
             Action::BreakGlass => "break-glass",
+            Action::Restore => "restore",
             Action::Other(w) => w,
         }
     }

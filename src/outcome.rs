@@ -35,10 +35,15 @@ pub enum Stage {
     Record,
     /// Switch back to the previous release (the start of an auto-revert).
     Revert,
+    /// Stop the running release's containers (a restore, before its data
+    /// is replaced).
+    Stop,
+    /// Put a backup's volumes and databases back (a restore).
+    Restore,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 13] = [
         Stage::Preflight,
         Stage::Backup,
         Stage::Release,
@@ -50,6 +55,8 @@ impl Stage {
         Stage::Smoke,
         Stage::Record,
         Stage::Revert,
+        Stage::Stop,
+        Stage::Restore,
     ];
 
     /// The reason a failure of this stage reports.
@@ -66,6 +73,8 @@ impl Stage {
             Stage::Smoke => Reason::SmokeFailed,
             Stage::Record => Reason::RecordFailed,
             Stage::Revert => Reason::RevertFailed,
+            Stage::Stop => Reason::StopFailed,
+            Stage::Restore => Reason::RestoreFailed,
         }
     }
 
@@ -82,6 +91,8 @@ impl Stage {
             Stage::Smoke => "smoke",
             Stage::Record => "record",
             Stage::Revert => "revert",
+            Stage::Stop => "stop",
+            Stage::Restore => "restore",
         }
     }
 
@@ -90,7 +101,12 @@ impl Stage {
     pub fn is_after_switch(self) -> bool {
         matches!(
             self,
-            Stage::Up | Stage::Reload | Stage::Smoke | Stage::Record | Stage::Revert
+            Stage::Up
+                | Stage::Reload
+                | Stage::Smoke
+                | Stage::Record
+                | Stage::Revert
+                | Stage::Restore
         )
     }
 }
@@ -159,6 +175,12 @@ pub enum Reason {
     /// The stack's lock could not be taken.
     #[serde(alias = "LockFailed")]
     LockFailed,
+    /// A restore could not stop the release that ran.
+    #[serde(alias = "StopFailed")]
+    StopFailed,
+    /// A restore could not put a backup's volumes or databases back.
+    #[serde(alias = "RestoreFailed")]
+    RestoreFailed,
 }
 
 impl Reason {
@@ -184,6 +206,8 @@ impl Reason {
             Reason::Interrupted => "Interrupted",
             Reason::EngineUnavailable => "EngineUnavailable",
             Reason::LockFailed => "LockFailed",
+            Reason::StopFailed => "StopFailed",
+            Reason::RestoreFailed => "RestoreFailed",
         }
     }
 }

@@ -162,12 +162,24 @@ pub enum Error {
         "{stack} has an interrupted converge that could not be recovered: {why}; check the stack, then remove its journal"
     )]
     Journal { stack: String, why: String },
+    /// The backup cannot be restored (none of that id, damaged, no release).
+    #[error("{0}")]
+    Backup(#[from] crate::backup::Error),
+    #[error("failed to hold {stack} for the restore")]
+    Hold {
+        stack: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// A refusal (exit 1) rather than an unexpected failure (exit 2).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Select(_) | Error::Journal { .. })
+        matches!(
+            self,
+            Error::Select(_) | Error::Journal { .. } | Error::Backup(_)
+        )
     }
 }
 
@@ -452,6 +464,81 @@ pub async fn rollback(host: &Host<'_>, stack: &str, target: &Target) -> Result<S
         resume_at: None,
         recovering: false,
         journal: None,
+        restore: None,
+    };
+    Ok(reconcile::pipeline::converge(host, sw).await)
+}
+
+/// Restores backup `id` of `stack` (the runbooks' level-2 recovery): the
+/// backup's release is put back if retention removed it, the stack is held,
+/// then the one pipeline runs `Op::Restore`: pull → journal → stop the
+/// release that runs → switch to the backup's release → put back its
+/// volumes and databases → up → smoke → record (`restore` in the history)
+/// and hold.
+///
+/// # Guarantees
+/// A backup that cannot be restored (no such id, a checksum mismatch, no
+/// release, a `url_file` database) is refused before anything changes. Once
+/// the stack is stopped, a failure does not switch back: the release that
+/// ran before may not fit the restored data. The stack stays held (the
+/// hold is written before the stop) and the result says what to do; a
+/// crash is reported the same way by the next run's recovery.
+///
+/// # Errors
+/// [`Error`] when nothing was done. A restore that ran and failed is an
+/// `Ok` result whose outcome is a failure.
+pub async fn restore(host: &Host<'_>, stack: &str, id: &str) -> Result<StackResult, Error> {
+    if !matches!(host.store.journal(stack), Ok(None)) {
+        reconcile::recover(host).await;
+    }
+    let _lock = reconcile::lock(host, stack)
+        .await
+        .map_err(|source| Error::Lock {
+            stack: stack.into(),
+            source,
+        })?;
+    if let Some(j) = host.store.journal(stack).ok().flatten() {
+        return Err(Error::Journal {
+            stack: stack.into(),
+            why: format!("{} to {} is still journaled", j.op, j.to),
+        });
+    }
+    let opened = crate::backup::open(&host.layout.backups_dir(stack), stack, id)?;
+    let releases = host.layout.releases_dir(stack);
+    crate::fsutil::create_dir_all_synced(&releases)
+        .map_err(|e| crate::backup::Error(format!("cannot create {}: {e}", releases.display())))?;
+    let dir = crate::backup::reinstate_release(&releases, &opened)?;
+    let to = opened.release_id().to_string();
+    let meta = release::read_meta(&dir).map_err(|source| Error::Release {
+        stack: stack.into(),
+        source,
+    })?;
+    let from = release::current(&host.layout, stack).ok().flatten();
+    reconcile::hold_locked(
+        host,
+        stack,
+        &format!("restoring backup {id}"),
+        Some(to.clone()),
+    )
+    .map_err(|source| Error::Hold {
+        stack: stack.into(),
+        source,
+    })?;
+    tracing::info!(stack, backup = id, from = ?from, to = %to, "restore");
+    let sw = Switch {
+        op: Op::Restore,
+        stack: stack.to_string(),
+        environment: meta.environment.clone(),
+        from,
+        target: reconcile::Target::Kept {
+            id: to,
+            meta: Box::new(meta),
+        },
+        notes: Vec::new(),
+        resume_at: None,
+        recovering: false,
+        journal: None,
+        restore: Some(Box::new(opened)),
     };
     Ok(reconcile::pipeline::converge(host, sw).await)
 }

@@ -481,7 +481,9 @@ mod tests {
             | Reason::Held
             | Reason::Interrupted
             | Reason::EngineUnavailable
-            | Reason::LockFailed => r,
+            | Reason::LockFailed
+            | Reason::StopFailed
+            | Reason::RestoreFailed => r,
         };
         let reasons = [
             Reason::InvalidSpec,
@@ -504,6 +506,8 @@ mod tests {
             Reason::Interrupted,
             Reason::EngineUnavailable,
             Reason::LockFailed,
+            Reason::StopFailed,
+            Reason::RestoreFailed,
         ]
         .map(reason);
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();

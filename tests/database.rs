@@ -44,6 +44,9 @@ struct Shop<'h> {
     f: Fixtures,
     stack: String,
     port: u16,
+    /// The app mounts a named volume `filestore` at /filestore (an Odoo
+    /// filestore's place) and backups archive it.
+    filestore: bool,
 }
 
 impl Shop<'_> {
@@ -55,7 +58,7 @@ impl Shop<'_> {
                 "images:\n  router: {router}\n  app: {app}\n  db: {db}\n  cache: {cache}\n\
                  update:\n  drain: 2s\n  services:\n    app: {{order: start-first}}\n\
                  \x20 reload:\n    - {{service: router, command: [nginx, -s, reload]}}\n\
-                 backup:\n  postgres: [{{container: db, user: postgres, databases: [shop]}}]\n\
+                 backup:\n  postgres: [{{container: db, user: postgres, databases: [shop]}}]\n{volumes}\
                  smoke:\n  timeout: 60s\n  checks:\n\
                  \x20   - containers: {{}}\n\
                  \x20   - http: {{url: \"http://127.0.0.1:{port}/web/db\"}}\n\
@@ -64,6 +67,11 @@ impl Shop<'_> {
                 db = self.f.web_db,
                 cache = self.f.web_cache,
                 port = self.port,
+                volumes = if self.filestore {
+                    "  volumes: [filestore]\n  keep: {last: 3, daily: 7, weekly: 4}\n"
+                } else {
+                    ""
+                },
             ),
         );
         self.h.write(
@@ -78,6 +86,7 @@ impl Shop<'_> {
   app:
     image: stackpin-test/web
     environment: {{DB_HOST: db, DB_NAME: shop, DB_USER: postgres, REDIS_HOST: cache}}
+    volumes: [{app_volumes}]
     stop_grace_period: 5s
     depends_on: [db, cache]
     healthcheck:
@@ -104,8 +113,18 @@ impl Shop<'_> {
       retries: 30
 volumes:
   pgdata: {{}}
-"#,
-                port = self.port
+{more_volumes}"#,
+                port = self.port,
+                app_volumes = if self.filestore {
+                    "\"filestore:/filestore\""
+                } else {
+                    ""
+                },
+                more_volumes = if self.filestore {
+                    "  filestore: {}\n"
+                } else {
+                    ""
+                },
             ),
         );
         self.h
@@ -200,6 +219,7 @@ fn data_survives_upgrades_and_refused_releases_and_the_backup_restores() {
         f: f.clone(),
         stack: h.stack("shop"),
         port: h.free_port(),
+        filestore: false,
     };
     shop.write(&f.web_app_v1);
     h.commit("v1");
@@ -284,4 +304,153 @@ fn data_survives_upgrades_and_refused_releases_and_the_backup_restores() {
         history.contains("| backup |") && history.contains("| rollback |"),
         "{history}"
     );
+}
+
+impl Shop<'_> {
+    /// `sh -c script` in the app container; its stdout.
+    fn app_sh(&self, script: &str) -> String {
+        self.h
+            .docker(["exec", self.ids()["app"].as_str(), "sh", "-c", script])
+            .run()
+            .ok()
+            .stdout()
+    }
+
+    fn restore<const N: usize>(&self, args: [&str; N]) -> common::Output {
+        let mut all = vec!["restore", self.stack.as_str()];
+        all.extend(args);
+        self.h.cmd_with(Flavour::V2, all).run()
+    }
+}
+
+/// The runbooks' level-2 recovery (issue 15 part 6): a backup of the
+/// database and of a named volume, taken on v1; v2 deployed and the data
+/// damaged; `stackpin restore` brings back v1, its rows and its files,
+/// smoke-tests it and holds the stack. A wrong id and a damaged backup
+/// are refused before anything changes.
+#[test]
+fn restore_brings_back_the_release_its_rows_and_its_files() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let shop = Shop {
+        h: &h,
+        f: f.clone(),
+        stack: h.stack("shop"),
+        port: h.free_port(),
+        filestore: true,
+    };
+    shop.write(&f.web_app_v1);
+    h.commit("v1");
+    let out = shop.sync().ok();
+    assert!(out.stdout().contains("deployed"), "{}", out.report());
+    assert_eq!(shop.notes(Some("kept")), "kept\n");
+    shop.app_sh("mkdir -p /filestore/ab && echo one > /filestore/ab/a.txt");
+
+    let out = h
+        .cmd_with(Flavour::V2, ["backup", shop.stack.as_str()])
+        .run()
+        .ok();
+    let dir = PathBuf::from(out.stdout().trim());
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"volume\": \"filestore\""), "{manifest}");
+    assert!(
+        dir.join("volume-filestore.tar.sha256").is_file(),
+        "a checksum beside the archive"
+    );
+
+    // v2, then damage: a row that must go, a file deleted, one added.
+    shop.write(&f.web_app_v2);
+    h.commit("app v2");
+    let out = shop.sync().ok();
+    assert!(out.stdout().contains("deployed"), "{}", out.report());
+    h.serves_path(shop.port, "/version", "v2");
+    assert_eq!(shop.notes(Some("lost")), "kept\nlost\n");
+    shop.app_sh("rm -rf /filestore/ab && echo two > /filestore/b.txt");
+
+    // The list shows both backups: the manual one and the pre-deploy one.
+    let list = shop.restore(["--list"]).ok().stdout();
+    assert!(list.contains(&id) && list.contains("filestore"), "{list}");
+    assert!(list.contains("pre-deploy"), "{list}");
+
+    // Refusals change nothing.
+    let before = shop.ids();
+    let out = shop.restore(["20000101T000000Z"]).code(1);
+    assert!(
+        out.stderr().contains("no backup `20000101T000000Z`") && out.stderr().contains(&id),
+        "names the backups there are: {}",
+        out.report()
+    );
+    let ids_now = backups_of(&h, &shop.stack);
+    let damaged = ids_now.last().unwrap().clone();
+    assert_ne!(damaged, id);
+    let dump = h
+        .root()
+        .join("backups")
+        .join(&shop.stack)
+        .join(&damaged)
+        .join("shop.dump");
+    let mut perms = std::fs::metadata(&dump).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&dump, perms).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&dump)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
+        .unwrap();
+    let out = shop.restore([damaged.as_str()]).code(1);
+    assert!(out.stderr().contains("checksum"), "{}", out.report());
+    assert_eq!(shop.ids(), before, "a refused restore touched nothing");
+    assert_eq!(shop.notes(None), "kept\nlost\n");
+
+    // The restore.
+    let out = shop.restore([id.as_str()]).ok();
+    assert!(
+        out.stdout().contains(&format!("backup {id}")) && out.stdout().contains("held"),
+        "{}",
+        out.report()
+    );
+    for stage in ["stop", "restore", "smoke"] {
+        assert!(
+            out.stderr().contains(stage),
+            "the {stage} stage is reported: {}",
+            out.report()
+        );
+    }
+    h.serves_path(shop.port, "/version", "v1");
+    assert_eq!(shop.notes(None), "kept\n", "the rows of the backup, only");
+    assert_eq!(shop.app_sh("cat /filestore/ab/a.txt"), "one\n");
+    assert_eq!(
+        shop.app_sh("ls /filestore"),
+        "ab\n",
+        "the volume holds what the backup holds, nothing more"
+    );
+    let history = h.history();
+    assert!(
+        history.lines().any(|l| l.contains("| restore |")
+            && l.contains("| success |")
+            && l.contains(&format!("backup {id}"))),
+        "{history}"
+    );
+    let status = h
+        .cmd_with(Flavour::V2, ["status", shop.stack.as_str()])
+        .run()
+        .ok();
+    assert!(status.stdout().contains("held"), "{}", status.report());
+    // The next sync leaves it where the operator put it.
+    let out = shop.sync().ok();
+    assert!(!out.stdout().contains("deployed"), "{}", out.report());
+    h.serves_path(shop.port, "/version", "v1");
+}
+
+/// Complete backups of `stack`, oldest first.
+fn backups_of(h: &TestHost, stack: &str) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(h.root().join("backups").join(stack))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort();
+    ids
 }

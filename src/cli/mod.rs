@@ -9,6 +9,7 @@ mod history;
 mod hold;
 mod plan;
 mod releases;
+mod restore;
 mod rollback;
 pub mod setup;
 mod status;
@@ -122,6 +123,8 @@ pub enum Command {
     Verify(verify::Args),
     /// Back up a stack's databases and running release now; prints the backup directory.
     Backup(backup::Args),
+    /// Put a backup back: its release, volumes and databases; smoke; hold (or --list backups).
+    Restore(restore::Args),
     /// Print a shell completion script (bash, zsh, fish) to stdout.
     Completions(completions::Args),
     /// Write the man pages (stackpin.1 and one per command) into a directory.
@@ -252,6 +255,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Status> {
         Command::History(a) => history::run(&cli.global, a),
         Command::Releases(a) => releases::run(&cli.global, a),
         Command::Rollback(a) => rollback::run(&cli.global, a),
+        Command::Restore(a) => restore::run(&cli.global, a),
         Command::Validate(a) => validate::run(&cli.global, a),
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Backup(a) => backup::run(&cli.global, a),

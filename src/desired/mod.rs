@@ -18,7 +18,7 @@ pub use finding::{Finding, Severity, Sink};
 use image::ImageRef;
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
-use spec::{Check, RepoConfig, StackSpec, VerifiedEntry, VerifiedFile};
+use spec::{Check, Keep, KeepPolicy, RepoConfig, StackSpec, VerifiedEntry, VerifiedFile};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 pub use tree::{DirTree, GitTree, Kind, MemTree, Tree};
@@ -815,6 +815,27 @@ fn load_stack(
             );
         }
     }
+    if let Some(b) = &spec.backup {
+        let declared: Vec<String> = compose
+            .value
+            .get("volumes")
+            .and_then(serde_json::Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (i, v) in b.volumes.iter().enumerate() {
+            if !declared.contains(v) {
+                exec_sink.error(
+                    format!("backup.volumes[{i}]"),
+                    format!("`{v}` is not a named volume of {compose_rel}"),
+                    if declared.is_empty() {
+                        format!("declare it under the top-level `volumes:` of {compose_rel}")
+                    } else {
+                        format!("name one of: {}", declared.join(", "))
+                    },
+                );
+            }
+        }
+    }
     update::check_routers(name, &dir, &files, &compose, &rollout, findings);
     Some(Stack {
         name: name.to_string(),
@@ -1083,8 +1104,26 @@ fn check_backup(spec: &StackSpec, sink: &mut Sink<'_>) {
             );
         }
     }
-    if b.keep == Some(0) {
-        sink.error("backup.keep", "must be at least 1", "set keep: 1 or more");
+    match b.keep {
+        Some(Keep::Count(0)) => {
+            sink.error("backup.keep", "must be at least 1", "set keep: 1 or more");
+        }
+        Some(Keep::Policy(p)) if p == KeepPolicy::default() => sink.error(
+            "backup.keep",
+            "keeps no backup (every count is 0)",
+            "set at least one of last, daily, weekly, monthly, e.g. `keep: {daily: 7, weekly: 4}`",
+        ),
+        _ => {}
+    }
+    let mut seen = BTreeSet::new();
+    for (i, v) in b.volumes.iter().enumerate() {
+        if !seen.insert(v) {
+            sink.error(
+                format!("backup.volumes[{i}]"),
+                format!("`{v}` is listed twice"),
+                "list each volume once",
+            );
+        }
     }
 }
 

@@ -267,10 +267,75 @@ impl Check {
 pub struct Backup {
     #[serde(default)]
     pub postgres: Vec<PostgresBackup>,
-    /// Backups kept per stack (default 10).
-    pub keep: Option<u32>,
+    /// Named volumes of the compose file (their keys under `volumes:`)
+    /// archived as tar with every backup: data that is not in a database,
+    /// such as an Odoo filestore.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Which backups retention keeps (default: the 10 newest).
+    pub keep: Option<Keep>,
     /// A failed backup blocks the deploy unless this is `false`.
     pub required: Option<bool>,
+}
+
+/// `backup.keep`: a count (`keep: 10`, the newest ten) or a policy
+/// (`keep: {daily: 7, weekly: 4}`, as restic's `--keep-daily` and
+/// `--keep-weekly`: the newest backup of each of the last 7 days that have
+/// one, and of each of the last 4 ISO weeks; `last` and `monthly` too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Keep {
+    Count(u32),
+    Policy(KeepPolicy),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepPolicy {
+    #[serde(default)]
+    pub last: u32,
+    #[serde(default)]
+    pub daily: u32,
+    #[serde(default)]
+    pub weekly: u32,
+    #[serde(default)]
+    pub monthly: u32,
+}
+
+impl<'de> Deserialize<'de> for Keep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keep, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Map(std::collections::BTreeMap<String, u32>),
+        }
+        let raw = Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a count (`keep: 10`) or a policy such as `keep: {daily: 7, weekly: 4}` (keys last, daily, weekly, monthly; whole numbers)",
+            )
+        })?;
+        match raw {
+            Raw::Count(n) => Ok(Keep::Count(n)),
+            Raw::Map(m) => {
+                let mut p = KeepPolicy::default();
+                for (k, v) in m {
+                    match k.as_str() {
+                        "last" => p.last = v,
+                        "daily" => p.daily = v,
+                        "weekly" => p.weekly = v,
+                        "monthly" => p.monthly = v,
+                        other => {
+                            return Err(serde::de::Error::custom(format!(
+                                "unknown key `{other}`: a policy keeps `last`, `daily`, `weekly` and `monthly` backups"
+                            )));
+                        }
+                    }
+                }
+                Ok(Keep::Policy(p))
+            }
+        }
+    }
 }
 
 /// One PostgreSQL source: `pg_dump -Fc` run inside `container` through the

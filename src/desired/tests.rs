@@ -102,6 +102,11 @@ fn every_rule_names_file_field_and_reason() {
         ("tag-only image without pin", compose, "services:\n  web: {image: a}\n  db: {image: \"postgres:16\"}\n".into(), compose, "services.db.image", "pinned by tag only"),
         ("latest image without pin", compose, "services:\n  web: {image: a}\n  db: {image: \"postgres:latest\"}\n".into(), compose, "services.db.image", "`:latest` tag"),
         ("service without image", compose, "services:\n  web: {image: a}\n  db: {restart: always}\n".into(), compose, "services.db.image", "has no image and no pin"),
+        ("backup of an undeclared volume", spec, format!("images: {{web: a@{D1}}}\nbackup: {{volumes: [filestore]}}\n"), spec, "backup.volumes[0]", "not a named volume"),
+        ("backup volume twice", spec, format!("images: {{web: a@{D1}}}\nbackup: {{volumes: [data, data]}}\n"), spec, "backup.volumes[1]", "listed twice"),
+        ("keep policy keeps nothing", spec, format!("images: {{web: a@{D1}}}\nbackup: {{keep: {{daily: 0}}}}\n"), spec, "backup.keep", "keeps no backup"),
+        ("keep policy unknown key", spec, format!("images: {{web: a@{D1}}}\nbackup: {{keep: {{yearly: 2}}}}\n"), spec, "backup.keep", "unknown key `yearly`"),
+        ("keep not a count", spec, format!("images: {{web: a@{D1}}}\nbackup: {{keep: lots}}\n"), spec, "backup.keep", "expected a count"),
         ("network_mode with networks", compose, "services:\n  web: {image: a, network_mode: host, networks: [default]}\n".into(), compose, "services.web.network_mode", "cannot be combined"),
     ];
     for (name, path, content, file, field, msg) in cases {

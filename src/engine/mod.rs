@@ -36,6 +36,13 @@ pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 /// The compose label that names a container's service.
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 
+/// The compose label that names a volume's key in the compose file.
+pub const VOLUME_LABEL: &str = "com.docker.compose.volume";
+/// Marks the short-lived containers volume backups and restores create.
+pub const HELPER_LABEL: &str = "io.stackpin.volume-helper";
+/// Where a volume helper container mounts the volume.
+pub const VOLUME_MOUNT: &str = "/stackpin-volume";
+
 /// How much output [`Engine::exec`] keeps.
 pub const EXEC_OUTPUT_CAP: usize = 64 * 1024;
 
@@ -108,6 +115,18 @@ pub enum Error {
     /// No engine is connected ([`Offline`]), or it stopped answering.
     #[error("failed to reach the docker engine: {0}")]
     Unavailable(String),
+    /// A named volume could not be archived or restored: the message says
+    /// which and why.
+    #[error("{0}")]
+    Volume(String),
+    /// A file could not be streamed to or from the engine.
+    #[error("failed to {what} {}", path.display())]
+    Archive {
+        what: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -376,6 +395,64 @@ pub trait Engine: Send + Sync {
             self.describe(),
             "change a container's network aliases",
         ))
+    }
+
+    /// `up -d --no-deps <services>`: starts only these services of the
+    /// project (a restore brings its databases up before the rest).
+    async fn up_services(
+        &self,
+        project: Project<'_>,
+        services: &[String],
+    ) -> Result<CommandLog, Error> {
+        let _ = (project, services);
+        Err(unsupported(self.describe(), "start single services"))
+    }
+
+    /// Streams the content of the named volume `volume` of compose project
+    /// `project` (found by compose's labels) as a tar archive into the new
+    /// file `out` (0600, fsynced), through a container of `image` that is
+    /// created with the volume mounted and never started. Returns the
+    /// engine's name of the volume and the bytes written. Read-only for the
+    /// volume.
+    async fn volume_export(
+        &self,
+        project: &str,
+        volume: &str,
+        image: &str,
+        out: &std::path::Path,
+    ) -> Result<(String, u64), Error> {
+        let _ = (project, volume, image, out);
+        Err(unsupported(self.describe(), "archive volumes"))
+    }
+
+    /// Replaces the content of the named volume `volume` of `project` with
+    /// the archive [`Engine::volume_export`] wrote: the volume is removed
+    /// and created again with its driver, options and labels (`name` when
+    /// none exists), then the archive is extracted into it. No container
+    /// may use the volume. Returns the volume's name.
+    async fn volume_import(
+        &self,
+        project: &str,
+        volume: &str,
+        name: &str,
+        image: &str,
+        archive: &std::path::Path,
+    ) -> Result<String, Error> {
+        let _ = (project, volume, name, image, archive);
+        Err(unsupported(self.describe(), "restore volumes"))
+    }
+
+    /// Copies the host file `file` into the running `container` as
+    /// `<dir>/<name>`, streamed (a dump of any size).
+    async fn copy_into(
+        &self,
+        container: &str,
+        file: &std::path::Path,
+        dir: &str,
+        name: &str,
+    ) -> Result<(), Error> {
+        let _ = (container, file, dir, name);
+        Err(unsupported(self.describe(), "copy files into containers"))
     }
 
     /// Starts a created container.
@@ -866,6 +943,71 @@ impl Docker {
         Ok(-1)
     }
 
+    /// The engine's name of named volume `volume` of compose project
+    /// `project`, by compose's labels (`None`: no such volume).
+    async fn find_volume(&self, project: &str, volume: &str) -> Result<Option<String>, Error> {
+        use bollard::query_parameters::ListVolumesOptions;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{PROJECT_LABEL}={project}"),
+                format!("{VOLUME_LABEL}={volume}"),
+            ],
+        )]);
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|source| Error::Inspect {
+                what: format!("the volumes of {project}"),
+                source,
+            })?;
+        let mut names: Vec<String> = list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        names.sort();
+        Ok(names.into_iter().next())
+    }
+
+    /// A container of `image` with volume `name` mounted at
+    /// [`VOLUME_MOUNT`], created and never started (the engine mounts a
+    /// stopped container's volumes for archive requests): no process runs,
+    /// so any image of the stack will do. No network.
+    async fn volume_helper(&self, name: &str, image: &str) -> Result<String, Error> {
+        use bollard::models::{ContainerCreateBody, HostConfig};
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(vec!["stackpin-volume-helper".to_string()]),
+            labels: Some(HashMap::from([(
+                HELPER_LABEL.to_string(),
+                name.to_string(),
+            )])),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{name}:{VOLUME_MOUNT}")]),
+                network_mode: Some("none".to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .map(|r| r.id)
+            .map_err(|source| Error::Inspect {
+                what: format!("a helper container of {image} for volume {name}"),
+                source,
+            })
+    }
+
     async fn inspect_network(&self, name: &str) -> Result<bool, Error> {
         match self.docker.inspect_network(name, None).await {
             Ok(_) => Ok(true),
@@ -1112,6 +1254,207 @@ impl Engine for Docker {
             .await
             .map_err(|source| Error::Inspect {
                 what: what(),
+                source,
+            })
+    }
+
+    async fn up_services(&self, p: Project<'_>, services: &[String]) -> Result<CommandLog, Error> {
+        let mut args = vec!["up", "-d", "--no-deps"];
+        args.extend(services.iter().map(String::as_str));
+        self.compose(p, &args).await
+    }
+
+    async fn volume_export(
+        &self,
+        project: &str,
+        volume: &str,
+        image: &str,
+        out: &std::path::Path,
+    ) -> Result<(String, u64), Error> {
+        use bollard::query_parameters::DownloadFromContainerOptions;
+        use tokio::io::AsyncWriteExt;
+        let name = self.find_volume(project, volume).await?.ok_or_else(|| {
+            Error::Volume(format!(
+                "volume `{volume}` of {project} does not exist on this engine (has the stack run with it?)"
+            ))
+        })?;
+        let io_err = |what: &str| {
+            let what = what.to_string();
+            move |source| Error::Archive {
+                what,
+                path: out.to_path_buf(),
+                source,
+            }
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .await
+            .map_err(io_err("create"))?;
+        let helper = self.volume_helper(&name, image).await?;
+        let mut bytes = 0u64;
+        let result: Result<(), Error> = async {
+            let mut s = self.docker.download_from_container(
+                &helper,
+                Some(DownloadFromContainerOptions {
+                    path: VOLUME_MOUNT.to_string(),
+                }),
+            );
+            while let Some(chunk) = s.next().await {
+                let chunk = chunk.map_err(|source| Error::Inspect {
+                    what: format!("the content of volume {name}"),
+                    source,
+                })?;
+                file.write_all(&chunk).await.map_err(io_err("write"))?;
+                bytes += chunk.len() as u64;
+            }
+            file.flush().await.map_err(io_err("write"))?;
+            file.sync_all().await.map_err(io_err("fsync"))
+        }
+        .await;
+        let _ = self.remove(&helper, None).await;
+        result.map(|()| (name, bytes))
+    }
+
+    async fn volume_import(
+        &self,
+        project: &str,
+        volume: &str,
+        name: &str,
+        image: &str,
+        archive: &std::path::Path,
+    ) -> Result<String, Error> {
+        use bollard::models::VolumeCreateRequest;
+        use bollard::query_parameters::UploadToContainerOptions;
+        let existing = match self.find_volume(project, volume).await? {
+            Some(n) => Some(n),
+            None => match self.docker.inspect_volume(name).await {
+                Ok(v) => Some(v.name),
+                Err(e) if is_not_found(&e) => None,
+                Err(source) => {
+                    return Err(Error::Inspect {
+                        what: format!("volume {name}"),
+                        source,
+                    });
+                }
+            },
+        };
+        let create = match &existing {
+            Some(n) => {
+                let v = self
+                    .docker
+                    .inspect_volume(n)
+                    .await
+                    .map_err(|source| Error::Inspect {
+                        what: format!("volume {n}"),
+                        source,
+                    })?;
+                self.docker
+                    .remove_volume(n, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                    .await
+                    .map_err(|e| {
+                        Error::Volume(format!(
+                            "volume {n} cannot be emptied for the restore: {} (stop the containers that use it)",
+                            docker_message(&e)
+                        ))
+                    })?;
+                VolumeCreateRequest {
+                    name: Some(v.name),
+                    driver: Some(v.driver),
+                    driver_opts: Some(v.options),
+                    labels: Some(v.labels),
+                    ..Default::default()
+                }
+            }
+            None => VolumeCreateRequest {
+                name: Some(name.to_string()),
+                labels: Some(HashMap::from([
+                    (PROJECT_LABEL.to_string(), project.to_string()),
+                    (VOLUME_LABEL.to_string(), volume.to_string()),
+                ])),
+                ..Default::default()
+            },
+        };
+        let created = self
+            .docker
+            .create_volume(create)
+            .await
+            .map_err(|source| Error::Inspect {
+                what: format!("volume {name} (create)"),
+                source,
+            })?;
+        let helper = self.volume_helper(&created.name, image).await?;
+        let result = async {
+            let f = tokio::fs::File::open(archive)
+                .await
+                .map_err(|source| Error::Archive {
+                    what: "read".into(),
+                    path: archive.to_path_buf(),
+                    source,
+                })?;
+            self.docker
+                .upload_to_container(
+                    &helper,
+                    Some(UploadToContainerOptions {
+                        path: "/".to_string(),
+                        ..Default::default()
+                    }),
+                    bollard::body_try_stream(tokio_util::io::ReaderStream::new(f)),
+                )
+                .await
+                .map_err(|source| Error::Inspect {
+                    what: format!("volume {} (extract the archive)", created.name),
+                    source,
+                })
+        }
+        .await;
+        let _ = self.remove(&helper, None).await;
+        result.map(|()| created.name)
+    }
+
+    async fn copy_into(
+        &self,
+        container: &str,
+        file: &std::path::Path,
+        dir: &str,
+        name: &str,
+    ) -> Result<(), Error> {
+        use bollard::query_parameters::UploadToContainerOptions;
+        let err = |source| Error::Archive {
+            what: "read".into(),
+            path: file.to_path_buf(),
+            source,
+        };
+        let len = tokio::fs::metadata(file).await.map_err(err)?.len();
+        // One tar entry, streamed: header, the file, padding, end blocks.
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).map_err(err)?;
+        header.set_size(len);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        let pad = (512 - (len % 512) as usize) % 512;
+        let head = bytes::Bytes::copy_from_slice(header.as_bytes());
+        let tail = bytes::Bytes::from(vec![0u8; pad + 1024]);
+        let f = tokio::fs::File::open(file).await.map_err(err)?;
+        let body = futures_util::stream::once(async move { Ok(head) })
+            .chain(tokio_util::io::ReaderStream::new(f))
+            .chain(futures_util::stream::once(async move { Ok(tail) }));
+        self.docker
+            .upload_to_container(
+                container,
+                Some(UploadToContainerOptions {
+                    path: dir.to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_try_stream(body),
+            )
+            .await
+            .map_err(|source| Error::Inspect {
+                what: format!("container {container} (copy {name} into {dir})"),
                 source,
             })
     }

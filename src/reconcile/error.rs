@@ -52,6 +52,12 @@ pub enum Error {
     Current(#[source] crate::release::Error),
     #[error("switch back failed: {}", report(.0))]
     Revert(#[source] crate::release::Error),
+    /// A restore could not stop the release that ran.
+    #[error("stop failed: {}", .0.report())]
+    Stop(#[source] crate::engine::Error),
+    /// A restore could not put a volume or database back.
+    #[error("restore failed: {0}")]
+    Restore(#[source] crate::backup::Error),
     #[error("{stage}: the release has no readable release.json")]
     NoMeta { stage: Stage },
 }

@@ -407,6 +407,7 @@ async fn deploy(
         resume_at: None,
         recovering: false,
         journal: None,
+        restore: None,
     };
     pipeline::converge(host, sw).await
 }
@@ -433,6 +434,7 @@ async fn heal(host: &Host<'_>, s: &Stack, obs: &StackObservation, why: &str) -> 
         resume_at: None,
         recovering: false,
         journal: None,
+        restore: None,
     };
     let mut r = pipeline::converge(host, sw).await;
     if r.outcome == Outcome::Failed {

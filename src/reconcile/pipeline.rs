@@ -38,6 +38,8 @@ pub enum Op {
     Rollback,
     /// Back to the previous release after a failure.
     Revert,
+    /// `stackpin restore`: a backup's release and data (then held).
+    Restore,
 }
 
 impl Op {
@@ -51,6 +53,9 @@ impl Op {
             Op::Heal => &[Up, Reload, Smoke, Record],
             Op::Rollback => &[Pull, Journal, Switch, Up, Reload, Smoke, Record],
             Op::Revert => &[Revert, Up, Reload, Smoke, Record],
+            Op::Restore => &[
+                Pull, Journal, Stop, Switch, Restore, Up, Reload, Smoke, Record,
+            ],
         }
     }
 
@@ -60,6 +65,7 @@ impl Op {
             Op::Deploy | Op::Heal => Action::Deploy,
             Op::Rollback => Action::ManualRollback,
             Op::Revert => Action::Rollback,
+            Op::Restore => Action::Restore,
         }
     }
 
@@ -69,6 +75,7 @@ impl Op {
             Op::Heal => "heal",
             Op::Rollback => "rollback",
             Op::Revert => "revert",
+            Op::Restore => "restore",
         }
     }
 
@@ -87,6 +94,7 @@ impl Op {
             (Op::Revert, Stage::Up) => "revert-after-up",
             (Op::Rollback, Stage::Switch) => "rollback-after-switch",
             (Op::Rollback, Stage::Record) => "rollback-after-hold",
+            (Op::Restore, Stage::Restore) => "restore-after-data",
             _ => return None,
         })
     }
@@ -126,6 +134,8 @@ pub struct Switch {
     /// The journal of the converge, when one was written before this switch
     /// started (a revert or a recovery continues it).
     pub journal: Option<Journal>,
+    /// The backup a restore puts back (`Op::Restore` only).
+    pub restore: Option<Box<crate::backup::Opened>>,
 }
 
 impl Switch {
@@ -282,6 +292,12 @@ pub enum Next {
 
 /// The decision after a failure. Pure; see the table test.
 pub fn after_failure(f: FailureFacts) -> Next {
+    // A restore has stopped the stack and may have replaced its data:
+    // nothing before it fits that data. It stays where it failed, held,
+    // for the operator (the history and the result say what is left).
+    if f.op == Op::Restore {
+        return Next::Leave;
+    }
     let after_switch = f.stage.is_after_switch();
     if after_switch && !f.engine_reachable {
         return Next::RetryLater;
@@ -302,6 +318,7 @@ pub fn after_failure(f: FailureFacts) -> Next {
         (Op::Heal, _) => Next::Leave,
         (Op::Deploy | Op::Rollback, _) if f.has_previous => Next::Revert,
         (Op::Deploy | Op::Rollback, _) => Next::StopFirstDeploy,
+        (Op::Restore, _) => Next::Leave,
     }
 }
 
@@ -361,6 +378,20 @@ fn landed(host: &Host<'_>, sw: &Switch, l: Landed) -> StackResult {
         ),
         (Op::Deploy, false) => (Outcome::Deployed, format!("deployed {}", l.meta.version)),
         (Op::Heal, false) => (Outcome::Healed, format!("healed ({})", join(&sw.notes))),
+        (Op::Restore, false) => (
+            Outcome::Deployed,
+            format!(
+                "restored {} (release {}) with its data: {}; held: `stackpin resume {}` lets git win again",
+                l.meta.version,
+                l.release,
+                sw.restore
+                    .as_ref()
+                    .map(|b| b.id.as_str())
+                    .map(|id| format!("backup {id}"))
+                    .unwrap_or_default(),
+                sw.stack
+            ),
+        ),
         (Op::Rollback, false) => (
             Outcome::Deployed,
             format!(
@@ -440,6 +471,14 @@ fn leave(host: &Host<'_>, sw: &Switch, f: Failed, why: String) -> StackResult {
             .unwrap_or_default(),
         _ => sw.version(),
     };
+    let why = match (&sw.restore, sw.op) {
+        (Some(b), Op::Restore) => format!(
+            "{why}; {stack} stays held, its containers may be stopped and its data partly restored: fix the cause and run `stackpin restore {stack} {id}` again",
+            stack = sw.stack,
+            id = b.id
+        ),
+        _ => why,
+    };
     record_failure(host, sw, &version, &why);
     let reason = match sw.op {
         Op::Revert => Reason::RevertFailed,
@@ -447,6 +486,7 @@ fn leave(host: &Host<'_>, sw: &Switch, f: Failed, why: String) -> StackResult {
     };
     let running = match sw.op {
         Op::Revert | Op::Heal => f.release.clone(),
+        Op::Restore if f.stage.is_after_switch() => f.release.clone(),
         _ => sw.from.clone(),
     };
     StackResult {
@@ -617,6 +657,7 @@ async fn revert(host: &Host<'_>, sw: &Switch, f: Failed, why: String) -> StackRe
         resume_at: None,
         recovering: false,
         journal,
+        restore: None,
     };
     let mut r = Box::pin(converge(host, back)).await;
     let mut stages = f.stages;

@@ -100,6 +100,31 @@ pub async fn recover_one(host: &Host<'_>, j: Journal) -> StackResult {
         .ok()
         .flatten()
         .map(|c| c.release_id);
+    if j.op == "restore" && current.as_deref() != Some(j.to.as_str()) {
+        // An interrupted restore may have replaced part of the data: no
+        // release is known to fit it. The stack stays held (the restore
+        // held it before it began) and the operator runs it again.
+        if let Err(e) = host.store.clear_journal(&name) {
+            tracing::error!(stack = %name, "failed to clear the journal: {e}");
+        }
+        let msg = format!(
+            "interrupted restore to {}: its data may be partly restored; {name} stays held: run `stackpin restore` again (`stackpin history {name}` names the backup)",
+            j.to
+        );
+        tracing::error!(stack = %name, "{msg}");
+        let _ = host.record(
+            &name,
+            &super::env_of(host, &name).0,
+            crate::history::Action::Restore,
+            &super::pipeline::version_of(host, &name, Some(&j.to)),
+            crate::history::Status::Failed,
+            &msg,
+        );
+        return StackResult {
+            release: link.clone(),
+            ..StackResult::new(&name, Outcome::Failed, Some(Reason::Interrupted), msg)
+        };
+    }
     let decision = Recovery::decide(&j, link.as_deref(), current.as_deref());
     tracing::warn!(stack = %name, phase = ?j.phase, from = ?j.from, to = %j.to, ?decision, "recovering an interrupted {}", j.op);
     let note = format!("interrupted {} to {} recovered", j.op, j.to);
@@ -157,6 +182,7 @@ pub async fn recover_one(host: &Host<'_>, j: Journal) -> StackResult {
         resume_at: Some(resume_at),
         recovering: true,
         journal: Some(j),
+        restore: None,
     };
     let mut r = pipeline::converge(host, sw).await;
     if r.outcome == Outcome::RolledBack && decision == Recovery::Revert {

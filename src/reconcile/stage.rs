@@ -37,6 +37,8 @@ pub async fn run(
         Stage::Smoke => smoke(host, r).await.map(Some),
         Stage::Record => record(host, r).map(Some),
         Stage::Revert => switch_back(host, r).map(Some),
+        Stage::Stop => stop(host, r).await.map(Some),
+        Stage::Restore => restore(host, r).await.map(Some),
     }
 }
 
@@ -196,6 +198,7 @@ fn journal(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         stack: r.sw.stack.clone(),
         op: match r.sw.op {
             Op::Rollback => "rollback".into(),
+            Op::Restore => "restore".into(),
             _ => "deploy".into(),
         },
         from: r.sw.from.clone(),
@@ -218,6 +221,48 @@ fn switch(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         "{} → {id}",
         r.sw.from.as_deref().unwrap_or("(none)")
     ))
+}
+
+/// A restore's stop: `down` of the release that runs (its containers and
+/// networks; volumes stay), so that nothing writes while the data is
+/// replaced.
+async fn stop(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let Some(from) = r.sw.from.as_deref() else {
+        return Ok("nothing runs".into());
+    };
+    let meta =
+        release::read_meta(&host.layout.release_dir(&r.sw.stack, from)).map_err(Error::Release)?;
+    let link = host.layout.stack_link(&r.sw.stack);
+    host.engine
+        .down(Project {
+            name: &r.sw.stack,
+            dir: &link,
+            files: &meta.compose_files,
+        })
+        .await
+        .map_err(Error::Stop)?;
+    Ok(format!("stopped {}", meta.version))
+}
+
+/// A restore's data: the backup's volumes and databases, into the target
+/// release (the link points at it), before the rest of it starts.
+async fn restore(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
+    let (_, _, meta) = target_id(r, Stage::Restore)?;
+    let b = r.sw.restore.as_deref().ok_or(Error::NoMeta {
+        stage: Stage::Restore,
+    })?;
+    let link = host.layout.stack_link(&r.sw.stack);
+    let project = Project {
+        name: &r.sw.stack,
+        dir: &link,
+        files: &meta.compose_files,
+    };
+    let image = crate::backup::helper_image(meta.images.values().filter_map(|p| p.pinned()))
+        .unwrap_or_default();
+    let services: Vec<String> = meta.images.keys().cloned().collect();
+    crate::backup::restore_data(host, b, project, &image, &services)
+        .await
+        .map_err(Error::Restore)
 }
 
 /// The first stage of a revert: the link back to the previous release.
@@ -435,6 +480,24 @@ fn record(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
                 version: meta.version.clone(),
                 reason: notes.clone(),
             });
+        }
+        Op::Restore => {
+            let from_version = super::pipeline::version_of(host, &sw.stack, sw.from.as_deref());
+            let backup = sw
+                .restore
+                .as_deref()
+                .map(|b| b.id.clone())
+                .unwrap_or_default();
+            let mut why = vec![format!("backup {backup}; from {from_version}")];
+            why.extend(r.notes.iter().cloned());
+            history(Action::Restore, &why.join("; "))?;
+            let reason = format!("restored backup {backup} ({})", meta.version);
+            super::hold_locked(host, &sw.stack, &reason, Some(id.clone())).map_err(|source| {
+                Error::Record {
+                    what: "hold",
+                    source,
+                }
+            })?;
         }
         Op::Rollback => {
             let from_version = super::pipeline::version_of(host, &sw.stack, sw.from.as_deref());
