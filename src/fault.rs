@@ -4,7 +4,7 @@
 //! named stage. Stages: `after-create`, `after-pull`, `after-journal`,
 //! `after-switch`, `after-up`, `after-smoke`, `after-record`,
 //! `revert-after-switch`, `revert-after-up`; manual rollback:
-//! `rollback-after-switch`, `rollback-after-hold`.
+//! `rollback-after-switch`, `rollback-after-hold`; restore: `restore-after-data`.
 
 pub const VAR: &str = "STACKPIN_FAULT";
 

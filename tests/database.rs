@@ -441,6 +441,42 @@ fn restore_brings_back_the_release_its_rows_and_its_files() {
     let out = shop.sync().ok();
     assert!(!out.stdout().contains("deployed"), "{}", out.report());
     h.serves_path(shop.port, "/version", "v1");
+
+    // Killed once the data is back but before anything started: the next
+    // run does not guess (no release is known to fit partly restored
+    // data); it says so, the stack stays held, and the restore run again
+    // finishes the job.
+    shop.notes(Some("after-restore"));
+    let out = h
+        .cmd_with(Flavour::V2, ["restore", shop.stack.as_str(), id.as_str()])
+        .env("STACKPIN_FAULT", "restore-after-data")
+        .run();
+    assert!(
+        out.stderr()
+            .contains("fault injected at restore-after-data"),
+        "{}",
+        out.report()
+    );
+    let out = shop.sync();
+    assert!(
+        out.stdout().contains("interrupted restore") && out.stdout().contains("stays held"),
+        "{}",
+        out.report()
+    );
+    let status = h
+        .cmd_with(Flavour::V2, ["status", shop.stack.as_str()])
+        .run();
+    assert!(status.stdout().contains("held"), "{}", status.report());
+    assert!(
+        h.history()
+            .lines()
+            .any(|l| l.contains("| restore |") && l.contains("| failed |")),
+        "{}",
+        h.history()
+    );
+    shop.restore([id.as_str()]).ok();
+    h.serves_path(shop.port, "/version", "v1");
+    assert_eq!(shop.notes(None), "kept\n", "restored again");
 }
 
 /// Complete backups of `stack`, oldest first.

@@ -100,10 +100,13 @@ pub async fn recover_one(host: &Host<'_>, j: Journal) -> StackResult {
         .ok()
         .flatten()
         .map(|c| c.release_id);
-    if j.op == "restore" && current.as_deref() != Some(j.to.as_str()) {
+    if j.op == "restore" && j.phase != Phase::Recording {
         // An interrupted restore may have replaced part of the data: no
-        // release is known to fit it. The stack stays held (the restore
-        // held it before it began) and the operator runs it again.
+        // release is known to fit it (not even the target: the restore may
+        // have stopped half-way, also onto the release that ran). Only a
+        // restore whose smoke passed (Recording) is finished as usual. The
+        // stack stays held (the restore held it before it began) and the
+        // operator runs it again.
         if let Err(e) = host.store.clear_journal(&name) {
             tracing::error!(stack = %name, "failed to clear the journal: {e}");
         }
