@@ -84,6 +84,10 @@ pub enum Error {
         "failed to render stack {stack}: `{file}` is not a plain relative path inside the stack directory"
     )]
     BadPath { stack: String, file: String },
+    #[error(
+        "failed to render stack {stack}: the resolved compose model cannot be written as YAML: {reason}"
+    )]
+    Resolved { stack: String, reason: String },
     #[error("failed to read env file {path} (line {line}): {reason}")]
     EnvFile {
         path: String,
@@ -407,7 +411,37 @@ pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Ren
         OVERRIDE_FILE.to_string(),
         override_yaml(stack, &pins, &services).into_bytes(),
     );
-    let compose_files = vec![stack.compose_file.clone(), OVERRIDE_FILE.to_string()];
+    let compose_file = if stack.compose.resolved {
+        // `include`, `extends` or `profiles` were resolved: the release runs
+        // the resolved model, the one validation checked and plan shows.
+        let rel = match stack.compose_file.rsplit_once('/') {
+            Some((d, _)) => format!("{d}/{}", crate::desired::resolve::RESOLVED_FILE),
+            None => crate::desired::resolve::RESOLVED_FILE.to_string(),
+        };
+        if files.contains_key(&rel) {
+            return Err(Error::ReservedFile {
+                stack: stack.name.clone(),
+                file: rel,
+                fix: "stackpin writes the resolved compose model there: rename the file",
+            });
+        }
+        let yaml = serde_saphyr::to_string(&stack.compose.value).map_err(|e| Error::Resolved {
+            stack: stack.name.clone(),
+            reason: e.to_string(),
+        })?;
+        files.insert(
+            rel.clone(),
+            format!(
+                "# Written by stackpin: {} with include, extends and profiles resolved.\n# This is what runs; the release keeps the files it was made from.\n{yaml}",
+                stack.compose_file
+            )
+            .into_bytes(),
+        );
+        rel
+    } else {
+        stack.compose_file.clone()
+    };
+    let compose_files = vec![compose_file, OVERRIDE_FILE.to_string()];
 
     // Secret variables, merged: later files win, first position kept.
     let mut secrets: IndexMap<String, String> = IndexMap::new();
@@ -1453,6 +1487,7 @@ mod tests {
             compose_file: "compose.yaml".into(),
             compose: Compose {
                 value: serde_json::json!({"services": {"web": {"image": "ghcr.io/acme/odoo18"}, "db": {"image": "postgres"}}}),
+                ..Default::default()
             },
             files,
             pins,

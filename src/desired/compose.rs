@@ -12,10 +12,16 @@ const TOP_LEVEL: &[&str] = &[
     "version", "name", "services", "networks", "volumes", "configs", "secrets",
 ];
 
-/// A parsed compose file.
-#[derive(Debug, Clone, PartialEq)]
+/// A parsed compose file, its `include`, `extends` and `profiles`
+/// resolved (see [`super::resolve`]).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Compose {
     pub value: Value,
+    /// Whether resolving changed the model: the release then runs it as
+    /// [`super::resolve::RESOLVED_FILE`].
+    pub resolved: bool,
+    /// Services their profiles leave out.
+    pub inactive: BTreeSet<String>,
 }
 
 impl Compose {
@@ -137,14 +143,10 @@ pub fn check(value: &Value, ctx: &PathContext<'_>, sink: &mut Sink<'_>) {
     };
     for key in top.keys() {
         if !TOP_LEVEL.contains(&key.as_str()) && !key.starts_with("x-") {
-            let fix = if key == "include" || key == "extends" {
-                "stackpin releases one self-contained file: inline what it includes".to_string()
-            } else {
-                format!(
-                    "remove `{key}` (allowed: {}, or x-* extensions)",
-                    TOP_LEVEL.join(", ")
-                )
-            };
+            let fix = format!(
+                "remove `{key}` (allowed: {}, include, or x-* extensions)",
+                TOP_LEVEL.join(", ")
+            );
             sink.error(key.clone(), format!("unknown top-level key `{key}`"), fix);
         }
     }
@@ -227,13 +229,6 @@ fn check_service(
             join(&path, "build"),
             "`build:` is not allowed: a host must run exactly the image that was tested",
             "build and push the image in CI, then pin it by digest in stack.yaml `images:`",
-        );
-    }
-    if svc.contains_key("extends") {
-        sink.error(
-            join(&path, "extends"),
-            "`extends:` is not supported",
-            "inline the extended service's settings",
         );
     }
     if let Some(img) = svc.get("image")

@@ -9,6 +9,7 @@ pub mod finding;
 pub mod image;
 pub mod paths;
 pub mod powers;
+pub mod resolve;
 pub mod spec;
 pub mod tree;
 pub mod update;
@@ -791,7 +792,15 @@ fn load_stack(
         let mut sink = Sink::new(Some(name), spec_file.clone(), findings);
         check_secrets(&spec, &dir, &files, &mut sink)
     };
-    let compose = load_compose(name, &dir, &compose_rel, &files, &spec.secrets, findings)?;
+    let compose = load_compose(
+        name,
+        &dir,
+        &compose_rel,
+        &files,
+        &spec.secrets,
+        &spec.profiles,
+        findings,
+    )?;
     let pins = effective_pins(name, &spec, &spec_file, &compose, &compose_rel, findings);
     let version = spec
         .version
@@ -1221,6 +1230,7 @@ fn load_compose(
     compose_rel: &str,
     files: &BTreeMap<String, Vec<u8>>,
     secrets: &[String],
+    profiles: &[String],
     findings: &mut Vec<Finding>,
 ) -> Option<Compose> {
     let compose_file = format!("{dir}/{compose_rel}");
@@ -1232,8 +1242,28 @@ fn load_compose(
         );
         return None;
     };
+    let value = {
+        let mut sink = Sink::new(Some(name), compose_file.clone(), findings);
+        parse_yaml_value(bytes, &mut sink).ok()?
+    };
+    let resolved = {
+        let mut parse = |rel: &str, b: &[u8]| {
+            let mut sink = Sink::new(Some(name), format!("{dir}/{rel}"), findings);
+            parse_yaml_value(b, &mut sink).ok()
+        };
+        resolve::resolve(value, compose_rel, files, profiles, &mut parse)
+    };
+    let resolved = match resolved {
+        Ok(Some(r)) => r,
+        Ok(None) => return None,
+        Err(p) => {
+            Sink::new(Some(name), format!("{dir}/{}", p.file), findings)
+                .error(p.field, p.message, p.fix);
+            return None;
+        }
+    };
+    let value = resolved.value;
     let mut sink = Sink::new(Some(name), compose_file, findings);
-    let value = parse_yaml_value(bytes, &mut sink).ok()?;
     let file_set: BTreeSet<String> = files
         .keys()
         .cloned()
@@ -1249,7 +1279,11 @@ fn load_compose(
         },
         &mut sink,
     );
-    let compose = Compose { value };
+    let compose = Compose {
+        value,
+        resolved: resolved.changed,
+        inactive: resolved.inactive,
+    };
     let n = compose.services().count();
     if n == 0 {
         return None; // already reported by compose::check
@@ -1278,6 +1312,9 @@ fn effective_pins(
     let mut spec_sink = Sink::new(Some(name), spec_file.to_string(), findings);
     for (svc, r) in &spec.images {
         let field = format!("images.{svc}");
+        if compose.inactive.contains(svc) {
+            continue; // its profiles leave it out on this stack
+        }
         if !compose.has_service(svc) {
             spec_sink.error(
                 &field,

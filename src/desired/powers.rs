@@ -166,6 +166,7 @@ mod tests {
     fn compose(yaml: &str) -> Compose {
         Compose {
             value: serde_saphyr::from_str(yaml).unwrap(),
+            ..Default::default()
         }
     }
 

@@ -39,6 +39,10 @@ pub struct StackSpec {
     pub env: IndexMap<String, String>,
     #[serde(default)]
     pub env_files: Vec<String>,
+    /// Compose profiles this stack runs: a service with `profiles:` runs
+    /// only when one of its profiles is listed here.
+    #[serde(default)]
+    pub profiles: Vec<String>,
     /// Files of the stack directory encrypted with age to the hosts'
     /// recipients (`app.env.age`, `config/db.ini.age`): each is decrypted
     /// into the release without its `.age` (mode 0600); a `*.env` one's

@@ -107,6 +107,9 @@ fn every_rule_names_file_field_and_reason() {
         ("keep policy keeps nothing", spec, format!("images: {{web: a@{D1}}}\nbackup: {{keep: {{daily: 0}}}}\n"), spec, "backup.keep", "keeps no backup"),
         ("keep policy unknown key", spec, format!("images: {{web: a@{D1}}}\nbackup: {{keep: {{yearly: 2}}}}\n"), spec, "backup.keep", "unknown key `yearly`"),
         ("keep not a count", spec, format!("images: {{web: a@{D1}}}\nbackup: {{keep: lots}}\n"), spec, "backup.keep", "expected a count"),
+        ("include of a missing file", compose, "include: [nope.yaml]\nservices:\n  web: {image: a}\n".into(), compose, "include[0]", "`nope.yaml` does not exist"),
+        ("extends an unknown service", compose, "services:\n  web: {image: a, extends: base}\n".into(), compose, "services.web.extends", "does not define"),
+        ("depends on a profile left out", compose, "services:\n  web: {image: a, depends_on: [dbg]}\n  dbg: {image: b, profiles: [debug]}\n".into(), compose, "services.web.depends_on", "profile debug"),
         ("network_mode with networks", compose, "services:\n  web: {image: a, network_mode: host, networks: [default]}\n".into(), compose, "services.web.network_mode", "cannot be combined"),
     ];
     for (name, path, content, file, field, msg) in cases {

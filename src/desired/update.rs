@@ -357,7 +357,10 @@ mod tests {
     fn run(update: &str, compose: &str) -> (Rollout, Vec<Finding>) {
         let spec: StackSpec = serde_saphyr::from_str(update).unwrap();
         let value: Value = serde_saphyr::from_str(compose).unwrap();
-        let c = Compose { value };
+        let c = Compose {
+            value,
+            ..Default::default()
+        };
         let mut f = Vec::new();
         let r = check(
             &spec,
@@ -503,6 +506,7 @@ mod tests {
         let (r, _) = run("update: {services: {app: {order: start-first}}}\n", compose);
         let c = Compose {
             value: serde_saphyr::from_str(compose).unwrap(),
+            ..Default::default()
         };
         let conf = "upstream a {\n    server shop-app:8000;\n}\nserver {\n  location / { proxy_pass http://app:8000/; }\n  location /x { set $u http://app:8000; proxy_pass $u; }\n  location /y { proxy_pass http://a; }\n}\n";
         let files = std::collections::BTreeMap::from([
