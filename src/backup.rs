@@ -996,7 +996,7 @@ async fn archive_volume(
         .ok_or_else(|| format!("{label}: the stack pins no image to mount it with"))?;
     let (name, bytes) = host
         .engine
-        .volume_export(&stack.name, key, &image, &file)
+        .volume_export(&stack.name, key, &volume_name(stack, key), &image, &file)
         .await
         .map_err(|e| format!("{label}: {}", e.report()))?;
     let path = file.clone();
@@ -1019,6 +1019,20 @@ async fn archive_volume(
         sha256: sha,
         millis: t.elapsed().as_millis() as u64,
     })
+}
+
+/// The engine's name compose gives volume `key` of the stack: its `name:`,
+/// else `<project>_<key>`. Pure.
+pub fn volume_name(stack: &Stack, key: &str) -> String {
+    stack
+        .compose
+        .value
+        .get("volumes")
+        .and_then(|v| v.get(key))
+        .and_then(|v| v.get("name"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}_{key}", stack.name))
 }
 
 /// The image a volume helper container is created from: the first pinned

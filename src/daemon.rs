@@ -19,7 +19,7 @@ use crate::control::{self, Request, Response};
 use crate::desired::{self, DesiredState, DirTree};
 use crate::host::{Host, LogReporter, Reporter};
 use crate::metrics::Metrics;
-use crate::outcome::{Outcome, Stage, StageRecord};
+use crate::outcome::{Outcome, StackResult, Stage, StageRecord};
 use crate::reconcile::{self, SyncOptions, SyncReport};
 use crate::release::Layout;
 use crate::server::{self, AppState, Snapshot, Trigger};
@@ -755,18 +755,7 @@ impl Daemon {
             }
             Request::Restore { stack, backup, .. } => {
                 let host = self.host();
-                match crate::rollback::restore(&host, &stack, &backup).await {
-                    Ok(r) => Response {
-                        ok: !r.outcome.is_failure(),
-                        message: Some(r.message.clone()),
-                        results: vec![r],
-                        ..Default::default()
-                    },
-                    Err(e) => Response {
-                        error: Some(crate::reconcile::error::report(&e)),
-                        ..Default::default()
-                    },
-                }
+                stack_response(crate::rollback::restore(&host, &stack, &backup).await)
             }
             Request::Rollback { stack, target, .. } => {
                 let host = self.host();
@@ -774,20 +763,26 @@ impl Daemon {
                 if let Ok(r) = &done {
                     self.metrics.record_rollback(&r.stack, r.outcome);
                 }
-                match done {
-                    Ok(r) => Response {
-                        ok: !r.outcome.is_failure(),
-                        message: Some(r.message.clone()),
-                        results: vec![r],
-                        ..Default::default()
-                    },
-                    Err(e) => Response {
-                        error: Some(crate::reconcile::error::report(&e)),
-                        ..Default::default()
-                    },
-                }
+                stack_response(done)
             }
         }
+    }
+}
+
+/// The answer to an operator's rollback or restore: its result, or why
+/// nothing was done.
+fn stack_response<E: std::error::Error>(done: Result<StackResult, E>) -> Response {
+    match done {
+        Ok(r) => Response {
+            ok: !r.outcome.is_failure(),
+            message: Some(r.message.clone()),
+            results: vec![r],
+            ..Default::default()
+        },
+        Err(e) => Response {
+            error: Some(crate::reconcile::error::report(&e)),
+            ..Default::default()
+        },
     }
 }
 

@@ -392,6 +392,34 @@ pub fn releases(
     ))
 }
 
+/// The stack's lock, once an interrupted converge of it is recovered: an
+/// operator's rollback or restore starts from a settled stack.
+///
+/// # Errors
+/// The lock cannot be taken, or a journal is still there after recovery.
+async fn lock_unjournaled(host: &Host<'_>, stack: &str) -> Result<crate::state::StackLock, Error> {
+    if !matches!(host.store.journal(stack), Ok(None)) {
+        reconcile::recover(host).await;
+    }
+    let lock = reconcile::lock(host, stack)
+        .await
+        .map_err(|source| Error::Lock {
+            stack: stack.into(),
+            source,
+        })?;
+    match host.store.journal(stack) {
+        Ok(None) => Ok(lock),
+        Ok(Some(j)) => Err(Error::Journal {
+            stack: stack.into(),
+            why: format!("{} to {} is still journaled", j.op, j.to),
+        }),
+        Err(why) => Err(Error::Journal {
+            stack: stack.into(),
+            why: why.to_string(),
+        }),
+    }
+}
+
 /// Rolls `stack` back to the release `target` selects and holds it there.
 ///
 /// # Guarantees
@@ -410,30 +438,7 @@ pub fn releases(
 /// A rollback that ran and failed is an `Ok` result whose outcome is a
 /// failure.
 pub async fn rollback(host: &Host<'_>, stack: &str, target: &Target) -> Result<StackResult, Error> {
-    if !matches!(host.store.journal(stack), Ok(None)) {
-        reconcile::recover(host).await;
-    }
-    let _lock = reconcile::lock(host, stack)
-        .await
-        .map_err(|source| Error::Lock {
-            stack: stack.into(),
-            source,
-        })?;
-    match host.store.journal(stack) {
-        Ok(None) => {}
-        Ok(Some(j)) => {
-            return Err(Error::Journal {
-                stack: stack.into(),
-                why: format!("{} to {} is still journaled", j.op, j.to),
-            });
-        }
-        Err(why) => {
-            return Err(Error::Journal {
-                stack: stack.into(),
-                why: why.to_string(),
-            });
-        }
-    }
+    let _lock = lock_unjournaled(host, stack).await?;
     let rows = releases(&host.layout, &host.store, stack)?;
     let to = select(stack, &rows, target)?.clone();
     let from = rows
@@ -488,21 +493,7 @@ pub async fn rollback(host: &Host<'_>, stack: &str, target: &Target) -> Result<S
 /// [`Error`] when nothing was done. A restore that ran and failed is an
 /// `Ok` result whose outcome is a failure.
 pub async fn restore(host: &Host<'_>, stack: &str, id: &str) -> Result<StackResult, Error> {
-    if !matches!(host.store.journal(stack), Ok(None)) {
-        reconcile::recover(host).await;
-    }
-    let _lock = reconcile::lock(host, stack)
-        .await
-        .map_err(|source| Error::Lock {
-            stack: stack.into(),
-            source,
-        })?;
-    if let Some(j) = host.store.journal(stack).ok().flatten() {
-        return Err(Error::Journal {
-            stack: stack.into(),
-            why: format!("{} to {} is still journaled", j.op, j.to),
-        });
-    }
+    let _lock = lock_unjournaled(host, stack).await?;
     let opened = crate::backup::open(&host.layout.backups_dir(stack), stack, id)?;
     let releases = host.layout.releases_dir(stack);
     crate::fsutil::create_dir_all_synced(&releases)

@@ -49,7 +49,23 @@ struct Shop<'h> {
     filestore: bool,
 }
 
-impl Shop<'_> {
+impl<'h> Shop<'h> {
+    /// `shop` at app v1, committed and synced.
+    fn deployed(h: &'h TestHost, f: &Fixtures, filestore: bool) -> Shop<'h> {
+        let shop = Shop {
+            h,
+            f: f.clone(),
+            stack: h.stack("shop"),
+            port: h.free_port(),
+            filestore,
+        };
+        shop.write(&f.web_app_v1);
+        h.commit("v1");
+        let out = shop.sync().ok();
+        assert!(out.stdout().contains("deployed"), "{}", out.report());
+        shop
+    }
+
     fn write(&self, app: &str) {
         let s = &self.stack;
         self.h.write(
@@ -214,17 +230,7 @@ volumes:
 fn data_survives_upgrades_and_refused_releases_and_the_backup_restores() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let shop = Shop {
-        h: &h,
-        f: f.clone(),
-        stack: h.stack("shop"),
-        port: h.free_port(),
-        filestore: false,
-    };
-    shop.write(&f.web_app_v1);
-    h.commit("v1");
-    let out = shop.sync().ok();
-    assert!(out.stdout().contains("deployed"), "{}", out.report());
+    let shop = Shop::deployed(&h, &f, false);
     h.serves_path(shop.port, "/version", "v1");
     assert_eq!(shop.notes(Some("before-upgrade")), "before-upgrade\n");
     let session = |h: &TestHost| h.http_get_status(shop.port, "/web/session");
@@ -332,17 +338,7 @@ impl Shop<'_> {
 fn restore_brings_back_the_release_its_rows_and_its_files() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let shop = Shop {
-        h: &h,
-        f: f.clone(),
-        stack: h.stack("shop"),
-        port: h.free_port(),
-        filestore: true,
-    };
-    shop.write(&f.web_app_v1);
-    h.commit("v1");
-    let out = shop.sync().ok();
-    assert!(out.stdout().contains("deployed"), "{}", out.report());
+    let shop = Shop::deployed(&h, &f, true);
     assert_eq!(shop.notes(Some("kept")), "kept\n");
     shop.app_sh("mkdir -p /filestore/ab && echo one > /filestore/ab/a.txt");
 

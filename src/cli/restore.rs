@@ -3,11 +3,11 @@
 //! volumes and databases, smoke-tests it and holds the stack there
 //! (`crate::rollback::restore`); `stackpin resume STACK` lets git win again.
 
+use super::rollback::{print_result, via_daemon};
 use super::setup::{self, CliReporter};
 use super::{Global, Status};
 use crate::backup::{self, Manifest};
-use crate::control::{self, Request};
-use crate::outcome::StackResult;
+use crate::control::Request;
 use crate::release::Layout;
 
 #[derive(Debug, clap::Args)]
@@ -36,24 +36,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         return list(g, &cfg, &a.stack);
     }
     let id = a.backup.clone().unwrap_or_default();
-    // A running daemon executes it, so that one executor acts on the host.
     let req = Request::Restore {
         root: cfg.root.clone(),
         stack: a.stack.clone(),
         backup: id.clone(),
     };
-    if let Some(resp) = control::call(&setup::control_socket(&cfg), &req)? {
-        if let Some(e) = resp.error {
-            eprintln!("error: {e}");
-            return Ok(Status::Failed);
-        }
-        if !g.json {
-            eprintln!("(executed by the running daemon)");
-        }
-        return match resp.results.first() {
-            Some(r) => print_result(g, r),
-            None => anyhow::bail!("the daemon answered without a result"),
-        };
+    if let Some(status) = via_daemon(g, &cfg, &req)? {
+        return Ok(status);
     }
     let rt = setup::runtime()?;
     rt.block_on(async {
@@ -68,19 +57,6 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             }
             Err(e) => Err(e.into()),
         }
-    })
-}
-
-fn print_result(g: &Global, r: &StackResult) -> anyhow::Result<Status> {
-    if g.json {
-        super::print_json(r)?;
-    } else {
-        println!("{}: {}", r.stack, r.message);
-    }
-    Ok(if r.outcome.is_failure() {
-        Status::Failed
-    } else {
-        Status::Ok
     })
 }
 

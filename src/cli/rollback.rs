@@ -52,24 +52,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         (_, Some(x), _) => Target::To(x.clone()),
         _ => Target::LastGood,
     };
-    // A running daemon executes it, so that one executor acts on the host.
     let req = Request::Rollback {
         root: cfg.root.clone(),
         stack: a.stack.clone(),
         target: target.clone(),
     };
-    if let Some(resp) = control::call(&setup::control_socket(&cfg), &req)? {
-        if let Some(e) = resp.error {
-            eprintln!("error: {e}");
-            return Ok(Status::Failed);
-        }
-        if !g.json {
-            eprintln!("(executed by the running daemon)");
-        }
-        return match resp.results.first() {
-            Some(r) => print_result(g, r),
-            None => anyhow::bail!("the daemon answered without a result"),
-        };
+    if let Some(status) = via_daemon(g, &cfg, &req)? {
+        return Ok(status);
     }
     let rt = setup::runtime()?;
     rt.block_on(async {
@@ -87,7 +76,32 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     })
 }
 
-fn print_result(g: &Global, r: &StackResult) -> anyhow::Result<Status> {
+/// A running daemon executes an operator's rollback or restore, so that
+/// one executor acts on the host: `Some` with the exit status when it did,
+/// `None` when no daemon of this root answers (run it in this process).
+pub(super) fn via_daemon(
+    g: &Global,
+    cfg: &crate::config::Config,
+    req: &Request,
+) -> anyhow::Result<Option<Status>> {
+    let Some(resp) = control::call(&setup::control_socket(cfg), req)? else {
+        return Ok(None);
+    };
+    if let Some(e) = resp.error {
+        eprintln!("error: {e}");
+        return Ok(Some(Status::Failed));
+    }
+    if !g.json {
+        eprintln!("(executed by the running daemon)");
+    }
+    match resp.results.first() {
+        Some(r) => print_result(g, r).map(Some),
+        None => anyhow::bail!("the daemon answered without a result"),
+    }
+}
+
+/// One stack's result, as a line or `--json`; exit 1 when it failed.
+pub(super) fn print_result(g: &Global, r: &StackResult) -> anyhow::Result<Status> {
     if g.json {
         super::print_json(r)?;
     } else {

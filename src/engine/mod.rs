@@ -409,7 +409,8 @@ pub trait Engine: Send + Sync {
     }
 
     /// Streams the content of the named volume `volume` of compose project
-    /// `project` (found by compose's labels) as a tar archive into the new
+    /// `project` (found by compose's labels, else by its `name`: an
+    /// external volume has no labels) as a tar archive into the new
     /// file `out` (0600, fsynced), through a container of `image` that is
     /// created with the volume mounted and never started. Returns the
     /// engine's name of the volume and the bytes written. Read-only for the
@@ -418,10 +419,11 @@ pub trait Engine: Send + Sync {
         &self,
         project: &str,
         volume: &str,
+        name: &str,
         image: &str,
         out: &std::path::Path,
     ) -> Result<(String, u64), Error> {
-        let _ = (project, volume, image, out);
+        let _ = (project, volume, name, image, out);
         Err(unsupported(self.describe(), "archive volumes"))
     }
 
@@ -1268,16 +1270,29 @@ impl Engine for Docker {
         &self,
         project: &str,
         volume: &str,
+        name: &str,
         image: &str,
         out: &std::path::Path,
     ) -> Result<(String, u64), Error> {
         use bollard::query_parameters::DownloadFromContainerOptions;
         use tokio::io::AsyncWriteExt;
-        let name = self.find_volume(project, volume).await?.ok_or_else(|| {
-            Error::Volume(format!(
-                "volume `{volume}` of {project} does not exist on this engine (has the stack run with it?)"
-            ))
-        })?;
+        let name = match self.find_volume(project, volume).await? {
+            Some(n) => n,
+            None => match self.docker.inspect_volume(name).await {
+                Ok(v) => v.name,
+                Err(e) if is_not_found(&e) => {
+                    return Err(Error::Volume(format!(
+                        "volume `{volume}` of {project} ({name}) does not exist on this engine (has the stack run with it?)"
+                    )));
+                }
+                Err(source) => {
+                    return Err(Error::Inspect {
+                        what: format!("volume {name}"),
+                        source,
+                    });
+                }
+            },
+        };
         let io_err = |what: &str| {
             let what = what.to_string();
             move |source| Error::Archive {
