@@ -21,6 +21,10 @@ pub enum Error {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub host: Option<String>,
+    /// What this host is (`{role: edge, region: tyo}`): stacks select hosts
+    /// by `key=value` in `hosts:`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     pub root: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub repo: Option<RepoConfig>,
@@ -163,6 +167,17 @@ pub struct VerifiedConfig {
     pub signing_key: Option<PathBuf>,
 }
 
+impl Config {
+    /// This host's labels, as pairs.
+    pub fn labels(&self) -> Vec<(String, String)> {
+        self.file
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 /// The effective settings a command runs with.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -205,7 +220,17 @@ pub fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
             "{}: trust: is no longer read: it chose the signature policy by the `environment:` of the very commit being checked; name key sets under `signers:` and say which stacks need them under `policy: [{{stacks: [...], signed_by: SET}}]`",
             path.display()
         )])),
-        Ok(c) => Ok(c),
+        Ok(c) => match c
+            .labels
+            .iter()
+            .find(|(k, v)| k.trim().is_empty() || k.contains('=') || v.trim().is_empty())
+        {
+            Some((k, v)) => Err(Error::Invalid(vec![format!(
+                "{}: labels: `{k}: {v}` cannot be matched: a label needs a key without `=` and a value (stacks select it with `hosts: [\"key=value\"]`)",
+                path.display()
+            )])),
+            None => Ok(c),
+        },
         Err(_) => Err(Error::Invalid(
             findings.iter().map(|f| f.to_string()).collect(),
         )),

@@ -38,6 +38,8 @@ pub struct Host<'a> {
     pub engine: &'a dyn Engine,
     /// This host's name, matched against `hosts:`.
     pub name: String,
+    /// Its `labels` (config), matched by `key=value` entries of `hosts:`.
+    pub labels: Vec<(String, String)>,
     /// Who acts: recorded in current.json.
     pub actor: String,
     pub min_disk_free_percent: u8,

@@ -139,6 +139,8 @@ pub struct Plan {
 #[derive(Debug, Clone, Default)]
 pub struct Options<'a> {
     pub host: &'a str,
+    /// This host's `labels` (its config), matched by `key=value` in `hosts:`.
+    pub labels: &'a [(String, String)],
     /// Retry quarantined fingerprints and redeploy even when nothing changed.
     pub force: bool,
     /// Remove stacks that left the desired state.
@@ -224,11 +226,11 @@ fn plan_stack(
     let deployed_here = obs.release.is_some();
     // An untrusted commit moves nothing: not even off this host.
     if let Some(why) = &gate.untrusted
-        && (deployed_here || stack.runs_on(opts.host))
+        && (deployed_here || stack.runs_on(opts.host, opts.labels))
     {
         return untrusted_wait(obs, why);
     }
-    if !stack.runs_on(opts.host) {
+    if !stack.runs_on(opts.host, opts.labels) {
         let reason = format!(
             "hosts: [{}] does not include {}",
             stack.spec.hosts.join(", "),

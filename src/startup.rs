@@ -134,6 +134,7 @@ impl Services {
             store: LocalStore::new(&self.cfg.root),
             engine: self.engine.as_ref(),
             name: self.cfg.host.clone(),
+            labels: self.cfg.labels(),
             actor,
             min_disk_free_percent: self.cfg.min_disk_free_percent,
             reporter,

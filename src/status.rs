@@ -221,7 +221,7 @@ pub async fn collect(
                 return rows;
             }
             let inputs = PlanInputs::gather(host, d, &names).await;
-            let plan = inputs.plan(&host.name, d, &PlanOptions::default());
+            let plan = inputs.plan(host, d, &PlanOptions::default());
             for name in &inputs.names {
                 let obs = &inputs.observed[name];
                 let item = plan.items.iter().find(|i| &i.stack == name);

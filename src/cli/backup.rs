@@ -53,7 +53,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     if a.all {
         chosen.extend(desired.stacks.values().filter(|s| {
             s.spec.backup.is_some()
-                && s.runs_on(&cfg.host)
+                && s.runs_on(&cfg.host, &cfg.labels())
                 && release::current(&layout, &s.name).ok().flatten().is_some()
         }));
         if chosen.is_empty() && !g.json {

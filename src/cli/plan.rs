@@ -172,7 +172,7 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
             break_glass: a.break_glass.clone(),
             ..Default::default()
         };
-        let plan = inputs.plan(&host.name, &desired, &opts);
+        let plan = inputs.plan(&host, &desired, &opts);
         anyhow::Ok(
             plan.items
                 .into_iter()

@@ -69,8 +69,15 @@ impl Stack {
     }
 
     /// Whether this host runs the stack (`hosts:` empty means every host).
-    pub fn runs_on(&self, host: &str) -> bool {
-        self.spec.hosts.is_empty() || self.spec.hosts.iter().any(|h| h == host)
+    /// Whether this host runs the stack: `hosts:` is empty, names the
+    /// host, or holds a `key=value` selector that one of the host's
+    /// `labels` (from its config) matches.
+    pub fn runs_on(&self, host: &str, labels: &[(String, String)]) -> bool {
+        self.spec.hosts.is_empty()
+            || self.spec.hosts.iter().any(|h| match h.split_once('=') {
+                Some((k, v)) => labels.iter().any(|(lk, lv)| lk == k && lv == v),
+                None => h == host,
+            })
     }
 
     /// Stacks that must converge before this one: `depends_on` and `promote_from`.
@@ -956,6 +963,14 @@ fn check_spec_fields(spec: &StackSpec, sink: &mut Sink<'_>) {
         }
         if h.trim().is_empty() {
             sink.error(format!("hosts[{i}]"), "is empty", "write the host name");
+        } else if let Some((k, v)) = h.split_once('=')
+            && (k.trim().is_empty() || v.trim().is_empty() || v.contains('='))
+        {
+            sink.error(
+                format!("hosts[{i}]"),
+                format!("`{h}` is not a label selector"),
+                "write a host name, or `key=value` to select the hosts whose config has `labels: {key: value}`",
+            );
         }
     }
     let mut seen = BTreeSet::new();

@@ -110,6 +110,7 @@ fn every_rule_names_file_field_and_reason() {
         ("include of a missing file", compose, "include: [nope.yaml]\nservices:\n  web: {image: a}\n".into(), compose, "include[0]", "`nope.yaml` does not exist"),
         ("extends an unknown service", compose, "services:\n  web: {image: a, extends: base}\n".into(), compose, "services.web.extends", "does not define"),
         ("depends on a profile left out", compose, "services:\n  web: {image: a, depends_on: [dbg]}\n  dbg: {image: b, profiles: [debug]}\n".into(), compose, "services.web.depends_on", "profile debug"),
+        ("half a label selector", spec, format!("images: {{web: a@{D1}}}\nhosts: [\"role=\"]\n"), spec, "hosts[0]", "not a label selector"),
         ("network_mode with networks", compose, "services:\n  web: {image: a, network_mode: host, networks: [default]}\n".into(), compose, "services.web.network_mode", "cannot be combined"),
     ];
     for (name, path, content, file, field, msg) in cases {
@@ -411,4 +412,31 @@ fn secrets_name_age_files_of_the_stack_and_their_plaintext_stays_out_of_git() {
         "{:#?}",
         st.findings
     );
+}
+
+#[test]
+fn hosts_select_by_name_or_by_label() {
+    let st = with(
+        "stacks/a/stack.yaml",
+        &format!("images: {{web: a@{D1}}}\nhosts: [edge-1, \"role=app\"]\n"),
+    );
+    let s = &st.stacks["a"];
+    let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert!(s.runs_on("edge-1", &[]), "by name");
+    assert!(
+        s.runs_on("prod-2", &l(&[("region", "tyo"), ("role", "app")])),
+        "by label"
+    );
+    assert!(
+        !s.runs_on("prod-2", &l(&[("role", "edge")])),
+        "another value"
+    );
+    assert!(!s.runs_on("role=app", &[]), "a selector is not a name");
+    let all = with("stacks/a/stack.yaml", &format!("images: {{web: a@{D1}}}\n"));
+    assert!(all.stacks["a"].runs_on("anything", &[]));
 }

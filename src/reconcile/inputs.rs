@@ -245,7 +245,7 @@ impl PlanInputs {
     }
 
     /// The plan of the gathered stacks. Pure.
-    pub fn plan(&self, host_name: &str, desired: &DesiredState, opts: &PlanOptions) -> Plan {
+    pub fn plan(&self, host: &Host<'_>, desired: &DesiredState, opts: &PlanOptions) -> Plan {
         let fingerprints: BTreeMap<String, String> = self
             .rendered
             .iter()
@@ -262,7 +262,8 @@ impl PlanInputs {
             &observed,
             &self.local,
             &plan::Options {
-                host: host_name,
+                host: &host.name,
+                labels: &host.labels,
                 force: opts.force,
                 prune: opts.prune.unwrap_or(desired.repo.prune),
                 break_glass: opts.break_glass.as_deref(),

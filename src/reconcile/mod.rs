@@ -193,7 +193,7 @@ pub async fn sync_stack(
         tracing::warn!(stack = name, "failed to remove temporary leftovers: {e}");
     }
     let mut inputs = PlanInputs::gather_with(host, desired, &[name.to_string()], gates).await;
-    let plan = inputs.plan(&host.name, desired, &opts.plan_options());
+    let plan = inputs.plan(host, desired, &opts.plan_options());
     let Some(item) = plan.items.into_iter().next() else {
         let r = StackResult::new(
             name,

@@ -62,6 +62,7 @@ impl Bed {
             store: LocalStore::new(&self.root()),
             engine: &self.engine,
             name: "h1".into(),
+            labels: Vec::new(),
             actor: "test".into(),
             min_disk_free_percent: self.disk_free,
             reporter: &LogReporter,
@@ -606,7 +607,7 @@ async fn plan_inputs_are_the_same_for_sync_status_and_plan() {
     let d = b.desired("v2", &pin('b'), "");
     let inputs = PlanInputs::gather(&b.host(), &d, &[]).await;
     assert_eq!(inputs.names, vec!["app".to_string()]);
-    let p = inputs.plan("h1", &d, &PlanOptions::default());
+    let p = inputs.plan(&b.host(), &d, &PlanOptions::default());
     assert_eq!(p.items[0].action, plan::Action::Deploy);
     let dry = sync(
         &b.host(),

@@ -814,6 +814,7 @@ impl TestHost {
 pub struct GitDaemon {
     child: Child,
     pub port: u16,
+    addr: String,
 }
 
 impl GitDaemon {
@@ -821,7 +822,14 @@ impl GitDaemon {
     /// when `push`). Runs `git-daemon` itself, not `git daemon`: the `git`
     /// wrapper would run it as a child that outlives a kill of the wrapper.
     pub fn serve(base: &Path, push: bool) -> GitDaemon {
-        let port = TcpListener::bind("127.0.0.1:0")
+        GitDaemon::serve_on("127.0.0.1", base, push)
+    }
+
+    /// As [`GitDaemon::serve`], listening on `addr` (an address of this
+    /// machine: the fleet's bridge, so that test hosts in network
+    /// namespaces reach it).
+    pub fn serve_on(addr: &str, base: &Path, push: bool) -> GitDaemon {
+        let port = TcpListener::bind((addr, 0))
             .and_then(|l| l.local_addr())
             .expect("failed to bind 127.0.0.1:0")
             .port();
@@ -834,7 +842,7 @@ impl GitDaemon {
             .to_string();
         let mut c = Command::new(Path::new(&exec_path).join("git-daemon"));
         c.args(["--export-all", "--reuseaddr", "--informative-errors"])
-            .arg("--listen=127.0.0.1")
+            .arg(format!("--listen={addr}"))
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -848,19 +856,23 @@ impl GitDaemon {
         c.arg(base);
         let child = c.spawn().expect("failed to start git-daemon (part of git)");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((addr, port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "git daemon did not listen on {port}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        GitDaemon { child, port }
+        GitDaemon {
+            child,
+            port,
+            addr: addr.to_string(),
+        }
     }
 
-    /// The URL of `name` (a bare repository in the served directory).
+    /// The URL of `name` (a repository in the served directory).
     pub fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
+        format!("git://{}:{}/{name}", self.addr, self.port)
     }
 
     /// Stops serving: the remote becomes unreachable.
