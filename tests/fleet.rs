@@ -39,8 +39,9 @@ struct Fleet {
 
 impl Fleet {
     /// The hosts `scripts/setup.d/fleet.sh` started (from the environment,
-    /// or target/test-fleet.env outside CI), with a config each for `h`.
-    fn require(h: &TestHost, git_url: &str, labels: &[&str]) -> Fleet {
+    /// or target/test-fleet.env outside CI), each with a home in `h`'s temp
+    /// dir; [`Fleet::configure`] writes their configs.
+    fn require(h: &TestHost) -> Fleet {
         let mut vars = std::collections::BTreeMap::new();
         if std::env::var_os("STACKPIN_TEST_FLEET").is_none() {
             assert!(
@@ -70,22 +71,10 @@ impl Fleet {
                 let (name, _addr) = e.split_once('=').expect("name=address");
                 let home = h.tmp().join(name);
                 std::fs::create_dir_all(&home).unwrap();
-                let cfg = home.join("config.yaml");
-                std::fs::write(
-                    &cfg,
-                    format!(
-                        "host: {name}\nlabels: {{{labels}}}\nroot: {root}\nstate_dir: {state}\ncontrol_socket: {sock}\nrepo: {{url: \"{git_url}\", branch: main}}\n",
-                        labels = labels[i],
-                        root = home.join("root").display(),
-                        state = home.join("state").display(),
-                        sock = home.join("control.sock").display(),
-                    ),
-                )
-                .unwrap();
                 Member {
                     name: name.to_string(),
                     sock: dir.join(format!("h{}", i + 1)).join("docker.sock"),
-                    cfg,
+                    cfg: home.join("config.yaml"),
                     root: home.join("root"),
                 }
             })
@@ -94,6 +83,27 @@ impl Fleet {
             members,
             registry: get("STACKPIN_TEST_FLEET_REGISTRY"),
             bridge: get("STACKPIN_TEST_FLEET_BRIDGE"),
+        }
+    }
+
+    /// Writes each member's config: its name, `labels[i]` (the inside of
+    /// `labels: {…}`), the repository at `git_url`, and `extra[i]`.
+    fn configure(&self, git_url: &str, labels: &[&str], extra: &[String]) {
+        for (i, m) in self.members.iter().enumerate() {
+            let home = m.cfg.parent().unwrap();
+            std::fs::write(
+                &m.cfg,
+                format!(
+                    "host: {name}\nlabels: {{{labels}}}\nroot: {root}\nstate_dir: {state}\ncontrol_socket: {sock}\nrepo: {{url: \"{git_url}\", branch: main}}\n{extra}",
+                    name = m.name,
+                    labels = labels[i],
+                    root = m.root.display(),
+                    state = home.join("state").display(),
+                    sock = home.join("control.sock").display(),
+                    extra = extra.get(i).map(String::as_str).unwrap_or(""),
+                ),
+            )
+            .unwrap();
         }
     }
 
@@ -236,16 +246,12 @@ fn three_hosts_converge_their_stacks_through_a_partition_and_a_kill() {
     let h = TestHost::new();
     let f = Fixtures::require();
     // The repository, served on the bridge to the hosts only.
-    let probe = Fleet::require(
-        &h,
-        "git://unused",
-        &["role: app", "role: app", "role: edge"],
-    );
-    let daemon = GitDaemon::serve_on(&probe.bridge, h.tmp(), false);
-    let fleet = Fleet::require(
-        &h,
+    let fleet = Fleet::require(&h);
+    let daemon = GitDaemon::serve_on(&fleet.bridge, h.tmp(), false);
+    fleet.configure(
         &daemon.url("repo"),
         &["role: app, region: tyo", "role: app", "role: edge"],
+        &[],
     );
     let web = h.stack("web");
     let edge = h.stack("edge");
@@ -337,5 +343,98 @@ fn three_hosts_converge_their_stacks_through_a_partition_and_a_kill() {
         );
     }
     assert_eq!(fleet.running(2, &edge).len(), 1, "edge untouched");
+    fleet.assert_consistent();
+}
+
+/// The trust chain across hosts: the staging host deploys, verifies and
+/// publishes a signed marker over `git://` to the repository; the two
+/// production hosts, which trust that host's key, promote the same pins on
+/// their own engines. Before the marker, production is blocked.
+#[test]
+fn staging_on_one_host_promotes_production_on_two_others() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let fleet = Fleet::require(&h);
+    let stg = h.stack("stg");
+    let prod = h.stack("prod");
+    let port = h.free_port();
+    let key = h.ssh_signer("staging-key", &fleet.members[0].name, "stackpin-verified");
+    for (stack, env, extra) in [
+        (
+            &stg,
+            "staging",
+            "marks_verified: true\nhosts: [\"role=staging\"]\n".to_string(),
+        ),
+        (
+            &prod,
+            "production",
+            format!("hosts: [\"role=prod\"]\npromote_from: {stg}\n"),
+        ),
+    ] {
+        h.write(
+            format!("stacks/{stack}/stack.yaml"),
+            format!(
+                "environment: {env}\n{extra}smoke:\n  timeout: 30s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\"}}\n"
+            ),
+        );
+        h.write(
+            format!("stacks/{stack}/compose.yaml"),
+            format!(
+                "services:\n  web:\n    image: {}\n    network_mode: host\n    environment: {{PORT: \"{port}\"}}\n",
+                fleet.image(&f, &f.v1)
+            ),
+        );
+    }
+    h.commit("staging on host 1, production on hosts 2 and 3");
+    h.bare_remote();
+    let daemon = GitDaemon::serve_on(&fleet.bridge, h.tmp(), true);
+    let trusting = format!(
+        "signers: {{staging-hosts: {{allowed_signers: {}}}}}\nverifiers: {{{stg}: staging-hosts}}\npolicy:\n  - {{stacks: [{prod}], promote_from: {stg}}}\n",
+        key.allowed.display()
+    );
+    fleet.configure(
+        &daemon.url("remote.git"),
+        &["role: staging", "role: prod", "role: prod"],
+        &[
+            format!(
+                "verified: {{publish: true, signing_key: {}}}\n",
+                key.key.display()
+            ),
+            trusting.clone(),
+            trusting,
+        ],
+    );
+
+    let out = fleet.stackpin(&h, 1, &["sync"]).run().code(1);
+    assert!(out.stdout().contains("blocked"), "{}", out.report());
+    let out = fleet.stackpin(&h, 0, &["sync"]).run().ok();
+    assert!(out.stdout().contains("deployed"), "{}", out.report());
+    let out = fleet
+        .stackpin(&h, 0, &["--json", "verify", stg.as_str()])
+        .run()
+        .ok()
+        .json();
+    assert!(
+        out["published"]["commit"].is_string(),
+        "published over git://: {out}"
+    );
+    for i in 1..3 {
+        let out = fleet.stackpin(&h, i, &["sync"]).run().ok();
+        assert!(
+            out.stdout().contains("deployed"),
+            "host {i}: {}",
+            out.report()
+        );
+        assert_eq!(
+            fleet.get(&h, i, port).as_deref(),
+            Some("stackpin-test-app v1\n"),
+            "host {i} promoted"
+        );
+        assert!(fleet.running(i, &stg).is_empty(), "no staging on host {i}");
+    }
+    assert!(
+        fleet.running(0, &prod).is_empty(),
+        "no production on staging"
+    );
     fleet.assert_consistent();
 }
