@@ -9,14 +9,15 @@
 #   scripts/bench.sh --quick         few rounds: proves it works, figures are rough
 #   scripts/bench.sh --compose v2    compose v2 (the fixtures' plugin) for stackpin and the raw side
 #   scripts/bench.sh --only webhook,rss     some parts only
-#                                    (parts: converge, revert, crash, parallel, rollout, webhook, rss, noop, callgrind)
+#                                    (parts: converge, revert, crash, parallel, rollout, fleet, webhook, rss, noop, callgrind)
 #   STACKPIN_BENCH_BIN=target/debug/stackpin scripts/bench.sh --quick
 #                                    use that binary, no build (debugging the script;
 #                                    debug-build figures are not the product's)
 #
 # Everything it starts is stopped on exit: the daemons, the containers of its
 # compose projects (named spb-<pid>-*), its temp dir, and the registry if
-# fixtures.sh started one for this run. Traffic goes only to 127.0.0.1.
+# fixtures.sh started one for this run. Traffic goes only to 127.0.0.1, and
+# for the fleet part to the test hosts on their private bridge.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -106,6 +107,12 @@ log "fixtures: engine, compose, registry on 127.0.0.1, images by digest"
 # shellcheck source=scripts/fixtures.sh
 . scripts/fixtures.sh
 stackpin_fixtures_setup
+# The fleet part uses the test hosts `scripts/setup.d/fleet.sh` started (as
+# root), if any.
+if [ -z "${STACKPIN_TEST_FLEET:-}" ] && [ -f target/test-fleet.env ]; then
+    # shellcheck disable=SC1091
+    . target/test-fleet.env
+fi
 
 if [ -n "${STACKPIN_BENCH_BIN:-}" ]; then
     BIN="$(cd "$(dirname "$STACKPIN_BENCH_BIN")" && pwd)/$(basename "$STACKPIN_BENCH_BIN")"
@@ -590,6 +597,85 @@ def part_parallel():
                  f"{statistics.median(seq) / statistics.median(par):.2f}× faster; every 5th depends_on the first"))
 
 
+# ---------------------------------------------------------------- fleet
+def part_fleet():
+    """Issue 14: the time from a commit to the new release running and
+    smoked, on one host of the fleet (scripts/setup.d/fleet.sh: each host
+    in its own network namespace with its own engine) and on all three at
+    once, each fetching the commit over git:// on their bridge."""
+    fleet = os.environ.get("STACKPIN_TEST_FLEET")
+    if not fleet:
+        rows.append(("fleet: commit -> converged", "skipped", "needs the fleet: sudo bash scripts/setup.d/fleet.sh"))
+        return
+    hosts = [e.split("=")[0] for e in os.environ["STACKPIN_TEST_FLEET_HOSTS"].split()]
+    bridge = os.environ["STACKPIN_TEST_FLEET_BRIDGE"]
+    registry = os.environ["STACKPIN_TEST_FLEET_REGISTRY"]
+    image = IMG["v1"].replace(os.environ["STACKPIN_TEST_REGISTRY"], registry, 1)
+    base = os.path.join(WORK, "fleet")
+    repo = os.path.join(base, "repo")
+    os.makedirs(repo)
+    git(repo, "init", "-q", "-b", "main")
+    stack, port = f"{PREFIX}fleet", free_port()
+    gport = free_port()
+    exec_path = run(["git", "--exec-path"]).stdout.strip()
+    daemon = subprocess.Popen([os.path.join(exec_path, "git-daemon"), "--export-all", "--reuseaddr",
+                               f"--listen={bridge}", f"--port={gport}", f"--base-path={base}", base],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("git daemon on the bridge", 20,
+                 lambda: socket.socket().connect_ex((bridge, gport)) == 0)
+        cfgs = []
+        for i, name in enumerate(hosts):
+            home = os.path.join(base, name)
+            os.makedirs(home)
+            cfg = os.path.join(home, "config.yaml")
+            with open(cfg, "w") as f:
+                f.write(f"host: {name}\nroot: {home}/root\nstate_dir: {home}/state\n"
+                        f"control_socket: {home}/no-daemon.sock\n"
+                        f"repo: {{url: \"git://{bridge}:{gport}/repo\", branch: main}}\n")
+            cfgs.append((name, cfg, f"unix://{fleet}/h{i + 1}/docker.sock"))
+
+        def sync(members):
+            t0 = time.monotonic()
+            procs = [subprocess.Popen(["nsenter", f"--net=/var/run/netns/{n}", BIN, "--config", c, "--json", "sync"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "DOCKER_HOST": sock})
+                     for n, c, sock in members]
+            outs = [p.communicate(timeout=600) for p in procs]
+            wall = time.monotonic() - t0
+            for (n, _, _), p, (out, err) in zip(members, procs, outs):
+                results = json.loads(out) if out.strip() else []
+                if p.returncode != 0 or not any(r["outcome"] == "deployed" for r in results):
+                    raise RuntimeError(f"fleet sync on {n} failed ({p.returncode}):\n{out}\n{err}")
+            return wall
+
+        write_stack(repo, stack, image, port, "v1", "round 0")
+        commit(repo, "fleet round 0")
+        sync(cfgs)  # first deploy on every host, not measured
+        one, three = [], []
+        for k in range(1, (2 if QUICK else 5) + 1):
+            write_stack(repo, stack, image, port, "v1", f"round {k}a")
+            commit(repo, f"fleet round {k}a")
+            one.append(sync(cfgs[:1]))
+            sync(cfgs[1:])  # the others catch up, not measured
+            write_stack(repo, stack, image, port, "v1", f"round {k}b")
+            commit(repo, f"fleet round {k}b")
+            three.append(sync(cfgs))
+            log(f"fleet round {k}: one host {ms(one[-1])}, three hosts at once {ms(three[-1])}")
+        rows.append(("fleet: commit -> converged, 1 host (wall)", summary(one),
+                     "fetch over git:// + release + up + smoke, in the host's namespace"))
+        rows.append(("fleet: commit -> converged, 3 hosts at once (wall)", summary(three),
+                     f"{statistics.median(three) / statistics.median(one):.2f}x one host; each its own engine, this machine's 2 cores shared"))
+    finally:
+        daemon.kill()
+        daemon.wait()
+        for i, name in enumerate(hosts):
+            run(["docker", "-H", f"unix://{fleet}/h{i + 1}/docker.sock", "rm", "-f", "-v",
+                 *run(["docker", "-H", f"unix://{fleet}/h{i + 1}/docker.sock", "ps", "-aq", "--filter",
+                       f"label=com.docker.compose.project={stack}"], check=False).stdout.split()],
+                check=False)
+
+
 # ---------------------------------------------------------------- rollout
 ROUTER_CONF = """worker_processes 1;
 error_log /dev/stderr warn;
@@ -1000,6 +1086,8 @@ def main():
         part_parallel()
     if want("rollout"):
         part_rollout()
+    if want("fleet"):
+        part_fleet()
     if want("webhook"):
         part_webhook()
     if want("rss"):
