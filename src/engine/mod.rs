@@ -472,6 +472,17 @@ pub trait Engine: Send + Sync {
     }
 }
 
+/// A new file, owner-only (a dump or an archive holds every row of a
+/// database): never replaces one.
+async fn create_private(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+}
+
 /// What an engine without the rollout operations answers to them.
 fn unsupported(engine: String, what: &str) -> Error {
     Error::Unavailable(format!("{engine} cannot {what}"))
@@ -872,13 +883,7 @@ impl Docker {
             path: out.to_path_buf(),
             source,
         };
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(out)
-            .await
-            .map_err(io_err)?;
+        let mut file = create_private(out).await.map_err(io_err)?;
         let created = self
             .docker
             .create_exec(
@@ -1301,13 +1306,7 @@ impl Engine for Docker {
                 source,
             }
         };
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(out)
-            .await
-            .map_err(io_err("create"))?;
+        let mut file = create_private(out).await.map_err(io_err("create"))?;
         let helper = self.volume_helper(&name, image).await?;
         let mut bytes = 0u64;
         let result: Result<(), Error> = async {
