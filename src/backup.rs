@@ -9,6 +9,8 @@
 //! <root>/backups/<stack>/<yyyymmddThhmmssZ>/     0700
 //!     <db>.dump           pg_dump -Fc (custom format; restore with pg_restore)
 //!     <db>.dump.sha256    "<hex>  <db>.dump": `sha256sum -c <db>.dump.sha256`
+//!     volume-<key>.tar    a `backup.volumes` volume, from the engine's archive API
+//!     volume-<key>.tar.sha256
 //!     release/            the release that ran: compose files, config,
 //!                         release.json, and .env (0600) so that a restore
 //!                         brings back exactly what ran with the data
@@ -28,8 +30,12 @@
 //!   every dump, checksum, the release copy and `manifest.json` are on disk
 //!   and fsynced: a crash leaves a `.tmp-*` directory (swept by the next
 //!   backup), never a half backup that looks complete.
-//! - Retention keeps the `backup.keep` (default 10) newest complete backups
-//!   and touches nothing else in the directory.
+//! - Retention keeps what `backup.keep` says (default: the 10 newest
+//!   complete backups; or a `{last, daily, weekly, monthly}` policy, see
+//!   [`expired`]) and touches nothing else in the directory.
+//! - [`open`], [`reinstate_release`] and [`restore_data`] serve
+//!   `stackpin restore` (`crate::rollback::restore`), which runs them
+//!   through the one pipeline.
 //! - Every run appends one history line: `backup | <version> | success|failed`.
 //!
 //! The caller holds the stack's lock ([`crate::state::LocalStore::lock`]):
