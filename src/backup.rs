@@ -951,18 +951,7 @@ async fn dump_one(host: &Host<'_>, stack: &str, d: &Dump, tmp: &Path) -> Result<
         };
         return Err(Error(format!("{label}: {what}{}", tail_suffix(&tail))));
     }
-    let path = file.clone();
-    let sha = tokio::task::spawn_blocking(move || sha256_file(&path))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{label}: cannot read back {}: {e}", file.display()))?;
-    let sum_file = tmp.join(format!("{}.sha256", d.file_name()));
-    write_new(
-        &sum_file,
-        format!("{sha}  {}\n", d.file_name()).as_bytes(),
-        DUMP_MODE,
-    )
-    .map_err(|e| format!("{label}: cannot write {}: {e}", sum_file.display()))?;
+    let sha = checksum(tmp, &d.file_name(), &label).await?;
     Ok(DumpRecord {
         database: d.database.clone(),
         source: d.source.describe(),
@@ -979,6 +968,21 @@ async fn dump_one(host: &Host<'_>, stack: &str, d: &Dump, tmp: &Path) -> Result<
             Source::Url { .. } => None,
         },
     })
+}
+
+/// The sha256 of `dir/name`, read back from disk, and its
+/// `name.sha256` file beside it (`sha256sum -c` reads it).
+async fn checksum(dir: &Path, name: &str, label: &str) -> Result<String, Error> {
+    let file = dir.join(name);
+    let path = file.clone();
+    let sha = tokio::task::spawn_blocking(move || sha256_file(&path))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{label}: cannot read back {}: {e}", file.display()))?;
+    let sum_file = dir.join(format!("{name}.sha256"));
+    write_new(&sum_file, format!("{sha}  {name}\n").as_bytes(), DUMP_MODE)
+        .map_err(|e| format!("{label}: cannot write {}: {e}", sum_file.display()))?;
+    Ok(sha)
 }
 
 /// The archive file of volume `key` in a backup.
@@ -1005,18 +1009,7 @@ async fn archive_volume(
         .volume_export(&stack.name, key, &volume_name(stack, key), &image, &file)
         .await
         .map_err(|e| format!("{label}: {}", e.report()))?;
-    let path = file.clone();
-    let sha = tokio::task::spawn_blocking(move || sha256_file(&path))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{label}: cannot read back {}: {e}", file.display()))?;
-    let sum_file = tmp.join(format!("{file_name}.sha256"));
-    write_new(
-        &sum_file,
-        format!("{sha}  {file_name}\n").as_bytes(),
-        DUMP_MODE,
-    )
-    .map_err(|e| format!("{label}: cannot write {}: {e}", sum_file.display()))?;
+    let sha = checksum(tmp, &file_name, &label).await?;
     Ok(VolumeRecord {
         volume: key.to_string(),
         name,

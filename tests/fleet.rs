@@ -119,12 +119,7 @@ impl Fleet {
             .env("DOCKER_HOST", format!("unix://{}", m.sock.display()))
             .env("NO_COLOR", "1")
             .current_dir(h.tmp());
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("STACKPIN_") && !k.starts_with("STACKPIN_TEST_") {
-                c.env_remove(&*k);
-            }
-        }
+        common::without_developer_env(&mut c);
         h.command(c)
     }
 

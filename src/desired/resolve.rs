@@ -330,17 +330,11 @@ impl Resolver<'_, '_> {
         visiting: &mut Vec<String>,
     ) -> Result<Option<Value>, Problem> {
         let field = format!("services.{name}.extends");
-        let Some(svc) = services.get(name) else {
-            return Err(problem(
-                rel,
-                field,
-                format!("extends service `{name}`, which {rel} does not define"),
-                format!(
-                    "name one of: {}",
-                    services.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        };
+        // Callers pass a service of `services`: the service that extends
+        // checks that its base exists, so that the error names its field.
+        let svc = services
+            .get(name)
+            .expect("a service of the file being resolved");
         let Some(ext) = svc.get("extends").cloned() else {
             return Ok(Some(svc.clone()));
         };

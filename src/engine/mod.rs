@@ -950,9 +950,15 @@ impl Docker {
         Ok(-1)
     }
 
-    /// The engine's name of named volume `volume` of compose project
-    /// `project`, by compose's labels (`None`: no such volume).
-    async fn find_volume(&self, project: &str, volume: &str) -> Result<Option<String>, Error> {
+    /// Named volume `volume` of compose project `project`: found by
+    /// compose's labels, else by `name` (an external volume, or one made
+    /// without compose, has no labels). `None`: no such volume.
+    async fn find_volume(
+        &self,
+        project: &str,
+        volume: &str,
+        name: &str,
+    ) -> Result<Option<bollard::models::Volume>, Error> {
         use bollard::query_parameters::ListVolumesOptions;
         let filters = HashMap::from([(
             "label".to_string(),
@@ -971,14 +977,19 @@ impl Docker {
                 what: format!("the volumes of {project}"),
                 source,
             })?;
-        let mut names: Vec<String> = list
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
-        names.sort();
-        Ok(names.into_iter().next())
+        let mut found = list.volumes.unwrap_or_default();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(v) = found.into_iter().next() {
+            return Ok(Some(v));
+        }
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(source) => Err(Error::Inspect {
+                what: format!("volume {name}"),
+                source,
+            }),
+        }
     }
 
     /// A container of `image` with volume `name` mounted at
@@ -1281,22 +1292,13 @@ impl Engine for Docker {
     ) -> Result<(String, u64), Error> {
         use bollard::query_parameters::DownloadFromContainerOptions;
         use tokio::io::AsyncWriteExt;
-        let name = match self.find_volume(project, volume).await? {
-            Some(n) => n,
-            None => match self.docker.inspect_volume(name).await {
-                Ok(v) => v.name,
-                Err(e) if is_not_found(&e) => {
-                    return Err(Error::Volume(format!(
-                        "volume `{volume}` of {project} ({name}) does not exist on this engine (has the stack run with it?)"
-                    )));
-                }
-                Err(source) => {
-                    return Err(Error::Inspect {
-                        what: format!("volume {name}"),
-                        source,
-                    });
-                }
-            },
+        let name = match self.find_volume(project, volume, name).await? {
+            Some(v) => v.name,
+            None => {
+                return Err(Error::Volume(format!(
+                    "volume `{volume}` of {project} ({name}) does not exist on this engine (has the stack run with it?)"
+                )));
+            }
         };
         let io_err = |what: &str| {
             let what = what.to_string();
@@ -1342,29 +1344,9 @@ impl Engine for Docker {
     ) -> Result<String, Error> {
         use bollard::models::VolumeCreateRequest;
         use bollard::query_parameters::UploadToContainerOptions;
-        let existing = match self.find_volume(project, volume).await? {
-            Some(n) => Some(n),
-            None => match self.docker.inspect_volume(name).await {
-                Ok(v) => Some(v.name),
-                Err(e) if is_not_found(&e) => None,
-                Err(source) => {
-                    return Err(Error::Inspect {
-                        what: format!("volume {name}"),
-                        source,
-                    });
-                }
-            },
-        };
-        let create = match &existing {
-            Some(n) => {
-                let v = self
-                    .docker
-                    .inspect_volume(n)
-                    .await
-                    .map_err(|source| Error::Inspect {
-                        what: format!("volume {n}"),
-                        source,
-                    })?;
+        let create = match self.find_volume(project, volume, name).await? {
+            Some(v) => {
+                let n = &v.name;
                 self.docker
                     .remove_volume(n, None::<bollard::query_parameters::RemoveVolumeOptions>)
                     .await
@@ -1375,7 +1357,7 @@ impl Engine for Docker {
                         ))
                     })?;
                 VolumeCreateRequest {
-                    name: Some(v.name),
+                    name: Some(v.name.clone()),
                     driver: Some(v.driver),
                     driver_opts: Some(v.options),
                     labels: Some(v.labels),

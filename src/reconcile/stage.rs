@@ -481,30 +481,28 @@ fn record(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
                 reason: notes.clone(),
             });
         }
-        Op::Restore => {
+        Op::Rollback | Op::Restore => {
+            // An operator's change: recorded, then held there.
             let from_version = super::pipeline::version_of(host, &sw.stack, sw.from.as_deref());
-            let backup = sw
-                .restore
-                .as_deref()
-                .map(|b| b.id.clone())
-                .unwrap_or_default();
-            let mut why = vec![format!("backup {backup}; from {from_version}")];
+            let (first, reason) = if sw.op == Op::Restore {
+                let backup = sw
+                    .restore
+                    .as_deref()
+                    .map(|b| b.id.clone())
+                    .unwrap_or_default();
+                (
+                    format!("backup {backup}; from {from_version}"),
+                    format!("restored backup {backup} ({})", meta.version),
+                )
+            } else {
+                (
+                    format!("from {from_version}"),
+                    format!("manual rollback to {}", meta.version),
+                )
+            };
+            let mut why = vec![first];
             why.extend(r.notes.iter().cloned());
-            history(Action::Restore, &why.join("; "))?;
-            let reason = format!("restored backup {backup} ({})", meta.version);
-            super::hold_locked(host, &sw.stack, &reason, Some(id.clone())).map_err(|source| {
-                Error::Record {
-                    what: "hold",
-                    source,
-                }
-            })?;
-        }
-        Op::Rollback => {
-            let from_version = super::pipeline::version_of(host, &sw.stack, sw.from.as_deref());
-            let mut why = vec![format!("from {from_version}")];
-            why.extend(r.notes.iter().cloned());
-            history(Action::ManualRollback, &why.join("; "))?;
-            let reason = format!("manual rollback to {}", meta.version);
+            history(sw.op.action(), &why.join("; "))?;
             super::hold_locked(host, &sw.stack, &reason, Some(id.clone())).map_err(|source| {
                 Error::Record {
                     what: "hold",

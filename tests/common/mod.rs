@@ -239,6 +239,17 @@ impl Fixtures {
     }
 }
 
+/// A developer's own STACKPIN_* settings must not leak into the stackpin
+/// a test runs (the harness's STACKPIN_TEST_* stay).
+pub fn without_developer_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("STACKPIN_") && !k.starts_with("STACKPIN_TEST_") {
+            cmd.env_remove(&*k);
+        }
+    }
+}
+
 /// `found`, or, when a component that a setup.d part provides is missing:
 /// under CI a failed test (`missing` says what and who installs it), else
 /// a note that the test did nothing.
@@ -493,13 +504,7 @@ impl TestHost {
         if Flavour::default_for_tests() == Flavour::V2 {
             cmd.env("DOCKER_CONFIG", &Fixtures::require().compose_v2_config);
         }
-        // A developer's own STACKPIN_* settings must not leak into tests.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("STACKPIN_") && !k.starts_with("STACKPIN_TEST_") {
-                cmd.env_remove(&*k);
-            }
-        }
+        without_developer_env(&mut cmd);
         self.command(cmd)
     }
 
