@@ -214,74 +214,6 @@ fn corrupted_files_are_reported_and_nothing_is_lost() {
     wait_body(&h, port, "stackpin-test-app v2");
 }
 
-/// How this machine runs dockerd, so the test can restart it.
-fn restart_docker() {
-    let systemd = Command::new("systemctl")
-        .args(["is-active", "--quiet", "docker"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if systemd {
-        assert!(
-            Command::new("systemctl")
-                .args(["restart", "docker"])
-                .status()
-                .unwrap()
-                .success()
-        );
-    } else {
-        let pid = String::from_utf8(
-            Command::new("pidof")
-                .arg("dockerd")
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        let pid = pid
-            .split_whitespace()
-            .next()
-            .expect("dockerd is not running")
-            .to_string();
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        Command::new("kill").arg(&pid).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            assert!(Instant::now() < deadline, "dockerd did not stop");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        // dockerd outlives the test (it is the machine's engine): its log goes
-        // beside the system's temp files, not into the test's temp dir.
-        let logf =
-            std::fs::File::create(std::env::temp_dir().join("stackpin-test-dockerd.log")).unwrap();
-        #[allow(clippy::zombie_processes)] // never waited for: it keeps running
-        Command::new("setsid")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .expect("restart dockerd");
-    }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-    {
-        assert!(Instant::now() < deadline, "dockerd did not come back");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// Restarts the engine under every other test, so scripts/test.sh runs it
 /// alone (`STACKPIN_TEST_EXCLUSIVE=1`) after the parallel suite.
 #[test]
@@ -316,7 +248,7 @@ fn docker_daemon_restarted_mid_converge() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    restart_docker();
+    common::restart_machine_engine();
     let first = run.wait();
     // Whatever the first run concluded, the next runs converge to a healthy release.
     let mut last = None;

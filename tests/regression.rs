@@ -881,3 +881,30 @@ async fn a_history_limit_too_large_for_an_integer_is_capped_not_refused() {
         "{why}"
     );
 }
+
+/// Broke: the exclusive test that restarts the Docker daemon took the first
+/// pid `pidof dockerd` printed. With the fleet's engines running (each a
+/// dockerd in its own network namespace) that was one of them: it was killed
+/// and started again in the machine's namespace, where its `--bridge=none`
+/// made it delete `docker0`, and every container the machine's engine started
+/// afterwards failed ("could not find bridge docker0") until it restarted.
+#[test]
+fn the_engine_restarted_is_the_machines_not_a_fleet_hosts() {
+    let _f = Fixtures::require();
+    let pid = common::machine_engine_pid().expect("the machine's dockerd");
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    assert_eq!(ns(&pid.to_string()), ns("self"));
+    let written = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-fleet.env");
+    let fleet = std::env::var("STACKPIN_TEST_FLEET").ok().or_else(|| {
+        let text = std::fs::read_to_string(written).ok()?;
+        common::parse_env_file(&text).remove("STACKPIN_TEST_FLEET")
+    });
+    if let Some(fleet) = fleet {
+        for i in 1..=3 {
+            let pidfile = std::path::Path::new(&fleet).join(format!("h{i}/docker.pid"));
+            if let Ok(theirs) = std::fs::read_to_string(&pidfile) {
+                assert_ne!(theirs.trim(), pid.to_string(), "{}", pidfile.display());
+            }
+        }
+    }
+}

@@ -1710,3 +1710,99 @@ fn unique_prefix() -> String {
     x ^= x >> 31;
     format!("sp{:06x}", x & 0xff_ffff)
 }
+
+/// The process id of the machine's own Docker engine: the one that serves
+/// `/var/run/docker.sock`, in this network namespace. The fleet's engines
+/// (`scripts/setup.d/fleet.sh`) are dockerd processes too, each in its own
+/// namespace with its own pidfile, so "the first `pidof dockerd`" may be one
+/// of them. dockerd writes `/var/run/docker.pid` unless told otherwise; the
+/// fallback keeps only the dockerd processes in this namespace that name no
+/// socket of their own.
+pub fn machine_engine_pid() -> Option<u32> {
+    let ours = std::fs::read_link("/proc/self/ns/net").ok()?;
+    let is_ours = |pid: u32| {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        comm.trim() == "dockerd"
+            && std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                .ok()
+                .as_ref()
+                == Some(&ours)
+    };
+    if let Some(pid) = std::fs::read_to_string("/var/run/docker.pid")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|pid| is_ours(*pid))
+    {
+        return Some(pid);
+    }
+    let out = Command::new("pidof").arg("dockerd").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|pid| is_ours(*pid))
+        .find(|pid| {
+            let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !args
+                .split(|b| *b == 0)
+                .any(|a| a == b"-H" || a.starts_with(b"--host") || a.starts_with(b"--pidfile"))
+        })
+}
+
+/// Restarts the machine's Docker engine (systemd's unit, else the process
+/// [`machine_engine_pid`] finds, started again with its own arguments) and
+/// waits until `docker info` answers. Only for tests that run alone
+/// (`STACKPIN_TEST_EXCLUSIVE`).
+pub fn restart_machine_engine() {
+    let systemd = Command::new("systemctl")
+        .args(["is-active", "--quiet", "docker"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if systemd {
+        assert!(
+            Command::new("systemctl")
+                .args(["restart", "docker"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    } else {
+        let pid = machine_engine_pid().expect("the machine's dockerd is not running");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        Command::new("kill").arg(pid.to_string()).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "dockerd did not stop");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // dockerd outlives the test (it is the machine's engine): its log goes
+        // beside the system's temp files, not into the test's temp dir.
+        let logf =
+            std::fs::File::create(std::env::temp_dir().join("stackpin-test-dockerd.log")).unwrap();
+        #[allow(clippy::zombie_processes)] // never waited for: it keeps running
+        Command::new("setsid")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("restart dockerd");
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "dockerd did not come back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
