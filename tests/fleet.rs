@@ -1,4 +1,4 @@
-//! Past one host (issue 14, parts 1 and 2 begun): three test hosts, each in
+//! Past one host (issue 14, parts 1 and 2): three test hosts, each in
 //! its own network namespace with its own Docker engine
 //! (`scripts/setup.d/fleet.sh`), converge from one desired-state
 //! repository served by `git daemon` on their bridge and pull from the
@@ -9,8 +9,10 @@
 //! `hosts:` selects by host name and by the hosts' `labels:`; each host
 //! converges its stacks only; a host cut off keeps running its last good
 //! release and converges once it is back; a host killed mid-converge
-//! recovers on its next run. After every step every host is on a complete
-//! release and has no journal left.
+//! recovers on its next run; with a `stackpin daemon` on every host, two
+//! staging hosts publish their markers at once and a daemon SIGKILLed
+//! mid-converge finishes when started again. After every step every host is
+//! on a complete release and has no journal left.
 
 mod common;
 
@@ -94,7 +96,7 @@ impl Fleet {
             std::fs::write(
                 &m.cfg,
                 format!(
-                    "host: {name}\nlabels: {{{labels}}}\nroot: {root}\nstate_dir: {state}\ncontrol_socket: {sock}\nrepo: {{url: \"{git_url}\", branch: main}}\n{extra}",
+                    "host: {name}\nlabels: {{{labels}}}\nroot: {root}\nstate_dir: {state}\ncontrol_socket: {sock}\nrepo: {{url: \"{git_url}\", branch: main, poll_interval: 1s}}\n{extra}",
                     name = m.name,
                     labels = labels[i],
                     root = m.root.display(),
@@ -121,6 +123,35 @@ impl Fleet {
             .current_dir(h.tmp());
         common::without_developer_env(&mut c);
         h.command(c)
+    }
+
+    /// `stackpin daemon` on member `i`, in its namespace, in a process group
+    /// of its own (so a SIGKILL reaches it alone).
+    fn daemon(&self, h: &TestHost, i: usize) -> common::Running {
+        self.stackpin(h, i, &["daemon"]).own_process_group().spawn()
+    }
+
+    /// `stackpin --json status` rows of member `i`, by stack (answered by
+    /// its daemon when one runs).
+    fn states(
+        &self,
+        h: &TestHost,
+        i: usize,
+    ) -> std::collections::BTreeMap<String, (String, String)> {
+        let rows = self.stackpin(h, i, &["--json", "status"]).run().ok().json();
+        rows.as_array()
+            .expect("status rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["stack"].as_str().unwrap_or_default().to_string(),
+                    (
+                        r["state"].as_str().unwrap_or_default().to_string(),
+                        r["version"].as_str().unwrap_or_default().to_string(),
+                    ),
+                )
+            })
+            .collect()
     }
 
     /// A fixture image as the hosts pull it: the same digest, from the
@@ -432,4 +463,193 @@ fn staging_on_one_host_promotes_production_on_two_others() {
         "no production on staging"
     );
     fleet.assert_consistent();
+}
+
+/// `stacks/<stack>/`: the fixture app on `port` (host network), its
+/// stack.yaml `head` (environment, selection, promotion) and a smoke check.
+fn write_tier(h: &TestHost, stack: &str, head: &str, image: &str, port: u16, version: &str) {
+    h.write(
+        format!("stacks/{stack}/stack.yaml"),
+        format!(
+            "version: {version}\n{head}smoke:\n  timeout: 30s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\"}}\n"
+        ),
+    );
+    h.write(
+        format!("stacks/{stack}/compose.yaml"),
+        format!(
+            "services:\n  web:\n    image: {image}\n    network_mode: host\n    environment: {{PORT: \"{port}\"}}\n"
+        ),
+    );
+}
+
+/// The fleet as it runs in production: a `stackpin daemon` on every host.
+/// Two staging hosts, each with its own signing key, deploy their stacks
+/// from the same commit and publish their markers to the one repository at
+/// about the same time; the production host promotes both stacks only once
+/// both markers are there. Then a digest bump, and the first staging daemon
+/// is SIGKILLed in the middle of its converge (its journal on disk) and
+/// started again: it finishes, publishes, production promotes, and no
+/// marker of either host is lost.
+#[test]
+fn daemons_on_three_hosts_publish_at_once_and_survive_a_sigkill() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let fleet = Fleet::require(&h);
+    let names: Vec<String> = fleet.members.iter().map(|m| m.name.clone()).collect();
+    let (stg_a, stg_b) = (h.stack("stga"), h.stack("stgb"));
+    let (prod_a, prod_b) = (h.stack("proda"), h.stack("prodb"));
+    let ports: Vec<u16> = (0..4).map(|_| h.free_port()).collect();
+    let key_a = h.ssh_signer("key-a", &names[0], "stackpin-verified");
+    let key_b = h.ssh_signer("key-b", &names[1], "stackpin-verified");
+    let write_all = |version: &str, image: &str| {
+        let image = fleet.image(&f, image);
+        let staging =
+            |name: &str| format!("environment: staging\nmarks_verified: true\nhosts: [{name}]\n");
+        let production = |from: &str| {
+            format!("environment: production\nhosts: [\"role=prod\"]\npromote_from: {from}\n")
+        };
+        write_tier(&h, &stg_a, &staging(&names[0]), &image, ports[0], version);
+        write_tier(&h, &stg_b, &staging(&names[1]), &image, ports[1], version);
+        write_tier(&h, &prod_a, &production(&stg_a), &image, ports[2], version);
+        write_tier(&h, &prod_b, &production(&stg_b), &image, ports[3], version);
+    };
+    write_all("v1", &f.v1);
+    h.commit("v1: two staging hosts, production on the third");
+    let remote = h.bare_remote();
+    let git = GitDaemon::serve_on(&fleet.bridge, h.tmp(), true);
+    let publishing = |key: &common::SshSigner| {
+        format!(
+            "verified: {{publish: true, signing_key: {}}}\n",
+            key.key.display()
+        )
+    };
+    fleet.configure(
+        &git.url("remote.git"),
+        &["role: staging", "role: staging", "role: prod"],
+        &[
+            publishing(&key_a),
+            publishing(&key_b),
+            format!(
+                "signers: {{a: {{allowed_signers: {}}}, b: {{allowed_signers: {}}}}}\nverifiers: {{{stg_a}: a, {stg_b}: b}}\npolicy:\n  - {{stacks: [{prod_a}], promote_from: {stg_a}}}\n  - {{stacks: [{prod_b}], promote_from: {stg_b}}}\n",
+                key_a.allowed.display(),
+                key_b.allowed.display()
+            ),
+        ],
+    );
+    let mut daemons: Vec<common::Running> = (0..3).map(|i| fleet.daemon(&h, i)).collect();
+    let serving = |i: usize, port: u16, version: &str| {
+        fleet.get(&h, i, port).as_deref() == Some(&format!("stackpin-test-app {version}\n")[..])
+    };
+    let converged = |version: &str| {
+        serving(0, ports[0], version)
+            && serving(1, ports[1], version)
+            && serving(2, ports[2], version)
+            && serving(2, ports[3], version)
+    };
+    let marker = |stack: &str| {
+        Command::new("git")
+            .arg("--git-dir")
+            .arg(&remote)
+            .args(["show", &format!("main:verified/{stack}.yaml")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let report = |daemons: &[common::Running]| {
+        daemons
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("--- daemon {i} stderr:\n{}", d.stderr()))
+            .collect::<String>()
+    };
+    // Serving is not finished: the record stage follows the smoke. Each
+    // daemon's journal empties when its converge is over.
+    let settle = |daemons: &[common::Running]| {
+        let settled = common::wait_for(std::time::Duration::from_secs(30), || {
+            let journals_empty = fleet.members.iter().all(|m| {
+                std::fs::read_dir(m.root.join("releases/.stackpin/journal"))
+                    .map(|d| d.count() == 0)
+                    .unwrap_or(true)
+            });
+            journals_empty.then_some(())
+        });
+        assert!(settled.is_some(), "journals left\n{}", report(daemons));
+        fleet.assert_consistent();
+    };
+    let up = common::wait_for(std::time::Duration::from_secs(180), || {
+        converged("v1").then_some(())
+    });
+    assert!(up.is_some(), "v1 everywhere\n{}", report(&daemons));
+    for stack in [&stg_a, &stg_b] {
+        assert!(
+            marker(stack).contains("v1"),
+            "{stack}'s marker on main: {}",
+            marker(stack)
+        );
+    }
+    settle(&daemons);
+
+    // v2: the test's clone takes the markers first, as a developer would.
+    h.git(["pull", "-q", "--rebase", "origin", "main"]);
+    write_all("v2", &f.v2);
+    h.commit("v2");
+    h.git(["push", "-q", "origin", "main"]);
+    let journal = fleet.members[0].root.join("releases/.stackpin/journal");
+    let mid = common::wait_for(std::time::Duration::from_secs(120), || {
+        let n = std::fs::read_dir(&journal).map(|d| d.count()).unwrap_or(0);
+        (n > 0).then_some(())
+    });
+    assert!(
+        mid.is_some(),
+        "host 1 started the v2 converge\n{}",
+        report(&daemons)
+    );
+    daemons[0].signal("KILL");
+    let killed = std::mem::replace(&mut daemons[0], fleet.daemon(&h, 0));
+    let killed = killed.wait();
+    assert!(!killed.success(), "SIGKILLed: {}", killed.report());
+    // Between the kill and the restart: the stack link is on a complete
+    // release (the old one or the new one, never half of one).
+    let link = std::fs::read_link(fleet.members[0].root.join("stacks").join(&stg_a)).unwrap();
+    assert!(link.join("release.json").is_file(), "{}", link.display());
+
+    let done = common::wait_for(std::time::Duration::from_secs(180), || {
+        converged("v2").then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "v2 everywhere after the kill\n{}",
+        report(&daemons)
+    );
+    for (stack, key) in [(&stg_a, &names[0]), (&stg_b, &names[1])] {
+        let m = marker(stack);
+        assert!(
+            m.contains("v1") && m.contains("v2") && m.contains(key.as_str()),
+            "{stack}: both versions verified by {key}, nothing lost: {m}"
+        );
+    }
+    settle(&daemons);
+    for (i, stacks) in [
+        (0, vec![&stg_a]),
+        (1, vec![&stg_b]),
+        (2, vec![&prod_a, &prod_b]),
+    ] {
+        let states = fleet.states(&h, i);
+        for s in stacks {
+            assert_eq!(
+                states.get(s.as_str()),
+                Some(&("converged".to_string(), "v2".to_string())),
+                "host {i}: {s} in {states:?}"
+            );
+        }
+    }
+    let history = fleet
+        .stackpin(&h, 0, &["history", stg_a.as_str()])
+        .run()
+        .ok();
+    assert!(
+        history.stdout().contains("v2"),
+        "the recovered converge is in the history: {}",
+        history.report()
+    );
 }
