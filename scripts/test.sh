@@ -66,6 +66,9 @@ done
 section "toolchain"
 cargo --version
 rustc --version
+# Every locked package, for every platform: a build fetches only this
+# platform's, and tests/cli_docs.rs reads the whole graph offline.
+cargo fetch --locked
 
 section "cargo fmt --check"
 cargo fmt --all --check
