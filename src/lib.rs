@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod desired;
 pub mod diff;
+pub mod dotenv;
 pub mod engine;
 pub mod events;
 pub mod fault;

@@ -241,9 +241,25 @@ pub struct ReleaseMeta {
     /// diff).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_files: Vec<String>,
+    /// What runs the release: compose (absent) or `docker stack deploy`.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::desired::spec::StackEngine::is_compose"
+    )]
+    pub engine: crate::desired::spec::StackEngine,
 }
 
 impl ReleaseMeta {
+    /// The compose project (= stack) this release runs as, in `dir`.
+    pub fn project<'a>(&'a self, dir: &'a Path) -> crate::engine::Project<'a> {
+        crate::engine::Project {
+            name: &self.stack,
+            dir,
+            files: &self.compose_files,
+            swarm: self.engine.is_swarm(),
+        }
+    }
+
     pub fn new(
         stack: &Stack,
         rendered: &Rendered,
@@ -267,6 +283,7 @@ impl ReleaseMeta {
             marks_verified: stack.spec.marks_verified,
             keep_releases: Some(stack.keep_releases),
             secret_files: rendered.secret_files.iter().cloned().collect(),
+            engine: stack.spec.engine,
         }
     }
 }
@@ -747,6 +764,13 @@ fn override_yaml(
                 q(fp)
             ));
         }
+        if stack.spec.engine.is_swarm() {
+            // JSON is YAML (flow style).
+            out.push_str(&format!(
+                "    deploy:\n      update_config: {}\n",
+                crate::desired::swarm::update_config(&stack.spec, svc)
+            ));
+        }
     }
     out
 }
@@ -781,103 +805,13 @@ fn fingerprint(
     hex::encode(h.finalize())
 }
 
-/// Parses a dotenv file as compose does: blank lines and `#` comments
-/// skipped, optional `export `, `KEY=VALUE` with the value unquoted
-/// (trimmed, ` #…` comment removed), `'single'` (literal) or `"double"`
-/// (`\\`, `\"`, `\n`, `\r`, `\t` escapes). Multi-line values are refused.
+/// [`crate::dotenv::parse`], its error naming the file.
 fn parse_env_file(path: &str, bytes: &[u8]) -> Result<Vec<(String, String)>, Error> {
-    let err = |line: usize, reason: &str| Error::EnvFile {
+    crate::dotenv::parse(bytes).map_err(|e| Error::EnvFile {
         path: path.to_string(),
-        line,
-        reason: reason.to_string(),
-    };
-    let text = std::str::from_utf8(bytes).map_err(|_| err(0, "is not valid UTF-8"))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut out = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        let n = i + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line).trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line
-            .strip_prefix("export ")
-            .map(str::trim_start)
-            .unwrap_or(line);
-        let Some((key, raw)) = line.split_once('=') else {
-            return Err(err(n, "has no `=`; write KEY=VALUE"));
-        };
-        let key = key.trim();
-        if !valid_key(key) {
-            return Err(err(
-                n,
-                "has an invalid variable name (letters, digits, `_`, `.`, `-`; not starting with a digit)",
-            ));
-        }
-        let value = parse_env_value(raw.trim_start()).map_err(|r| err(n, &format!("{key} {r}")))?;
-        if value.contains('\0') {
-            return Err(err(n, &format!("{key} contains a NUL byte")));
-        }
-        out.push((key.to_string(), value));
-    }
-    Ok(out)
-}
-
-fn valid_key(key: &str) -> bool {
-    let b = key.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
-}
-
-fn parse_env_value(raw: &str) -> Result<String, &'static str> {
-    let (value, rest) = if let Some(body) = raw.strip_prefix('\'') {
-        let end = body
-            .find('\'')
-            .ok_or("has an unterminated quote (multi-line values are not supported)")?;
-        (body[..end].to_string(), &body[end + 1..])
-    } else if let Some(body) = raw.strip_prefix('"') {
-        let mut value = String::new();
-        let mut chars = body.char_indices();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    end = Some(i);
-                    break;
-                }
-                '\\' => match chars.next().map(|(_, c)| c) {
-                    Some('n') => value.push('\n'),
-                    Some('r') => value.push('\r'),
-                    Some('t') => value.push('\t'),
-                    Some(c @ ('\\' | '"')) => value.push(c),
-                    Some(c) => {
-                        value.push('\\');
-                        value.push(c);
-                    }
-                    None => value.push('\\'),
-                },
-                c => value.push(c),
-            }
-        }
-        let end = end.ok_or("has an unterminated quote (multi-line values are not supported)")?;
-        (value, &body[end + 1..])
-    } else {
-        // Unquoted: a `#` after white space starts a comment.
-        let cut = raw
-            .char_indices()
-            .find(|&(i, c)| c == '#' && i > 0 && raw[..i].ends_with([' ', '\t']))
-            .map(|(i, _)| i)
-            .unwrap_or(raw.len());
-        return Ok(raw[..cut].trim_end().to_string());
-    };
-    let rest = rest.trim_start();
-    if rest.is_empty() || rest.starts_with('#') {
-        Ok(value)
-    } else {
-        Err("has text after the closing quote")
-    }
+        line: e.line,
+        reason: e.reason,
+    })
 }
 
 /// Writes a value so compose v1 and v2 read back exactly `value`.
@@ -1617,7 +1551,7 @@ mod tests {
             " pad ",
         ] {
             let enc = encode_env_value(v).unwrap();
-            assert_eq!(parse_env_value(&enc).unwrap(), v, "{enc}");
+            assert_eq!(crate::dotenv::parse_value(&enc).unwrap(), v, "{enc}");
         }
     }
 

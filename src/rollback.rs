@@ -780,6 +780,7 @@ mod tests {
                 marks_verified: false,
                 keep_releases: None,
                 secret_files: Vec::new(),
+                engine: Default::default(),
                 stack: "app".into(),
                 release_id: id.into(),
                 version: version.into(),

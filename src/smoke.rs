@@ -178,6 +178,40 @@ pub async fn run(
     checks: &[Check],
     timeout: Duration,
 ) -> Outcome {
+    run_checks(engine, project, services, checks, timeout, false).await
+}
+
+/// [`run`] for a stack whose containers are replaced after `up` returned
+/// (a Swarm stack: `docker stack deploy` only asks Swarm to roll the
+/// tasks). The `containers` check (added when the stack has none) runs
+/// first and the others only once it has passed, i.e. once every task runs
+/// the new spec: before that, an `http` check could pass against a task of
+/// the old release and, a passed check staying passed, never look again.
+pub async fn run_after_rollout(
+    engine: &dyn Engine,
+    project: &str,
+    services: &[String],
+    checks: &[Check],
+    timeout: Duration,
+) -> Outcome {
+    let mut ordered: Vec<Check> = vec![Check::Containers(ContainersCheck {})];
+    ordered.extend(
+        checks
+            .iter()
+            .filter(|c| !matches!(c, Check::Containers(_)))
+            .cloned(),
+    );
+    run_checks(engine, project, services, &ordered, timeout, true).await
+}
+
+async fn run_checks(
+    engine: &dyn Engine,
+    project: &str,
+    services: &[String],
+    checks: &[Check],
+    timeout: Duration,
+    first_gates: bool,
+) -> Outcome {
     let started = Instant::now();
     let deadline = started + timeout;
     let stable = MIN_STABLE.min(timeout / 2);
@@ -230,8 +264,13 @@ pub async fn run(
             }
         }
 
+        let mut gate_open = true;
         for ((check, label), state) in checks.iter().zip(&labels).zip(&mut states) {
             if state.passed {
+                continue;
+            }
+            if !gate_open {
+                state.last_error = Some("waiting for every task of the new spec to run".into());
                 continue;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -255,6 +294,9 @@ pub async fn run(
             match result {
                 Ok(()) => state.passed = true,
                 Err(e) => state.last_error = Some(e.0),
+            }
+            if first_gates {
+                gate_open = state.passed;
             }
         }
 
@@ -696,6 +738,25 @@ mod tests {
     const NOT_FOUND: &str =
         "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     const REDIRECT: &str = "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+    /// A Swarm rollout: until every task of the new spec runs, an http
+    /// check would answer for the old release, so it is not even asked.
+    #[tokio::test]
+    async fn after_a_rollout_the_http_checks_wait_for_the_tasks() {
+        let (base, seen) = serve(OK);
+        let engine = crate::engine::memory::MemoryEngine::new();
+        let checks = [Check::Http(http(format!("{base}/health"), 200, None, None))];
+        let services = ["web".to_string()];
+        let o =
+            run_after_rollout(&engine, "s", &services, &checks, Duration::from_millis(600)).await;
+        assert!(!o.passed);
+        assert_eq!(o.failed_check.as_deref(), Some(CONTAINERS), "{o:?}");
+        assert!(seen.lock().unwrap().is_empty(), "the http check was asked");
+        // Without the gate, the same check answers at once.
+        let o = run(&engine, "s", &services, &checks, Duration::from_millis(600)).await;
+        assert!(o.passed, "{o:?}");
+        assert!(!seen.lock().unwrap().is_empty());
+    }
 
     #[tokio::test]
     async fn http_passes_on_expected_status_and_body() {

@@ -61,6 +61,7 @@ impl Project {
             name: &self.name,
             dir: &self.dir,
             files: &self.files,
+            swarm: false,
         }
     }
 }
@@ -463,6 +464,7 @@ async fn compose_failures_are_masked() {
             name: &p.name,
             dir: &p.dir,
             files: &files,
+            swarm: false,
         })
         .await
         .unwrap_err();

@@ -10,7 +10,7 @@ use std::path::Path;
 const FLOORS: &[&[&str]] = &[
     // the model and plain records
     &[
-        "desired", "config", "fsutil", "fault", "history", "state", "events", "outcome",
+        "desired", "config", "dotenv", "fsutil", "fault", "history", "state", "events", "outcome",
     ],
     // leaves that know no pipeline
     &["engine", "source", "trust", "secrets"],

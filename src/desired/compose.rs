@@ -110,6 +110,9 @@ pub struct PathContext<'a> {
     pub files: &'a BTreeSet<String>,
     /// The stack directory relative to the repository, for messages.
     pub stack_dir: &'a str,
+    /// The stack runs on Swarm (`engine: swarm`): `deploy:` is honoured
+    /// whole, and what Swarm cannot do is `super::swarm`'s to refuse.
+    pub swarm: bool,
 }
 
 impl PathContext<'_> {
@@ -242,7 +245,7 @@ fn check_service(
     }
     check_references(&path, svc, known, sink);
     if let Some(deploy) = svc.get("deploy") {
-        check_deploy(&join(&path, "deploy"), deploy, sink);
+        check_deploy(&join(&path, "deploy"), deploy, ctx.swarm, sink);
     }
     if let Some(vols) = svc.get("volumes") {
         match vols.as_array() {
@@ -291,7 +294,7 @@ fn check_service(
 /// `deploy:` is Swarm's section. compose outside Swarm honours some of it
 /// and silently ignores the rest; nothing is accepted and then ignored
 /// here: each key is honoured, warned about, or refused by name.
-fn check_deploy(path: &str, deploy: &Value, sink: &mut Sink<'_>) {
+fn check_deploy(path: &str, deploy: &Value, swarm: bool, sink: &mut Sink<'_>) {
     let Some(m) = deploy.as_object() else {
         sink.error(
             path,
@@ -303,6 +306,10 @@ fn check_deploy(path: &str, deploy: &Value, sink: &mut Sink<'_>) {
     for key in m.keys() {
         let field = join(path, key);
         match key.as_str() {
+            // Swarm's own; `rollback_config` is refused by `swarm`.
+            "update_config" | "rollback_config" | "placement" | "endpoint_mode" | "mode"
+            | "labels"
+                if swarm => {}
             // Honoured by compose v2 outside Swarm (docker-compose v1 reads
             // them only with --compatibility: README, "Updates").
             "resources" | "replicas" | "restart_policy" => {}

@@ -11,6 +11,7 @@ pub mod paths;
 pub mod powers;
 pub mod resolve;
 pub mod spec;
+pub mod swarm;
 pub mod tree;
 pub mod update;
 
@@ -799,22 +800,34 @@ fn load_stack(
         let mut sink = Sink::new(Some(name), spec_file.clone(), findings);
         check_secrets(&spec, &dir, &files, &mut sink)
     };
-    let compose = load_compose(
-        name,
-        &dir,
-        &compose_rel,
-        &files,
-        &spec.secrets,
-        &spec.profiles,
-        findings,
-    )?;
+    let compose = load_compose(name, &dir, &compose_rel, &files, &spec, findings)?;
     let pins = effective_pins(name, &spec, &spec_file, &compose, &compose_rel, findings);
     let version = spec
         .version
         .clone()
         .unwrap_or_else(|| default_version(&pins));
+    if spec.engine.is_swarm() {
+        // Swarm orders the tasks itself (`update_config`, written by the
+        // release); stackpin's start-first replacement is for compose.
+        swarm::check_compose(
+            &compose,
+            &mut Sink::new(Some(name), format!("{dir}/{compose_rel}"), findings),
+        );
+        swarm::check_spec(
+            &spec,
+            &mut Sink::new(Some(name), spec_file.clone(), findings),
+        );
+    }
     let mut exec_sink = Sink::new(Some(name), spec_file, findings);
-    let rollout = update::check(&spec, &compose, &compose_rel, &mut exec_sink);
+    let rollout = if spec.engine.is_swarm() {
+        update::Rollout {
+            start_first: Vec::new(),
+            drain: update::DEFAULT_DRAIN,
+            reload: Vec::new(),
+        }
+    } else {
+        update::check(&spec, &compose, &compose_rel, &mut exec_sink)
+    };
     for (i, c) in spec.smoke.iter().flat_map(|s| s.checks.iter()).enumerate() {
         let (kind, service) = match c {
             Check::Exec(e) => ("exec", Some(&e.service)),
@@ -1244,10 +1257,10 @@ fn load_compose(
     dir: &str,
     compose_rel: &str,
     files: &BTreeMap<String, Vec<u8>>,
-    secrets: &[String],
-    profiles: &[String],
+    spec: &StackSpec,
     findings: &mut Vec<Finding>,
 ) -> Option<Compose> {
+    let (secrets, profiles, swarm) = (&spec.secrets, &spec.profiles, spec.engine.is_swarm());
     let compose_file = format!("{dir}/{compose_rel}");
     let Some(bytes) = files.get(compose_rel) else {
         Sink::new(Some(name), format!("{dir}/stack.yaml"), findings).error(
@@ -1291,6 +1304,7 @@ fn load_compose(
             compose_dir,
             files: &file_set,
             stack_dir: dir,
+            swarm,
         },
         &mut sink,
     );

@@ -61,6 +61,32 @@ pub struct StackSpec {
     pub smoke: Option<Smoke>,
     pub backup: Option<Backup>,
     pub update: Option<Update>,
+    /// What runs the stack: `compose` (the default) or `swarm` (`docker
+    /// stack deploy` on a Swarm manager; see `desired::swarm`).
+    #[serde(default, skip_serializing_if = "StackEngine::is_compose")]
+    pub engine: StackEngine,
+}
+
+/// `engine:` in `stack.yaml`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StackEngine {
+    /// `docker compose up` on this host's engine.
+    #[default]
+    Compose,
+    /// `docker stack deploy` on this host, a Swarm manager: the tasks run
+    /// on the swarm's nodes.
+    Swarm,
+}
+
+impl StackEngine {
+    pub fn is_swarm(self) -> bool {
+        self == StackEngine::Swarm
+    }
+
+    pub fn is_compose(&self) -> bool {
+        *self == StackEngine::Compose
+    }
 }
 
 /// `update:` how a changed service is replaced (names as in compose's

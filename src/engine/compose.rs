@@ -180,10 +180,23 @@ impl Docker {
     /// [`Error::Compose`] (with the masked command and output tail) when it
     /// exits non-zero.
     pub async fn compose(&self, p: Project<'_>, args: &[&str]) -> Result<CommandLog, Error> {
-        let (dir, project) = (p.dir, p.name);
         let (program, _) = self.compose.program();
-        let argv = self.compose.args(project, dir, p.files, args);
-        let command = self.mask(&shell_line(program, &argv));
+        let argv = self.compose.args(p.name, p.dir, p.files, args);
+        let env = [("COMPOSE_PROJECT_NAME".to_string(), p.name.to_string())];
+        self.run_cli(program, &argv, p.dir, &env).await
+    }
+
+    /// Runs `program argv…` in `dir` with `env` added, as [`Docker::compose`]
+    /// says (output masked, kept in an unlinked file, own process group,
+    /// killed if the future is dropped).
+    pub(super) async fn run_cli(
+        &self,
+        program: &str,
+        argv: &[String],
+        dir: &Path,
+        env: &[(String, String)],
+    ) -> Result<CommandLog, Error> {
+        let command = self.mask(&shell_line(program, argv));
         let started = Instant::now();
 
         // Output goes to a file, not a pipe: if stackpin dies mid-command,
@@ -201,9 +214,9 @@ impl Docker {
             log.try_clone().map_err(spawn_err)?,
         );
         let mut child = tokio::process::Command::new(program)
-            .args(&argv)
+            .args(argv)
             .current_dir(dir)
-            .env("COMPOSE_PROJECT_NAME", project)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             // Plain output: no colours or cursor tricks in logs.
             .env("COMPOSE_ANSI", "never")
             .env("NO_COLOR", "1")
@@ -230,7 +243,7 @@ impl Docker {
             command = %log.command,
             code = ?log.code,
             duration = %humantime::format_duration(round_ms(log.duration)),
-            "compose {}",
+            "{program} {}",
             if status.success() { "succeeded" } else { "failed" }
         );
         if !status.success() {

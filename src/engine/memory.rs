@@ -379,6 +379,7 @@ mod tests {
             name: "s",
             dir: dir.path(),
             files: &files,
+            swarm: false,
         };
         let none = |_: &str| {};
         assert!(e.up(p).await.is_err(), "images must be pulled first");

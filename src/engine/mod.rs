@@ -16,6 +16,7 @@ pub mod auth;
 pub mod compose;
 mod mask;
 pub mod memory;
+pub mod swarm;
 
 pub use compose::ComposeCmd;
 pub use mask::{MASK, Masker};
@@ -119,6 +120,10 @@ pub enum Error {
     /// which and why.
     #[error("{0}")]
     Volume(String),
+    /// A release file a command needs does not parse (the message names
+    /// the file and line, never a value).
+    #[error("{0}")]
+    ReleaseFile(String),
     /// A file could not be streamed to or from the engine.
     #[error("failed to {what} {}", path.display())]
     Archive {
@@ -281,6 +286,9 @@ pub struct Project<'a> {
     pub name: &'a str,
     pub dir: &'a std::path::Path,
     pub files: &'a [String],
+    /// `engine: swarm`: `up` is `docker stack deploy`, `down` is `docker
+    /// stack rm`, and the containers are the stack's tasks.
+    pub swarm: bool,
 }
 
 /// Progress lines of a pull, for a person watching.
@@ -312,7 +320,8 @@ pub trait Engine: Send + Sync {
     async fn pull(&self, image: &ImageRef, progress: Progress<'_>) -> Result<(), Error>;
 
     /// Every container of compose project `project`, stopped ones included,
-    /// sorted by service and name. Read-only.
+    /// sorted by service and name; for a Swarm stack of that name, its
+    /// tasks ([`swarm::tasks_as_containers`]). Read-only.
     async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error>;
 
     /// Runs `cmd` in a running container; its exit code and output (capped).
@@ -1090,7 +1099,12 @@ impl Engine for Docker {
     }
 
     async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
-        self.list_containers(project).await
+        let compose = self.list_containers(project).await?;
+        if !compose.is_empty() {
+            return Ok(compose);
+        }
+        // A Swarm stack's containers carry no compose labels: its tasks.
+        self.stack_tasks(project).await
     }
 
     async fn exec(&self, container: &str, cmd: &[String]) -> Result<(i64, String), Error> {
@@ -1204,10 +1218,29 @@ impl Engine for Docker {
     }
 
     async fn up(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        if p.swarm {
+            // Pinned digests: nothing to resolve. `--prune`: services the
+            // release no longer has go, as `--remove-orphans` does.
+            return self
+                .stack(
+                    p,
+                    &[
+                        "deploy",
+                        "--prune",
+                        "--with-registry-auth",
+                        "--resolve-image",
+                        "never",
+                    ],
+                )
+                .await;
+        }
         self.compose(p, &["up", "-d", "--remove-orphans"]).await
     }
 
     async fn down(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        if p.swarm {
+            return self.stack(p, &["rm"]).await;
+        }
         self.compose(p, &["down", "--remove-orphans"]).await
     }
 

@@ -6,7 +6,6 @@
 
 use super::error::Error;
 use super::pipeline::{Op, Run, Target};
-use crate::engine::Project;
 use crate::events::Event;
 use crate::gate;
 use crate::history::{Action, Status};
@@ -149,16 +148,10 @@ async fn create_release(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, 
     let written = t.elapsed();
     r.created = true;
     r.id = Some(id.clone());
-    r.meta = Some(meta);
     r.dir = Some(dir.clone());
-    host.engine
-        .config_check(Project {
-            name,
-            dir: &dir,
-            files: &rendered.compose_files,
-        })
-        .await
-        .map_err(Error::Config)?;
+    let checked = host.engine.config_check(meta.project(&dir)).await;
+    r.meta = Some(meta);
+    checked.map_err(Error::Config)?;
     // Where the stage's time goes: the files, or compose's own check.
     tracing::debug!(
         stack = %name,
@@ -234,11 +227,7 @@ async fn stop(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         release::read_meta(&host.layout.release_dir(&r.sw.stack, from)).map_err(Error::Release)?;
     let link = host.layout.stack_link(&r.sw.stack);
     host.engine
-        .down(Project {
-            name: &r.sw.stack,
-            dir: &link,
-            files: &meta.compose_files,
-        })
+        .down(meta.project(&link))
         .await
         .map_err(Error::Stop)?;
     Ok(format!("stopped {}", meta.version))
@@ -252,11 +241,7 @@ async fn restore(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> 
         stage: Stage::Restore,
     })?;
     let link = host.layout.stack_link(&r.sw.stack);
-    let project = Project {
-        name: &r.sw.stack,
-        dir: &link,
-        files: &meta.compose_files,
-    };
+    let project = meta.project(&link);
     let image = crate::backup::helper_image(meta.images.values().filter_map(|p| p.pinned()))
         .unwrap_or_default();
     let services: Vec<String> = meta.images.keys().cloned().collect();
@@ -283,11 +268,7 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
     // sources keep their path, so compose recreates only the services whose
     // fingerprint label changed.
     let link = host.layout.stack_link(&r.sw.stack);
-    let project = Project {
-        name: &r.sw.stack,
-        dir: &link,
-        files: &meta.compose_files,
-    };
+    let project = meta.project(&link);
     // Start-first services first: each new container is judged before it
     // takes the service's name, and a refused one never served.
     let spec = smoke::Spec::read(dir)?;
@@ -308,6 +289,12 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         }
     }
     host.engine.up(project).await.map_err(Error::Up)?;
+    if meta.engine.is_swarm() {
+        // `docker stack deploy` only asks Swarm to roll the tasks, on any
+        // node, and none mounts this host's release (validation refuses
+        // bind mounts): the smoke waits for the new tasks.
+        return Ok("deployed to the swarm; its tasks are rolled one at a time".into());
+    }
     r.notes.extend(replaced.iter().cloned());
     let (problem, touched, recreated) = record_mounts(host, &r.sw.stack, &id).await;
     r.recreated = recreated;
@@ -421,16 +408,14 @@ async fn reload(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<Option<String>, 
 }
 
 async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
-    let (_, dir, _) = target_id(r, Stage::Smoke)?;
+    let (_, dir, meta) = target_id(r, Stage::Smoke)?;
     let spec = smoke::Spec::read(dir)?;
-    let o = smoke::run(
-        host.engine,
-        &r.sw.stack,
-        &spec.services,
-        &spec.checks,
-        spec.timeout(),
-    )
-    .await;
+    let (stack, services, checks) = (&r.sw.stack, &spec.services, &spec.checks);
+    let o = if meta.engine.is_swarm() {
+        smoke::run_after_rollout(host.engine, stack, services, checks, spec.timeout()).await
+    } else {
+        smoke::run(host.engine, stack, services, checks, spec.timeout()).await
+    };
     if !o.passed {
         return Err(Error::Smoke(format!(
             "{}: {}",
@@ -643,15 +628,7 @@ pub async fn stop_and_unlink(
             Ok(t) if t.file_name() == Some(std::ffi::OsStr::new(&m.release_id)) => link,
             _ => host.layout.release_dir(stack, &m.release_id),
         };
-        if let Err(e) = host
-            .engine
-            .down(Project {
-                name: stack,
-                dir: &dir,
-                files: &m.compose_files,
-            })
-            .await
-        {
+        if let Err(e) = host.engine.down(m.project(&dir)).await {
             problems.push(e.report());
         }
     }

@@ -518,16 +518,9 @@ async fn crashed_at(phase: Phase, linked_to_new: bool, recorded: bool) -> (Bed, 
         // The crash came after the switch: v2's containers were started.
         release::switch(&layout, "app", &v2).unwrap();
         let dir = layout.release_dir("app", &v2);
-        crate::engine::Engine::up(
-            &b.engine,
-            crate::engine::Project {
-                name: "app",
-                dir: &dir,
-                files: &meta.compose_files,
-            },
-        )
-        .await
-        .unwrap();
+        crate::engine::Engine::up(&b.engine, meta.project(&dir))
+            .await
+            .unwrap();
     }
     if recorded {
         release::write_current(&layout, "app", &release::CurrentRecord::of(&meta, "t")).unwrap();

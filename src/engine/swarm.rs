@@ -1,0 +1,378 @@
+//! `engine: swarm` stacks on a Docker engine that is a Swarm manager: `up`
+//! is `docker stack deploy` of the release's files, `down` is `docker stack
+//! rm`, and a stack's "containers" are its services' tasks on every node,
+//! read from the manager ([`tasks_as_containers`], pure), so that the
+//! smoke, status and plan read a Swarm stack as they read a compose one.
+
+use super::{CommandLog, ContainerInfo, Docker, Error, Project};
+use bollard::models::{Service, Task, TaskState};
+use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use std::collections::HashMap;
+
+/// The label `docker stack deploy` puts on a stack's services, networks and
+/// containers: the stack's name.
+pub const STACK_LABEL: &str = "com.docker.stack.namespace";
+
+impl Docker {
+    /// `docker stack <args…> -c <file>… <stack>` (the files only for
+    /// `deploy`), in the project's directory, with the release's `.env`
+    /// variables in its environment: `docker stack deploy` interpolates
+    /// `${VAR}` from its environment and never reads `.env`.
+    pub(super) async fn stack(&self, p: Project<'_>, args: &[&str]) -> Result<CommandLog, Error> {
+        let mut argv: Vec<String> = vec!["stack".into()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        if args.first() == Some(&"deploy") {
+            for f in p.files {
+                argv.extend(["-c".to_string(), f.clone()]);
+            }
+        }
+        argv.push(p.name.to_string());
+        let mut env: Vec<(String, String)> = match crate::dotenv::read(&p.dir.join(".env")) {
+            Ok(vars) => vars
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("COMPOSE_"))
+                .collect(),
+            Err(e) if e.line == 0 => Vec::new(),
+            Err(e) => {
+                return Err(Error::ReleaseFile(format!(
+                    "failed to read {}/.env: line {}: {}",
+                    p.dir.display(),
+                    e.line,
+                    e.reason
+                )));
+            }
+        };
+        if let Some(auth) = &self.registry_auth
+            && let Some(dir) = auth.parent()
+        {
+            // `--with-registry-auth` sends the CLI's credentials to the
+            // nodes: the same file the pulls use.
+            env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
+        }
+        self.run_cli("docker", &argv, p.dir, &env).await
+    }
+
+    /// The tasks of stack `project` as containers (see
+    /// [`tasks_as_containers`]); none when the engine is not a Swarm
+    /// manager.
+    pub(super) async fn stack_tasks(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
+        let label = HashMap::from([("label", vec![format!("{STACK_LABEL}={project}")])]);
+        let services = match self
+            .docker
+            .list_services(Some(
+                ListServicesOptionsBuilder::default()
+                    .filters(&label)
+                    .build(),
+            ))
+            .await
+        {
+            Ok(s) => s,
+            // "This node is not a swarm manager": it has no stacks.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 503, ..
+            }) => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(Error::Inspect {
+                    what: format!("the services of stack {project}"),
+                    source,
+                });
+            }
+        };
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = services.iter().filter_map(|s| s.id.clone()).collect();
+        let filter = HashMap::from([("service", ids)]);
+        let tasks = self
+            .docker
+            .list_tasks(Some(
+                ListTasksOptionsBuilder::default().filters(&filter).build(),
+            ))
+            .await
+            .map_err(|source| Error::Inspect {
+                what: format!("the tasks of stack {project}"),
+                source,
+            })?;
+        Ok(tasks_as_containers(project, &services, &tasks))
+    }
+}
+
+fn date(s: Option<&String>) -> Option<chrono::DateTime<chrono::Utc>> {
+    s.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .filter(|t| t.timestamp() > 0)
+}
+
+/// A stack's tasks, as the smoke and the plan read containers. Pure. For
+/// each service (`<stack>_<name>`, reported as `<name>`), only tasks of the
+/// image its spec runs now count (during an update the old ones are on
+/// their way out):
+///
+/// - a task Swarm wants running is `running` once it runs, else `pending`
+///   (it is being scheduled, pulled, or started; with a healthcheck, Swarm
+///   calls it running only once healthy);
+/// - a task of that image that failed or was rejected since the service was
+///   last updated is `exited` with its exit code: the new spec crashed;
+/// - a replicated service with fewer such tasks than its replicas gets a
+///   `pending` entry per missing replica (a node lost, no room to place);
+/// - an update that Swarm paused or rolled back is a `dead` entry that says
+///   so: the update failed, whatever still runs.
+pub fn tasks_as_containers(
+    project: &str,
+    services: &[Service],
+    tasks: &[Task],
+) -> Vec<ContainerInfo> {
+    let mut out = Vec::new();
+    for s in services {
+        let Some(spec) = &s.spec else { continue };
+        let full = spec.name.clone().unwrap_or_default();
+        let name = full
+            .strip_prefix(&format!("{project}_"))
+            .unwrap_or(&full)
+            .to_string();
+        let image = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let replicas = spec
+            .mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .and_then(|r| r.replicas);
+        let updated = date(s.updated_at.as_ref());
+        let entry = |id: String, task_name: String, state: &str| ContainerInfo {
+            id,
+            name: task_name,
+            service: name.clone(),
+            image: image.clone(),
+            image_id: String::new(),
+            repo_digests: Vec::new(),
+            state: state.to_string(),
+            health: None,
+            restart_count: 0,
+            started_at: None,
+            exit_code: None,
+            labels: HashMap::new(),
+            networks: Vec::new(),
+        };
+        let mut wanted = 0i64;
+        for t in tasks.iter().filter(|t| t.service_id == s.id) {
+            let task_image = t
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.container_spec.as_ref())
+                .and_then(|c| c.image.as_deref());
+            if task_image != Some(image.as_str()) {
+                continue;
+            }
+            let status = t.status.clone().unwrap_or_default();
+            let state = status.state.unwrap_or(TaskState::NEW);
+            let container = status.container_status.clone().unwrap_or_default();
+            let task_name = match t.slot {
+                Some(slot) => format!("{full}.{slot}"),
+                None => format!("{full}.{}", t.node_id.clone().unwrap_or_default()),
+            };
+            let id = container
+                .container_id
+                .clone()
+                .filter(|c| !c.is_empty())
+                .or_else(|| t.id.clone())
+                .unwrap_or_default();
+            if t.desired_state == Some(TaskState::RUNNING) {
+                wanted += 1;
+                let mut c = entry(
+                    id,
+                    task_name,
+                    match state {
+                        TaskState::RUNNING => "running",
+                        TaskState::FAILED | TaskState::REJECTED | TaskState::COMPLETE => "exited",
+                        _ => "pending",
+                    },
+                );
+                if c.state == "running" {
+                    c.started_at = date(status.timestamp.as_ref());
+                } else if c.state == "exited" {
+                    c.exit_code = container.exit_code;
+                }
+                c.labels = t
+                    .spec
+                    .as_ref()
+                    .and_then(|sp| sp.container_spec.as_ref())
+                    .and_then(|cs| cs.labels.clone())
+                    .unwrap_or_default();
+                out.push(c);
+            } else if matches!(state, TaskState::FAILED | TaskState::REJECTED)
+                && updated.is_some_and(|u| date(t.created_at.as_ref()).is_some_and(|c| c >= u))
+            {
+                let mut c = entry(id, task_name, "exited");
+                c.exit_code = container.exit_code.or(Some(-1));
+                out.push(c);
+            }
+        }
+        if let Some(r) = replicas {
+            for k in wanted..r {
+                out.push(entry(
+                    format!("{full}-missing-{k}"),
+                    format!("{full}: {} of {r} replicas placed", k),
+                    "pending",
+                ));
+            }
+        }
+        if let Some(u) = &s.update_status {
+            use bollard::models::ServiceUpdateStatusStateEnum as U;
+            let said = match u.state {
+                Some(U::PAUSED) => Some("paused"),
+                Some(U::ROLLBACK_STARTED | U::ROLLBACK_PAUSED | U::ROLLBACK_COMPLETED) => {
+                    Some("rolled back by Swarm")
+                }
+                _ => None,
+            };
+            if let Some(said) = said {
+                out.push(entry(
+                    format!("{full}-update"),
+                    format!(
+                        "{full}: update {said}: {}",
+                        u.message.clone().unwrap_or_default()
+                    ),
+                    "dead",
+                ));
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{
+        ContainerStatus, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+        ServiceUpdateStatus, ServiceUpdateStatusStateEnum, TaskSpec, TaskSpecContainerSpec,
+        TaskStatus,
+    };
+
+    const IMG_NEW: &str = "reg/app@sha256:2222";
+    const IMG_OLD: &str = "reg/app@sha256:1111";
+
+    fn service(replicas: i64, image: &str) -> Service {
+        Service {
+            id: Some("svc1".into()),
+            updated_at: Some("2026-12-05T10:00:00Z".into()),
+            spec: Some(ServiceSpec {
+                name: Some("shop_web".into()),
+                task_template: Some(TaskSpec {
+                    container_spec: Some(TaskSpecContainerSpec {
+                        image: Some(image.into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                mode: Some(ServiceSpecMode {
+                    replicated: Some(ServiceSpecModeReplicated {
+                        replicas: Some(replicas),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(slot: i64, image: &str, desired: TaskState, state: TaskState, created: &str) -> Task {
+        Task {
+            id: Some(format!("t{slot}{state}")),
+            service_id: Some("svc1".into()),
+            slot: Some(slot),
+            created_at: Some(created.into()),
+            desired_state: Some(desired),
+            spec: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(image.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(TaskStatus {
+                state: Some(state),
+                timestamp: Some("2026-12-05T10:00:05Z".into()),
+                container_status: Some(ContainerStatus {
+                    container_id: Some(format!("c{slot}")),
+                    exit_code: Some(if state == TaskState::FAILED { 3 } else { 0 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    const LATER: &str = "2026-12-05T10:00:01Z";
+    const EARLIER: &str = "2026-12-05T09:00:00Z";
+
+    #[test]
+    fn only_the_current_image_counts_and_missing_replicas_are_pending() {
+        use TaskState::*;
+        let tasks = [
+            task(1, IMG_NEW, RUNNING, RUNNING, LATER),
+            task(2, IMG_OLD, RUNNING, RUNNING, EARLIER),
+            task(3, IMG_NEW, RUNNING, PREPARING, LATER),
+        ];
+        let cs = tasks_as_containers("shop", &[service(3, IMG_NEW)], &tasks);
+        let states: Vec<(&str, &str)> = cs
+            .iter()
+            .map(|c| (c.name.as_str(), c.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("shop_web.1", "running"),
+                ("shop_web.3", "pending"),
+                ("shop_web: 2 of 3 replicas placed", "pending"),
+            ]
+        );
+        assert!(cs.iter().all(|c| c.service == "web" && c.image == IMG_NEW));
+        assert!(cs[0].started_at.is_some());
+        assert_eq!(cs[0].id, "c1");
+        assert!(crate::smoke::containers_ready(&cs, &["web".into()]).is_err());
+        let all = [
+            task(1, IMG_NEW, RUNNING, RUNNING, LATER),
+            task(2, IMG_NEW, RUNNING, RUNNING, LATER),
+            task(3, IMG_NEW, RUNNING, RUNNING, LATER),
+        ];
+        let cs = tasks_as_containers("shop", &[service(3, IMG_NEW)], &all);
+        assert!(crate::smoke::containers_ready(&cs, &["web".into()]).is_ok());
+    }
+
+    #[test]
+    fn a_task_of_the_new_spec_that_failed_is_a_crash_an_older_one_is_not() {
+        use TaskState::*;
+        let tasks = [
+            task(1, IMG_NEW, SHUTDOWN, FAILED, LATER),
+            task(2, IMG_NEW, SHUTDOWN, FAILED, EARLIER),
+            task(1, IMG_NEW, RUNNING, STARTING, LATER),
+        ];
+        let cs = tasks_as_containers("shop", &[service(1, IMG_NEW)], &tasks);
+        let crashed = crate::smoke::crashed(&cs, &HashMap::new(), &["web".into()]);
+        let why = crashed.expect("the failed task is a crash");
+        assert!(why.contains("exited (exit code 3)"), "{why}");
+        assert_eq!(why.matches("exited").count(), 1, "{why}");
+    }
+
+    #[test]
+    fn a_paused_update_is_a_failure_whatever_still_runs() {
+        use TaskState::*;
+        let mut s = service(1, IMG_NEW);
+        s.update_status = Some(ServiceUpdateStatus {
+            state: Some(ServiceUpdateStatusStateEnum::PAUSED),
+            message: Some("update paused due to failure or early termination of task x".into()),
+            ..Default::default()
+        });
+        let cs = tasks_as_containers("shop", &[s], &[task(1, IMG_NEW, RUNNING, RUNNING, LATER)]);
+        let why = crate::smoke::crashed(&cs, &HashMap::new(), &["web".into()]).unwrap();
+        assert!(why.contains("update paused"), "{why}");
+    }
+}
