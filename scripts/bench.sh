@@ -9,7 +9,7 @@
 #   scripts/bench.sh --quick         few rounds: proves it works, figures are rough
 #   scripts/bench.sh --compose v2    compose v2 (the fixtures' plugin) for stackpin and the raw side
 #   scripts/bench.sh --only webhook,rss     some parts only
-#                                    (parts: converge, revert, crash, parallel, rollout, fleet, webhook, rss, noop, callgrind)
+#                                    (parts: converge, revert, crash, parallel, rollout, fleet, swarm, webhook, rss, noop, callgrind)
 #   STACKPIN_BENCH_BIN=target/debug/stackpin scripts/bench.sh --quick
 #                                    use that binary, no build (debugging the script;
 #                                    debug-build figures are not the product's)
@@ -149,7 +149,7 @@ export BENCH_BIN="$BIN" BENCH_WORK="$WORK" BENCH_PREFIX="$PREFIX" BENCH_QUICK="$
 
 python3 - <<'PY'
 import datetime, hashlib, hmac, http.client, json, os, shutil, socket, statistics
-import subprocess, sys, time
+import re, subprocess, sys, time
 
 BIN = os.environ["BENCH_BIN"]
 WORK = os.environ["BENCH_WORK"]
@@ -676,6 +676,33 @@ def part_fleet():
                 check=False)
 
 
+# ---------------------------------------------------------------- swarm
+def part_swarm():
+    """Issue 14: the failed requests of an upgrade of a 3-replica Swarm
+    service under load through nginx, and its time: tests/swarm.rs's
+    upgrade test, which sends at least 1,000 requests and prints what it
+    counted (one run per round; the test also asserts that none failed)."""
+    if not os.environ.get("STACKPIN_TEST_SWARM_MANAGER"):
+        rows.append(("swarm: upgrade under load", "skipped", "needs the fleet's swarm: sudo bash scripts/setup.d/fleet.sh"))
+        return
+    sent, failed, walls = [], [], []
+    for k in range((1 if QUICK else 3)):
+        t0 = time.monotonic()
+        p = run(["cargo", "nextest", "run", "--test", "swarm", "--no-capture",
+                 "-E", "test(an_upgrade_fails_no_request)"], check=False)
+        walls.append(time.monotonic() - t0)
+        m = re.search(r"upgrade v1 -> v2 on 3 nodes: (\d+) requests, (\d+) failed", p.stdout + p.stderr)
+        if p.returncode != 0 or not m:
+            raise RuntimeError(f"swarm upgrade test failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
+        sent.append(int(m.group(1)))
+        failed.append(int(m.group(2)))
+        log(f"swarm round {k + 1}: {sent[-1]} requests, {failed[-1]} failed")
+    rows.append(("swarm: failed requests during an upgrade", f"{sum(failed)} of {sum(sent)}",
+                 "3 replicas on 3 nodes, stop-first one at a time, through nginx (no routing mesh: no IPVS here)"))
+    rows.append(("swarm: upgrade test, deploy + upgrade + broken upgrade reverted (wall)", summary(walls),
+                 "the whole test, cargo's start included"))
+
+
 # ---------------------------------------------------------------- rollout
 ROUTER_CONF = """worker_processes 1;
 error_log /dev/stderr warn;
@@ -1088,6 +1115,8 @@ def main():
         part_rollout()
     if want("fleet"):
         part_fleet()
+    if want("swarm"):
+        part_swarm()
     if want("webhook"):
         part_webhook()
     if want("rss"):

@@ -266,7 +266,9 @@ stackpin_fixtures_build_images() {
     local busybox work
     busybox="$(_fx_busybox)" || return 1
     work="$(mktemp -d "${TMPDIR:-/tmp}/stackpin-rootfs.XXXXXX")"
-    local serve='["/bin/sh","-c","exec httpd -f -p 127.0.0.1:${PORT:-8080} -h /www"]'
+    # Loopback unless BIND says otherwise (a Swarm task is reached on its
+    # overlay address).
+    local serve='["/bin/sh","-c","exec httpd -f -p ${BIND:-127.0.0.1}:${PORT:-8080} -h /www"]'
     local v ref
     for v in v1 v2 v3 broken crash; do
         local rootfs="$work/$v"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test hosts for tests/fleet.rs (issue 14): three hosts, each in its own
+# Test hosts for tests/fleet.rs and tests/swarm.rs (issue 14): three hosts, each in its own
 # network namespace (`ip netns` + a veth on a private bridge) with its own
 # Docker engine (dockerd with its own --data-root, --exec-root, --pidfile and
 # socket; `vfs` storage, no bridge, no iptables: the stacks run with
@@ -13,10 +13,15 @@
 # second `docker-registry` on the same storage, same port: a pin
 # `127.0.0.1:P/x@sha256:…` is `10.231.0.1:P/x@sha256:…` there), which the
 # engines trust as an insecure registry. Nothing is sent anywhere else.
+# The hosts reach each other across the bridge (one FORWARD rule on the
+# machine, removed at stop), and their engines form one swarm: host 1 the
+# manager, hosts 2 and 3 workers.
 #
 # Exports STACKPIN_TEST_FLEET (the directory: h1/ h2/ h3/, each with
 # docker.sock), STACKPIN_TEST_FLEET_HOSTS (`spfleet1=10.231.0.11 …`),
-# STACKPIN_TEST_FLEET_REGISTRY (`10.231.0.1:P`), STACKPIN_TEST_FLEET_BRIDGE.
+# STACKPIN_TEST_FLEET_REGISTRY (`10.231.0.1:P`), STACKPIN_TEST_FLEET_BRIDGE,
+# STACKPIN_TEST_SWARM_MANAGER (host 1's engine). Installs iproute2,
+# util-linux, iptables and nginx-light (tests/swarm.rs's router) if missing.
 #
 # Sourced by scripts/test.sh after the fixtures (it needs the registry's
 # storage). Standalone: `bash scripts/setup.d/fleet.sh [start|stop]`, which
@@ -49,8 +54,35 @@ stackpin_fleet_stop() {
         ip link del "spfl$i" 2>/dev/null || true
     done
     ip link del "$STACKPIN_FLEET_BRIDGE" 2>/dev/null || true
+    while iptables -D FORWARD -i "$STACKPIN_FLEET_BRIDGE" -o "$STACKPIN_FLEET_BRIDGE" -j ACCEPT 2>/dev/null; do :; done
     # vfs layers are plain directories; leftovers are only disk.
     rm -rf "$dir" 2>/dev/null || true
+}
+
+# One swarm of the three engines: host 1 the manager, hosts 2 and 3
+# workers (tests/swarm.rs; the other tests use each engine alone, which a
+# swarm member still is). This kernel has no IPVS, so there is no routing
+# mesh: the swarm's stacks publish on their nodes' addresses (host network)
+# behind a router.
+stackpin_fleet_swarm() {
+    local dir="$1" net="$STACKPIN_FLEET_NET" i token
+    docker -H "unix://$dir/h1/docker.sock" swarm init \
+        --advertise-addr "$net.11" --listen-addr "$net.11:2377" >/dev/null || return 1
+    token="$(docker -H "unix://$dir/h1/docker.sock" swarm join-token -q worker)" || return 1
+    for i in 2 3; do
+        local t=0
+        until docker -H "unix://$dir/h$i/docker.sock" swarm join --advertise-addr "$net.1$i" \
+            --token "$token" "$net.11:2377" >/dev/null 2>&1; do
+            t=$((t + 1))
+            if [ $t -gt 3 ]; then
+                _fl_log "host $i did not join the swarm"
+                return 1
+            fi
+            docker -H "unix://$dir/h$i/docker.sock" swarm leave --force >/dev/null 2>&1 || true
+            sleep 1
+        done
+    done
+    export STACKPIN_TEST_SWARM_MANAGER="unix://$dir/h1/docker.sock"
 }
 
 stackpin_fleet_setup() {
@@ -61,6 +93,8 @@ stackpin_fleet_setup() {
     local need=()
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
     command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+    command -v iptables >/dev/null 2>&1 || need+=(iptables)
+    command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
     if [ ${#need[@]} -gt 0 ]; then
         if declare -F stackpin_apt_install >/dev/null; then
             stackpin_apt_install "${need[@]}"
@@ -84,6 +118,9 @@ stackpin_fleet_setup() {
     ip link add "$br" type bridge
     ip addr add "$net.1/24" dev "$br"
     ip link set "$br" up
+    # Host to host across the bridge: the machine's dockerd sets FORWARD's
+    # policy to DROP, and bridged frames go through it (br_netfilter).
+    iptables -I FORWARD -i "$br" -o "$br" -j ACCEPT
     # The registry again, on the bridge: same storage, same port.
     sed "s/addr: 127.0.0.1:$port/addr: $net.1:$port/" "$fx/registry.yml" >"$dir/registry.yml"
     nohup docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 </dev/null &
@@ -130,6 +167,7 @@ stackpin_fleet_setup() {
         fi
         sleep 0.25
     done
+    stackpin_fleet_swarm "$dir" || return 1
     export STACKPIN_TEST_FLEET="$dir"
     export STACKPIN_TEST_FLEET_HOSTS="${hosts# }"
     export STACKPIN_TEST_FLEET_REGISTRY="$net.1:$port"
@@ -158,6 +196,7 @@ else
             echo "export STACKPIN_TEST_FLEET_HOSTS='$STACKPIN_TEST_FLEET_HOSTS'"
             echo "export STACKPIN_TEST_FLEET_REGISTRY=$STACKPIN_TEST_FLEET_REGISTRY"
             echo "export STACKPIN_TEST_FLEET_BRIDGE=$STACKPIN_TEST_FLEET_BRIDGE"
+            echo "export STACKPIN_TEST_SWARM_MANAGER=$STACKPIN_TEST_SWARM_MANAGER"
         } >"$(_fl_env_file)"
         _fl_log "wrote $(_fl_env_file)"
         ;;

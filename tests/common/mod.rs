@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod api_server;
+pub mod fleet;
 pub mod systemd;
 
 use std::collections::{BTreeMap, HashSet};
