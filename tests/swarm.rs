@@ -228,16 +228,24 @@ fn write_stack(
     );
 }
 
+/// The fleet with its three nodes ready, configured to converge `h`'s
+/// repository (served on the bridge), and the name of stack `name`,
+/// removed from the swarm when the guard drops.
+fn on_the_swarm(h: &TestHost, name: &str) -> (Fleet, GitDaemon, String, StackGuard) {
+    let fleet = Fleet::require(h);
+    wait_for_three_nodes();
+    let git = GitDaemon::serve_on(&fleet.bridge, h.tmp(), false);
+    fleet.configure(&git.url("repo"), &["", "", ""], &[]);
+    let stack = h.stack(name);
+    let guard = StackGuard(stack.clone());
+    (fleet, git, stack, guard)
+}
+
 #[test]
 fn an_upgrade_fails_no_request_and_a_broken_one_reverts_the_whole_stack() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let fleet = Fleet::require(&h);
-    wait_for_three_nodes();
-    let git = GitDaemon::serve_on(&fleet.bridge, h.tmp(), false);
-    fleet.configure(&git.url("repo"), &["", "", ""], &[]);
-    let stack = h.stack("sw");
-    let _guard = StackGuard(stack.clone());
+    let (fleet, _git, stack, _guard) = on_the_swarm(&h, "sw");
     let (port, side_port, listen) = (h.free_port(), h.free_port(), h.free_port());
     let (v1, v2, v3) = (
         fleet.image(&f, &f.v1),
@@ -329,12 +337,7 @@ fn an_upgrade_fails_no_request_and_a_broken_one_reverts_the_whole_stack() {
 fn a_node_lost_during_an_upgrade_leaves_the_stack_on_one_release() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let fleet = Fleet::require(&h);
-    wait_for_three_nodes();
-    let git = GitDaemon::serve_on(&fleet.bridge, h.tmp(), false);
-    fleet.configure(&git.url("repo"), &["", "", ""], &[]);
-    let stack = h.stack("lost");
-    let _guard = StackGuard(stack.clone());
+    let (fleet, _git, stack, _guard) = on_the_swarm(&h, "lost");
     let (port, side_port) = (h.free_port(), h.free_port());
     let (v1, v2) = (fleet.image(&f, &f.v1), fleet.image(&f, &f.v2));
     write_stack(&h, &fleet, &stack, &v1, &v1, 2, port, side_port, "v1");
