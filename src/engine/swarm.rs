@@ -42,12 +42,20 @@ impl Docker {
                 )));
             }
         };
-        if let Some(auth) = &self.registry_auth
-            && let Some(dir) = auth.parent()
-        {
+        if let Some(auth) = &self.registry_auth {
             // `--with-registry-auth` sends the CLI's credentials to the
-            // nodes: the same file the pulls use.
-            env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
+            // nodes: the same file the pulls use, which the CLI reads only
+            // as `$DOCKER_CONFIG/config.json`.
+            match auth.parent() {
+                Some(dir) if auth.file_name() == Some(std::ffi::OsStr::new("config.json")) => {
+                    env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
+                }
+                _ => tracing::warn!(
+                    stack = p.name,
+                    file = %auth.display(),
+                    "registry_auth_file is not named config.json: docker stack deploy sends the Docker CLI's own credentials to the nodes"
+                ),
+            }
         }
         self.run_cli("docker", &argv, p.dir, &env).await
     }
