@@ -17,22 +17,23 @@
 mod common;
 
 use common::fleet::Fleet;
-use common::{Fixtures, GitDaemon, TestHost};
+use common::{Fixtures, GitDaemon, StackFixture, TestHost};
 use std::process::Command;
 
+/// The fixture app ([`StackFixture`]) as the fleet runs it: its http check
+/// only, 30 s of smoke (vfs pulls), and `head`: the stack.yaml lines that
+/// select its hosts and promote it.
+fn fleet_stack(stack: &str, image: &str, port: u16, version: &str, head: &str) -> StackFixture {
+    StackFixture::new(stack, image, port, version)
+        .http_only()
+        .without_site_conf()
+        .smoke_timeout("30s")
+        .extra(head)
+}
+
+/// `web` on the hosts labelled `role=app`.
 fn write_web(h: &TestHost, stack: &str, image: &str, port: u16, version: &str) {
-    h.write(
-        format!("stacks/{stack}/stack.yaml"),
-        format!(
-            "version: {version}\nhosts: [\"role=app\"]\nsmoke:\n  timeout: 30s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\"}}\n"
-        ),
-    );
-    h.write(
-        format!("stacks/{stack}/compose.yaml"),
-        format!(
-            "services:\n  web:\n    image: {image}\n    network_mode: host\n    environment: {{PORT: \"{port}\"}}\n"
-        ),
-    );
+    fleet_stack(stack, image, port, version, "hosts: [\"role=app\"]\n").write(h);
 }
 
 #[test]
@@ -51,17 +52,8 @@ fn three_hosts_converge_their_stacks_through_a_partition_and_a_kill() {
     let edge = h.stack("edge");
     let (web_port, edge_port) = (h.free_port(), h.free_port());
     write_web(&h, &web, &fleet.image(&f, &f.v1), web_port, "v1");
-    h.write(
-        format!("stacks/{edge}/stack.yaml"),
-        format!("hosts: [{}]\n", fleet.members[2].name),
-    );
-    h.write(
-        format!("stacks/{edge}/compose.yaml"),
-        format!(
-            "services:\n  edge:\n    image: {}\n    network_mode: host\n    environment: {{PORT: \"{edge_port}\"}}\n",
-            fleet.image(&f, &f.v1)
-        ),
-    );
+    let on_host_3 = format!("hosts: [{}]\n", fleet.members[2].name);
+    fleet_stack(&edge, &fleet.image(&f, &f.v1), edge_port, "v1", &on_host_3).write(&h);
     h.commit("web v1 on the app hosts, edge on host 3");
 
     // Each host converges its own stacks, on its own engine.
@@ -165,19 +157,9 @@ fn staging_on_one_host_promotes_production_on_two_others() {
             format!("hosts: [\"role=prod\"]\npromote_from: {stg}\n"),
         ),
     ] {
-        h.write(
-            format!("stacks/{stack}/stack.yaml"),
-            format!(
-                "environment: {env}\n{extra}smoke:\n  timeout: 30s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\"}}\n"
-            ),
-        );
-        h.write(
-            format!("stacks/{stack}/compose.yaml"),
-            format!(
-                "services:\n  web:\n    image: {}\n    network_mode: host\n    environment: {{PORT: \"{port}\"}}\n",
-                fleet.image(&f, &f.v1)
-            ),
-        );
+        fleet_stack(stack, &fleet.image(&f, &f.v1), port, "v1", &extra)
+            .environment(env)
+            .write(&h);
     }
     h.commit("staging on host 1, production on hosts 2 and 3");
     h.bare_remote();
@@ -233,23 +215,6 @@ fn staging_on_one_host_promotes_production_on_two_others() {
     fleet.assert_consistent();
 }
 
-/// `stacks/<stack>/`: the fixture app on `port` (host network), its
-/// stack.yaml `head` (environment, selection, promotion) and a smoke check.
-fn write_tier(h: &TestHost, stack: &str, head: &str, image: &str, port: u16, version: &str) {
-    h.write(
-        format!("stacks/{stack}/stack.yaml"),
-        format!(
-            "version: {version}\n{head}smoke:\n  timeout: 30s\n  checks:\n    - http: {{url: \"http://127.0.0.1:{port}/health\"}}\n"
-        ),
-    );
-    h.write(
-        format!("stacks/{stack}/compose.yaml"),
-        format!(
-            "services:\n  web:\n    image: {image}\n    network_mode: host\n    environment: {{PORT: \"{port}\"}}\n"
-        ),
-    );
-}
-
 /// The fleet as it runs in production: a `stackpin daemon` on every host.
 /// Two staging hosts, each with its own signing key, deploy their stacks
 /// from the same commit and publish their markers to the one repository at
@@ -271,15 +236,22 @@ fn daemons_on_three_hosts_publish_at_once_and_survive_a_sigkill() {
     let key_b = h.ssh_signer("key-b", &names[1], "stackpin-verified");
     let write_all = |version: &str, image: &str| {
         let image = fleet.image(&f, image);
-        let staging =
-            |name: &str| format!("environment: staging\nmarks_verified: true\nhosts: [{name}]\n");
-        let production = |from: &str| {
-            format!("environment: production\nhosts: [\"role=prod\"]\npromote_from: {from}\n")
+        let staging = |stack: &str, port: u16, name: &str| {
+            let head = format!("marks_verified: true\nhosts: [{name}]\n");
+            fleet_stack(stack, &image, port, version, &head)
+                .environment("staging")
+                .write(&h);
         };
-        write_tier(&h, &stg_a, &staging(&names[0]), &image, ports[0], version);
-        write_tier(&h, &stg_b, &staging(&names[1]), &image, ports[1], version);
-        write_tier(&h, &prod_a, &production(&stg_a), &image, ports[2], version);
-        write_tier(&h, &prod_b, &production(&stg_b), &image, ports[3], version);
+        let production = |stack: &str, port: u16, from: &str| {
+            let head = format!("hosts: [\"role=prod\"]\npromote_from: {from}\n");
+            fleet_stack(stack, &image, port, version, &head)
+                .environment("production")
+                .write(&h);
+        };
+        staging(&stg_a, ports[0], &names[0]);
+        staging(&stg_b, ports[1], &names[1]);
+        production(&prod_a, ports[2], &stg_a);
+        production(&prod_b, ports[3], &stg_b);
     };
     write_all("v1", &f.v1);
     h.commit("v1: two staging hosts, production on the third");
