@@ -88,6 +88,8 @@ pub enum Error {
         "failed to render stack {stack}: the resolved compose model cannot be written as YAML: {reason}"
     )]
     Resolved { stack: String, reason: String },
+    #[error("failed to render stack {stack}: the deploy steps its depends_on asks for: {reason}")]
+    SwarmSteps { stack: String, reason: String },
     #[error("failed to read env file {path} (line {line}): {reason}")]
     EnvFile {
         path: String,
@@ -247,6 +249,10 @@ pub struct ReleaseMeta {
         skip_serializing_if = "crate::desired::spec::StackEngine::is_compose"
     )]
     pub engine: crate::desired::spec::StackEngine,
+    /// `engine: swarm` with `depends_on`: the steps deployed before the
+    /// whole stack ([`crate::engine::swarm::Step`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swarm_steps: Vec<crate::engine::swarm::Step>,
 }
 
 impl ReleaseMeta {
@@ -257,6 +263,7 @@ impl ReleaseMeta {
             dir,
             files: &self.compose_files,
             swarm: self.engine.is_swarm(),
+            steps: &self.swarm_steps,
         }
     }
 
@@ -284,6 +291,7 @@ impl ReleaseMeta {
             keep_releases: Some(stack.keep_releases),
             secret_files: rendered.secret_files.iter().cloned().collect(),
             engine: stack.spec.engine,
+            swarm_steps: rendered.swarm_steps.clone(),
         }
     }
 }
@@ -311,6 +319,9 @@ pub struct Rendered {
     /// service -> its fingerprint (the override's
     /// [`SERVICE_FINGERPRINT_LABEL`]).
     pub services: BTreeMap<String, String>,
+    /// The deploy steps of a Swarm stack with `depends_on` (see
+    /// [`swarm_steps`]); their files are in [`Rendered::files`].
+    pub swarm_steps: Vec<crate::engine::swarm::Step>,
 }
 
 /// What a release is rendered with besides the stack, read on this host by
@@ -426,7 +437,7 @@ pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Ren
     let services = service_fingerprints(stack, &pins, &files, &env_values, secret_files);
     files.insert(
         OVERRIDE_FILE.to_string(),
-        override_yaml(stack, &pins, &services).into_bytes(),
+        override_yaml(stack, &pins, &services, None).into_bytes(),
     );
     let compose_file = if stack.compose.resolved {
         // `include`, `extends` or `profiles` were resolved: the release runs
@@ -458,6 +469,7 @@ pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Ren
     } else {
         stack.compose_file.clone()
     };
+    let swarm_steps = swarm_steps(stack, &pins, &services, &mut files)?;
     let compose_files = vec![compose_file, OVERRIDE_FILE.to_string()];
 
     // Secret variables, merged: later files win, first position kept.
@@ -537,7 +549,92 @@ pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Ren
         compose_files,
         commit: commit.map(str::to_string),
         services,
+        swarm_steps,
     })
+}
+
+/// The prefix of the step files of a Swarm stack's release.
+pub const SWARM_STEP_PREFIX: &str = "stackpin.swarm-step-";
+
+/// For a Swarm stack whose services `depends_on` others, one
+/// [`crate::engine::swarm::Step`] per level of
+/// [`crate::desired::swarm::levels`] but the last (the whole stack is
+/// deployed after them): two files beside the compose file,
+/// `stackpin.swarm-step-<n>.yaml` (the compose model with only the level's
+/// services, without their `depends_on`: the services they name are not in
+/// the file) and `stackpin.swarm-step-<n>.override.yaml` (their pins, as in
+/// [`OVERRIDE_FILE`]). `docker stack deploy` resolves relative paths from
+/// the first file's directory, so `configs: {file: ./x}` reads the same
+/// file as the whole stack's deploy. None for other stacks. Pure.
+fn swarm_steps(
+    stack: &Stack,
+    pins: &[(String, String)],
+    services: &BTreeMap<String, String>,
+    files: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<crate::engine::swarm::Step>, Error> {
+    if !stack.spec.engine.is_swarm() {
+        return Ok(Vec::new());
+    }
+    let err = |reason: String| Error::SwarmSteps {
+        stack: stack.name.clone(),
+        reason,
+    };
+    let levels = crate::desired::swarm::levels(&stack.compose)
+        .map_err(|cycle| err(format!("depends_on forms a cycle: {cycle}")))?;
+    let dir = match stack.compose_file.rsplit_once('/') {
+        Some((d, _)) => format!("{d}/"),
+        None => String::new(),
+    };
+    let mut steps = Vec::new();
+    for (i, level) in levels
+        .iter()
+        .take(levels.len().saturating_sub(1))
+        .enumerate()
+    {
+        let compose = format!("{dir}{SWARM_STEP_PREFIX}{}.yaml", i + 1);
+        let pinned = format!("{dir}{SWARM_STEP_PREFIX}{}.override.yaml", i + 1);
+        for f in [&compose, &pinned] {
+            if files.contains_key(f) {
+                return Err(Error::ReservedFile {
+                    stack: stack.name.clone(),
+                    file: f.clone(),
+                    fix: "stackpin writes the deploy steps of depends_on there: rename the file",
+                });
+            }
+        }
+        let mut model = stack.compose.value.clone();
+        if let Some(svcs) = model
+            .get_mut("services")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            svcs.retain(|name, _| level.contains(name));
+            for def in svcs.values_mut() {
+                if let Some(d) = def.as_object_mut() {
+                    d.remove("depends_on");
+                }
+            }
+        }
+        let yaml = serde_saphyr::to_string(&model).map_err(|e| err(e.to_string()))?;
+        files.insert(
+            compose.clone(),
+            format!(
+                "# Written by stackpin: step {} of the deploy of {}, the services the next steps depend on.\n{yaml}",
+                i + 1,
+                stack.compose_file
+            )
+            .into_bytes(),
+        );
+        files.insert(
+            pinned.clone(),
+            override_yaml(stack, pins, services, Some(level)).into_bytes(),
+        );
+        steps.push(crate::engine::swarm::Step {
+            services: level.clone(),
+            files: vec![compose, pinned],
+            wait_secs: stack.smoke_timeout.as_secs(),
+        });
+    }
+    Ok(steps)
 }
 
 fn check_rel_path(stack: &str, path: &str) -> Result<(), Error> {
@@ -697,11 +794,6 @@ pub fn files_under<'a>(
     })
 }
 
-/// The override, as YAML built by hand: keys and values are JSON strings,
-/// which are valid double-quoted YAML scalars for every YAML parser compose
-/// has used. A top-level `version:` of the compose file is repeated, since
-/// docker-compose v1 refuses files of mixed versions. Each service gets its
-/// pinned image and its [`SERVICE_FINGERPRINT_LABEL`].
 /// The fingerprint label of each service, as a release's override file
 /// sets it (see [`service_fingerprints`]); empty for a release made before
 /// the label existed.
@@ -731,10 +823,17 @@ pub fn read_service_fingerprints(dir: &Path) -> Result<BTreeMap<String, String>,
         .collect())
 }
 
+/// The override, as YAML built by hand: keys and values are JSON strings,
+/// which are valid double-quoted YAML scalars for every YAML parser compose
+/// has used. A top-level `version:` of the compose file is repeated, since
+/// docker-compose v1 refuses files of mixed versions. Each service (each of
+/// `only`, when given) gets its pinned image and its
+/// [`SERVICE_FINGERPRINT_LABEL`].
 fn override_yaml(
     stack: &Stack,
     pins: &[(String, String)],
     services: &BTreeMap<String, String>,
+    only: Option<&[String]>,
 ) -> String {
     let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let mut out = String::from(
@@ -752,7 +851,8 @@ fn override_yaml(
         return out;
     }
     out.push_str("services:\n");
-    for (svc, _) in stack.compose.services() {
+    let listed = |svc: &str| only.is_none_or(|o| o.iter().any(|x| x == svc));
+    for (svc, _) in stack.compose.services().filter(|(s, _)| listed(s)) {
         out.push_str(&format!("  {}:\n", q(svc)));
         if let Some((_, pinned)) = pins.iter().find(|(s, _)| s == svc) {
             out.push_str(&format!("    image: {}\n", q(pinned)));
@@ -1434,6 +1534,105 @@ mod tests {
                 reload: Vec::new(),
             },
         }
+    }
+
+    /// [`stack`] as `engine: swarm`, `web` depending on `db`.
+    fn swarm_stack() -> Stack {
+        let mut s = stack();
+        s.spec.engine = crate::desired::spec::StackEngine::Swarm;
+        s.spec.env_files.clear();
+        s.compose.value = serde_json::json!({
+            "version": "3.8",
+            "services": {
+                "web": {"image": "ghcr.io/acme/odoo18", "depends_on": ["db"], "configs": [{"source": "conf", "target": "/etc/odoo.conf"}]},
+                "db": {"image": "postgres", "environment": {"PGDATA": "${PGDATA:-/var/lib/pg}"}},
+            },
+            "configs": {"conf": {"file": "./config/odoo.conf"}},
+        });
+        s
+    }
+
+    #[test]
+    fn a_swarm_stack_with_depends_on_gets_a_deploy_step_per_level_but_the_last() {
+        let s = swarm_stack();
+        let r = render(&s, &Secrets::default(), None).unwrap();
+        assert_eq!(r.swarm_steps.len(), 1, "{:?}", r.swarm_steps);
+        let step = &r.swarm_steps[0];
+        assert_eq!(step.services, ["db"]);
+        assert_eq!(
+            step.files,
+            [
+                "stackpin.swarm-step-1.yaml",
+                "stackpin.swarm-step-1.override.yaml"
+            ]
+        );
+        assert_eq!(step.wait_secs, 120);
+        let read = |f: &str| -> serde_json::Value {
+            serde_saphyr::from_str(std::str::from_utf8(&r.files[f]).unwrap()).unwrap()
+        };
+        // Only db, as written (interpolation is left to stack deploy), and
+        // the top-level configs the whole stack declares.
+        let step1 = read("stackpin.swarm-step-1.yaml");
+        assert_eq!(step1["version"], "3.8");
+        assert_eq!(
+            step1["services"],
+            serde_json::json!({"db": {"image": "postgres", "environment": {"PGDATA": "${PGDATA:-/var/lib/pg}"}}})
+        );
+        assert_eq!(step1["configs"]["conf"]["file"], "./config/odoo.conf");
+        let pinned = read("stackpin.swarm-step-1.override.yaml");
+        let svcs = pinned["services"].as_object().unwrap();
+        assert_eq!(svcs.keys().collect::<Vec<_>>(), ["db"]);
+        assert_eq!(svcs["db"]["image"], format!("postgres@{D1}"));
+        assert_eq!(
+            svcs["db"]["deploy"]["update_config"]["failure_action"],
+            "pause"
+        );
+        // The whole stack's files are unchanged.
+        let whole = read(OVERRIDE_FILE);
+        assert_eq!(whole["services"].as_object().unwrap().len(), 2);
+        assert_eq!(r.compose_files, ["compose.yaml", OVERRIDE_FILE]);
+        // release.json carries the steps; older releases read as none.
+        let meta = ReleaseMeta::new(&s, &r, "v1__20261205T000000Z", Utc::now());
+        let back: ReleaseMeta =
+            serde_json::from_str(&serde_json::to_string(&meta).unwrap()).unwrap();
+        assert_eq!(back.swarm_steps, r.swarm_steps);
+        assert_eq!(
+            back.project(Path::new("/x")).steps,
+            r.swarm_steps.as_slice()
+        );
+        let mut old = serde_json::to_value(&meta).unwrap();
+        old.as_object_mut().unwrap().remove("swarm_steps");
+        let old: ReleaseMeta = serde_json::from_value(old).unwrap();
+        assert!(old.swarm_steps.is_empty());
+        // No steps without depends_on, nor for a compose stack.
+        let mut flat = swarm_stack();
+        flat.compose.value["services"]["web"]
+            .as_object_mut()
+            .unwrap()
+            .remove("depends_on");
+        assert!(
+            render(&flat, &Secrets::default(), None)
+                .unwrap()
+                .swarm_steps
+                .is_empty()
+        );
+        let mut compose = swarm_stack();
+        compose.spec.engine = crate::desired::spec::StackEngine::Compose;
+        let r = render(&compose, &Secrets::default(), None).unwrap();
+        assert!(r.swarm_steps.is_empty());
+        assert!(!r.files.keys().any(|f| f.starts_with(SWARM_STEP_PREFIX)));
+    }
+
+    #[test]
+    fn a_stack_file_named_like_a_step_file_is_refused() {
+        let mut s = swarm_stack();
+        s.files
+            .insert("stackpin.swarm-step-1.yaml".into(), b"x".to_vec());
+        let e = render(&s, &Secrets::default(), None).unwrap_err();
+        assert!(
+            matches!(&e, Error::ReservedFile { file, .. } if file == "stackpin.swarm-step-1.yaml"),
+            "{e}"
+        );
     }
 
     fn secrets() -> Secrets {

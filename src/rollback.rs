@@ -781,6 +781,7 @@ mod tests {
                 keep_releases: None,
                 secret_files: Vec::new(),
                 engine: Default::default(),
+                swarm_steps: Vec::new(),
                 stack: "app".into(),
                 release_id: id.into(),
                 version: version.into(),

@@ -62,6 +62,7 @@ impl Project {
             dir: &self.dir,
             files: &self.files,
             swarm: false,
+            steps: &[],
         }
     }
 }
@@ -465,6 +466,7 @@ async fn compose_failures_are_masked() {
             dir: &p.dir,
             files: &files,
             swarm: false,
+            steps: &[],
         })
         .await
         .unwrap_err();

@@ -9,7 +9,8 @@
 //! An upgrade under load fails no request; a broken upgrade is reverted for
 //! the whole stack (every service back on the previous release, not only
 //! the one that failed); a node lost during an upgrade leaves the stack on
-//! one release, the new or the old, never half-way, and status says which.
+//! one release, the new or the old, never half-way, and status says which;
+//! `depends_on` has stackpin deploy a service's dependencies first.
 
 mod common;
 
@@ -385,6 +386,131 @@ fn a_node_lost_during_an_upgrade_leaves_the_stack_on_one_release() {
     assert!(settled.is_some(), "{:?}", running_images(&stack, "web"));
     fleet.assert_consistent();
     wait_for_three_nodes();
+}
+
+/// A stack of two services, `web` with `depends_on: [side]`; `side` has a
+/// healthcheck that first runs 3 s after its task starts, so Swarm calls
+/// the task running only then.
+fn write_ordered_stack(h: &TestHost, stack: &str, web: &str, side: &str, version: &str) {
+    let (port, side_port) = (h.free_port(), h.free_port());
+    h.write(
+        format!("stacks/{stack}/stack.yaml"),
+        format!("version: {version}\nengine: swarm\nsmoke:\n  timeout: 60s\n  checks:\n    - containers: {{}}\n"),
+    );
+    h.write(
+        format!("stacks/{stack}/compose.yaml"),
+        format!(
+            "version: \"3.8\"\nservices:\n  web:\n    image: {web}\n    depends_on: [side]\n    environment: {{BIND: \"0.0.0.0\", PORT: \"{port}\"}}\n    networks: [hostnet]\n  side:\n    image: {side}\n    environment: {{BIND: \"0.0.0.0\", PORT: \"{side_port}\"}}\n    networks: [hostnet]\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:{side_port}/health\"]\n      interval: 3s\n      retries: 2\nnetworks:\n  hostnet: {{external: true, name: host}}\n"
+        ),
+    );
+}
+
+/// When Swarm says the running task of `service` became running
+/// (RFC 3339, the manager's clock).
+fn running_since(stack: &str, service: &str) -> String {
+    let id = manager(&[
+        "service",
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        &format!("{stack}_{service}"),
+    ]);
+    let id = id.lines().next().unwrap_or_default().to_string();
+    manager(&[
+        "inspect",
+        "--format",
+        "{{.Status.State}} {{.Status.Timestamp}}",
+        &id,
+    ])
+    .trim()
+    .strip_prefix("running ")
+    .unwrap_or_else(|| panic!("{service}'s task {id} is not running"))
+    .to_string()
+}
+
+/// The images of every task `service` has had, the exited ones included.
+fn task_images(stack: &str, service: &str) -> Vec<String> {
+    manager(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.Image}}",
+        &format!("{stack}_{service}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// `depends_on` in a Swarm stack: stackpin deploys `side` first and deploys
+/// `web` only once side's task runs (healthy); when the new side fails,
+/// the rollout stops before `web` is touched and the whole stack is
+/// reverted.
+#[test]
+fn depends_on_deploys_the_dependency_first_and_a_failed_one_stops_the_rollout() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (fleet, _git, stack, _guard) = on_the_swarm(&h, "dep");
+    let (v1, v2) = (fleet.image(&f, &f.v1), fleet.image(&f, &f.v2));
+    write_ordered_stack(&h, &stack, &v1, &v1, "v1");
+    h.commit("v1: web depends on side");
+    let out = fleet.stackpin(&h, 0, &["sync"]).run().ok();
+    assert!(
+        out.stderr()
+            .contains("in depends_on order (side running, then the whole stack)"),
+        "{}",
+        out.report()
+    );
+    // web was created after side's task passed its healthcheck: with
+    // stack deploy alone both are created at once.
+    let side_running = running_since(&stack, "side");
+    let web_created = manager(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.CreatedAt}}",
+        &format!("{stack}_web"),
+    ]);
+    let t = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s.trim())
+            .or_else(|_| chrono::DateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f %z %Z"))
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+    };
+    assert!(
+        t(&web_created) > t(&side_running),
+        "web created at {web_created}, side running since {side_running}"
+    );
+
+    // v2 with a side that crashes: the step fails, web never runs v2, and
+    // the whole stack is back on v1.
+    write_ordered_stack(&h, &stack, &v2, &fleet.image(&f, &f.crash), "v2");
+    h.commit("v2: side crashes");
+    let out = fleet.stackpin(&h, 0, &["sync"]).run().code(1);
+    assert!(out.stdout().contains("rolled back"), "{}", out.report());
+    assert!(
+        out.report()
+            .contains("at step 1 of 2 (depends_on: side first): side: "),
+        "{}",
+        out.report()
+    );
+    assert!(
+        task_images(&stack, "web").iter().all(|i| i == &v1),
+        "web never ran v2: {:?}",
+        task_images(&stack, "web")
+    );
+    assert_eq!(service_image(&stack, "web"), v1);
+    assert_eq!(service_image(&stack, "side"), v1);
+    let status = fleet
+        .stackpin(&h, 0, &["--json", "status", &stack])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(status[0]["state"], "rolled_back", "{status}");
+    assert_eq!(status[0]["version"], "v1", "{status}");
+    fleet.assert_consistent();
 }
 
 fn http_body(url: &str) -> Option<String> {

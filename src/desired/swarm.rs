@@ -2,9 +2,10 @@
 //! a Swarm manager, from the same immutable release; its tasks run on the
 //! swarm's nodes. Pure checks of what Swarm cannot do as written, each
 //! refused by name at validate time rather than ignored at deploy time
-//! (`docker stack deploy` drops `build`, `container_name`, `depends_on`,
-//! `network_mode`, … with a line on stderr at most), and the `update_config`
-//! stackpin gives each service.
+//! (`docker stack deploy` drops `build`, `container_name`, `network_mode`,
+//! … with a line on stderr at most), the `update_config` stackpin gives
+//! each service, and the order in which `depends_on` has stackpin deploy
+//! the services ([`levels`]), since Swarm starts every service at once.
 //!
 //! What stays stackpin's: the pins, the gate, the smoke (the tasks of the
 //! new spec running, as many as the service wants, then the HTTP/TCP
@@ -42,10 +43,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "remove it: mount the same named volume in both services",
     ),
     (
-        "depends_on",
-        "remove it: Swarm starts every service at once (stack deploy ignores depends_on); make the service retry what it needs, with `deploy.restart_policy`",
-    ),
-    (
         "restart",
         "remove it: write `deploy.restart_policy: {condition: on-failure}`",
     ),
@@ -68,7 +65,9 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 /// The compose file's services, as `docker stack deploy` would take them.
 /// Refused: the keys of [`UNSUPPORTED`], a compose file without a `version:
 /// "3.x"` (the stack loader of Docker's CLI reads only those), and
-/// `deploy.rollback_config` (the revert is stackpin's, for the whole stack).
+/// `deploy.rollback_config` (the revert is stackpin's, for the whole stack),
+/// `depends_on` in its long form (the stack loader reads a list only) or
+/// through a cycle.
 pub fn check_compose(compose: &Compose, sink: &mut Sink<'_>) {
     let version = match compose.value.get("version") {
         Some(Value::String(v)) => Some(v.clone()),
@@ -123,7 +122,86 @@ pub fn check_compose(compose: &Compose, sink: &mut Sink<'_>) {
                 "remove it: when the smoke fails, stackpin deploys the previous release of the whole stack",
             );
         }
+        if def.get("depends_on").is_some_and(Value::is_object) {
+            sink.error(
+                format!("services.{name}.depends_on"),
+                "the long form (with `condition:`) is not read by `docker stack deploy`, whose compose files are version 3",
+                "write the list form, `depends_on: [db]`: stackpin deploys `db` first and waits until its tasks run (healthy, when it has a healthcheck)",
+            );
+        }
     }
+    if let Err(cycle) = levels(compose) {
+        sink.error(
+            "services",
+            format!("depends_on forms a cycle: {cycle}"),
+            "remove one of these depends_on entries",
+        );
+    }
+}
+
+/// The active services in the order `depends_on` asks stackpin to deploy
+/// them: each level after every level its services depend on, names sorted
+/// within a level. One level when nothing depends on anything. A dependency
+/// on a service the file does not define (or leaves out by profile) is not
+/// an edge here: compose's checks report it. Pure.
+///
+/// # Errors
+/// A cycle, as `a -> b -> a`.
+pub fn levels(compose: &Compose) -> Result<Vec<Vec<String>>, String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let active: BTreeSet<&str> = compose
+        .services()
+        .map(|(n, _)| n)
+        .filter(|n| !compose.inactive.contains(*n))
+        .collect();
+    let mut deps: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (name, def) in compose.services().filter(|(n, _)| active.contains(n)) {
+        let named: Vec<&str> = match def.get("depends_on") {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        deps.insert(
+            name,
+            named.into_iter().filter(|d| active.contains(d)).collect(),
+        );
+    }
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    while placed.len() < deps.len() {
+        let level: Vec<&str> = deps
+            .iter()
+            .filter(|(n, d)| !placed.contains(*n) && d.iter().all(|x| placed.contains(x)))
+            .map(|(n, _)| *n)
+            .collect();
+        if level.is_empty() {
+            return Err(cycle_of(&deps, &placed));
+        }
+        placed.extend(level.iter().copied());
+        out.push(level.into_iter().map(str::to_string).collect());
+    }
+    Ok(out)
+}
+
+/// One cycle among the services not yet placed, as `a -> b -> a`: walking
+/// from the first of them along unplaced dependencies must come back to a
+/// service already on the path.
+fn cycle_of(
+    deps: &std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>>,
+    placed: &std::collections::BTreeSet<&str>,
+) -> String {
+    let mut path: Vec<&str> = Vec::new();
+    let mut cur = deps.keys().copied().find(|n| !placed.contains(n));
+    while let Some(n) = cur {
+        if let Some(i) = path.iter().position(|p| *p == n) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(n);
+            return cycle.join(" -> ");
+        }
+        path.push(n);
+        cur = deps[n].iter().copied().find(|d| !placed.contains(d));
+    }
+    path.join(" -> ")
 }
 
 /// The stack.yaml settings that need a container on this host, refused for a
@@ -234,7 +312,6 @@ mod tests {
             fields,
             [
                 "services.web.container_name",
-                "services.web.depends_on",
                 "services.web.restart",
                 "services.web.volumes[1]",
                 "services.db.network_mode",
@@ -243,6 +320,57 @@ mod tests {
         );
         assert!(f.iter().all(|f| !f.fix.is_empty()), "{f:?}");
         assert!(f[1].fix.contains("restart_policy"), "{}", f[1].fix);
+    }
+
+    #[test]
+    fn depends_on_orders_the_services_in_levels() {
+        let c = compose(
+            "version: \"3.8\"\nservices:\n  web: {image: x, depends_on: [api, cache]}\n  api: {image: x, depends_on: [db]}\n  db: {image: y}\n  cache: {image: z}\n  worker: {image: w, depends_on: [db, debug]}\n  debug: {image: d, depends_on: [web]}\n",
+        );
+        // One level: nothing depends on anything.
+        let flat = compose("version: \"3.8\"\nservices:\n  b: {image: x}\n  a: {image: y}\n");
+        assert_eq!(levels(&flat).unwrap(), [vec!["a", "b"]]);
+        // `debug` is left out by its profile: no edge to it.
+        let mut c2 = c.clone();
+        c2.inactive.insert("debug".into());
+        assert_eq!(
+            levels(&c2).unwrap(),
+            [vec!["cache", "db"], vec!["api", "worker"], vec!["web"]]
+        );
+        assert_eq!(
+            levels(&c).unwrap(),
+            [
+                vec!["cache", "db"],
+                vec!["api"],
+                vec!["web"],
+                vec!["debug"],
+                vec!["worker"]
+            ]
+        );
+        assert!(findings_of(|s| check_compose(&c, s)).is_empty());
+    }
+
+    #[test]
+    fn depends_on_in_a_cycle_or_in_the_long_form_is_refused() {
+        let cyc = compose(
+            "version: \"3.8\"\nservices:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [c]}\n  c: {image: x, depends_on: [a]}\n  d: {image: x}\n",
+        );
+        assert_eq!(levels(&cyc).unwrap_err(), "a -> b -> c -> a");
+        let own = compose("version: \"3.8\"\nservices:\n  a: {image: x, depends_on: [a]}\n");
+        assert_eq!(levels(&own).unwrap_err(), "a -> a");
+        let f = findings_of(|s| check_compose(&cyc, s));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].field, "services");
+        assert!(f[0].message.contains("a -> b -> c -> a"), "{f:?}");
+        let long = compose(
+            "version: \"3.8\"\nservices:\n  web: {image: x, depends_on: {db: {condition: service_healthy}}}\n  db: {image: y}\n",
+        );
+        let f = findings_of(|s| check_compose(&long, s));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].field, "services.web.depends_on");
+        assert!(f[0].fix.contains("depends_on: [db]"), "{}", f[0].fix);
+        // The order is still known, for the error's sake.
+        assert_eq!(levels(&long).unwrap(), [vec!["db"], vec!["web"]]);
     }
 
     #[test]

@@ -380,6 +380,7 @@ mod tests {
             dir: dir.path(),
             files: &files,
             swarm: false,
+            steps: &[],
         };
         let none = |_: &str| {};
         assert!(e.up(p).await.is_err(), "images must be pulled first");

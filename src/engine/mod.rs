@@ -124,6 +124,10 @@ pub enum Error {
     /// the file and line, never a value).
     #[error("{0}")]
     ReleaseFile(String),
+    /// A Swarm stack's dependencies did not come up: the services that
+    /// depend on them were not deployed.
+    #[error("{0}")]
+    Dependencies(String),
     /// A file could not be streamed to or from the engine.
     #[error("failed to {what} {}", path.display())]
     Archive {
@@ -289,6 +293,9 @@ pub struct Project<'a> {
     /// `engine: swarm`: `up` is `docker stack deploy`, `down` is `docker
     /// stack rm`, and the containers are the stack's tasks.
     pub swarm: bool,
+    /// `engine: swarm` with `depends_on`: what `up` deploys, and waits
+    /// for, before the whole stack (empty otherwise).
+    pub steps: &'a [swarm::Step],
 }
 
 /// Progress lines of a pull, for a person watching.
@@ -1219,20 +1226,7 @@ impl Engine for Docker {
 
     async fn up(&self, p: Project<'_>) -> Result<CommandLog, Error> {
         if p.swarm {
-            // Pinned digests: nothing to resolve. `--prune`: services the
-            // release no longer has go, as `--remove-orphans` does.
-            return self
-                .stack(
-                    p,
-                    &[
-                        "deploy",
-                        "--prune",
-                        "--with-registry-auth",
-                        "--resolve-image",
-                        "never",
-                    ],
-                )
-                .await;
+            return self.stack_deploy(p).await;
         }
         self.compose(p, &["up", "-d", "--remove-orphans"]).await
     }

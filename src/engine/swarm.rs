@@ -7,7 +7,69 @@
 use super::{CommandLog, ContainerInfo, Docker, Error, Project};
 use bollard::models::{Service, Task, TaskState};
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One step of a Swarm stack's deploy that `depends_on` asks for: `files`
+/// (relative to the release) hold only `services`, which are deployed,
+/// then waited for, before the services that depend on them. Written into
+/// `release.json` by the release that renders the files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub services: Vec<String>,
+    pub files: Vec<String>,
+    /// How long the step waits for its services' tasks (the stack's smoke
+    /// timeout).
+    pub wait_secs: u64,
+}
+
+/// Where a step's services are, read from the stack's tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepState {
+    /// Every service has tasks of its new spec, all running (healthy, with
+    /// a healthcheck: Swarm calls a task running only then).
+    Ready,
+    /// Not yet: what is missing.
+    Waiting(String),
+    /// A task of the new spec failed, or Swarm paused the update.
+    Failed(String),
+}
+
+/// How often a step's tasks are read while it waits.
+const STEP_POLL: Duration = Duration::from_secs(1);
+
+/// Where `services` are, from the stack's tasks as [`tasks_as_containers`]
+/// gives them. Pure. A service with no task of its new spec is waiting
+/// (Swarm has not scheduled it yet), so a global service counts too.
+pub fn step_state(services: &[String], tasks: &[ContainerInfo]) -> StepState {
+    let mut waiting = Vec::new();
+    for svc in services {
+        let mine: Vec<&ContainerInfo> = tasks.iter().filter(|t| &t.service == svc).collect();
+        if let Some(bad) = mine
+            .iter()
+            .find(|t| t.state == "exited" || t.state == "dead")
+        {
+            return StepState::Failed(match bad.exit_code {
+                Some(code) if bad.state == "exited" => {
+                    format!("{svc}: task {} failed (exit code {code})", bad.name)
+                }
+                _ => format!("{svc}: {}", bad.name),
+            });
+        }
+        let running = mine.iter().filter(|t| t.state == "running").count();
+        if mine.is_empty() {
+            waiting.push(format!("{svc} (no task of its new spec yet)"));
+        } else if running < mine.len() {
+            waiting.push(format!("{svc} ({running} of {} tasks running)", mine.len()));
+        }
+    }
+    if waiting.is_empty() {
+        StepState::Ready
+    } else {
+        StepState::Waiting(waiting.join(", "))
+    }
+}
 
 /// The label `docker stack deploy` puts on a stack's services, networks and
 /// containers: the stack's name.
@@ -58,6 +120,68 @@ impl Docker {
             }
         }
         self.run_cli("docker", &argv, p.dir, &env).await
+    }
+
+    /// `docker stack deploy` of a release: first each of its
+    /// [`Step`]s (only their services, without `--prune`, so the services
+    /// of later steps keep running as they are), each waited for until its
+    /// tasks run; then the whole stack with `--prune` (services the release
+    /// no longer has go, as compose's `--remove-orphans`). Images are
+    /// pinned by digest: nothing to resolve.
+    pub(super) async fn stack_deploy(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        const DEPLOY: [&str; 4] = ["deploy", "--with-registry-auth", "--resolve-image", "never"];
+        let started = Instant::now();
+        let mut output = String::new();
+        for (i, step) in p.steps.iter().enumerate() {
+            let log = self
+                .stack(
+                    Project {
+                        files: &step.files,
+                        ..p
+                    },
+                    &DEPLOY,
+                )
+                .await?;
+            output.push_str(&log.output);
+            self.wait_for_step(p.name, step)
+                .await
+                .map_err(|reason| {
+                    Error::Dependencies(format!(
+                        "stopped the deploy of stack {} at step {} of {} (depends_on: {} first): {reason}",
+                        p.name,
+                        i + 1,
+                        p.steps.len() + 1,
+                        step.services.join(", ")
+                    ))
+                })?;
+        }
+        let mut args = DEPLOY.to_vec();
+        args.insert(1, "--prune");
+        let mut log = self.stack(p, &args).await?;
+        output.push_str(&log.output);
+        log.output = output;
+        log.duration = started.elapsed();
+        Ok(log)
+    }
+
+    /// Waits until [`step_state`] says the step's services are ready; the
+    /// reason when they fail or are not ready within its `wait_secs`.
+    async fn wait_for_step(&self, project: &str, step: &Step) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(step.wait_secs);
+        loop {
+            let state = match self.stack_tasks(project).await {
+                Ok(tasks) => step_state(&step.services, &tasks),
+                Err(e) => StepState::Waiting(e.report()),
+            };
+            match state {
+                StepState::Ready => return Ok(()),
+                StepState::Failed(why) => return Err(why),
+                StepState::Waiting(what) if Instant::now() >= deadline => {
+                    return Err(format!("not running after {}s: {what}", step.wait_secs));
+                }
+                StepState::Waiting(_) => tokio::time::sleep(STEP_POLL).await,
+            }
+        }
     }
 
     /// The tasks of stack `project` as containers (see
@@ -261,6 +385,69 @@ mod tests {
         ServiceUpdateStatus, ServiceUpdateStatusStateEnum, TaskSpec, TaskSpecContainerSpec,
         TaskStatus,
     };
+
+    fn info(service: &str, name: &str, state: &str, exit_code: Option<i64>) -> ContainerInfo {
+        ContainerInfo {
+            id: name.into(),
+            name: name.into(),
+            service: service.into(),
+            image: String::new(),
+            image_id: String::new(),
+            repo_digests: Vec::new(),
+            state: state.into(),
+            health: None,
+            restart_count: 0,
+            started_at: None,
+            exit_code,
+            labels: HashMap::new(),
+            networks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_step_is_ready_when_each_of_its_services_runs_all_its_tasks() {
+        let step = ["db".to_string(), "cache".to_string()];
+        let db = info("db", "shop_db.1", "running", None);
+        let cache = info("cache", "shop_cache.1", "running", None);
+        // Other services' tasks do not count, either way.
+        let web = info("web", "shop_web.1", "exited", Some(1));
+        assert_eq!(
+            step_state(&step, &[db.clone(), cache.clone(), web.clone()]),
+            StepState::Ready
+        );
+        // A service with no task of its new spec yet is waited for.
+        assert_eq!(
+            step_state(&step, std::slice::from_ref(&db)),
+            StepState::Waiting("cache (no task of its new spec yet)".into())
+        );
+        let pending = info(
+            "cache",
+            "shop_cache: 1 of 2 replicas placed",
+            "pending",
+            None,
+        );
+        assert_eq!(
+            step_state(&step, &[db.clone(), cache.clone(), pending]),
+            StepState::Waiting("cache (1 of 2 tasks running)".into())
+        );
+        // A task of the new spec that failed, or an update Swarm paused,
+        // ends the wait at once.
+        let failed = info("db", "shop_db.2", "exited", Some(3));
+        assert_eq!(
+            step_state(&step, &[db.clone(), failed, cache.clone()]),
+            StepState::Failed("db: task shop_db.2 failed (exit code 3)".into())
+        );
+        let paused = info(
+            "cache",
+            "shop_cache: update paused: task failed",
+            "dead",
+            None,
+        );
+        assert_eq!(
+            step_state(&step, &[db, cache, paused]),
+            StepState::Failed("cache: shop_cache: update paused: task failed".into())
+        );
+    }
 
     const IMG_NEW: &str = "reg/app@sha256:2222";
     const IMG_OLD: &str = "reg/app@sha256:1111";

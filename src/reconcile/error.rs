@@ -29,7 +29,7 @@ pub enum Error {
     Journal(#[source] std::io::Error),
     #[error("switch failed: {}", report(.0))]
     Switch(#[source] crate::release::Error),
-    #[error("compose up failed: {}", .0.report())]
+    #[error("up failed: {}", .0.report())]
     Up(#[source] crate::engine::Error),
     #[error("smoke failed: {0}")]
     Smoke(String),

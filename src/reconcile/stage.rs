@@ -293,7 +293,18 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         // `docker stack deploy` only asks Swarm to roll the tasks, on any
         // node, and none mounts this host's release (validation refuses
         // bind mounts): the smoke waits for the new tasks.
-        return Ok("deployed to the swarm; its tasks are rolled one at a time".into());
+        let order: String = meta
+            .swarm_steps
+            .iter()
+            .map(|s| format!("{} running, then ", s.services.join(", ")))
+            .collect();
+        return Ok(if order.is_empty() {
+            "deployed to the swarm; its tasks are rolled one at a time".into()
+        } else {
+            format!(
+                "deployed to the swarm in depends_on order ({order}the whole stack); its tasks are rolled one at a time"
+            )
+        });
     }
     r.notes.extend(replaced.iter().cloned());
     let (problem, touched, recreated) = record_mounts(host, &r.sw.stack, &id).await;
