@@ -653,7 +653,7 @@ fn check_rel_path(stack: &str, path: &str) -> Result<(), Error> {
 }
 
 /// The label holding a service's fingerprint (see [`service_fingerprints`]).
-pub const SERVICE_FINGERPRINT_LABEL: &str = "io.stackpin.service-fingerprint";
+pub use crate::engine::SERVICE_FINGERPRINT_LABEL;
 
 /// Each service's fingerprint: sha256 over what it runs from the release —
 /// its compose definition as authored, its pinned image, the bytes of every

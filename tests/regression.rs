@@ -908,3 +908,59 @@ fn the_engine_restarted_is_the_machines_not_a_fleet_hosts() {
         }
     }
 }
+
+/// Broke: a Swarm stack's tasks were judged by image only, so a release
+/// that changed a service's environment or configs but not its image
+/// passed its smoke (and a depends_on step its wait) on the tasks of the
+/// previous spec, still running; it was recorded as good before Swarm had
+/// started one task of it. Now a task counts only when it carries the
+/// service's current fingerprint label too (issue 14). The window is the
+/// moment after `docker stack deploy` returns, before Swarm has stopped or
+/// replaced a task, too short to hit reliably on a real swarm; tests/swarm.rs's
+/// depends_on test runs such a release (only side's environment changed)
+/// end to end.
+#[test]
+fn a_swarm_task_of_the_same_image_but_an_older_spec_is_not_the_new_release() {
+    use bollard::models::{
+        Service, ServiceSpec, Task, TaskSpec, TaskSpecContainerSpec, TaskState, TaskStatus,
+    };
+    use std::collections::HashMap;
+    let template = |fp: &str| TaskSpec {
+        container_spec: Some(TaskSpecContainerSpec {
+            image: Some("reg/app@sha256:1111".into()),
+            labels: Some(HashMap::from([(
+                stackpin::engine::SERVICE_FINGERPRINT_LABEL.to_string(),
+                fp.to_string(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        id: Some("s1".into()),
+        spec: Some(ServiceSpec {
+            name: Some("shop_side".into()),
+            task_template: Some(template("env-changed")),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let old_task = Task {
+        id: Some("t1".into()),
+        service_id: Some("s1".into()),
+        slot: Some(1),
+        desired_state: Some(TaskState::RUNNING),
+        spec: Some(template("as-before")),
+        status: Some(TaskStatus {
+            state: Some(TaskState::RUNNING),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let seen = stackpin::engine::swarm::tasks_as_containers("shop", &[service], &[old_task]);
+    let step = stackpin::engine::swarm::step_state(&["side".into()], &seen);
+    assert!(
+        matches!(step, stackpin::engine::swarm::StepState::Waiting(_)),
+        "the old spec's task counted as the new one: {step:?} {seen:?}"
+    );
+}

@@ -388,11 +388,16 @@ fn a_node_lost_during_an_upgrade_leaves_the_stack_on_one_release() {
     wait_for_three_nodes();
 }
 
-/// A stack of two services, `web` with `depends_on: [side]`; `side` has a
-/// healthcheck that first runs 3 s after its task starts, so Swarm calls
-/// the task running only then.
-fn write_ordered_stack(h: &TestHost, stack: &str, web: &str, side: &str, version: &str) {
-    let (port, side_port) = (h.free_port(), h.free_port());
+/// A stack of two services on `ports`, `web` with `depends_on: [side]`;
+/// `side` binds `side_bind` and has a healthcheck that first runs 3 s after
+/// its task starts, so Swarm calls the task running only then.
+fn write_ordered_stack(
+    h: &TestHost,
+    stack: &str,
+    (web, side, side_bind): (&str, &str, &str),
+    (port, side_port): (u16, u16),
+    version: &str,
+) {
     h.write(
         format!("stacks/{stack}/stack.yaml"),
         format!("version: {version}\nengine: swarm\nsmoke:\n  timeout: 60s\n  checks:\n    - containers: {{}}\n"),
@@ -400,7 +405,7 @@ fn write_ordered_stack(h: &TestHost, stack: &str, web: &str, side: &str, version
     h.write(
         format!("stacks/{stack}/compose.yaml"),
         format!(
-            "version: \"3.8\"\nservices:\n  web:\n    image: {web}\n    depends_on: [side]\n    environment: {{BIND: \"0.0.0.0\", PORT: \"{port}\"}}\n    networks: [hostnet]\n  side:\n    image: {side}\n    environment: {{BIND: \"0.0.0.0\", PORT: \"{side_port}\"}}\n    networks: [hostnet]\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:{side_port}/health\"]\n      interval: 3s\n      retries: 2\nnetworks:\n  hostnet: {{external: true, name: host}}\n"
+            "version: \"3.8\"\nservices:\n  web:\n    image: {web}\n    depends_on: [side]\n    environment: {{BIND: \"0.0.0.0\", PORT: \"{port}\"}}\n    networks: [hostnet]\n  side:\n    image: {side}\n    environment: {{BIND: \"{side_bind}\", PORT: \"{side_port}\"}}\n    networks: [hostnet]\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:{side_port}/health\"]\n      interval: 3s\n      retries: 2\nnetworks:\n  hostnet: {{external: true, name: host}}\n"
         ),
     );
 }
@@ -455,7 +460,8 @@ fn depends_on_deploys_the_dependency_first_and_a_failed_one_stops_the_rollout() 
     let f = Fixtures::require();
     let (fleet, _git, stack, _guard) = on_the_swarm(&h, "dep");
     let (v1, v2) = (fleet.image(&f, &f.v1), fleet.image(&f, &f.v2));
-    write_ordered_stack(&h, &stack, &v1, &v1, "v1");
+    let ports = (h.free_port(), h.free_port());
+    write_ordered_stack(&h, &stack, (&v1, &v1, "0.0.0.0"), ports, "v1");
     h.commit("v1: web depends on side");
     let out = fleet.stackpin(&h, 0, &["sync"]).run().ok();
     assert!(
@@ -486,7 +492,8 @@ fn depends_on_deploys_the_dependency_first_and_a_failed_one_stops_the_rollout() 
 
     // v2 with a side that crashes: the step fails, web never runs v2, and
     // the whole stack is back on v1.
-    write_ordered_stack(&h, &stack, &v2, &fleet.image(&f, &f.crash), "v2");
+    let crash = fleet.image(&f, &f.crash);
+    write_ordered_stack(&h, &stack, (&v2, &crash, "0.0.0.0"), ports, "v2");
     h.commit("v2: side crashes");
     let out = fleet.stackpin(&h, 0, &["sync"]).run().code(1);
     assert!(out.stdout().contains("rolled back"), "{}", out.report());
@@ -510,6 +517,36 @@ fn depends_on_deploys_the_dependency_first_and_a_failed_one_stops_the_rollout() 
         .json();
     assert_eq!(status[0]["state"], "rolled_back", "{status}");
     assert_eq!(status[0]["version"], "v1", "{status}");
+
+    // v3 changes only side's environment, to an address it cannot bind:
+    // same image, a new spec. The step waits for tasks of the new spec (not
+    // those of the old one, same image), which fail: the stack is reverted.
+    write_ordered_stack(&h, &stack, (&v1, &v1, "10.255.255.1"), ports, "v3");
+    h.commit("v3: side binds an address it does not have");
+    let out = fleet.stackpin(&h, 0, &["sync"]).run().code(1);
+    assert!(out.stdout().contains("rolled back"), "{}", out.report());
+    assert!(
+        out.report()
+            .contains("at step 1 of 2 (depends_on: side first): side: "),
+        "{}",
+        out.report()
+    );
+    let status = fleet
+        .stackpin(&h, 0, &["--json", "status", &stack])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(status[0]["state"], "rolled_back", "{status}");
+    assert_eq!(status[0]["version"], "v1", "{status}");
+    let healthy = common::wait_for(Duration::from_secs(30), || {
+        http_body(&format!("http://127.0.0.1:{}/health", ports.1)).or_else(|| {
+            fleet
+                .addresses()
+                .iter()
+                .find_map(|a| http_body(&format!("http://{a}:{}/health", ports.1)))
+        })
+    });
+    assert_eq!(healthy.as_deref(), Some("ok\n"), "side serves again");
     fleet.assert_consistent();
 }
 

@@ -282,6 +282,12 @@ pub struct CommandLog {
     pub duration: Duration,
 }
 
+/// The label the release's override gives each service: its fingerprint
+/// (`release::service_fingerprints`), which changes with what the service
+/// runs. A container or Swarm task carrying another value runs another
+/// release's spec of the service.
+pub const SERVICE_FINGERPRINT_LABEL: &str = "io.stackpin.service-fingerprint";
+
 /// One compose project as a command runs it: the project name (always the
 /// stack name), the directory compose runs in and its compose files
 /// (relative to `dir`).

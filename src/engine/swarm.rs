@@ -229,6 +229,19 @@ impl Docker {
     }
 }
 
+/// The image and the [`super::SERVICE_FINGERPRINT_LABEL`] of a task spec
+/// (a service's template, or the spec a task was made from): together they
+/// say which release's spec of the service it is.
+fn spec_of(t: Option<&bollard::models::TaskSpec>) -> (Option<&str>, Option<&str>) {
+    let c = t.and_then(|t| t.container_spec.as_ref());
+    (
+        c.and_then(|c| c.image.as_deref()),
+        c.and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(super::SERVICE_FINGERPRINT_LABEL))
+            .map(String::as_str),
+    )
+}
+
 fn date(s: Option<&String>) -> Option<chrono::DateTime<chrono::Utc>> {
     s.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&chrono::Utc))
@@ -237,8 +250,10 @@ fn date(s: Option<&String>) -> Option<chrono::DateTime<chrono::Utc>> {
 
 /// A stack's tasks, as the smoke and the plan read containers. Pure. For
 /// each service (`<stack>_<name>`, reported as `<name>`), only tasks of the
-/// image its spec runs now count (during an update the old ones are on
-/// their way out):
+/// spec it has now count, by image and by the fingerprint label the
+/// release's override gives each service (which changes with its
+/// environment, configs, …, not only its image); during an update the old
+/// ones are on their way out:
 ///
 /// - a task Swarm wants running is `running` once it runs, else `pending`
 ///   (it is being scheduled, pulled, or started; with a healthcheck, Swarm
@@ -262,12 +277,8 @@ pub fn tasks_as_containers(
             .strip_prefix(&format!("{project}_"))
             .unwrap_or(&full)
             .to_string();
-        let image = spec
-            .task_template
-            .as_ref()
-            .and_then(|t| t.container_spec.as_ref())
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
+        let (image, fingerprint) = spec_of(spec.task_template.as_ref());
+        let image = image.unwrap_or_default().to_string();
         let replicas = spec
             .mode
             .as_ref()
@@ -291,12 +302,7 @@ pub fn tasks_as_containers(
         };
         let mut wanted = 0i64;
         for t in tasks.iter().filter(|t| t.service_id == s.id) {
-            let task_image = t
-                .spec
-                .as_ref()
-                .and_then(|sp| sp.container_spec.as_ref())
-                .and_then(|c| c.image.as_deref());
-            if task_image != Some(image.as_str()) {
+            if spec_of(t.spec.as_ref()) != (Some(image.as_str()), fingerprint) {
                 continue;
             }
             let status = t.status.clone().unwrap_or_default();
@@ -540,6 +546,38 @@ mod tests {
         ];
         let cs = tasks_as_containers("shop", &[service(3, IMG_NEW)], &all);
         assert!(crate::smoke::containers_ready(&cs, &["web".into()]).is_ok());
+    }
+
+    /// Sets the fingerprint label of a service's template or of a task.
+    fn labelled(spec: &mut Option<TaskSpec>, fp: &str) {
+        let c = spec.as_mut().unwrap().container_spec.as_mut().unwrap();
+        c.labels = Some(HashMap::from([(
+            crate::engine::SERVICE_FINGERPRINT_LABEL.to_string(),
+            fp.to_string(),
+        )]));
+    }
+
+    #[test]
+    fn a_task_of_the_same_image_but_another_fingerprint_is_the_old_spec() {
+        use TaskState::*;
+        let mut svc = service(2, IMG_NEW);
+        labelled(&mut svc.spec.as_mut().unwrap().task_template, "fp-new");
+        let mut old = task(1, IMG_NEW, RUNNING, RUNNING, EARLIER);
+        labelled(&mut old.spec, "fp-old");
+        let mut new = task(2, IMG_NEW, RUNNING, RUNNING, LATER);
+        labelled(&mut new.spec, "fp-new");
+        let cs = tasks_as_containers("shop", std::slice::from_ref(&svc), &[old, new]);
+        let states: Vec<(&str, &str)> = cs
+            .iter()
+            .map(|c| (c.name.as_str(), c.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("shop_web.2", "running"),
+                ("shop_web: 1 of 2 replicas placed", "pending"),
+            ]
+        );
     }
 
     #[test]
