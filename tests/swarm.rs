@@ -90,12 +90,17 @@ fn wait_for_three_nodes() {
     );
 }
 
-/// Removes the stack from the swarm when the test ends, passed or not.
+/// Removes the stack from the swarm, and a compose project of its name from
+/// the manager's engine, when the test ends, passed or not.
 struct StackGuard(String);
 
 impl Drop for StackGuard {
     fn drop(&mut self) {
         manager(&["stack", "rm", &self.0]);
+        let label = format!("label=com.docker.compose.project={}", self.0);
+        for id in manager(&["ps", "-aq", "--filter", &label]).lines() {
+            manager(&["rm", "-f", id]);
+        }
     }
 }
 
@@ -547,6 +552,108 @@ fn depends_on_deploys_the_dependency_first_and_a_failed_one_stops_the_rollout() 
         })
     });
     assert_eq!(healthy.as_deref(), Some("ok\n"), "side serves again");
+    fleet.assert_consistent();
+}
+
+/// The body of `http://<node>:port/` from the first node that answers.
+fn from_any_node(fleet: &Fleet, port: u16) -> Option<String> {
+    fleet
+        .addresses()
+        .iter()
+        .find_map(|a| http_body(&format!("http://{a}:{port}/")))
+}
+
+/// `engine:` changed: a compose stack on the manager's engine becomes a
+/// Swarm stack on the same port, and goes back. Each time the release
+/// before is removed from its engine first (compose containers and Swarm
+/// tasks cannot share the name and the port), and the next one serves.
+#[test]
+fn a_stack_moves_from_compose_to_swarm_and_back() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (fleet, _git, stack, _guard) = on_the_swarm(&h, "mv");
+    let port = h.free_port();
+    let write = |image: &str, swarm: bool, version: &str| {
+        h.write(
+            format!("stacks/{stack}/stack.yaml"),
+            format!(
+                "version: {version}\n{}smoke:\n  timeout: 60s\n  checks:\n    - containers: {{}}\n",
+                if swarm { "engine: swarm\n" } else { "" }
+            ),
+        );
+        let net = if swarm {
+            "    networks: [hostnet]\nnetworks:\n  hostnet: {external: true, name: host}\n"
+        } else {
+            "    network_mode: host\n"
+        };
+        h.write(
+            format!("stacks/{stack}/compose.yaml"),
+            format!(
+                "version: \"3.8\"\nservices:\n  web:\n    image: {image}\n    environment: {{BIND: \"0.0.0.0\", PORT: \"{port}\"}}\n{net}"
+            ),
+        );
+    };
+    let services = || {
+        manager(&[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={stack}"),
+        ])
+    };
+    write(&fleet.image(&f, &f.v1), false, "v1");
+    h.commit("v1 with compose");
+    fleet.stackpin(&h, 0, &["sync"]).run().ok();
+    assert_eq!(fleet.running(0, &stack).len(), 1);
+    assert_eq!(
+        fleet.get(&h, 0, port).as_deref(),
+        Some("stackpin-test-app v1\n")
+    );
+
+    write(&fleet.image(&f, &f.v2), true, "v2");
+    h.commit("v2 on the swarm");
+    let out = fleet.stackpin(&h, 0, &["sync"]).run().ok();
+    assert!(
+        out.stderr()
+            .contains("removed v1 from compose first: v2 runs on swarm"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        fleet.running(0, &stack).is_empty(),
+        "compose's container is gone"
+    );
+    assert_eq!(service_image(&stack, "web"), fleet.image(&f, &f.v2));
+    let body = common::wait_for(Duration::from_secs(20), || from_any_node(&fleet, port));
+    assert_eq!(body.as_deref(), Some("stackpin-test-app v2\n"));
+
+    write(&fleet.image(&f, &f.v3), false, "v3");
+    h.commit("v3 back on compose");
+    let out = fleet.stackpin(&h, 0, &["sync"]).run().ok();
+    assert!(
+        out.stderr()
+            .contains("removed v2 from swarm first: v3 runs on compose"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        services().trim().is_empty(),
+        "the stack's services: {}",
+        services()
+    );
+    assert_eq!(fleet.running(0, &stack).len(), 1);
+    assert_eq!(
+        fleet.get(&h, 0, port).as_deref(),
+        Some("stackpin-test-app v3\n")
+    );
+    let status = fleet
+        .stackpin(&h, 0, &["--json", "status", &stack])
+        .run()
+        .ok()
+        .json();
+    assert_eq!(status[0]["state"], "converged", "{status}");
+    assert_eq!(status[0]["version"], "v3", "{status}");
     fleet.assert_consistent();
 }
 

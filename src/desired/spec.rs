@@ -87,6 +87,14 @@ impl StackEngine {
     pub fn is_compose(&self) -> bool {
         *self == StackEngine::Compose
     }
+
+    /// As `engine:` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StackEngine::Compose => "compose",
+            StackEngine::Swarm => "swarm",
+        }
+    }
 }
 
 /// `update:` how a changed service is replaced (names as in compose's

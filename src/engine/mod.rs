@@ -124,10 +124,11 @@ pub enum Error {
     /// the file and line, never a value).
     #[error("{0}")]
     ReleaseFile(String),
-    /// A Swarm stack's dependencies did not come up: the services that
-    /// depend on them were not deployed.
+    /// A Swarm stack did not get where a command waits for it to: a
+    /// depends_on step's services running (the services that depend on
+    /// them were not deployed), or a removed stack gone from this node.
     #[error("{0}")]
-    Dependencies(String),
+    SwarmWait(String),
     /// A file could not be streamed to or from the engine.
     #[error("failed to {what} {}", path.display())]
     Archive {
@@ -1239,7 +1240,7 @@ impl Engine for Docker {
 
     async fn down(&self, p: Project<'_>) -> Result<CommandLog, Error> {
         if p.swarm {
-            return self.stack(p, &["rm"]).await;
+            return self.stack_rm(p).await;
         }
         self.compose(p, &["down", "--remove-orphans"]).await
     }

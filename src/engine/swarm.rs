@@ -36,8 +36,13 @@ pub enum StepState {
     Failed(String),
 }
 
-/// How often a step's tasks are read while it waits.
+/// How often a step's tasks (or a removed stack's leftovers) are read
+/// while waiting.
 const STEP_POLL: Duration = Duration::from_secs(1);
+
+/// How long `down` waits for a removed stack's containers and networks to
+/// leave this node (Swarm stops each task within its stop grace period).
+const STACK_RM_WAIT: Duration = Duration::from_secs(120);
 
 /// Where `services` are, from the stack's tasks as [`tasks_as_containers`]
 /// gives them. Pure. A service with no task of its new spec is waiting
@@ -146,7 +151,7 @@ impl Docker {
             self.wait_for_step(p.name, step)
                 .await
                 .map_err(|reason| {
-                    Error::Dependencies(format!(
+                    Error::SwarmWait(format!(
                         "stopped the deploy of stack {} at step {} of {} (depends_on: {} first): {reason}",
                         p.name,
                         i + 1,
@@ -160,6 +165,65 @@ impl Docker {
         let mut log = self.stack(p, &args).await?;
         output.push_str(&log.output);
         log.output = output;
+        log.duration = started.elapsed();
+        Ok(log)
+    }
+
+    /// `docker stack rm`, then waits until this node has none of the
+    /// stack's containers and networks left: Swarm removes them after the
+    /// command returns, and a compose project of the same name (a stack
+    /// moving off Swarm) would collide with them (its ports, its
+    /// `<stack>_default` network). A network still in use when the command
+    /// ran is removed by running it again once the containers are gone.
+    pub(super) async fn stack_rm(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        let started = Instant::now();
+        let mut log = self.stack(p, &["rm"]).await?;
+        let label = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{STACK_LABEL}={}", p.name)],
+        )]);
+        let inspect = |what: &str, source| Error::Inspect {
+            what: format!("the {what} of stack {}", p.name),
+            source,
+        };
+        let deadline = Instant::now() + STACK_RM_WAIT;
+        loop {
+            let containers = self
+                .docker
+                .list_containers(Some(
+                    bollard::query_parameters::ListContainersOptionsBuilder::default()
+                        .all(true)
+                        .filters(&label)
+                        .build(),
+                ))
+                .await
+                .map_err(|e| inspect("containers", e))?;
+            let networks = self
+                .docker
+                .list_networks(Some(
+                    bollard::query_parameters::ListNetworksOptionsBuilder::default()
+                        .filters(&label)
+                        .build(),
+                ))
+                .await
+                .map_err(|e| inspect("networks", e))?;
+            if containers.is_empty() && networks.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::SwarmWait(format!(
+                    "stack {} still has {} container(s) and {} network(s) on this node {}s after `docker stack rm`",
+                    p.name,
+                    containers.len(),
+                    networks.len(),
+                    STACK_RM_WAIT.as_secs()
+                )));
+            }
+            if containers.is_empty() {
+                log.output.push_str(&self.stack(p, &["rm"]).await?.output);
+            }
+            tokio::time::sleep(STEP_POLL).await;
+        }
         log.duration = started.elapsed();
         Ok(log)
     }

@@ -260,6 +260,40 @@ fn switch_back(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
     ))
 }
 
+/// When the release before ran on the other engine (`engine:` changed, or
+/// a revert across that change), it is taken down first, from its own
+/// directory: compose containers and Swarm tasks cannot share the stack's
+/// name, ports and `<stack>_default` network. What was done, for the
+/// stage's line; `None` when the engine stays.
+async fn leave_the_other_engine(
+    host: &Host<'_>,
+    r: &Run<'_, '_>,
+    id: &str,
+    meta: &ReleaseMeta,
+) -> Result<Option<String>, Error> {
+    let Some(from) = r.sw.from.as_deref().filter(|f| *f != id) else {
+        return Ok(None);
+    };
+    let dir = host.layout.release_dir(&r.sw.stack, from);
+    let Ok(before) = release::read_meta(&dir) else {
+        return Ok(None);
+    };
+    if before.engine == meta.engine {
+        return Ok(None);
+    }
+    host.engine
+        .down(before.project(&dir))
+        .await
+        .map_err(Error::Up)?;
+    Ok(Some(format!(
+        "removed {} from {} first: {} runs on {}",
+        before.version,
+        before.engine.name(),
+        meta.version,
+        meta.engine.name()
+    )))
+}
+
 async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
     let (id, dir, meta) = target_id(r, Stage::Up)?;
     let id = id.to_string();
@@ -269,10 +303,14 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
     // fingerprint label changed.
     let link = host.layout.stack_link(&r.sw.stack);
     let project = meta.project(&link);
+    let mut replaced = Vec::new();
+    if let Some(moved) = leave_the_other_engine(host, r, &id, meta).await? {
+        tracing::info!(stack = %r.sw.stack, "{moved}");
+        replaced.push(moved);
+    }
     // Start-first services first: each new container is judged before it
     // takes the service's name, and a refused one never served.
     let spec = smoke::Spec::read(dir)?;
-    let mut replaced = Vec::new();
     if !spec.start_first.is_empty() {
         let wanted = release::read_service_fingerprints(dir).map_err(Error::Rollout)?;
         let containers = host
@@ -298,13 +336,15 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
             .iter()
             .map(|s| format!("{} running, then ", s.services.join(", ")))
             .collect();
-        return Ok(if order.is_empty() {
+        r.notes.extend(replaced.iter().cloned());
+        replaced.push(if order.is_empty() {
             "deployed to the swarm; its tasks are rolled one at a time".into()
         } else {
             format!(
                 "deployed to the swarm in depends_on order ({order}the whole stack); its tasks are rolled one at a time"
             )
         });
+        return Ok(replaced.join("; "));
     }
     r.notes.extend(replaced.iter().cloned());
     let (problem, touched, recreated) = record_mounts(host, &r.sw.stack, &id).await;
