@@ -381,7 +381,8 @@ mod tests {
 }
 
 /// Compose commands still running for `project` (`-p <project>` in their
-/// arguments), by pid: what a stackpin that died mid-converge left behind
+/// arguments), and `docker stack deploy|rm … <project>` (a Swarm stack's),
+/// by pid: what a stackpin that died mid-converge left behind
 /// (the compose CLI keeps working when its parent is SIGKILLed, and for
 /// `docker compose` the plugin process too). Read from `/proc`; the
 /// caller's own children are not excluded, so call it while holding the
@@ -395,7 +396,12 @@ pub fn orphans_in(procs: &[(u32, Vec<String>)], project: &str) -> Vec<u32> {
             let compose = argv.iter().take(2).any(|a| base(a) == "docker-compose")
                 || (argv.first().map(base).as_deref() == Some("docker")
                     && argv.iter().any(|a| a == "compose"));
-            compose && argv.windows(2).any(|w| w[0] == "-p" && w[1] == project)
+            let stack = argv.first().map(base).as_deref() == Some("docker")
+                && argv
+                    .windows(2)
+                    .any(|w| w[0] == "stack" && (w[1] == "deploy" || w[1] == "rm"))
+                && argv.last().is_some_and(|a| a == project);
+            stack || (compose && argv.windows(2).any(|w| w[0] == "-p" && w[1] == project))
         })
         .map(|(pid, _)| *pid)
         .collect()
@@ -459,5 +465,32 @@ mod orphan_tests {
             ),
         ];
         assert_eq!(orphans_in(&procs, "shop"), vec![10, 11, 12, 16]);
+    }
+
+    #[test]
+    fn finds_a_swarm_stacks_deploy_and_rm() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let procs = vec![
+            (
+                20,
+                v(&[
+                    "docker",
+                    "stack",
+                    "deploy",
+                    "--prune",
+                    "-c",
+                    "compose.yaml",
+                    "shop",
+                ]),
+            ),
+            (21, v(&["/usr/bin/docker", "stack", "rm", "shop"])),
+            (
+                22,
+                v(&["docker", "stack", "deploy", "-c", "shop", "shop-2"]),
+            ),
+            (23, v(&["docker", "stack", "ps", "shop"])),
+            (24, v(&["docker", "service", "rm", "shop"])),
+        ];
+        assert_eq!(orphans_in(&procs, "shop"), vec![20, 21]);
     }
 }
