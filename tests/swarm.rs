@@ -319,13 +319,10 @@ fn an_upgrade_fails_no_request_and_a_broken_one_reverts_the_whole_stack() {
             .all(|i| i.starts_with(&v2) && i.contains("Running")),
         "every web task runs v2: {images:?}"
     );
-    let status = fleet
-        .stackpin(&h, 0, &["--json", "status", &stack])
-        .run()
-        .ok()
-        .json();
-    assert_eq!(status[0]["state"], "rolled_back", "{status}");
-    assert_eq!(status[0]["version"], "v2", "{status}");
+    assert_eq!(
+        fleet.states(&h, 0)[&stack],
+        ("rolled_back".to_string(), "v2".to_string())
+    );
     let history = fleet.stackpin(&h, 0, &["history", &stack]).run().ok();
     assert!(
         history.stdout().contains("rollback"),
@@ -495,19 +492,28 @@ fn depends_on_deploys_the_dependency_first_and_a_failed_one_stops_the_rollout() 
         "web created at {web_created}, side running since {side_running}"
     );
 
+    // A sync that stops at side's step and reverts the stack to v1.
+    let stopped_at_side_and_reverted_to_v1 = || {
+        let out = fleet.stackpin(&h, 0, &["sync"]).run().code(1);
+        assert!(out.stdout().contains("rolled back"), "{}", out.report());
+        assert!(
+            out.report()
+                .contains("at step 1 of 2 (depends_on: side first): side: "),
+            "{}",
+            out.report()
+        );
+        assert_eq!(
+            fleet.states(&h, 0)[&stack],
+            ("rolled_back".to_string(), "v1".to_string())
+        );
+    };
+
     // v2 with a side that crashes: the step fails, web never runs v2, and
     // the whole stack is back on v1.
     let crash = fleet.image(&f, &f.crash);
     write_ordered_stack(&h, &stack, (&v2, &crash, "0.0.0.0"), ports, "v2");
     h.commit("v2: side crashes");
-    let out = fleet.stackpin(&h, 0, &["sync"]).run().code(1);
-    assert!(out.stdout().contains("rolled back"), "{}", out.report());
-    assert!(
-        out.report()
-            .contains("at step 1 of 2 (depends_on: side first): side: "),
-        "{}",
-        out.report()
-    );
+    stopped_at_side_and_reverted_to_v1();
     assert!(
         task_images(&stack, "web").iter().all(|i| i == &v1),
         "web never ran v2: {:?}",
@@ -515,34 +521,13 @@ fn depends_on_deploys_the_dependency_first_and_a_failed_one_stops_the_rollout() 
     );
     assert_eq!(service_image(&stack, "web"), v1);
     assert_eq!(service_image(&stack, "side"), v1);
-    let status = fleet
-        .stackpin(&h, 0, &["--json", "status", &stack])
-        .run()
-        .ok()
-        .json();
-    assert_eq!(status[0]["state"], "rolled_back", "{status}");
-    assert_eq!(status[0]["version"], "v1", "{status}");
 
     // v3 changes only side's environment, to an address it cannot bind:
     // same image, a new spec. The step waits for tasks of the new spec (not
     // those of the old one, same image), which fail: the stack is reverted.
     write_ordered_stack(&h, &stack, (&v1, &v1, "10.255.255.1"), ports, "v3");
     h.commit("v3: side binds an address it does not have");
-    let out = fleet.stackpin(&h, 0, &["sync"]).run().code(1);
-    assert!(out.stdout().contains("rolled back"), "{}", out.report());
-    assert!(
-        out.report()
-            .contains("at step 1 of 2 (depends_on: side first): side: "),
-        "{}",
-        out.report()
-    );
-    let status = fleet
-        .stackpin(&h, 0, &["--json", "status", &stack])
-        .run()
-        .ok()
-        .json();
-    assert_eq!(status[0]["state"], "rolled_back", "{status}");
-    assert_eq!(status[0]["version"], "v1", "{status}");
+    stopped_at_side_and_reverted_to_v1();
     let healthy = common::wait_for(Duration::from_secs(30), || {
         http_body(&format!("http://127.0.0.1:{}/health", ports.1)).or_else(|| {
             fleet
@@ -647,13 +632,10 @@ fn a_stack_moves_from_compose_to_swarm_and_back() {
         fleet.get(&h, 0, port).as_deref(),
         Some("stackpin-test-app v3\n")
     );
-    let status = fleet
-        .stackpin(&h, 0, &["--json", "status", &stack])
-        .run()
-        .ok()
-        .json();
-    assert_eq!(status[0]["state"], "converged", "{status}");
-    assert_eq!(status[0]["version"], "v3", "{status}");
+    assert_eq!(
+        fleet.states(&h, 0)[&stack],
+        ("converged".to_string(), "v3".to_string())
+    );
     fleet.assert_consistent();
 }
 
