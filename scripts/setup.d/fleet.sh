@@ -99,8 +99,15 @@ stackpin_fleet_setup() {
         if declare -F stackpin_apt_install >/dev/null; then
             stackpin_apt_install "${need[@]}"
         else
-            _fl_log "missing: ${need[*]}"
-            return 1
+            # Run on its own (as root, checked above), without test.sh's
+            # helper.
+            _fl_log "installing ${need[*]} (apt-get)"
+            if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                    --no-install-recommends "${need[@]}" >/dev/null; }; then
+                _fl_log "failed to install: ${need[*]}"
+                return 1
+            fi
         fi
     fi
     local fx="${STACKPIN_FIXTURES_STATE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/test-fixtures.d}"
