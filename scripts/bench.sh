@@ -159,6 +159,15 @@ ONLY = [p for p in os.environ["BENCH_ONLY"].split(",") if p]
 COMPOSE = os.environ["STACKPIN_TEST_COMPOSE"].split()
 IMG = {k: os.environ[f"STACKPIN_TEST_IMAGE_{k.upper()}"] for k in ("v1", "v2", "broken", "crash")}
 HOST = "bench-host"
+# The host powers the bench stacks need, granted as an operator would: the
+# fixture app serves on the host's loopback (network_mode: host). Every
+# command reads them (STACKPIN_CONFIG) unless it names a config, and every
+# config the bench writes starts with them.
+GRANTS = ('allow:\n  - stacks: ["*"]\n    powers: [host_network]\n'
+          '    reason: "the bench app serves on the host\'s loopback"\n')
+with open(os.path.join(WORK, "grants.yaml"), "w") as _f:
+    _f.write(GRANTS)
+os.environ["STACKPIN_CONFIG"] = os.path.join(WORK, "grants.yaml")
 SECRET = "bench-webhook-secret"
 
 ROUNDS = 2 if QUICK else 5            # converge vs raw, revert, crash
@@ -568,7 +577,7 @@ def part_parallel():
     def sync_all(concurrency):
         cfg = os.path.join(h.dir, f"c{concurrency}.yaml")
         with open(cfg, "w") as f:
-            f.write(f"concurrency: {concurrency}\n")
+            f.write(GRANTS + f"concurrency: {concurrency}\n")
         t0 = time.monotonic()
         p = h.cli("--config", cfg, "--json", "sync")
         wall = time.monotonic() - t0
@@ -630,7 +639,7 @@ def part_fleet():
             os.makedirs(home)
             cfg = os.path.join(home, "config.yaml")
             with open(cfg, "w") as f:
-                f.write(f"host: {name}\nroot: {home}/root\nstate_dir: {home}/state\n"
+                f.write(GRANTS + f"host: {name}\nroot: {home}/root\nstate_dir: {home}/state\n"
                         f"control_socket: {home}/no-daemon.sock\n"
                         f"repo: {{url: \"git://{bridge}:{gport}/repo\", branch: main}}\n")
             cfgs.append((name, cfg, f"unix://{fleet}/h{i + 1}/docker.sock"))
@@ -865,7 +874,7 @@ class Daemon:
         cfg = os.path.join(h.dir, "config.yaml")
         with open(cfg, "w") as f:
             f.write(
-                f'concurrency: 2\nhttp: {{listen: "127.0.0.1:{self.port}", '
+                GRANTS + f'concurrency: 2\nhttp: {{listen: "127.0.0.1:{self.port}", '
                 f'github_secret_file: {os.path.join(h.dir, "hook-secret")}}}\n'
                 "repo: {branch: main, poll_interval: 1h, watch: false}\n")
         self.logf = open(self.logpath, "w")

@@ -61,7 +61,15 @@ rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR/root" "$DEMO_DIR/repo"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 REPO=$DEMO_DIR/repo
-sp() { "$BIN" --root "$DEMO_DIR/root" --repo "$REPO" --host demo-host --state-dir "$DEMO_DIR/state" "$@"; }
+# The demo host's config: the demo app serves on the host's loopback
+# (network_mode: host), a host power this host grants it by name.
+cat > "$DEMO_DIR/config.yaml" <<YAML
+allow:
+  - stacks: [$STACK]
+    powers: [host_network]
+    reason: "the demo app serves on the host's loopback"
+YAML
+sp() { "$BIN" --config "$DEMO_DIR/config.yaml" --root "$DEMO_DIR/root" --repo "$REPO" --host demo-host --state-dir "$DEMO_DIR/state" "$@"; }
 
 write_stack() { # $1 image, $2 version
     mkdir -p "$REPO/stacks/$STACK/config"

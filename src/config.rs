@@ -193,6 +193,8 @@ pub struct Config {
     pub min_disk_free_percent: u8,
     /// The daemon's control socket (CLI actions go through it when it answers).
     pub control_socket: PathBuf,
+    /// The config file read (or the default path, which may not exist).
+    pub config_file: Option<PathBuf>,
     pub file: FileConfig,
 }
 

@@ -9,10 +9,12 @@
 //! files are read once by [`HostPolicy::load`].
 
 use crate::config::{FileConfig, PolicyRule};
+use crate::desired::powers;
 use crate::desired::spec::PromoteFrom;
 use crate::trust::{self, allowed_signers::match_pattern_list};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,6 +60,102 @@ pub struct HostPolicy {
     /// The identities that decrypt the stacks' `secrets:` (read at each
     /// render, so a rotated key needs no restart).
     pub age_identity_file: Option<std::path::PathBuf>,
+    /// The host's own secrets and trust anchors (path, what it is): no
+    /// container may mount or read them, whatever `allow:` says. See
+    /// [`protected_paths`].
+    pub protected: Vec<(PathBuf, String)>,
+}
+
+/// The files and directories no stack may reach on this host, with what
+/// each is: its keys, tokens, credentials, trust anchors, config, state
+/// and control socket (from the host's config, never from a commit).
+pub fn protected_paths(cfg: &crate::config::Config) -> Vec<(PathBuf, String)> {
+    let f = &cfg.file;
+    let mut out: Vec<(PathBuf, String)> = Vec::new();
+    let mut add = |p: Option<&PathBuf>, what: &str| {
+        if let Some(p) = p {
+            out.push((p.clone(), what.to_string()));
+        }
+    };
+    add(
+        f.verified.as_ref().and_then(|v| v.signing_key.as_ref()),
+        "the marker signing key",
+    );
+    add(f.age_identity_file.as_ref(), "the age identity");
+    add(
+        f.github_status.as_ref().map(|g| &g.token_file),
+        "the commit-status token",
+    );
+    add(f.registry_auth_file.as_ref(), "the registry credentials");
+    if f.registry_auth_file.is_none() {
+        let docker_config = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+        add(
+            docker_config.map(|d| d.join("config.json")).as_ref(),
+            "the registry credentials",
+        );
+    }
+    if let Some(r) = &f.repo {
+        add(r.ssh_key_file.as_ref(), "the repository's ssh key");
+        add(r.token_file.as_ref(), "the repository's token");
+    }
+    add(
+        f.http.as_ref().and_then(|h| h.github_secret_file.as_ref()),
+        "the webhook secret",
+    );
+    if let Some(n) = &f.notify {
+        add(n.slack_url_file.as_ref(), "the Slack webhook URL");
+        add(n.webhook_url_file.as_ref(), "the notification webhook URL");
+    }
+    for (name, t) in &f.signers {
+        add(t.allowed_signers.as_ref(), &format!("signer set `{name}`"));
+        for k in &t.openpgp_keys {
+            add(Some(k), &format!("signer set `{name}`"));
+        }
+    }
+    for d in f
+        .secret_dirs
+        .clone()
+        .unwrap_or_else(|| vec![DEFAULT_SECRET_DIR.into()])
+    {
+        add(Some(&d), "a secret directory of `env_files:`");
+    }
+    add(cfg.config_file.as_ref(), "the host's config");
+    add(Some(&cfg.state_dir), "stackpin's state directory");
+    add(Some(&cfg.control_socket), "stackpin's control socket");
+    out
+}
+
+/// A judgement of a stack's compose model as this host's refusals, each
+/// naming `file`, the field, the power and the fix. Pure.
+pub fn refusals_of(
+    allow: &[crate::config::AllowRule],
+    stack: &str,
+    file: &str,
+    j: &powers::Judgement,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (field, why) in &j.forbidden {
+        out.push(format!("{file}: {field}: {why}"));
+    }
+    for field in &j.unknown {
+        out.push(format!(
+            "{file}: {field}: stackpin has not classified this key, so it cannot tell what it gives the container on the host; remove it (or ask for it to be classified)"
+        ));
+    }
+    for p in &j.powers {
+        let granted = allow
+            .iter()
+            .any(|a| match_pattern_list(stack, &a.stacks) && a.powers.contains(&p.kind));
+        if !granted {
+            out.push(format!(
+                "{file}: {}: {} (power `{}`; if this stack needs it, allow it in this host's config: `allow: [{{stacks: [{stack}], powers: [{}], reason: \"…\"}}]`)",
+                p.field, p.what, p.kind, p.kind
+            ));
+        }
+    }
+    out
 }
 
 /// What the host requires of one stack, from every rule that matches it.
@@ -136,15 +234,16 @@ impl HostPolicy {
             if a.reason.trim().is_empty() {
                 return Err(bad("reason is empty: say why these stacks need it".into()));
             }
-            if let Some(p) = a
-                .powers
-                .iter()
-                .find(|p| !crate::desired::powers::KINDS.contains(&p.as_str()))
-            {
-                return Err(bad(format!(
-                    "unknown power `{p}`; one of: {}",
-                    crate::desired::powers::KINDS.join(", ")
-                )));
+            for p in &a.powers {
+                if let Some((_, now)) = powers::RENAMED.iter().find(|(old, _)| old == p) {
+                    return Err(bad(format!("power `{p}` was renamed: write {now}")));
+                }
+                if !powers::is_known(p) {
+                    return Err(bad(format!(
+                        "unknown power `{p}`; one of: {}, or cap_<capability> (cap_net_admin, cap_sys_admin, cap_all, …)",
+                        powers::KINDS.join(", ")
+                    )));
+                }
             }
         }
         let signing_key = match file.verified.as_ref().and_then(|v| v.signing_key.as_ref()) {
@@ -167,6 +266,7 @@ impl HostPolicy {
                     .unwrap_or_else(|| vec![DEFAULT_SECRET_DIR.into()]),
             ),
             age_identity_file: file.age_identity_file.clone(),
+            protected: Vec::new(),
         })
     }
 
@@ -176,17 +276,8 @@ impl HostPolicy {
     pub fn refusals(&self, stack: &crate::desired::Stack) -> Vec<String> {
         let mut out = Vec::new();
         let compose_file = format!("stacks/{}/{}", stack.name, stack.compose_file);
-        for p in crate::desired::powers::of(&stack.compose) {
-            let granted = self.allow.iter().any(|a| {
-                match_pattern_list(&stack.name, &a.stacks) && a.powers.iter().any(|k| k == p.kind)
-            });
-            if !granted {
-                out.push(format!(
-                    "{compose_file}: {}: {} (power `{}`; if this stack needs it, allow it in this host's config: `allow: [{{stacks: [{}], powers: [{}], reason: \"…\"}}]`)",
-                    p.field, p.what, p.kind, stack.name, p.kind
-                ));
-            }
-        }
+        let j = powers::of_raw(&stack.compose.value);
+        out.extend(refusals_of(&self.allow, &stack.name, &compose_file, &j));
         if let Some(dirs) = &self.secret_dirs {
             for (i, f) in stack.spec.env_files.iter().enumerate() {
                 let path = std::path::Path::new(f);

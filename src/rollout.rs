@@ -413,6 +413,7 @@ mod tests {
             repo_digests: vec![],
             state: state.into(),
             health: None,
+            health_log: None,
             restart_count: 0,
             started_at: None,
             exit_code: None,

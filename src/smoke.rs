@@ -455,9 +455,16 @@ pub fn crashed(
                 problems.push(format!("{who} exited{code}"))
             }
             // Docker has judged it: waiting for the timeout would only
-            // serve users errors for longer.
-            _ if expected && c.health.as_deref() == Some("unhealthy") => problems.push(format!(
-                "{who} is unhealthy (its Docker healthcheck failed)"
+            // serve users errors for longer. Only on Docker's own evidence
+            // for this run of the container: a failed probe since it
+            // started (a state carried over from before its start, or a
+            // status without a probe behind it, is not a verdict).
+            _ if expected && unhealthy_now(c) => problems.push(format!(
+                "{who} is unhealthy: its Docker healthcheck failed ({})",
+                c.health_log
+                    .as_ref()
+                    .map(crate::engine::HealthLog::describe)
+                    .unwrap_or_else(|| "no probe log".into())
             )),
             _ => {
                 let first = baseline.get(&c.id).copied().unwrap_or(c.restart_count);
@@ -471,6 +478,29 @@ pub fn crashed(
         }
     }
     (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// Whether Docker says `c` is unhealthy, with a failed probe of its
+/// current run behind it. A container whose status is `unhealthy` without
+/// such a probe is still starting as far as stackpin can prove (logged).
+/// Without a log (an engine that keeps none) the status alone counts.
+pub fn unhealthy_now(c: &ContainerInfo) -> bool {
+    if c.health.as_deref() != Some("unhealthy") {
+        return false;
+    }
+    let Some(log) = &c.health_log else {
+        return true;
+    };
+    if log.failures_since(c.started_at) > 0 {
+        return true;
+    }
+    tracing::warn!(
+        container = %c.name,
+        started_at = ?c.started_at,
+        evidence = %log.describe(),
+        "Docker reports the container unhealthy without a failed probe since it started: not taken as a verdict"
+    );
+    false
 }
 
 /// The `containers` check: every service has at least one container, all
@@ -871,6 +901,7 @@ mod tests {
             repo_digests: vec![],
             state: state.into(),
             health: None,
+            health_log: None,
             restart_count: 0,
             started_at: None,
             exit_code: (state == "exited").then_some(1),
@@ -1038,9 +1069,41 @@ mod tests {
         let mut unhealthy = container("web", "running");
         unhealthy.health = Some("unhealthy".into());
         assert_eq!(
-            crashed(&[unhealthy], &base, &services).as_deref(),
-            Some("service web (container p-web-1) is unhealthy (its Docker healthcheck failed)")
+            crashed(&[unhealthy.clone()], &base, &services).as_deref(),
+            Some(
+                "service web (container p-web-1) is unhealthy: its Docker healthcheck failed (no probe log)"
+            )
         );
+        // With Docker's log: the verdict carries its evidence.
+        let at = |s: i64| Some(chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap());
+        let probe = |s: i64, code: i64, out: &str| crate::engine::Probe {
+            start: at(s),
+            exit_code: code,
+            output: out.into(),
+        };
+        unhealthy.started_at = at(0);
+        unhealthy.health_log = Some(crate::engine::HealthLog {
+            failing_streak: 3,
+            probes: vec![
+                probe(1, 1, "wget: can't connect"),
+                probe(
+                    2,
+                    1,
+                    "wget: server returned error:\nHTTP/1.0 404 Not Found\n",
+                ),
+                probe(3, 1, "wget: server returned error: HTTP/1.0 404 Not Found"),
+            ],
+        });
+        assert_eq!(
+            crashed(&[unhealthy.clone()], &base, &services).as_deref(),
+            Some(
+                "service web (container p-web-1) is unhealthy: its Docker healthcheck failed (failing streak 3; last probes: exit 1: wget: can't connect; exit 1: wget: server returned error: HTTP/1.0 404 Not Found; exit 1: wget: server returned error: HTTP/1.0 404 Not Found)"
+            )
+        );
+        // Unhealthy by probes of an earlier run (before its start): no
+        // verdict, it is still starting.
+        unhealthy.started_at = at(10);
+        assert_eq!(crashed(&[unhealthy], &base, &services), None);
         let restarting = container("web", "restarting");
         assert!(
             crashed(&[restarting], &base, &services)

@@ -77,7 +77,8 @@ impl Services {
         engine: Box<dyn Engine>,
         strict: bool,
     ) -> Result<Services, Error> {
-        let policy = crate::policy::HostPolicy::load(&cfg.file)?;
+        let mut policy = crate::policy::HostPolicy::load(&cfg.file)?;
+        policy.protected = crate::policy::protected_paths(&cfg);
         let notifier = match crate::notify::Notifier::from_config(&cfg, &cfg.host, &cfg.root) {
             Ok(n) => n,
             Err(e) if !strict => {

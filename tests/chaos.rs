@@ -47,7 +47,7 @@ enum Kill {
 
 fn start_daemon(h: &TestHost) -> Running {
     let cfg = h.tmp().join("chaos.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         "repo: {branch: main, poll_interval: 1s, watch: true}\nconcurrency: 1\n",
     )

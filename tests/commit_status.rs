@@ -109,7 +109,7 @@ fn a_converge_posts_its_outcome_as_a_commit_status_once() {
     let token = format!("ghp_{}", h.prefix());
     std::fs::write(h.tmp().join("token"), format!("{token}\n")).unwrap();
     let cfg = h.tmp().join("config.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         format!(
             "github_status:\n  repo: acme/desired-state\n  token_file: {}\n  api_url: {api}\n  target_url: http://web-1.example/\n",

@@ -44,7 +44,7 @@ impl Daemon {
         let socket = h.tmp().join("control.sock");
         let cfg = h.tmp().join("config.yaml");
         std::fs::write(h.tmp().join("webhook-secret"), SECRET).unwrap();
-        std::fs::write(
+        common::write_config(
             &cfg,
             format!("concurrency: 2\nsecret_dirs: [{}]\nhttp: {{listen: \"127.0.0.1:{port}\", github_secret_file: {}}}\nrepo: {{branch: main, poll_interval: {poll}, watch: {watch}}}\n", h.tmp().display(), h.tmp().join("webhook-secret").display()),
         )
@@ -572,7 +572,7 @@ fn check_config_masks_secrets_and_rejects_unknown_keys() {
     let h = TestHost::new();
     let cfg = h.tmp().join("c.yaml");
     std::fs::write(h.tmp().join("hook"), "very-secret").unwrap();
-    std::fs::write(&cfg, format!("host: web-1\nrepo: {{url: \"https://user:tok@example.com/x.git\", branch: main}}\nhttp: {{listen: \"127.0.0.1:9750\", github_secret_file: {}}}\n", h.tmp().join("hook").display())).unwrap();
+    common::write_config(&cfg, format!("host: web-1\nrepo: {{url: \"https://user:tok@example.com/x.git\", branch: main}}\nhttp: {{listen: \"127.0.0.1:9750\", github_secret_file: {}}}\n", h.tmp().join("hook").display())).unwrap();
     let out = check_config(&h, &cfg).ok();
     let text = out.stdout();
     assert!(
@@ -583,7 +583,7 @@ fn check_config_masks_secrets_and_rejects_unknown_keys() {
         text.contains("https://example.com/x.git") && text.contains("\"poll_interval\": \"1m\""),
         "{text}"
     );
-    std::fs::write(&cfg, "host: web-1\nrepo: {url: x, brnach: main}\n").unwrap();
+    common::write_config(&cfg, "host: web-1\nrepo: {url: x, brnach: main}\n").unwrap();
     check_config(&h, &cfg)
         .code(2)
         .stderr_contains("unknown field `brnach`");
@@ -599,7 +599,7 @@ fn check_config_fails_where_the_daemon_would_not_start() {
     let cfg = h.tmp().join("c.yaml");
     let t = h.tmp();
     let write_cfg = |group: &str, files: &std::path::Path, listen: &str| {
-        std::fs::write(
+        common::write_config(
             &cfg,
             format!(
                 "host: web-1\nrepo: {{url: \"https://example.com/x.git\", branch: main, token_file: {f}/token}}\n\

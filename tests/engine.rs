@@ -174,7 +174,14 @@ async fn up_smoke_and_down() {
     let engine = engine().await;
     let p = project(&host, "web", &f.v1);
 
-    engine.config_check(p.p()).await.unwrap();
+    let (_, model) = engine.config_model(p.p()).await.unwrap();
+    assert_eq!(
+        model
+            .pointer("/services/app/image")
+            .and_then(|v| v.as_str()),
+        Some(f.v1.as_str()),
+        "compose's own model of the project: {model}"
+    );
     let log = engine
         .up(p.p())
         .await
@@ -461,7 +468,7 @@ async fn compose_failures_are_masked() {
     .unwrap();
 
     let err = engine
-        .config_check(stackpin::engine::Project {
+        .config_model(stackpin::engine::Project {
             name: &p.name,
             dir: &p.dir,
             files: &files,
@@ -479,7 +486,7 @@ async fn compose_failures_are_masked() {
         panic!("expected a compose error, got {err:?}");
     };
     assert_ne!(*code, Some(0));
-    assert!(command.contains("-f ***.yaml config -q"), "{command}");
+    assert!(command.contains("-f ***.yaml config"), "{command}");
     assert!(output.contains("bogus_***"), "{output}");
     let all = format!("{err:?} {err}");
     assert!(!all.contains(secret), "{all}");

@@ -118,7 +118,7 @@ fn disk_below_the_free_space_threshold_fails_preflight() {
     h.commit("v1");
     // No filesystem here is 100% free: the threshold stands for a full disk.
     let cfg = h.tmp().join("config.yaml");
-    std::fs::write(&cfg, "min_disk_free_percent: 100\n").unwrap();
+    common::write_config(&cfg, "min_disk_free_percent: 100\n").unwrap();
     let out = h
         .cmd(["--config".as_ref(), cfg.as_os_str(), "sync".as_ref()])
         .run()

@@ -76,7 +76,7 @@ impl Setup {
         let staging_host = h.ssh_signer("staging-1", "staging-1", "stackpin-verified");
         let (stg, prod) = (h.stack("stg"), h.stack("prod"));
         let cfg = h.tmp().join("config.yaml");
-        std::fs::write(
+        common::write_config(
             &cfg,
             format!(
                 "signers:\n  developers: {{allowed_signers: {}}}\n  approvers: {{allowed_signers: {}}}\n  staging-hosts: {{allowed_signers: {}}}\nverifiers: {{{stg}: staging-hosts}}\npolicy:\n  - stacks: [{prod}]\n    signed_by: developers\n    promote_from: {stg}\n    break_glass_by: approvers\n",
@@ -360,7 +360,7 @@ fn signed_markers_promote_across_two_hosts() {
         for d in ["root", "state"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        std::fs::write(dir.join("config.yaml"), config).unwrap();
+        common::write_config(dir.join("config.yaml"), config).unwrap();
         let remote = remote.clone();
         move |args: &[&str]| {
             let mut c = hr.cmd_raw([

@@ -296,7 +296,7 @@ fn scenario2_unverified_pin_is_refused_until_break_glass() {
 fn signed_policy(h: &TestHost, stack: &str) -> (PathBuf, PathBuf) {
     let s = h.ssh_signer("signer", "approver@example.com", "git");
     let cfg = h.tmp().join("config.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         format!(
             "signers: {{approvers: {{allowed_signers: {}}}}}\npolicy:\n  - {{stacks: [{stack}], signed_by: approvers}}\n",
@@ -419,7 +419,7 @@ fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
     // staging-1 signs what it verifies; prod-1 lists its key as a verifier.
     let marker_key = h.ssh_signer("staging-1-key", "staging-1", "stackpin-verified");
     let cfg = h.tmp().join("config.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         format!(
             "host: staging-1\nverified: {{publish: true, author: \"stackpin <stackpin@staging-1>\", signing_key: {}}}\n",
@@ -542,7 +542,7 @@ fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
     std::fs::create_dir_all(&other_root).unwrap();
     let prod_plan = |config: &str| {
         let other_cfg = h.tmp().join("prod-1.yaml");
-        std::fs::write(&other_cfg, config).unwrap();
+        common::write_config(&other_cfg, config).unwrap();
         h.cmd_raw([
             OsString::from("--json"),
             "--config".into(),
@@ -561,7 +561,7 @@ fn verify_by_hand_publishes_and_opens_the_gate_on_another_host() {
         .json()
     };
     // Without a verifier for the source, a marker in git proves nothing.
-    let plan = prod_plan("{}\n");
+    let plan = prod_plan("");
     assert_eq!(plan[0]["verdict"]["verdict"], "refused", "{plan}");
     assert!(
         plan[0]["reason"]

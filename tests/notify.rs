@@ -494,7 +494,7 @@ async fn webhook_urls_never_reach_logs_or_errors() {
     let bad = dir.path().join("slack-url");
     std::fs::write(&bad, format!("htp:/not-a-url/{SECRET}\n")).unwrap();
     let cfg_file = dir.path().join("config.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg_file,
         format!("notify: {{slack_url_file: {}}}\n", bad.display()),
     )
@@ -513,7 +513,7 @@ async fn webhook_urls_never_reach_logs_or_errors() {
             .unwrap()
             .is_some()
     );
-    std::fs::write(&cfg_file, "host: h\n").unwrap();
+    common::write_config(&cfg_file, "host: h\n").unwrap();
     let cfg = config_from(&cfg_file, dir.path());
     assert!(
         Notifier::from_config(&cfg, "h", dir.path())
@@ -557,7 +557,7 @@ fn sync_of_a_broken_image_notifies_the_rollback_once() {
     std::fs::write(&slack_file, rx.url("slack")).unwrap();
     std::fs::write(&hook_file, rx.url("hook")).unwrap();
     let cfg = h.tmp().join("config.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         format!(
             "notify: {{slack_url_file: {}, webhook_url_file: {}}}\n",

@@ -237,7 +237,7 @@ fn a_host_local_file_missing_here_is_named_and_the_diff_is_still_shown() {
     );
     h.commit("v1");
     let cfg = h.tmp().join("c.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         format!("secret_dirs: [{}]\n", h.tmp().join("secrets").display()),
     )

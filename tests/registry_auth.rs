@@ -54,7 +54,7 @@ fn registry_credentials_pull_and_refused_ones_change_nothing() {
     h.commit("a stack pinned to a private image");
     let docker_config = h.tmp().join("docker-config.json");
     let host_config = h.tmp().join("config.yaml");
-    std::fs::write(
+    common::write_config(
         &host_config,
         format!("registry_auth_file: {}\n", docker_config.display()),
     )

@@ -248,7 +248,7 @@ fn a_compose_file_in_a_subdirectory_still_gets_the_env() {
         );
         h.commit(&format!("compose in a subdirectory, {flavour}"));
         let cfg = h.tmp().join(format!("{flavour}.yaml"));
-        std::fs::write(
+        common::write_config(
             &cfg,
             format!("host: {flavour}-host\ncompose: \"{compose}\"\n"),
         )
@@ -294,7 +294,7 @@ fn the_daemon_recovers_before_it_can_fetch() {
     // A remote nothing answers on: the fetch can only fail.
     let closed = h.free_port();
     let cfg = h.tmp().join("daemon.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         "repo: {branch: main, poll_interval: 60s, watch: false}\n",
     )
@@ -393,9 +393,9 @@ fn host_powers_need_the_hosts_permission() {
 
     // The host's operator allows it, with a reason: it deploys.
     let cfg = h.tmp().join("config.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
-        format!("allow: [{{stacks: [{s}], powers: [cap_sys_admin], reason: \"fuse mounts\"}}]\n"),
+        format!("  - {{stacks: [{s}], powers: [cap_sys_admin], reason: \"fuse mounts\"}}\n"),
     )
     .unwrap();
     h.cmd([
@@ -962,5 +962,74 @@ fn a_swarm_task_of_the_same_image_but_an_older_spec_is_not_the_new_release() {
     assert!(
         matches!(step, stackpin::engine::swarm::StepState::Waiting(_)),
         "the old spec's task counted as the new one: {step:?} {seen:?}"
+    );
+}
+
+/// Issue 38: a healthy first deploy was judged unhealthy 0.6 s after `up`
+/// (Docker needs `retries` failed probes, 3 s at `interval: 1s`, to say
+/// so), reverted and left stopped, with nothing but "its Docker
+/// healthcheck failed" to go on. What Docker 20.10's inspect says of a
+/// container whose status is `unhealthy` but whose failed probes all ran
+/// before its current start (`State.StartedAt`) is a state of an earlier
+/// run, not a verdict on this one: smoke waits. An unhealthy container
+/// with a failed probe of this run is a verdict, and it carries Docker's
+/// evidence (the failing streak and the probes' output).
+#[test]
+fn an_unhealthy_status_without_a_failed_probe_of_this_run_is_no_verdict() {
+    let inspect = |started: &str, probes: &[(&str, i64, &str)]| {
+        let log: Vec<serde_json::Value> = probes
+            .iter()
+            .map(|(start, code, out)| {
+                serde_json::json!({"Start": start, "End": start, "ExitCode": code, "Output": out})
+            })
+            .collect();
+        let v = serde_json::json!({
+            "Id": "c0ffee",
+            "Name": "/shop_web_1",
+            "Image": "sha256:1111",
+            "RestartCount": 0,
+            "State": {
+                "Status": "running", "Running": true, "StartedAt": started,
+                "Health": {"Status": "unhealthy", "FailingStreak": probes.len(), "Log": log}
+            },
+            "Config": {
+                "Image": "reg/app@sha256:2222",
+                "Labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
+            }
+        });
+        let c: bollard::models::ContainerInspectResponse = serde_json::from_value(v).unwrap();
+        stackpin::engine::container_info("c0ffee".into(), c, Vec::new())
+    };
+    let earlier = [
+        ("2026-12-07T00:57:55.1Z", 1, "wget: can't connect to remote host"),
+        ("2026-12-07T00:57:56.2Z", 1, "wget: can't connect to remote host"),
+        ("2026-12-07T00:57:57.3Z", 1, "wget: can't connect to remote host"),
+    ];
+    let services = vec!["web".to_string()];
+    let base = std::collections::HashMap::new();
+
+    // Started after every failed probe Docker shows: still starting.
+    let stale = inspect("2026-12-07T00:58:00.6Z", &earlier);
+    assert_eq!(stale.health.as_deref(), Some("unhealthy"));
+    assert_eq!(
+        stackpin::smoke::crashed(&[stale], &base, &services),
+        None,
+        "a state of an earlier run was taken as this run's verdict"
+    );
+
+    // Failed probes since its start: unhealthy, with Docker's evidence.
+    let mut now = earlier.to_vec();
+    now.push((
+        "2026-12-07T00:58:01.7Z",
+        1,
+        "wget: server returned error: HTTP/1.0 404 Not Found",
+    ));
+    let judged = inspect("2026-12-07T00:58:00.6Z", &now);
+    let why = stackpin::smoke::crashed(&[judged], &base, &services).expect("a verdict");
+    assert!(
+        why.contains("service web (container shop_web_1) is unhealthy")
+            && why.contains("failing streak 4")
+            && why.contains("HTTP/1.0 404 Not Found"),
+        "{why}"
     );
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// A config file naming the remote, as on a daemon host.
 fn config(h: &TestHost, url: &str) -> PathBuf {
     let cfg = h.tmp().join("config.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         format!(
             "host: test-host\nroot: {}\nstate_dir: {}\ncontrol_socket: {}\nrepo: {{url: \"{url}\", branch: main}}\n",

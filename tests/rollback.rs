@@ -319,7 +319,7 @@ impl Daemon {
         let socket = h.tmp().join("control.sock");
         let cfg = h.tmp().join("config.yaml");
         let port = h.free_port();
-        std::fs::write(
+        common::write_config(
             &cfg,
             format!("http: {{listen: \"127.0.0.1:{port}\"}}\nrepo: {{branch: main, poll_interval: 1s, watch: false}}\n"),
         )

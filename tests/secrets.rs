@@ -89,7 +89,7 @@ fn host_config(h: &TestHost, identity: Option<&Path>) -> PathBuf {
     let text = identity
         .map(|p| format!("age_identity_file: {}\n", p.display()))
         .unwrap_or_else(|| "concurrency: 1\n".into());
-    std::fs::write(&cfg, text).unwrap();
+    common::write_config(&cfg, text).unwrap();
     cfg
 }
 

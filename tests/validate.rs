@@ -214,7 +214,7 @@ fn the_gate_report_checks_marker_signatures_with_the_hosts_verifiers() {
 
     let signer = h.ssh_signer("staging-1", "staging-1", "stackpin-verified");
     let cfg = h.tmp().join("host.yaml");
-    std::fs::write(
+    common::write_config(
         &cfg,
         format!(
             "signers: {{staging: {{allowed_signers: {}}}}}\nverifiers: {{shop-staging: staging}}\n",

@@ -49,6 +49,7 @@ pub fn config(g: &Global) -> anyhow::Result<Config> {
             .clone()
             .or(file.control_socket.clone())
             .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_SOCKET)),
+        config_file: Some(g.config.clone()),
         file,
     })
 }

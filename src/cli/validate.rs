@@ -145,11 +145,26 @@ pub fn power_findings(state: &desired::DesiredState) -> Vec<Finding> {
     for (name, s) in &state.stacks {
         let file = format!("stacks/{name}/{}", s.compose_file);
         let mut sink = Sink::new(Some(name), file, &mut out);
-        for p in desired::powers::of(&s.compose) {
+        let j = desired::powers::of_raw(&s.compose.value);
+        for field in j.unknown {
+            sink.error(
+                field,
+                "stackpin has not classified this service key, so every host refuses it (it cannot tell what the key gives the container on the host)",
+                "remove it, or ask for it to be classified",
+            );
+        }
+        for p in j.powers {
             sink.warn(
                 p.field,
                 format!("{} (power `{}`): hosts refuse it unless their config allows it for this stack", p.what, p.kind),
                 format!("drop it, or have the host's operator add `allow: [{{stacks: [{name}], powers: [{}], reason: \"…\"}}]`", p.kind),
+            );
+        }
+        for field in j.interpolated {
+            sink.warn(
+                field,
+                "this security-relevant value is interpolated: each host judges its powers on the model compose resolves there, with that host's variables",
+                "write the value out, so that a review sees what the container gets",
             );
         }
     }

@@ -27,6 +27,8 @@ impl From<&str> for NotRunnable {
 
 /// How much of a command's output a [`CommandLog`] keeps (the tail).
 pub const LOG_OUTPUT_CAP: usize = 64 * 1024;
+/// The largest model `config` may print (more is refused, not cut).
+pub const MODEL_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 /// How much of a failed command's output an [`Error::Compose`] carries.
 pub const ERROR_OUTPUT_CAP: usize = 4 * 1024;
 
@@ -196,6 +198,63 @@ impl Docker {
         dir: &Path,
         env: &[(String, String)],
     ) -> Result<CommandLog, Error> {
+        self.run_cli_split(program, argv, dir, env, false)
+            .await
+            .map(|(log, _)| log)
+    }
+
+    /// `<compose> config` for `p`: the model compose will run, as it
+    /// prints it (JSON under v2, YAML under v1), parsed. The log keeps
+    /// only what it printed on stderr (warnings).
+    ///
+    /// # Errors
+    /// As [`Docker::compose`]; [`Error::Compose`] also when the output is
+    /// larger than [`MODEL_OUTPUT_CAP`] or cannot be parsed.
+    pub async fn config_model(
+        &self,
+        p: Project<'_>,
+    ) -> Result<(CommandLog, serde_json::Value), Error> {
+        let (program, _) = self.compose.program();
+        let args: &[&str] = match self.compose {
+            ComposeCmd::V2 => &["config", "--format", "json"],
+            ComposeCmd::V1 => &["config"],
+        };
+        let argv = self.compose.args(p.name, p.dir, p.files, args);
+        let env = [("COMPOSE_PROJECT_NAME".to_string(), p.name.to_string())];
+        let (log, out) = self
+            .run_cli_split(program, &argv, p.dir, &env, true)
+            .await?;
+        let out = out.unwrap_or_default();
+        let bad = |why: String| Error::Compose {
+            command: log.command.clone(),
+            code: log.code,
+            output: why,
+        };
+        if out.len() >= MODEL_OUTPUT_CAP {
+            return Err(bad(format!(
+                "its model is larger than {} MiB",
+                MODEL_OUTPUT_CAP >> 20
+            )));
+        }
+        let model: serde_json::Value = match self.compose {
+            ComposeCmd::V2 => serde_json::from_str(&out)
+                .map_err(|e| bad(format!("its JSON model cannot be read: {e}")))?,
+            ComposeCmd::V1 => serde_saphyr::from_str(&out)
+                .map_err(|e| bad(format!("its YAML model cannot be read: {e}")))?,
+        };
+        Ok((log, model))
+    }
+
+    /// [`Docker::run_cli`]; with `split`, stdout goes to a file of its own
+    /// and is returned (up to [`MODEL_OUTPUT_CAP`] bytes) beside the log.
+    async fn run_cli_split(
+        &self,
+        program: &str,
+        argv: &[String],
+        dir: &Path,
+        env: &[(String, String)],
+        split: bool,
+    ) -> Result<(CommandLog, Option<String>), Error> {
         let command = self.mask(&shell_line(program, argv));
         let started = Instant::now();
 
@@ -209,8 +268,16 @@ impl Docker {
             source,
         };
         let mut log = output_file().map_err(spawn_err)?;
+        let mut stdout_file = if split {
+            Some(output_file().map_err(spawn_err)?)
+        } else {
+            None
+        };
         let (out, err) = (
-            log.try_clone().map_err(spawn_err)?,
+            match &stdout_file {
+                Some(f) => f.try_clone().map_err(spawn_err)?,
+                None => log.try_clone().map_err(spawn_err)?,
+            },
             log.try_clone().map_err(spawn_err)?,
         );
         let mut child = tokio::process::Command::new(program)
@@ -232,6 +299,7 @@ impl Docker {
             .spawn()
             .map_err(spawn_err)?;
         let status = child.wait().await.map_err(spawn_err)?;
+        let stdout = stdout_file.as_mut().map(|f| read_tail(f, MODEL_OUTPUT_CAP));
         let output = self.mask(&read_tail(&mut log, LOG_OUTPUT_CAP));
         let log = CommandLog {
             command,
@@ -254,7 +322,7 @@ impl Docker {
                 output: tail(&log.output, ERROR_OUTPUT_CAP).to_string(),
             });
         }
-        Ok(log)
+        Ok((log, stdout))
     }
 }
 

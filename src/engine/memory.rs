@@ -180,6 +180,17 @@ fn log(command: String) -> CommandLog {
 }
 
 /// service -> image of the compose files, later files winning.
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
 fn services(p: &Project<'_>) -> Result<BTreeMap<String, String>, Error> {
     let mut out = BTreeMap::new();
     for f in p.files {
@@ -317,6 +328,7 @@ impl Engine for MemoryEngine {
                 repo_digests: vec![image.clone()],
                 state: state.to_string(),
                 health,
+                health_log: None,
                 restart_count: 0,
                 started_at: None,
                 exit_code,
@@ -343,11 +355,20 @@ impl Engine for MemoryEngine {
         Ok(log(what))
     }
 
-    async fn config_check(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+    /// The project's files merged (objects key by key, later files win):
+    /// no interpolation, paths as written.
+    async fn config_model(&self, p: Project<'_>) -> Result<(CommandLog, serde_json::Value), Error> {
         let what = format!("config {}", p.name);
         drop(self.enter(Op::ConfigCheck, what.clone())?);
         services(&p)?;
-        Ok(log(what))
+        let mut model = serde_json::Value::Null;
+        for f in p.files {
+            let path = p.dir.join(f);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_default();
+            merge(&mut model, v);
+        }
+        Ok((log(what), model))
     }
 }
 

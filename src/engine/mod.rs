@@ -238,6 +238,9 @@ pub struct ContainerInfo {
     pub state: String,
     /// healthy, unhealthy or starting; `None` without a healthcheck.
     pub health: Option<String>,
+    /// What Docker's healthcheck said (`State.Health`): the failing streak
+    /// and its last probes, the evidence of a `health` verdict.
+    pub health_log: Option<HealthLog>,
     pub restart_count: i64,
     /// When its current run started (`State.StartedAt`, reset by every
     /// restart); `None` before the first start or when the engine does not
@@ -248,6 +251,78 @@ pub struct ContainerInfo {
     pub labels: HashMap<String, String>,
     /// The networks it is attached to, with its aliases on each.
     pub networks: Vec<Endpoint>,
+}
+
+/// Docker's record of a container's healthcheck (`State.Health`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthLog {
+    /// Consecutive failed probes (`FailingStreak`).
+    pub failing_streak: i64,
+    /// The last probes Docker kept (five at most), oldest first.
+    pub probes: Vec<Probe>,
+}
+
+/// One healthcheck probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    pub exit_code: i64,
+    /// What the probe printed (Docker keeps its first 4 KiB).
+    pub output: String,
+}
+
+impl HealthLog {
+    /// The failed probes since `started_at` (the container's current run)
+    /// at the end of the log: Docker's evidence that this run is unhealthy.
+    /// Without a start time every trailing failure counts.
+    pub fn failures_since(&self, started_at: Option<chrono::DateTime<chrono::Utc>>) -> usize {
+        self.probes
+            .iter()
+            .rev()
+            .take_while(|p| p.exit_code != 0)
+            .filter(|p| match (p.start, started_at) {
+                (Some(t), Some(s)) => t >= s,
+                _ => true,
+            })
+            .count()
+    }
+
+    /// `failing streak 3; last probes: exit 1: wget: server returned error:
+    /// HTTP/1.0 404 Not Found; …` (each output on one line, cut to 200
+    /// characters; the newest three probes).
+    pub fn describe(&self) -> String {
+        let probes: Vec<String> = self
+            .probes
+            .iter()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|p| {
+                let out: String = p.output.split_whitespace().collect::<Vec<_>>().join(" ");
+                let out = if out.chars().count() > 200 {
+                    format!("{}…", out.chars().take(200).collect::<String>())
+                } else {
+                    out
+                };
+                if out.is_empty() {
+                    format!("exit {}", p.exit_code)
+                } else {
+                    format!("exit {}: {out}", p.exit_code)
+                }
+            })
+            .collect();
+        if probes.is_empty() {
+            format!("failing streak {}; no probe logged", self.failing_streak)
+        } else {
+            format!(
+                "failing streak {}; last probes: {}",
+                self.failing_streak,
+                probes.join("; ")
+            )
+        }
+    }
 }
 
 /// A container's attachment to one network.
@@ -385,9 +460,14 @@ pub trait Engine: Send + Sync {
     /// and networks. Never removes volumes. Idempotent.
     async fn down(&self, project: Project<'_>) -> Result<CommandLog, Error>;
 
-    /// `config -q`: validates the compose files (and `.env`) without
-    /// touching the engine's state.
-    async fn config_check(&self, project: Project<'_>) -> Result<CommandLog, Error>;
+    /// `config`: validates the compose files (and `.env`) without touching
+    /// the engine's state, and returns the model compose will run
+    /// (interpolated, `extends` merged, paths absolute): what the host
+    /// powers are judged on.
+    async fn config_model(
+        &self,
+        project: Project<'_>,
+    ) -> Result<(CommandLog, serde_json::Value), Error>;
 
     /// `up --no-start --no-deps --no-recreate --scale <service>=<count>
     /// <service>`: creates (does not start) containers of `service` from
@@ -758,59 +838,7 @@ impl Docker {
                     d
                 }
             };
-            let mut networks: Vec<Endpoint> = c
-                .network_settings
-                .and_then(|n| n.networks)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(network, _)| network != "host" && network != "none")
-                .map(|(network, e)| Endpoint {
-                    network,
-                    aliases: e.aliases.unwrap_or_default(),
-                    ip: e.ip_address.filter(|ip| !ip.is_empty()),
-                })
-                .collect();
-            networks.sort_by(|a, b| a.network.cmp(&b.network));
-            let config = c.config.unwrap_or_default();
-            let labels = config.labels.unwrap_or_default();
-            let state = c.state.unwrap_or_default();
-            let status = state.status.map(|s| s.to_string()).unwrap_or_default();
-            let health = state
-                .health
-                .and_then(|h| h.status)
-                .map(|s| s.to_string())
-                .filter(|s| !s.is_empty() && s != "none");
-            // Docker says `0001-01-01T00:00:00Z` for "never started".
-            let started_at = state
-                .started_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .filter(|t| t.timestamp() > 0);
-            let exit_code = if status == "running" || status == "created" {
-                None
-            } else {
-                state.exit_code
-            };
-            out.push(ContainerInfo {
-                id: c.id.unwrap_or(id),
-                name: c
-                    .name
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_string(),
-                service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
-                image: config.image.unwrap_or_default(),
-                image_id,
-                repo_digests,
-                state: status,
-                health,
-                restart_count: c.restart_count.unwrap_or(0),
-                started_at,
-                exit_code,
-                labels,
-                networks,
-            });
+            out.push(container_info(id, c, repo_digests));
         }
         out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
         Ok(out)
@@ -1245,8 +1273,8 @@ impl Engine for Docker {
         self.compose(p, &["down", "--remove-orphans"]).await
     }
 
-    async fn config_check(&self, p: Project<'_>) -> Result<CommandLog, Error> {
-        self.compose(p, &["config", "-q"]).await
+    async fn config_model(&self, p: Project<'_>) -> Result<(CommandLog, serde_json::Value), Error> {
+        Docker::config_model(self, p).await
     }
 
     async fn create_more(
@@ -1596,8 +1624,99 @@ impl Engine for Offline {
     async fn down(&self, _p: Project<'_>) -> Result<CommandLog, Error> {
         self.err()
     }
-    async fn config_check(&self, _p: Project<'_>) -> Result<CommandLog, Error> {
+    async fn config_model(
+        &self,
+        _p: Project<'_>,
+    ) -> Result<(CommandLog, serde_json::Value), Error> {
         self.err()
+    }
+}
+
+/// A container as Docker's inspect describes it (`repo_digests`: its
+/// image's, looked up by the caller). Pure: what [`Docker::containers`]
+/// reads, and what tests feed it as Docker printed it.
+pub fn container_info(
+    id: String,
+    c: bollard::models::ContainerInspectResponse,
+    repo_digests: Vec<String>,
+) -> ContainerInfo {
+    let image_id = c.image.clone().unwrap_or_default();
+    let mut networks: Vec<Endpoint> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(network, _)| network != "host" && network != "none")
+        .map(|(network, e)| Endpoint {
+            network,
+            aliases: e.aliases.unwrap_or_default(),
+            ip: e.ip_address.filter(|ip| !ip.is_empty()),
+        })
+        .collect();
+    networks.sort_by(|a, b| a.network.cmp(&b.network));
+    let config = c.config.unwrap_or_default();
+    let labels = config.labels.unwrap_or_default();
+    let state = c.state.unwrap_or_default();
+    let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+    let (health, health_log) = match state.health {
+        Some(h) => {
+            let log = HealthLog {
+                failing_streak: h.failing_streak.unwrap_or(0),
+                probes: h
+                    .log
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| Probe {
+                        start: r
+                            .start
+                            .as_deref()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.with_timezone(&chrono::Utc)),
+                        exit_code: r.exit_code.unwrap_or(-1),
+                        output: r.output.unwrap_or_default(),
+                    })
+                    .collect(),
+            };
+            let status = h
+                .status
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none");
+            let log = status.as_ref().map(|_| log);
+            (status, log)
+        }
+        None => (None, None),
+    };
+    // Docker says `0001-01-01T00:00:00Z` for "never started".
+    let started_at = state
+        .started_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .filter(|t| t.timestamp() > 0);
+    let exit_code = if status == "running" || status == "created" {
+        None
+    } else {
+        state.exit_code
+    };
+    ContainerInfo {
+        id: c.id.unwrap_or(id),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        service: labels.get(SERVICE_LABEL).cloned().unwrap_or_default(),
+        image: config.image.unwrap_or_default(),
+        image_id,
+        repo_digests,
+        state: status,
+        health,
+        health_log,
+        restart_count: c.restart_count.unwrap_or(0),
+        started_at,
+        exit_code,
+        labels,
+        networks,
     }
 }
 

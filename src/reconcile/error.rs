@@ -19,6 +19,11 @@ pub enum Error {
     Release(#[source] crate::release::Error),
     #[error("compose config rejected the release: {}", .0.report())]
     Config(#[source] crate::engine::Error),
+    /// The host powers the model compose resolved asks for and this host
+    /// does not grant (each names the file, the field, the power and the
+    /// fix).
+    #[error("refused by this host: {}", .0.join("; "))]
+    Refused(Vec<String>),
     #[error("pull failed: {service}: {}", source.report())]
     Pull {
         service: String,

@@ -310,7 +310,7 @@ async fn execute(
             if matches!(why, Skip::Blocked | Skip::Untrusted | Skip::Invalid)
                 && let Some(s) = stack
             {
-                record_refusal(host, s, item);
+                record_refusal(host, s, item.fingerprint.as_deref(), &item.reason);
                 return StackResult {
                     outcome: Outcome::Blocked,
                     reason: Some(reason),
@@ -409,7 +409,13 @@ async fn deploy(
         journal: None,
         restore: None,
     };
-    pipeline::converge(host, sw).await
+    let r = pipeline::converge(host, sw).await;
+    if r.outcome == Outcome::Blocked {
+        // Refused on the model compose resolved: audited like a refusal
+        // the plan saw.
+        record_refusal(host, s, item.fingerprint.as_deref(), &r.message);
+    }
+    r
 }
 
 async fn heal(host: &Host<'_>, s: &Stack, obs: &StackObservation, why: &str) -> StackResult {
@@ -444,12 +450,8 @@ async fn heal(host: &Host<'_>, s: &Stack, obs: &StackObservation, why: &str) -> 
 }
 
 /// Writes `blocked … | refused` once per distinct refusal, not every loop.
-fn record_refusal(host: &Host<'_>, s: &Stack, item: &Item) {
-    let key = format!(
-        "{}:{}",
-        item.fingerprint.as_deref().unwrap_or(""),
-        item.reason
-    );
+fn record_refusal(host: &Host<'_>, s: &Stack, fingerprint: Option<&str>, reason: &str) {
+    let key = format!("{}:{reason}", fingerprint.unwrap_or(""));
     let marker = host
         .store
         .dir()
@@ -464,13 +466,13 @@ fn record_refusal(host: &Host<'_>, s: &Stack, item: &Item) {
         Action::Blocked,
         &s.version,
         Status::Refused,
-        &item.reason,
+        reason,
     );
     host.emit(Event::Blocked {
         stack: s.name.clone(),
         environment: s.environment().into(),
         version: s.version.clone(),
-        reason: item.reason.clone(),
+        reason: reason.to_string(),
     });
     if let Err(e) = crate::fsutil::write_atomic(&marker, key.as_bytes(), 0o644) {
         tracing::warn!(stack = %s.name, "failed to remember the refusal: {e}");

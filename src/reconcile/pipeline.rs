@@ -471,6 +471,15 @@ fn leave(host: &Host<'_>, sw: &Switch, f: Failed, why: String) -> StackResult {
             .unwrap_or_default(),
         _ => sw.version(),
     };
+    if matches!(f.error, Error::Refused(_)) {
+        // Nothing ran: the deploy is blocked, as when the plan refuses it
+        // (the caller audits it once per refusal).
+        return StackResult {
+            release: sw.from.clone(),
+            stages: f.stages,
+            ..result(sw, Outcome::Blocked, Some(Reason::InvalidSpec), why)
+        };
+    }
     let why = match (&sw.restore, sw.op) {
         (Some(b), Op::Restore) => format!(
             "{why}; {stack} stays held, its containers may be stopped and its data partly restored: fix the cause and run `stackpin restore {stack} {id}` again",
@@ -566,6 +575,12 @@ fn quarantine(host: &Host<'_>, sw: &Switch, f: &Failed, why: &str) -> Option<Str
 }
 
 async fn stop_first_deploy(host: &Host<'_>, sw: &Switch, f: Failed, why: String) -> StackResult {
+    // Said where the operator looks (history, status through the
+    // quarantine, the notification): nothing of the stack runs now.
+    let why = format!(
+        "{why}; first deploy left stopped: {stack} had no earlier release to go back to, so nothing of it runs now; fix the cause and push a new commit, or retry this release with `stackpin sync {stack} --force`",
+        stack = sw.stack
+    );
     let q = quarantine(host, sw, &f, &why);
     let mut stages = Stages::new(&sw.stack, host.reporter);
     let t = std::time::Instant::now();
@@ -577,7 +592,7 @@ async fn stop_first_deploy(host: &Host<'_>, sw: &Switch, f: Failed, why: String)
         "first deploy failed: stopped, no previous release",
     );
     clear_journal(host, &sw.stack);
-    let mut note = format!("{why}; first deploy left stopped");
+    let mut note = why;
     if !stopped.is_empty() {
         note.push_str(&format!(" (stopping it failed: {})", stopped.join("; ")));
     }

@@ -149,9 +149,15 @@ async fn create_release(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, 
     r.created = true;
     r.id = Some(id.clone());
     r.dir = Some(dir.clone());
-    let checked = host.engine.config_check(meta.project(&dir)).await;
+    let checked = host.engine.config_model(meta.project(&dir)).await;
     r.meta = Some(meta);
-    checked.map_err(Error::Config)?;
+    let (_, model) = checked.map_err(Error::Config)?;
+    // The host powers, judged on the model compose will run (interpolated,
+    // merged, paths absolute), before anything reaches the engine.
+    let refused = judge_powers(host, stack, &dir, &model);
+    if !refused.is_empty() {
+        return Err(Error::Refused(refused));
+    }
     // Where the stage's time goes: the files, or compose's own check.
     tracing::debug!(
         stack = %name,
@@ -160,6 +166,30 @@ async fn create_release(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, 
         "release created"
     );
     Ok(id)
+}
+
+/// This host's refusals of the model compose resolved from the release in
+/// `dir` (see `desired::powers`): relative paths there are the release's,
+/// symlinks are followed.
+fn judge_powers(
+    host: &Host<'_>,
+    stack: &crate::desired::Stack,
+    dir: &Path,
+    model: &serde_json::Value,
+) -> Vec<String> {
+    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let j = crate::desired::powers::judge(&crate::desired::powers::Model {
+        value: model,
+        base: dir,
+        resolved: true,
+        resolve: &resolve,
+        protected: &host.policy.protected,
+    });
+    let file = format!(
+        "stacks/{}/{} (as compose resolved it)",
+        stack.name, stack.compose_file
+    );
+    crate::policy::refusals_of(&host.policy.allow, &stack.name, &file, &j)
 }
 
 /// Pulls every pin of the target by digest, all at once (the engine

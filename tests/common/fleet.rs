@@ -87,7 +87,7 @@ impl Fleet {
     pub fn configure(&self, git_url: &str, labels: &[&str], extra: &[String]) {
         for (i, m) in self.members.iter().enumerate() {
             let home = m.cfg.parent().unwrap();
-            std::fs::write(
+            super::write_config(
                 &m.cfg,
                 format!(
                     "host: {name}\nlabels: {{{labels}}}\nroot: {root}\nstate_dir: {state}\ncontrol_socket: {sock}\nrepo: {{url: \"{git_url}\", branch: main, poll_interval: 1s}}\n{extra}",

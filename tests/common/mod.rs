@@ -240,6 +240,23 @@ impl Fixtures {
     }
 }
 
+/// The host powers the test stacks need, granted in the test host's config
+/// as an operator would, each with its reason: the fixture app serves on
+/// the host's loopback (`network_mode: host`). Every command a test runs
+/// reads this config (`STACKPIN_CONFIG`) unless it names its own with
+/// `--config`; a test that writes its own config starts it with these
+/// lines (see [`TestHost::config`]).
+pub const FIXTURE_GRANTS: &str = "allow:\n  - stacks: [\"*\"]\n    powers: [host_network]\n    reason: \"the test fixture app serves on the host's loopback (network_mode: host)\"\n";
+
+/// Writes a host config at `path`: [`FIXTURE_GRANTS`], then `body` (whose
+/// own `allow:` rules, if any, are list items that continue the list).
+pub fn write_config(path: impl AsRef<Path>, body: impl AsRef<str>) -> std::io::Result<()> {
+    std::fs::write(path, format!("{FIXTURE_GRANTS}{}", body.as_ref()))
+}
+
+/// Where [`TestHost::new`] writes [`FIXTURE_GRANTS`] (in its temp dir).
+pub const GRANTS_FILE: &str = "host-config.yaml";
+
 /// A developer's own STACKPIN_* settings must not leak into the stackpin
 /// a test runs (the harness's STACKPIN_TEST_* stay).
 pub fn without_developer_env(cmd: &mut Command) {
@@ -304,6 +321,8 @@ impl TestHost {
         for d in ["root", "repo", "state"] {
             std::fs::create_dir_all(tmp.path().join(d)).expect("failed to create test dirs");
         }
+        std::fs::write(tmp.path().join(GRANTS_FILE), FIXTURE_GRANTS)
+            .expect("failed to write the test host's config");
         TestHost {
             tmp,
             prefix: unique_prefix(),
@@ -441,6 +460,22 @@ impl TestHost {
         ]
     }
 
+    /// Writes the host config `<tmp>/name`: [`FIXTURE_GRANTS`], then
+    /// `body` (which must not have an `allow:` of its own: add its rules
+    /// with [`TestHost::config_with_grants`]). Returns its path.
+    pub fn config(&self, name: &str, body: &str) -> PathBuf {
+        self.config_with_grants(name, body, "")
+    }
+
+    /// [`TestHost::config`] with more `allow:` rules (YAML list items,
+    /// `  - {stacks: [...], powers: [...], reason: "..."}` lines).
+    pub fn config_with_grants(&self, name: &str, body: &str, grants: &str) -> PathBuf {
+        let path = self.tmp().join(name);
+        std::fs::write(&path, format!("{FIXTURE_GRANTS}{grants}{body}"))
+            .expect("failed to write a host config");
+        path
+    }
+
     /// `stackpin <global args> ARGS…` against this host.
     pub fn cmd<I, S>(&self, args: I) -> TestCommand
     where
@@ -481,10 +516,10 @@ impl TestHost {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let cfg = self.tmp().join(format!("config-{flavour:?}.yaml"));
-        if !cfg.exists() {
-            std::fs::write(&cfg, format!("compose: \"{}\"\n", flavour.setting())).unwrap();
-        }
+        let cfg = self.config(
+            &format!("config-{flavour:?}.yaml"),
+            &format!("compose: \"{}\"\n", flavour.setting()),
+        );
         let mut c = self.cmd([OsStr::new("--config"), cfg.as_os_str()]);
         c.args(args);
         if let Flavour::V2 = flavour {
@@ -501,11 +536,13 @@ impl TestHost {
     {
         let mut cmd = Command::new(STACKPIN);
         cmd.args(args).current_dir(self.tmp()).env("NO_COLOR", "1");
+        without_developer_env(&mut cmd);
+        // Not for `validate` (see `TestCommand::spawn`).
+        cmd.env("STACKPIN_CONFIG", self.tmp().join(GRANTS_FILE));
         // `auto` finds v2 where DOCKER_CONFIG holds the plugin.
         if Flavour::default_for_tests() == Flavour::V2 {
             cmd.env("DOCKER_CONFIG", &Fixtures::require().compose_v2_config);
         }
-        without_developer_env(&mut cmd);
         self.command(cmd)
     }
 
@@ -925,6 +962,10 @@ pub struct StackFixture {
     pub extra: String,
     /// More lines of the `web` service's `environment:`.
     pub compose_env: String,
+    /// More keys of the `web` service (lines indented by four spaces).
+    pub service: String,
+    /// More top-level keys of the compose file (`volumes:`, `configs:`).
+    pub top_level: String,
 }
 
 impl StackFixture {
@@ -941,7 +982,21 @@ impl StackFixture {
             site_conf: true,
             extra: String::new(),
             compose_env: String::new(),
+            service: String::new(),
+            top_level: String::new(),
         }
+    }
+
+    /// More keys of the `web` service, e.g. `"    privileged: true\n"`.
+    pub fn service(mut self, lines: &str) -> Self {
+        self.service.push_str(lines);
+        self
+    }
+
+    /// More top-level keys of the compose file.
+    pub fn top_level(mut self, yaml: &str) -> Self {
+        self.top_level.push_str(yaml);
+        self
     }
 
     pub fn environment(mut self, env: &str) -> Self {
@@ -1005,8 +1060,8 @@ impl StackFixture {
         h.write(
             format!("stacks/{stack}/compose.yaml"),
             format!(
-                "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${{PORT}}\n{}{volumes}",
-                self.compose_env
+                "services:\n  web:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment:\n      PORT: ${{PORT}}\n{}{volumes}{}{}",
+                self.compose_env, self.service, self.top_level
             ),
         );
         if self.site_conf {
@@ -1232,6 +1287,19 @@ impl TestCommand {
     }
 
     pub fn spawn(&mut self) -> Running {
+        // `validate` with a named config judges for that host, and a PR
+        // runner has none: the test host's grants are not for it.
+        if self.cmd.get_program() == STACKPIN && self.cmd.get_args().any(|a| a == "validate") {
+            let ours = self
+                .cmd
+                .get_envs()
+                .find(|(k, _)| *k == "STACKPIN_CONFIG")
+                .and_then(|(_, v)| v)
+                .is_some_and(|v| Path::new(v).ends_with(GRANTS_FILE));
+            if ours {
+                self.cmd.env_remove("STACKPIN_CONFIG");
+            }
+        }
         let line = self.command_line();
         let mut child = self
             .cmd
