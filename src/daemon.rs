@@ -543,14 +543,25 @@ impl Daemon {
     /// One run: fetch, converge every stack, publish status. Returns a retry
     /// delay when the fetch failed.
     async fn run(&mut self, trigger: Trigger, opts: SyncOptions) -> Option<Duration> {
-        tracing::info!(?trigger, "sync run");
+        let before = self.last.clone();
         let desired = match self.fetch().await {
             Ok(d) => d,
             Err(delay) => {
+                tracing::info!(?trigger, "sync run");
                 self.metrics.record_run("fetch_failed");
                 return Some(delay);
             }
         };
+        // A change on disk that did not move the desired commit is no reason
+        // to converge (the poll still catches drift).
+        if trigger == Trigger::Watch
+            && matches!(self.source, Source::Git(_))
+            && before.as_ref().is_some_and(|b| Arc::ptr_eq(b, &desired))
+        {
+            tracing::debug!(?trigger, "the desired commit is unchanged: no run");
+            return None;
+        }
+        tracing::info!(?trigger, "sync run");
         let report = self.converge(&desired, opts).await;
         let result = if report.any_failure() {
             "failed"
@@ -853,14 +864,15 @@ fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> Result<()
 /// How long an operator's hold or resume waits for a stack's lock.
 const OPERATOR_LOCK_WAIT: Duration = Duration::from_secs(60);
 
-/// Watches a local repository path (debounced) and triggers a run on change.
-/// In a git repository only ref updates count (a commit or a push), so that
-/// reading objects — our own fetch included — never triggers a run.
-fn spawn_watcher(
-    path: &Path,
-    trig: mpsc::Sender<Trigger>,
-) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
-    use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+/// Watches a local repository path and triggers a run on change, once
+/// the changes have been quiet for half a second. In a git repository only
+/// ref updates count (a commit or a push); and only events that can change
+/// what a run reads count at all (a write, create, rename or removal): the
+/// watcher also reports every open and read, and a run reads the
+/// repository's `HEAD` and refs, so counting those made the daemon sync
+/// itself in a loop (issue 31).
+fn spawn_watcher(path: &Path, trig: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
     let git_dir = git2::Repository::open(path)
         .ok()
         .map(|r| r.path().to_path_buf());
@@ -877,24 +889,45 @@ fn spawn_watcher(
                 && !p.to_string_lossy().ends_with(".lock")
         }),
     };
-    let mut deb = new_debouncer(
-        Duration::from_millis(500),
-        move |res: DebounceEventResult| {
-            if let Ok(events) = res
-                && events.iter().any(|e| relevant(&e.path))
-            {
-                let _ = trig.try_send(Trigger::Watch);
-            }
-        },
-    )
+    let (changed, quiet) = std::sync::mpsc::channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(e) = res
+            && changes(&e.kind)
+            && e.paths.iter().any(|p| relevant(p))
+        {
+            let _ = changed.send(());
+        }
+    })
     .map_err(|e| tracing::warn!("file watch unavailable: {e}"))
     .ok()?;
-    deb.watcher()
+    watcher
         .watch(&watched, notify::RecursiveMode::Recursive)
         .map_err(|e| tracing::warn!(path = %watched.display(), "cannot watch: {e}"))
         .ok()?;
+    // Ends when the watcher (and with it the sender) is dropped.
+    std::thread::spawn(move || {
+        while quiet.recv().is_ok() {
+            while quiet.recv_timeout(Duration::from_millis(500)).is_ok() {}
+            let _ = trig.try_send(Trigger::Watch);
+        }
+    });
     tracing::info!(path = %watched.display(), "watching the local repository for changes");
-    Some(deb)
+    Some(watcher)
+}
+
+/// Whether a file event can change what a run reads: data written, a file
+/// created, renamed or removed. Opening, reading and closing a file after
+/// reading it cannot, nor can a change of its metadata alone.
+pub fn changes(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
 }
 
 /// Pings the systemd watchdog from the runtime at half its interval.

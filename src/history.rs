@@ -396,10 +396,23 @@ pub fn append(path: &Path, e: &Entry) -> io::Result<()> {
     let mut line = e.format();
     line.push('\n');
     let mut f = OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(0o644)
         .open(path)?;
+    // A line torn by a crash mid-write has no newline: this entry starts
+    // on a line of its own instead of being glued onto it (the torn line
+    // is then reported as a bad line, and this one still parses).
+    let len = f.metadata()?.len();
+    if len > 0 {
+        use std::os::unix::fs::FileExt;
+        let mut last = [0u8; 1];
+        f.read_exact_at(&mut last, len - 1)?;
+        if last[0] != b'\n' {
+            line.insert(0, '\n');
+        }
+    }
     f.write_all(line.as_bytes())?;
     f.sync_data()
 }

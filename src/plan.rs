@@ -202,7 +202,7 @@ pub fn plan(
             });
         }
     }
-    items.extend(orphans(desired, observed, opts).filter(|i| wanted(&i.stack)));
+    items.extend(orphans(desired, observed, local, opts).filter(|i| wanted(&i.stack)));
     Plan { items }
 }
 
@@ -237,7 +237,7 @@ fn plan_stack(
             opts.host
         );
         if deployed_here {
-            return moved_away(opts, reason);
+            return moved_away(opts, rec, &stack.name, reason);
         }
         return (
             Action::Skip {
@@ -347,7 +347,15 @@ fn untrusted_wait(obs: &ObservedStack, why: &str) -> (Action, String, Option<Ver
 
 /// A stack this host runs whose `hosts:` no longer names it: removed with
 /// prune, else reported as orphaned.
-fn moved_away(opts: &Options<'_>, reason: String) -> (Action, String, Option<Verdict>) {
+fn moved_away(
+    opts: &Options<'_>,
+    rec: &LocalRecord,
+    stack: &str,
+    reason: String,
+) -> (Action, String, Option<Verdict>) {
+    if let Some((action, why)) = held_not_pruned(opts, rec, stack, &reason) {
+        return (action, why, None);
+    }
     if opts.prune {
         (
             Action::Remove,
@@ -365,11 +373,29 @@ fn moved_away(opts: &Options<'_>, reason: String) -> (Action, String, Option<Ver
     }
 }
 
+/// A held stack is never removed by prune: an operator holds it for a
+/// reason (a rollback, an incident), and removing it would undo that.
+fn held_not_pruned(
+    opts: &Options<'_>,
+    rec: &LocalRecord,
+    stack: &str,
+    reason: &str,
+) -> Option<(Action, String)> {
+    let held = rec.held.as_ref().filter(|_| opts.prune)?;
+    Some((
+        Action::Skip { why: Skip::Held },
+        format!(
+            "{reason}; held ({held}), so prune leaves it running: `stackpin resume {stack}` first to let prune remove it"
+        ),
+    ))
+}
+
 /// Stacks the host runs that left the desired state: removed with prune,
 /// else reported.
 fn orphans<'a>(
     desired: &'a DesiredState,
     observed: &'a BTreeMap<String, ObservedStack>,
+    local: &'a BTreeMap<String, LocalRecord>,
     opts: &'a Options<'_>,
 ) -> impl Iterator<Item = Item> + 'a {
     observed
@@ -395,11 +421,12 @@ fn orphans<'a>(
                     services: Vec::new(),
                 };
             }
-            let (action, reason) = if opts.prune {
-                (
-                    Action::Remove,
-                    "no longer in the desired state; prune is on".to_string(),
-                )
+            let gone = "no longer in the desired state";
+            let rec = local.get(name).cloned().unwrap_or_default();
+            let (action, reason) = if let Some(held) = held_not_pruned(opts, &rec, name, gone) {
+                held
+            } else if opts.prune {
+                (Action::Remove, format!("{gone}; prune is on"))
             } else {
                 (
                     Action::Skip {

@@ -57,7 +57,8 @@ fn the_shipped_unit_converges_a_stack_under_its_sandbox() {
     host.ok(&["groupadd", "--system", "docker"]);
     host.ok(&["install", "-d", "-m", "0750", "/etc/stackpin"]);
     let config = format!(
-        "host: hardened-host\nroot: /srv\nrepo:\n  url: /opt/desired\n  branch: main\n  poll_interval: 1h\n  watch: false\ncontrol_socket_group: stackpin\nhttp: {{listen: \"127.0.0.1:{}\"}}\n",
+        "{}host: hardened-host\nroot: /srv\nrepo:\n  url: /opt/desired\n  branch: main\n  poll_interval: 1h\n  watch: false\ncontrol_socket_group: stackpin\nhttp: {{listen: \"127.0.0.1:{}\"}}\n",
+        common::FIXTURE_GRANTS,
         h.free_port()
     );
     host.ok(&[

@@ -1001,9 +1001,21 @@ fn an_unhealthy_status_without_a_failed_probe_of_this_run_is_no_verdict() {
         stackpin::engine::container_info("c0ffee".into(), c, Vec::new())
     };
     let earlier = [
-        ("2026-12-07T00:57:55.1Z", 1, "wget: can't connect to remote host"),
-        ("2026-12-07T00:57:56.2Z", 1, "wget: can't connect to remote host"),
-        ("2026-12-07T00:57:57.3Z", 1, "wget: can't connect to remote host"),
+        (
+            "2026-12-07T00:57:55.1Z",
+            1,
+            "wget: can't connect to remote host",
+        ),
+        (
+            "2026-12-07T00:57:56.2Z",
+            1,
+            "wget: can't connect to remote host",
+        ),
+        (
+            "2026-12-07T00:57:57.3Z",
+            1,
+            "wget: can't connect to remote host",
+        ),
     ];
     let services = vec!["web".to_string()];
     let base = std::collections::HashMap::new();
@@ -1032,4 +1044,134 @@ fn an_unhealthy_status_without_a_failed_probe_of_this_run_is_no_verdict() {
             && why.contains("HTTP/1.0 404 Not Found"),
         "{why}"
     );
+}
+
+/// Issue 31 item 11: with the default `repo.watch` and a local repository,
+/// a daemon on an empty repository ran 61 no-op syncs in 20 s: the file
+/// watcher reports every open and read, and each run reads the
+/// repository's HEAD and refs, which triggered the next. Now only writes,
+/// creates, renames and removals of refs count, and a watch trigger that
+/// did not move the desired commit runs nothing; a real commit still
+/// triggers a run at once.
+#[test]
+fn the_daemon_does_not_sync_itself_in_a_loop() {
+    let h = TestHost::new();
+    h.commit("empty desired state");
+    let port = h.free_port();
+    let cfg = h.config(
+        "daemon.yaml",
+        &format!(
+            "http: {{listen: \"127.0.0.1:{port}\"}}\nrepo: {{branch: main, poll_interval: 1h, watch: true}}\n"
+        ),
+    );
+    let run = h
+        .daemon_cmd(&cfg, h.repo().as_os_str(), &h.tmp().join("control.sock"))
+        .spawn();
+    let runs = || -> Option<f64> {
+        let body = h.http_get(port, "/metrics")?;
+        Some(
+            body.lines()
+                .filter(|l| l.starts_with("stackpin_sync_runs_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while runs().unwrap_or(0.0) < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no first run");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let idle = runs().unwrap();
+    assert!(
+        idle <= 2.0,
+        "{idle} runs in 6 s with nothing committed\n{}",
+        run.terminate(Duration::from_secs(5)).report()
+    );
+    // A commit is a change: it triggers a run without waiting for the poll.
+    h.commit("something new");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while runs().unwrap_or(0.0) <= idle {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit triggered no run"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run.terminate(Duration::from_secs(5));
+}
+
+/// Issue 31 item 8: a history line torn by a crash mid-write (no
+/// newline) swallowed the next entry, which was appended onto it and
+/// parsed as neither. Now the next entry starts on a line of its own: the
+/// torn line is reported as a bad line and the new entry reads back.
+#[test]
+fn a_torn_history_line_does_not_swallow_the_next_entry() {
+    use stackpin::history::{self, Action, Entry, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.log");
+    let first = Entry::now(
+        "shop",
+        "production",
+        Action::Deploy,
+        "v1",
+        Status::Success,
+        "",
+    );
+    history::append(&path, &first).unwrap();
+    // A crash mid-write: half of the next line, no newline.
+    let torn = Entry::now(
+        "shop",
+        "production",
+        Action::Deploy,
+        "v2",
+        Status::Success,
+        "",
+    )
+    .format();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&torn[..torn.len() / 2]);
+    std::fs::write(&path, &text).unwrap();
+
+    let next = Entry::now(
+        "shop",
+        "production",
+        Action::Deploy,
+        "v3",
+        Status::Success,
+        "",
+    );
+    history::append(&path, &next).unwrap();
+    let h = history::read(&path).unwrap();
+    let versions: Vec<&str> = h.entries.iter().map(|e| e.version.as_str()).collect();
+    assert_eq!(versions, ["v1", "v3"], "{h:#?}");
+    assert_eq!(h.bad_lines.len(), 1, "{h:#?}");
+    assert_eq!(h.bad_lines[0].1, &torn[..torn.len() / 2]);
+}
+
+/// Issue 31 item 12: `prune` removed a stack that an operator held,
+/// without a word. A held stack is never removed by prune; `plan` and
+/// `prune` say why, and after `resume` prune removes it.
+#[test]
+fn prune_never_removes_a_held_stack() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = deployed(&h, &f);
+    h.cmd(["hold", &s, "--reason", "incident 42"]).run().ok();
+    h.remove(format!("stacks/{s}"));
+    h.commit("the stack leaves the desired state");
+
+    let out = h.cmd(["prune"]).run();
+    assert!(
+        out.stdout().contains("held (incident 42)")
+            && out.stdout().contains(&format!("stackpin resume {s}")),
+        "{}",
+        out.report()
+    );
+    h.serves(port, "stackpin-test-app v1");
+    assert!(h.link_target(&s).is_some(), "the held stack was pruned");
+
+    h.cmd(["resume", &s]).run().ok();
+    h.cmd(["prune"]).run().ok();
+    assert!(h.link_target(&s).is_none(), "resumed, it is pruned");
 }

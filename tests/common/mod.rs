@@ -246,7 +246,7 @@ impl Fixtures {
 /// reads this config (`STACKPIN_CONFIG`) unless it names its own with
 /// `--config`; a test that writes its own config starts it with these
 /// lines (see [`TestHost::config`]).
-pub const FIXTURE_GRANTS: &str = "allow:\n  - stacks: [\"*\"]\n    powers: [host_network]\n    reason: \"the test fixture app serves on the host's loopback (network_mode: host)\"\n";
+pub const FIXTURE_GRANTS: &str = "allow:\n  - stacks: [\"*\"]\n    powers: [host_network]\n    reason: \"the test fixture app serves on the loopback of the host (network_mode: host)\"\n";
 
 /// Writes a host config at `path`: [`FIXTURE_GRANTS`], then `body` (whose
 /// own `allow:` rules, if any, are list items that continue the list).
