@@ -313,6 +313,7 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             }
             .history(),
             ready_max_age: (opts.poll_interval * 3).max(Duration::from_secs(180)),
+            deliveries: Default::default(),
         };
         tokio::spawn(async move {
             if let Err(e) = server::serve(listener, state, std::future::pending()).await {

@@ -57,6 +57,40 @@ pub struct AppState {
     pub history_path: PathBuf,
     /// `/readyz` fails when the last successful fetch is older than this.
     pub ready_max_age: Duration,
+    /// The webhook deliveries seen lately: a replay is not acted on.
+    pub deliveries: Arc<std::sync::Mutex<Deliveries>>,
+}
+
+/// How long a webhook delivery id is remembered.
+pub const DELIVERY_MEMORY: Duration = Duration::from_secs(3600);
+/// How many delivery ids are remembered at most (the oldest go first).
+pub const DELIVERY_CAP: usize = 4096;
+
+/// The `X-GitHub-Delivery` ids of recent signed deliveries, so that the
+/// same signed request sent again (a replay) is answered without acting.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    seen: std::collections::VecDeque<(String, std::time::Instant)>,
+}
+
+impl Deliveries {
+    /// Whether `id` was not seen in the last [`DELIVERY_MEMORY`]; remembers
+    /// it. Pure but for `now`.
+    pub fn first_time(&mut self, id: &str, now: std::time::Instant) -> bool {
+        while self
+            .seen
+            .front()
+            .is_some_and(|(_, t)| now.saturating_duration_since(*t) > DELIVERY_MEMORY)
+            || self.seen.len() >= DELIVERY_CAP
+        {
+            self.seen.pop_front();
+        }
+        if self.seen.iter().any(|(d, _)| d == id) {
+            return false;
+        }
+        self.seen.push_back((id.to_string(), now));
+        true
+    }
 }
 
 /// The largest webhook body accepted; GitHub caps payloads at 25 MB but a
@@ -187,6 +221,21 @@ async fn github_hook(
         .take(64)
         .collect();
     let event = header_str(&headers, "x-github-event").unwrap_or("");
+    if delivery != "-" {
+        let first = st
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first_time(&delivery, std::time::Instant::now());
+        if !first {
+            m.webhook("replay");
+            tracing::warn!(delivery = %delivery, "webhook replay: this delivery was already received; not acted on");
+            return json_response(
+                StatusCode::OK,
+                json!({"accepted": false, "ignored": "replay: this delivery was already received"}),
+            );
+        }
+    }
     match event {
         "ping" => match serde_json::from_slice::<PingEvent>(&body) {
             Ok(p) => {

@@ -150,11 +150,21 @@ fn sign(body: &[u8], secret: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+static DELIVERY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 fn push_event(port: u16, branch: &str, secret: &str) -> (u16, String) {
     let body = format!("{{\"ref\":\"refs/heads/{branch}\",\"after\":\"0000\"}}");
     let headers = [
         ("X-GitHub-Event", "push".to_string()),
-        ("X-GitHub-Delivery", "d-1".to_string()),
+        // A new delivery each time: the daemon answers a replay without
+        // acting.
+        (
+            "X-GitHub-Delivery",
+            format!(
+                "d-{}",
+                DELIVERY.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        ),
         ("Content-Type", "application/json".to_string()),
         ("X-Hub-Signature-256", sign(body.as_bytes(), secret)),
     ];

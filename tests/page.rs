@@ -149,6 +149,7 @@ async fn start(snap: Snapshot, entries: &[Entry]) -> Server {
         metrics: Arc::new(Metrics::new()),
         history_path,
         ready_max_age: Duration::from_secs(300),
+        deliveries: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -1175,3 +1175,30 @@ fn prune_never_removes_a_held_stack() {
     h.cmd(["prune"]).run().ok();
     assert!(h.link_target(&s).is_none(), "resumed, it is pruned");
 }
+
+/// Issue 31 item 5: the same signed webhook delivery was accepted twice,
+/// so whoever captured one could make the host sync at will. A delivery id
+/// seen in the last hour is answered without acting; a new one acts.
+#[tokio::test]
+async fn a_replayed_webhook_delivery_is_not_acted_on() {
+    use common::api_server::{SECRET, Server, sign};
+    let mut s = Server::start(Some(SECRET), 8).await;
+    let body = br#"{"ref":"refs/heads/main","after":"1111"}"#;
+    let sig = || Some(sign(SECRET, body));
+    let first = s.deliver_as("delivery-a", "push", body, sig()).await;
+    assert_eq!(first.status(), 202);
+    assert_eq!(s.drain().len(), 1);
+    let replay = s.deliver_as("delivery-a", "push", body, sig()).await;
+    assert_eq!(replay.status(), 200);
+    assert!(replay.text().await.unwrap().contains("replay"));
+    assert!(s.drain().is_empty(), "the replay queued a sync");
+    assert!(
+        s.metrics_text()
+            .contains("stackpin_webhooks_total{outcome=\"replay\"} 1"),
+        "{}",
+        s.metrics_text()
+    );
+    let next = s.deliver_as("delivery-b", "push", body, sig()).await;
+    assert_eq!(next.status(), 202);
+    assert_eq!(s.drain().len(), 1);
+}

@@ -35,6 +35,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             history_path: dir.path().join("deploy-history.log"),
             ready_max_age: Duration::from_secs(300),
+            deliveries: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -61,9 +62,24 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    /// A delivery as GitHub sends it; `sig` None means no signature header.
+    /// A delivery as GitHub sends it, each with a new delivery id; `sig`
+    /// None means no signature header.
     pub async fn deliver(
         &self,
+        event: &str,
+        body: &[u8],
+        sig: Option<String>,
+    ) -> reqwest::Response {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("72d3162e-cc78-11e3-81ab-{n:012x}");
+        self.deliver_as(&id, event, body, sig).await
+    }
+
+    /// [`Server::deliver`] with the delivery id `id`.
+    pub async fn deliver_as(
+        &self,
+        id: &str,
         event: &str,
         body: &[u8],
         sig: Option<String>,
@@ -73,7 +89,7 @@ impl Server {
             .post(self.url("/hooks/github"))
             .header("content-type", "application/json")
             .header("x-github-event", event)
-            .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+            .header("x-github-delivery", id)
             .body(body.to_vec());
         if let Some(sig) = sig {
             req = req.header("x-hub-signature-256", sig);
