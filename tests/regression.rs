@@ -1202,3 +1202,53 @@ async fn a_replayed_webhook_delivery_is_not_acted_on() {
     assert_eq!(next.status(), 202);
     assert_eq!(s.drain().len(), 1);
 }
+
+/// Issue 31 item 3: a 400 MB file in a commit (1.9 MB packed) took `plan`
+/// to 780 MiB: every blob was inflated whole before its size was checked.
+/// Now a blob over the file limit is refused from its object header's
+/// size, unread: `plan` names it, and the process never holds it.
+#[test]
+fn a_huge_file_in_a_commit_is_refused_unread() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("big");
+    StackFixture::new(&s, &f.v1, h.free_port(), "v1").write(&h);
+    const SIZE: usize = 256 << 20;
+    let big = h.repo().join(format!("stacks/{s}/config/big.bin"));
+    std::fs::write(&big, vec![0u8; SIZE]).unwrap();
+    h.commit("a 256 MiB file");
+
+    // `plan`, with its peak memory from the kernel (wait4's rusage).
+    let mut cmd = std::process::Command::new(common::STACKPIN);
+    cmd.args(h.global_args())
+        .arg("plan")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    common::without_developer_env(&mut cmd);
+    // Reaped below by wait4, which also gives its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let out = {
+        use std::io::Read as _;
+        let mut text = String::new();
+        child.stdout.unwrap().read_to_string(&mut text).unwrap();
+        text
+    };
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and `pid` is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let peak = usage.ru_maxrss as usize * 1024;
+    assert!(
+        out.contains(&format!("stacks/{s}/config/big.bin is {SIZE} bytes"))
+            && out.contains("(not read)"),
+        "{out}"
+    );
+    assert!(
+        peak < SIZE / 2,
+        "plan peaked at {} MiB for a {} MiB file it refuses",
+        peak >> 20,
+        SIZE >> 20
+    );
+}

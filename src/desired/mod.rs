@@ -756,6 +756,11 @@ fn collect_files(
                     files.insert(rel, b);
                 }
                 Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => sink.error(
+                    "",
+                    e.to_string(),
+                    "keep large data out of the desired-state repository",
+                ),
                 Err(e) => sink.error(
                     "",
                     format!("{stack_dir}/{rel} cannot be read: {e}"),

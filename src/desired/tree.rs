@@ -44,6 +44,19 @@ pub trait Tree {
     }
 }
 
+/// The largest file a tree reads: a larger one is refused from its size
+/// alone (the file's length, the git object's header), before a byte of
+/// it is read, so a huge file in a commit cannot exhaust memory.
+pub const MAX_READ_BYTES: u64 = super::MAX_FILE_BYTES as u64;
+
+/// The error for a file over [`MAX_READ_BYTES`].
+fn too_large(path: &str, size: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("{path} is {size} bytes, over the {MAX_READ_BYTES} byte limit (not read)"),
+    )
+}
+
 /// A desired-state repository checked out (or authored) in a directory.
 pub struct DirTree {
     root: PathBuf,
@@ -128,7 +141,21 @@ impl Tree for DirTree {
         let p = self.path(path);
         match self.kind(path)? {
             None => Ok(None),
-            Some(Kind::File) => Ok(Some(std::fs::read(p)?)),
+            Some(Kind::File) => {
+                use std::io::Read as _;
+                let f = std::fs::File::open(&p)?;
+                let size = f.metadata()?.len();
+                if size > MAX_READ_BYTES {
+                    return Err(too_large(path, size));
+                }
+                // At most one byte more than the limit, should it grow.
+                let mut out = Vec::with_capacity(size as usize);
+                f.take(MAX_READ_BYTES + 1).read_to_end(&mut out)?;
+                if out.len() as u64 > MAX_READ_BYTES {
+                    return Err(too_large(path, out.len() as u64));
+                }
+                Ok(Some(out))
+            }
             Some(_) => Err(io::Error::other(format!("{path} is not a regular file"))),
         }
     }
@@ -194,11 +221,25 @@ impl GitTree {
         }
     }
 
+    /// The blob `id`, refused from its object header's size alone when it
+    /// is over [`MAX_READ_BYTES`] (libgit2 would inflate it whole).
+    fn blob(&self, id: git2::Oid, path: &str) -> io::Result<git2::Blob<'_>> {
+        let (size, _) = self
+            .repo
+            .odb()
+            .and_then(|odb| odb.read_header(id))
+            .map_err(io::Error::other)?;
+        if size as u64 > MAX_READ_BYTES {
+            return Err(too_large(path, size as u64));
+        }
+        self.repo.find_blob(id).map_err(io::Error::other)
+    }
+
     fn entry_kind(&self, e: &git2::TreeEntry<'_>) -> io::Result<Kind> {
         Ok(match e.kind() {
             Some(git2::ObjectType::Tree) => Kind::Dir,
             Some(git2::ObjectType::Blob) if e.filemode() == 0o120000 => {
-                let blob = self.repo.find_blob(e.id()).map_err(io::Error::other)?;
+                let blob = self.blob(e.id(), e.name().unwrap_or("a symlink"))?;
                 Kind::Symlink(String::from_utf8_lossy(blob.content()).into_owned())
             }
             Some(git2::ObjectType::Blob) => Kind::File,
@@ -270,7 +311,7 @@ impl Tree for GitTree {
         match self.lookup(path)? {
             None => Ok(None),
             Some(e) if self.entry_kind(&e)? == Kind::File => {
-                let blob = self.repo.find_blob(e.id()).map_err(io::Error::other)?;
+                let blob = self.blob(e.id(), path)?;
                 Ok(Some(blob.content().to_vec()))
             }
             Some(_) => Err(io::Error::other(format!("{path} is not a regular file"))),
