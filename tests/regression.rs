@@ -1252,3 +1252,60 @@ fn a_huge_file_in_a_commit_is_refused_unread() {
         SIZE >> 20
     );
 }
+
+/// Issue 31 item 13: known_hosts entries in hashed form (`|1|salt|hash`,
+/// what `ssh-keyscan -H` writes and Debian's and Ubuntu's ssh keep) were
+/// skipped, so a host configured the usual way could not verify its
+/// remote. The file is now read by the `ssh-key` crate's parser and a
+/// hashed name is matched by its HMAC-SHA1, as OpenSSH does; here on a
+/// file hashed by OpenSSH's own `ssh-keygen -H`.
+#[test]
+fn hashed_known_hosts_entries_verify_the_remote() {
+    use stackpin::source::{HostKeyVerdict, KnownHosts};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("host_key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let b64 = public.split_whitespace().nth(1).unwrap().to_string();
+    let file = dir.path().join("known_hosts");
+    std::fs::write(
+        &file,
+        format!("git.example.org ssh-ed25519 {b64}\n[git.example.org]:2222 ssh-ed25519 {b64}\n"),
+    )
+    .unwrap();
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-H", "-f"])
+        .arg(&file)
+        .status()
+        .expect("ssh-keygen -H");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.lines().all(|l| l.starts_with("|1|")),
+        "not hashed: {text}"
+    );
+
+    let kh = KnownHosts::parse(&text);
+    assert!(kh.skipped().is_empty(), "{:?}", kh.skipped());
+    use base64::Engine as _;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(&b64)
+        .unwrap();
+    assert_eq!(
+        kh.check("git.example.org", 22, &blob),
+        HostKeyVerdict::Trusted
+    );
+    assert_eq!(
+        kh.check("git.example.org", 2222, &blob),
+        HostKeyVerdict::Trusted
+    );
+    assert_eq!(
+        kh.check("other.example.org", 22, &blob),
+        HostKeyVerdict::Unknown
+    );
+}

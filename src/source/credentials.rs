@@ -250,16 +250,8 @@ impl Creds {
                  checking the fingerprint, otherwise someone may be intercepting the connection",
                 known.join(", ")
             ))),
-            HostKeyVerdict::Unknown { hashed_entries } => Err(Refusal(format!(
-                "refusing ssh to {name}: the host is not in {file}; add its key (`{keyscan} >> {file}`, then compare the fingerprint){}",
-                if hashed_entries > 0 {
-                    format!(
-                        "; note: {hashed_entries} hashed entr{} (`|1|…`) in that file cannot be matched by stackpin, write host names in clear (ssh-keyscan without -H)",
-                        if hashed_entries == 1 { "y" } else { "ies" }
-                    )
-                } else {
-                    String::new()
-                }
+            HostKeyVerdict::Unknown => Err(Refusal(format!(
+                "refusing ssh to {name}: the host is not in {file}; add its key (`{keyscan} >> {file}`, then compare the fingerprint)"
             ))),
         }
     }

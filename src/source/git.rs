@@ -504,23 +504,46 @@ fn verify_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &str) -> Result<()
 
 /// An OpenSSH known_hosts file, as far as checking one server's key needs.
 ///
+/// Each line is parsed by the `ssh-key` crate's known_hosts parser.
 /// Understood: host patterns (comma lists, `*`/`?` wildcards, `!` negation,
-/// `[host]:port`), `@revoked`. Skipped: hashed host names (`|1|…`, counted so
-/// that the refusal can say why), `@cert-authority` lines, and lines that do
-/// not parse (logged with their number).
+/// `[host]:port`), hashed host names (`|1|salt|hash`, the default of
+/// `ssh-keyscan -H` and of Debian's and Ubuntu's ssh: HMAC-SHA1 of the name
+/// with the salt), `@revoked`. Skipped: `@cert-authority` lines, and lines
+/// that do not parse (logged with their number).
 #[derive(Debug, Clone, Default)]
 pub struct KnownHosts {
     entries: Vec<HostEntry>,
-    hashed: usize,
-    skipped: Vec<(usize, &'static str)>,
+    skipped: Vec<(usize, String)>,
 }
 
 #[derive(Debug, Clone)]
 struct HostEntry {
-    patterns: Vec<String>,
+    names: Names,
     key_type: String,
     key: Vec<u8>,
     revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Names {
+    Patterns(Vec<String>),
+    Hashed { salt: Vec<u8>, hash: [u8; 20] },
+}
+
+impl Names {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Names::Patterns(p) => patterns_match(p, name),
+            Names::Hashed { salt, hash } => {
+                use hmac::{Hmac, Mac};
+                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+                    return false;
+                };
+                mac.update(name.as_bytes());
+                mac.verify_slice(hash).is_ok()
+            }
+        }
+    }
 }
 
 /// What a known_hosts file says about a server's key.
@@ -532,56 +555,58 @@ pub enum HostKeyVerdict {
     Revoked,
     /// The host is listed, with other keys (their types).
     Mismatch { known: Vec<String> },
-    /// The host is not listed (hashed entries could not be checked).
-    Unknown { hashed_entries: usize },
+    /// The host is not listed.
+    Unknown,
 }
 
 impl KnownHosts {
     /// Parses the text of a known_hosts file. Never fails: lines it cannot
     /// use are skipped and listed in [`KnownHosts::skipped`].
     pub fn parse(text: &str) -> KnownHosts {
+        use ssh_key::known_hosts::{HostPatterns, KnownHosts as Parser, Marker};
         let mut kh = KnownHosts::default();
         for (i, line) in text.lines().enumerate() {
             let n = i + 1;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut fields = line.split_whitespace();
-            let mut first = fields.next().unwrap_or_default();
-            let mut revoked = false;
-            if first.starts_with('@') {
-                match first {
-                    "@revoked" => revoked = true,
-                    "@cert-authority" => {
-                        kh.skipped
-                            .push((n, "@cert-authority lines are not supported"));
-                        continue;
-                    }
-                    _ => {
-                        kh.skipped.push((n, "unknown marker"));
-                        continue;
-                    }
-                }
-                first = fields.next().unwrap_or_default();
-            }
-            let (Some(key_type), Some(b64)) = (fields.next(), fields.next()) else {
-                kh.skipped
-                    .push((n, "expected `HOSTS KEYTYPE BASE64KEY [COMMENT]`"));
-                continue;
+            let Some(parsed) = Parser::new(line).next() else {
+                continue; // blank or a comment
             };
-            if first.starts_with("|1|") {
-                kh.hashed += 1;
-                kh.skipped.push((n, "hashed host names are not supported"));
-                continue;
-            }
-            let Some(key) = base64_decode(b64) else {
-                kh.skipped.push((n, "the key is not valid base64"));
-                continue;
+            let entry = match parsed {
+                Ok(e) => e,
+                Err(e) => {
+                    kh.skipped
+                        .push((n, format!("not a known_hosts entry ({e})")));
+                    continue;
+                }
+            };
+            let revoked = match entry.marker() {
+                None => false,
+                Some(Marker::Revoked) => true,
+                Some(Marker::CertAuthority) => {
+                    kh.skipped
+                        .push((n, "@cert-authority lines are not supported".into()));
+                    continue;
+                }
+            };
+            let key = match entry.public_key().to_bytes() {
+                Ok(k) => k,
+                Err(e) => {
+                    kh.skipped
+                        .push((n, format!("the key cannot be encoded ({e})")));
+                    continue;
+                }
+            };
+            let names = match entry.host_patterns() {
+                HostPatterns::Patterns(p) => {
+                    Names::Patterns(p.iter().map(|p| p.to_ascii_lowercase()).collect())
+                }
+                HostPatterns::HashedName { salt, hash } => Names::Hashed {
+                    salt: salt.clone(),
+                    hash: *hash,
+                },
             };
             kh.entries.push(HostEntry {
-                patterns: first.split(',').map(|p| p.to_ascii_lowercase()).collect(),
-                key_type: key_type.to_string(),
+                names,
+                key_type: entry.public_key().algorithm().as_str().to_string(),
                 key,
                 revoked,
             });
@@ -602,7 +627,7 @@ impl KnownHosts {
     }
 
     /// Lines skipped (1-based line number, reason).
-    pub fn skipped(&self) -> &[(usize, &'static str)] {
+    pub fn skipped(&self) -> &[(usize, String)] {
         &self.skipped
     }
 
@@ -617,7 +642,7 @@ impl KnownHosts {
         let matching: Vec<&HostEntry> = self
             .entries
             .iter()
-            .filter(|e| names.iter().any(|n| patterns_match(&e.patterns, n)))
+            .filter(|e| names.iter().any(|n| e.names.matches(n)))
             .collect();
         if matching.iter().any(|e| e.revoked && e.key == key) {
             return HostKeyVerdict::Revoked;
@@ -632,9 +657,7 @@ impl KnownHosts {
             .collect();
         known.dedup();
         if known.is_empty() {
-            HostKeyVerdict::Unknown {
-                hashed_entries: self.hashed,
-            }
+            HostKeyVerdict::Unknown
         } else {
             HostKeyVerdict::Mismatch { known }
         }
@@ -664,31 +687,6 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// Standard base64 with optional padding; `None` on any other character.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    (!out.is_empty()).then_some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,7 +697,10 @@ mod tests {
     const ECDSA: &str = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg=";
 
     fn key(b64: &str) -> Vec<u8> {
-        base64_decode(b64).unwrap()
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
     }
 
     #[test]
@@ -710,12 +711,10 @@ mod tests {
     }
 
     #[test]
-    fn decodes_base64_key_blobs() {
-        let k = key(ED);
-        assert_eq!(k.len(), 51);
-        assert_eq!(&k[4..15], b"ssh-ed25519");
-        assert_eq!(base64_decode("aGk="), Some(b"hi".to_vec()));
-        assert_eq!(base64_decode("not base64!"), None);
+    fn the_key_blob_is_the_wire_format_libssh2_hands_over() {
+        let kh = KnownHosts::parse(&format!("github.com ssh-ed25519 {ED}\n"));
+        assert_eq!(kh.entries[0].key, key(ED));
+        assert_eq!(&kh.entries[0].key[4..15], b"ssh-ed25519");
     }
 
     #[test]
@@ -740,12 +739,9 @@ mod tests {
         );
         assert_eq!(
             kh.check("git.example.org", 22, &ed),
-            HostKeyVerdict::Unknown { hashed_entries: 0 }
+            HostKeyVerdict::Unknown
         );
-        assert_eq!(
-            kh.check("github.com", 2222, &ed),
-            HostKeyVerdict::Unknown { hashed_entries: 0 }
-        );
+        assert_eq!(kh.check("github.com", 2222, &ed), HostKeyVerdict::Unknown);
         // Wildcards and negation.
         let ec = key(ECDSA);
         assert_eq!(
@@ -754,7 +750,7 @@ mod tests {
         );
         assert_eq!(
             kh.check("evil.corp.example", 22, &ec),
-            HostKeyVerdict::Unknown { hashed_entries: 0 }
+            HostKeyVerdict::Unknown
         );
     }
 
@@ -781,19 +777,18 @@ mod tests {
     }
 
     #[test]
-    fn skips_hashed_cert_authority_and_broken_lines() {
+    fn skips_cert_authority_and_broken_lines() {
         let kh = KnownHosts::parse(&format!(
-            "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= ssh-ed25519 {ED}\n\
-             @cert-authority *.example ssh-ed25519 {ED}\n\
+            "@cert-authority *.example ssh-ed25519 {ED}\n\
              host-only\n\
              host ssh-ed25519 %%%\n"
         ));
         assert!(kh.is_empty());
         let lines: Vec<usize> = kh.skipped().iter().map(|(n, _)| *n).collect();
-        assert_eq!(lines, [1, 2, 3, 4]);
+        assert_eq!(lines, [1, 2, 3]);
         assert_eq!(
             kh.check("github.com", 22, &key(ED)),
-            HostKeyVerdict::Unknown { hashed_entries: 1 }
+            HostKeyVerdict::Unknown
         );
     }
 
