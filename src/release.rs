@@ -339,6 +339,50 @@ pub struct Secrets {
 /// in output: shorter lines are syntax (`[main]`, `}`), not secrets.
 const MASKED_LINE_MIN: usize = 8;
 
+/// The shortest value of a `k = v` line of such a file that is masked on
+/// its own: shorter ones (`1`, `on`, `true`) are settings, not secrets,
+/// and masking them would garble every message.
+const MASKED_VALUE_MIN: usize = 6;
+
+/// What output must never show of a decrypted secret file that is not a
+/// dotenv file: each line long enough to be more than syntax, and the
+/// value of each `k=v`, `k = v` or `k: v` line (an ini, conf or YAML
+/// secret), which a message may show without its key.
+pub fn secret_file_masks(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .flat_map(|l| {
+            let l = l.trim();
+            let value = assigned_value(l)
+                .filter(|v| v.len() >= MASKED_VALUE_MIN)
+                .map(str::to_string);
+            let line = (l.len() >= MASKED_LINE_MIN).then(|| l.to_string());
+            [line, value]
+        })
+        .flatten()
+        .collect()
+}
+
+/// The value of a `k=v`, `k = v` or `k: v` line, unquoted; `None` for a
+/// line that is not one (a section, a comment, a bare word).
+fn assigned_value(line: &str) -> Option<&str> {
+    if line.starts_with('#') || line.starts_with(';') || line.starts_with('[') {
+        return None;
+    }
+    let at = line.find(['=', ':'])?;
+    let (key, value) = (line[..at].trim(), line[at + 1..].trim());
+    let key_like = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '));
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(value);
+    (key_like && !value.is_empty()).then_some(value)
+}
+
 fn pinned_images(stack: &Stack) -> Vec<(String, String)> {
     stack
         .pins
@@ -523,13 +567,7 @@ pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Ren
         .decrypted
         .iter()
         .filter(|(p, _)| !crate::desired::secret_is_dotenv(p))
-        .flat_map(|(_, b)| {
-            String::from_utf8_lossy(b)
-                .lines()
-                .map(|l| l.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .filter(|l| l.len() >= MASKED_LINE_MIN);
+        .flat_map(|(_, b)| secret_file_masks(b));
     let mut secret_values: Vec<String> = secrets
         .into_values()
         .chain(file_lines)
@@ -1944,7 +1982,7 @@ mod tests {
             "the host's env file wins: {}",
             r.env_file
         );
-        for v in ["tok-from-git", "password = hunter2-long"] {
+        for v in ["tok-from-git", "password = hunter2-long", "hunter2-long"] {
             assert!(r.secret_values.iter().any(|s| s == v), "{v} masked");
         }
         assert!(

@@ -1309,3 +1309,23 @@ fn hashed_known_hosts_entries_verify_the_remote() {
         HostKeyVerdict::Unknown
     );
 }
+
+/// Issue 31 item 9: a decrypted secret file that is not a dotenv file
+/// (an ini or conf file) was masked only line by line, so a message that
+/// showed a value without its key (`password = hunter2-long` as
+/// `hunter2-long`) leaked it into history. Each `k=v`, `k = v` and `k: v`
+/// value is masked on its own now; short settings are left readable.
+#[test]
+fn the_values_of_a_secret_ini_file_are_masked_on_their_own() {
+    let ini = b"[db]\nhost = db.internal\npassword = hunter2-long\ntoken: 'abc-123-xyz'\nport=5432\nssl = on\n";
+    let masker = stackpin::engine::Masker::new(stackpin::release::secret_file_masks(ini));
+    let text = "connect failed: auth hunter2-long rejected for db.internal with abc-123-xyz on 5432, ssl on";
+    let masked = masker.mask(text);
+    for leaked in ["hunter2-long", "abc-123-xyz", "db.internal"] {
+        assert!(!masked.contains(leaked), "{leaked} shown: {masked}");
+    }
+    assert!(
+        masked.contains("5432") && masked.contains("ssl on"),
+        "short settings stay readable: {masked}"
+    );
+}
