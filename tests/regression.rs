@@ -1329,3 +1329,61 @@ fn the_values_of_a_secret_ini_file_are_masked_on_their_own() {
         "short settings stay readable: {masked}"
     );
 }
+
+/// Issue 31 item 10: `stackpin verify` held the stack's lock while it
+/// pushed the marker, so a slow or silent remote stalled every deploy,
+/// hold and rollback of the stack meanwhile. The lock is released once the
+/// marker is recorded: here a `hold` completes while verify still waits on
+/// a remote that accepts connections and never answers.
+#[test]
+fn verify_does_not_hold_the_stack_lock_while_it_publishes() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, _) = deployed(&h, &f);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c); // accepted, never answered
+        }
+    });
+    let cfg = h.config(
+        "publish.yaml",
+        "verified: {publish: true, author: \"stackpin <stackpin@test-host>\"}\n",
+    );
+    let url = format!("git://127.0.0.1:{port}/desired.git");
+    let verify = h
+        .cmd_raw([
+            std::ffi::OsString::from("--config"),
+            cfg.clone().into(),
+            "--root".into(),
+            h.root().into(),
+            "--repo".into(),
+            url.into(),
+            "--host".into(),
+            "test-host".into(),
+            "--state-dir".into(),
+            h.state_dir().into(),
+            "verify".into(),
+            s.clone().into(),
+        ])
+        .spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !h.history().contains("verified by hand") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verify recorded nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    h.cmd(["hold", &s, "--reason", "while verify publishes"])
+        .run()
+        .ok();
+    let mut verify = verify;
+    assert!(
+        verify.is_running(),
+        "hold waited for verify's push to end: the lock was held while publishing"
+    );
+    verify.terminate(Duration::from_secs(5));
+}

@@ -52,7 +52,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         root: cfg.root.clone(),
     };
     let store = LocalStore::new(&cfg.root);
-    let _lock = store
+    let lock = store
         .lock(&a.stack)
         .with_context(|| format!("failed to take the lock of {}", a.stack))?;
     let releases = release::list(&layout, &a.stack)?;
@@ -117,6 +117,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         ),
     )
     .with_context(|| format!("failed to append to {}", layout.history().display()))?;
+    // The marker is recorded: the stack's lock is not held while pushing
+    // (a slow remote would stall every deploy of the stack meanwhile).
+    drop(lock);
     // Publishing is best effort here too: the marker is recorded on the host
     // either way, and a running daemon publishes what is still pending.
     let (published, publish_error) = match Settings::from_config(&cfg)? {
