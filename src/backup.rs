@@ -741,6 +741,81 @@ pub fn reinstate_release(releases_dir: &Path, b: &Opened) -> Result<PathBuf, Err
     Ok(dst)
 }
 
+/// Checks a volume archive before anything is restored from it: it must be
+/// a tar whose every entry stays inside the volume — no absolute path, no
+/// `..`, no link whose target leads out — for the engine's extraction skips
+/// such entries silently, and the restore would report success with data
+/// missing. Names the first bad entry.
+///
+/// # Errors
+/// The archive cannot be read as a tar, or an entry that leaves the volume.
+pub fn check_archive(path: &std::path::Path) -> Result<(), String> {
+    use std::path::{Component, Path, PathBuf};
+    let f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("{} is not a tar archive: {e}", path.display()))?;
+    let inside = |p: &Path| {
+        let mut depth = 0i64;
+        for c in p.components() {
+            match c {
+                Component::Normal(_) => depth += 1,
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    depth -= 1;
+                    if depth < 0 {
+                        return false;
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => return false,
+            }
+        }
+        true
+    };
+    let mut count = 0usize;
+    for e in entries {
+        let e = e.map_err(|e| format!("{} is not a tar archive: {e}", path.display()))?;
+        let name: PathBuf = e
+            .path()
+            .map_err(|err| format!("{}: an entry's name cannot be read: {err}", path.display()))?
+            .into_owned();
+        let shown = name.display();
+        if !inside(&name) {
+            return Err(format!(
+                "{}: entry `{shown}` leaves the volume (an absolute path or `..`); refusing the archive",
+                path.display()
+            ));
+        }
+        if let Some(target) = e.link_name().ok().flatten() {
+            // As the engine's extraction joins them: a hard link from the
+            // archive's root, a symlink from its own directory, a leading
+            // `/` taken as that start (an absolute symlink is only a link).
+            let rel: PathBuf = target
+                .components()
+                .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+                .collect();
+            let resolved = if e.header().entry_type().is_hard_link() {
+                rel
+            } else {
+                name.parent().unwrap_or(Path::new("")).join(rel)
+            };
+            if !inside(&resolved) {
+                return Err(format!(
+                    "{}: entry `{shown}` is a link to `{}`, outside the volume; refusing the archive",
+                    path.display(),
+                    target.display()
+                ));
+            }
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!("{} holds no entry", path.display()));
+    }
+    Ok(())
+}
+
 /// How long a restored database container may take to accept connections.
 const DB_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -762,6 +837,12 @@ pub async fn restore_data(
     services: &[String],
 ) -> Result<String, Error> {
     let stack = project.name;
+    // Every archive is checked before any volume is touched: a restore
+    // either puts every entry back or changes nothing.
+    for v in &b.manifest.volumes {
+        check_archive(&b.dir.join(&v.file))
+            .map_err(|e| format!("volume `{}`: {e}; nothing was restored", v.volume))?;
+    }
     for v in &b.manifest.volumes {
         let name = host
             .engine

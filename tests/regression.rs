@@ -1387,3 +1387,90 @@ fn verify_does_not_hold_the_stack_lock_while_it_publishes() {
     );
     verify.terminate(Duration::from_secs(5));
 }
+
+/// Issue 31 items 6 and 7: a restore removed the volume before extracting
+/// its archive, and the engine's extraction skips entries that leave the
+/// volume (`..`, absolute names, links out) without a word: an archive
+/// that was not a tar left the volume empty, and one with such entries
+/// "restored" with data missing. Every archive of the backup is now read
+/// entry by entry before any volume is touched; a bad one names the entry
+/// and nothing is restored.
+#[test]
+fn a_volume_archive_that_would_lose_data_is_refused_before_anything_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, entries: &[(&str, tar::EntryType, Option<&str>)]| {
+        let path = dir.path().join(name);
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        for (p, kind, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(0);
+            // Raw names: the builder itself refuses `..` and absolute ones.
+            let raw = &mut h.as_gnu_mut().unwrap().name;
+            raw[..p.len()].copy_from_slice(p.as_bytes());
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+        }
+        b.finish().unwrap();
+        path
+    };
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let good = write(
+        "good.tar",
+        &[
+            ("stackpin-volume/", Directory, None),
+            ("stackpin-volume/data.db", Regular, None),
+            ("stackpin-volume/current", Symlink, Some("data.db")),
+            (
+                "stackpin-volume/tz",
+                Symlink,
+                Some("/usr/share/zoneinfo/UTC"),
+            ),
+            (
+                "stackpin-volume/again",
+                Link,
+                Some("stackpin-volume/data.db"),
+            ),
+        ],
+    );
+    stackpin::backup::check_archive(&good).unwrap();
+
+    for (name, entries, bad) in [
+        (
+            "dotdot.tar",
+            vec![("stackpin-volume/../../etc/cron.d/x", Regular, None)],
+            "stackpin-volume/../../etc/cron.d/x",
+        ),
+        (
+            "absolute.tar",
+            vec![("/etc/passwd", Regular, None)],
+            "/etc/passwd",
+        ),
+        (
+            "symlink.tar",
+            vec![("stackpin-volume/out", Symlink, Some("../../../etc"))],
+            "stackpin-volume/out",
+        ),
+        (
+            "hardlink.tar",
+            vec![("stackpin-volume/h", Link, Some("../etc/shadow"))],
+            "stackpin-volume/h",
+        ),
+    ] {
+        let path = write(name, &entries);
+        let err = stackpin::backup::check_archive(&path).unwrap_err();
+        assert!(err.contains(&format!("entry `{bad}`")), "{name}: {err}");
+    }
+    // A valid checksum over a file that is not a tar at all.
+    let not_tar = dir.path().join("not.tar");
+    std::fs::write(
+        &not_tar,
+        b"this is not a tar archive, but its checksum is right",
+    )
+    .unwrap();
+    assert!(stackpin::backup::check_archive(&not_tar).is_err());
+}
