@@ -1474,3 +1474,69 @@ fn a_volume_archive_that_would_lose_data_is_refused_before_anything_is_touched()
     .unwrap();
     assert!(stackpin::backup::check_archive(&not_tar).is_err());
 }
+
+/// Issue 31 item 2: for a stack whose commits must be signed, an unsigned
+/// commit at the tip made the stack `untrusted` even when it did not touch
+/// it (a marker publish, which README says may stay unsigned), while an
+/// unsigned change to `stackpin.yaml` (every stack's defaults, `prune`)
+/// was never checked. Now exactly the commits since the deployed one that
+/// change the stack's directory or `stackpin.yaml` are judged.
+#[test]
+fn signed_history_judges_the_commits_that_change_the_stack_and_nothing_else() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("signed");
+    let port = h.free_port();
+    let signer = h.ssh_signer("signer", "approver@example.com", "git");
+    let cfg = h.config(
+        "signed.yaml",
+        &format!(
+            "signers: {{approvers: {{allowed_signers: {}}}}}\npolicy:\n  - {{stacks: [{s}], signed_by: approvers}}\n",
+            signer.allowed.display()
+        ),
+    );
+    let sync = || {
+        h.cmd([
+            std::ffi::OsStr::new("--config"),
+            cfg.as_os_str(),
+            "sync".as_ref(),
+        ])
+        .run()
+    };
+    StackFixture::new(&s, &f.v1, port, "v1").write(&h);
+    h.commit_signed(&signer.key, "v1, signed");
+    sync().ok().stdout_contains("deployed");
+
+    // An unsigned commit that changes only verified/ (a marker publish).
+    h.write("verified/other.yaml", "[]\n");
+    h.commit("publish a marker (unsigned)");
+    let out = sync().ok();
+    let line = out
+        .stdout()
+        .lines()
+        .find(|l| l.contains(&s))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("unchanged") && !line.contains("untrusted"),
+        "{}",
+        out.report()
+    );
+
+    // An unsigned commit to stackpin.yaml is a change to every stack.
+    h.write("stackpin.yaml", "prune: true\n");
+    let sha = h.commit("prune everything (unsigned)");
+    let out = sync().code(1);
+    let line = out
+        .stdout()
+        .lines()
+        .find(|l| l.contains(&s))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("blocked") && line.contains(&format!("untrusted commit {}", &sha[..12])),
+        "{}",
+        out.report()
+    );
+    h.serves(port, "stackpin-test-app v1");
+}

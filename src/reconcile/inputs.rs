@@ -423,7 +423,14 @@ fn signed_history(
     } else {
         format!("{}/stacks/{name}", desired.base)
     };
-    crate::trust::history::check(repo, tip, base.as_deref(), &path, sets, now)
+    // stackpin.yaml sets every stack's defaults (and `prune`): a change to
+    // it is a change to the stack.
+    let defaults = if desired.base.is_empty() {
+        "stackpin.yaml".to_string()
+    } else {
+        format!("{}/stackpin.yaml", desired.base)
+    };
+    crate::trust::history::check(repo, tip, base.as_deref(), &[&path, &defaults], sets, now)
 }
 
 /// The entries of `verified/<source>.yaml` that a verifier this host trusts
