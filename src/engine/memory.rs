@@ -179,7 +179,7 @@ fn log(command: String) -> CommandLog {
     }
 }
 
-/// service -> image of the compose files, later files winning.
+/// `from` merged into `into`: objects key by key, anything else replaced.
 fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
     match (into, from) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
@@ -191,6 +191,7 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
     }
 }
 
+/// service -> image of the compose files, later files winning.
 fn services(p: &Project<'_>) -> Result<BTreeMap<String, String>, Error> {
     let mut out = BTreeMap::new();
     for f in p.files {

@@ -1632,6 +1632,13 @@ impl Engine for Offline {
     }
 }
 
+/// A time as Docker's inspect prints it (RFC 3339, nanoseconds).
+pub(crate) fn docker_time(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// A container as Docker's inspect describes it (`repo_digests`: its
 /// image's, looked up by the caller). Pure: what [`Docker::containers`]
 /// reads, and what tests feed it as Docker printed it.
@@ -1667,11 +1674,7 @@ pub fn container_info(
                     .unwrap_or_default()
                     .into_iter()
                     .map(|r| Probe {
-                        start: r
-                            .start
-                            .as_deref()
-                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                            .map(|t| t.with_timezone(&chrono::Utc)),
+                        start: r.start.as_deref().and_then(docker_time),
                         exit_code: r.exit_code.unwrap_or(-1),
                         output: r.output.unwrap_or_default(),
                     })
@@ -1690,8 +1693,7 @@ pub fn container_info(
     let started_at = state
         .started_at
         .as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&chrono::Utc))
+        .and_then(docker_time)
         .filter(|t| t.timestamp() > 0);
     let exit_code = if status == "running" || status == "created" {
         None

@@ -307,8 +307,7 @@ fn spec_of(t: Option<&bollard::models::TaskSpec>) -> (Option<&str>, Option<&str>
 }
 
 fn date(s: Option<&String>) -> Option<chrono::DateTime<chrono::Utc>> {
-    s.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&chrono::Utc))
+    s.and_then(|t| super::docker_time(t))
         .filter(|t| t.timestamp() > 0)
 }
 
