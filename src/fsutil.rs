@@ -1,5 +1,5 @@
 //! Crash-safe file system primitives: atomic replace, directory fsync, and
-//! read-only trees. Every state file stackpin writes goes through
+//! read-only trees, and the free space of a file system. Every state file stackpin writes goes through
 //! [`write_atomic`], so a reader (or a restart after power loss) sees either
 //! the old content or the new one, never a torn file.
 
@@ -166,6 +166,36 @@ fn make_dirs_writable(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The free space of the file system holding `path`, in percent, as `df`
+/// shows it (100 minus its `Use%`); `None` when it cannot be read.
+pub fn disk_free_percent(path: &Path) -> Option<u8> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    free_percent(s.f_blocks as u64, s.f_bfree as u64, s.f_bavail as u64)
+}
+
+/// `df`'s arithmetic, from a `statvfs`'s block counts: the blocks an
+/// unprivileged writer can still use over those it could ever use (the
+/// used ones and the available ones). Blocks the file system reserves
+/// (for root, 5% by default on ext4, often far more) count on neither side:
+/// dividing by the total would call a disk that `df` shows 13% used only
+/// 31% free.
+pub fn free_percent(blocks: u64, bfree: u64, bavail: u64) -> Option<u8> {
+    let used = blocks.saturating_sub(bfree) as u128;
+    let usable = used + bavail as u128;
+    if usable == 0 {
+        return None;
+    }
+    // df rounds its Use% up, so the free share rounds down.
+    Some((bavail as u128 * 100 / usable) as u8)
 }
 
 #[cfg(test)]

@@ -365,7 +365,9 @@ pub struct StageRecord {
     /// and notifications show it).
     pub detail: String,
     /// For a stage that failed in a command (compose): everything it
-    /// printed, masked (its last 4 KiB), for `--json` and the API.
+    /// printed, masked (its last 4 KiB); for a failed smoke, the last log
+    /// lines of the containers that failed it. For `--json`, the API and
+    /// (its last lines) the terminal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
 }

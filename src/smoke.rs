@@ -539,6 +539,65 @@ pub fn containers_ready(containers: &[ContainerInfo], services: &[String]) -> Re
     }
 }
 
+/// How many of its last lines a failed smoke keeps of each container.
+pub const FAILURE_LOG_LINES: usize = 20;
+/// Of at most this many containers.
+const FAILURE_LOG_CONTAINERS: usize = 4;
+
+/// The containers whose logs explain a failed smoke: of `services` (all
+/// when empty), those not running, not healthy or restarted since they
+/// were created; when all of them look well (an http check failed), all of
+/// them. At most [`FAILURE_LOG_CONTAINERS`], in the engine's order.
+pub fn evidence_containers<'a>(
+    containers: &'a [ContainerInfo],
+    services: &[String],
+) -> Vec<&'a ContainerInfo> {
+    let ours: Vec<&ContainerInfo> = containers
+        .iter()
+        .filter(|c| services.is_empty() || services.contains(&c.service))
+        .collect();
+    let unwell: Vec<&ContainerInfo> = ours
+        .iter()
+        .copied()
+        .filter(|c| {
+            c.state != "running"
+                || c.restart_count > 0
+                || c.health.as_deref().is_some_and(|h| h != "healthy")
+        })
+        .collect();
+    let chosen = if unwell.is_empty() { ours } else { unwell };
+    chosen.into_iter().take(FAILURE_LOG_CONTAINERS).collect()
+}
+
+/// The last [`FAILURE_LOG_LINES`] lines of each of the
+/// [`evidence_containers`] of `project`, each under a line naming its
+/// service and container (masked by the engine); `None` when there is no
+/// container to read. Read before the revert replaces them.
+pub async fn failure_logs(
+    engine: &dyn Engine,
+    project: &str,
+    services: &[String],
+) -> Option<String> {
+    let containers = engine.containers(project).await.ok()?;
+    let mut out = String::new();
+    for c in evidence_containers(&containers, services) {
+        let body = match engine.logs(&c.id, FAILURE_LOG_LINES).await {
+            Ok(text) if text.trim().is_empty() => "(it printed nothing)\n".to_string(),
+            Ok(text) => text,
+            Err(e) => format!("(its logs could not be read: {})\n", e.report()),
+        };
+        out.push_str(&format!(
+            "--- service {} (container {}, {}), its last lines:\n",
+            c.service, c.name, c.state
+        ));
+        out.push_str(&body);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 pub fn http_client() -> Result<reqwest::Client, Failure> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -875,6 +934,37 @@ mod tests {
             .local_addr()
             .unwrap()
             .port()
+    }
+
+    #[test]
+    fn a_failed_smoke_reads_the_logs_of_the_unwell_containers_or_else_of_all() {
+        let names =
+            |v: Vec<&ContainerInfo>| v.iter().map(|c| c.service.clone()).collect::<Vec<_>>();
+        let mut sick = container("db", "running");
+        sick.health = Some("unhealthy".into());
+        let mut restarted = container("cache", "running");
+        restarted.restart_count = 2;
+        let all = vec![
+            container("web", "running"),
+            sick,
+            container("job", "exited"),
+            restarted,
+        ];
+        assert_eq!(
+            names(evidence_containers(&all, &[])),
+            ["db", "job", "cache"]
+        );
+        // Only the services smoke watches.
+        assert_eq!(
+            names(evidence_containers(&all, &["web".into(), "db".into()])),
+            ["db"]
+        );
+        // All well (an http check failed): all of them, at most four.
+        let well: Vec<ContainerInfo> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| container(s, "running"))
+            .collect();
+        assert_eq!(names(evidence_containers(&well, &[])), ["a", "b", "c", "d"]);
     }
 
     #[tokio::test]

@@ -154,13 +154,26 @@ fn crash_fast_image_reverts_before_the_timeout() {
     h.cmd(["sync"]).run().ok();
     write_stack(&h, &s, &f.crash, port, "crashy", "");
     h.commit("crash");
-    h.cmd(["sync"]).run().code(1).stdout_contains("rolled-back");
+    let out = h.cmd(["sync", "--json"]).run().code(1);
     assert!(
         h.history().contains("smoke failed: containers"),
         "{}",
         h.history()
     );
     h.serves(port, "stackpin-test-app v1");
+    // What the crashing container printed is kept with the failed smoke
+    // stage (read before the revert replaced it).
+    let json: serde_json::Value = serde_json::from_str(&out.stdout()).expect("sync --json");
+    let smoke = json[0]["stages"]
+        .as_array()
+        .and_then(|st| st.iter().find(|x| x["name"] == "smoke" && x["ok"] == false))
+        .unwrap_or_else(|| panic!("no smoke stage\n{}", out.report()));
+    let logs = smoke["output"].as_str().unwrap_or_default();
+    assert!(
+        logs.contains("--- service web") && logs.contains("stackpin-test-app crash: exiting 1"),
+        "{}",
+        out.report()
+    );
 }
 
 #[test]

@@ -1540,3 +1540,41 @@ fn signed_history_judges_the_commits_that_change_the_stack_and_nothing_else() {
     );
     h.serves(port, "stackpin-test-app v1");
 }
+
+/// Broke: the preflight's free space divided the available blocks by the
+/// file system's total, counting blocks reserved for root as used. On a
+/// machine whose disk `df` showed 13% used (statvfs: 66053021 blocks,
+/// 63105185 free, 20873636 available) stackpin said 31% free, and 17% once
+/// a build had filled a little more: every deploy failed its preflight
+/// ("only 17% disk free, 20% required") on a disk that was more than half
+/// empty. Now it is `df`'s figure: 100 minus its `Use%`.
+#[test]
+fn disk_free_is_what_df_shows_not_a_share_of_reserved_blocks() {
+    assert_eq!(
+        stackpin::fsutil::free_percent(66_053_021, 63_105_185, 20_873_636),
+        Some(87)
+    );
+    // ext4's 5% reserve: 80 used, 15 available of 100 → df says 85% used.
+    assert_eq!(stackpin::fsutil::free_percent(100, 20, 15), Some(15));
+    assert_eq!(stackpin::fsutil::free_percent(0, 0, 0), None);
+
+    // The real file system agrees with the real df (which may move by a
+    // point while the two read it on a busy machine).
+    let h = TestHost::new();
+    let ours = stackpin::fsutil::disk_free_percent(&h.root()).expect("statvfs");
+    let out = std::process::Command::new("df")
+        .args(["--output=pcent"])
+        .arg(h.root())
+        .output()
+        .expect("df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let used: i32 = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().trim_end_matches('%').parse().ok())
+        .unwrap_or_else(|| panic!("df printed {text:?}"));
+    assert!(
+        (100 - used - ours as i32).abs() <= 1,
+        "df says {used}% used, stackpin says {ours}% free"
+    );
+}

@@ -250,6 +250,23 @@ impl CliReporter {
     }
 }
 
+/// How many of a failed stage's output lines the terminal shows (all of
+/// it is in `--json` and the API).
+const OUTPUT_LINES: usize = 40;
+
+/// The last `n` lines of `output`, a first line saying how many were left
+/// out when some were.
+fn output_tail(output: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = output.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    let mut out = Vec::with_capacity(n + 1);
+    if skip > 0 {
+        out.push(format!("({skip} earlier lines in `sync --json`)"));
+    }
+    out.extend(lines[skip..].iter().map(|l| l.to_string()));
+    out
+}
+
 impl Reporter for CliReporter {
     fn stage(&self, stack: &str, s: &StageRecord) {
         if self.quiet {
@@ -262,6 +279,11 @@ impl Reporter for CliReporter {
             s.name.as_str(),
             s.detail
         );
+        if let Some(output) = s.output.as_deref().filter(|_| !s.ok) {
+            for line in output_tail(output, OUTPUT_LINES) {
+                eprintln!("      | {line}");
+            }
+        }
     }
 
     fn pull_progress(&self, stack: &str, line: &str) {
@@ -295,4 +317,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The control socket a running daemon listens on.
 pub fn control_socket(cfg: &Config) -> PathBuf {
     cfg.control_socket.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_tail;
+
+    #[test]
+    fn a_long_output_shows_its_last_lines_and_says_how_many_it_left_out() {
+        let text: String = (1..=5).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(
+            output_tail(&text, 2),
+            ["(3 earlier lines in `sync --json`)", "line 4", "line 5"]
+        );
+        assert_eq!(output_tail("only\n", 2), ["only"]);
+    }
 }

@@ -32,6 +32,9 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// The most of a container's log [`Engine::logs`] returns (its tail).
+pub const LOGS_CAP: usize = 8 * 1024;
+
 /// The compose label that names a container's project (= stack).
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 /// The compose label that names a container's service.
@@ -415,6 +418,11 @@ pub trait Engine: Send + Sync {
 
     /// Runs `cmd` in a running container; its exit code and output (capped).
     async fn exec(&self, container: &str, cmd: &[String]) -> Result<(i64, String), Error>;
+
+    /// The last `lines` lines a container printed (stdout and stderr, in
+    /// order, masked, at most [`LOGS_CAP`] bytes), stopped containers
+    /// included. Read-only.
+    async fn logs(&self, container: &str, lines: usize) -> Result<String, Error>;
 
     /// Runs `cmd` in a running container and streams its stdout into the new
     /// file `out` (mode 0600, fsynced); the exit code, bytes written and the
@@ -1153,6 +1161,33 @@ impl Engine for Docker {
         self.exec_capture(container, cmd).await
     }
 
+    async fn logs(&self, container: &str, lines: usize) -> Result<String, Error> {
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(container, Some(options));
+        let mut out: Vec<u8> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let bytes = chunk
+                .map_err(|source| Error::Inspect {
+                    what: format!("the logs of container {container}"),
+                    source,
+                })?
+                .into_bytes();
+            out.extend_from_slice(&bytes);
+        }
+        let text = String::from_utf8_lossy(&out);
+        // The tail of what was read: `lines` long lines can be large.
+        let mut start = text.len().saturating_sub(LOGS_CAP);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        Ok(self.mask(&text[start..]))
+    }
+
     async fn exec_to_file(
         &self,
         container: &str,
@@ -1603,6 +1638,9 @@ impl Engine for Offline {
         self.err()
     }
     async fn exec(&self, _container: &str, _cmd: &[String]) -> Result<(i64, String), Error> {
+        self.err()
+    }
+    async fn logs(&self, _container: &str, _lines: usize) -> Result<String, Error> {
         self.err()
     }
     async fn exec_to_file(

@@ -36,8 +36,10 @@ pub enum Error {
     Switch(#[source] crate::release::Error),
     #[error("up failed: {}", .0.report())]
     Up(#[source] crate::engine::Error),
-    #[error("smoke failed: {0}")]
-    Smoke(String),
+    /// `logs`: the last lines of the containers that failed it (or of all,
+    /// when none looks unwell), for the stage's output.
+    #[error("smoke failed: {why}")]
+    Smoke { why: String, logs: Option<String> },
     /// A start-first replacement refused its new container (or could not
     /// be carried out).
     #[error("start-first rollout failed: {0}")]
@@ -69,11 +71,15 @@ pub enum Error {
 
 impl Error {
     /// What the compose command behind this error printed (masked, its
-    /// tail), when one failed it.
+    /// tail), when one failed it; for a failed smoke, the containers' last
+    /// log lines.
     pub fn command_output(&self) -> Option<&str> {
         match self {
             Error::Up(crate::engine::Error::Compose { output, .. })
             | Error::Config(crate::engine::Error::Compose { output, .. }) => Some(output),
+            Error::Smoke {
+                logs: Some(logs), ..
+            } => Some(logs),
             _ => None,
         }
     }

@@ -70,7 +70,7 @@ async fn preflight(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error
         return Ok("nothing to check".into());
     };
     let mut problems = Vec::new();
-    if let Some(pct) = disk_free_percent(&host.layout.root)
+    if let Some(pct) = crate::fsutil::disk_free_percent(&host.layout.root)
         && pct < host.min_disk_free_percent
     {
         problems.push(format!(
@@ -93,18 +93,6 @@ async fn preflight(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error
     } else {
         Err(Error::Preflight(problems))
     }
-}
-
-fn disk_free_percent(path: &Path) -> Option<u8> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 || s.f_blocks == 0 {
-        return None;
-    }
-    Some(((s.f_bavail as u128 * 100) / s.f_blocks as u128) as u8)
 }
 
 /// SPEC §3 step 2: a failure blocks the deploy unless `backup.required:
@@ -498,11 +486,16 @@ async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         smoke::run(host.engine, stack, services, checks, spec.timeout()).await
     };
     if !o.passed {
-        return Err(Error::Smoke(format!(
-            "{}: {}",
-            o.failed_check.as_deref().unwrap_or("smoke"),
-            o.error.as_deref().unwrap_or("failed")
-        )));
+        // Before the revert replaces them: what the containers said.
+        let logs = smoke::failure_logs(host.engine, stack, services).await;
+        return Err(Error::Smoke {
+            why: format!(
+                "{}: {}",
+                o.failed_check.as_deref().unwrap_or("smoke"),
+                o.error.as_deref().unwrap_or("failed")
+            ),
+            logs,
+        });
     }
     set_phase(host, r, Phase::Recording);
     Ok(format!("passed after {} attempt(s)", o.attempts))
