@@ -55,6 +55,10 @@ pub enum Request {
         force: bool,
         dry_run: bool,
         break_glass: Option<String>,
+        /// Who accepts a rewritten history for `stacks` (the socket peer,
+        /// set by the daemon: see [`Request::attributed`]).
+        #[serde(default)]
+        accept_rewrite: Option<String>,
     },
     Status {
         root: PathBuf,
@@ -116,6 +120,7 @@ impl Request {
     /// A break-glass reason names who asked: `REASON (requested by USER)`.
     /// Over the socket the user is the peer's (`SO_PEERCRED`), never the
     /// daemon's.
+    /// An accepted rewrite names the user alone.
     pub fn attributed(self, user: &str) -> Request {
         match self {
             Request::Sync {
@@ -123,13 +128,15 @@ impl Request {
                 stacks,
                 force,
                 dry_run,
-                break_glass: Some(r),
+                break_glass,
+                accept_rewrite,
             } => Request::Sync {
                 root,
                 stacks,
                 force,
                 dry_run,
-                break_glass: Some(attribute(&r, user)),
+                break_glass: break_glass.map(|r| attribute(&r, user)),
+                accept_rewrite: accept_rewrite.map(|_| user.to_string()),
             },
             other => other,
         }
@@ -143,13 +150,19 @@ impl Request {
                 force,
                 dry_run,
                 break_glass,
+                accept_rewrite,
                 ..
             } => format!(
-                "sync{}{}{} [{}]",
+                "sync{}{}{}{} [{}]",
                 if *force { " --force" } else { "" },
                 if *dry_run { " --dry-run" } else { "" },
                 if break_glass.is_some() {
                     " --break-glass"
+                } else {
+                    ""
+                },
+                if accept_rewrite.is_some() {
+                    " --accept-rewrite"
                 } else {
                     ""
                 },
@@ -355,6 +368,7 @@ mod tests {
                 force: false,
                 dry_run: false,
                 break_glass: None,
+                accept_rewrite: None,
             },
             Request::Status {
                 root: root.clone(),
@@ -381,16 +395,24 @@ mod tests {
             force: false,
             dry_run: false,
             break_glass: Some("CVE hotfix".into()),
+            // What a client claims is replaced by the socket's peer.
+            accept_rewrite: Some("mallory".into()),
         }
         .attributed("alice")
         .attributed("alice");
-        let Request::Sync { break_glass, .. } = r else {
+        let Request::Sync {
+            break_glass,
+            accept_rewrite,
+            ..
+        } = r
+        else {
             unreachable!()
         };
         assert_eq!(
             break_glass.as_deref(),
             Some("CVE hotfix (requested by alice)")
         );
+        assert_eq!(accept_rewrite.as_deref(), Some("alice"));
         assert_eq!(user_name(0), "root");
     }
 }

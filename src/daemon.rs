@@ -685,6 +685,7 @@ impl Daemon {
                 force,
                 dry_run,
                 break_glass,
+                accept_rewrite,
                 ..
             } => {
                 let desired = match self.fetch().await {
@@ -709,6 +710,7 @@ impl Daemon {
                             force,
                             dry_run,
                             break_glass,
+                            accept_rewrite,
                             only: stacks,
                             ..Default::default()
                         },

@@ -62,6 +62,16 @@ pub struct Gate {
     /// What this host refuses to run as desired (host powers it does not
     /// allow, env files outside its secret dirs).
     pub refused: Vec<String>,
+    /// The host protects the stack (`signed_by` or `promote_from`): a
+    /// rewritten history waits for an operator.
+    pub protected: bool,
+    /// The desired commit does not descend from the one the stack last
+    /// deployed, or that commit is gone (the branch was rewritten): both
+    /// commits, in words.
+    pub rewrite: Option<String>,
+    /// The desired commit declares `break_glass:` and is signed by every
+    /// `break_glass_by` set: it accepts a rewrite by itself.
+    pub rewrite_signed: bool,
 }
 
 impl Gate {
@@ -117,6 +127,10 @@ pub struct Item {
     /// For a deploy: what happens to each service (who restarts and why).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceChange>,
+    /// For a deploy of a rewritten history: the rewrite and who accepted it
+    /// (the deploy's history line says it too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
 }
 
 /// What a deploy does to one service.
@@ -151,6 +165,9 @@ pub struct Options<'a> {
     pub only: &'a [String],
     /// Each stack's judged policy (a stack missing here: [`Gate::of_commit`]).
     pub gates: Option<&'a BTreeMap<String, Gate>>,
+    /// An operator accepts a rewritten history for the stacks of this run
+    /// (`sync STACK --accept-rewrite`): who.
+    pub accept_rewrite: Option<&'a str>,
 }
 
 /// Computes the plan.
@@ -181,6 +198,13 @@ pub fn plan(
             local,
             opts,
         );
+        let rewrite = (action == Action::Deploy)
+            .then(|| rewrite_note(opts.gates.and_then(|g| g.get(&name)), opts))
+            .flatten();
+        let reason = match &rewrite {
+            Some(note) => format!("{reason}; {note}"),
+            None => reason,
+        };
         items.push(Item {
             stack: name,
             action,
@@ -188,6 +212,7 @@ pub fn plan(
             fingerprint: fp,
             verdict,
             services: Vec::new(),
+            rewrite,
         });
     }
     for name in &desired.invalid {
@@ -199,6 +224,7 @@ pub fn plan(
                 fingerprint: None,
                 verdict: None,
                 services: Vec::new(),
+                rewrite: None,
             });
         }
     }
@@ -299,6 +325,22 @@ fn plan_stack(
             None,
         );
     }
+    // A rewritten branch can take a stack back to an older release, each
+    // commit of it signed: a protected stack waits for a person.
+    if let Some(rw) = &gate.rewrite
+        && gate.protected
+        && !gate.rewrite_signed
+        && opts.accept_rewrite.is_none()
+    {
+        return wait(
+            Skip::Untrusted,
+            format!(
+                "{rw}: a rewritten branch can take the stack back to an older release; if that is intended, accept it with `stackpin sync {} --accept-rewrite`, or commit `break_glass:` signed by a break_glass_by signer",
+                stack.name
+            ),
+            None,
+        );
+    }
     let mut entries = gate.git_entries.clone();
     if let Some(p) = &gate.promote
         && let Some(r) = local.get(&p.stack)
@@ -325,6 +367,21 @@ fn plan_stack(
     };
     let verdict = (verdict != Verdict::NotGated).then_some(verdict);
     (Action::Deploy, reason, verdict)
+}
+
+/// For a deploy the gate let through: the rewrite it deploys, if any, and
+/// why it may (who accepted it, or that the host does not protect it).
+fn rewrite_note(gate: Option<&Gate>, opts: &Options<'_>) -> Option<String> {
+    let gate = gate?;
+    let rw = gate.rewrite.as_ref()?;
+    let how = if !gate.protected {
+        "deployed: this host does not protect the stack".to_string()
+    } else if let Some(who) = opts.accept_rewrite {
+        format!("accepted by {who}")
+    } else {
+        "accepted by the desired commit's break-glass signature".to_string()
+    };
+    Some(format!("history rewritten: {rw}; {how}"))
 }
 
 /// An untrusted stack keeps what it runs; drift of that release is healed.
@@ -419,6 +476,7 @@ fn orphans<'a>(
                     fingerprint: None,
                     verdict: None,
                     services: Vec::new(),
+                    rewrite: None,
                 };
             }
             let gone = "no longer in the desired state";
@@ -442,6 +500,7 @@ fn orphans<'a>(
                 fingerprint: None,
                 verdict: None,
                 services: Vec::new(),
+                rewrite: None,
             }
         })
 }
@@ -917,6 +976,98 @@ mod tests {
         // delete it, even with prune.
         assert_eq!(by["m"].action, untrusted, "{:?}", by["m"]);
         assert_eq!(by["gone"].action, untrusted, "{:?}", by["gone"]);
+    }
+
+    #[test]
+    fn a_rewritten_history_waits_on_protected_stacks_until_someone_accepts_it() {
+        let d = desired(&[("p", ""), ("u", ""), ("same", "")], None);
+        let rw = "the desired commit 0123456789ab does not descend from fedcba987654, the commit this stack last deployed";
+        let rewritten = |protected| Gate {
+            rewrite: Some(rw.into()),
+            protected,
+            ..Gate::default()
+        };
+        let gates: BTreeMap<String, Gate> = [
+            ("p".to_string(), rewritten(true)),
+            ("u".to_string(), rewritten(false)),
+            ("same".to_string(), rewritten(true)),
+        ]
+        .into();
+        let observed: BTreeMap<String, ObservedStack> = ["p", "u", "same"]
+            .iter()
+            .map(|n| (n.to_string(), running(D1)))
+            .collect();
+        // `same` runs what the rewritten commit describes: nothing moves.
+        let mut fingerprints = fps(&d, "fp-new");
+        fingerprints.insert("same".into(), "fp-a".into());
+        let run = |opts: Options<'_>| {
+            let p = plan(&d, &fingerprints, &observed, &BTreeMap::new(), &opts);
+            p.items
+                .into_iter()
+                .map(|i| (i.stack.clone(), i))
+                .collect::<BTreeMap<String, Item>>()
+        };
+        let base = Options {
+            host: "h",
+            gates: Some(&gates),
+            ..Default::default()
+        };
+        let by = run(base.clone());
+        assert_eq!(
+            by["p"].action,
+            Action::Skip {
+                why: Skip::Untrusted
+            }
+        );
+        assert!(
+            by["p"].reason.starts_with(rw)
+                && by["p"].reason.contains("stackpin sync p --accept-rewrite"),
+            "{}",
+            by["p"].reason
+        );
+        assert_eq!(by["p"].rewrite, None);
+        // Not protected: deployed, and said.
+        assert_eq!(by["u"].action, Action::Deploy);
+        let note = by["u"].rewrite.as_deref().unwrap_or_default();
+        assert!(
+            note.contains(rw) && note.contains("does not protect"),
+            "{note}"
+        );
+        assert!(by["u"].reason.contains(note), "{}", by["u"].reason);
+        assert_eq!(by["same"].action, Action::Noop);
+
+        // An operator accepts it, by name.
+        let by = run(Options {
+            accept_rewrite: Some("alice"),
+            ..base.clone()
+        });
+        assert_eq!(by["p"].action, Action::Deploy);
+        assert!(
+            by["p"]
+                .rewrite
+                .as_deref()
+                .unwrap_or_default()
+                .ends_with("accepted by alice"),
+            "{:?}",
+            by["p"].rewrite
+        );
+        // Or the desired commit's break-glass signature does.
+        let mut signed = gates.clone();
+        signed.get_mut("p").unwrap().rewrite_signed = true;
+        let by = run(Options {
+            gates: Some(&signed),
+            ..base
+        });
+        assert_eq!(by["p"].action, Action::Deploy);
+        assert!(
+            by["p"]
+                .rewrite
+                .as_deref()
+                .unwrap_or_default()
+                .contains("break-glass signature"),
+            "{:?}",
+            by["p"].rewrite
+        );
     }
 
     #[test]

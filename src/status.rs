@@ -341,6 +341,7 @@ mod tests {
             fingerprint: None,
             verdict: None,
             services: Vec::new(),
+            rewrite: None,
         }
     }
 

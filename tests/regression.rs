@@ -1578,3 +1578,96 @@ fn disk_free_is_what_df_shows_not_a_share_of_reserved_blocks() {
         "df says {used}% used, stackpin says {ours}% free"
     );
 }
+
+/// Issue 31 item 1: with production on v2, resetting the branch to the
+/// older (signed) v1 commit made `plan` say deploy and `sync` deploy v1: a
+/// downgrade by force-push, every commit of it signed. Now a desired commit
+/// that does not descend from the stack's deployed one holds a protected
+/// stack, naming both commits, until an operator accepts it by name; a
+/// stack the host does not protect is deployed and the rewrite said.
+#[test]
+fn a_reset_to_an_older_signed_commit_waits_for_an_operator() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, free) = (h.stack("prod"), h.stack("free"));
+    let (port, free_port) = (h.free_port(), h.free_port());
+    let signer = h.ssh_signer("signer", "approver@example.com", "git");
+    let cfg = h.config(
+        "signed.yaml",
+        &format!(
+            "signers: {{approvers: {{allowed_signers: {}}}}}\npolicy:\n  - {{stacks: [{s}], signed_by: approvers}}\n",
+            signer.allowed.display()
+        ),
+    );
+    let sync = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["--config".as_ref(), cfg.as_os_str(), "sync".as_ref()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        h.cmd(args).run()
+    };
+    let line = |out: &common::Output, stack: &str| {
+        out.stdout()
+            .lines()
+            .find(|l| l.contains(stack))
+            .unwrap_or_default()
+            .to_string()
+    };
+    StackFixture::new(&s, &f.v1, port, "v1").write(&h);
+    StackFixture::new(&free, &f.v1, free_port, "v1").write(&h);
+    let v1 = h.commit_signed(&signer.key, "v1, signed");
+    sync(&[]).ok();
+    StackFixture::new(&s, &f.v2, port, "v2").write(&h);
+    StackFixture::new(&free, &f.v2, free_port, "v2").write(&h);
+    let v2 = h.commit_signed(&signer.key, "v2, signed");
+    sync(&[]).ok();
+    h.serves(port, "stackpin-test-app v2");
+
+    // The branch goes back to v1 (what a force-push of an old commit does).
+    h.git(["reset", "-q", "--hard", &v1]);
+    let out = sync(&[]).code(1);
+    let held = line(&out, &s);
+    assert!(
+        held.contains("blocked")
+            && held.contains(&format!(
+                "the desired commit {} does not descend from {}",
+                &v1[..12],
+                &v2[..12]
+            ))
+            && held.contains("--accept-rewrite"),
+        "{}",
+        out.report()
+    );
+    h.serves(port, "stackpin-test-app v2");
+    // Not protected: deployed, and the rewrite said.
+    let moved = line(&out, &free);
+    assert!(moved.contains("deployed"), "{}", out.report());
+    h.serves(free_port, "stackpin-test-app v1");
+    assert!(
+        h.history().contains("history rewritten") && h.history().contains("does not protect"),
+        "{}",
+        h.history()
+    );
+
+    // Accepting needs the stack named; then it is deployed, by name.
+    let out = sync(&["--accept-rewrite"]).code(1);
+    assert!(
+        out.stderr().contains("--accept-rewrite needs the stacks"),
+        "{}",
+        out.report()
+    );
+    sync(&[&s, "--accept-rewrite"])
+        .ok()
+        .stdout_contains("deployed");
+    h.serves(port, "stackpin-test-app v1");
+    let history = h.history();
+    let accepted = history
+        .lines()
+        .rfind(|l| l.contains(&s))
+        .unwrap_or_default();
+    assert!(
+        accepted.contains("history rewritten") && accepted.contains("accepted by "),
+        "{history}"
+    );
+    // From there on the stack's history descends from what it runs.
+    sync(&[]).ok();
+}

@@ -19,6 +19,11 @@ pub struct Args {
     /// Skip the promotion gate for this run, with the reason recorded in history.
     #[arg(long, value_name = "REASON")]
     pub break_glass: Option<String>,
+    /// Deploy the named stacks although the desired commit rewrites the
+    /// history they last deployed from (a reset or force-push); recorded in
+    /// history with your name.
+    #[arg(long)]
+    pub accept_rewrite: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +87,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     {
         return Err(setup::BadInput("--break-glass needs a reason".into()).into());
     }
+    if a.accept_rewrite && a.stacks.is_empty() {
+        return Err(setup::BadInput(
+            "--accept-rewrite needs the stacks it accepts the rewrite for: stackpin sync STACK… --accept-rewrite".into(),
+        )
+        .into());
+    }
+    let me = crate::control::current_user();
     // A running daemon executes it, so that one executor acts on the host:
     // asked before anything is read here, since the daemon fetches and
     // checks the stack names itself. Run here, the break-glass names this
@@ -93,6 +105,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         force: a.force,
         dry_run: a.dry_run,
         break_glass: a.break_glass.clone(),
+        accept_rewrite: a.accept_rewrite.then(|| me.clone()),
     };
     if let Some(resp) = crate::control::call(&setup::control_socket(&cfg), &req)? {
         if resp.error.is_some() {
@@ -127,7 +140,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             break_glass: a
                 .break_glass
                 .as_deref()
-                .map(|r| crate::control::attribute(r, &crate::control::current_user())),
+                .map(|r| crate::control::attribute(r, &me)),
+            accept_rewrite: a.accept_rewrite.then(|| me.clone()),
             only: a.stacks.clone(),
             prune: None,
             concurrency: services.cfg.file.concurrency.unwrap_or(2),

@@ -122,6 +122,9 @@ pub struct PlanOptions {
     pub force: bool,
     /// A one-run break-glass reason from the operator.
     pub break_glass: Option<String>,
+    /// The operator who accepts a rewritten history for the stacks of this
+    /// run (`sync STACK --accept-rewrite`).
+    pub accept_rewrite: Option<String>,
     /// Remove stacks that left the desired state; `None`: what
     /// `stackpin.yaml` says (`prune:`).
     pub prune: Option<bool>,
@@ -269,6 +272,7 @@ impl PlanInputs {
                 break_glass: opts.break_glass.as_deref(),
                 only: &self.names,
                 gates: Some(&self.gates),
+                accept_rewrite: opts.accept_rewrite.as_deref(),
             },
         );
         for item in &mut p.items {
@@ -379,6 +383,21 @@ pub fn judge(host: &Host<'_>, desired: &DesiredState) -> BTreeMap<String, Gate> 
         if !sets.is_empty() {
             gate.untrusted = signed_history(host, desired, repo.as_ref(), &name, &sets, now).err();
         }
+        gate.protected = !sets.is_empty() || eff.promote_from.is_some();
+        gate.rewrite = rewrite(host, desired, repo.as_ref(), &name);
+        if gate.rewrite.is_some() {
+            // `break_glass_by` defaults to `signed_by`: only a commit that
+            // declares break-glass accepts a rewrite by its signature.
+            let approvers = host.policy.sets(&eff.break_glass_by);
+            gate.rewrite_signed = stack.is_some_and(|s| s.break_glass_reason().is_some())
+                && !approvers.is_empty()
+                && match (&repo, &desired.commit) {
+                    (Some(r), Some(c)) => approvers
+                        .iter()
+                        .all(|(_, p)| crate::trust::verify_commit(r, c, p, now).is_trusted()),
+                    _ => false,
+                };
+        }
         if gate.host_gated {
             let approvers = host.policy.sets(&eff.break_glass_by);
             gate.git_break_glass = !approvers.is_empty()
@@ -397,6 +416,45 @@ pub fn judge(host: &Host<'_>, desired: &DesiredState) -> BTreeMap<String, Gate> 
         out.insert(name, gate);
     }
     out
+}
+
+/// Whether the desired commit rewrites the history the stack deployed
+/// from: it does not descend from the stack's deployed commit, or that
+/// commit is no longer in the repository. `None` without a deployed commit
+/// or a git desired state.
+fn rewrite(
+    host: &Host<'_>,
+    desired: &DesiredState,
+    repo: Option<&git2::Repository>,
+    name: &str,
+) -> Option<String> {
+    let (repo, tip) = (repo?, desired.commit.as_deref()?);
+    let base = release::read_current(&host.layout, name)
+        .ok()
+        .flatten()?
+        .commit?;
+    let short = |s: &str| s[..12.min(s.len())].to_string();
+    let oid = |s: &str| {
+        repo.revparse_single(s)
+            .and_then(|o| o.peel_to_commit())
+            .map(|c| c.id())
+    };
+    let tip_oid = oid(tip).ok()?;
+    let Ok(base_oid) = oid(&base) else {
+        return Some(format!(
+            "the commit {} this stack last deployed is no longer in the repository (its history was rewritten); the desired commit is {}",
+            short(&base),
+            short(tip)
+        ));
+    };
+    if tip_oid == base_oid || repo.graph_descendant_of(tip_oid, base_oid).unwrap_or(false) {
+        return None;
+    }
+    Some(format!(
+        "the desired commit {} does not descend from {}, the commit this stack last deployed (the branch was reset or force-pushed)",
+        short(tip),
+        short(&base)
+    ))
 }
 
 /// The desired commit and every commit since the stack's deployed one that

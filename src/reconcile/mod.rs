@@ -48,6 +48,8 @@ pub struct SyncOptions {
     pub force: bool,
     pub dry_run: bool,
     pub break_glass: Option<String>,
+    /// Who accepts a rewritten history for the stacks of this run.
+    pub accept_rewrite: Option<String>,
     /// Limit to these stacks (empty: all).
     pub only: Vec<String>,
     /// Remove stacks that left the desired state; `None`: `stackpin.yaml`.
@@ -61,6 +63,7 @@ impl SyncOptions {
         PlanOptions {
             force: self.force,
             break_glass: self.break_glass.clone(),
+            accept_rewrite: self.accept_rewrite.clone(),
             prune: self.prune,
         }
     }
@@ -390,6 +393,10 @@ async fn deploy(
         }
         Some(v @ crate::gate::Verdict::Pass { .. }) => notes.push(v.describe()),
         _ => {}
+    }
+    if let Some(rw) = &item.rewrite {
+        tracing::warn!(stack = s.name, "{rw}");
+        notes.push(rw.clone());
     }
     let sw = Switch {
         op: Op::Deploy,
