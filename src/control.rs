@@ -46,6 +46,19 @@ pub enum Error {
     NoGroup(String),
 }
 
+/// Connections the daemon serves at once on its control socket; more wait
+/// in the socket's backlog.
+pub const MAX_CONNECTIONS: usize = 16;
+/// The longest request line the daemon reads (a request is a few hundred
+/// bytes; a hold reason or a break-glass reason a few more).
+pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+/// How long a client has to send its request line, and the daemon to
+/// write its answer once it has one (not the converge in between).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the daemon waits after a failed accept (out of file
+/// descriptors) before it accepts again.
+pub const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {

@@ -821,10 +821,23 @@ fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> Result<()
     })?;
     control::secure_socket(&path, opts.control_socket_group.as_deref())?;
     tracing::info!(socket = %path.display(), "control socket listening");
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(control::MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            // At most MAX_CONNECTIONS at once: the others wait in the
+            // socket's backlog.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors (EMFILE) and the like:
+                    // retrying at once would spin.
+                    tracing::warn!("control socket: accept failed: {e}; pausing");
+                    tokio::time::sleep(control::ACCEPT_PAUSE).await;
+                    continue;
+                }
             };
             let op_tx = op_tx.clone();
             // Who is asking: the peer's uid, from the kernel (SO_PEERCRED).
@@ -833,12 +846,36 @@ fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> Result<()
                 Err(_) => "an unknown user".to_string(),
             };
             tokio::spawn(async move {
+                let _slot = slot;
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
-                if BufReader::new(r).read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let resp = match serde_json::from_str::<Request>(&line) {
+                // One line, of bounded size, in bounded time.
+                let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(
+                    r,
+                    control::MAX_REQUEST_BYTES + 1,
+                ));
+                let read =
+                    tokio::time::timeout(control::REQUEST_TIMEOUT, reader.read_line(&mut line));
+                let refused = match read.await {
+                    Err(_) => Some(format!(
+                        "no request within {}s",
+                        control::REQUEST_TIMEOUT.as_secs()
+                    )),
+                    Ok(Err(_)) => return,
+                    Ok(Ok(_)) if line.len() as u64 > control::MAX_REQUEST_BYTES => Some(format!(
+                        "request larger than {} bytes",
+                        control::MAX_REQUEST_BYTES
+                    )),
+                    Ok(Ok(_)) => None,
+                };
+                let parsed = match refused {
+                    Some(why) => {
+                        tracing::warn!(%user, "control socket: {why}: closed");
+                        Err(why)
+                    }
+                    None => serde_json::from_str::<Request>(&line).map_err(|e| e.to_string()),
+                };
+                let resp = match parsed {
                     Err(e) => Response {
                         error: Some(format!("bad request: {e}")),
                         ..Default::default()
@@ -857,7 +894,8 @@ fn spawn_control_socket(opts: &Options, op_tx: mpsc::Sender<OpMsg>) -> Result<()
                 };
                 let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{}".into());
                 out.push('\n');
-                let _ = w.write_all(out.as_bytes()).await;
+                let _ = tokio::time::timeout(control::REQUEST_TIMEOUT, w.write_all(out.as_bytes()))
+                    .await;
             });
         }
     });

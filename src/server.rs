@@ -134,12 +134,81 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "http server listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state).layer(axum::middleware::from_fn(request_deadline));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // At most MAX_CONNECTIONS at once: the others wait in the backlog.
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors (EMFILE) and the like:
+                    // retrying at once would spin.
+                    tracing::warn!("http server: accept failed: {e}; pausing");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            // Also the most an idle keep-alive connection is kept.
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!("http connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    // Requests in flight finish (each is bounded by REQUEST_TIMEOUT).
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, graceful.shutdown()).await;
+    Ok(())
+}
+
+/// Connections the HTTP server serves at once; more wait in the backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client has to send a request's headers (from its first byte,
+/// or from the end of the previous request on a kept-alive connection).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a request may take, its body read included (a webhook sent a
+/// byte at a time is cut off here); the answer is 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head (start line and headers).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long the server waits after a failed accept before it accepts again.
+pub const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Answers 408 when a request (its body read included) takes longer than
+/// [`REQUEST_TIMEOUT`].
+async fn request_deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {}s\n",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+            .into_response(),
+    }
 }
 
 /// Whether `header` (`sha256=<hex>`, GitHub's `X-Hub-Signature-256`) is the

@@ -1671,3 +1671,145 @@ fn a_reset_to_an_older_signed_commit_waits_for_an_operator() {
     // From there on the stack's history descends from what it runs.
     sync(&[]).ok();
 }
+
+/// Issue 31 item 4: the daemon's two listeners had no limits. Control
+/// socket connections never timed out, a request line had no size limit
+/// (400 MiB without a newline took the daemon to 436 MB), and the accept
+/// loop retried at once on EMFILE (40 idle connections: 48% CPU,
+/// `/healthz` timing out); a half-sent HTTP request stayed open for
+/// minutes. Each is tried here with a real client against a real daemon.
+#[test]
+fn the_daemons_listeners_bound_what_a_client_can_hold() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+    let h = TestHost::new();
+    let port = h.free_port();
+    let socket = h.tmp().join("control.sock");
+    let secret = h.tmp().join("webhook-secret");
+    std::fs::write(&secret, "s3cret-for-the-test").unwrap();
+    let cfg = h.config(
+        "daemon.yaml",
+        &format!(
+            "http: {{listen: \"127.0.0.1:{port}\", github_secret_file: {}}}\nrepo: {{branch: main, poll_interval: 1h, watch: false}}\n",
+            secret.display()
+        ),
+    );
+    h.write("stackpin.yaml", "{}\n");
+    h.commit("empty");
+    let daemon = h.daemon_cmd(&cfg, h.repo().as_os_str(), &socket).spawn();
+    assert!(
+        common::wait_for(Duration::from_secs(60), || common::http_get(
+            port, "/healthz"
+        ))
+        .is_some(),
+        "{}",
+        daemon.stderr()
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+
+    // A control client that sends nothing (answered below).
+    let silent = UnixStream::connect(&socket).unwrap();
+    // A request body sent a byte and then nothing: cut off with a 408.
+    let mut slow_body = std::net::TcpStream::connect(addr).unwrap();
+    slow_body
+        .write_all(b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        .unwrap();
+    let slow_started = Instant::now();
+
+    // Forty idle connections and forty half-sent heads: /healthz answers.
+    let mut held: Vec<std::net::TcpStream> = (0..80)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            if i % 2 == 0 {
+                c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+            }
+            c
+        })
+        .collect();
+    assert_eq!(
+        common::http_get_within(port, "/healthz", Duration::from_secs(5)).map(|(s, _)| s),
+        Some(200),
+        "{}",
+        daemon.stderr()
+    );
+    // Each is closed by the server once the header timeout has passed.
+    let deadline = slow_started + Duration::from_secs(25);
+    for (i, c) in held.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        c.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
+        let mut buf = Vec::new();
+        assert!(
+            c.read_to_end(&mut buf).is_ok(),
+            "held connection {i} still open after {:?}",
+            slow_started.elapsed()
+        );
+    }
+    slow_body
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = slow_body.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+
+    // The control socket: a request line past the limit is refused, not
+    // read to the end.
+    let mut big = UnixStream::connect(&socket).unwrap();
+    big.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0usize;
+    for _ in 0..64 {
+        match big.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < 64 << 20,
+        "the daemon read {sent} bytes of one request line"
+    );
+    // A client that sends nothing is answered and closed.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&silent).read_line(&mut line).unwrap();
+    assert!(line.contains("no request within"), "{line}");
+
+    // Out of file descriptors: the accept loops pause instead of spinning.
+    let pid = daemon.id().to_string();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let limit = (fds + 4).to_string();
+    h.command({
+        let mut c = std::process::Command::new("prlimit");
+        c.args(["--pid", &pid, &format!("--nofile={limit}:{limit}")]);
+        c
+    })
+    .run()
+    .ok();
+    let flood: Vec<UnixStream> = (0..24)
+        .filter_map(|_| UnixStream::connect(&socket).ok())
+        .collect();
+    let flood_http: Vec<std::net::TcpStream> = (0..24)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let log = daemon.stderr();
+    let pauses = log.matches("accept failed").count();
+    assert!(
+        (1..=20).contains(&pauses),
+        "{pauses} accept failures logged in 3 s (one per pause expected)\n{log}"
+    );
+    drop((flood, flood_http));
+    let out = daemon.terminate(Duration::from_secs(10));
+    assert!(
+        out.stderr().contains("control socket listening"),
+        "{}",
+        out.stderr()
+    );
+}
