@@ -558,9 +558,15 @@ async fn take(
         for d in &dumps {
             records.push(dump_one(host, &stack.name, d, &tmp).await?);
         }
+        // A helper container needs its image here: the running release's
+        // are (a pre-deploy backup runs before the desired ones are pulled).
+        let image = cur
+            .and_then(|c| release::read_meta(&c.dir).ok())
+            .and_then(|m| helper_image(m.images.values().filter_map(|p| p.pinned())))
+            .or_else(|| helper_image(stack.pins.values().filter_map(|p| p.pinned())));
         let mut volumes = Vec::with_capacity(spec.volumes.len());
         for key in &spec.volumes {
-            volumes.push(archive_volume(host, stack, key, &tmp).await?);
+            volumes.push(archive_volume(host, stack, key, image.as_deref(), &tmp).await?);
         }
         let release_files = match cur {
             Some(c) => {
@@ -819,6 +825,122 @@ pub fn check_archive(path: &std::path::Path) -> Result<(), String> {
 /// How long a restored database container may take to accept connections.
 const DB_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Puts every volume archive of `b` back, each volume's current content
+/// first copied aside (`<backups>/<stack>/.safety-<id>/`): when an archive
+/// fails to extract, every volume already touched gets its copy back, so a
+/// failed restore leaves the data as it was. The copies are removed once
+/// every volume is restored; after a crash they stay, and the restore run
+/// again uses them (they hold the content from before the first try).
+async fn restore_volumes(
+    host: &Host<'_>,
+    b: &Opened,
+    stack: &str,
+    image: &str,
+) -> Result<(), Error> {
+    if b.manifest.volumes.is_empty() {
+        return Ok(());
+    }
+    let safety = b
+        .dir
+        .parent()
+        .unwrap_or(&b.dir)
+        .join(format!(".safety-{}", b.id));
+    crate::fsutil::create_dir_all_synced(&safety).map_err(|e| {
+        format!(
+            "the safety copy {}: {e}; nothing was restored",
+            safety.display()
+        )
+    })?;
+    std::fs::set_permissions(&safety, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+        format!(
+            "the safety copy {}: {e}; nothing was restored",
+            safety.display()
+        )
+    })?;
+    // (volume, name, its copy: None when it did not exist)
+    let mut touched: Vec<(&VolumeRecord, Option<PathBuf>)> = Vec::new();
+    let mut failure = None;
+    for v in &b.manifest.volumes {
+        let copy = safety.join(volume_file(&v.volume));
+        // A copy left by an interrupted restore holds the content from
+        // before it: kept, never overwritten with what it left behind. A
+        // copy is complete once renamed from its `.partial` name.
+        let partial = copy.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        let exported = if copy.is_file() {
+            Ok(())
+        } else {
+            host.engine
+                .volume_export(stack, &v.volume, &v.name, image, &partial)
+                .await
+                .map(|_| ())
+                .and_then(|()| {
+                    std::fs::rename(&partial, &copy)
+                        .and_then(|()| crate::fsutil::fsync_dir(&safety))
+                        .map_err(|source| crate::engine::Error::Archive {
+                            what: "rename".into(),
+                            path: partial.clone(),
+                            source,
+                        })
+                })
+        };
+        let kept = match exported {
+            Ok(()) => Some(copy),
+            Err(crate::engine::Error::NoVolume(_)) => None,
+            Err(e) => {
+                failure = Some(format!(
+                    "volume `{}`: its current content could not be copied aside ({})",
+                    v.volume,
+                    e.report()
+                ));
+                break;
+            }
+        };
+        touched.push((v, kept));
+        let archive = b.dir.join(&v.file);
+        match host
+            .engine
+            .volume_import(stack, &v.volume, &v.name, image, &archive)
+            .await
+        {
+            Ok(name) => {
+                tracing::info!(stack, volume = %v.volume, name, bytes = v.bytes, "volume restored");
+            }
+            Err(e) => {
+                failure = Some(format!("volume `{}`: {}", v.volume, e.report()));
+                break;
+            }
+        }
+    }
+    let Some(why) = failure else {
+        let _ = crate::fsutil::remove_tree(&safety);
+        return Ok(());
+    };
+    // Put back what was there, newest first.
+    let mut unrestored = Vec::new();
+    for (v, copy) in touched.iter().rev() {
+        let Some(copy) = copy else { continue };
+        if let Err(e) = host
+            .engine
+            .volume_import(stack, &v.volume, &v.name, image, copy)
+            .await
+        {
+            unrestored.push(format!("`{}` ({})", v.volume, e.report()));
+        }
+    }
+    if unrestored.is_empty() {
+        let _ = crate::fsutil::remove_tree(&safety);
+        Err(format!("{why}; every volume has its previous content back").into())
+    } else {
+        Err(format!(
+            "{why}; the previous content of {} could not be put back: it is in {}",
+            unrestored.join(", "),
+            safety.display()
+        )
+        .into())
+    }
+}
+
 /// Restores what backup `b` holds into the stopped stack: every volume
 /// archive (the volume emptied first), then every database: its service
 /// started alone from the release `project` names, the dump copied in and
@@ -843,14 +965,7 @@ pub async fn restore_data(
         check_archive(&b.dir.join(&v.file))
             .map_err(|e| format!("volume `{}`: {e}; nothing was restored", v.volume))?;
     }
-    for v in &b.manifest.volumes {
-        let name = host
-            .engine
-            .volume_import(stack, &v.volume, &v.name, image, &b.dir.join(&v.file))
-            .await
-            .map_err(|e| format!("volume `{}`: {}", v.volume, e.report()))?;
-        tracing::info!(stack, volume = %v.volume, name, bytes = v.bytes, "volume restored");
-    }
+    restore_volumes(host, b, stack, image).await?;
     let mut started: Vec<String> = Vec::new();
     for d in &b.manifest.databases {
         let container = d
@@ -1077,13 +1192,15 @@ async fn archive_volume(
     host: &Host<'_>,
     stack: &Stack,
     key: &str,
+    image: Option<&str>,
     tmp: &Path,
 ) -> Result<VolumeRecord, Error> {
     let t = Instant::now();
     let file_name = volume_file(key);
     let file = tmp.join(&file_name);
     let label = format!("volume `{key}`");
-    let image = helper_image(stack.pins.values().filter_map(|p| p.pinned()))
+    let image = image
+        .map(str::to_string)
         .ok_or_else(|| format!("{label}: the stack pins no image to mount it with"))?;
     let (name, bytes) = host
         .engine

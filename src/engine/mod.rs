@@ -123,6 +123,9 @@ pub enum Error {
     /// which and why.
     #[error("{0}")]
     Volume(String),
+    /// The named volume does not exist (nothing to archive).
+    #[error("{0}")]
+    NoVolume(String),
     /// A release file a command needs does not parse (the message names
     /// the file and line, never a value).
     #[error("{0}")]
@@ -1392,7 +1395,7 @@ impl Engine for Docker {
         let name = match self.find_volume(project, volume, name).await? {
             Some(v) => v.name,
             None => {
-                return Err(Error::Volume(format!(
+                return Err(Error::NoVolume(format!(
                     "volume `{volume}` of {project} ({name}) does not exist on this engine (has the stack run with it?)"
                 )));
             }
