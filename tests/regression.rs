@@ -1989,3 +1989,73 @@ fn a_pre_deploy_volume_backup_does_not_need_the_image_it_is_about_to_pull() {
     );
     h.serves(port, "stackpin-test-app v2");
 }
+
+/// Issue 32, its false refusals: compose runs each of these files, and
+/// `validate` refused them — a bind of the stack directory itself
+/// (`"." is empty`), an optional env file that is absent, compose's
+/// default `deploy.mode: replicated`, an optional `depends_on` on a
+/// service whose profile is off, the top-level `models:` key. Each is
+/// checked against compose v2's own `config` too.
+#[test]
+fn validate_accepts_what_compose_runs() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let cases = [
+        (
+            "dot-bind",
+            "    volumes: [\".:/code:ro\", {type: bind, source: ./, target: /c2, read_only: true}]\n",
+            "",
+        ),
+        (
+            "optional-env-file",
+            "    env_file: [{path: absent.env, required: false}]\n",
+            "",
+        ),
+        (
+            "replicated",
+            "    deploy: {mode: replicated, replicas: 1}\n",
+            "",
+        ),
+        (
+            "optional-dependency",
+            "    depends_on:\n      side: {condition: service_started, required: false}\n",
+            "  side:\n    image: stackpin-test/app\n    profiles: [debug]\n",
+        ),
+        ("models", "", "models:\n  m: {model: ai/smollm2}\n"),
+    ];
+    for (name, service, extra) in cases {
+        let s = h.stack(name);
+        // `extra` after the web service: more services, or a top-level key.
+        let (more_services, top) = if extra.starts_with("  ") {
+            (extra, "")
+        } else {
+            ("", extra)
+        };
+        h.write(
+            format!("stacks/{s}/stack.yaml"),
+            format!("environment: test\nimages:\n  web: {}\n", f.v1),
+        );
+        h.write(
+            format!("stacks/{s}/compose.yaml"),
+            format!(
+                "services:\n  web:\n    image: stackpin-test/app\n{service}{more_services}{top}"
+            ),
+        );
+        let mut config = std::process::Command::new("docker");
+        config
+            .args(["compose", "config", "-q"])
+            .current_dir(h.repo().join(format!("stacks/{s}")))
+            .env("DOCKER_CONFIG", &f.compose_v2_config);
+        h.command(config).run().ok();
+    }
+    h.commit("files compose runs");
+    let out = h.cmd(["validate"]).run();
+    assert!(
+        out.success()
+            && out
+                .stdout()
+                .contains("5 stack(s), 0 with errors; 0 error(s)"),
+        "{}",
+        out.report()
+    );
+}

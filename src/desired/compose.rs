@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 const TOP_LEVEL: &[&str] = &[
-    "version", "name", "services", "networks", "volumes", "configs", "secrets",
+    "version", "name", "services", "networks", "volumes", "configs", "secrets", "models",
 ];
 
 /// A parsed compose file, its `include`, `extends` and `profiles`
@@ -153,6 +153,13 @@ pub fn check(value: &Value, ctx: &PathContext<'_>, sink: &mut Sink<'_>) {
             sink.error(key.clone(), format!("unknown top-level key `{key}`"), fix);
         }
     }
+    if top.contains_key("models") {
+        sink.warn(
+            "models",
+            "`models` are pulled by Docker Model Runner (compose v2.38 and later): stackpin does not pin or pull them, and compose v1 refuses the file",
+            "run the stack where compose v2 and Model Runner are installed, or serve the model from a pinned image",
+        );
+    }
     for key in ["networks", "volumes", "configs", "secrets"] {
         if let Some(v) = top.get(key)
             && !v.is_object()
@@ -268,16 +275,28 @@ fn check_service(
         }
     }
     if let Some(ef) = svc.get("env_file") {
-        let files: Vec<&str> = match ef {
-            Value::String(s) => vec![s.as_str()],
+        // (path, required): the long form's `required: false` lets the
+        // file be absent (compose then reads nothing).
+        let files: Vec<(&str, bool)> = match ef {
+            Value::String(s) => vec![(s.as_str(), true)],
             Value::Array(a) => a
                 .iter()
-                .filter_map(|x| x.as_str().or_else(|| x.get("path").and_then(Value::as_str)))
+                .filter_map(|x| match x {
+                    Value::String(s) => Some((s.as_str(), true)),
+                    _ => Some((
+                        x.get("path").and_then(Value::as_str)?,
+                        x.get("required").and_then(Value::as_bool) != Some(false),
+                    )),
+                })
                 .collect(),
             _ => Vec::new(),
         };
-        for f in files {
-            check_file_ref(f, &join(&path, "env_file"), ctx, sink);
+        for (f, required) in files {
+            let optional_and_absent =
+                !required && ctx.resolve(f).is_ok_and(|rel| !ctx.exists(&rel));
+            if !optional_and_absent {
+                check_file_ref(f, &join(&path, "env_file"), ctx, sink);
+            }
         }
     }
     if let Some(ports) = svc.get("ports")
@@ -318,6 +337,8 @@ fn check_deploy(path: &str, deploy: &Value, swarm: bool, sink: &mut Sink<'_>) {
                 format!("`deploy.{key}` is Swarm's: compose outside Swarm ignores it (`order: start-first` would still recreate the service stop-first), and stackpin does not honour it"),
                 "remove it and set the order in stack.yaml: `update: {services: {SERVICE: {order: start-first}}}`",
             ),
+            // Compose's default: says nothing compose does not do.
+            "mode" if m.get("mode").and_then(Value::as_str) == Some("replicated") => {}
             "placement" | "endpoint_mode" | "mode" => sink.error(
                 field,
                 format!("`deploy.{key}` applies to Swarm services only; compose ignores it"),
@@ -352,8 +373,16 @@ fn check_references(
                 "write `depends_on: [other-service]`",
             ),
             Some(deps) => {
+                // `required: false`: compose starts the service without it
+                // (a dependency whose profile is off, say).
+                let optional = |d: &str| {
+                    dep.get(d)
+                        .and_then(|v| v.get("required"))
+                        .and_then(Value::as_bool)
+                        == Some(false)
+                };
                 for d in deps {
-                    if !known.services.contains(&d) {
+                    if !known.services.contains(&d) && !optional(&d) {
                         sink.error(
                             join(path, "depends_on"),
                             format!("depends on undefined service `{d}`"),
@@ -535,8 +564,19 @@ fn check_volume(
                 );
                 return;
             }
-            match ctx.resolve(&source) {
+            // `.` (or `./`): the stack directory itself, which the release
+            // holds.
+            let resolved = match ctx.resolve(&source) {
+                Err(PathProblem::Empty) => Ok(String::new()),
+                other => other,
+            };
+            match resolved {
                 Err(e) => path_error(sink, field, &source, e, ctx),
+                Ok(rel) if rel.is_empty() => {
+                    if !read_only {
+                        sink.error(field, format!("relative bind mount \"{source}\" is writable: state written there would stay behind in an old release"), "mount it read-only (append `:ro`) or use a named volume for data");
+                    }
+                }
                 Ok(rel) => {
                     if !read_only {
                         sink.error(field, format!("relative bind mount \"{source}\" is writable: state written there would stay behind in an old release"), "mount it read-only (append `:ro`) or use a named volume for data");

@@ -479,13 +479,19 @@ fn apply_profiles(
         inactive.insert(name.clone());
     }
     for (name, svc) in services.iter() {
+        // A dependency marked `required: false` may be absent: compose
+        // starts the service without it.
         let deps: Vec<String> = match svc.get("depends_on") {
             Some(Value::Array(a)) => a
                 .iter()
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect(),
-            Some(Value::Object(m)) => m.keys().cloned().collect(),
+            Some(Value::Object(m)) => m
+                .iter()
+                .filter(|(_, v)| v.get("required").and_then(Value::as_bool) != Some(false))
+                .map(|(k, _)| k.clone())
+                .collect(),
             _ => Vec::new(),
         };
         if let Some(d) = deps.iter().find(|d| left_out.contains_key(*d)) {
