@@ -52,7 +52,6 @@ pub const ENV_MODE: u32 = fsutil::ENV_FILE_MODE;
 const TMP_PREFIX: &str = ".tmp-";
 const ID_TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 /// Names stackpin writes into a release itself; a stack may not hold them.
-const RESERVED_FILES: &[&str] = &[ENV_FILE, META_FILE, OVERRIDE_FILE];
 /// `.env` keys stackpin sets; `env:` and env files may not set them.
 const RESERVED_KEYS: &[&str] = &["COMPOSE_PROJECT_NAME", "COMPOSE_FILE"];
 
@@ -443,15 +442,16 @@ pub fn render(stack: &Stack, host: &Secrets, commit: Option<&str>) -> Result<Ren
                 fix: "a secret decrypts to a file that exists already: rename one of them",
             });
         }
-        if RESERVED_FILES.contains(&path.as_str()) {
+        // The smoke spec is the one reserved file the caller adds itself
+        // (a stack file of that name is refused when the stack loads).
+        if let Some((_, fix)) = crate::desired::RESERVED_FILES
+            .iter()
+            .find(|(name, _)| *name == path.as_str() && *name != crate::smoke::SPEC_FILE)
+        {
             return Err(Error::ReservedFile {
                 stack: stack.name.clone(),
                 file: path.clone(),
-                fix: if path == ENV_FILE {
-                    "move its values to `env:` in stack.yaml (non-secret) or to an `env_files:` host file (secret)"
-                } else {
-                    "rename it"
-                },
+                fix,
             });
         }
         files.insert(path.clone(), bytes.clone());
@@ -1520,6 +1520,17 @@ pub fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_file_a_release_writes_is_reserved_for_validate() {
+        for f in [ENV_FILE, META_FILE, OVERRIDE_FILE, crate::smoke::SPEC_FILE] {
+            assert!(
+                crate::desired::RESERVED_FILES.iter().any(|(n, _)| *n == f),
+                "{f}"
+            );
+        }
+    }
+
     use super::*;
     use crate::desired::compose::Compose;
     use crate::desired::image::ImageRef;

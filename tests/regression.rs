@@ -2059,3 +2059,27 @@ fn validate_accepts_what_compose_runs() {
         out.report()
     );
 }
+
+/// Issue 32: a `.env` file in the stack directory passed `validate` (the
+/// PR check), and then every host refused the stack at `plan` (stackpin
+/// writes `.env` into every release). `validate` refuses it now, naming
+/// the file and what to do.
+#[test]
+fn validate_refuses_a_stack_file_every_host_would_refuse() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("dotenv");
+    StackFixture::new(&s, &f.v1, h.free_port(), "v1").write(&h);
+    h.write(format!("stacks/{s}/.env"), "DEBUG=1\n");
+    h.commit("a .env of its own");
+    let out = h.cmd(["validate"]).run().code(1);
+    assert!(
+        out.stdout().contains(&format!("stacks/{s}/.env"))
+            && out
+                .stdout()
+                .contains("a name stackpin writes into every release")
+            && out.stdout().contains("move its values to `env:`"),
+        "{}",
+        out.report()
+    );
+}

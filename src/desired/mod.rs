@@ -779,6 +779,19 @@ fn collect_files(
     files
 }
 
+/// Files stackpin writes into every release at the stack directory's
+/// root, with what to do instead: a stack file of that name cannot be
+/// released, so `validate` refuses it as every host would.
+pub const RESERVED_FILES: &[(&str, &str)] = &[
+    (
+        ".env",
+        "move its values to `env:` in stack.yaml (non-secret) or to an `env_files:` host file (secret)",
+    ),
+    ("release.json", "rename it"),
+    ("stackpin.override.yaml", "rename it"),
+    ("stackpin.smoke.json", "rename it"),
+];
+
 fn load_stack(
     tree: &dyn Tree,
     name: &str,
@@ -801,6 +814,15 @@ fn load_stack(
         let mut sink = Sink::new(Some(name), format!("{dir}/"), findings);
         collect_files(tree, &dir, &mut sink)
     };
+    for (reserved, fix) in RESERVED_FILES {
+        if files.contains_key(*reserved) {
+            Sink::new(Some(name), format!("{dir}/{reserved}"), findings).error(
+                "",
+                format!("`{reserved}` is a name stackpin writes into every release: the host would refuse the stack"),
+                *fix,
+            );
+        }
+    }
     spec.secrets = {
         let mut sink = Sink::new(Some(name), spec_file.clone(), findings);
         check_secrets(&spec, &dir, &files, &mut sink)
