@@ -2083,3 +2083,31 @@ fn validate_refuses_a_stack_file_every_host_would_refuse() {
         out.report()
     );
 }
+
+/// Issue 35: a failed smoke said its check twice (`smoke failed:
+/// containers: containers: service web … exited`, `http http://…: http
+/// http://…: status 404`): the outcome's error already names the check.
+#[test]
+fn a_failed_smoke_names_its_check_once() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = deployed(&h, &f);
+    StackFixture::new(&s, &f.broken, port, "broken")
+        .http_only()
+        .write(&h);
+    h.commit("a /health that answers 404");
+    let out = h.cmd(["sync"]).run().code(1);
+    let line = out
+        .stdout()
+        .lines()
+        .find(|l| l.contains("smoke failed"))
+        .unwrap_or_default()
+        .to_string();
+    let check = format!("http http://127.0.0.1:{port}/health");
+    assert!(
+        line.contains(&format!("smoke failed: {check}: status 404"))
+            && line.matches(&check).count() == 1,
+        "{}",
+        out.report()
+    );
+}

@@ -489,11 +489,12 @@ async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         // Before the revert replaces them: what the containers said.
         let logs = smoke::failure_logs(host.engine, stack, services).await;
         return Err(Error::Smoke {
-            why: format!(
-                "{}: {}",
-                o.failed_check.as_deref().unwrap_or("smoke"),
-                o.error.as_deref().unwrap_or("failed")
-            ),
+            // The error names its check already (`containers: …`).
+            why: o
+                .error
+                .clone()
+                .or(o.failed_check.clone())
+                .unwrap_or_else(|| "failed".into()),
             logs,
         });
     }
