@@ -6,6 +6,23 @@ mod common;
 use common::{Fixtures, StackFixture, TestHost};
 use std::time::Duration;
 
+/// `docker ARGS…`, which must succeed; its stdout.
+fn docker(h: &TestHost, args: &[&str]) -> String {
+    let mut c = std::process::Command::new("docker");
+    c.args(args);
+    h.command(c).run().ok().stdout()
+}
+
+/// A fixture stack whose service keeps its data in the named volume
+/// `data` (at /data), which its backups archive.
+fn with_backed_up_volume(s: &str, image: &str, port: u16, version: &str) -> StackFixture {
+    StackFixture::new(s, image, port, version)
+        .without_site_conf()
+        .service("    volumes:\n      - data:/data\n")
+        .top_level("volumes:\n  data: {}\n")
+        .extra("backup:\n  volumes: [data]\n")
+}
+
 /// Deploys `v1` of one fixture stack and returns its name and port.
 fn deployed(h: &TestHost, f: &Fixtures) -> (String, u16) {
     let s = h.stack("app");
@@ -1825,19 +1842,10 @@ fn a_restore_that_fails_to_extract_leaves_the_volume_as_it_was() {
     let f = Fixtures::require();
     let s = h.stack("vol");
     let port = h.free_port();
-    StackFixture::new(&s, &f.v1, port, "v1")
-        .without_site_conf()
-        .service("    volumes:\n      - data:/data\n")
-        .top_level("volumes:\n  data: {}\n")
-        .extra("backup:\n  volumes: [data]\n")
-        .write(&h);
+    with_backed_up_volume(&s, &f.v1, port, "v1").write(&h);
     h.commit("v1 with a volume");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    let docker = |args: &[&str]| {
-        let mut c = std::process::Command::new("docker");
-        c.args(args);
-        h.command(c).run().ok().stdout()
-    };
+    let docker = |args: &[&str]| docker(&h, args);
     let container = docker(&[
         "ps",
         "-q",
@@ -1947,11 +1955,7 @@ fn a_pre_deploy_volume_backup_does_not_need_the_image_it_is_about_to_pull() {
     let f = Fixtures::require();
     let s = h.stack("bk");
     let port = h.free_port();
-    let docker = |args: &[&str]| {
-        let mut c = std::process::Command::new("docker");
-        c.args(args);
-        h.command(c).run().ok().stdout()
-    };
+    let docker = |args: &[&str]| docker(&h, args);
     // v2 under a repository of its own, in the registry but not on this
     // engine (the shared fixture images may be pulled by other tests).
     let repo = format!("{}/stackpin-test/{}", f.registry, h.stack("next"));
@@ -1969,12 +1973,7 @@ fn a_pre_deploy_volume_backup_does_not_need_the_image_it_is_about_to_pull() {
     assert!(gone, "{next} must not be on the engine for this test");
 
     let write = |image: &str, version: &str| {
-        StackFixture::new(&s, image, port, version)
-            .without_site_conf()
-            .service("    volumes:\n      - data:/data\n")
-            .top_level("volumes:\n  data: {}\n")
-            .extra("backup:\n  volumes: [data]\n")
-            .write(&h);
+        with_backed_up_volume(&s, image, port, version).write(&h);
     };
     write(&f.v1, "v1");
     h.commit("v1");
