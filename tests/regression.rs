@@ -2110,3 +2110,44 @@ fn a_failed_smoke_names_its_check_once() {
         out.report()
     );
 }
+
+/// Issue 32: a `depends_on` cycle passed `validate` and `plan` (for a
+/// compose stack; only Swarm stacks were checked), and compose refuses the
+/// file ("dependency cycle detected"). Now every stack is refused by name
+/// of the cycle, as compose v2 refuses it here too.
+#[test]
+fn a_depends_on_cycle_is_refused_as_compose_refuses_it() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("cycle");
+    h.write(
+        format!("stacks/{s}/stack.yaml"),
+        format!(
+            "environment: test\nimages:\n  web: {}\n  db: {}\n",
+            f.v1, f.v1
+        ),
+    );
+    h.write(
+        format!("stacks/{s}/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n    depends_on: [db]\n  db:\n    image: stackpin-test/app\n    depends_on: [web]\n",
+    );
+    h.commit("a cycle");
+    let out = h.cmd(["validate"]).run().code(1);
+    assert!(
+        out.stdout()
+            .contains("services: depends_on forms a cycle: db -> web -> db"),
+        "{}",
+        out.report()
+    );
+    let mut config = std::process::Command::new("docker");
+    config
+        .args(["compose", "config", "-q"])
+        .current_dir(h.repo().join(format!("stacks/{s}")))
+        .env("DOCKER_CONFIG", &f.compose_v2_config);
+    let compose = h.command(config).run();
+    assert!(
+        !compose.success(),
+        "compose v2 accepts it: {}",
+        compose.report()
+    );
+}

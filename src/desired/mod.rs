@@ -833,6 +833,15 @@ fn load_stack(
         .version
         .clone()
         .unwrap_or_else(|| default_version(&pins));
+    // Compose refuses a depends_on cycle ("dependency cycle detected"), and
+    // a Swarm stack's steps follow the same order.
+    if let Err(cycle) = swarm::levels(&compose) {
+        Sink::new(Some(name), format!("{dir}/{compose_rel}"), findings).error(
+            "services",
+            format!("depends_on forms a cycle: {cycle}"),
+            "remove one of these depends_on entries",
+        );
+    }
     if spec.engine.is_swarm() {
         // Swarm orders the tasks itself (`update_config`, written by the
         // release); stackpin's start-first replacement is for compose.

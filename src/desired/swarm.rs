@@ -66,8 +66,8 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 /// Refused: the keys of [`UNSUPPORTED`], a compose file without a `version:
 /// "3.x"` (the stack loader of Docker's CLI reads only those), and
 /// `deploy.rollback_config` (the revert is stackpin's, for the whole stack),
-/// `depends_on` in its long form (the stack loader reads a list only) or
-/// through a cycle.
+/// `depends_on` in its long form (the stack loader reads a list only). A
+/// cycle is refused for every engine (`load_stack`).
 pub fn check_compose(compose: &Compose, sink: &mut Sink<'_>) {
     let version = match compose.value.get("version") {
         Some(Value::String(v)) => Some(v.clone()),
@@ -129,13 +129,6 @@ pub fn check_compose(compose: &Compose, sink: &mut Sink<'_>) {
                 "write the list form, `depends_on: [db]`: stackpin deploys `db` first and waits until its tasks run (healthy, when it has a healthcheck)",
             );
         }
-    }
-    if let Err(cycle) = levels(compose) {
-        sink.error(
-            "services",
-            format!("depends_on forms a cycle: {cycle}"),
-            "remove one of these depends_on entries",
-        );
     }
 }
 
@@ -358,10 +351,8 @@ mod tests {
         assert_eq!(levels(&cyc).unwrap_err(), "a -> b -> c -> a");
         let own = compose("version: \"3.8\"\nservices:\n  a: {image: x, depends_on: [a]}\n");
         assert_eq!(levels(&own).unwrap_err(), "a -> a");
-        let f = findings_of(|s| check_compose(&cyc, s));
-        assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!(f[0].field, "services");
-        assert!(f[0].message.contains("a -> b -> c -> a"), "{f:?}");
+        // The refusal itself is every engine's (`load_stack`), said once.
+        assert!(findings_of(|s| check_compose(&cyc, s)).is_empty());
         let long = compose(
             "version: \"3.8\"\nservices:\n  web: {image: x, depends_on: {db: {condition: service_healthy}}}\n  db: {image: y}\n",
         );

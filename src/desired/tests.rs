@@ -77,6 +77,7 @@ fn every_rule_names_file_field_and_reason() {
         ("absolute compose path", spec, format!("compose: /etc/compose.yaml\nimages: {{web: a@{D1}}}\n"), spec, "compose", "is an absolute path"),
         ("duplicate hosts", spec, format!("images: {{web: a@{D1}}}\nhosts: [web-1, web-1]\n"), spec, "hosts[1]", "listed twice"),
         ("bad duration", spec, format!("images: {{web: a@{D1}}}\nsmoke: {{timeout: soon}}\n"), spec, "smoke.timeout", "is not a duration"),
+        ("depends_on cycle", compose, format!("services:\n  web:\n    image: ghcr.io/acme/app\n    depends_on: [db]\n  db:\n    image: ghcr.io/acme/app@{D1}\n    depends_on: {{web: {{condition: service_started}}}}\n"), compose, "services", "depends_on forms a cycle: db -> web -> db"),
         ("dotenv in the stack", "stacks/a/.env", "X=1\n".into(), "stacks/a/.env", "", "a name stackpin writes into every release"),
         ("relative env file", spec, format!("images: {{web: a@{D1}}}\nenv_files: [secrets.env]\n"), spec, "env_files[0]", "not an absolute host path"),
         ("bad yaml", spec, "images: [\n".into(), spec, "", "is not valid YAML"),
