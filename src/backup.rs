@@ -857,7 +857,8 @@ async fn restore_volumes(
             safety.display()
         )
     })?;
-    // (volume, name, its copy: None when it did not exist)
+    // Each volume replaced so far, with its copy (None: it did not exist,
+    // and stays as the failed import left it).
     let mut touched: Vec<(&VolumeRecord, Option<PathBuf>)> = Vec::new();
     let mut failure = None;
     for v in &b.manifest.volumes {
@@ -942,7 +943,8 @@ async fn restore_volumes(
 }
 
 /// Restores what backup `b` holds into the stopped stack: every volume
-/// archive (the volume emptied first), then every database: its service
+/// archive (`restore_volumes`: the volume's content copied aside, then
+/// replaced), then every database: its service
 /// started alone from the release `project` names, the dump copied in and
 /// `pg_restore --clean --if-exists --create` run as the user that dumped
 /// it. `services` are the release's services; `image` mounts the volumes.
