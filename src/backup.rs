@@ -845,18 +845,14 @@ async fn restore_volumes(
         .parent()
         .unwrap_or(&b.dir)
         .join(format!(".safety-{}", b.id));
-    crate::fsutil::create_dir_all_synced(&safety).map_err(|e| {
-        format!(
-            "the safety copy {}: {e}; nothing was restored",
-            safety.display()
-        )
-    })?;
-    std::fs::set_permissions(&safety, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-        format!(
-            "the safety copy {}: {e}; nothing was restored",
-            safety.display()
-        )
-    })?;
+    crate::fsutil::create_dir_all_synced(&safety)
+        .and_then(|()| std::fs::set_permissions(&safety, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| {
+            format!(
+                "the safety copy {}: {e}; nothing was restored",
+                safety.display()
+            )
+        })?;
     // Each volume replaced so far, with its copy (None: it did not exist,
     // and stays as the failed import left it).
     let mut touched: Vec<(&VolumeRecord, Option<PathBuf>)> = Vec::new();

@@ -1042,15 +1042,8 @@ mod tests {
             ..base.clone()
         });
         assert_eq!(by["p"].action, Action::Deploy);
-        assert!(
-            by["p"]
-                .rewrite
-                .as_deref()
-                .unwrap_or_default()
-                .ends_with("accepted by alice"),
-            "{:?}",
-            by["p"].rewrite
-        );
+        let note = |by: &BTreeMap<String, Item>| by["p"].rewrite.clone().unwrap_or_default();
+        assert!(note(&by).ends_with("accepted by alice"), "{}", note(&by));
         // Or the desired commit's break-glass signature does.
         let mut signed = gates.clone();
         signed.get_mut("p").unwrap().rewrite_signed = true;
@@ -1059,15 +1052,7 @@ mod tests {
             ..base
         });
         assert_eq!(by["p"].action, Action::Deploy);
-        assert!(
-            by["p"]
-                .rewrite
-                .as_deref()
-                .unwrap_or_default()
-                .contains("break-glass signature"),
-            "{:?}",
-            by["p"].rewrite
-        );
+        assert!(note(&by).contains("break-glass signature"), "{}", note(&by));
     }
 
     #[test]

@@ -6,11 +6,15 @@ mod common;
 use common::{Fixtures, StackFixture, TestHost};
 use std::time::Duration;
 
-/// `docker ARGS…`, which must succeed; its stdout.
-fn docker(h: &TestHost, args: &[&str]) -> String {
-    let mut c = std::process::Command::new("docker");
-    c.args(args);
-    h.command(c).run().ok().stdout()
+/// `docker compose config -q` (compose v2, the oracle of what a compose
+/// file means) in the stack directory of `stack`.
+fn compose_v2_config(h: &TestHost, f: &Fixtures, stack: &str) -> common::Output {
+    let mut config = std::process::Command::new("docker");
+    config
+        .args(["compose", "config", "-q"])
+        .current_dir(h.repo().join(format!("stacks/{stack}")))
+        .env("DOCKER_CONFIG", &f.compose_v2_config);
+    h.command(config).run()
 }
 
 /// A fixture stack whose service keeps its data in the named volume
@@ -1845,7 +1849,7 @@ fn a_restore_that_fails_to_extract_leaves_the_volume_as_it_was() {
     with_backed_up_volume(&s, &f.v1, port, "v1").write(&h);
     h.commit("v1 with a volume");
     h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    let docker = |args: &[&str]| docker(&h, args);
+    let docker = |args: &[&str]| h.docker(args).run().ok().stdout();
     let container = docker(&[
         "ps",
         "-q",
@@ -1955,7 +1959,7 @@ fn a_pre_deploy_volume_backup_does_not_need_the_image_it_is_about_to_pull() {
     let f = Fixtures::require();
     let s = h.stack("bk");
     let port = h.free_port();
-    let docker = |args: &[&str]| docker(&h, args);
+    let docker = |args: &[&str]| h.docker(args).run().ok().stdout();
     // v2 under a repository of its own, in the registry but not on this
     // engine (the shared fixture images may be pulled by other tests).
     let repo = format!("{}/stackpin-test/{}", f.registry, h.stack("next"));
@@ -1965,11 +1969,7 @@ fn a_pre_deploy_volume_backup_does_not_need_the_image_it_is_about_to_pull() {
     let digest = f.v2.rsplit_once('@').unwrap().1;
     let next = format!("{repo}@{digest}");
     docker(&["rmi", &format!("{repo}:t")]);
-    let gone = {
-        let mut c = std::process::Command::new("docker");
-        c.args(["image", "inspect", &next]);
-        !h.command(c).run().success()
-    };
+    let gone = !h.docker(["image", "inspect", &next]).run().success();
     assert!(gone, "{next} must not be on the engine for this test");
 
     let write = |image: &str, version: &str| {
@@ -2040,12 +2040,7 @@ fn validate_accepts_what_compose_runs() {
                 "services:\n  web:\n    image: stackpin-test/app\n{service}{more_services}{top}"
             ),
         );
-        let mut config = std::process::Command::new("docker");
-        config
-            .args(["compose", "config", "-q"])
-            .current_dir(h.repo().join(format!("stacks/{s}")))
-            .env("DOCKER_CONFIG", &f.compose_v2_config);
-        h.command(config).run().ok();
+        compose_v2_config(&h, &f, &s).ok();
     }
     h.commit("files compose runs");
     let out = h.cmd(["validate"]).run();
@@ -2139,12 +2134,7 @@ fn a_depends_on_cycle_is_refused_as_compose_refuses_it() {
         "{}",
         out.report()
     );
-    let mut config = std::process::Command::new("docker");
-    config
-        .args(["compose", "config", "-q"])
-        .current_dir(h.repo().join(format!("stacks/{s}")))
-        .env("DOCKER_CONFIG", &f.compose_v2_config);
-    let compose = h.command(config).run();
+    let compose = compose_v2_config(&h, &f, &s);
     assert!(
         !compose.success(),
         "compose v2 accepts it: {}",
