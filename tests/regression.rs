@@ -2141,3 +2141,139 @@ fn a_depends_on_cycle_is_refused_as_compose_refuses_it() {
         compose.report()
     );
 }
+
+/// Issue 32: stackpin resolved `extends` differently from compose, and the
+/// release ran its own version: the compose tags `!reset` and `!override`
+/// were dropped (a capability the author removed stayed granted, and the
+/// host refused the stack for it), a one-string `env_file` over a base's
+/// list replaced the list (compose merges them), and a writable relative
+/// bind refused the stack though a release's files are only ever read. Now
+/// the release runs what compose's own `config` (v2) resolves, the bind
+/// read-only with a warning.
+#[test]
+fn a_release_runs_what_compose_resolves_from_extends_and_tags() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let s = h.stack("extends");
+    let port = h.free_port();
+    StackFixture::new(&s, &f.v1, port, "v1")
+        .without_site_conf()
+        .write(&h);
+    h.write(
+        format!("stacks/{s}/common.yaml"),
+        "services:\n  app:\n    image: stackpin-test/app\n    network_mode: host\n    stop_grace_period: 1s\n    environment: {PORT: \"${PORT}\", LOG: info}\n    env_file: [a.env]\n    cap_add: [NET_ADMIN]\n    labels: {base: \"1\"}\n",
+    );
+    h.write(
+        format!("stacks/{s}/compose.yaml"),
+        "services:\n  web:\n    extends: {file: common.yaml, service: app}\n    environment:\n      LOG: !reset\n      MODE: web\n    env_file: b.env\n    cap_add: !reset []\n    labels: !override {only: web}\n    volumes: [\"./config:/config\"]\n",
+    );
+    h.write(format!("stacks/{s}/a.env"), "A=1\n");
+    h.write(format!("stacks/{s}/b.env"), "B=2\n");
+    h.write(format!("stacks/{s}/config/app.conf"), "x\n");
+    h.commit("extends with tags");
+
+    // Compose's own reading of the files, the oracle.
+    let mut config = std::process::Command::new("docker");
+    config
+        .args(["compose", "config", "--format", "json"])
+        .current_dir(h.repo().join(format!("stacks/{s}")))
+        .env("DOCKER_CONFIG", &f.compose_v2_config)
+        .env("PORT", port.to_string());
+    let oracle = h.command(config).run().ok().json();
+    let web = &oracle["services"]["web"];
+    assert!(web.get("cap_add").is_none(), "{web}");
+    assert_eq!(web["labels"], serde_json::json!({"only": "web"}), "{web}");
+    assert_eq!(
+        web["environment"],
+        serde_json::json!({"A": "1", "B": "2", "MODE": "web", "PORT": port.to_string()}),
+        "{web}"
+    );
+
+    h.cmd(["plan", &s]).run().ok().stdout_contains(&format!(
+        "  warning: stacks/{s}/compose.yaml: services.web.volumes[0]: relative bind mount \"./config\" is writable in the compose file; stackpin mounts it read-only"
+    ));
+    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    let c = h.containers(&s);
+    assert_eq!(c.len(), 1, "{c:?}");
+    let inspect = h
+        .docker(["container", "inspect", &c[0].id])
+        .run()
+        .ok()
+        .json();
+    let inspect = &inspect[0];
+    let caps = inspect["HostConfig"]["CapAdd"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        caps.is_empty(),
+        "the reset capability was granted: {caps:?}"
+    );
+    let labels = &inspect["Config"]["Labels"];
+    assert_eq!(labels["only"], "web");
+    assert!(labels.get("base").is_none(), "{labels}");
+    let env: Vec<&str> = inspect["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    for want in ["A=1", "B=2", "MODE=web"] {
+        assert!(env.contains(&want), "{want} missing from {env:?}");
+    }
+    assert!(!env.iter().any(|e| e.starts_with("LOG=")), "{env:?}");
+    let mount = inspect["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/config")
+        .cloned()
+        .expect("the config bind");
+    assert_eq!(mount["RW"], false, "{mount}");
+}
+
+/// Issue 32: an include cycle was reported as "more than 8 deep (a
+/// cycle?)", and a finding about a service of an included file named the
+/// main compose file. Now the cycle is named file by file, and the finding
+/// names the included file and the chain that led to it.
+#[test]
+fn validate_names_the_included_file_and_the_cycle() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (a, b) = (h.stack("inc"), h.stack("cycle"));
+    for s in [&a, &b] {
+        h.write(
+            format!("stacks/{s}/stack.yaml"),
+            format!("environment: test\nimages:\n  web: {}\n", f.v1),
+        );
+    }
+    h.write(
+        format!("stacks/{a}/compose.yaml"),
+        "include: [db/compose.yaml]\nservices:\n  web:\n    image: stackpin-test/app\n",
+    );
+    h.write(
+        format!("stacks/{a}/db/compose.yaml"),
+        "services:\n  db:\n    image: stackpin-test/app\n    volumes: [\"./absent.conf:/etc/x.conf:ro\"]\n",
+    );
+    h.write(
+        format!("stacks/{b}/compose.yaml"),
+        "include: [one.yaml]\nservices:\n  web:\n    image: stackpin-test/app\n",
+    );
+    h.write(format!("stacks/{b}/one.yaml"), "include: [two.yaml]\n");
+    h.write(format!("stacks/{b}/two.yaml"), "include: [one.yaml]\n");
+    h.commit("include mistakes");
+    let out = h.cmd(["validate"]).run();
+    let text = format!("{}{}", out.stdout(), out.stderr());
+    assert!(
+        text.contains(&format!("stacks/{a}/db/compose.yaml"))
+            && text.contains("(included: compose.yaml -> db/compose.yaml)"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        text.contains(&format!("stacks/{b}/two.yaml"))
+            && text.contains("includes or extends form a cycle: one.yaml -> two.yaml -> one.yaml"),
+        "{}",
+        out.report()
+    );
+}

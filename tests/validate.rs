@@ -64,11 +64,11 @@ fn errors_name_file_field_and_fix_and_other_stacks_still_validate() {
     let h = TestHost::new();
     good(&h, "good", "");
     good(&h, "bad", "");
-    h.write("stacks/bad/compose.yaml", "services:\n  web:\n    image: ghcr.io/acme/app\n    volumes: [\"./config/a.conf:/etc/a.conf\"]\n  db:\n    image: postgres:latest\n");
+    h.write("stacks/bad/compose.yaml", "services:\n  web:\n    image: ghcr.io/acme/app\n    volumes: [\"./config/absent.conf:/etc/a.conf:ro\"]\n  db:\n    image: postgres:latest\n");
     let out = h.cmd_raw(["validate"]).arg(h.repo()).run().code(1);
     let text = out.stdout();
     assert!(
-        text.contains("error: stacks/bad/compose.yaml: services.web.volumes[0]: relative bind mount \"./config/a.conf\" is writable: state written there would stay behind in an old release\n  fix: mount it read-only (append `:ro`) or use a named volume for data"),
+        text.contains("error: stacks/bad/compose.yaml: services.web.volumes[0]: \"./config/absent.conf\" does not exist in stacks/bad/\n  fix: add stacks/bad/config/absent.conf to the repository or fix the path"),
         "{text}"
     );
     assert!(text.contains("error: stacks/bad/compose.yaml: services.db.image: \"postgres:latest\" uses the `:latest` tag"), "{text}");

@@ -48,6 +48,11 @@ pub struct StackPlan {
     /// as if they were empty, and a sync here would stop until they exist.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_here: Vec<String>,
+    /// What the desired state's checks warn about this stack (a writable
+    /// relative bind stackpin mounts read-only, …): the release runs with
+    /// it as said.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::desired::Finding>,
 }
 
 /// What `plan` shows of one item: the action, and the file and image
@@ -104,13 +109,29 @@ fn stack_plan(
             .map(|c| c.describe(obs.meta.as_ref().map(|m| m.version.as_str()), &s.version))
             .collect();
     }
+    // Not this host's stack: its files are not this host's business.
+    let here = !matches!(
+        item.action,
+        Action::Skip {
+            why: crate::plan::Skip::NotForThisHost
+        }
+    );
     StackPlan {
-        // Not this host's stack: its files are not this host's business.
-        missing_here: match &item.action {
-            Action::Skip {
-                why: crate::plan::Skip::NotForThisHost,
-            } => Vec::new(),
-            _ => inputs.missing_here.get(&name).cloned().unwrap_or_default(),
+        missing_here: match here {
+            false => Vec::new(),
+            true => inputs.missing_here.get(&name).cloned().unwrap_or_default(),
+        },
+        warnings: match here {
+            false => Vec::new(),
+            true => desired
+                .findings
+                .iter()
+                .filter(|f| {
+                    f.severity == crate::desired::Severity::Warning
+                        && f.stack.as_deref() == Some(name.as_str())
+                })
+                .cloned()
+                .collect(),
         },
         current_version: obs.meta.as_ref().map(|m| m.version.clone()),
         current_release: obs.release.clone(),
@@ -206,6 +227,9 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
                 println!(
                     "  missing here (host-local): {m} — shown as if empty; a sync on this machine stops until it exists"
                 );
+            }
+            for w in &p.warnings {
+                println!("  warning: {}: {}: {}", w.file, w.field, w.message);
             }
             if let Some(v) = &p.item.verdict {
                 println!("  gate: {}", v.describe());

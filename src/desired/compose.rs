@@ -519,7 +519,7 @@ fn check_volume(
     let Some(VolumeParts {
         kind,
         source,
-        read_only,
+        read_only: _,
         has_target,
     }) = volume_parts(v)
     else {
@@ -572,15 +572,10 @@ fn check_volume(
             };
             match resolved {
                 Err(e) => path_error(sink, field, &source, e, ctx),
-                Ok(rel) if rel.is_empty() => {
-                    if !read_only {
-                        sink.error(field, format!("relative bind mount \"{source}\" is writable: state written there would stay behind in an old release"), "mount it read-only (append `:ro`) or use a named volume for data");
-                    }
-                }
+                // Writable relative binds were made read-only when the model
+                // was resolved (`resolve::read_only_binds`, with its warning).
+                Ok(rel) if rel.is_empty() => {}
                 Ok(rel) => {
-                    if !read_only {
-                        sink.error(field, format!("relative bind mount \"{source}\" is writable: state written there would stay behind in an old release"), "mount it read-only (append `:ro`) or use a named volume for data");
-                    }
                     if !ctx.exists(&rel) {
                         sink.error(
                             field,

@@ -12,6 +12,7 @@ pub mod powers;
 pub mod resolve;
 pub mod spec;
 pub mod swarm;
+pub mod tags;
 pub mod tree;
 pub mod update;
 
@@ -262,6 +263,16 @@ pub fn parse_yaml_value(bytes: &[u8], sink: &mut Sink<'_>) -> Result<serde_json:
             Err(Reported)
         }
     }
+}
+
+/// A compose file as [`parse_yaml_value`] reads it, its `!reset` and
+/// `!override` values marked ([`tags`]) for the resolution to apply.
+fn parse_compose_value(bytes: &[u8], sink: &mut Sink<'_>) -> Result<serde_json::Value, Reported> {
+    let mut value = parse_yaml_value(bytes, sink)?;
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        tags::mark(&mut value, text);
+    }
+    Ok(value)
 }
 
 /// A commit or container id cut to its first 12 characters, as git and
@@ -1308,12 +1319,12 @@ fn load_compose(
     };
     let value = {
         let mut sink = Sink::new(Some(name), compose_file.clone(), findings);
-        parse_yaml_value(bytes, &mut sink).ok()?
+        parse_compose_value(bytes, &mut sink).ok()?
     };
     let resolved = {
         let mut parse = |rel: &str, b: &[u8]| {
             let mut sink = Sink::new(Some(name), format!("{dir}/{rel}"), findings);
-            parse_yaml_value(b, &mut sink).ok()
+            parse_compose_value(b, &mut sink).ok()
         };
         resolve::resolve(value, compose_rel, files, profiles, &mut parse)
     };
@@ -1327,7 +1338,17 @@ fn load_compose(
         }
     };
     let value = resolved.value;
-    let mut sink = Sink::new(Some(name), compose_file, findings);
+    let checked_from = findings.len();
+    let mut sink = Sink::new(Some(name), compose_file.clone(), findings);
+    for (field, source) in &resolved.made_read_only {
+        sink.warn(
+            field.as_str(),
+            format!(
+                "relative bind mount \"{source}\" is writable in the compose file; stackpin mounts it read-only, since a release's files never change"
+            ),
+            "append `:ro` to say so; keep data the service writes in a named volume",
+        );
+    }
     let file_set: BTreeSet<String> = files
         .keys()
         .cloned()
@@ -1344,6 +1365,22 @@ fn load_compose(
         },
         &mut sink,
     );
+    // A finding about a service of an included file names that file.
+    for f in &mut findings[checked_from..] {
+        let Some(rest) = f.field.strip_prefix("services.") else {
+            continue;
+        };
+        // Service names may hold dots: match whole names.
+        let from = resolved.origin.iter().find(|(svc, _)| {
+            rest.strip_prefix(svc.as_str())
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with(['.', '[']))
+        });
+        if let Some((_, (file, chain))) = from {
+            f.file = format!("{dir}/{file}");
+            f.message = format!("{} (included: {chain})", f.message);
+        }
+    }
+    let mut sink = Sink::new(Some(name), compose_file, findings);
     let compose = Compose {
         value,
         resolved: resolved.changed,

@@ -16,7 +16,11 @@
 //!   extending one: mappings key by key, `environment`/`labels`/
 //!   `extra_hosts`/`sysctls` by variable, `volumes`/`devices` by target,
 //!   `command`/`entrypoint`/`healthcheck.test` replaced, other lists
-//!   appended without duplicates. A base service that depends on others
+//!   appended without duplicates (`env_file`, `dns`, `dns_search`, `tmpfs`
+//!   and `label_file` as lists when written as one string). A value tagged
+//!   `!reset` removes its key, one tagged `!override` replaces the base's
+//!   ([`super::tags`]); in a file without `extends` the tags apply as
+//!   compose applies them within one file. A base service that depends on others
 //!   (`depends_on`, `links`, `volumes_from`) is refused, as the spec says.
 //! - A service with `profiles:` runs only when one of them is in stack.yaml
 //!   `profiles:`; the others leave the model, and a running service may not
@@ -26,6 +30,7 @@
 //! reported by the caller's `parse`.
 
 use super::paths::PathProblem;
+use super::tags;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,6 +59,13 @@ pub struct Resolved {
     pub changed: bool,
     /// Services their profiles leave out on this stack.
     pub inactive: BTreeSet<String>,
+    /// Relative binds the compose file left writable, now read-only: the
+    /// field (`services.web.volumes[0]`) and the source as written.
+    pub made_read_only: Vec<(String, String)>,
+    /// Services defined in an included file: that file (relative to the
+    /// stack directory) and the chain of includes that led to it
+    /// (`compose.yaml -> db/compose.yaml`).
+    pub origin: BTreeMap<String, (String, String)>,
 }
 
 /// A parser of stack files: `None` when the file is not valid YAML (the
@@ -77,11 +89,21 @@ pub fn resolve(
         files,
         parse,
         changed: false,
+        chain: vec![main_rel.to_string()],
+        origin: BTreeMap::new(),
     };
     let Some(mut value) = r.file(main, main_rel, 0)? else {
         return Ok(None);
     };
+    if tags::any(&value) {
+        // Applied here as compose applies them; the file as written would
+        // carry tags docker-compose v1 cannot read.
+        tags::strip(&mut value);
+        r.changed = true;
+    }
     let inactive = apply_profiles(&mut value, main_rel, profiles, &mut r.changed)?;
+    let made_read_only = read_only_binds(&mut value);
+    r.changed |= !made_read_only.is_empty();
     if r.changed
         && let Some(top) = value.as_object_mut()
     {
@@ -93,6 +115,8 @@ pub fn resolve(
         value,
         changed: r.changed,
         inactive,
+        made_read_only,
+        origin: r.origin,
     }))
 }
 
@@ -100,6 +124,11 @@ struct Resolver<'a, 'p> {
     files: &'a BTreeMap<String, Vec<u8>>,
     parse: &'a mut Parse<'p>,
     changed: bool,
+    /// The files being resolved, the main one first: a file that appears
+    /// twice closes a cycle.
+    chain: Vec<String>,
+    /// See [`Resolved::origin`].
+    origin: BTreeMap<String, (String, String)>,
 }
 
 fn problem(
@@ -191,14 +220,22 @@ impl Resolver<'_, '_> {
         target: &str,
         depth: usize,
     ) -> Result<Option<Value>, Problem> {
+        if let Some(at) = self.chain.iter().position(|f| f == target) {
+            let mut cycle = self.chain[at..].to_vec();
+            cycle.push(target.to_string());
+            return Err(problem(
+                from,
+                field,
+                format!("includes or extends form a cycle: {}", cycle.join(" -> ")),
+                format!("remove the reference to {target} from {from}, or the one that leads back"),
+            ));
+        }
         if depth >= MAX_DEPTH {
             return Err(problem(
                 from,
                 field,
-                format!(
-                    "`{target}` nests includes or extends more than {MAX_DEPTH} deep (a cycle?)"
-                ),
-                "make sure no file includes or extends itself, directly or through others",
+                format!("`{target}` nests includes or extends more than {MAX_DEPTH} deep"),
+                format!("flatten the chain {} -> {target}", self.chain.join(" -> ")),
             ));
         }
         let Some(bytes) = self.files.get(target) else {
@@ -212,7 +249,10 @@ impl Resolver<'_, '_> {
         let Some(v) = (self.parse)(target, bytes) else {
             return Ok(None);
         };
-        self.file(v, target, depth + 1)
+        self.chain.push(target.to_string());
+        let out = self.file(v, target, depth + 1);
+        self.chain.pop();
+        out
     }
 
     fn includes(&mut self, value: &mut Value, rel: &str, depth: usize) -> Result<bool, Problem> {
@@ -292,6 +332,13 @@ impl Resolver<'_, '_> {
                                 ),
                                 "define it in one file only (an included file's resources cannot be overridden)",
                             ));
+                        }
+                        if key == "services" {
+                            // The deepest include that defined it.
+                            let chain = format!("{} -> {target}", self.chain.join(" -> "));
+                            self.origin
+                                .entry(name.clone())
+                                .or_insert((target.clone(), chain));
                         }
                         into.insert(name, v);
                     }
@@ -437,6 +484,72 @@ impl Resolver<'_, '_> {
         }
         Ok(Some(merge_service(base, local)))
     }
+}
+
+/// Whether a bind source names a path of the stack directory (`.`, `./x`,
+/// `../x`): the release's own files.
+fn relative_source(source: &str) -> bool {
+    source == "." || source == ".." || source.starts_with("./") || source.starts_with("../")
+}
+
+/// The read-only step: a release's files never change (a later release is
+/// a new directory, an old one is deleted), so a relative bind the compose
+/// file leaves writable (compose's default) is mounted read-only; most such
+/// mounts (`./nginx.conf:/etc/nginx/nginx.conf`) are only read. Returns the
+/// binds changed. A source with interpolation is left to the checks, which
+/// see it after interpolation.
+fn read_only_binds(value: &mut Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(services) = value.get_mut("services").and_then(Value::as_object_mut) else {
+        return out;
+    };
+    for (name, svc) in services.iter_mut() {
+        let Some(volumes) = svc.get_mut("volumes").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for (i, v) in volumes.iter_mut().enumerate() {
+            let source = match v {
+                Value::String(s) => {
+                    let mut parts: Vec<String> = s.split(':').map(str::to_string).collect();
+                    if parts.len() < 2 || !relative_source(&parts[0]) {
+                        continue;
+                    }
+                    let source = parts[0].clone();
+                    match parts.get_mut(2) {
+                        None => parts.push("ro".into()),
+                        Some(opts) => {
+                            let mut o: Vec<&str> =
+                                opts.split(',').filter(|o| !o.is_empty()).collect();
+                            if o.contains(&"ro") {
+                                continue;
+                            }
+                            o.retain(|o| *o != "rw");
+                            o.insert(0, "ro");
+                            *opts = o.join(",");
+                        }
+                    }
+                    *s = parts.join(":");
+                    source
+                }
+                Value::Object(m) => {
+                    let bind = m.get("type").and_then(Value::as_str) == Some("bind");
+                    let source = m.get("source").and_then(Value::as_str).unwrap_or("");
+                    if !bind
+                        || !relative_source(source)
+                        || m.get("read_only") == Some(&Value::Bool(true))
+                    {
+                        continue;
+                    }
+                    let source = source.to_string();
+                    m.insert("read_only".into(), Value::Bool(true));
+                    source
+                }
+                _ => continue,
+            };
+            out.push((format!("services.{name}.volumes[{i}]"), source));
+        }
+    }
+    out
 }
 
 /// The profiles step: services whose `profiles` are all inactive leave the
@@ -604,7 +717,11 @@ pub fn merge_service(base: Value, local: Value) -> Value {
         return local;
     };
     for (k, v) in local {
-        let merged = match out.remove(&k) {
+        if take_marked(&mut out, &k, &v) {
+            continue;
+        }
+        let (b, v) = (out.remove(&k), as_list(&k, v));
+        let merged = match b.map(|b| as_list(&k, b)) {
             None => v,
             Some(b) if BY_KEY.contains(&k.as_str()) => merge_by_key(b, v),
             Some(_) if REPLACED.contains(&k.as_str()) => v,
@@ -618,10 +735,42 @@ pub fn merge_service(base: Value, local: Value) -> Value {
     Value::Object(out)
 }
 
+/// A `!reset` or `!override` value of `local`'s key `k` applied to `out`
+/// (the key removed, or its value replaced); `false` when `v` is neither.
+fn take_marked(out: &mut Map<String, Value>, k: &str, v: &Value) -> bool {
+    match tags::marked(v) {
+        Some((tags::RESET, _)) => {
+            out.remove(k);
+            true
+        }
+        Some((_, inner)) => {
+            out.insert(k.to_string(), inner.clone());
+            true
+        }
+        None => false,
+    }
+}
+
+/// Attributes compose accepts as one string or a list, and merges as lists
+/// (`env_file: b.env` over `env_file: [a.env]` is both files).
+const ONE_OR_LIST: &[&str] = &["env_file", "dns", "dns_search", "tmpfs", "label_file"];
+
+/// `v` as a one-item list when `k` is one of [`ONE_OR_LIST`] and `v` a
+/// string.
+fn as_list(k: &str, v: Value) -> Value {
+    match v {
+        Value::String(_) if ONE_OR_LIST.contains(&k) => Value::Array(vec![v]),
+        v => v,
+    }
+}
+
 fn merge_value(base: Value, local: Value) -> Value {
     match (base, local) {
         (Value::Object(mut b), Value::Object(l)) => {
             for (k, v) in l {
+                if take_marked(&mut b, &k, &v) {
+                    continue;
+                }
                 let m = match b.remove(&k) {
                     Some(bv) => merge_value(bv, v),
                     None => v,
@@ -675,7 +824,9 @@ fn as_map(v: Value) -> Map<String, Value> {
 fn merge_by_key(base: Value, local: Value) -> Value {
     let mut b = as_map(base);
     for (k, v) in as_map(local) {
-        b.insert(k, v);
+        if !take_marked(&mut b, &k, &v) {
+            b.insert(k, v);
+        }
     }
     Value::Object(b)
 }
@@ -742,7 +893,9 @@ mod tests {
     use serde_json::json;
 
     fn yaml(s: &str) -> Value {
-        serde_saphyr::from_str(s).unwrap()
+        let mut v = serde_saphyr::from_str(s).unwrap();
+        tags::mark(&mut v, s);
+        v
     }
 
     fn files(list: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
@@ -753,7 +906,7 @@ mod tests {
 
     fn run(main: &str, others: &[(&str, &str)], profiles: &[&str]) -> Result<Resolved, Problem> {
         let f = files(others);
-        let mut parse = |_: &str, b: &[u8]| serde_saphyr::from_slice::<Value>(b).ok();
+        let mut parse = |_: &str, b: &[u8]| Some(yaml(std::str::from_utf8(b).ok()?));
         let profiles: Vec<String> = profiles.iter().map(|s| s.to_string()).collect();
         resolve(yaml(main), "compose.yaml", &f, &profiles, &mut parse).map(|r| r.unwrap())
     }
@@ -818,11 +971,21 @@ mod tests {
         assert!(e.message.contains("does not exist"), "{e:?}");
         let e = run(
             "include: [a.yaml]\nservices: {}\n",
-            &[("a.yaml", "include: [a.yaml]\nservices: {}\n")],
+            &[
+                ("a.yaml", "include: [sub/b.yaml]\nservices: {}\n"),
+                ("sub/b.yaml", "include: [../a.yaml]\nservices: {}\n"),
+            ],
             &[],
         )
         .unwrap_err();
-        assert!(e.message.contains("a cycle"), "{e:?}");
+        assert_eq!(
+            (e.file.as_str(), e.message.as_str()),
+            (
+                "sub/b.yaml",
+                "includes or extends form a cycle: a.yaml -> sub/b.yaml -> a.yaml"
+            ),
+            "named where it closes, with the chain"
+        );
         let e = run(
             "include: [{path: a.yaml, project_directory: x}]\nservices: {}\n",
             &[],
@@ -888,6 +1051,61 @@ services:
             worker["environment"]["MODE"], "web",
             "extends a resolved service"
         );
+    }
+
+    #[test]
+    fn extends_honours_reset_override_and_one_item_lists() {
+        let base = r#"
+services:
+  app:
+    image: app@sha256:1
+    ports: ["9090:90"]
+    environment: {MODE: base, LOG: info}
+    cap_add: [NET_ADMIN]
+    env_file: [a.env]
+    dns: 1.1.1.1
+    deploy: {resources: {limits: {memory: 1g}}}
+"#;
+        let r = run(
+            r#"
+services:
+  web:
+    extends: {file: base.yaml, service: app}
+    ports: !reset []
+    environment:
+      LOG: !reset
+      EXTRA: "1"
+    cap_add: !override [CHOWN]
+    env_file: b.env
+    dns: [8.8.8.8]
+    deploy: {resources: !reset {}}
+"#,
+            &[("base.yaml", base)],
+            &[],
+        )
+        .unwrap();
+        let web = &r.value["services"]["web"];
+        assert!(web.get("ports").is_none(), "{web}");
+        assert_eq!(web["environment"], json!({"MODE": "base", "EXTRA": "1"}));
+        assert_eq!(web["cap_add"], json!(["CHOWN"]));
+        assert_eq!(web["env_file"], json!(["a.env", "b.env"]));
+        assert_eq!(web["dns"], json!(["1.1.1.1", "8.8.8.8"]));
+        assert_eq!(web["deploy"], json!({}));
+        assert!(r.changed && !tags::any(&r.value));
+
+        // Without extends the tags apply within the file, and the release
+        // runs the resolved model (v1 cannot read the tags).
+        let r = run(
+            "services:\n  web:\n    image: a\n    ports: !reset [\"80:80\"]\n    command: !override [b]\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            r.value,
+            json!({"services": {"web": {"image": "a", "command": ["b"]}}})
+        );
+        assert!(r.changed);
     }
 
     #[test]
