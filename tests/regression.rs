@@ -2277,3 +2277,57 @@ fn validate_names_the_included_file_and_the_cycle() {
         out.report()
     );
 }
+
+/// Issue 32: a host bind got two warnings with different fixes (one from
+/// the compose checks, one from the powers check), and a service with both
+/// `image:` and `build:` was told to build in CI and pin, though its pin
+/// alone already decides what runs. Now each bind is said once, as the
+/// power it needs, and the `build:` fix says to remove it.
+#[test]
+fn validate_says_a_host_bind_once_and_how_to_drop_build_beside_a_pin() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (binds, both) = (h.stack("binds"), h.stack("both"));
+    for s in [&binds, &both] {
+        h.write(
+            format!("stacks/{s}/stack.yaml"),
+            format!("environment: test\nimages:\n  web: {}\n", f.v1),
+        );
+    }
+    h.write(
+        format!("stacks/{binds}/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n    volumes: [\"/srv/data:/data\", \"/srv/ro:/ro:ro\"]\n",
+    );
+    h.write(
+        format!("stacks/{both}/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n    build: .\n",
+    );
+    h.commit("binds and build");
+    let out = h.cmd(["validate"]).run();
+    let text = out.stdout();
+    for (i, power) in [(0, "host_bind_writable"), (1, "host_bind_read")] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains(&format!(
+                    "stacks/{binds}/compose.yaml: services.web.volumes[{i}]:"
+                ))
+            })
+            .collect();
+        assert!(
+            lines.len() == 1 && lines[0].contains(power),
+            "volumes[{i}] said {} time(s): {}",
+            lines.len(),
+            out.report()
+        );
+    }
+    assert!(
+        text.contains(&format!(
+            "error: stacks/{both}/compose.yaml: services.web.build:"
+        )) && text.contains(
+            "fix: remove `build:` here (the service runs the image pinned in stack.yaml `images:`)"
+        ),
+        "{}",
+        out.report()
+    );
+}

@@ -238,7 +238,11 @@ fn check_service(
         sink.error(
             join(&path, "build"),
             "`build:` is not allowed: a host must run exactly the image that was tested",
-            "build and push the image in CI, then pin it by digest in stack.yaml `images:`",
+            if svc.contains_key("image") {
+                "remove `build:` here (the service runs the image pinned in stack.yaml `images:`); keep the build in CI's own compose file"
+            } else {
+                "build and push the image in CI, then pin it by digest in stack.yaml `images:`"
+            },
         );
     }
     if let Some(img) = svc.get("image")
@@ -557,11 +561,8 @@ fn check_volume(
         }
         "bind" => {
             if source.starts_with('/') || source.starts_with('~') {
-                sink.warn(
-                    field,
-                    format!("bind mount of host path \"{source}\" is not part of the release"),
-                    "prefer files in the stack directory or named volumes",
-                );
+                // A host path: the powers check reports it once, as the
+                // power it needs (`host_bind_read`, `host_bind_writable`).
                 return;
             }
             // `.` (or `./`): the stack directory itself, which the release
