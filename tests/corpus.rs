@@ -258,3 +258,380 @@ fn sync_refuses_every_case_and_the_good_stack_still_converges() {
             .is_some_and(|b| b.contains("stackpin-test-app v1"))
     );
 }
+
+// ---- compose as the oracle (issue 32) ----------------------------------
+//
+// tests/compose-corpus/ holds compose files as users write them (some of
+// compose's own e2e fixtures, the specification's forms) and files compose
+// refuses. For each, `docker compose config` (v2) gives compose's verdict
+// and model; stackpin's load gives its own. The verdicts must agree, except
+// where docs/compose-corpus.md records a deliberate difference (listed in
+// README too), and where both accept, the models must agree on what each
+// service runs.
+
+/// A case's row of docs/compose-corpus.md: compose's verdict, stackpin's,
+/// and why they differ.
+struct Row {
+    compose: String,
+    stackpin: String,
+    why: String,
+}
+
+fn corpus_table() -> std::collections::BTreeMap<String, Row> {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/compose-corpus.md"),
+    )
+    .unwrap();
+    doc.lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert!(cells.len() >= 5, "docs/compose-corpus.md row: {l}");
+            (
+                cells[0].trim_matches('`').to_string(),
+                Row {
+                    compose: cells[2].to_string(),
+                    stackpin: cells[3].to_string(),
+                    why: cells[4].to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Words of a shell command line, as compose splits a string `command`.
+fn shell_words(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+    for c in s.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            (_, c) => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// A `K=V` list or a mapping, as a mapping of strings.
+fn as_map(v: &serde_json::Value) -> std::collections::BTreeMap<String, Option<String>> {
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    match v {
+        serde_json::Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), s(v))).collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|e| e.as_str())
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (e.to_string(), None),
+            })
+            .collect(),
+        _ => Default::default(),
+    }
+}
+
+fn as_list(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|e| {
+                e.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string())
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Volume targets and whether each is read-only.
+fn mounts(v: &serde_json::Value) -> std::collections::BTreeMap<String, bool> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| match e {
+            serde_json::Value::String(s) => {
+                let p: Vec<&str> = s.split(':').collect();
+                let target = if p.len() == 1 { p[0] } else { p[1] };
+                let ro = p.get(2).is_some_and(|o| o.split(',').any(|x| x == "ro"));
+                Some((target.to_string(), ro))
+            }
+            serde_json::Value::Object(m) => Some((
+                m.get("target")?.as_str()?.to_string(),
+                m.get("read_only")
+                    .and_then(|r| r.as_bool())
+                    .unwrap_or(false),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The variables of a service's env files, as compose inlines them.
+fn env_file_vars(dir: &Path, svc: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let files: Vec<String> = match svc.get("env_file") {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|e| e.as_str().or_else(|| e.get("path")?.as_str()))
+            .map(str::to_string)
+            .collect(),
+        Some(v) => as_list(v),
+        None => Vec::new(),
+    };
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| Some(l.split_once('=')?.0.trim().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Where stackpin's resolved service and compose's differ, in words.
+fn model_differences(
+    dir: &Path,
+    name: &str,
+    ours: &serde_json::Value,
+    theirs: &serde_json::Value,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let differ = |what: &str, a: String, b: String| {
+        (a != b).then(|| format!("{name}.{what}: stackpin {a}, compose {b}"))
+    };
+    let words = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => shell_words(s),
+        Some(v) => as_list(v),
+        None => Vec::new(),
+    };
+    let literal = |v: &serde_json::Value| !v.to_string().contains('$');
+    for key in ["command", "entrypoint"] {
+        if ours.get(key).is_none_or(literal) {
+            out.extend(differ(
+                key,
+                format!("{:?}", words(ours.get(key))),
+                format!("{:?}", words(theirs.get(key).filter(|v| !v.is_null()))),
+            ));
+        }
+    }
+    for key in ["cap_add", "dns", "dns_search", "tmpfs", "profiles"] {
+        let (mut a, mut b) = (
+            ours.get(key).map(as_list).unwrap_or_default(),
+            theirs.get(key).map(as_list).unwrap_or_default(),
+        );
+        a.sort();
+        b.sort();
+        out.extend(differ(key, format!("{a:?}"), format!("{b:?}")));
+    }
+    if ours.get("labels").is_none_or(literal) {
+        out.extend(differ(
+            "labels",
+            format!("{:?}", ours.get("labels").map(as_map).unwrap_or_default()),
+            format!("{:?}", theirs.get("labels").map(as_map).unwrap_or_default()),
+        ));
+    }
+    // Environment: each literal variable stackpin sets, compose sets alike;
+    // compose's others come from the env files it inlines.
+    let env = ours.get("environment").map(as_map).unwrap_or_default();
+    let their_env = theirs.get("environment").map(as_map).unwrap_or_default();
+    for (k, v) in &env {
+        if v.as_deref().is_some_and(|v| !v.contains('$')) {
+            out.extend(differ(
+                &format!("environment.{k}"),
+                format!("{v:?}"),
+                format!("{:?}", their_env.get(k).cloned().flatten()),
+            ));
+        }
+    }
+    let from_files = env_file_vars(dir, ours);
+    for k in their_env.keys() {
+        if !env.contains_key(k) && !from_files.contains(k) {
+            out.push(format!(
+                "{name}.environment: compose sets {k}, stackpin does not"
+            ));
+        }
+    }
+    let (a, b) = (
+        ours.get("volumes").map(mounts).unwrap_or_default(),
+        theirs.get("volumes").map(mounts).unwrap_or_default(),
+    );
+    out.extend(differ(
+        "volumes",
+        format!("{:?}", a.keys().collect::<Vec<_>>()),
+        format!("{:?}", b.keys().collect::<Vec<_>>()),
+    ));
+    for (t, ro) in &b {
+        if *ro && a.get(t) == Some(&false) {
+            out.push(format!(
+                "{name}.volumes {t}: compose mounts it read-only, stackpin writable"
+            ));
+        }
+    }
+    let count = |v: Option<&serde_json::Value>| v.and_then(|p| p.as_array()).map_or(0, Vec::len);
+    out.extend(differ(
+        "ports",
+        count(ours.get("ports")).to_string(),
+        count(theirs.get("ports")).to_string(),
+    ));
+    let deps = |v: Option<&serde_json::Value>| -> Vec<String> {
+        match v {
+            Some(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            Some(v) => as_list(v),
+            None => Vec::new(),
+        }
+    };
+    let (mut a, mut b) = (deps(ours.get("depends_on")), deps(theirs.get("depends_on")));
+    a.sort();
+    b.sort();
+    out.extend(differ("depends_on", format!("{a:?}"), format!("{b:?}")));
+    if ours.get("image").is_some_and(literal) {
+        out.extend(differ(
+            "image",
+            format!("{:?}", ours.get("image")),
+            format!("{:?}", theirs.get("image")),
+        ));
+    }
+    out
+}
+
+#[test]
+fn stackpin_reads_the_compose_corpus_as_compose_does() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compose-corpus");
+    let table = corpus_table();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut cases: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("compose.yaml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 30, "the corpus holds {} cases", cases.len());
+    let (mut failures, mut rows) = (Vec::new(), Vec::new());
+    for case in &cases {
+        let dir = src.join(case);
+        // Compose's verdict and model.
+        let mut config = std::process::Command::new("docker");
+        config
+            .args(["compose", "-p", "corpus", "config", "--format", "json"])
+            .current_dir(&dir)
+            .env("DOCKER_CONFIG", &f.compose_v2_config);
+        let out = h.command(config).run();
+        let theirs: Option<serde_json::Value> = out
+            .success()
+            .then(|| serde_json::from_str(&out.stdout()).expect("compose config --format json"));
+        // stackpin's, with every service pinned (pins are stackpin's rule,
+        // not compose's).
+        let repo = h.tmp().join("corpus-repo").join(case);
+        let stack = repo.join("stacks").join(case);
+        std::fs::create_dir_all(&stack).unwrap();
+        copy_case(&dir, &stack);
+        let raw: serde_json::Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(dir.join("compose.yaml")).unwrap())
+                .unwrap_or_default();
+        let mut services: std::collections::BTreeSet<String> = raw
+            .get("services")
+            .and_then(|s| s.as_object())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Some(t) = &theirs {
+            services.extend(t["services"].as_object().unwrap().keys().cloned());
+        }
+        let pins: String = services
+            .iter()
+            .map(|s| format!("  {s}: registry.example/corpus@{GOOD_DIGEST}\n"))
+            .collect();
+        std::fs::write(
+            stack.join("stack.yaml"),
+            format!("environment: test\nimages:\n{pins}"),
+        )
+        .unwrap();
+        let st = stackpin::desired::load(&stackpin::desired::DirTree::new(&repo));
+        let errors: Vec<String> = st
+            .errors()
+            .map(|e| format!("{}: {}: {}", e.file, e.field, e.message))
+            .collect();
+        let verdict = |ok: bool| if ok { "accept" } else { "refuse" };
+        let (c, s) = (verdict(theirs.is_some()), verdict(errors.is_empty()));
+        rows.push(format!("{case}: compose {c}, stackpin {s}"));
+        match table.get(case) {
+            None => failures.push(format!(
+                "{case}: no row in docs/compose-corpus.md (compose {c}, stackpin {s})"
+            )),
+            Some(r) if r.compose != c || r.stackpin != s => failures.push(format!(
+                "{case}: docs/compose-corpus.md says compose {}, stackpin {}; the run: compose {c}, stackpin {s}; stackpin: {errors:?}; compose: {}",
+                r.compose,
+                r.stackpin,
+                out.stderr()
+            )),
+            Some(r) if c != s && (r.why.is_empty() || !readme.contains(&format!("`{case}`"))) => {
+                failures.push(format!(
+                    "{case}: a difference needs its reason in docs/compose-corpus.md and its name in README"
+                ))
+            }
+            Some(_) => {}
+        }
+        // Both accept: the models agree on what each service runs.
+        if let (Some(t), true) = (&theirs, errors.is_empty()) {
+            let s = &st.stacks[case.as_str()];
+            let ours = &s.compose.value["services"];
+            let (a, b): (Vec<&String>, Vec<&String>) = (
+                ours.as_object().unwrap().keys().collect(),
+                t["services"].as_object().unwrap().keys().collect(),
+            );
+            let (mut a, mut b) = (a, b);
+            a.sort();
+            b.sort();
+            if a != b {
+                failures.push(format!("{case}: services: stackpin {a:?}, compose {b:?}"));
+                continue;
+            }
+            let allowed: Vec<&str> = table
+                .get(case)
+                .map(|r| r.why.as_str())
+                .into_iter()
+                .collect();
+            for name in a {
+                for d in model_differences(
+                    &stack,
+                    name,
+                    &ours[name.as_str()],
+                    &t["services"][name.as_str()],
+                ) {
+                    // A documented model difference names its field.
+                    let field = d.split(':').next().unwrap_or("");
+                    if !allowed.iter().any(|w| w.contains(field)) {
+                        failures.push(format!("{case}: {d}"));
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{}", rows.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreement(s) outside docs/compose-corpus.md:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

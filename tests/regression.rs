@@ -2331,3 +2331,56 @@ fn validate_says_a_host_bind_once_and_how_to_drop_build_beside_a_pin() {
         out.report()
     );
 }
+
+/// Issue 32: a mistyped service key (`enviroment:`) was refused as a key
+/// "stackpin has not classified", with no hint of the key meant, and a
+/// wrong type (`environment: "A=1"`) passed `validate`; compose refuses
+/// both, by its schema. Now the compose-spec schema is checked: one error
+/// per mistake, with the near key.
+#[test]
+fn validate_checks_the_compose_schema_with_the_near_key() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (typo, kind) = (h.stack("typo"), h.stack("kind"));
+    for s in [&typo, &kind] {
+        h.write(
+            format!("stacks/{s}/stack.yaml"),
+            format!("environment: test\nimages:\n  web: {}\n", f.v1),
+        );
+    }
+    h.write(
+        format!("stacks/{typo}/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n    enviroment: {A: \"1\"}\n",
+    );
+    h.write(
+        format!("stacks/{kind}/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n    environment: \"A=1\"\n",
+    );
+    h.commit("schema mistakes");
+    for s in [&typo, &kind] {
+        assert!(
+            !compose_v2_config(&h, &f, s).success(),
+            "compose accepts {s}"
+        );
+    }
+    let out = h.cmd(["validate"]).run();
+    let text = out.stdout();
+    let typo_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!("stacks/{typo}/")))
+        .collect();
+    assert!(
+        typo_lines.len() == 1
+            && typo_lines[0].contains("services.web.enviroment: unknown key `enviroment`")
+            && text.contains("fix: did you mean `environment`?"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        text.contains(&format!(
+            "error: stacks/{kind}/compose.yaml: services.web.environment: must be a mapping or a list, found a string"
+        )),
+        "{}",
+        out.report()
+    );
+}

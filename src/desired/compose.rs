@@ -8,10 +8,6 @@ use super::paths::{PathProblem, normalize_rel};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-const TOP_LEVEL: &[&str] = &[
-    "version", "name", "services", "networks", "volumes", "configs", "secrets", "models",
-];
-
 /// A parsed compose file, its `include`, `extends` and `profiles`
 /// resolved (see [`super::resolve`]).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -133,9 +129,16 @@ impl PathContext<'_> {
     }
 }
 
-/// Checks the compose file structurally and against the release rules.
-/// Image rules are checked by the caller, which knows the stack's pins.
+/// Checks the compose file against the release rules, then against the
+/// compose-spec schema ([`super::schema`]; what a rule here already said
+/// is not said twice). Image rules are checked by the caller, which knows
+/// the stack's pins.
 pub fn check(value: &Value, ctx: &PathContext<'_>, sink: &mut Sink<'_>) {
+    check_rules(value, ctx, sink);
+    super::schema::check(value, sink);
+}
+
+fn check_rules(value: &Value, ctx: &PathContext<'_>, sink: &mut Sink<'_>) {
     let Some(top) = value.as_object() else {
         sink.error(
             "",
@@ -144,15 +147,7 @@ pub fn check(value: &Value, ctx: &PathContext<'_>, sink: &mut Sink<'_>) {
         );
         return;
     };
-    for key in top.keys() {
-        if !TOP_LEVEL.contains(&key.as_str()) && !key.starts_with("x-") {
-            let fix = format!(
-                "remove `{key}` (allowed: {}, include, or x-* extensions)",
-                TOP_LEVEL.join(", ")
-            );
-            sink.error(key.clone(), format!("unknown top-level key `{key}`"), fix);
-        }
-    }
+    // Unknown keys, here and in every service: the schema's check.
     if top.contains_key("models") {
         sink.warn(
             "models",
@@ -353,11 +348,8 @@ fn check_deploy(path: &str, deploy: &Value, swarm: bool, sink: &mut Sink<'_>) {
                 "`deploy.labels` are Swarm service labels; compose ignores them",
                 "put container labels under the service's `labels:`",
             ),
-            other => sink.error(
-                field,
-                format!("unknown deploy key `{other}`"),
-                "remove it; compose honours deploy.resources, replicas and restart_policy",
-            ),
+            // Unknown keys: the schema's check.
+            _ => {}
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod image;
 pub mod paths;
 pub mod powers;
 pub mod resolve;
+pub mod schema;
 pub mod spec;
 pub mod swarm;
 pub mod tags;
