@@ -114,6 +114,10 @@ fn the_deb_installs_a_verified_service_with_man_pages_and_completions() {
         "-s",
         "/usr/share/fish/vendor_completions.d/stackpin.fish",
     ]);
+    // The embedded compose-spec schema's licence and notice.
+    let notice = host.ok(&["cat", "/usr/share/doc/stackpin/compose-spec/NOTICE"]);
+    assert!(notice.contains("Compose Specification"), "{notice}");
+    host.ok(&["test", "-s", "/usr/share/doc/stackpin/compose-spec/LICENSE"]);
 
     // The default config: group-readable by stackpin, valid, and it says
     // what is missing.
