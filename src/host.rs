@@ -11,8 +11,8 @@ use crate::engine::Engine;
 use crate::events::{Event, EventSink};
 pub use crate::history::now_rfc3339;
 use crate::history::{self, Action, Entry, Status};
+use crate::layout::Layout;
 use crate::outcome::{Stage, StageRecord};
-use crate::release::Layout;
 use crate::state::LocalStore;
 use std::time::Instant;
 

@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod gate;
 pub mod history;
 pub mod host;
+pub mod layout;
 pub mod metrics;
 pub mod notify;
 pub mod observed;

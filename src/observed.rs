@@ -4,8 +4,9 @@
 //! panics on what it finds on disk.
 
 use crate::engine::{ContainerInfo, Engine};
+use crate::layout::Layout;
 use crate::plan::{ObservedContainer, ObservedStack};
-use crate::release::{self, CurrentRecord, Layout, ReleaseMeta};
+use crate::release::{self, CurrentRecord, ReleaseMeta};
 use serde::Serialize;
 use std::collections::BTreeSet;
 

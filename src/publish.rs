@@ -30,7 +30,7 @@
 
 use crate::config::Config;
 use crate::desired::spec::{VerifiedEntry, VerifiedFile};
-use crate::release::Layout;
+use crate::layout::Layout;
 use crate::source::credentials::{self, Creds, Purpose, Session, Transport};
 use crate::source::{Auth, strip_credentials};
 use git2::{ErrorCode, Oid, Repository, Signature};

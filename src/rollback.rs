@@ -11,9 +11,10 @@
 
 use crate::history::{self, Action, Entry, Status};
 use crate::host::Host;
+use crate::layout::Layout;
 use crate::outcome::StackResult;
 use crate::reconcile::{self, Op, Switch};
-use crate::release::{self, Layout, ReleaseInfo};
+use crate::release::{self, ReleaseInfo};
 use crate::state::LocalStore;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::engine::{self, Docker, Engine, Offline};
 use crate::events::{EventSink, NoEvents};
 use crate::host::{Host, Reporter};
-use crate::release::Layout;
+use crate::layout::Layout;
 use crate::state::LocalStore;
 
 #[derive(Debug, thiserror::Error)]

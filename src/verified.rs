@@ -10,7 +10,8 @@
 
 use crate::desired::image::ImageRef;
 use crate::desired::spec::{VerifiedEntry, VerifiedFile};
-use crate::release::{self, Layout};
+use crate::layout::Layout;
+use crate::release;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

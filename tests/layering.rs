@@ -8,6 +8,8 @@ use std::path::Path;
 
 /// Floors, bottom first.
 const FLOORS: &[&[&str]] = &[
+    // the host's paths
+    &["layout"],
     // the model and plain records
     &[
         "desired", "config", "dotenv", "fsutil", "fault", "history", "state", "events", "outcome",
@@ -17,10 +19,10 @@ const FLOORS: &[&[&str]] = &[
     // pure decisions
     &["plan", "gate", "diff", "policy"],
     // records of the host
-    &["release", "verified", "observed", "smoke", "rollout"],
+    &["release", "verified", "observed", "smoke", "rollout", "publish"],
     &["host"],
     // the pipeline and what sits on it
-    &["reconcile", "backup", "rollback", "status", "publish"],
+    &["reconcile", "backup", "rollback", "status"],
     // the faces
     &[
         "startup",

@@ -12,7 +12,7 @@ mod common;
 
 use stackpin::desired::spec::VerifiedEntry;
 use stackpin::publish::{self, Publisher, Settings};
-use stackpin::release::Layout;
+use stackpin::layout::Layout;
 use stackpin::source::Auth;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,7 +7,8 @@ use super::setup;
 use super::{Global, Status};
 use crate::desired::Stack;
 use crate::host::LogReporter;
-use crate::release::{self, Layout};
+use crate::layout::Layout;
+use crate::release;
 use anyhow::Context as _;
 
 #[derive(Debug, clap::Args)]

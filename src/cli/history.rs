@@ -3,7 +3,7 @@
 use super::setup;
 use super::{Global, Status};
 use crate::history;
-use crate::release::Layout;
+use crate::layout::Layout;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

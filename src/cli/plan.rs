@@ -10,9 +10,10 @@ use crate::desired::DesiredState;
 use crate::desired::image::ImageRef;
 use crate::diff::{self, FileDiff};
 use crate::host::LogReporter;
+use crate::layout::Layout;
 use crate::plan::{Action, Item};
 use crate::reconcile::{PlanInputs, PlanOptions};
-use crate::release::{self, Layout};
+use crate::release;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 

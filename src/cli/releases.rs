@@ -3,7 +3,8 @@
 
 use super::setup;
 use super::{Global, Status};
-use crate::release::{self, Layout};
+use crate::layout::Layout;
+use crate::release;
 use serde::Serialize;
 
 #[derive(Debug, clap::Args)]

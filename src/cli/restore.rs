@@ -8,7 +8,7 @@ use super::setup::{self, CliReporter};
 use super::{Global, Status};
 use crate::backup::{self, Manifest};
 use crate::control::Request;
-use crate::release::Layout;
+use crate::layout::Layout;
 
 #[derive(Debug, clap::Args)]
 #[command(group(

@@ -5,8 +5,8 @@
 use super::setup::{self, CliReporter};
 use super::{Global, Status};
 use crate::control::{self, Request};
+use crate::layout::Layout;
 use crate::outcome::StackResult;
-use crate::release::Layout;
 use crate::rollback::{self, ReleaseRow, Target};
 use crate::state::LocalStore;
 

@@ -73,7 +73,7 @@ pub fn known_stacks(
     desired: Option<&DesiredState>,
     stacks: &[String],
 ) -> Result<(), BadInput> {
-    let layout = crate::release::Layout::new(cfg.root.clone());
+    let layout = crate::layout::Layout::new(cfg.root.clone());
     let known = crate::reconcile::known_names(&layout, desired);
     match stacks.iter().find(|s| !known.contains(*s)) {
         Some(s) => Err(BadInput(crate::reconcile::unknown_stack(s, &known))),

@@ -41,7 +41,7 @@ pub fn prune(g: &Global, a: PruneArgs) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
     let desired = setup::load(&cfg, a.fetch.mode())?;
     setup::say_what_was_read(g, &desired);
-    let layout = crate::release::Layout {
+    let layout = crate::layout::Layout {
         root: cfg.root.clone(),
     };
     let orphans: Vec<String> = crate::observed::stacks_on_host(&layout)

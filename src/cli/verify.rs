@@ -10,8 +10,9 @@
 use super::setup;
 use super::{Global, Status};
 use crate::history::{self, Action, Entry};
+use crate::layout::Layout;
 use crate::publish::{Publisher, Settings};
-use crate::release::{self, Layout};
+use crate::release;
 use crate::state::LocalStore;
 use anyhow::Context as _;
 use serde::Serialize;

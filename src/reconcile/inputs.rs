@@ -300,7 +300,7 @@ pub fn all_names(host: &Host<'_>, desired: &DesiredState) -> Vec<String> {
 }
 
 /// [`all_names`] from the host's layout alone.
-pub fn all_names_of(layout: &release::Layout, desired: &DesiredState) -> Vec<String> {
+pub fn all_names_of(layout: &crate::layout::Layout, desired: &DesiredState) -> Vec<String> {
     let mut seen = BTreeSet::new();
     desired
         .order()

@@ -579,7 +579,7 @@ pub fn check_all_known(
 /// Every stack name this host knows: those on the host, and those of the
 /// desired state (valid or not) when it could be read.
 pub fn known_names(
-    layout: &release::Layout,
+    layout: &crate::layout::Layout,
     desired: Option<&DesiredState>,
 ) -> std::collections::BTreeSet<String> {
     let mut known = crate::observed::stacks_on_host(layout);

@@ -58,7 +58,7 @@ impl Bed {
 
     fn host(&self) -> Host<'_> {
         Host {
-            layout: release::Layout::new(self.root()),
+            layout: crate::layout::Layout::new(self.root()),
             store: LocalStore::new(&self.root()),
             engine: &self.engine,
             name: "h1".into(),
