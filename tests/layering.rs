@@ -19,7 +19,9 @@ const FLOORS: &[&[&str]] = &[
     // pure decisions
     &["plan", "gate", "diff", "policy"],
     // records of the host
-    &["release", "verified", "observed", "smoke", "rollout", "publish"],
+    &[
+        "release", "verified", "observed", "smoke", "rollout", "publish",
+    ],
     &["host"],
     // the pipeline and what sits on it
     &["reconcile", "backup", "rollback", "status"],

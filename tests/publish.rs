@@ -11,8 +11,8 @@
 mod common;
 
 use stackpin::desired::spec::VerifiedEntry;
-use stackpin::publish::{self, Publisher, Settings};
 use stackpin::layout::Layout;
+use stackpin::publish::{self, Publisher, Settings};
 use stackpin::source::Auth;
 use std::path::{Path, PathBuf};
 use std::process::Command;
