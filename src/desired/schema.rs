@@ -25,7 +25,7 @@ static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
 
 /// How many schema findings one file gets (the rest are what fixing these
 /// shows next).
-const MAX_FINDINGS: usize = 20;
+pub const MAX_FINDINGS: usize = 20;
 
 /// A JSON type as a person says it.
 fn type_word(t: &str) -> &'static str {
@@ -160,7 +160,8 @@ fn related(a: &str, b: &str) -> bool {
 /// One finding: field, message, fix.
 type Problem = (String, String, String);
 
-/// What the schema refuses in `value`, at most [`MAX_FINDINGS`].
+/// What the schema refuses in `value`, at most [`MAX_FINDINGS`] (the rest
+/// are what fixing these shows next).
 pub fn problems(value: &Value) -> Vec<Problem> {
     let mut out: Vec<Problem> = Vec::new();
     for e in VALIDATOR.iter_errors(value) {
