@@ -107,13 +107,15 @@ fi
 # zero-downtime, touch and database suites name their flavours themselves.
 section "compose v2: converge, rollback, faults and chaos again (STACKPIN_TEST_FLAVOUR=v2)"
 if cargo nextest --version >/dev/null 2>&1; then
-    STACKPIN_TEST_FLAVOUR=v2 cargo nextest run --no-fail-fast --test converge --test rollback --test faults --test chaos
+    STACKPIN_TEST_FLAVOUR=v2 cargo nextest run --no-fail-fast --test integration -E 'test(/^(converge|rollback|faults|chaos)::/)'
 else
-    STACKPIN_TEST_FLAVOUR=v2 cargo test --no-fail-fast --test converge --test rollback --test faults --test chaos
+    for suite in converge rollback faults chaos; do
+        STACKPIN_TEST_FLAVOUR=v2 cargo test --no-fail-fast --test integration "$suite::"
+    done
 fi
 
 # Tests that restart the Docker daemon run alone, after everything else.
 section "exclusive: the Docker daemon restarted mid-converge"
-STACKPIN_TEST_EXCLUSIVE=1 cargo test --test faults docker_daemon_restarted_mid_converge -- --exact
+STACKPIN_TEST_EXCLUSIVE=1 cargo test --test integration faults::docker_daemon_restarted_mid_converge -- --exact
 
 section "all checks passed"

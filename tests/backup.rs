@@ -9,7 +9,7 @@
 //!   path end to end (argv, stdout into the file, exit code, stderr tail), not
 //!   PostgreSQL itself, which the `url_file` test covers.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, TestHost, parse_env_file};
 use std::path::{Path, PathBuf};

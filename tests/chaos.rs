@@ -13,7 +13,7 @@
 //! The randomness is seeded (`STACKPIN_CHAOS_SEED`, printed), the number of
 //! rounds is `STACKPIN_CHAOS_ROUNDS` (default 8).
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, Running, StackFixture, TestHost};
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //! exactly `state`, `target_url`, `description` (at most 140 characters)
 //! and `context`.
 
-mod common;
+use crate::common;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

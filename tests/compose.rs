@@ -5,7 +5,7 @@
 //! release holds the resolved model as `compose.resolved.yaml` and runs it;
 //! `plan` diffs it; under v2 it agrees with compose's own `config`.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, Flavour, TestHost};
 use std::collections::BTreeMap;

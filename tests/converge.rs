@@ -2,7 +2,7 @@
 //! upgrade, auto-revert with quarantine, an unpullable digest, heal, crashes
 //! at every stage, retention and concurrent syncs.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, Flavour, StackFixture, TestHost};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! host is unchanged for it, and a good stack in the same repository still
 //! converges.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, TestHost};
 use std::path::{Path, PathBuf};

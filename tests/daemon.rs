@@ -2,7 +2,7 @@
 //! poll, GitHub webhook, trigger storms, unreachable and force-pushed
 //! remotes, the control socket, metrics, logs without secrets, the unit file.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, Running, StackFixture, TestHost};
 use hmac::{Hmac, Mac};

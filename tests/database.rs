@@ -7,7 +7,7 @@
 //! pre-deploy backup is a real `pg_dump` taken inside the database
 //! container, and it restores with `pg_restore` into a new database.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, Flavour, TestHost, Traffic};
 use std::collections::BTreeMap;

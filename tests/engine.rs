@@ -3,7 +3,7 @@
 //! `scripts/fixtures.sh`. Each test owns a [`TestHost`], whose drop removes
 //! the containers of every project it named, even when the test panics.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, TestHost};
 use stackpin::desired::image::ImageRef;

@@ -3,7 +3,7 @@
 //! corrupted files under the root, and the Docker daemon restarted in the
 //! middle of a converge. Each is handled with a clear report and no data lost.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, StackFixture, TestHost};
 use std::process::{Command, Stdio};

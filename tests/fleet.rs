@@ -14,7 +14,7 @@
 //! mid-converge finishes when started again. After every step every host is
 //! on a complete release and has no journal left.
 
-mod common;
+use crate::common;
 
 use common::fleet::Fleet;
 use common::{Fixtures, GitDaemon, StackFixture, TestHost};

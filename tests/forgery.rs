@@ -9,7 +9,7 @@
 //! commits touching it signed by a developer, the gate from staging, and
 //! break-glass only in a commit an approver signed.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, SshSigner, TestHost};
 use std::ffi::OsString;

@@ -6,7 +6,7 @@
 //! production only; `verify` by hand, published to git, opens the gate on a
 //! host that never ran staging; `validate` and `plan` agree with `sync`.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, StackFixture, TestHost};
 use std::ffi::OsString;

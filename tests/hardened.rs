@@ -8,7 +8,7 @@
 //! v2 plugin sits in a system plugin directory, as README says it must
 //! (`ProtectHome=yes` hides /root).
 
-mod common;
+use crate::common;
 
 use common::systemd::{SystemdHost, image};
 use common::{Fixtures, Flavour, StackFixture, TestHost};

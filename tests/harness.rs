@@ -2,7 +2,7 @@
 //! registry, the compose implementation or a test image is broken, these fail
 //! first and say which.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

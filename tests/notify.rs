@@ -7,7 +7,7 @@
 //! last test runs the real `stackpin sync` on a broken image (needs the
 //! Docker fixtures).
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, TestHost};
 use stackpin::events::{Event, EventSink};

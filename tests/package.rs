@@ -8,7 +8,7 @@
 //! upgrade keeps and a purge removes), and `systemctl enable --now` with a
 //! config that names a repository.
 
-mod common;
+use crate::common;
 
 use common::TestHost;
 use common::systemd::{SystemdHost, image};

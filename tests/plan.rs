@@ -2,7 +2,7 @@
 //! reason, and the command changes nothing (the root is hashed before and
 //! after, and the containers are the same).
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, StackFixture, TestHost};
 use sha2::{Digest, Sha256};

@@ -7,7 +7,7 @@
 //! visible in `docker inspect`; the host's own secrets stay out of reach
 //! whatever `allow:` says. Under compose v1 and v2.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::ffi::OsStr;

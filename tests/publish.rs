@@ -8,7 +8,7 @@
 //!
 //! Needs `git` (and `git daemon`, part of git). No Docker.
 
-mod common;
+use crate::common;
 
 use stackpin::desired::spec::VerifiedEntry;
 use stackpin::layout::Layout;

@@ -7,7 +7,7 @@
 //! pull naming the registry, leave the host untouched, and no output ever
 //! holds the password.
 
-mod common;
+use crate::common;
 
 use common::{StackFixture, TestHost};
 use std::os::unix::fs::PermissionsExt;

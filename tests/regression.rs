@@ -1,7 +1,7 @@
 //! One test per bug fixed, each saying what broke (ripgrep's
 //! `tests/regression.rs`). Real host, real engine, real git.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, StackFixture, TestHost};
 use std::time::Duration;

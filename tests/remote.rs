@@ -4,7 +4,7 @@
 //! first, `sync` without a daemon fetches and falls back to the last
 //! fetched commit when the remote is gone.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, GitDaemon, StackFixture, TestCommand, TestHost};
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! sync from undoing it (also across a daemon restart), `resume`, and a
 //! rollback whose target fails smoke being reverted.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, Running, StackFixture, TestHost};
 use std::path::PathBuf;

@@ -12,7 +12,7 @@
 //! - the same upgrade stop-first is the baseline: its failures are printed,
 //!   not asserted.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, Flavour, TestHost, Traffic, TrafficReport};
 use std::collections::BTreeMap;

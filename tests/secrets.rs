@@ -5,7 +5,7 @@
 //! owner-only; no output, history line or API answer ever holds it; a file
 //! the host cannot decrypt stops only its own stack.
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, StackFixture, TestHost};
 use std::os::unix::fs::PermissionsExt;

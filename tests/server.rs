@@ -3,10 +3,10 @@
 //! readiness; metrics that a Prometheus text parser accepts; the JSON API.
 //! No engine needed.
 
+use crate::common;
 use chrono::Utc;
 use futures_util::StreamExt;
 use stackpin::history::{self, Action, Entry, Status};
-mod common;
 
 use common::api_server::{BRANCH, SECRET, Server, sign};
 use stackpin::server::{MAX_WEBHOOK_BYTES, Trigger};

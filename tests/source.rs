@@ -2,7 +2,7 @@
 //! paths, `file://` bare repos, force-pushes, corrupt objects, missing
 //! branches, unreachable and silent remotes, refused tokens.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

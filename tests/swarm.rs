@@ -12,7 +12,7 @@
 //! one release, the new or the old, never half-way, and status says which;
 //! `depends_on` has stackpin deploy a service's dependencies first.
 
-mod common;
+use crate::common;
 
 use common::fleet::Fleet;
 use common::{Fixtures, GitDaemon, TestHost};

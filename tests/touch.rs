@@ -6,7 +6,7 @@
 //! so compose recreates a service exactly when that changed. Run under
 //! docker-compose v1 (Debian's) and compose v2 (production's).
 
-mod common;
+use crate::common;
 
 use common::{Fixtures, Flavour, TestHost};
 use std::collections::BTreeMap;

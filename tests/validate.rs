@@ -2,7 +2,7 @@
 //! broken one is reported with file, field and fix, `--json` parses, exit
 //! codes follow the contract. No engine needed.
 
-mod common;
+use crate::common;
 
 use common::TestHost;
 

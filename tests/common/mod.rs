@@ -13,7 +13,6 @@
 //! that `scripts/fixtures.sh` set up (a Docker engine, a compose
 //! implementation, a registry on 127.0.0.1 and test images addressed by
 //! digest). Modelled on ripgrep's `tests/util.rs` and uv's `TestContext`.
-#![allow(dead_code)]
 
 pub mod api_server;
 pub mod fleet;
@@ -1127,8 +1126,6 @@ pub struct ContainerInfo {
     pub name: String,
     /// `com.docker.compose.service`.
     pub service: String,
-    /// The reference the container was created from (`Config.Image`).
-    pub image: String,
     /// The image id (`sha256:…`).
     pub image_id: String,
     /// `RepoDigests` of that image.
@@ -1138,7 +1135,6 @@ pub struct ContainerInfo {
     /// `healthy`, `unhealthy`, `starting`, or `None` without a healthcheck.
     pub health: Option<String>,
     pub exit_code: i64,
-    pub restart_count: i64,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -1166,7 +1162,6 @@ impl ContainerInfo {
                 .get("com.docker.compose.service")
                 .cloned()
                 .unwrap_or_default(),
-            image: s("/Config/Image"),
             image_id: s("/Image"),
             repo_digests: Vec::new(),
             state: s("/State/Status"),
@@ -1176,10 +1171,6 @@ impl ContainerInfo {
                 .map(String::from),
             exit_code: v
                 .pointer("/State/ExitCode")
-                .and_then(|x| x.as_i64())
-                .unwrap_or(0),
-            restart_count: v
-                .pointer("/RestartCount")
                 .and_then(|x| x.as_i64())
                 .unwrap_or(0),
             labels,
@@ -1224,11 +1215,6 @@ impl TestCommand {
 
     pub fn env(&mut self, key: impl AsRef<OsStr>, val: impl AsRef<OsStr>) -> &mut Self {
         self.cmd.env(key, val);
-        self
-    }
-
-    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
-        self.cmd.env_remove(key);
         self
     }
 
@@ -1384,11 +1370,6 @@ impl Running {
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Output so far.
-    pub fn stdout(&self) -> String {
-        self.stdout.text()
     }
 
     pub fn stderr(&self) -> String {
