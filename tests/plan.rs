@@ -278,3 +278,67 @@ fn a_host_local_file_missing_here_is_named_and_the_diff_is_still_shown() {
     assert!(!text.contains("missing here"), "{text}");
     plan(&["--detailed-exitcode"]).code(2);
 }
+
+/// Issue 35: `plan` on the example printed 1,134 lines, the file diffs of
+/// the stacks not for this host among them, and no summary. A stack not
+/// for this host is now one line (`--all-hosts` shows the rest), and the
+/// plan ends with what a sync would do.
+#[test]
+fn plan_summarises_and_keeps_other_hosts_stacks_to_one_line() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (here, away) = (h.stack("here"), h.stack("away"));
+    write_stack(&h, &here, &f.v1, h.free_port(), "v1", "");
+    write_stack(
+        &h,
+        &away,
+        &f.v1,
+        h.free_port(),
+        "v1",
+        "hosts: [another-host]\n",
+    );
+    h.commit("one stack for another host");
+    let lines_of = |out: &str, stack: &str| -> Vec<String> {
+        // The stack's line and the indented lines under it.
+        let mut mine = Vec::new();
+        let mut inside = false;
+        for l in out.lines() {
+            if !l.starts_with(' ') {
+                inside = l.starts_with(&format!("{stack}: "));
+            }
+            if inside {
+                mine.push(l.to_string());
+            }
+        }
+        mine
+    };
+    let out = h.cmd(["plan"]).run().ok();
+    let text = out.stdout();
+    let away_lines = lines_of(&text, &away);
+    assert!(
+        away_lines.len() == 1 && away_lines[0].contains("skip (not_for_this_host)"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        lines_of(&text, &here)
+            .iter()
+            .any(|l| l.starts_with("  image web:")),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        text.lines().last(),
+        Some("plan: 1 to deploy, 1 not for this host"),
+        "{}",
+        out.report()
+    );
+    let out = h.cmd(["plan", "--all-hosts"]).run().ok();
+    assert!(
+        lines_of(&out.stdout(), &away)
+            .iter()
+            .any(|l| l.starts_with("  image web:")),
+        "{}",
+        out.report()
+    );
+}

@@ -30,6 +30,10 @@ pub struct Args {
     /// invalid, blocked by the gate or untrusted (as terraform's).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Also show the images and file differences of stacks not for this
+    /// host (by default one line each).
+    #[arg(long)]
+    pub all_hosts: bool,
     #[command(flatten)]
     pub fetch: setup::FetchArg,
 }
@@ -224,6 +228,9 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
                 ),
             };
             println!("{}: {word} — {}", p.item.stack, p.item.reason);
+            if !a.all_hosts && !p.for_this_host() {
+                continue;
+            }
             for m in &p.missing_here {
                 println!(
                     "  missing here (host-local): {m} — shown as if empty; a sync on this machine stops until it exists"
@@ -260,6 +267,67 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
                 }
             }
         }
+        println!("{}", summary(&out));
     }
     Ok(out)
+}
+
+impl StackPlan {
+    fn for_this_host(&self) -> bool {
+        !matches!(
+            self.item.action,
+            Action::Skip {
+                why: crate::plan::Skip::NotForThisHost
+            }
+        )
+    }
+}
+
+/// The plan's last line: how many stacks each action takes, the actions a
+/// sync would take first (`plan: 3 to deploy (2 start-first), 1 blocked, 4
+/// not for this host, 1 unchanged`).
+fn summary(out: &[StackPlan]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut add = |what: String| match counts.iter_mut().find(|(w, _)| *w == what) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((what, 1)),
+    };
+    let mut start_first = 0;
+    for p in out {
+        add(match &p.item.action {
+            Action::Deploy => {
+                if p.item.services.iter().any(|c| c.change == "start-first") {
+                    start_first += 1;
+                }
+                "to deploy".into()
+            }
+            Action::Heal => "to heal".into(),
+            Action::Remove => "to remove".into(),
+            Action::Noop => "unchanged".into(),
+            Action::Skip { why } => serde_json::to_value(why)
+                .ok()
+                .and_then(|v| v.as_str().map(|w| w.replace('_', " ")))
+                .unwrap_or_else(|| "skipped".into()),
+        });
+    }
+    let order = |w: &str| match w {
+        "to deploy" => 0,
+        "to heal" => 1,
+        "to remove" => 2,
+        "unchanged" => 9,
+        "not for this host" => 8,
+        _ => 5,
+    };
+    counts.sort_by_key(|(w, _)| order(w));
+    if counts.is_empty() {
+        return "plan: no stacks".into();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(w, n)| match w.as_str() {
+            "to deploy" if start_first > 0 => format!("{n} {w} ({start_first} start-first)"),
+            _ => format!("{n} {w}"),
+        })
+        .collect();
+    format!("plan: {}", parts.join(", "))
 }
