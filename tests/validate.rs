@@ -239,3 +239,24 @@ fn the_gate_report_checks_marker_signatures_with_the_hosts_verifiers() {
     );
     assert!(text.contains("### Findings: 0 error(s)"), "{text}");
 }
+
+/// Issue 35: a mistyped stack.yaml key (`keep_release:`) listed the 18
+/// keys allowed there but not the one meant, and hid the file's other
+/// mistakes until it was fixed. Every unknown key is reported in one run,
+/// each with the near key.
+#[test]
+fn every_unknown_key_of_a_file_is_said_at_once_with_the_near_key() {
+    let h = TestHost::new();
+    good(&h, "typos", "keep_release: 3\nsmoke: {timout: 3s}\n");
+    let out = h.cmd_raw(["validate"]).arg(h.repo()).run().code(1);
+    let text = out.stdout();
+    assert!(
+        text.contains("error: stacks/typos/stack.yaml: keep_release: unknown field `keep_release`")
+            && text.contains("  fix: did you mean `keep_releases`?")
+            && text
+                .contains("error: stacks/typos/stack.yaml: smoke.timout: unknown field `timout`")
+            && text.contains("  fix: did you mean `timeout`?")
+            && text.contains("1 stack(s), 1 with errors; 2 error(s)"),
+        "{text}"
+    );
+}

@@ -191,31 +191,91 @@ fn read_yaml<T: DeserializeOwned>(
     parse_typed(&bytes, sink).map(Some)
 }
 
+/// How many unknown keys of one file are reported before the rest wait
+/// for the next run.
+const MAX_UNKNOWN_KEYS: usize = 20;
+
 /// Parses YAML bytes into `T`, reporting problems with the field path.
+/// Every unknown key of the file is reported at once, each with the near
+/// known key when there is one ("did you mean `keep_releases`?"), and the
+/// file is read on without it, so a wrong value after a typo is reported
+/// in the same run.
 pub fn parse_typed<T: DeserializeOwned>(bytes: &[u8], sink: &mut Sink<'_>) -> Result<T, Reported> {
-    let value = parse_yaml_value(bytes, sink)?;
-    let mut track = serde_path_to_error::Track::new();
-    let de = serde_path_to_error::Deserializer::new(value, &mut track);
-    match T::deserialize(de) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let path = track.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            let msg = e.to_string();
-            // The tracked path already ends at the unknown key itself.
-            let fix = match msg.strip_prefix("unknown field `") {
-                Some(rest) => format!(
-                    "remove `{}` or correct its spelling",
-                    rest.split('`').next().unwrap_or_default()
-                ),
-                None => {
-                    "correct the value as the format reference in README.md describes".to_string()
-                }
-            };
-            sink.error(path, msg, fix);
-            Err(Reported)
+    let mut value = parse_yaml_value(bytes, sink)?;
+    let mut unknown = 0;
+    loop {
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(value.clone(), &mut track);
+        let e = match T::deserialize(de) {
+            Ok(v) if unknown == 0 => return Ok(v),
+            Ok(_) => return Err(Reported),
+            Err(e) => e,
+        };
+        let tracked = track.path();
+        let path = tracked.to_string();
+        let path = if path == "." { String::new() } else { path };
+        let msg = e.to_string();
+        // The tracked path already ends at the unknown key itself.
+        let Some(rest) = msg.strip_prefix("unknown field `") else {
+            sink.error(
+                path,
+                msg,
+                "correct the value as the format reference in README.md describes",
+            );
+            return Err(Reported);
+        };
+        let key = rest.split('`').next().unwrap_or_default().to_string();
+        // serde says "expected one of `a`, `b`", "expected `a` or `b`" or
+        // "expected `a`".
+        let expected: Vec<String> = rest
+            .split_once("expected one of ")
+            .or_else(|| rest.split_once("expected "))
+            .map(|(_, list)| {
+                list.replace(" or ", ", ")
+                    .split(", ")
+                    .map(|k| k.trim().trim_matches('`').to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let near = expected
+            .iter()
+            .map(|k| (strsim::jaro_winkler(&key, k), k.as_str()))
+            .filter(|(score, _)| *score >= 0.85)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| k);
+        let fix = match near {
+            Some(k) => format!("did you mean `{k}`?"),
+            None => format!("remove `{key}` or correct its spelling"),
+        };
+        sink.error(path, msg, fix);
+        unknown += 1;
+        if unknown >= MAX_UNKNOWN_KEYS || !remove_at(&mut value, &tracked) {
+            return Err(Reported);
         }
     }
+}
+
+/// Removes the mapping key `path` ends at; `false` when it cannot be found.
+fn remove_at(value: &mut serde_json::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for s in parents {
+        let next = match s {
+            Segment::Map { key } => node.get_mut(key.as_str()),
+            Segment::Seq { index } => node.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    node.as_object_mut()
+        .is_some_and(|m| m.remove(key.as_str()).is_some())
 }
 
 /// Parses YAML bytes into a JSON value with serde-saphyr's budget limits
