@@ -2384,3 +2384,28 @@ fn validate_checks_the_compose_schema_with_the_near_key() {
         out.report()
     );
 }
+
+/// Issue 35: `history` on a host with no deploys printed nothing, which
+/// reads as a broken command. It says so now, on stderr (stdout stays the
+/// list, empty for scripts; `--json` stays `[]`).
+#[test]
+fn an_empty_history_says_so() {
+    let h = TestHost::new();
+    h.commit("nothing yet");
+    let out = h.cmd(["history"]).run().ok();
+    assert!(
+        out.stdout().is_empty() && out.stderr().contains("no history yet"),
+        "{}",
+        out.report()
+    );
+    let out = h.cmd(["history", "some-stack"]).run().ok();
+    assert!(
+        out.stderr().contains("no history for some-stack yet"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        h.cmd(["history", "--json"]).run().ok().stdout().trim(),
+        "[]"
+    );
+}

@@ -31,6 +31,17 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let list = &list[list.len().saturating_sub(a.limit)..];
     if g.json {
         super::print_json(list)?;
+    } else if list.is_empty() {
+        // Said on stderr: stdout stays the (empty) list for scripts.
+        match &a.stack {
+            Some(s) => eprintln!(
+                "no history for {s} yet: nothing has been deployed or changed for it on this host"
+            ),
+            None => eprintln!(
+                "no history yet: nothing has been deployed on this host ({})",
+                layout.history().display()
+            ),
+        }
     } else {
         for e in list {
             println!("{}", e.format());
