@@ -342,3 +342,60 @@ fn plan_summarises_and_keeps_other_hosts_stacks_to_one_line() {
         out.report()
     );
 }
+
+/// Issue 35: `sync --dry-run` exited 0 although a stack would fail, and
+/// said of each stack not for this host that its env file was missing (a
+/// file that host never needs). The dry run now exits as `plan
+/// --detailed-exitcode` decides (one rule; 1 when a stack cannot
+/// converge), `--detailed-exitcode` also says 2 for "would change", and a
+/// stack not for this host is only that.
+#[test]
+fn a_dry_run_exits_as_plan_does() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (ok, away) = (h.stack("ok"), h.stack("away"));
+    let absent = h.tmp().join("absent.env");
+    write_stack(&h, &ok, &f.v1, h.free_port(), "v1", "");
+    write_stack(
+        &h,
+        &away,
+        &f.v1,
+        h.free_port(),
+        "v1",
+        &format!("hosts: [another-host]\nenv_files: [{}]\n", absent.display()),
+    );
+    h.commit("one to deploy, one for another host");
+    let dry = h.cmd(["sync", "--dry-run"]).run().code(0);
+    let away_line = dry
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with(away.as_str()))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        away_line.contains("does not include") && !away_line.contains("absent.env"),
+        "{}",
+        dry.report()
+    );
+    h.cmd(["sync", "--dry-run", "--detailed-exitcode"])
+        .run()
+        .code(2);
+    h.cmd(["plan", "--detailed-exitcode"]).run().code(2);
+
+    // A stack of this host whose host-local file is missing cannot converge.
+    write_stack(
+        &h,
+        &ok,
+        &f.v1,
+        h.free_port(),
+        "v1",
+        &format!("env_files: [{}]\n", absent.display()),
+    );
+    h.commit("a host-local file this host lacks");
+    let dry = h.cmd(["sync", "--dry-run"]).run().code(1);
+    assert!(dry.stdout().contains("absent.env"), "{}", dry.report());
+    h.cmd(["sync", "--dry-run", "--detailed-exitcode"])
+        .run()
+        .code(1);
+    h.cmd(["plan", "--detailed-exitcode"]).run().code(1);
+}

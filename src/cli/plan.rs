@@ -164,9 +164,22 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
 /// `--detailed-exitcode`: a stack that cannot converge is an error (1),
 /// a host-local file missing here included, else any change is 2, else 0.
 fn detailed_status(out: &[StackPlan]) -> Status {
+    let missing_here = out.iter().any(|p| !p.missing_here.is_empty());
+    exit_status(out.iter().map(|p| &p.item), missing_here)
+}
+
+/// The exit status of a plan or a dry run (`--detailed-exitcode`, as
+/// terraform's): 1 when a stack cannot converge (invalid, blocked by the
+/// gate, untrusted; or a host-local file is missing here), else 2 when a
+/// sync would change something, else 0. One rule for `plan` and `sync
+/// --dry-run`.
+pub fn exit_status<'a>(
+    items: impl Iterator<Item = &'a Item> + Clone,
+    missing_here: bool,
+) -> Status {
     use crate::plan::Skip;
-    let actions = || out.iter().map(|p| &p.item.action);
-    if out.iter().any(|p| !p.missing_here.is_empty())
+    let actions = || items.clone().map(|i| &i.action);
+    if missing_here
         || actions().any(|a| {
             matches!(
                 a,

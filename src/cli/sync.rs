@@ -2,7 +2,7 @@
 
 use super::setup::{self, CliReporter};
 use super::{Global, Status};
-use crate::outcome::StackResult;
+use crate::outcome::{Reason, StackResult};
 use crate::reconcile::{self, SyncOptions};
 
 #[derive(Debug, clap::Args)]
@@ -16,6 +16,10 @@ pub struct Args {
     /// Show what would happen without touching the host.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run, exit as `plan --detailed-exitcode`: 0 nothing to do,
+    /// 2 a sync would change something, 1 a stack cannot converge.
+    #[arg(long, requires = "dry_run")]
+    pub detailed_exitcode: bool,
     /// Skip the promotion gate for this run, with the reason recorded in history.
     #[arg(long, value_name = "REASON")]
     pub break_glass: Option<String>,
@@ -70,7 +74,8 @@ pub fn prune(g: &Global, a: PruneArgs) -> anyhow::Result<Status> {
             concurrency: 1,
             ..Default::default()
         };
-        let results = reconcile::sync(&host, &desired, &opts).await.results;
+        let report = reconcile::sync(&host, &desired, &opts).await;
+        let results = report.results;
         print_results(g, &results)?;
         Ok(if results.iter().any(|r| r.outcome.is_failure()) {
             Status::Failed
@@ -107,7 +112,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         break_glass: a.break_glass.clone(),
         accept_rewrite: a.accept_rewrite.then(|| me.clone()),
     };
-    if let Some(resp) = crate::control::call(&setup::control_socket(&cfg), &req)? {
+    // `--detailed-exitcode` needs the plan items: computed here, as `plan`
+    // computes them (a dry run changes nothing and takes no lock).
+    let daemon = if a.detailed_exitcode {
+        None
+    } else {
+        crate::control::call(&setup::control_socket(&cfg), &req)?
+    };
+    if let Some(resp) = daemon {
         if resp.error.is_some() {
             return Err(setup::daemon_refused(&resp));
         }
@@ -115,11 +127,24 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             eprintln!("(executed by the running daemon)");
         }
         print_results(g, &resp.results)?;
-        return Ok(if resp.results.iter().any(|r| r.outcome.is_failure()) {
-            Status::Failed
-        } else {
-            Status::Ok
-        });
+        let cannot_converge = |r: &StackResult| {
+            a.dry_run
+                && matches!(
+                    r.reason,
+                    Some(Reason::InvalidSpec | Reason::Unverified | Reason::Untrusted)
+                )
+        };
+        return Ok(
+            if resp
+                .results
+                .iter()
+                .any(|r| r.outcome.is_failure() || cannot_converge(r))
+            {
+                Status::Failed
+            } else {
+                Status::Ok
+            },
+        );
     }
     // Without a daemon, a remote repository is fetched first, as the daemon
     // does for an operator's sync.
@@ -146,7 +171,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             prune: None,
             concurrency: services.cfg.file.concurrency.unwrap_or(2),
         };
-        let results = reconcile::sync(&host, &desired, &opts).await.results;
+        let report = reconcile::sync(&host, &desired, &opts).await;
+        let results = report.results;
         print_results(g, &results)?;
         if !a.dry_run {
             services
@@ -154,8 +180,19 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
                 .await;
         }
         services.flush_events().await;
-        let failed = results.iter().any(|r| r.outcome.is_failure())
-            || (desired.errors().next().is_some() && !a.dry_run);
+        if a.dry_run {
+            // One rule with `plan`: a stack that cannot converge fails the
+            // dry run; --detailed-exitcode also says whether it would change
+            // something.
+            return Ok(
+                match super::plan::exit_status(report.items.values(), false) {
+                    Status::Changes if !a.detailed_exitcode => Status::Ok,
+                    s => s,
+                },
+            );
+        }
+        let failed =
+            results.iter().any(|r| r.outcome.is_failure()) || desired.errors().next().is_some();
         Ok(if failed { Status::Failed } else { Status::Ok })
     })
 }

@@ -276,7 +276,16 @@ impl PlanInputs {
             },
         );
         for item in &mut p.items {
+            let not_here = matches!(
+                item.action,
+                plan::Action::Skip {
+                    why: plan::Skip::NotForThisHost
+                }
+            );
             match self.rendered.get(&item.stack) {
+                // Not this host's stack: its files are not this host's
+                // business.
+                Some(Err(_)) if not_here => {}
                 Some(Err(e)) => item.reason = format!("{}; {e}", item.reason),
                 Some(Ok(r)) if item.action == plan::Action::Deploy => {
                     if let (Some(s), Some(o)) = (

@@ -218,7 +218,10 @@ pub async fn sync_stack(
             ..StackResult::new(
                 name,
                 Outcome::Planned,
-                None,
+                match &item.action {
+                    plan::Action::Skip { why } => skip_reason(why),
+                    _ => None,
+                },
                 format!("would {}: {}", action_word(&item.action), item.reason),
             )
         };
@@ -226,6 +229,19 @@ pub async fn sync_stack(
     }
     let r = execute(host, desired, &item, rendered, obs).await;
     (r, Some(item))
+}
+
+/// The reason a skipped stack's result carries (`None`: not this host's,
+/// or orphaned, which are no failure).
+pub fn skip_reason(why: &Skip) -> Option<Reason> {
+    Some(match why {
+        Skip::Quarantined => Reason::Quarantined,
+        Skip::Held => Reason::Held,
+        Skip::Invalid => Reason::InvalidSpec,
+        Skip::Blocked => Reason::Unverified,
+        Skip::Untrusted => Reason::Untrusted,
+        Skip::NotForThisHost | Skip::Orphaned => return None,
+    })
 }
 
 /// How long [`lock`] waits for another process to release a stack.
@@ -300,13 +316,8 @@ async fn execute(
             ..base
         },
         (plan::Action::Skip { why }, _) => {
-            let reason = match why {
-                Skip::Quarantined => Reason::Quarantined,
-                Skip::Held => Reason::Held,
-                Skip::Invalid => Reason::InvalidSpec,
-                Skip::Blocked => Reason::Unverified,
-                Skip::Untrusted => Reason::Untrusted,
-                Skip::NotForThisHost | Skip::Orphaned => return base,
+            let Some(reason) = skip_reason(why) else {
+                return base;
             };
             // A valid stack skipped as invalid was refused by this host
             // (a host power it does not allow): blocked, and audited.
