@@ -197,6 +197,12 @@ fn load_remote(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
             Err(e) if fetch == Fetch::OrLast && src.last_fetched().is_some() => {
                 tracing::warn!("{e}; reading the commit fetched last");
             }
+            // These name the URL already ("failed to fetch URL: …").
+            Err(
+                e @ (crate::source::Error::Fetch { .. } | crate::source::Error::Timeout { .. }),
+            ) => {
+                return Err(e.into());
+            }
             Err(e) => return Err(e).with_context(|| format!("failed to fetch {url}")),
         }
     }
