@@ -17,6 +17,16 @@ fn compose_v2_config(h: &TestHost, f: &Fixtures, stack: &str) -> common::Output 
     h.command(config).run()
 }
 
+/// A stack whose one service `web` is pinned to the fixtures' v1, with
+/// `compose` as its compose file (for the tests of what `validate` says).
+fn web_stack(h: &TestHost, f: &Fixtures, s: &str, compose: &str) {
+    h.write(
+        format!("stacks/{s}/stack.yaml"),
+        format!("environment: test\nimages:\n  web: {}\n", f.v1),
+    );
+    h.write(format!("stacks/{s}/compose.yaml"), compose);
+}
+
 /// A fixture stack whose service keeps its data in the named volume
 /// `data` (at /data), which its backups archive.
 fn with_backed_up_volume(s: &str, image: &str, port: u16, version: &str) -> StackFixture {
@@ -2030,13 +2040,11 @@ fn validate_accepts_what_compose_runs() {
         } else {
             ("", extra)
         };
-        h.write(
-            format!("stacks/{s}/stack.yaml"),
-            format!("environment: test\nimages:\n  web: {}\n", f.v1),
-        );
-        h.write(
-            format!("stacks/{s}/compose.yaml"),
-            format!(
+        web_stack(
+            &h,
+            &f,
+            &s,
+            &format!(
                 "services:\n  web:\n    image: stackpin-test/app\n{service}{more_services}{top}"
             ),
         );
@@ -2241,22 +2249,20 @@ fn validate_names_the_included_file_and_the_cycle() {
     let h = TestHost::new();
     let f = Fixtures::require();
     let (a, b) = (h.stack("inc"), h.stack("cycle"));
-    for s in [&a, &b] {
-        h.write(
-            format!("stacks/{s}/stack.yaml"),
-            format!("environment: test\nimages:\n  web: {}\n", f.v1),
-        );
-    }
-    h.write(
-        format!("stacks/{a}/compose.yaml"),
+    web_stack(
+        &h,
+        &f,
+        &a,
         "include: [db/compose.yaml]\nservices:\n  web:\n    image: stackpin-test/app\n",
     );
     h.write(
         format!("stacks/{a}/db/compose.yaml"),
         "services:\n  db:\n    image: stackpin-test/app\n    volumes: [\"./absent.conf:/etc/x.conf:ro\"]\n",
     );
-    h.write(
-        format!("stacks/{b}/compose.yaml"),
+    web_stack(
+        &h,
+        &f,
+        &b,
         "include: [one.yaml]\nservices:\n  web:\n    image: stackpin-test/app\n",
     );
     h.write(format!("stacks/{b}/one.yaml"), "include: [two.yaml]\n");
@@ -2288,18 +2294,16 @@ fn validate_says_a_host_bind_once_and_how_to_drop_build_beside_a_pin() {
     let h = TestHost::new();
     let f = Fixtures::require();
     let (binds, both) = (h.stack("binds"), h.stack("both"));
-    for s in [&binds, &both] {
-        h.write(
-            format!("stacks/{s}/stack.yaml"),
-            format!("environment: test\nimages:\n  web: {}\n", f.v1),
-        );
-    }
-    h.write(
-        format!("stacks/{binds}/compose.yaml"),
+    web_stack(
+        &h,
+        &f,
+        &binds,
         "services:\n  web:\n    image: stackpin-test/app\n    volumes: [\"/srv/data:/data\", \"/srv/ro:/ro:ro\"]\n",
     );
-    h.write(
-        format!("stacks/{both}/compose.yaml"),
+    web_stack(
+        &h,
+        &f,
+        &both,
         "services:\n  web:\n    image: stackpin-test/app\n    build: .\n",
     );
     h.commit("binds and build");
@@ -2342,18 +2346,16 @@ fn validate_checks_the_compose_schema_with_the_near_key() {
     let h = TestHost::new();
     let f = Fixtures::require();
     let (typo, kind) = (h.stack("typo"), h.stack("kind"));
-    for s in [&typo, &kind] {
-        h.write(
-            format!("stacks/{s}/stack.yaml"),
-            format!("environment: test\nimages:\n  web: {}\n", f.v1),
-        );
-    }
-    h.write(
-        format!("stacks/{typo}/compose.yaml"),
+    web_stack(
+        &h,
+        &f,
+        &typo,
         "services:\n  web:\n    image: stackpin-test/app\n    enviroment: {A: \"1\"}\n",
     );
-    h.write(
-        format!("stacks/{kind}/compose.yaml"),
+    web_stack(
+        &h,
+        &f,
+        &kind,
         "services:\n  web:\n    image: stackpin-test/app\n    environment: \"A=1\"\n",
     );
     h.commit("schema mistakes");
