@@ -74,8 +74,7 @@ pub fn prune(g: &Global, a: PruneArgs) -> anyhow::Result<Status> {
             concurrency: 1,
             ..Default::default()
         };
-        let report = reconcile::sync(&host, &desired, &opts).await;
-        let results = report.results;
+        let results = reconcile::sync(&host, &desired, &opts).await.results;
         print_results(g, &results)?;
         Ok(if results.iter().any(|r| r.outcome.is_failure()) {
             Status::Failed
