@@ -496,8 +496,9 @@ fn relative_source(source: &str) -> bool {
 /// a new directory, an old one is deleted), so a relative bind the compose
 /// file leaves writable (compose's default) is mounted read-only; most such
 /// mounts (`./nginx.conf:/etc/nginx/nginx.conf`) are only read. Returns the
-/// binds changed. A source with interpolation is left to the checks, which
-/// see it after interpolation.
+/// binds changed. A source that does not start with `.` as written (`${D}/x`
+/// included) is left to the powers check, which judges the model compose
+/// resolves, after interpolation.
 fn read_only_binds(value: &mut Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let Some(services) = value.get_mut("services").and_then(Value::as_object_mut) else {
