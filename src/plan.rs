@@ -99,6 +99,18 @@ pub enum Action {
     Remove,
 }
 
+impl Action {
+    /// A stack another host runs: its files are not this host's business.
+    pub fn not_for_this_host(&self) -> bool {
+        matches!(
+            self,
+            Action::Skip {
+                why: Skip::NotForThisHost
+            }
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Skip {

@@ -114,13 +114,7 @@ fn stack_plan(
             .map(|c| c.describe(obs.meta.as_ref().map(|m| m.version.as_str()), &s.version))
             .collect();
     }
-    // Not this host's stack: its files are not this host's business.
-    let here = !matches!(
-        item.action,
-        Action::Skip {
-            why: crate::plan::Skip::NotForThisHost
-        }
-    );
+    let here = !item.action.not_for_this_host();
     StackPlan {
         missing_here: match here {
             false => Vec::new(),
@@ -241,7 +235,7 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
                 ),
             };
             println!("{}: {word} — {}", p.item.stack, p.item.reason);
-            if !a.all_hosts && !p.for_this_host() {
+            if !a.all_hosts && p.item.action.not_for_this_host() {
                 continue;
             }
             for m in &p.missing_here {
@@ -285,20 +279,9 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
     Ok(out)
 }
 
-impl StackPlan {
-    fn for_this_host(&self) -> bool {
-        !matches!(
-            self.item.action,
-            Action::Skip {
-                why: crate::plan::Skip::NotForThisHost
-            }
-        )
-    }
-}
-
-/// The plan's last line: how many stacks each action takes, the actions a
-/// sync would take first (`plan: 3 to deploy (2 start-first), 1 blocked, 4
-/// not for this host, 1 unchanged`).
+/// The plan's last line: how many stacks take each action, what a sync
+/// would change first (`plan: 3 to deploy (2 start-first), 1 blocked, 4 not
+/// for this host, 1 unchanged`).
 fn summary(out: &[StackPlan]) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     let mut add = |what: String| match counts.iter_mut().find(|(w, _)| *w == what) {

@@ -276,12 +276,7 @@ impl PlanInputs {
             },
         );
         for item in &mut p.items {
-            let not_here = matches!(
-                item.action,
-                plan::Action::Skip {
-                    why: plan::Skip::NotForThisHost
-                }
-            );
+            let not_here = item.action.not_for_this_host();
             match self.rendered.get(&item.stack) {
                 // Not this host's stack: its files are not this host's
                 // business.
