@@ -205,7 +205,7 @@ pub fn parse_typed<T: DeserializeOwned>(bytes: &[u8], sink: &mut Sink<'_>) -> Re
     let mut unknown = 0;
     loop {
         let mut track = serde_path_to_error::Track::new();
-        let de = serde_path_to_error::Deserializer::new(value.clone(), &mut track);
+        let de = serde_path_to_error::Deserializer::new(&value, &mut track);
         let e = match T::deserialize(de) {
             Ok(v) if unknown == 0 => return Ok(v),
             Ok(_) => return Err(Reported),
