@@ -89,6 +89,17 @@ impl<'a> Sink<'a> {
     }
 }
 
+/// The key of `allowed` near enough to `key` to be what a typo meant
+/// (Jaro-Winkler ≥ 0.85, the nearest), for a "did you mean".
+pub fn nearest<'a>(key: &str, allowed: &'a [String]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), k))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.as_str())
+}
+
 /// Joins a YAML path: `join("services.web", "image")`.
 pub fn join(parent: &str, child: &str) -> String {
     if parent.is_empty() {

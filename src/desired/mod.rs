@@ -237,13 +237,7 @@ pub fn parse_typed<T: DeserializeOwned>(bytes: &[u8], sink: &mut Sink<'_>) -> Re
                     .collect()
             })
             .unwrap_or_default();
-        let near = expected
-            .iter()
-            .map(|k| (strsim::jaro_winkler(&key, k), k.as_str()))
-            .filter(|(score, _)| *score >= 0.85)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, k)| k);
-        let fix = match near {
+        let fix = match finding::nearest(&key, &expected) {
             Some(k) => format!("did you mean `{k}`?"),
             None => format!("remove `{key}` or correct its spelling"),
         };

@@ -5,7 +5,7 @@
 //! near key it allows there ("did you mean `environment`?"). Pure; the
 //! schema is compiled once.
 
-use super::finding::Sink;
+use super::finding::{Sink, nearest};
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
@@ -119,16 +119,6 @@ fn allowed_keys(schema_path: &str) -> Vec<String> {
         .and_then(Value::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
-}
-
-/// The near key of `allowed`, if one is near enough to be a typo.
-fn nearest<'a>(key: &str, allowed: &'a [String]) -> Option<&'a str> {
-    allowed
-        .iter()
-        .map(|k| (strsim::jaro_winkler(key, k), k))
-        .filter(|(score, _)| *score >= 0.85)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| k.as_str())
 }
 
 /// An instance path as stackpin names fields: `services.web.ports[0]`.
