@@ -226,13 +226,7 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
                 Action::Deploy => "deploy".into(),
                 Action::Heal => "heal".into(),
                 Action::Remove => "remove".into(),
-                Action::Skip { why } => format!(
-                    "skip ({})",
-                    serde_json::to_value(why)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ),
+                Action::Skip { why } => format!("skip ({})", skip_name(why)),
             };
             println!("{}: {word} — {}", p.item.stack, p.item.reason);
             if !a.all_hosts && p.item.action.not_for_this_host() {
@@ -279,6 +273,14 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
     Ok(out)
 }
 
+/// A skip's reason as `--json` names it (`not_for_this_host`).
+fn skip_name(why: &crate::plan::Skip) -> String {
+    serde_json::to_value(why)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// The plan's last line: how many stacks take each action, what a sync
 /// would change first (`plan: 3 to deploy (2 start-first), 1 blocked, 4 not
 /// for this host, 1 unchanged`).
@@ -300,10 +302,7 @@ fn summary(out: &[StackPlan]) -> String {
             Action::Heal => "to heal".into(),
             Action::Remove => "to remove".into(),
             Action::Noop => "unchanged".into(),
-            Action::Skip { why } => serde_json::to_value(why)
-                .ok()
-                .and_then(|v| v.as_str().map(|w| w.replace('_', " ")))
-                .unwrap_or_else(|| "skipped".into()),
+            Action::Skip { why } => skip_name(why).replace('_', " "),
         });
     }
     let order = |w: &str| match w {
