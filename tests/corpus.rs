@@ -266,7 +266,7 @@ fn sync_refuses_every_case_and_the_good_stack_still_converges() {
 // refuses. For each, `docker compose config` (v2) gives compose's verdict
 // and model; stackpin's load gives its own. The verdicts must agree, except
 // where docs/compose-corpus.md records a deliberate difference (listed in
-// README too), and where both accept, the models must agree on what each
+// docs/format.md too), and where both accept, the models must agree on what each
 // service runs.
 
 /// A case's row of docs/compose-corpus.md: compose's verdict, stackpin's,
@@ -518,7 +518,8 @@ fn stackpin_reads_the_compose_corpus_as_compose_does() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compose-corpus");
     let table = corpus_table();
     let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/format.md"))
+            .unwrap();
     let mut cases: Vec<String> = std::fs::read_dir(&src)
         .unwrap()
         .flatten()
@@ -586,7 +587,7 @@ fn stackpin_reads_the_compose_corpus_as_compose_does() {
             )),
             Some(r) if c != s && (r.why.is_empty() || !readme.contains(&format!("`{case}`"))) => {
                 failures.push(format!(
-                    "{case}: a difference needs its reason in docs/compose-corpus.md and its name in README"
+                    "{case}: a difference needs its reason in docs/compose-corpus.md and its name in docs/format.md"
                 ))
             }
             Some(_) => {}

@@ -118,6 +118,8 @@ fn the_deb_installs_a_verified_service_with_man_pages_and_completions() {
     let notice = host.ok(&["cat", "/usr/share/doc/stackpin/compose-spec/NOTICE"]);
     assert!(notice.contains("Compose Specification"), "{notice}");
     host.ok(&["test", "-s", "/usr/share/doc/stackpin/compose-spec/LICENSE"]);
+    // The configuration's reference, which the shipped config.yaml names.
+    host.ok(&["test", "-s", "/usr/share/doc/stackpin/docs/operations.md"]);
 
     // The default config: group-readable by stackpin, valid, and it says
     // what is missing.
