@@ -195,7 +195,8 @@ fn render_all(d: &DesiredState) -> BTreeMap<String, String> {
     d.stacks
         .iter()
         .map(|(name, s)| {
-            let r = reconcile::render(s, d.commit.as_deref(), None).expect("renders");
+            let r = reconcile::render(s, d.commit.as_deref(), &stackpin::secrets::Age::default())
+                .expect("renders");
             (name.clone(), r.fingerprint)
         })
         .collect()

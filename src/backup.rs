@@ -648,7 +648,7 @@ impl Opened {
 /// No such backup (the message lists the stack's backups), an unreadable
 /// manifest, a file that does not match its checksum, a backup without a
 /// release (taken before the first deploy), or a database dumped from a
-/// `url_file` source (restored by hand: README says how).
+/// `url_file` source (restored by hand: docs/operations.md says how).
 pub fn open(backups_dir: &Path, stack: &str, id: &str) -> Result<Opened, Error> {
     let dir = backups_dir.join(id);
     if !is_id(id) || !dir.join(MANIFEST).is_file() {
@@ -831,6 +831,16 @@ const DB_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120
 /// failed restore leaves the data as it was. The copies are removed once
 /// every volume is restored; after a crash they stay, and the restore run
 /// again uses them (they hold the content from before the first try).
+/// The engine's backup operations, or why it has none.
+fn backup_ops<'a>(host: &'a Host<'_>) -> Result<&'a dyn crate::engine::Backups, Error> {
+    crate::engine::require(
+        host.engine,
+        host.engine.backups(),
+        "archive and restore volumes",
+    )
+    .map_err(|e| e.report().into())
+}
+
 async fn restore_volumes(
     host: &Host<'_>,
     b: &Opened,
@@ -840,6 +850,7 @@ async fn restore_volumes(
     if b.manifest.volumes.is_empty() {
         return Ok(());
     }
+    let ops = backup_ops(host)?;
     let safety = b
         .dir
         .parent()
@@ -867,8 +878,7 @@ async fn restore_volumes(
         let exported = if copy.is_file() {
             Ok(())
         } else {
-            host.engine
-                .volume_export(stack, &v.volume, &v.name, image, &partial)
+            ops.volume_export(stack, &v.volume, &v.name, image, &partial)
                 .await
                 .map(|_| ())
                 .and_then(|()| {
@@ -895,8 +905,7 @@ async fn restore_volumes(
         };
         touched.push((v, kept));
         let archive = b.dir.join(&v.file);
-        match host
-            .engine
+        match ops
             .volume_import(stack, &v.volume, &v.name, image, &archive)
             .await
         {
@@ -917,8 +926,7 @@ async fn restore_volumes(
     let mut unrestored = Vec::new();
     for (v, copy) in touched.iter().rev() {
         let Some(copy) = copy else { continue };
-        if let Err(e) = host
-            .engine
+        if let Err(e) = ops
             .volume_import(stack, &v.volume, &v.name, image, copy)
             .await
         {
@@ -966,6 +974,7 @@ pub async fn restore_data(
     restore_volumes(host, b, stack, image).await?;
     let mut started: Vec<String> = Vec::new();
     for d in &b.manifest.databases {
+        let ops = backup_ops(host)?;
         let container = d
             .container
             .clone()
@@ -974,8 +983,7 @@ pub async fn restore_data(
         let user = d.user.clone().unwrap_or_else(|| "postgres".into());
         let label = format!("database `{}` (container {container})", d.database);
         if services.contains(&container) && !started.contains(&container) {
-            host.engine
-                .up_services(project, std::slice::from_ref(&container))
+            ops.up_services(project, std::slice::from_ref(&container))
                 .await
                 .map_err(|e| format!("{label}: {}", e.report()))?;
             started.push(container.clone());
@@ -984,8 +992,7 @@ pub async fn restore_data(
             .await
             .map_err(|e| format!("{label}: {e}"))?;
         let name = format!("stackpin-restore-{}", d.file);
-        host.engine
-            .copy_into(&target, &b.dir.join(&d.file), "/tmp", &name)
+        ops.copy_into(&target, &b.dir.join(&d.file), "/tmp", &name)
             .await
             .map_err(|e| format!("{label}: {}", e.report()))?;
         let path = format!("/tmp/{name}");
@@ -1193,6 +1200,7 @@ async fn archive_volume(
     image: Option<&str>,
     tmp: &Path,
 ) -> Result<VolumeRecord, Error> {
+    let ops = backup_ops(host)?;
     let t = Instant::now();
     let file_name = volume_file(key);
     let file = tmp.join(&file_name);
@@ -1200,8 +1208,7 @@ async fn archive_volume(
     let image = image
         .map(str::to_string)
         .ok_or_else(|| format!("{label}: the stack pins no image to mount it with"))?;
-    let (name, bytes) = host
-        .engine
+    let (name, bytes) = ops
         .volume_export(&stack.name, key, &volume_name(stack, key), &image, &file)
         .await
         .map_err(|e| format!("{label}: {}", e.report()))?;

@@ -700,8 +700,8 @@ impl Daemon {
                         }
                     },
                 };
-                if let Err(e) = reconcile::check_all_known(&self.host(), Some(&desired), &stacks) {
-                    return Response::refusal(&e);
+                if let Err(e) = self.host().check_known(Some(&desired), &stacks) {
+                    return Response::refusal(&e.into());
                 }
                 let report = self
                     .converge(
@@ -724,8 +724,8 @@ impl Daemon {
             }
             Request::Status { stacks, .. } => {
                 let host = self.host();
-                if let Err(e) = reconcile::check_all_known(&host, self.last.as_deref(), &stacks) {
-                    return Response::refusal(&e);
+                if let Err(e) = host.check_known(self.last.as_deref(), &stacks) {
+                    return Response::refusal(&e.into());
                 }
                 let status = crate::status::collect(&host, self.last.as_deref(), &stacks).await;
                 Response {
@@ -737,12 +737,14 @@ impl Daemon {
             }
             Request::Hold { stack, reason, .. } => {
                 let host = self.host();
-                let known = reconcile::check_known(&host, self.last.as_deref(), &stack);
+                let known = host
+                    .check_known(self.last.as_deref(), std::slice::from_ref(&stack))
+                    .map_err(std::io::Error::from);
                 let locked = match known {
-                    Ok(()) => reconcile::lock_within(&host, &stack, OPERATOR_LOCK_WAIT).await,
+                    Ok(()) => host.lock_within(&stack, OPERATOR_LOCK_WAIT).await,
                     Err(e) => Err(e),
                 };
-                match locked.and_then(|_l| reconcile::hold_locked(&host, &stack, &reason, None)) {
+                match locked.and_then(|_l| host.hold_locked(&stack, &reason, None)) {
                     Ok(m) => Response {
                         ok: true,
                         message: Some(m),
@@ -753,12 +755,14 @@ impl Daemon {
             }
             Request::Resume { stack, .. } => {
                 let host = self.host();
-                let known = reconcile::check_known(&host, self.last.as_deref(), &stack);
+                let known = host
+                    .check_known(self.last.as_deref(), std::slice::from_ref(&stack))
+                    .map_err(std::io::Error::from);
                 let locked = match known {
-                    Ok(()) => reconcile::lock_within(&host, &stack, OPERATOR_LOCK_WAIT).await,
+                    Ok(()) => host.lock_within(&stack, OPERATOR_LOCK_WAIT).await,
                     Err(e) => Err(e),
                 };
-                match locked.and_then(|_l| reconcile::resume_locked(&host, &stack)) {
+                match locked.and_then(|_l| host.resume_locked(&stack)) {
                     Ok(m) => Response {
                         ok: true,
                         message: Some(m),

@@ -7,6 +7,9 @@
 //! ([`Host::record`]), events ([`Host::emit`]) and the stage timings
 //! ([`Stages`]).
 
+mod stacks;
+pub use stacks::{LOCK_WAIT, UnknownStack, check_known, check_known_all, known_names};
+
 use crate::engine::Engine;
 use crate::events::{Event, EventSink};
 pub use crate::history::now_rfc3339;
@@ -49,6 +52,8 @@ pub struct Host<'a> {
     /// What this host enforces (SPEC §5): signer sets, rules, verifiers,
     /// its marker-signing key.
     pub policy: &'a crate::policy::HostPolicy,
+    /// What decrypts the stacks' `secrets:` here (built from the config).
+    pub secrets: &'a dyn crate::secrets::Decryptor,
 }
 
 impl Host<'_> {

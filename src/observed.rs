@@ -100,10 +100,15 @@ pub fn observe_files(layout: &Layout, stack: &str) -> StackObservation {
     o
 }
 
-/// Reads the files and the containers of one stack.
+/// Reads the files of one stack and its members (as its release's runtime
+/// lists them: containers, or a Swarm stack's tasks).
 pub async fn observe(layout: &Layout, engine: &dyn Engine, stack: &str) -> StackObservation {
     let mut o = observe_files(layout, stack);
-    match engine.containers(stack).await {
+    let runtime = o.meta.as_ref().map_or(
+        &crate::engine::runtime::ComposeRuntime as &dyn crate::engine::runtime::Runtime,
+        ReleaseMeta::runtime,
+    );
+    match runtime.members(engine, stack).await {
         Ok(c) => o.containers = c,
         Err(e) => o
             .problems

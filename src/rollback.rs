@@ -402,12 +402,10 @@ async fn lock_unjournaled(host: &Host<'_>, stack: &str) -> Result<crate::state::
     if !matches!(host.store.journal(stack), Ok(None)) {
         reconcile::recover(host).await;
     }
-    let lock = reconcile::lock(host, stack)
-        .await
-        .map_err(|source| Error::Lock {
-            stack: stack.into(),
-            source,
-        })?;
+    let lock = host.lock(stack).await.map_err(|source| Error::Lock {
+        stack: stack.into(),
+        source,
+    })?;
     match host.store.journal(stack) {
         Ok(None) => Ok(lock),
         Ok(Some(j)) => Err(Error::Journal {
@@ -506,16 +504,11 @@ pub async fn restore(host: &Host<'_>, stack: &str, id: &str) -> Result<StackResu
         source,
     })?;
     let from = release::current(&host.layout, stack).ok().flatten();
-    reconcile::hold_locked(
-        host,
-        stack,
-        &format!("restoring backup {id}"),
-        Some(to.clone()),
-    )
-    .map_err(|source| Error::Hold {
-        stack: stack.into(),
-        source,
-    })?;
+    host.hold_locked(stack, &format!("restoring backup {id}"), Some(to.clone()))
+        .map_err(|source| Error::Hold {
+            stack: stack.into(),
+            source,
+        })?;
     tracing::info!(stack, backup = id, from = ?from, to = %to, "restore");
     let sw = Switch {
         op: Op::Restore,

@@ -30,7 +30,7 @@
 
 use crate::desired::short_id as short;
 use crate::desired::spec::{Check, ExecCheck, HttpCheck};
-use crate::engine::{ContainerInfo, Engine, Project};
+use crate::engine::{ContainerInfo, Engine, Project, Replace};
 use crate::release::SERVICE_FINGERPRINT_LABEL;
 use crate::smoke::Spec;
 use std::collections::BTreeMap;
@@ -112,6 +112,12 @@ pub fn plan(
 }
 
 /// Whether the container lacks its service's name on some network.
+/// The engine's start-first operations, or why it has none.
+fn replace_ops(engine: &dyn Engine) -> Result<&dyn Replace, String> {
+    crate::engine::require(engine, engine.replace(), "replace containers start-first")
+        .map_err(|e| e.report())
+}
+
 fn hidden(c: &ContainerInfo) -> bool {
     c.networks
         .iter()
@@ -139,6 +145,7 @@ pub async fn run(
     action: &Action,
     spec: &Spec,
 ) -> Result<String, String> {
+    let ops = replace_ops(engine)?;
     match action {
         Action::Reveal { service, container } => {
             let cs = engine
@@ -152,8 +159,7 @@ pub async fn run(
             for n in &c.networks {
                 let mut aliases = n.aliases.clone();
                 aliases.push(service.clone());
-                engine
-                    .reconnect(&c.id, &n.network, &aliases)
+                ops.reconnect(&c.id, &n.network, &aliases)
                     .await
                     .map_err(|e| format!("{service}: {}", e.report()))?;
             }
@@ -178,15 +184,14 @@ async fn replace(
     stale: &[String],
     spec: &Spec,
 ) -> Result<String, String> {
+    let ops = replace_ops(engine)?;
     let fail = |why: String| format!("{service}: {why}");
     for id in stale {
-        engine
-            .remove(id, Some(REFUSED_GRACE))
+        ops.remove(id, Some(REFUSED_GRACE))
             .await
             .map_err(|e| fail(e.report()))?;
     }
-    engine
-        .create_more(project, service, old.len() + 1)
+    ops.create_more(project, service, old.len() + 1)
         .await
         .map_err(|e| fail(e.report()))?;
     let cs = engine
@@ -204,7 +209,7 @@ async fn replace(
     let new = new.clone();
     let verdict = judge(engine, project, service, &new, &spec.checks, spec.timeout()).await;
     if let Err(why) = verdict {
-        if let Err(e) = engine.remove(&new.id, Some(REFUSED_GRACE)).await {
+        if let Err(e) = ops.remove(&new.id, Some(REFUSED_GRACE)).await {
             tracing::warn!(
                 stack = project.name,
                 service,
@@ -218,8 +223,7 @@ async fn replace(
     }
     let judged = verdict.unwrap_or_default();
     for n in &new.networks {
-        engine
-            .reconnect(&new.id, &n.network, &n.aliases)
+        ops.reconnect(&new.id, &n.network, &n.aliases)
             .await
             .map_err(|e| fail(e.report()))?;
     }
@@ -237,7 +241,7 @@ async fn replace(
     }
     tokio::time::sleep(Duration::from_millis(spec.drain_ms)).await;
     for id in old {
-        engine.remove(id, None).await.map_err(|e| {
+        ops.remove(id, None).await.map_err(|e| {
             fail(format!(
                 "the new container serves, but the old one could not be removed: {}",
                 e.report()
@@ -292,16 +296,16 @@ async fn judge(
     checks: &[Check],
     timeout: Duration,
 ) -> Result<String, String> {
+    let ops = replace_ops(engine)?;
     for n in &new.networks {
-        engine
-            .reconnect(&new.id, &n.network, &private_aliases(new, &n.aliases))
+        ops.reconnect(&new.id, &n.network, &private_aliases(new, &n.aliases))
             .await
             .map_err(|e| e.report())?;
     }
     // Listening before the start: its death or health verdict wakes the
     // judging loop at once instead of at the next poll.
     let mut watch = engine.watch(project.name);
-    engine.start(&new.id).await.map_err(|e| e.report())?;
+    ops.start(&new.id).await.map_err(|e| e.report())?;
     let started = Instant::now();
     let deadline = started + timeout;
     let stable = crate::smoke::MIN_STABLE.min(timeout / 2);

@@ -108,39 +108,62 @@ pub fn decrypt(identities: &[age::x25519::Identity], ciphertext: &[u8]) -> Resul
     Ok(plain)
 }
 
-/// The plaintext of each of `stack`'s `secrets:`, as `(path of the
-/// decrypted file in the release, bytes)` in `secrets:` order. Reads the
-/// identity file only when the stack has secrets.
-///
-/// # Errors
-/// No identity file configured, an unreadable one, or a file that does not
-/// decrypt: each names the stack's file and the identity file.
-pub fn decrypt_stack(
-    stack: &Stack,
-    identity_file: Option<&Path>,
-) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    let Some(first) = stack.spec.secrets.first() else {
-        return Ok(Vec::new());
-    };
-    let Some(identity) = identity_file else {
-        return Err(Error::NoIdentity {
-            stack: stack.name.clone(),
-            file: first.clone(),
-        });
-    };
-    let identities = load_identities(identity)?;
-    let mut out = Vec::new();
-    for file in &stack.spec.secrets {
-        let ciphertext = stack.files.get(file).map(Vec::as_slice).unwrap_or_default();
-        let plain = decrypt(&identities, ciphertext).map_err(|why| Error::Decrypt {
-            stack: stack.name.clone(),
-            file: file.clone(),
-            identity: identity.to_path_buf(),
-            why,
-        })?;
-        out.push((secret_target(file).to_string(), plain));
+/// What decrypts the stacks' `secrets:` on this host: built once at
+/// start-up from the host config and carried on the host, so a render never
+/// asks where its keys are. Another backend (SOPS, a vault) is one more
+/// implementation.
+pub trait Decryptor: Send + Sync {
+    /// The plaintext of each of `stack`'s `secrets:`, as `(path of the
+    /// decrypted file in the release, bytes)` in `secrets:` order.
+    ///
+    /// # Errors
+    /// [`Error::NoIdentity`] when this host has no key and the stack has
+    /// secrets; an unreadable key; a file that does not decrypt. Each names
+    /// the stack's file.
+    fn decrypt_stack(&self, stack: &Stack) -> Result<Vec<(String, Vec<u8>)>, Error>;
+}
+
+/// age with the X25519 identities of the host config's
+/// `age_identity_file`. The file is read when a stack with secrets is
+/// rendered, not at start-up: a replaced identity file counts from the next
+/// render, as before this seam.
+#[derive(Debug, Clone, Default)]
+pub struct Age {
+    identity_file: Option<PathBuf>,
+}
+
+impl Age {
+    pub fn new(identity_file: Option<PathBuf>) -> Age {
+        Age { identity_file }
     }
-    Ok(out)
+}
+
+impl Decryptor for Age {
+    /// Reads the identity file only when the stack has secrets.
+    fn decrypt_stack(&self, stack: &Stack) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let Some(first) = stack.spec.secrets.first() else {
+            return Ok(Vec::new());
+        };
+        let Some(identity) = self.identity_file.as_deref() else {
+            return Err(Error::NoIdentity {
+                stack: stack.name.clone(),
+                file: first.clone(),
+            });
+        };
+        let identities = load_identities(identity)?;
+        let mut out = Vec::new();
+        for file in &stack.spec.secrets {
+            let ciphertext = stack.files.get(file).map(Vec::as_slice).unwrap_or_default();
+            let plain = decrypt(&identities, ciphertext).map_err(|why| Error::Decrypt {
+                stack: stack.name.clone(),
+                file: file.clone(),
+                identity: identity.to_path_buf(),
+                why,
+            })?;
+            out.push((secret_target(file).to_string(), plain));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

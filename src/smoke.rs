@@ -19,6 +19,7 @@
 
 use crate::desired::Stack;
 use crate::desired::spec::{Check, ContainersCheck, ExecCheck, HttpCheck, TcpCheck};
+use crate::engine::runtime::{Gate, Runtime};
 use crate::engine::{ContainerInfo, Engine};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -161,9 +162,10 @@ struct CheckState {
     last_error: Option<String>,
 }
 
-/// Runs `checks` (or `containers: {}` when there are none) against compose
-/// project `project`, whose expected services are `services`, within
-/// `timeout`. Read-only: it never starts, stops or restarts anything.
+/// Runs `checks` (or `containers: {}` when there are none) against stack
+/// `project`, whose members `runtime` lists and whose expected services are
+/// `services`, within `timeout`, gated as the runtime says ([`Gate`]).
+/// Read-only: it never starts, stops or restarts anything.
 ///
 /// # Guarantees
 /// Returns by `timeout` plus at most one check attempt's own timeout. Returns
@@ -173,39 +175,38 @@ struct CheckState {
 /// since the first observation.
 pub async fn run(
     engine: &dyn Engine,
+    runtime: &dyn Runtime,
     project: &str,
     services: &[String],
     checks: &[Check],
     timeout: Duration,
 ) -> Outcome {
-    run_checks(engine, project, services, checks, timeout, false).await
-}
-
-/// [`run`] for a stack whose containers are replaced after `up` returned
-/// (a Swarm stack: `docker stack deploy` only asks Swarm to roll the
-/// tasks). The `containers` check (added when the stack has none) runs
-/// first and the others only once it has passed, i.e. once every task runs
-/// the new spec: before that, an `http` check could pass against a task of
-/// the old release and, a passed check staying passed, never look again.
-pub async fn run_after_rollout(
-    engine: &dyn Engine,
-    project: &str,
-    services: &[String],
-    checks: &[Check],
-    timeout: Duration,
-) -> Outcome {
-    let mut ordered: Vec<Check> = vec![Check::Containers(ContainersCheck {})];
-    ordered.extend(
-        checks
-            .iter()
-            .filter(|c| !matches!(c, Check::Containers(_)))
-            .cloned(),
-    );
-    run_checks(engine, project, services, &ordered, timeout, true).await
+    match runtime.gate() {
+        Gate::Containers => {
+            run_checks(engine, runtime, project, services, checks, timeout, false).await
+        }
+        // The members are replaced after `deploy` returned (Swarm rolls
+        // its tasks): the `containers` check (added when the stack has
+        // none) runs first and the others only once it has passed, i.e.
+        // once every member runs the new spec: before that, an `http`
+        // check could pass against a member of the old release and, a
+        // passed check staying passed, never look again.
+        Gate::Rollout => {
+            let mut ordered: Vec<Check> = vec![Check::Containers(ContainersCheck {})];
+            ordered.extend(
+                checks
+                    .iter()
+                    .filter(|c| !matches!(c, Check::Containers(_)))
+                    .cloned(),
+            );
+            run_checks(engine, runtime, project, services, &ordered, timeout, true).await
+        }
+    }
 }
 
 async fn run_checks(
     engine: &dyn Engine,
+    runtime: &dyn Runtime,
     project: &str,
     services: &[String],
     checks: &[Check],
@@ -245,8 +246,8 @@ async fn run_checks(
 
     loop {
         attempts += 1;
-        let observed = engine
-            .containers(project)
+        let observed = runtime
+            .members(engine, project)
             .await
             .map_err(|e| Failure(e.report()));
         match &observed {
@@ -575,10 +576,11 @@ pub fn evidence_containers<'a>(
 /// container to read. Read before the revert replaces them.
 pub async fn failure_logs(
     engine: &dyn Engine,
+    runtime: &dyn Runtime,
     project: &str,
     services: &[String],
 ) -> Option<String> {
-    let containers = engine.containers(project).await.ok()?;
+    let containers = runtime.members(engine, project).await.ok()?;
     let mut out = String::new();
     for c in evidence_containers(&containers, services) {
         let body = match engine.logs(&c.id, FAILURE_LOG_LINES).await {
@@ -828,6 +830,47 @@ mod tests {
         "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     const REDIRECT: &str = "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
+    /// A runtime whose members an orchestrator replaces (as Swarm's), over
+    /// the in-memory engine's containers.
+    struct Orchestrated;
+
+    #[async_trait::async_trait]
+    impl Runtime for Orchestrated {
+        fn kind(&self) -> crate::desired::spec::StackEngine {
+            crate::desired::spec::StackEngine::Swarm
+        }
+        async fn deploy(
+            &self,
+            engine: &dyn Engine,
+            p: crate::engine::Project<'_>,
+        ) -> Result<crate::engine::CommandLog, crate::engine::Error> {
+            engine.up(p).await
+        }
+        async fn remove(
+            &self,
+            engine: &dyn Engine,
+            p: crate::engine::Project<'_>,
+        ) -> Result<crate::engine::CommandLog, crate::engine::Error> {
+            engine.down(p).await
+        }
+        async fn members(
+            &self,
+            engine: &dyn Engine,
+            stack: &str,
+        ) -> Result<Vec<ContainerInfo>, crate::engine::Error> {
+            engine.containers(stack).await
+        }
+        fn gate(&self) -> Gate {
+            Gate::Rollout
+        }
+        fn local(&self) -> bool {
+            false
+        }
+        fn deployed_note(&self, _: &[crate::engine::swarm::Step]) -> Option<String> {
+            None
+        }
+    }
+
     /// A Swarm rollout: until every task of the new spec runs, an http
     /// check would answer for the old release, so it is not even asked.
     #[tokio::test]
@@ -836,13 +879,14 @@ mod tests {
         let engine = crate::engine::memory::MemoryEngine::new();
         let checks = [Check::Http(http(format!("{base}/health"), 200, None, None))];
         let services = ["web".to_string()];
-        let o =
-            run_after_rollout(&engine, "s", &services, &checks, Duration::from_millis(600)).await;
+        let (rollout, t) = (Orchestrated, Duration::from_millis(600));
+        let o = run(&engine, &rollout, "s", &services, &checks, t).await;
         assert!(!o.passed);
         assert_eq!(o.failed_check.as_deref(), Some(CONTAINERS), "{o:?}");
         assert!(seen.lock().unwrap().is_empty(), "the http check was asked");
         // Without the gate, the same check answers at once.
-        let o = run(&engine, "s", &services, &checks, Duration::from_millis(600)).await;
+        let compose = crate::engine::runtime::ComposeRuntime;
+        let o = run(&engine, &compose, "s", &services, &checks, t).await;
         assert!(o.passed, "{o:?}");
         assert!(!seen.lock().unwrap().is_empty());
     }

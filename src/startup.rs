@@ -29,6 +29,8 @@ pub struct Services {
     /// The configured notifier (also behind `events`), for [`Services::flush_events`].
     pub notifier: Option<crate::notify::Notifier>,
     pub policy: crate::policy::HostPolicy,
+    /// What decrypts the stacks' `secrets:` (`age_identity_file:`).
+    pub secrets: Box<dyn crate::secrets::Decryptor>,
     /// `github_status:`: statuses on the converged commits.
     pub commit_status: Option<crate::commit_status::Poster>,
 }
@@ -97,12 +99,14 @@ impl Services {
             .as_ref()
             .map(crate::commit_status::Poster::new)
             .transpose()?;
+        let secrets = Box::new(crate::secrets::Age::new(cfg.file.age_identity_file.clone()));
         Ok(Services {
             cfg,
             engine,
             events,
             notifier,
             policy,
+            secrets,
             commit_status,
         })
     }
@@ -141,6 +145,7 @@ impl Services {
             reporter,
             events: self.events.as_ref(),
             policy: &self.policy,
+            secrets: self.secrets.as_ref(),
         }
     }
 }

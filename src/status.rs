@@ -288,8 +288,7 @@ fn held_reason(
     let Some((d, s)) = desired.and_then(|d| Some((d, d.stacks.get(name)?))) else {
         return base;
     };
-    let age = host.policy.age_identity_file.as_deref();
-    let Ok(r) = inputs::render(s, d.commit.as_deref(), age) else {
+    let Ok(r) = inputs::render(s, d.commit.as_deref(), host.secrets) else {
         return format!("{base}; git wants {} (not renderable here)", s.version);
     };
     if running.is_some_and(|m| m.fingerprint == r.fingerprint) {

@@ -8,6 +8,7 @@ use crate::common;
 use common::{Fixtures, TestHost};
 use stackpin::desired::image::ImageRef;
 use stackpin::desired::spec::{Check, ContainersCheck, ExecCheck, HttpCheck, TcpCheck};
+use stackpin::engine::runtime::ComposeRuntime;
 use stackpin::engine::{ComposeCmd, Docker, Engine, Error};
 use stackpin::smoke;
 use std::path::PathBuf;
@@ -61,7 +62,6 @@ impl Project {
             name: &self.name,
             dir: &self.dir,
             files: &self.files,
-            swarm: false,
             steps: &[],
         }
     }
@@ -224,6 +224,7 @@ async fn up_smoke_and_down() {
     let services = vec!["app".to_string()];
     let outcome = smoke::run(
         &engine,
+        &ComposeRuntime,
         &p.name,
         &services,
         &checks,
@@ -252,6 +253,7 @@ async fn up_smoke_and_down() {
     })];
     let outcome = smoke::run(
         &engine,
+        &ComposeRuntime,
         &p.name,
         &services,
         &failing,
@@ -285,7 +287,15 @@ async fn broken_health_fails_naming_the_check() {
         http(url.clone(), None),
     ];
     let timeout = Duration::from_secs(5);
-    let outcome = smoke::run(&engine, &p.name, &["app".into()], &checks, timeout).await;
+    let outcome = smoke::run(
+        &engine,
+        &ComposeRuntime,
+        &p.name,
+        &["app".into()],
+        &checks,
+        timeout,
+    )
+    .await;
     assert!(!outcome.passed, "{outcome:#?}");
     assert_eq!(
         outcome.failed_check.as_deref(),
@@ -310,7 +320,15 @@ async fn crash_fails_fast() {
 
     let timeout = Duration::from_secs(60);
     let checks = vec![http(format!("http://127.0.0.1:{}/health", p.port), None)];
-    let outcome = smoke::run(&engine, &p.name, &["app".into()], &checks, timeout).await;
+    let outcome = smoke::run(
+        &engine,
+        &ComposeRuntime,
+        &p.name,
+        &["app".into()],
+        &checks,
+        timeout,
+    )
+    .await;
     assert!(!outcome.passed, "{outcome:#?}");
     assert_eq!(outcome.failed_check.as_deref(), Some("containers"));
     assert!(outcome.duration < timeout / 2, "{outcome:#?}");
@@ -330,7 +348,15 @@ async fn crash_fails_fast_without_checks() {
     engine.up(p.p()).await.unwrap();
 
     let timeout = Duration::from_secs(60);
-    let outcome = smoke::run(&engine, &p.name, &["app".into()], &[], timeout).await;
+    let outcome = smoke::run(
+        &engine,
+        &ComposeRuntime,
+        &p.name,
+        &["app".into()],
+        &[],
+        timeout,
+    )
+    .await;
     assert!(!outcome.passed, "{outcome:#?}");
     assert_eq!(outcome.failed_check.as_deref(), Some("containers"));
     assert!(outcome.duration < timeout / 2, "{outcome:#?}");
@@ -352,7 +378,15 @@ async fn the_overlapping_stability_watch_still_catches_a_crash_a_second_after_st
     let p = project(&host, "crash-late", &f.crash);
     engine.up(p.p()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let outcome = smoke::run(&engine, &p.name, &["app".into()], &[], timeout).await;
+    let outcome = smoke::run(
+        &engine,
+        &ComposeRuntime,
+        &p.name,
+        &["app".into()],
+        &[],
+        timeout,
+    )
+    .await;
     assert!(!outcome.passed, "{outcome:#?}");
     assert_eq!(outcome.failed_check.as_deref(), Some("containers"));
     assert!(
@@ -372,7 +406,15 @@ async fn the_overlapping_stability_watch_still_catches_a_crash_a_second_after_st
         .started_at
         .expect("the engine reports State.StartedAt");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let outcome = smoke::run(&engine, &p.name, &["app".into()], &[], timeout).await;
+    let outcome = smoke::run(
+        &engine,
+        &ComposeRuntime,
+        &p.name,
+        &["app".into()],
+        &[],
+        timeout,
+    )
+    .await;
     assert!(outcome.passed, "{outcome:#?}");
     let age = (chrono::Utc::now() - started_at).to_std().unwrap();
     assert!(age >= smoke::MIN_STABLE, "passed {age:?} after the start");
@@ -425,6 +467,7 @@ async fn a_healthy_container_needs_no_stability_watch() {
     engine.up(p.p()).await.unwrap();
     let outcome = smoke::run(
         &engine,
+        &ComposeRuntime,
         &p.name,
         &["app".into()],
         &[Check::Containers(ContainersCheck {})],
@@ -472,7 +515,6 @@ async fn compose_failures_are_masked() {
             name: &p.name,
             dir: &p.dir,
             files: &files,
-            swarm: false,
             steps: &[],
         })
         .await

@@ -147,3 +147,60 @@ fn no_modules_import_each_other() {
         }
     }
 }
+
+/// Inside `src/reconcile/`, the files' own imports (`super::x`) form no
+/// circle either: the stages sit below the pipeline that runs them, and the
+/// switch records below both (`mod.rs`, the facade, is left out: it
+/// declares them all).
+#[test]
+fn the_converge_files_import_no_circle() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/reconcile");
+    let stems: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".rs")?.to_string();
+            (stem != "mod" && stem != "tests").then_some(stem)
+        })
+        .collect();
+    assert!(stems.contains("pipeline") && stems.contains("stage"));
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for stem in &stems {
+        let text = std::fs::read_to_string(dir.join(format!("{stem}.rs"))).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for line in code.lines() {
+            let line = line.split("//").next().unwrap();
+            for (i, _) in line.match_indices("super::") {
+                let name: String = line[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if stems.contains(&name) && &name != stem {
+                    g.entry(stem.clone()).or_default().insert(name);
+                }
+            }
+        }
+    }
+    // A circle: a file that reaches itself through the others.
+    for start in &stems {
+        let mut stack: Vec<Vec<String>> = vec![vec![start.clone()]];
+        let mut seen = BTreeSet::new();
+        while let Some(path) = stack.pop() {
+            let at = path.last().unwrap();
+            for next in g.get(at).into_iter().flatten() {
+                if next == start {
+                    panic!(
+                        "src/reconcile/ import circle: {} -> {start}",
+                        path.join(" -> ")
+                    );
+                }
+                if seen.insert(next.clone()) {
+                    let mut p = path.clone();
+                    p.push(next.clone());
+                    stack.push(p);
+                }
+            }
+        }
+    }
+}

@@ -95,9 +95,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         let host = services.host(&LogReporter, setup::actor(&services.cfg));
         // Values of env files are masked in whatever the engine returns.
         for s in &chosen {
-            if let Ok(r) =
-                crate::reconcile::render(s, None, host.policy.age_identity_file.as_deref())
-            {
+            if let Ok(r) = crate::reconcile::render(s, None, host.secrets) {
                 host.engine.add_secrets(&r.secret_values);
             }
         }

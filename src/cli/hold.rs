@@ -4,7 +4,6 @@ use super::setup::{self, Services};
 use super::{Global, Status};
 use crate::control::{self, Request};
 use crate::host::LogReporter;
-use crate::reconcile;
 
 #[derive(Debug, clap::Args)]
 pub struct HoldArgs {
@@ -70,9 +69,9 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<Status> {
     let services = Services::offline(cfg, "not needed to hold a stack")?;
     let host = services.host(&LogReporter, setup::actor(&services.cfg));
     let desired = setup::load_desired(&services.cfg).ok();
-    reconcile::check_known(&host, desired.as_ref(), &a.stack)
+    host.check_known(desired.as_ref(), std::slice::from_ref(&a.stack))
         .map_err(|e| setup::BadInput(e.to_string()))?;
-    let message = reconcile::hold_stack(&host, &a.stack, &a.reason, None)?;
+    let message = host.hold_stack(&a.stack, &a.reason, None)?;
     say(g, "hold", &a.stack, &message)?;
     Ok(Status::Ok)
 }
@@ -92,9 +91,9 @@ pub fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<Status> {
     let services = Services::offline(cfg, "not needed to resume a stack")?;
     let host = services.host(&LogReporter, setup::actor(&services.cfg));
     let desired = setup::load_desired(&services.cfg).ok();
-    reconcile::check_known(&host, desired.as_ref(), &a.stack)
+    host.check_known(desired.as_ref(), std::slice::from_ref(&a.stack))
         .map_err(|e| setup::BadInput(e.to_string()))?;
-    let message = reconcile::resume_stack(&host, &a.stack)?;
+    let message = host.resume_stack(&a.stack)?;
     say(g, "resume", &a.stack, &message)?;
     Ok(Status::Ok)
 }

@@ -74,11 +74,7 @@ pub fn known_stacks(
     stacks: &[String],
 ) -> Result<(), BadInput> {
     let layout = crate::layout::Layout::new(cfg.root.clone());
-    let known = crate::reconcile::known_names(&layout, desired);
-    match stacks.iter().find(|s| !known.contains(*s)) {
-        Some(s) => Err(BadInput(crate::reconcile::unknown_stack(s, &known))),
-        None => Ok(()),
-    }
+    crate::host::check_known_all(&layout, desired, stacks).map_err(|e| BadInput(e.0))
 }
 
 pub fn load_desired(cfg: &Config) -> anyhow::Result<DesiredState> {

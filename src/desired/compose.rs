@@ -329,7 +329,7 @@ fn check_deploy(path: &str, deploy: &Value, swarm: bool, sink: &mut Sink<'_>) {
             | "labels"
                 if swarm => {}
             // Honoured by compose v2 outside Swarm (docker-compose v1 reads
-            // them only with --compatibility: README, "Updates").
+            // them only with --compatibility: docs/converge.md, "Updates").
             "resources" | "replicas" | "restart_policy" => {}
             "update_config" | "rollback_config" => sink.error(
                 field,

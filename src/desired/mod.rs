@@ -220,7 +220,7 @@ pub fn parse_typed<T: DeserializeOwned>(bytes: &[u8], sink: &mut Sink<'_>) -> Re
             sink.error(
                 path,
                 msg,
-                "correct the value as the format reference in README.md describes",
+                "correct the value as the format reference (docs/format.md) describes",
             );
             return Err(Reported);
         };

@@ -407,7 +407,6 @@ mod tests {
             name: "s",
             dir: dir.path(),
             files: &files,
-            swarm: false,
             steps: &[],
         };
         let none = |_: &str| {};

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod compose;
 mod mask;
 pub mod memory;
+pub mod runtime;
 pub mod swarm;
 
 pub use compose::ComposeCmd;
@@ -378,11 +379,9 @@ pub struct Project<'a> {
     pub name: &'a str,
     pub dir: &'a std::path::Path,
     pub files: &'a [String],
-    /// `engine: swarm`: `up` is `docker stack deploy`, `down` is `docker
-    /// stack rm`, and the containers are the stack's tasks.
-    pub swarm: bool,
-    /// `engine: swarm` with `depends_on`: what `up` deploys, and waits
-    /// for, before the whole stack (empty otherwise).
+    /// `engine: swarm` with `depends_on`: what the Swarm runtime deploys,
+    /// and waits for, before the whole stack (empty otherwise: the
+    /// release's extra files, `release::swarm_steps`).
     pub steps: &'a [swarm::Step],
 }
 
@@ -415,8 +414,8 @@ pub trait Engine: Send + Sync {
     async fn pull(&self, image: &ImageRef, progress: Progress<'_>) -> Result<(), Error>;
 
     /// Every container of compose project `project`, stopped ones included,
-    /// sorted by service and name; for a Swarm stack of that name, its
-    /// tasks ([`swarm::tasks_as_containers`]). Read-only.
+    /// sorted by service and name. Read-only. (A stack's members, whatever
+    /// runs it, are [`runtime::Runtime::members`].)
     async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error>;
 
     /// Runs `cmd` in a running container; its exit code and output (capped).
@@ -463,12 +462,13 @@ pub trait Engine: Send + Sync {
         Vec::new()
     }
 
-    /// `up -d --remove-orphans`: creates or recreates what changed, removes
-    /// containers of services that are gone. Idempotent.
+    /// Compose's `up -d --remove-orphans`: creates or recreates what
+    /// changed, removes containers of services that are gone. Idempotent.
+    /// (Deploying a stack is [`runtime::Runtime::deploy`].)
     async fn up(&self, project: Project<'_>) -> Result<CommandLog, Error>;
 
-    /// `down --remove-orphans`: stops and removes the project's containers
-    /// and networks. Never removes volumes. Idempotent.
+    /// Compose's `down --remove-orphans`: stops and removes the project's
+    /// containers and networks. Never removes volumes. Idempotent.
     async fn down(&self, project: Project<'_>) -> Result<CommandLog, Error>;
 
     /// `config`: validates the compose files (and `.env`) without touching
@@ -480,6 +480,30 @@ pub trait Engine: Send + Sync {
         project: Project<'_>,
     ) -> Result<(CommandLog, serde_json::Value), Error>;
 
+    /// The start-first operations, when this engine has them (`None`: a
+    /// start-first service is refused as unsupported).
+    fn replace(&self) -> Option<&dyn Replace> {
+        None
+    }
+
+    /// The backup and restore operations, when this engine has them
+    /// (`None`: a backup is refused as unsupported).
+    fn backups(&self) -> Option<&dyn Backups> {
+        None
+    }
+
+    /// `docker stack` on a Swarm manager, when this engine has it (`None`:
+    /// an `engine: swarm` stack is refused as unsupported).
+    fn swarm(&self) -> Option<&dyn swarm::Swarm> {
+        None
+    }
+}
+
+/// What a start-first rollout does beyond the core ([`Engine::replace`]):
+/// containers created next to running ones, their aliases moved, started
+/// and removed one at a time.
+#[async_trait]
+pub trait Replace: Send + Sync {
     /// `up --no-start --no-deps --no-recreate --scale <service>=<count>
     /// <service>`: creates (does not start) containers of `service` from
     /// the project's files next to the ones it has, which keep running.
@@ -488,13 +512,7 @@ pub trait Engine: Send + Sync {
         project: Project<'_>,
         service: &str,
         count: usize,
-    ) -> Result<CommandLog, Error> {
-        let _ = (project, service, count);
-        Err(unsupported(
-            self.describe(),
-            "create containers next to running ones",
-        ))
-    }
+    ) -> Result<CommandLog, Error>;
 
     /// Attaches `container` to `network` anew with exactly `aliases` (the
     /// engine adds the container's own short id): disconnect, connect.
@@ -503,25 +521,20 @@ pub trait Engine: Send + Sync {
         container: &str,
         network: &str,
         aliases: &[String],
-    ) -> Result<(), Error> {
-        let _ = (container, network, aliases);
-        Err(unsupported(
-            self.describe(),
-            "change a container's network aliases",
-        ))
-    }
+    ) -> Result<(), Error>;
 
-    /// `up -d --no-deps <services>`: starts only these services of the
-    /// project (a restore brings its databases up before the rest).
-    async fn up_services(
-        &self,
-        project: Project<'_>,
-        services: &[String],
-    ) -> Result<CommandLog, Error> {
-        let _ = (project, services);
-        Err(unsupported(self.describe(), "start single services"))
-    }
+    /// Starts a created container.
+    async fn start(&self, container: &str) -> Result<(), Error>;
 
+    /// Stops `container` (SIGTERM, then SIGKILL after `grace`, or after the
+    /// container's own stop timeout, compose's `stop_grace_period`) and
+    /// removes it. Idempotent: a container already gone is not an error.
+    async fn remove(&self, container: &str, grace: Option<Duration>) -> Result<(), Error>;
+}
+
+/// What a backup and a restore do beyond the core ([`Engine::backups`]).
+#[async_trait]
+pub trait Backups: Send + Sync {
     /// Streams the content of the named volume `volume` of compose project
     /// `project` (found by compose's labels, else by its `name`: an
     /// external volume has no labels) as a tar archive into the new
@@ -536,13 +549,10 @@ pub trait Engine: Send + Sync {
         name: &str,
         image: &str,
         out: &std::path::Path,
-    ) -> Result<(String, u64), Error> {
-        let _ = (project, volume, name, image, out);
-        Err(unsupported(self.describe(), "archive volumes"))
-    }
+    ) -> Result<(String, u64), Error>;
 
     /// Replaces the content of the named volume `volume` of `project` with
-    /// the archive [`Engine::volume_export`] wrote: the volume is removed
+    /// the archive [`Backups::volume_export`] wrote: the volume is removed
     /// and created again with its driver, options and labels (`name` when
     /// none exists), then the archive is extracted into it. No container
     /// may use the volume. Returns the volume's name.
@@ -553,10 +563,7 @@ pub trait Engine: Send + Sync {
         name: &str,
         image: &str,
         archive: &std::path::Path,
-    ) -> Result<String, Error> {
-        let _ = (project, volume, name, image, archive);
-        Err(unsupported(self.describe(), "restore volumes"))
-    }
+    ) -> Result<String, Error>;
 
     /// Copies the host file `file` into the running `container` as
     /// `<dir>/<name>`, streamed (a dump of any size).
@@ -566,24 +573,25 @@ pub trait Engine: Send + Sync {
         file: &std::path::Path,
         dir: &str,
         name: &str,
-    ) -> Result<(), Error> {
-        let _ = (container, file, dir, name);
-        Err(unsupported(self.describe(), "copy files into containers"))
-    }
+    ) -> Result<(), Error>;
 
-    /// Starts a created container.
-    async fn start(&self, container: &str) -> Result<(), Error> {
-        let _ = container;
-        Err(unsupported(self.describe(), "start one container"))
-    }
+    /// `up -d --no-deps <services>`: starts only these services of the
+    /// project (a restore brings its databases up before the rest).
+    async fn up_services(
+        &self,
+        project: Project<'_>,
+        services: &[String],
+    ) -> Result<CommandLog, Error>;
+}
 
-    /// Stops `container` (SIGTERM, then SIGKILL after `grace`, or after the
-    /// container's own stop timeout, compose's `stop_grace_period`) and
-    /// removes it. Idempotent: a container already gone is not an error.
-    async fn remove(&self, container: &str, grace: Option<Duration>) -> Result<(), Error> {
-        let _ = (container, grace);
-        Err(unsupported(self.describe(), "remove one container"))
-    }
+/// The capability `what` of `engine`, or the error saying the engine has
+/// none (`unsupported`).
+pub fn require<'a, T: ?Sized>(
+    engine: &dyn Engine,
+    cap: Option<&'a T>,
+    what: &str,
+) -> Result<&'a T, Error> {
+    cap.ok_or_else(|| unsupported(engine.describe(), what))
 }
 
 /// A new file, owner-only (a dump or an archive holds every row of a
@@ -1152,12 +1160,7 @@ impl Engine for Docker {
     }
 
     async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
-        let compose = self.list_containers(project).await?;
-        if !compose.is_empty() {
-            return Ok(compose);
-        }
-        // A Swarm stack's containers carry no compose labels: its tasks.
-        self.stack_tasks(project).await
+        self.list_containers(project).await
     }
 
     async fn exec(&self, container: &str, cmd: &[String]) -> Result<(i64, String), Error> {
@@ -1298,16 +1301,10 @@ impl Engine for Docker {
     }
 
     async fn up(&self, p: Project<'_>) -> Result<CommandLog, Error> {
-        if p.swarm {
-            return self.stack_deploy(p).await;
-        }
         self.compose(p, &["up", "-d", "--remove-orphans"]).await
     }
 
     async fn down(&self, p: Project<'_>) -> Result<CommandLog, Error> {
-        if p.swarm {
-            return self.stack_rm(p).await;
-        }
         self.compose(p, &["down", "--remove-orphans"]).await
     }
 
@@ -1315,6 +1312,21 @@ impl Engine for Docker {
         Docker::config_model(self, p).await
     }
 
+    fn replace(&self) -> Option<&dyn Replace> {
+        Some(self)
+    }
+
+    fn backups(&self) -> Option<&dyn Backups> {
+        Some(self)
+    }
+
+    fn swarm(&self) -> Option<&dyn swarm::Swarm> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Replace for Docker {
     async fn create_more(
         &self,
         p: Project<'_>,
@@ -1376,12 +1388,56 @@ impl Engine for Docker {
             })
     }
 
-    async fn up_services(&self, p: Project<'_>, services: &[String]) -> Result<CommandLog, Error> {
-        let mut args = vec!["up", "-d", "--no-deps"];
-        args.extend(services.iter().map(String::as_str));
-        self.compose(p, &args).await
+    async fn start(&self, container: &str) -> Result<(), Error> {
+        self.docker
+            .start_container(
+                container,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|source| Error::Inspect {
+                what: format!("container {container} (start)"),
+                source,
+            })
     }
 
+    async fn remove(&self, container: &str, grace: Option<Duration>) -> Result<(), Error> {
+        use bollard::query_parameters::{
+            RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+        };
+        let stop = grace.map(|g| {
+            StopContainerOptionsBuilder::default()
+                .t(g.as_secs().max(1) as i32)
+                .build()
+        });
+        match self.docker.stop_container(container, stop).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            // 304: already stopped.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(source) => {
+                return Err(Error::Inspect {
+                    what: format!("container {container} (stop)"),
+                    source,
+                });
+            }
+        }
+        let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(container, Some(rm)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(source) => Err(Error::Inspect {
+                what: format!("container {container} (remove)"),
+                source,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Backups for Docker {
     async fn volume_export(
         &self,
         project: &str,
@@ -1555,51 +1611,10 @@ impl Engine for Docker {
             })
     }
 
-    async fn start(&self, container: &str) -> Result<(), Error> {
-        self.docker
-            .start_container(
-                container,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-            .map_err(|source| Error::Inspect {
-                what: format!("container {container} (start)"),
-                source,
-            })
-    }
-
-    async fn remove(&self, container: &str, grace: Option<Duration>) -> Result<(), Error> {
-        use bollard::query_parameters::{
-            RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-        };
-        let stop = grace.map(|g| {
-            StopContainerOptionsBuilder::default()
-                .t(g.as_secs().max(1) as i32)
-                .build()
-        });
-        match self.docker.stop_container(container, stop).await {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => return Ok(()),
-            // 304: already stopped.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 304, ..
-            }) => {}
-            Err(source) => {
-                return Err(Error::Inspect {
-                    what: format!("container {container} (stop)"),
-                    source,
-                });
-            }
-        }
-        let rm = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker.remove_container(container, Some(rm)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(source) => Err(Error::Inspect {
-                what: format!("container {container} (remove)"),
-                source,
-            }),
-        }
+    async fn up_services(&self, p: Project<'_>, services: &[String]) -> Result<CommandLog, Error> {
+        let mut args = vec!["up", "-d", "--no-deps"];
+        args.extend(services.iter().map(String::as_str));
+        self.compose(p, &args).await
     }
 }
 

@@ -5,6 +5,7 @@
 //! smoke, status and plan read a Swarm stack as they read a compose one.
 
 use super::{CommandLog, ContainerInfo, Docker, Error, Project};
+use async_trait::async_trait;
 use bollard::models::{Service, Task, TaskState};
 use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,38 @@ pub fn step_state(services: &[String], tasks: &[ContainerInfo]) -> StepState {
 /// containers: the stack's name.
 pub const STACK_LABEL: &str = "com.docker.stack.namespace";
 
+/// What a Swarm manager does for an `engine: swarm` stack
+/// ([`super::Engine::swarm`]; [`super::runtime::SwarmRuntime`] uses it).
+#[async_trait]
+pub trait Swarm: Send + Sync {
+    /// `docker stack deploy` of a release, step by step
+    /// ([`Project::steps`]), then the whole stack with `--prune`.
+    async fn deploy(&self, p: Project<'_>) -> Result<CommandLog, Error>;
+
+    /// `docker stack rm`, waited for until this node has none of the
+    /// stack's containers and networks left.
+    async fn rm(&self, p: Project<'_>) -> Result<CommandLog, Error>;
+
+    /// The stack's tasks as containers ([`tasks_as_containers`]); none when
+    /// the engine is not a Swarm manager. Read-only.
+    async fn tasks(&self, stack: &str) -> Result<Vec<ContainerInfo>, Error>;
+}
+
+#[async_trait]
+impl Swarm for Docker {
+    async fn deploy(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        self.stack_deploy(p).await
+    }
+
+    async fn rm(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+        self.stack_rm(p).await
+    }
+
+    async fn tasks(&self, stack: &str) -> Result<Vec<ContainerInfo>, Error> {
+        self.stack_tasks(stack).await
+    }
+}
+
 impl Docker {
     /// `docker stack <args…> -c <file>… <stack>` (the files only for
     /// `deploy`), in the project's directory, with the release's `.env`
@@ -133,7 +166,7 @@ impl Docker {
     /// tasks run; then the whole stack with `--prune` (services the release
     /// no longer has go, as compose's `--remove-orphans`). Images are
     /// pinned by digest: nothing to resolve.
-    pub(super) async fn stack_deploy(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+    async fn stack_deploy(&self, p: Project<'_>) -> Result<CommandLog, Error> {
         const DEPLOY: [&str; 4] = ["deploy", "--with-registry-auth", "--resolve-image", "never"];
         let started = Instant::now();
         let mut output = String::new();
@@ -175,7 +208,7 @@ impl Docker {
     /// moving off Swarm) would collide with them (its ports, its
     /// `<stack>_default` network). A network still in use when the command
     /// ran is removed by running it again once the containers are gone.
-    pub(super) async fn stack_rm(&self, p: Project<'_>) -> Result<CommandLog, Error> {
+    async fn stack_rm(&self, p: Project<'_>) -> Result<CommandLog, Error> {
         let started = Instant::now();
         let mut log = self.stack(p, &["rm"]).await?;
         let label = HashMap::from([(
@@ -251,7 +284,7 @@ impl Docker {
     /// The tasks of stack `project` as containers (see
     /// [`tasks_as_containers`]); none when the engine is not a Swarm
     /// manager.
-    pub(super) async fn stack_tasks(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
+    async fn stack_tasks(&self, project: &str) -> Result<Vec<ContainerInfo>, Error> {
         let label = HashMap::from([("label", vec![format!("{STACK_LABEL}={project}")])]);
         let services = match self
             .docker

@@ -1,5 +1,5 @@
 //! Why a stage failed. Each variant names the boundary it came from; the
-//! stage it failed in is carried next to it ([`super::pipeline::Failed`]).
+//! stage it failed in is carried next to it ([`super::switch::Failed`]).
 //! Messages read as "<what> failed: <why>", which is what history, status
 //! and notifications show.
 

@@ -11,7 +11,6 @@ use crate::plan::{self, Gate, LocalRecord, ObservedStack, Plan};
 use crate::release::{self, Rendered};
 use crate::smoke;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 /// Why a stack's release could not be rendered on this host.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +30,8 @@ pub enum RenderError {
 }
 
 /// Renders a stack's release from the desired state, this host's secret
-/// files and its age identities (`age_identity` is the host config's
-/// `age_identity_file`), with its smoke spec inside (a revert smokes a
+/// files and its secrets, decrypted by `secrets` (the host's
+/// [`crate::secrets::Decryptor`]), with its smoke spec inside (a revert smokes a
 /// release with its own checks, and the checks are part of the
 /// fingerprint).
 ///
@@ -42,9 +41,9 @@ pub enum RenderError {
 pub fn render(
     stack: &Stack,
     commit: Option<&str>,
-    age_identity: Option<&Path>,
+    secrets: &dyn crate::secrets::Decryptor,
 ) -> Result<Rendered, RenderError> {
-    render_as(stack, commit, age_identity, false).map(|(r, _)| r)
+    render_as(stack, commit, secrets, false).map(|(r, _)| r)
 }
 
 /// [`render`] for a preview where host-local files may be absent (`plan`
@@ -58,20 +57,19 @@ pub fn render(
 pub fn render_preview(
     stack: &Stack,
     commit: Option<&str>,
-    age_identity: Option<&Path>,
+    secrets: &dyn crate::secrets::Decryptor,
 ) -> Result<(Rendered, Vec<String>), RenderError> {
-    render_as(stack, commit, age_identity, true)
+    render_as(stack, commit, secrets, true)
 }
 
 fn render_as(
     stack: &Stack,
     commit: Option<&str>,
-    age_identity: Option<&Path>,
+    secrets: &dyn crate::secrets::Decryptor,
     preview: bool,
 ) -> Result<(Rendered, Vec<String>), RenderError> {
-    let mut secrets = Vec::new();
     let mut missing = Vec::new();
-    let decrypted = match crate::secrets::decrypt_stack(stack, age_identity) {
+    let decrypted = match secrets.decrypt_stack(stack) {
         Err(crate::secrets::Error::NoIdentity { .. }) if preview => {
             for f in &stack.spec.secrets {
                 missing.push(format!(
@@ -88,6 +86,7 @@ fn render_as(
         }
         r => r?,
     };
+    let mut env_files = Vec::new();
     for f in &stack.spec.env_files {
         let bytes = match std::fs::read(f) {
             Ok(b) => b,
@@ -102,14 +101,14 @@ fn render_as(
                 });
             }
         };
-        secrets.push((f.clone(), bytes));
+        env_files.push((f.clone(), bytes));
     }
     let mut with_smoke = stack.clone();
     let spec =
         serde_json::to_vec_pretty(&smoke::Spec::of(stack)).expect("a smoke spec always serializes");
     with_smoke.files.insert(smoke::SPEC_FILE.into(), spec);
     let host = release::Secrets {
-        env_files: secrets,
+        env_files,
         decrypted,
     };
     Ok((release::render(&with_smoke, &host, commit)?, missing))
@@ -199,18 +198,19 @@ impl PlanInputs {
             gates,
             ..Default::default()
         };
-        let age = host.policy.age_identity_file.as_deref();
         for name in &names {
             if let Some(s) = desired.stacks.get(name) {
                 let r = if preview {
-                    render_preview(s, desired.commit.as_deref(), age).map(|(r, missing)| {
-                        if !missing.is_empty() {
-                            inputs.missing_here.insert(name.clone(), missing);
-                        }
-                        r
-                    })
+                    render_preview(s, desired.commit.as_deref(), host.secrets).map(
+                        |(r, missing)| {
+                            if !missing.is_empty() {
+                                inputs.missing_here.insert(name.clone(), missing);
+                            }
+                            r
+                        },
+                    )
                 } else {
-                    render(s, desired.commit.as_deref(), age)
+                    render(s, desired.commit.as_deref(), host.secrets)
                 };
                 if let Ok(r) = &r {
                     host.engine.add_secrets(&r.secret_values);

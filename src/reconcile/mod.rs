@@ -2,14 +2,17 @@
 //! over stacks: recovery first, then every selected stack in `depends_on` /
 //! `promote_from` order, at most `concurrency` at once, each planned and
 //! executed under its lock by [`sync_stack`]. What a stack's plan item asks
-//! for becomes a [`pipeline::Switch`] run by the one pipeline.
+//! for becomes a [`Switch`] run by the one pipeline.
 //!
-//! The layout: [`inputs`] gathers what the pure plan needs; [`pipeline`]
-//! runs a switch's stages and decides what follows a failure; [`stage`] is
-//! one function per stage; [`recover`] turns a journal into a switch.
-//! Manual rollback (`crate::rollback`), backups and status sit on top of
-//! this module and of [`crate::host`], never the other way round — except
-//! that the backup stage calls [`crate::backup::run`].
+//! The layout: [`inputs`] gathers what the pure plan needs; [`switch`] is
+//! what a converge is and how it ends; [`pipeline`] runs a switch's stages
+//! and decides what follows a failure; [`stage`] is one function per stage
+//! (below the pipeline: it imports [`switch`], never [`pipeline`]);
+//! [`recover`] turns a journal into a switch. Locks, holds and the stack-name
+//! check are the host's ([`crate::host`]). Manual rollback
+//! (`crate::rollback`), backups and status sit on top of this module and of
+//! [`crate::host`], never the other way round — except that the backup stage
+//! calls [`crate::backup::run`].
 //!
 //! # Guarantees
 //! - One converge per stack at a time: every stage runs under the stack's
@@ -24,21 +27,21 @@ pub mod inputs;
 pub mod pipeline;
 pub mod recover;
 pub mod stage;
+pub mod switch;
 
 pub use error::Error;
 pub use inputs::{PlanInputs, PlanOptions, render};
-pub use pipeline::{Op, Switch, Target};
 pub use recover::recover;
+pub use switch::{Op, Switch, Target};
 
 use crate::desired::{DesiredState, Stack};
 use crate::events::Event;
 use crate::history::{Action, Status};
-use crate::host::{Host, Stages, now_rfc3339};
+use crate::host::{Host, Stages};
 use crate::observed::StackObservation;
 use crate::outcome::{Outcome, Reason, StackResult, Stage};
 use crate::plan::{self, Item, Skip};
 use crate::release::{self, Rendered};
-use crate::state::Hold;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -165,7 +168,7 @@ pub async fn sync_stack(
     let _lock = if opts.dry_run {
         None
     } else {
-        match lock(host, name).await {
+        match host.lock(name).await {
             Ok(l) => Some(l),
             Err(e) => {
                 return (
@@ -242,47 +245,6 @@ pub fn skip_reason(why: &Skip) -> Option<Reason> {
         Skip::Untrusted => Reason::Untrusted,
         Skip::NotForThisHost | Skip::Orphaned => return None,
     })
-}
-
-/// How long [`lock`] waits for another process to release a stack.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
-
-/// Takes the stack's lock, waiting (off the async threads, so the daemon's
-/// loop never blocks on it) for another process to finish with it, at most
-/// [`LOCK_WAIT`].
-///
-/// # Errors
-/// The lock file cannot be opened, or the wait timed out (`TimedOut`).
-pub async fn lock(host: &Host<'_>, name: &str) -> std::io::Result<crate::state::StackLock> {
-    lock_within(host, name, LOCK_WAIT).await
-}
-
-/// [`lock`] with its own bound.
-pub async fn lock_within(
-    host: &Host<'_>,
-    name: &str,
-    wait: std::time::Duration,
-) -> std::io::Result<crate::state::StackLock> {
-    if let Some(l) = host.store.try_lock(name)? {
-        return Ok(l);
-    }
-    tracing::info!(
-        stack = name,
-        "another stackpin process is converging this stack; waiting for its lock"
-    );
-    let store = crate::state::LocalStore::new(&host.layout.root);
-    let n = name.to_string();
-    // A timed-out waiter thread takes the lock later and drops it at once.
-    match tokio::time::timeout(wait, tokio::task::spawn_blocking(move || store.lock(&n))).await {
-        Ok(joined) => joined.map_err(std::io::Error::other)?,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "another stackpin process has held the lock of {name} for more than {}",
-                humantime::format_duration(wait)
-            ),
-        )),
-    }
 }
 
 fn action_word(a: &plan::Action) -> &'static str {
@@ -541,152 +503,6 @@ pub async fn prune_stack(host: &Host<'_>, name: &str, obs: &StackObservation) ->
         stages: st.into_list(),
         ..StackResult::new(name, outcome, None, msg)
     }
-}
-
-fn env_of(host: &Host<'_>, stack: &str) -> (String, String) {
-    match release::read_current(&host.layout, stack).ok().flatten() {
-        Some(c) => (c.environment, c.version),
-        None => ("-".into(), "-".into()),
-    }
-}
-
-/// [`crate::desired::check_stack_name`] as an `InvalidInput` I/O error.
-fn checked_name(stack: &str) -> std::io::Result<()> {
-    crate::desired::check_stack_name(stack)
-        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))
-}
-
-/// Refuses a stack name that is not one, or a stack neither the desired
-/// state (when known) nor this host has: an operator's typo must not create
-/// records for a stack that does not exist.
-///
-/// # Errors
-/// `InvalidInput` with the reason (and the known stacks).
-pub fn check_known(
-    host: &Host<'_>,
-    desired: Option<&DesiredState>,
-    stack: &str,
-) -> std::io::Result<()> {
-    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
-    checked_name(stack)?;
-    let known = known_names(&host.layout, desired);
-    if known.contains(stack) {
-        return Ok(());
-    }
-    Err(invalid(unknown_stack(stack, &known)))
-}
-
-/// [`check_known`] for each of `stacks`: the first unknown one's error.
-pub fn check_all_known(
-    host: &Host<'_>,
-    desired: Option<&DesiredState>,
-    stacks: &[String],
-) -> std::io::Result<()> {
-    stacks
-        .iter()
-        .try_for_each(|s| check_known(host, desired, s))
-}
-
-/// Every stack name this host knows: those on the host, and those of the
-/// desired state (valid or not) when it could be read.
-pub fn known_names(
-    layout: &crate::layout::Layout,
-    desired: Option<&DesiredState>,
-) -> std::collections::BTreeSet<String> {
-    let mut known = crate::observed::stacks_on_host(layout);
-    if let Some(d) = desired {
-        known.extend(d.stacks.keys().cloned());
-        known.extend(d.invalid.iter().cloned());
-    }
-    known
-}
-
-/// "no stack `x` …; did you mean `y`?": the message for a stack name that
-/// is neither in the desired state nor on this host, with the nearest known
-/// name when one is close (edit distance at most 2, or a third of the name).
-pub fn unknown_stack(stack: &str, known: &std::collections::BTreeSet<String>) -> String {
-    let limit = (stack.chars().count() / 3).max(2);
-    let nearest = known
-        .iter()
-        .map(|k| (strsim::levenshtein(stack, k), k))
-        .filter(|(d, _)| *d <= limit)
-        .min();
-    let mut out = format!("no stack `{stack}` in the desired state or on this host");
-    match nearest {
-        Some((_, k)) => out.push_str(&format!("; did you mean `{k}`?")),
-        None if known.is_empty() => out.push_str(" (there are none)"),
-        None => out.push_str(&format!(
-            " (known: {})",
-            known.iter().cloned().collect::<Vec<_>>().join(", ")
-        )),
-    }
-    out
-}
-
-/// Holds a stack: syncs skip it until [`resume_stack`]. Idempotent; records
-/// `hold` in history.
-pub fn hold_stack(
-    host: &Host<'_>,
-    stack: &str,
-    reason: &str,
-    release_id: Option<String>,
-) -> std::io::Result<String> {
-    checked_name(stack)?;
-    let _lock = host.store.lock(stack)?;
-    hold_locked(host, stack, reason, release_id)
-}
-
-/// [`hold_stack`] for a caller that already holds the stack's lock.
-pub fn hold_locked(
-    host: &Host<'_>,
-    stack: &str,
-    reason: &str,
-    release_id: Option<String>,
-) -> std::io::Result<String> {
-    checked_name(stack)?;
-    host.store.set_hold(
-        stack,
-        &Hold {
-            reason: reason.into(),
-            at: now_rfc3339(),
-            release_id: release_id.clone(),
-        },
-    )?;
-    // Held on a release: that release's version, even before current.json
-    // names it (a rollback holds, then records).
-    let (env, version) = release_id
-        .as_deref()
-        .and_then(|id| release::read_meta(&host.layout.release_dir(stack, id)).ok())
-        .map(|m| (m.environment, m.version))
-        .unwrap_or_else(|| env_of(host, stack));
-    host.record(stack, &env, Action::Hold, &version, Status::Success, reason)?;
-    Ok(format!(
-        "{stack} is held: {reason}; `stackpin resume {stack}` lets git win again"
-    ))
-}
-
-/// Lifts a hold. Records `resume` in history when there was one.
-pub fn resume_stack(host: &Host<'_>, stack: &str) -> std::io::Result<String> {
-    checked_name(stack)?;
-    let _lock = host.store.lock(stack)?;
-    resume_locked(host, stack)
-}
-
-/// [`resume_stack`] for a caller that already holds the stack's lock.
-pub fn resume_locked(host: &Host<'_>, stack: &str) -> std::io::Result<String> {
-    checked_name(stack)?;
-    match host.store.hold(stack) {
-        Ok(None) => return Ok(format!("{stack} is not held")),
-        Ok(Some(_)) => {}
-        // An unreadable hold is lifted too: resume is how a person clears it.
-        Err(e) => tracing::warn!(stack, "{e}; removing it"),
-    }
-    host.store.clear_hold(stack)?;
-    let (env, version) = env_of(host, stack);
-    host.record(stack, &env, Action::Resume, &version, Status::Success, "")?;
-    Ok(format!(
-        "{stack} resumed: the next sync converges it to git"
-    ))
 }
 
 #[cfg(test)]

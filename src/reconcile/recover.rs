@@ -9,7 +9,8 @@
 //! had passed smoke is recorded, and only one that cannot be shown healthy
 //! is reverted — through the same failure handling as any deploy.
 
-use super::pipeline::{self, Op, Switch, Target};
+use super::pipeline;
+use super::switch::{Op, Switch, Target, version_of};
 use crate::host::Host;
 use crate::outcome::{Outcome, Reason, StackResult, Stage};
 use crate::release;
@@ -58,7 +59,7 @@ impl Recovery {
 pub async fn recover(host: &Host<'_>) -> Vec<StackResult> {
     let mut out = Vec::new();
     for name in host.store.journaled_stacks() {
-        let _lock = match super::lock(host, &name).await {
+        let _lock = match host.lock(&name).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(stack = %name, "not recovered now: {e}");
@@ -117,9 +118,9 @@ pub async fn recover_one(host: &Host<'_>, j: Journal) -> StackResult {
         tracing::error!(stack = %name, "{msg}");
         let _ = host.record(
             &name,
-            &super::env_of(host, &name).0,
+            &host.env_of(&name).0,
             crate::history::Action::Restore,
-            &super::pipeline::version_of(host, &name, Some(&j.to)),
+            &version_of(host, &name, Some(&j.to)),
             crate::history::Status::Failed,
             &msg,
         );

@@ -5,7 +5,7 @@
 //! keeps `reverting` throughout).
 
 use super::error::Error;
-use super::pipeline::{Op, Run, Target};
+use super::switch::{Op, Run, Switch, Target, version_of};
 use crate::events::Event;
 use crate::gate;
 use crate::history::{Action, Status};
@@ -244,8 +244,8 @@ async fn stop(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
     let meta =
         release::read_meta(&host.layout.release_dir(&r.sw.stack, from)).map_err(Error::Release)?;
     let link = host.layout.stack_link(&r.sw.stack);
-    host.engine
-        .down(meta.project(&link))
+    meta.runtime()
+        .remove(host.engine, meta.project(&link))
         .await
         .map_err(Error::Stop)?;
     Ok(format!("stopped {}", meta.version))
@@ -299,8 +299,9 @@ async fn leave_the_other_engine(
     if before.engine == meta.engine {
         return Ok(None);
     }
-    host.engine
-        .down(before.project(&dir))
+    before
+        .runtime()
+        .remove(host.engine, before.project(&dir))
         .await
         .map_err(Error::Up)?;
     Ok(Some(format!(
@@ -329,7 +330,8 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
     // Start-first services first: each new container is judged before it
     // takes the service's name, and a refused one never served.
     let spec = smoke::Spec::read(dir)?;
-    if !spec.start_first.is_empty() {
+    let runtime = meta.runtime();
+    if runtime.local() && !spec.start_first.is_empty() {
         let wanted = release::read_service_fingerprints(dir).map_err(Error::Rollout)?;
         let containers = host
             .engine
@@ -344,27 +346,19 @@ async fn up(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
             replaced.push(line);
         }
     }
-    host.engine.up(project).await.map_err(Error::Up)?;
-    if meta.engine.is_swarm() {
-        // `docker stack deploy` only asks Swarm to roll the tasks, on any
-        // node, and none mounts this host's release (validation refuses
-        // bind mounts): the smoke waits for the new tasks.
-        let order: String = meta
-            .swarm_steps
-            .iter()
-            .map(|s| format!("{} running, then ", s.services.join(", ")))
-            .collect();
-        r.notes.extend(replaced.iter().cloned());
-        replaced.push(if order.is_empty() {
-            "deployed to the swarm; its tasks are rolled one at a time".into()
-        } else {
-            format!(
-                "deployed to the swarm in depends_on order ({order}the whole stack); its tasks are rolled one at a time"
-            )
-        });
+    runtime
+        .deploy(host.engine, project)
+        .await
+        .map_err(Error::Up)?;
+    let note = runtime.deployed_note(&meta.swarm_steps);
+    r.notes.extend(replaced.iter().cloned());
+    if !runtime.local() {
+        // The orchestrator rolls the members, on any node, and none mounts
+        // this host's release (validation refuses bind mounts): nothing to
+        // record; the smoke waits for the new members.
+        replaced.extend(note);
         return Ok(replaced.join("; "));
     }
-    r.notes.extend(replaced.iter().cloned());
     let (problem, touched, recreated) = record_mounts(host, &r.sw.stack, &id).await;
     r.recreated = recreated;
     if let Some(t) = &touched {
@@ -480,14 +474,19 @@ async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
     let (_, dir, meta) = target_id(r, Stage::Smoke)?;
     let spec = smoke::Spec::read(dir)?;
     let (stack, services, checks) = (&r.sw.stack, &spec.services, &spec.checks);
-    let o = if meta.engine.is_swarm() {
-        smoke::run_after_rollout(host.engine, stack, services, checks, spec.timeout()).await
-    } else {
-        smoke::run(host.engine, stack, services, checks, spec.timeout()).await
-    };
+    let runtime = meta.runtime();
+    let o = smoke::run(
+        host.engine,
+        runtime,
+        stack,
+        services,
+        checks,
+        spec.timeout(),
+    )
+    .await;
     if !o.passed {
         // Before the revert replaces them: what the containers said.
-        let logs = smoke::failure_logs(host.engine, stack, services).await;
+        let logs = smoke::failure_logs(host.engine, runtime, stack, services).await;
         return Err(Error::Smoke {
             // The error names its check already (`containers: …`).
             why: o
@@ -543,7 +542,7 @@ fn record(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         }
         Op::Rollback | Op::Restore => {
             // An operator's change: recorded, then held there.
-            let from_version = super::pipeline::version_of(host, &sw.stack, sw.from.as_deref());
+            let from_version = version_of(host, &sw.stack, sw.from.as_deref());
             let (first, reason) = if sw.op == Op::Restore {
                 let backup = sw
                     .restore
@@ -563,12 +562,11 @@ fn record(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
             let mut why = vec![first];
             why.extend(r.notes.iter().cloned());
             history(sw.op.action(), &why.join("; "))?;
-            super::hold_locked(host, &sw.stack, &reason, Some(id.clone())).map_err(|source| {
-                Error::Record {
+            host.hold_locked(&sw.stack, &reason, Some(id.clone()))
+                .map_err(|source| Error::Record {
                     what: "hold",
                     source,
-                }
-            })?;
+                })?;
         }
         Op::Deploy => {
             history(Action::Deploy, &notes)?;
@@ -628,7 +626,7 @@ fn record(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
     Ok(detail.join("; "))
 }
 
-fn deployed(sw: &super::pipeline::Switch, meta: &ReleaseMeta) -> Event {
+fn deployed(sw: &Switch, meta: &ReleaseMeta) -> Event {
     Event::Deployed {
         stack: sw.stack.clone(),
         environment: meta.environment.clone(),
@@ -637,18 +635,13 @@ fn deployed(sw: &super::pipeline::Switch, meta: &ReleaseMeta) -> Event {
 }
 
 /// The version of the release a revert undoes, for its event.
-fn failed_version(host: &Host<'_>, sw: &super::pipeline::Switch) -> String {
-    super::pipeline::version_of(host, &sw.stack, sw.from.as_deref())
+fn failed_version(host: &Host<'_>, sw: &Switch) -> String {
+    version_of(host, &sw.stack, sw.from.as_deref())
 }
 
 /// Retention after a deploy: keeps `keep_releases`, the new release, the one
 /// it replaced and the newest verified one. Returns a note when it failed.
-fn retain(
-    host: &Host<'_>,
-    sw: &super::pipeline::Switch,
-    meta: &ReleaseMeta,
-    id: &str,
-) -> Option<String> {
+fn retain(host: &Host<'_>, sw: &Switch, meta: &ReleaseMeta, id: &str) -> Option<String> {
     let name = &sw.stack;
     let mut protect: Vec<String> = vec![id.to_string()];
     protect.extend(sw.from.clone());
@@ -703,7 +696,7 @@ pub async fn stop_and_unlink(
             Ok(t) if t.file_name() == Some(std::ffi::OsStr::new(&m.release_id)) => link,
             _ => host.layout.release_dir(stack, &m.release_id),
         };
-        if let Err(e) = host.engine.down(m.project(&dir)).await {
+        if let Err(e) = m.runtime().remove(host.engine, m.project(&dir)).await {
             problems.push(e.report());
         }
     }

@@ -31,6 +31,7 @@ struct Bed {
     engine: MemoryEngine,
     events: Events,
     policy: crate::policy::HostPolicy,
+    secrets: crate::secrets::Age,
     disk_free: u8,
 }
 
@@ -48,6 +49,7 @@ impl Bed {
             engine,
             events: Events::default(),
             policy: Default::default(),
+            secrets: Default::default(),
             disk_free: 0,
         }
     }
@@ -68,6 +70,7 @@ impl Bed {
             reporter: &LogReporter,
             events: &self.events,
             policy: &self.policy,
+            secrets: &self.secrets,
         }
     }
 
@@ -625,14 +628,16 @@ async fn a_lock_held_elsewhere_times_out_instead_of_blocking_the_loop() {
     let host = b.host();
     std::fs::create_dir_all(b.root()).unwrap();
     let held = host.store.lock("app").unwrap();
-    let Err(e) = super::lock_within(&host, "app", std::time::Duration::from_millis(200)).await
+    let Err(e) = host
+        .lock_within("app", std::time::Duration::from_millis(200))
+        .await
     else {
         panic!("the second lock must not be granted while the first is held");
     };
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
     assert!(e.to_string().contains("lock of app"), "{e}");
     drop(held);
-    super::lock_within(&host, "app", std::time::Duration::from_secs(5))
+    host.lock_within("app", std::time::Duration::from_secs(5))
         .await
         .unwrap();
 }

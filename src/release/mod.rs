@@ -192,12 +192,16 @@ pub struct ReleaseMeta {
 
 impl ReleaseMeta {
     /// The compose project (= stack) this release runs as, in `dir`.
+    /// What runs this release (`engine:` in its stack.yaml).
+    pub fn runtime(&self) -> &'static dyn crate::engine::runtime::Runtime {
+        crate::engine::runtime::of(self.engine)
+    }
+
     pub fn project<'a>(&'a self, dir: &'a Path) -> crate::engine::Project<'a> {
         crate::engine::Project {
             name: &self.stack,
             dir,
             files: &self.compose_files,
-            swarm: self.engine.is_swarm(),
             steps: &self.swarm_steps,
         }
     }
