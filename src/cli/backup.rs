@@ -125,7 +125,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         anyhow::Ok((results, failed))
     })?;
     if g.json {
-        super::print_json(&results)?;
+        super::output::json(&results)?;
     }
     Ok(if failed || refused {
         Status::Failed

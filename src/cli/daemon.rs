@@ -139,7 +139,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         // it refuses does not pass here.
         let checks = setup::runtime()?.block_on(daemon::start_checks(&cfg, &opts));
         shown["checks"] = serde_json::to_value(&checks)?;
-        super::print_json(&shown)?;
+        super::output::json(&shown)?;
         let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
         for c in &failed {
             eprintln!("error: {}: {}", c.what, c.detail);

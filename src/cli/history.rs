@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         .collect();
     let list = &list[list.len().saturating_sub(a.limit)..];
     if g.json {
-        super::print_json(list)?;
+        super::output::json(list)?;
     } else if list.is_empty() {
         // Said on stderr: stdout stays the (empty) list for scripts.
         match &a.stack {

@@ -31,7 +31,7 @@ fn say(g: &Global, action: &str, stack: &str, message: &str) -> anyhow::Result<(
             "message": message,
             "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
-        super::print_json(&v)
+        super::output::json(&v)
     } else {
         println!("{message}");
         Ok(())

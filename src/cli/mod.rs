@@ -7,6 +7,7 @@ mod completions;
 mod daemon;
 mod history;
 mod hold;
+mod output;
 mod plan;
 mod releases;
 mod restore;
@@ -208,27 +209,6 @@ fn long_version() -> String {
 /// The version of every `--json` shape. Bumped when a field changes
 /// meaning or goes away (adding one does not bump it).
 pub const JSON_SCHEMA_VERSION: u64 = 1;
-
-/// Print `value` as `--json` output: each object (the value itself, or each
-/// element of an array of rows) carries `schema_version` as its first key,
-/// so a script can check the shape it reads without the arrays that most
-/// commands print changing into envelopes.
-pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    let mut v = serde_json::to_value(value)?;
-    match &mut v {
-        serde_json::Value::Array(rows) => rows.iter_mut().for_each(versioned),
-        other => versioned(other),
-    }
-    println!("{}", serde_json::to_string_pretty(&v)?);
-    Ok(())
-}
-
-fn versioned(v: &mut serde_json::Value) {
-    if let serde_json::Value::Object(map) = v {
-        map.shift_remove("schema_version");
-        map.shift_insert(0, "schema_version".into(), JSON_SCHEMA_VERSION.into());
-    }
-}
 
 /// A one-shot command whose reader went away (`stackpin history | head -1`)
 /// ends quietly, as any Unix filter does, instead of panicking in

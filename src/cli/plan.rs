@@ -214,7 +214,7 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
         )
     })?;
     if g.json {
-        super::print_json(&out)?;
+        super::output::json(&out)?;
     } else {
         println!("desired state: {}", desired.source);
         for f in desired.errors() {

@@ -31,6 +31,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         std::slice::from_ref(&a.stack),
     )?;
     let layout = Layout { root: cfg.root };
+    if !g.json {
+        // The same rows as `rollback --list`, by the same printer.
+        let store = crate::state::LocalStore::new(&layout.root);
+        super::output::releases(
+            &a.stack,
+            &crate::rollback::releases(&layout, &store, &a.stack)?,
+        );
+        return Ok(Status::Ok);
+    }
     let current = release::current(&layout, &a.stack)?;
     let verified = std::fs::read_to_string(layout.verified_txt(&a.stack))
         .ok()
@@ -49,30 +58,6 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             id: r.id,
         })
         .collect();
-    if g.json {
-        super::print_json(&rows)?;
-    } else if rows.is_empty() {
-        println!("{} has no releases on this host", a.stack);
-    } else {
-        for r in &rows {
-            let mut marks = Vec::new();
-            if r.current {
-                marks.push("current");
-            }
-            if r.verified {
-                marks.push("verified");
-            }
-            if !r.complete {
-                marks.push("INCOMPLETE");
-            }
-            println!(
-                "{:<40} {:<20} {:<22} {}",
-                r.id,
-                r.version.as_deref().unwrap_or("?"),
-                r.created_at.as_deref().unwrap_or("?"),
-                marks.join(",")
-            );
-        }
-    }
+    super::output::json(&rows)?;
     Ok(Status::Ok)
 }

@@ -78,7 +78,7 @@ fn list(g: &Global, cfg: &crate::config::Config, stack: &str) -> anyhow::Result<
         }
     }
     if g.json {
-        super::print_json(&rows)?;
+        super::output::json(&rows)?;
         return Ok(Status::Ok);
     }
     if rows.is_empty() {

@@ -7,7 +7,7 @@ use super::{Global, Status};
 use crate::control::{self, Request};
 use crate::layout::Layout;
 use crate::outcome::StackResult;
-use crate::rollback::{self, ReleaseRow, Target};
+use crate::rollback::{self, Target};
 use crate::state::LocalStore;
 
 #[derive(Debug, clap::Args)]
@@ -103,7 +103,7 @@ pub(super) fn via_daemon(
 /// One stack's result, as a line or `--json`; exit 1 when it failed.
 pub(super) fn print_result(g: &Global, r: &StackResult) -> anyhow::Result<Status> {
     if g.json {
-        super::print_json(r)?;
+        super::output::json(r)?;
     } else {
         println!("{}: {}", r.stack, r.message);
     }
@@ -121,27 +121,10 @@ fn list(g: &Global, cfg: crate::config::Config, stack: &str) -> anyhow::Result<S
     let rows = rollback::releases(&layout, &store, stack)?;
     let hold = store.hold(stack).ok().flatten();
     if g.json {
-        super::print_json(&rows)?;
+        super::output::json(&rows)?;
         return Ok(Status::Ok);
     }
-    if rows.is_empty() {
-        println!("{stack} has no releases on this host");
-        return Ok(Status::Ok);
-    }
-    println!(
-        "{:<40} {:<16} {:<20} {:<24} MARKS",
-        "RELEASE", "VERSION", "CREATED (UTC)", "OUTCOME"
-    );
-    for r in &rows {
-        println!(
-            "{:<40} {:<16} {:<20} {:<24} {}",
-            r.id,
-            r.version,
-            r.created.as_deref().unwrap_or("?"),
-            r.outcome.as_str(),
-            marks(r)
-        );
-    }
+    super::output::releases(stack, &rows);
     if let Some(h) = hold {
         println!(
             "{stack} is held: {} (`stackpin resume {stack}` lets git win again)",
@@ -149,24 +132,4 @@ fn list(g: &Global, cfg: crate::config::Config, stack: &str) -> anyhow::Result<S
         );
     }
     Ok(Status::Ok)
-}
-
-fn marks(r: &ReleaseRow) -> String {
-    let mut m = Vec::new();
-    if r.current {
-        m.push("current");
-    }
-    if r.previous {
-        m.push("previous");
-    }
-    if r.verified {
-        m.push("verified");
-    }
-    if r.quarantined {
-        m.push("quarantined");
-    }
-    if !r.complete {
-        m.push("INCOMPLETE");
-    }
-    m.join(",")
 }

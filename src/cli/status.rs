@@ -38,7 +38,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         None => collect_here(g, &a, cfg)?,
     };
     if g.json {
-        super::print_json(&rows)?;
+        super::output::json(&rows)?;
     } else {
         print_table(&rows);
         // Which compose runs the stacks (v1 and v2 name containers and
@@ -81,26 +81,23 @@ fn collect_here(
 }
 
 pub fn print_table(rows: &[status::StackStatus]) {
-    let w = rows.iter().map(|r| r.stack.len()).max().unwrap_or(5).max(5);
-    let vw = rows
-        .iter()
-        .filter_map(|r| r.version.as_ref().map(String::len))
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    println!(
-        "{:<w$}  {:<11}  {:<vw$}  {:<12}  {:<40}  REASON",
-        "STACK", "STATE", "VERSION", "DIGEST", "LAST CHANGE"
-    );
+    let mut t = super::output::Table::new(&[
+        "STACK",
+        "STATE",
+        "VERSION",
+        "DIGEST",
+        "LAST CHANGE",
+        "REASON",
+    ]);
     for r in rows {
-        println!(
-            "{:<w$}  {:<11}  {:<vw$}  {:<12}  {:<40}  {}",
-            r.stack,
+        t.row([
+            r.stack.as_str(),
             r.state.as_str(),
             r.version.as_deref().unwrap_or("-"),
             r.digest.as_deref().unwrap_or("-"),
             r.last_change.as_deref().unwrap_or("-"),
-            r.reason
-        );
+            r.reason.as_str(),
+        ]);
     }
+    t.print();
 }

@@ -198,7 +198,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
 
 fn print_results(g: &Global, results: &[StackResult]) -> anyhow::Result<()> {
     if g.json {
-        super::print_json(results)?;
+        super::output::json(results)?;
     } else {
         for r in results {
             let word = r.outcome.word();

@@ -250,7 +250,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     if a.gate {
         print!("{}", gate_report(&rows, &findings));
     } else if g.json {
-        super::print_json(&findings)?;
+        super::output::json(&findings)?;
     } else {
         for f in &findings {
             println!("{f}");

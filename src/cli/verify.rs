@@ -140,7 +140,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         publish_error,
     };
     if g.json {
-        super::print_json(&report)?;
+        super::output::json(&report)?;
     } else {
         println!(
             "{} {} is verified on {} (release {}){}",
