@@ -648,6 +648,7 @@ impl Daemon {
         let (mut q, mut h, mut b) = (0, 0, 0);
         for r in &rows {
             self.metrics.set_stack_state(&r.stack, r.state);
+            self.metrics.set_stack_axes(&r.stack, r.sync, r.health);
             let newest = crate::backup::list(&host.layout.backups_dir(&r.stack))
                 .ok()
                 .and_then(|ids| ids.last().and_then(|id| crate::backup::id_time(id)));

@@ -12,7 +12,7 @@
 //! ([`CLASSIC_CONTENT_TYPE`], [`to_classic`]) otherwise, which `promtool
 //! check metrics` and older tools read.
 
-use crate::outcome::{Outcome, Reason, State};
+use crate::outcome::{Health, Outcome, Reason, State, SyncStatus};
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,6 +47,8 @@ pub struct Metrics {
     converge: HistogramFamily,
     smoke: HistogramFamily,
     stack_state: Family<Labels, Gauge>,
+    stack_sync: Family<Labels, Gauge>,
+    stack_health: Family<Labels, Gauge>,
     last_success: Family<Labels, Gauge>,
     stacks: Family<Labels, Gauge>,
     fetch_errors: Counter,
@@ -75,6 +77,8 @@ impl Metrics {
             converge: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             smoke: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             stack_state: Family::default(),
+            stack_sync: Family::default(),
+            stack_health: Family::default(),
             last_success: Family::default(),
             stacks: Family::default(),
             fetch_errors: Counter::default(),
@@ -108,6 +112,16 @@ impl Metrics {
                 "stackpin_stack_state",
                 "1 for the stack's current state, 0 for the others",
                 m.stack_state.clone(),
+            );
+            r.register(
+                "stackpin_stack_sync",
+                "1 for the stack's sync status (does what runs match git), 0 for the others",
+                m.stack_sync.clone(),
+            );
+            r.register(
+                "stackpin_stack_health",
+                "1 for the stack's health (is what runs healthy), 0 for the others",
+                m.stack_health.clone(),
             );
             r.register_with_unit(
                 "stackpin_last_success_timestamp",
@@ -226,6 +240,22 @@ impl Metrics {
         }
     }
 
+    /// Sets `stackpin_stack_sync{stack,sync}` and
+    /// `stackpin_stack_health{stack,health}` one-hot, as
+    /// [`Metrics::set_stack_state`]. Idempotent.
+    pub fn set_stack_axes(&self, stack: &str, sync: SyncStatus, health: Health) {
+        for s in SyncStatus::ALL {
+            self.stack_sync
+                .get_or_create(&labels([("stack", stack), ("sync", s.as_str())]))
+                .set(i64::from(s == sync));
+        }
+        for h in Health::ALL {
+            self.stack_health
+                .get_or_create(&labels([("stack", stack), ("health", h.as_str())]))
+                .set(i64::from(h == health));
+        }
+    }
+
     pub fn set_last_success(&self, stack: &str, unix_secs: i64) {
         self.last_success
             .get_or_create(&labels([("stack", stack)]))
@@ -243,6 +273,14 @@ impl Metrics {
         for s in State::ALL {
             self.stack_state
                 .remove(&labels([("stack", stack), ("state", s.as_str())]));
+        }
+        for s in SyncStatus::ALL {
+            self.stack_sync
+                .remove(&labels([("stack", stack), ("sync", s.as_str())]));
+        }
+        for h in Health::ALL {
+            self.stack_health
+                .remove(&labels([("stack", stack), ("health", h.as_str())]));
         }
     }
 
@@ -502,6 +540,20 @@ mod tests {
                 .filter(|l| l.starts_with("stackpin_stack_state{") && l.ends_with(" 1"))
                 .collect::<Vec<_>>(),
             ["stackpin_stack_state{stack=\"web\",state=\"Held\"} 1"]
+        );
+        m.set_stack_axes("web", SyncStatus::Quarantined, Health::Healthy);
+        let t = m.encode();
+        let ones: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("stackpin_stack_") && l.ends_with(" 1"))
+            .filter(|l| !l.starts_with("stackpin_stack_state{"))
+            .collect();
+        assert_eq!(
+            ones,
+            [
+                "stackpin_stack_sync{stack=\"web\",sync=\"Quarantined\"} 1",
+                "stackpin_stack_health{stack=\"web\",health=\"Healthy\"} 1"
+            ]
         );
         m.forget_stack("web");
         assert!(!m.encode().contains("stack=\"web\""));

@@ -5,6 +5,7 @@
 
 use crate::engine::{ContainerInfo, Engine};
 use crate::layout::Layout;
+use crate::outcome::Health;
 use crate::plan::{ObservedContainer, ObservedStack};
 use crate::release::{self, CurrentRecord, ReleaseMeta};
 use serde::Serialize;
@@ -19,10 +20,27 @@ pub struct StackObservation {
     pub current: Option<CurrentRecord>,
     #[serde(skip)]
     pub containers: Vec<ContainerInfo>,
+    /// Whether `containers` were read now ([`observe`]), not just left
+    /// empty ([`observe_files`], or the engine did not answer).
+    #[serde(skip)]
+    pub members_read: bool,
     pub problems: Vec<String>,
 }
 
 impl StackObservation {
+    /// The health of what runs here, from its members as read now; `None`
+    /// when they were not read.
+    pub fn members_health(&self) -> Option<Health> {
+        if !self.members_read {
+            return None;
+        }
+        Some(match (&self.release, &self.meta) {
+            (None, _) => Health::Missing,
+            (Some(_), None) => Health::Unknown,
+            (Some(_), Some(m)) => health_of_members(m.images.keys(), &self.containers),
+        })
+    }
+
     pub fn for_plan(&self) -> ObservedStack {
         ObservedStack {
             release: self.release.clone(),
@@ -109,10 +127,119 @@ pub async fn observe(layout: &Layout, engine: &dyn Engine, stack: &str) -> Stack
         ReleaseMeta::runtime,
     );
     match runtime.members(engine, stack).await {
-        Ok(c) => o.containers = c,
+        Ok(c) => {
+            o.containers = c;
+            o.members_read = true;
+        }
         Err(e) => o
             .problems
             .push(format!("containers of {stack} cannot be listed: {e}")),
     }
     o
+}
+
+/// The health of a release's `services` from its members (containers, or a
+/// Swarm stack's tasks). Pure. `Degraded` when a service has no running
+/// member (one that exited 0, a one-shot job, counts as done; all of them
+/// removed counts too: the release is linked, so something should run, and
+/// `Missing` is for a stack with no release here), or one restarts or is
+/// unhealthy; `Progressing` while a healthcheck is still starting; else
+/// `Healthy`.
+pub fn health_of_members<'a>(
+    services: impl IntoIterator<Item = &'a String>,
+    members: &[ContainerInfo],
+) -> Health {
+    let mut starting = false;
+    for svc in services {
+        let of: Vec<&ContainerInfo> = members.iter().filter(|c| &c.service == svc).collect();
+        let running: Vec<&&ContainerInfo> = of.iter().filter(|c| c.state == "running").collect();
+        let done = !of.is_empty()
+            && of
+                .iter()
+                .all(|c| c.state == "exited" && c.exit_code == Some(0));
+        if running.is_empty() && !done {
+            return Health::Degraded;
+        }
+        if of.iter().any(|c| c.state == "restarting")
+            || running
+                .iter()
+                .any(|c| c.health.as_deref() == Some("unhealthy"))
+        {
+            return Health::Degraded;
+        }
+        starting |= running
+            .iter()
+            .any(|c| c.health.as_deref() == Some("starting"));
+    }
+    if starting {
+        Health::Progressing
+    } else {
+        Health::Healthy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(
+        service: &str,
+        state: &str,
+        health: Option<&str>,
+        exit: Option<i64>,
+    ) -> ContainerInfo {
+        ContainerInfo {
+            service: service.into(),
+            state: state.into(),
+            health: health.map(str::to_string),
+            exit_code: exit,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn health_from_the_members_of_a_release() {
+        let services = ["web".to_string(), "migrate".to_string()];
+        let web = |state, health| member("web", state, health, None);
+        let migrated = member("migrate", "exited", None, Some(0));
+        let cases: Vec<(Vec<ContainerInfo>, Health)> = vec![
+            (vec![], Health::Degraded),
+            (
+                vec![web("running", None), migrated.clone()],
+                Health::Healthy,
+            ),
+            (
+                vec![web("running", Some("healthy")), migrated.clone()],
+                Health::Healthy,
+            ),
+            (
+                vec![web("running", Some("starting")), migrated.clone()],
+                Health::Progressing,
+            ),
+            (
+                vec![web("running", Some("unhealthy")), migrated.clone()],
+                Health::Degraded,
+            ),
+            (
+                vec![web("restarting", None), migrated.clone()],
+                Health::Degraded,
+            ),
+            (
+                vec![web("exited", None), migrated.clone()],
+                Health::Degraded,
+            ),
+            // A one-shot job that failed, or a service with no member.
+            (
+                vec![
+                    web("running", None),
+                    member("migrate", "exited", None, Some(1)),
+                ],
+                Health::Degraded,
+            ),
+            (vec![web("running", None)], Health::Degraded),
+        ];
+        for (members, want) in cases {
+            assert_eq!(health_of_members(&services, &members), want, "{members:?}");
+        }
+    }
 }

@@ -354,6 +354,95 @@ impl fmt::Display for State {
     }
 }
 
+/// Does what runs match what git wants here? The first of a stack's two
+/// axes (as Argo CD's sync status), apart from whether it is healthy
+/// ([`Health`]). In JSON snake_case, in text [`SyncStatus::as_str`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    /// What runs is what git wants.
+    Synced,
+    /// Git wants something else here (a deploy, a heal, a removal is due,
+    /// or the last one failed).
+    OutOfSync,
+    /// An operator holds the stack where it is.
+    Held,
+    /// The gate refuses git's version (unverified, unsigned, invalid).
+    Blocked,
+    /// Git's version failed here and is not retried until it changes.
+    Quarantined,
+    /// `hosts:` leaves this stack to other hosts.
+    NotForThisHost,
+    /// No desired state to compare with.
+    #[default]
+    Unknown,
+}
+
+impl SyncStatus {
+    pub const ALL: [SyncStatus; 7] = [
+        SyncStatus::Synced,
+        SyncStatus::OutOfSync,
+        SyncStatus::Held,
+        SyncStatus::Blocked,
+        SyncStatus::Quarantined,
+        SyncStatus::NotForThisHost,
+        SyncStatus::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Synced => "Synced",
+            SyncStatus::OutOfSync => "OutOfSync",
+            SyncStatus::Held => "Held",
+            SyncStatus::Blocked => "Blocked",
+            SyncStatus::Quarantined => "Quarantined",
+            SyncStatus::NotForThisHost => "NotForThisHost",
+            SyncStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+/// Is what runs healthy? The second axis: from the containers (or Swarm
+/// tasks) and the last smoke, whatever git wants. In JSON snake_case, in
+/// text [`Health::as_str`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Every service of the running release runs (and passes its
+    /// healthcheck), or its smoke passed in the last run.
+    Healthy,
+    /// Something of the running release does not run, restarts or is
+    /// unhealthy, or its last smoke failed.
+    Degraded,
+    /// A converge is under way, or a container is still starting.
+    Progressing,
+    /// Nothing of the stack runs here (never deployed, or removed).
+    Missing,
+    /// Not known now (the engine could not be asked).
+    #[default]
+    Unknown,
+}
+
+impl Health {
+    pub const ALL: [Health; 5] = [
+        Health::Healthy,
+        Health::Degraded,
+        Health::Progressing,
+        Health::Missing,
+        Health::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "Healthy",
+            Health::Degraded => "Degraded",
+            Health::Progressing => "Progressing",
+            Health::Missing => "Missing",
+            Health::Unknown => "Unknown",
+        }
+    }
+}
+
 /// One stage as it ran: for the stage lines on stderr, `sync --json` and the
 /// duration metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

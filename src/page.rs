@@ -35,6 +35,20 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// The colour of a sync status or a health, as the state pill of the same
+/// meaning has it (a fixed set, so no user text reaches a class).
+fn axis_class(word: &str) -> &'static str {
+    match word {
+        "Synced" | "Healthy" => "st-converged",
+        "OutOfSync" | "Progressing" => "st-progressing",
+        "Degraded" => "st-failed",
+        "Quarantined" => "st-rolledback",
+        "Blocked" => "st-blocked",
+        "Held" => "st-held",
+        _ => "st-absent",
+    }
+}
+
 /// The CSS class of a state (a fixed set, so no user text reaches a class).
 fn state_class(state: &str) -> &'static str {
     match state {
@@ -135,7 +149,7 @@ pub fn render(
     } else {
         h.push_str(
             "<div class=\"wrap\"><table id=\"stacks\"><thead><tr><th>Stack</th><th>State</th>\
-             <th>Version</th><th>Digest</th><th>Release</th><th>Last change</th><th>Reason</th>\
+             <th>Sync</th><th>Health</th><th>Version</th><th>Digest</th><th>Release</th><th>Last change</th><th>Reason</th>\
              </tr></thead><tbody>\n",
         );
         for r in &snap.stacks {
@@ -250,12 +264,19 @@ fn stack_row(h: &mut String, r: &StackStatus) {
     let _ = writeln!(
         h,
         "<tr data-stack=\"{stack}\" data-state=\"{key}\"><td><strong>{stack}</strong></td>\
-         <td><span class=\"state {class}\">{state}</span></td><td>{version}</td><td>{digest}</td>\
+         <td><span class=\"state {class}\">{state}</span></td>\
+         <td><span class=\"state {sync_class}\" data-sync=\"{sync}\">{sync}</span></td>\
+         <td><span class=\"state {health_class}\" data-health=\"{health}\">{health}</span></td>\
+         <td>{version}</td><td>{digest}</td>\
          <td class=\"nowrap\">{release}</td><td>{last}</td><td class=\"reason\">{badges}{reason}</td></tr>",
         stack = escape(&r.stack),
         state = escape(r.state.as_str()),
         key = r.state.key(),
         class = state_class(r.state.as_str()),
+        sync = r.sync.as_str(),
+        sync_class = axis_class(r.sync.as_str()),
+        health = r.health.as_str(),
+        health_class = axis_class(r.health.as_str()),
         version = opt(&r.version, "mono"),
         digest = opt(&r.digest, "mono"),
         release = opt(&r.release, "mono"),
@@ -283,6 +304,8 @@ mod tests {
             stacks: vec![StackStatus {
                 stack: "<img src=x onerror=alert(1)>".into(),
                 state: crate::outcome::State::Failed,
+                sync: Default::default(),
+                health: Default::default(),
                 version: Some("v1".into()),
                 release: None,
                 digest: None,

@@ -638,6 +638,11 @@ mod tests {
                 .collect()
         };
         assert_eq!(listed("State"), spellings(&State::ALL));
+        assert_eq!(
+            listed("SyncStatus"),
+            spellings(&crate::outcome::SyncStatus::ALL)
+        );
+        assert_eq!(listed("Health"), spellings(&crate::outcome::Health::ALL));
         assert_eq!(listed("Reason"), spellings(&reasons));
 
         // Every field a row and an entry serialize is described, and
@@ -645,6 +650,8 @@ mod tests {
         let row = serde_json::to_value(crate::status::StackStatus {
             stack: "s".into(),
             state: State::Converged,
+            sync: Default::default(),
+            health: Default::default(),
             version: None,
             release: None,
             digest: None,

@@ -8,7 +8,7 @@ use crate::desired::DesiredState;
 use crate::history::{self, History};
 use crate::host::Host;
 use crate::observed::{self, StackObservation};
-use crate::outcome::{Outcome, Reason, StackResult, State};
+use crate::outcome::{Health, Outcome, Reason, StackResult, State, SyncStatus};
 use crate::plan::{Action, Item, Skip};
 use crate::reconcile::{PlanInputs, PlanOptions, SyncReport, inputs};
 use chrono::{DateTime, Utc};
@@ -31,7 +31,16 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StackStatus {
     pub stack: String,
+    /// The one word of both axes together (kept for scripts and
+    /// `status --check`); [`StackStatus::sync`] and [`StackStatus::health`]
+    /// say them apart.
     pub state: State,
+    /// Does what runs match what git wants here?
+    #[serde(default)]
+    pub sync: SyncStatus,
+    /// Is what runs healthy?
+    #[serde(default)]
+    pub health: Health,
     pub version: Option<String>,
     pub release: Option<String>,
     /// First 12 hex digits of the first image's digest.
@@ -130,6 +139,111 @@ pub fn state_of(
     }
 }
 
+/// The sync axis: does what runs match what git wants here? Pure: from the
+/// plan item (before a run) or the run's outcome (after it), and this
+/// host's records.
+pub fn sync_of(item: Option<&Item>, outcome: Option<&StackResult>, r: &Records) -> SyncStatus {
+    if r.hold.is_some() {
+        return SyncStatus::Held;
+    }
+    if let Some(res) = outcome {
+        match res.outcome {
+            Outcome::Deployed
+            | Outcome::Healed
+            | Outcome::Unchanged
+            | Outcome::Recovered
+            | Outcome::Removed => return SyncStatus::Synced,
+            Outcome::Blocked => return SyncStatus::Blocked,
+            Outcome::RolledBack | Outcome::Failed if r.quarantine.is_some() => {
+                return SyncStatus::Quarantined;
+            }
+            Outcome::RolledBack | Outcome::Failed => return SyncStatus::OutOfSync,
+            Outcome::Skipped | Outcome::Planned => {}
+        }
+    }
+    let Some(it) = item else {
+        return SyncStatus::Unknown;
+    };
+    match &it.action {
+        Action::Noop => SyncStatus::Synced,
+        Action::Heal | Action::Deploy | Action::Remove => SyncStatus::OutOfSync,
+        Action::Skip { why } => match why {
+            Skip::Blocked | Skip::Untrusted | Skip::Invalid => SyncStatus::Blocked,
+            Skip::Quarantined => SyncStatus::Quarantined,
+            Skip::Held => SyncStatus::Held,
+            Skip::NotForThisHost => SyncStatus::NotForThisHost,
+            Skip::Orphaned => SyncStatus::OutOfSync,
+        },
+    }
+}
+
+/// The health axis: is what runs healthy, whatever git wants? Pure: a
+/// converge under way is `Progressing` and nothing running is `Missing`;
+/// then the run's own verdict (a smoke that passed just now on what runs,
+/// or a deploy that failed once it touched the containers); then `seen`,
+/// the members as read before the run ([`crate::observed::StackObservation::members_health`]);
+/// then what the plan saw (`Noop`: every service runs its release; `Heal`:
+/// some do not). `Unknown` otherwise.
+pub fn health_of(
+    item: Option<&Item>,
+    outcome: Option<&StackResult>,
+    seen: Option<Health>,
+    r: &Records,
+) -> Health {
+    if r.journaled {
+        return Health::Progressing;
+    }
+    if !r.running {
+        return Health::Missing;
+    }
+    if let Some(res) = outcome {
+        match (res.outcome, res.reason) {
+            (Outcome::Deployed | Outcome::Healed | Outcome::Recovered | Outcome::RolledBack, _) => {
+                return Health::Healthy;
+            }
+            (
+                Outcome::Failed,
+                Some(Reason::UpFailed | Reason::SmokeFailed | Reason::RevertFailed),
+            ) => return Health::Degraded,
+            _ => {}
+        }
+    }
+    if let Some(h) = seen {
+        return h;
+    }
+    match item.map(|i| &i.action) {
+        Some(Action::Noop) => Health::Healthy,
+        Some(Action::Heal) => Health::Degraded,
+        _ => Health::Unknown,
+    }
+}
+
+/// Everything a row says about a stack beyond its records: the state and
+/// its reason, the reason code, and the two axes.
+struct Judged {
+    state: State,
+    reason: String,
+    code: Option<Reason>,
+    sync: SyncStatus,
+    health: Health,
+}
+
+fn judge(
+    item: Option<&Item>,
+    outcome: Option<&StackResult>,
+    seen: Option<Health>,
+    r: &Records,
+) -> Judged {
+    let (state, reason) = state_of(item, outcome, r);
+    Judged {
+        state,
+        reason,
+        code: code_of(item, outcome),
+        sync: sync_of(item, outcome, r),
+        health: health_of(item, outcome, seen, r),
+    }
+}
+
 /// The reason code a row shows: the run's, else what the plan waits on.
 pub fn code_of(item: Option<&Item>, outcome: Option<&StackResult>) -> Option<Reason> {
     if let Some(r) = outcome.and_then(|o| o.reason) {
@@ -168,9 +282,16 @@ fn row(
     obs: &StackObservation,
     hist: &History,
     desired: Option<&DesiredState>,
-    ((state, reason), code): ((State, String), Option<Reason>),
+    j: Judged,
     rec: &Records,
 ) -> StackStatus {
+    let Judged {
+        state,
+        reason,
+        code,
+        sync,
+        health,
+    } = j;
     let meta = obs.meta.as_ref();
     let reason = match (state, host.store.hold(name).ok().flatten()) {
         (State::Held, Some(h)) => held_reason(host, &h, desired, name, meta),
@@ -180,6 +301,8 @@ fn row(
     StackStatus {
         stack: name.to_string(),
         state,
+        sync,
+        health,
         version: meta.map(|m| m.version.clone()),
         release: obs.release.clone(),
         digest: meta
@@ -226,9 +349,8 @@ pub async fn collect(
                 let obs = &inputs.observed[name];
                 let item = plan.items.iter().find(|i| &i.stack == name);
                 let rec = records(host, name, obs);
-                let s = state_of(item, None, &rec);
-                let code = code_of(item, None);
-                rows.push(row(host, name, obs, &hist, desired, (s, code), &rec));
+                let j = judge(item, None, obs.members_health(), &rec);
+                rows.push(row(host, name, obs, &hist, desired, j, &rec));
             }
         }
         None => {
@@ -238,8 +360,8 @@ pub async fn collect(
                 }
                 let obs = observed::observe(&host.layout, host.engine, &name).await;
                 let rec = records(host, &name, &obs);
-                let s = state_of(None, None, &rec);
-                rows.push(row(host, &name, &obs, &hist, None, (s, None), &rec));
+                let j = judge(None, None, obs.members_health(), &rec);
+                rows.push(row(host, &name, &obs, &hist, None, j, &rec));
             }
         }
     }
@@ -259,17 +381,9 @@ pub fn after_run(host: &Host<'_>, desired: &DesiredState, report: &SyncReport) -
         let obs = observed::observe_files(&host.layout, &res.stack);
         let rec = records(host, &res.stack, &obs);
         let item = report.items.get(&res.stack);
-        let s = state_of(item, Some(res), &rec);
-        let code = code_of(item, Some(res));
-        rows.push(row(
-            host,
-            &res.stack,
-            &obs,
-            &hist,
-            Some(desired),
-            (s, code),
-            &rec,
-        ));
+        let seen = report.seen.get(&res.stack).copied();
+        let j = judge(item, Some(res), seen, &rec);
+        rows.push(row(host, &res.stack, &obs, &hist, Some(desired), j, &rec));
     }
     rows.sort_by(|a, b| a.stack.cmp(&b.stack));
     rows
@@ -454,6 +568,166 @@ mod tests {
                 state_of(i.as_ref(), o.as_ref(), r).0,
                 want,
                 "{i:?} {o:?} {r:?}"
+            );
+        }
+    }
+
+    /// The two axes apart (issue 35): a stack reverted to its previous
+    /// release runs healthily but is not what git wants; a stack never
+    /// deployed is missing, not failed; drift is out of sync and degraded.
+    #[test]
+    fn sync_and_health_are_two_axes() {
+        let running = Records {
+            running: true,
+            ..Default::default()
+        };
+        let q = Records {
+            quarantine: Some("smoke failed".into()),
+            ..running.clone()
+        };
+        let never = Records {
+            quarantine: Some("smoke failed".into()),
+            ..Default::default()
+        };
+        let absent = Records::default();
+        let held = Records {
+            hold: Some("manual".into()),
+            ..running.clone()
+        };
+        let journaled = Records {
+            journaled: true,
+            ..running.clone()
+        };
+        let res = |o: Outcome, r: Option<Reason>| StackResult::new("s", o, r, "msg".into());
+        let skip = |why: Skip| item(Action::Skip { why });
+        use Health as H;
+        use SyncStatus as S;
+        type Case<'a> = (
+            Option<Item>,
+            Option<StackResult>,
+            Option<Health>,
+            &'a Records,
+            S,
+            H,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                Some(item(Action::Deploy)),
+                Some(res(Outcome::RolledBack, Some(Reason::RolledBack))),
+                None,
+                &q,
+                S::Quarantined,
+                H::Healthy,
+            ),
+            (
+                Some(skip(Skip::Quarantined)),
+                None,
+                Some(H::Healthy),
+                &q,
+                S::Quarantined,
+                H::Healthy,
+            ),
+            (
+                Some(skip(Skip::Quarantined)),
+                None,
+                None,
+                &never,
+                S::Quarantined,
+                H::Missing,
+            ),
+            (
+                Some(item(Action::Heal)),
+                None,
+                None,
+                &running,
+                S::OutOfSync,
+                H::Degraded,
+            ),
+            (
+                Some(item(Action::Noop)),
+                None,
+                None,
+                &running,
+                S::Synced,
+                H::Healthy,
+            ),
+            // What the members say wins over what the plan assumed.
+            (
+                Some(item(Action::Noop)),
+                None,
+                Some(H::Progressing),
+                &running,
+                S::Synced,
+                H::Progressing,
+            ),
+            (
+                Some(skip(Skip::Held)),
+                None,
+                Some(H::Healthy),
+                &held,
+                S::Held,
+                H::Healthy,
+            ),
+            (
+                Some(skip(Skip::Blocked)),
+                None,
+                None,
+                &running,
+                S::Blocked,
+                H::Unknown,
+            ),
+            (
+                Some(skip(Skip::NotForThisHost)),
+                None,
+                None,
+                &absent,
+                S::NotForThisHost,
+                H::Missing,
+            ),
+            (
+                Some(item(Action::Deploy)),
+                None,
+                None,
+                &journaled,
+                S::OutOfSync,
+                H::Progressing,
+            ),
+            // A failed pull left the old release as it was: its health is
+            // what was seen; a failed smoke left it degraded.
+            (
+                Some(item(Action::Deploy)),
+                Some(res(Outcome::Failed, Some(Reason::PullFailed))),
+                Some(H::Healthy),
+                &running,
+                S::OutOfSync,
+                H::Healthy,
+            ),
+            (
+                Some(item(Action::Deploy)),
+                Some(res(Outcome::Failed, Some(Reason::SmokeFailed))),
+                Some(H::Healthy),
+                &running,
+                S::OutOfSync,
+                H::Degraded,
+            ),
+            (
+                Some(item(Action::Deploy)),
+                Some(res(Outcome::Deployed, None)),
+                Some(H::Missing),
+                &running,
+                S::Synced,
+                H::Healthy,
+            ),
+            (None, None, None, &running, S::Unknown, H::Unknown),
+        ];
+        for (i, o, seen, r, sync, health) in cases {
+            assert_eq!(
+                (
+                    sync_of(i.as_ref(), o.as_ref(), r),
+                    health_of(i.as_ref(), o.as_ref(), seen, r)
+                ),
+                (sync, health),
+                "{i:?} {o:?} {seen:?} {r:?}"
             );
         }
     }

@@ -24,6 +24,8 @@ fn row(stack: &str, state: &str, reason: &str) -> StackStatus {
     StackStatus {
         stack: stack.into(),
         state: state.parse().unwrap(),
+        sync: Default::default(),
+        health: Default::default(),
         version: Some("1.4.2".into()),
         release: Some("20260130T100000Z-1a2b3c".into()),
         digest: Some("0123456789ab".into()),

@@ -542,6 +542,8 @@ async fn api_serves_stacks_and_history_as_json() {
         snap.stacks.push(StackStatus {
             stack: "web".into(),
             state: stackpin::outcome::State::Converged,
+            sync: Default::default(),
+            health: Default::default(),
             version: Some("v1".into()),
             release: Some("20260130T100000Z-v1".into()),
             digest: Some("1db6436ca7e0".into()),
@@ -640,6 +642,8 @@ async fn the_api_keeps_its_openapi_contract_under_schemathesis() {
             snap.stacks.push(StackStatus {
                 stack: format!("s{i}"),
                 state,
+                sync: stackpin::outcome::SyncStatus::ALL[i % 7],
+                health: stackpin::outcome::Health::ALL[i % 5],
                 version: full.then(|| "v1".into()),
                 release: full.then(|| "v1__20260130T100000Z".into()),
                 digest: full.then(|| "1db6436ca7e0".into()),

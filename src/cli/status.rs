@@ -84,6 +84,8 @@ pub fn print_table(rows: &[status::StackStatus]) {
     let mut t = super::output::Table::new(&[
         "STACK",
         "STATE",
+        "SYNC",
+        "HEALTH",
         "VERSION",
         "DIGEST",
         "LAST CHANGE",
@@ -93,6 +95,8 @@ pub fn print_table(rows: &[status::StackStatus]) {
         t.row([
             r.stack.as_str(),
             r.state.as_str(),
+            r.sync.as_str(),
+            r.health.as_str(),
             r.version.as_deref().unwrap_or("-"),
             r.digest.as_deref().unwrap_or("-"),
             r.last_change.as_deref().unwrap_or("-"),

@@ -228,7 +228,7 @@ pub fn explain(output: &str) -> Option<String> {
 }
 
 /// One container of a compose project, as the engine reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerInfo {
     pub id: String,
     /// Without the leading `/`.

@@ -39,7 +39,7 @@ use crate::events::Event;
 use crate::history::{Action, Status};
 use crate::host::{Host, Stages};
 use crate::observed::StackObservation;
-use crate::outcome::{Outcome, Reason, StackResult, Stage};
+use crate::outcome::{Health, Outcome, Reason, StackResult, Stage};
 use crate::plan::{self, Item, Skip};
 use crate::release::{self, Rendered};
 use std::collections::BTreeMap;
@@ -80,6 +80,9 @@ pub struct SyncReport {
     pub results: Vec<StackResult>,
     /// The plan item of each stack that was planned, by stack.
     pub items: BTreeMap<String, Item>,
+    /// The health of what each stack ran before this run acted on it, from
+    /// the members its plan read (see `status::health_of`).
+    pub seen: BTreeMap<String, Health>,
 }
 
 impl SyncReport {
@@ -124,7 +127,8 @@ pub async fn sync(host: &Host<'_>, desired: &DesiredState, opts: &SyncOptions) -
     let mut pending: Vec<String> = names.clone();
     let mut done: Vec<String> = Vec::new();
     let mut running = FuturesUnordered::new();
-    let mut by_name: BTreeMap<String, (StackResult, Option<Item>)> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, (StackResult, Option<Item>, Option<Health>)> =
+        BTreeMap::new();
     loop {
         while running.len() < limit {
             let Some(pos) = pending
@@ -149,7 +153,8 @@ pub async fn sync(host: &Host<'_>, desired: &DesiredState, opts: &SyncOptions) -
         }
     }
     for n in names {
-        if let Some((r, item)) = by_name.remove(&n) {
+        if let Some((r, item, seen)) = by_name.remove(&n) {
+            report.seen.extend(seen.map(|h| (n.clone(), h)));
             report.items.extend(item.map(|i| (n, i)));
             report.results.push(r);
         }
@@ -157,14 +162,16 @@ pub async fn sync(host: &Host<'_>, desired: &DesiredState, opts: &SyncOptions) -
     report
 }
 
-/// Plans and executes one stack under its lock; the plan item it acted on.
+/// Plans and executes one stack under its lock; the plan item it acted on
+/// and the health of what ran before it acted (from the members the plan
+/// read).
 pub async fn sync_stack(
     host: &Host<'_>,
     desired: &DesiredState,
     name: &str,
     opts: &SyncOptions,
     gates: BTreeMap<String, crate::plan::Gate>,
-) -> (StackResult, Option<Item>) {
+) -> (StackResult, Option<Item>, Option<Health>) {
     let _lock = if opts.dry_run {
         None
     } else {
@@ -179,6 +186,7 @@ pub async fn sync_stack(
                         format!("the stack's lock could not be taken: {e}"),
                     ),
                     None,
+                    None,
                 );
             }
         }
@@ -190,6 +198,7 @@ pub async fn sync_stack(
             format!("{e}; the stack is left as it is: check it, then remove the journal file");
         return (
             StackResult::new(name, Outcome::Failed, Some(Reason::Interrupted), msg),
+            None,
             None,
         );
     }
@@ -207,9 +216,10 @@ pub async fn sync_stack(
             Some(Reason::InvalidSpec),
             "not in the desired state".into(),
         );
-        return (r, None);
+        return (r, None, None);
     };
     let obs = inputs.observed.remove(name).unwrap_or_default();
+    let seen = obs.members_health();
     for p in &obs.problems {
         tracing::warn!(stack = name, "{p}");
     }
@@ -228,10 +238,10 @@ pub async fn sync_stack(
                 format!("would {}: {}", action_word(&item.action), item.reason),
             )
         };
-        return (r, Some(item));
+        return (r, Some(item), seen);
     }
     let r = execute(host, desired, &item, rendered, obs).await;
-    (r, Some(item))
+    (r, Some(item), seen)
 }
 
 /// The reason a skipped stack's result carries (`None`: not this host's,

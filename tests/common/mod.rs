@@ -667,6 +667,15 @@ impl TestHost {
         })
     }
 
+    /// `status --json`'s two axes of `stack`: its sync status and its
+    /// health (`("synced", "healthy")`).
+    pub fn axes(&self, stack: &str) -> (String, String) {
+        let rows = self.cmd(["--json", "status", stack]).run().ok().json();
+        let row = &rows[0];
+        let word = |k: &str| row[k].as_str().unwrap_or_default().to_string();
+        (word("sync"), word("health"))
+    }
+
     /// The audit log, `<root>/deploy-history.log` (empty when missing).
     pub fn history(&self) -> String {
         std::fs::read_to_string(self.root().join("deploy-history.log")).unwrap_or_default()
