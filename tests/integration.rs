@@ -27,6 +27,7 @@ mod layering;
 mod notify;
 mod package;
 mod page;
+mod pin;
 mod plan;
 mod powers;
 mod publish;

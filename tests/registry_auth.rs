@@ -170,3 +170,81 @@ fn registry_credentials_pull_and_refused_ones_change_nothing() {
     h.assert_consistent(&s);
     assert!(!h.history().contains(&p.password));
 }
+
+/// `stackpin pin` resolves a tag of the private registry with the same
+/// credentials as the pulls (issue 34): without them it says whom to ask,
+/// with a wrong password it is refused, and neither writes the file.
+#[test]
+fn pin_resolves_a_private_tag_with_the_pull_credentials() {
+    let Some(p) = private() else { return };
+    let h = TestHost::new();
+    let s = h.stack("private");
+    let port = h.free_port();
+    let (repo, digest) = p.image.split_once('@').unwrap();
+    let other = format!("{repo}@sha256:{}", "0".repeat(64));
+    StackFixture::new(&s, &other, port, "v1")
+        .without_site_conf()
+        .write(&h);
+    let file = h.repo().join("stacks").join(&s).join("stack.yaml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    let docker_config = h.tmp().join("docker-config.json");
+    let host_config = h.tmp().join("config.yaml");
+    common::write_config(
+        &host_config,
+        format!("registry_auth_file: {}\n", docker_config.display()),
+    )
+    .unwrap();
+    let tag = format!("{repo}:v1");
+    let pin = || {
+        h.cmd([
+            "--config".as_ref(),
+            host_config.as_os_str(),
+            "--json".as_ref(),
+            "pin".as_ref(),
+            s.as_ref(),
+            "web".as_ref(),
+            tag.as_ref(),
+            "--dir".as_ref(),
+            h.repo().as_os_str(),
+        ])
+        .run()
+    };
+
+    std::fs::write(&docker_config, r#"{"auths": {}}"#).unwrap();
+    let out = pin();
+    assert_eq!(out.status_code(), Some(2), "{}", out.report());
+    assert!(
+        out.stderr()
+            .contains(&format!("{} wants credentials", p.registry)),
+        "{}",
+        out.report()
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+
+    let wrong = "wrong-password-4d1f9c";
+    let auths = |password: &str| {
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{}"}}}}}}"#,
+            p.registry,
+            basic(&p.user, password)
+        )
+    };
+    std::fs::write(&docker_config, auths(wrong)).unwrap();
+    let out = pin();
+    assert_eq!(out.status_code(), Some(2), "{}", out.report());
+    assert!(
+        out.stderr().contains("refused the credentials"),
+        "{}",
+        out.report()
+    );
+    assert!(!out.stderr().contains(wrong));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+
+    std::fs::write(&docker_config, auths(&p.password)).unwrap();
+    let out = pin().ok().json();
+    assert_eq!(out["new"], format!("{repo}@{digest}"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        before.replacen(&other, &p.image, 1)
+    );
+}

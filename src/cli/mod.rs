@@ -8,6 +8,7 @@ mod daemon;
 mod history;
 mod hold;
 mod output;
+mod pin;
 mod plan;
 mod releases;
 mod restore;
@@ -120,6 +121,8 @@ pub enum Command {
     Resume(hold::ResumeArgs),
     /// Check a desired-state repository against every rule (exit 1 on errors).
     Validate(validate::Args),
+    /// Write a digest pin into a stack's stack.yaml (a tag is resolved in the registry); --commit it.
+    Pin(pin::Args),
     /// Record by hand that a release on this host is verified (default: the current one).
     Verify(verify::Args),
     /// Back up a stack's databases and running release now; prints the backup directory.
@@ -237,6 +240,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Status> {
         Command::Rollback(a) => rollback::run(&cli.global, a),
         Command::Restore(a) => restore::run(&cli.global, a),
         Command::Validate(a) => validate::run(&cli.global, a),
+        Command::Pin(a) => pin::run(&cli.global, a),
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Backup(a) => backup::run(&cli.global, a),
         Command::Completions(a) => completions::run(a),

@@ -5,6 +5,7 @@
 //! others.
 
 pub mod compose;
+pub mod edit;
 pub mod finding;
 pub mod image;
 pub mod paths;

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod compose;
 mod mask;
 pub mod memory;
+pub mod registry;
 pub mod runtime;
 pub mod swarm;
 
