@@ -10,14 +10,25 @@
 #                            router, a tenant and an admin app upgraded start-first,
 #                            Redis and PostgreSQL, from the Debian test images, with
 #                            requests sent through the router during each converge
-#   scripts/demo.sh --clean  stop the demo stacks and the fixtures it started
+#   scripts/demo.sh --clean  stop the demo stacks and the fixtures it started, and
+#                            say what it removed and what it kept (caches);
+#                            --clean --all removes those too
+#
+# Each phase is printed with its time. The simple demo builds only the busybox
+# images it shows (the Debian ones only for --full), and runs under compose v2
+# when the fixtures have it (it says which compose it uses).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DEMO_DIR=${STACKPIN_DEMO_DIR:-/tmp/stackpin-demo}
 STACK=demo-web
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+START=$SECONDS
+LAST=$SECONDS
+step() {
+    printf '\n\033[1m==> %s\033[0m  (%ds in, last phase %ds)\n' "$*" $((SECONDS - START)) $((SECONDS - LAST))
+    LAST=$SECONDS
+}
 pause() { [ -t 1 ] && sleep "${1:-1}" || true; }
 
 MODE=simple
@@ -25,30 +36,70 @@ case "${1:-}" in
 --full) MODE=full ;;
 --clean | "") ;;
 *)
-    echo "usage: $0 [--full|--clean]" >&2
+    echo "usage: $0 [--full|--clean [--all]]" >&2
     exit 2
     ;;
 esac
 
 if [ "${1:-}" = "--clean" ]; then
+    removed=()
     for s in "$STACK" demo-shop; do
         [ -d "$DEMO_DIR/root/stacks/$s" ] || continue
-        (cd "$DEMO_DIR/root/stacks/$s" && docker-compose -p "$s" down -v --remove-orphans 2>/dev/null || docker compose -p "$s" down -v --remove-orphans) || true
+        (cd "$DEMO_DIR/root/stacks/$s" && docker-compose -p "$s" down -v --remove-orphans 2>/dev/null || docker compose -p "$s" down -v --remove-orphans) >/dev/null 2>&1 || true
+        removed+=("the demo stack $s (its containers, networks and volumes)")
     done
-    chmod -R u+w "$DEMO_DIR" 2>/dev/null || true
-    rm -rf "$DEMO_DIR"
-    bash scripts/fixtures.sh stop || true
+    if [ -d "$DEMO_DIR" ]; then
+        chmod -R u+w "$DEMO_DIR" 2>/dev/null || true
+        rm -rf "$DEMO_DIR"
+        removed+=("$DEMO_DIR (the demo host's root, repository and state)")
+    fi
+    bash scripts/fixtures.sh stop >/dev/null 2>&1 || true
+    removed+=("the loopback registry and its storage")
+    caches=(target "${STACKPIN_IMAGE_CACHE:-$HOME/.cache/stackpin-test}")
+    if [ "${2:-}" = "--all" ]; then
+        imgs=$(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '(^|/)stackpin-test/' || true)
+        [ -n "$imgs" ] && docker rmi -f $imgs >/dev/null 2>&1 || true
+        removed+=("the stackpin-test images in the engine")
+        for c in "${caches[@]}"; do
+            [ -e "$c" ] || continue
+            chmod -R u+w "$c" 2>/dev/null || true
+            rm -rf "$c"
+            removed+=("$c")
+        done
+        kept=()
+    else
+        kept=()
+        for c in "${caches[@]}"; do
+            [ -e "$c" ] && kept+=("$c ($(du -sh "$c" 2>/dev/null | cut -f1))")
+        done
+        n=$(docker images --format '{{.Repository}}' | grep -cE '(^|/)stackpin-test/' || true)
+        [ "${n:-0}" -gt 0 ] && kept+=("$n stackpin-test image(s) in the engine")
+    fi
+    echo "removed:"
+    printf '  %s\n' "${removed[@]}"
+    if [ ${#kept[@]} -gt 0 ]; then
+        echo "kept (caches that make the next run fast; scripts/demo.sh --clean --all removes them):"
+        printf '  %s\n' "${kept[@]}"
+    fi
     exit 0
 fi
 
 step "real components: Docker engine, compose, a registry on 127.0.0.1, images pushed by digest"
 # shellcheck source=scripts/fixtures.sh
 . scripts/fixtures.sh
+# The simple demo shows the busybox app only: no Debian images.
+[ "$MODE" = full ] || export STACKPIN_FIXTURES_WEB=0
 stackpin_fixtures_setup
+# Compose v2 when the fixtures have it (auto prefers `docker compose`).
+if [ -n "${STACKPIN_TEST_COMPOSE_V2_CONFIG:-}" ] && [ -d "$STACKPIN_TEST_COMPOSE_V2_CONFIG" ]; then
+    export DOCKER_CONFIG=$STACKPIN_TEST_COMPOSE_V2_CONFIG
+    STACKPIN_TEST_COMPOSE="docker compose"
+fi
 
 step "building stackpin"
 cargo build --quiet
 BIN=$PWD/target/debug/stackpin
+printf '    compose: %s\n' "$("$BIN" --version | sed -n 's/^compose .*): //p')"
 
 # A fresh demo host and repository.
 for s in "$STACK" demo-shop; do
@@ -146,3 +197,4 @@ cat "$DEMO_DIR/root/releases/verified/$STACK.txt"
 printf '\nThe demo stack is still running (project %s, port %s). Look around:\n' "$STACK" "$PORT"
 printf '  cd %s/root/stacks/%s && %s ps\n' "$DEMO_DIR" "$STACK" "$STACKPIN_TEST_COMPOSE"
 printf 'Clean up with: scripts/demo.sh --clean\n'
+printf 'The demo took %ds.\n' $((SECONDS - START))

@@ -371,14 +371,14 @@ stackpin_fixtures_write_env() {
         echo "export STACKPIN_TEST_IMAGE_BROKEN=$STACKPIN_TEST_IMAGE_BROKEN"
         echo "export STACKPIN_TEST_IMAGE_CRASH=$STACKPIN_TEST_IMAGE_CRASH"
         echo "export STACKPIN_TEST_IMAGE_MISSING=$STACKPIN_TEST_IMAGE_MISSING"
-        echo "export STACKPIN_TEST_WEB_KEY=$STACKPIN_TEST_WEB_KEY"
-        echo "export STACKPIN_TEST_WEB_ROUTER=$STACKPIN_TEST_WEB_ROUTER"
-        echo "export STACKPIN_TEST_WEB_APP_V1=$STACKPIN_TEST_WEB_APP_V1"
-        echo "export STACKPIN_TEST_WEB_APP_V2=$STACKPIN_TEST_WEB_APP_V2"
-        echo "export STACKPIN_TEST_WEB_APP_500=$STACKPIN_TEST_WEB_APP_500"
-        echo "export STACKPIN_TEST_WEB_DB=$STACKPIN_TEST_WEB_DB"
-        echo "export STACKPIN_TEST_WEB_CACHE=$STACKPIN_TEST_WEB_CACHE"
-        echo "export STACKPIN_TEST_WEB_ROOT_TAR=$STACKPIN_TEST_WEB_ROOT_TAR"
+        echo "export STACKPIN_TEST_WEB_KEY=${STACKPIN_TEST_WEB_KEY:-}"
+        echo "export STACKPIN_TEST_WEB_ROUTER=${STACKPIN_TEST_WEB_ROUTER:-}"
+        echo "export STACKPIN_TEST_WEB_APP_V1=${STACKPIN_TEST_WEB_APP_V1:-}"
+        echo "export STACKPIN_TEST_WEB_APP_V2=${STACKPIN_TEST_WEB_APP_V2:-}"
+        echo "export STACKPIN_TEST_WEB_APP_500=${STACKPIN_TEST_WEB_APP_500:-}"
+        echo "export STACKPIN_TEST_WEB_DB=${STACKPIN_TEST_WEB_DB:-}"
+        echo "export STACKPIN_TEST_WEB_CACHE=${STACKPIN_TEST_WEB_CACHE:-}"
+        echo "export STACKPIN_TEST_WEB_ROOT_TAR=${STACKPIN_TEST_WEB_ROOT_TAR:-}"
         echo "export STACKPIN_TEST_COMPOSE='$STACKPIN_TEST_COMPOSE'"
         echo "export STACKPIN_TEST_COMPOSE_V2_CONFIG='$STACKPIN_TEST_COMPOSE_V2_CONFIG'"
         echo "export STACKPIN_TEST_FIXTURES=1"
@@ -396,7 +396,11 @@ stackpin_fixtures_setup() {
     stackpin_fixtures_start_registry || return 1
     stackpin_fixtures_build_images || return 1
     stackpin_fixtures_forget_local_images
-    stackpin_fixtures_web_images || return 1
+    # STACKPIN_FIXTURES_WEB=0 (the simple demo): no Debian images, whose
+    # root is a 500 MB download the busybox app does not need.
+    if [ "${STACKPIN_FIXTURES_WEB:-1}" = 1 ]; then
+        stackpin_fixtures_web_images || return 1
+    fi
     stackpin_fixtures_write_env || return 1
     _fx_log "ready: $STACKPIN_FIXTURES_ENV_FILE (compose: $STACKPIN_TEST_COMPOSE)"
 }
