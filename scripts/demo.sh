@@ -88,7 +88,12 @@ step "real components: Docker engine, compose, a registry on 127.0.0.1, images p
 # shellcheck source=scripts/fixtures.sh
 . scripts/fixtures.sh
 # The simple demo shows the busybox app only: no Debian images.
-[ "$MODE" = full ] || export STACKPIN_FIXTURES_WEB=0
+# Its variables go to a file of its own: the test suite's file names the
+# Debian images too.
+if [ "$MODE" != full ]; then
+    export STACKPIN_FIXTURES_WEB=0
+    export STACKPIN_FIXTURES_ENV_FILE="${TMPDIR:-/tmp}/stackpin-demo-fixtures.env"
+fi
 stackpin_fixtures_setup
 # Compose v2 when the fixtures have it (auto prefers `docker compose`).
 if [ -n "${STACKPIN_TEST_COMPOSE_V2_CONFIG:-}" ] && [ -d "$STACKPIN_TEST_COMPOSE_V2_CONFIG" ]; then

@@ -20,7 +20,7 @@
 
 STACKPIN_FIXTURES_CRATE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACKPIN_FIXTURES_STATE="${STACKPIN_FIXTURES_STATE:-$STACKPIN_FIXTURES_CRATE/target/test-fixtures.d}"
-STACKPIN_FIXTURES_ENV_FILE="$STACKPIN_FIXTURES_CRATE/target/test-fixtures.env"
+STACKPIN_FIXTURES_ENV_FILE="${STACKPIN_FIXTURES_ENV_FILE:-$STACKPIN_FIXTURES_CRATE/target/test-fixtures.env}"
 STACKPIN_FIXTURES_REPO="stackpin-test/app"
 # shellcheck source=scripts/web-images.sh
 . "$STACKPIN_FIXTURES_CRATE/scripts/web-images.sh"

@@ -159,12 +159,23 @@ fn plan_shows_every_action_and_changes_nothing() {
         diffs.contains("-version v1") && diffs.contains("+version v2"),
         "{diffs}"
     );
-    // Text output too.
-    h.cmd(["plan", &bump])
+    // Text output too: the override's digests cut to 12 hex, whole with
+    // --long (and in --json).
+    let v2 = f.v2.split_once("@sha256:").unwrap().1;
+    let text = h
+        .cmd(["plan", &bump])
         .run()
         .ok()
         .stdout_contains("+version v2")
-        .stdout_contains("image web: sha256:");
+        .stdout_contains("image web: sha256:")
+        .stdout_contains(&format!("@sha256:{}…", &v2[..12]))
+        .stdout();
+    assert!(!text.contains(v2), "{text}");
+    h.cmd(["plan", "--long", &bump])
+        .run()
+        .ok()
+        .stdout_contains(&format!("@sha256:{v2}"));
+    assert!(diffs.contains(v2), "{diffs}");
 
     // With prune on, the orphan becomes a removal.
     h.write("stackpin.yaml", "prune: true\n");

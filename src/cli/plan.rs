@@ -34,6 +34,9 @@ pub struct Args {
     /// host (by default one line each).
     #[arg(long)]
     pub all_hosts: bool,
+    /// Show digests and fingerprints whole (by default 12 hex digits).
+    #[arg(long)]
+    pub long: bool,
     #[command(flatten)]
     pub fetch: setup::FetchArg,
 }
@@ -264,7 +267,11 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
             }
             for f in &p.files {
                 for line in f.unified.lines() {
-                    println!("  {line}");
+                    if a.long {
+                        println!("  {line}");
+                    } else {
+                        println!("  {}", shorten_hex(line));
+                    }
                 }
             }
         }
@@ -325,4 +332,48 @@ fn summary(out: &[StackPlan]) -> String {
         })
         .collect();
     format!("plan: {}", parts.join(", "))
+}
+
+/// `line` with each run of exactly 64 lowercase hex digits (a sha256
+/// digest or fingerprint) cut to its first 12 and `…`, for people: the
+/// whole is in `--long` and `--json`.
+fn shorten_hex(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let b = line.as_bytes();
+    let hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+    let mut i = 0;
+    while i < b.len() {
+        if hex(b[i]) && (i == 0 || !hex(b[i - 1])) {
+            let end = (i..b.len()).find(|&j| !hex(b[j])).unwrap_or(b.len());
+            if end - i == 64 {
+                out.push_str(&line[i..i + 12]);
+                out.push('…');
+                i = end;
+                continue;
+            }
+            out.push_str(&line[i..end]);
+            i = end;
+            continue;
+        }
+        let ch = line[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+#[cfg(test)]
+mod shorten_tests {
+    use super::shorten_hex;
+
+    #[test]
+    fn only_whole_64_hex_runs_are_cut() {
+        let d = "8c889d307e8997fbccf027f7c2f3af17c6bfc963b0e76ece9c1910d20b9679e3";
+        assert_eq!(
+            shorten_hex(&format!("-    image: \"r/app@sha256:{d}\" → é")),
+            "-    image: \"r/app@sha256:8c889d307e89…\" → é"
+        );
+        assert_eq!(shorten_hex(&format!("{d}0")), format!("{d}0"));
+        assert_eq!(shorten_hex("commit 4f2a9c1"), "commit 4f2a9c1");
+    }
 }
