@@ -405,6 +405,26 @@ fn a_dry_run_exits_as_plan_does() {
     h.commit("a host-local file this host lacks");
     let dry = h.cmd(["sync", "--dry-run"]).run().code(1);
     assert!(dry.stdout().contains("absent.env"), "{}", dry.report());
+    // One verdict, two views: the dry run says what plan says of it (here:
+    // the file is also outside the host's secret directories), and both
+    // name the file missing here with one text.
+    let missing = format!(
+        "missing here (host-local): {} — shown as if empty; a sync on this machine stops until it exists",
+        absent.display()
+    );
+    let plan = h.cmd(["plan"]).run().ok().stdout();
+    let head = format!("{ok}: skip (invalid) — ");
+    let reason = plan
+        .lines()
+        .find_map(|l| l.strip_prefix(head.as_str()))
+        .unwrap_or_else(|| panic!("no {head:?} line:\n{plan}"));
+    assert!(plan.contains(&format!("  {missing}")), "{plan}");
+    assert!(
+        dry.stdout()
+            .contains(&format!("would skip: {reason}; {missing}")),
+        "plan said {reason:?}\n{}",
+        dry.report()
+    );
     h.cmd(["sync", "--dry-run", "--detailed-exitcode"])
         .run()
         .code(1);

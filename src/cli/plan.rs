@@ -236,9 +236,7 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
                 continue;
             }
             for m in &p.missing_here {
-                println!(
-                    "  missing here (host-local): {m} — shown as if empty; a sync on this machine stops until it exists"
-                );
+                println!("  {}", crate::reconcile::inputs::missing_here_line(m));
             }
             for w in &p.warnings {
                 println!("  warning: {}: {}: {}", w.file, w.field, w.message);

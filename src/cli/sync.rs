@@ -130,7 +130,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             a.dry_run
                 && matches!(
                     r.reason,
-                    Some(Reason::InvalidSpec | Reason::Unverified | Reason::Untrusted)
+                    Some(
+                        Reason::InvalidSpec
+                            | Reason::Unverified
+                            | Reason::Untrusted
+                            | Reason::PreflightFailed
+                    )
                 )
         };
         return Ok(
@@ -184,7 +189,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             // dry run; --detailed-exitcode also says whether it would change
             // something.
             return Ok(
-                match super::plan::exit_status(report.items.values(), false) {
+                match super::plan::exit_status(
+                    report.items.values(),
+                    results
+                        .iter()
+                        .any(|r| r.reason == Some(Reason::PreflightFailed)),
+                ) {
                     Status::Changes if !a.detailed_exitcode => Status::Ok,
                     s => s,
                 },

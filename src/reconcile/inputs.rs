@@ -114,6 +114,14 @@ fn render_as(
     Ok((release::render(&with_smoke, &host, commit)?, missing))
 }
 
+/// What `plan` and a dry run say of a host-local file this machine lacks:
+/// one text for both views.
+pub fn missing_here_line(path: &str) -> String {
+    format!(
+        "missing here (host-local): {path} — shown as if empty; a sync on this machine stops until it exists"
+    )
+}
+
 /// The options of one plan beyond the inputs.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
@@ -168,6 +176,17 @@ impl PlanInputs {
         names: &[String],
     ) -> PlanInputs {
         let gates = judge(host, desired);
+        PlanInputs::gather_inner(host, desired, names, gates, true).await
+    }
+
+    /// [`PlanInputs::gather_preview`] with the policy already judged (a
+    /// dry run: one verdict with `plan`).
+    pub async fn gather_preview_with(
+        host: &Host<'_>,
+        desired: &DesiredState,
+        names: &[String],
+        gates: BTreeMap<String, Gate>,
+    ) -> PlanInputs {
         PlanInputs::gather_inner(host, desired, names, gates, true).await
     }
 

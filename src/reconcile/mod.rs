@@ -207,7 +207,14 @@ pub async fn sync_stack(
     {
         tracing::warn!(stack = name, "failed to remove temporary leftovers: {e}");
     }
-    let mut inputs = PlanInputs::gather_with(host, desired, &[name.to_string()], gates).await;
+    // A dry run previews as `plan` does (a host-local file missing here is
+    // named, not a render failure): one verdict, two views.
+    let names = [name.to_string()];
+    let mut inputs = if opts.dry_run {
+        PlanInputs::gather_preview_with(host, desired, &names, gates).await
+    } else {
+        PlanInputs::gather_with(host, desired, &names, gates).await
+    };
     let plan = inputs.plan(host, desired, &opts.plan_options());
     let Some(item) = plan.items.into_iter().next() else {
         let r = StackResult::new(
@@ -225,18 +232,25 @@ pub async fn sync_stack(
     }
     let rendered = inputs.rendered.remove(name);
     if opts.dry_run {
+        // A stack of another host needs none of this host's files.
+        let missing = match item.action.not_for_this_host() {
+            true => Vec::new(),
+            false => inputs.missing_here.remove(name).unwrap_or_default(),
+        };
+        let mut message = format!("would {}: {}", action_word(&item.action), item.reason);
+        for m in &missing {
+            message.push_str("; ");
+            message.push_str(&inputs::missing_here_line(m));
+        }
+        let reason = match &item.action {
+            plan::Action::Skip { why } => skip_reason(why),
+            _ if !missing.is_empty() => Some(Reason::PreflightFailed),
+            _ => None,
+        };
         let r = StackResult {
             version: desired.stacks.get(name).map(|s| s.version.clone()),
             release: obs.release.clone(),
-            ..StackResult::new(
-                name,
-                Outcome::Planned,
-                match &item.action {
-                    plan::Action::Skip { why } => skip_reason(why),
-                    _ => None,
-                },
-                format!("would {}: {}", action_word(&item.action), item.reason),
-            )
+            ..StackResult::new(name, Outcome::Planned, reason, message)
         };
         return (r, Some(item), seen);
     }
