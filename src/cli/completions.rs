@@ -34,12 +34,117 @@ pub struct ManArgs {
 ///
 /// # Errors
 /// The directory cannot be created or written.
+/// Sections appended to the generated pages (roff): EXIT STATUS, FILES,
+/// ENVIRONMENT and EXAMPLES on `stackpin(1)`, EXAMPLES on the pages of the
+/// commands people reach for first.
+const EXTRA_SECTIONS: &[(&str, &str)] = &[
+    (
+        "stackpin.1",
+        r#".SH "EXIT STATUS"
+.TP
+\fB0\fR
+Done; nothing refused or failed.
+.TP
+\fB1\fR
+Refused or failed: bad input (a file, a field, a stack name; the message names the fix), a stack that failed to converge or was reverted, a stack that cannot converge (\fBplan\fR and \fBsync \-\-dry\-run\fR: invalid, blocked by the gate, untrusted, a host\-local file missing).
+.TP
+\fB2\fR
+Unexpected: the engine, git or the file system failed. With \fB\-\-detailed\-exitcode\fR (\fBplan\fR, \fBsync \-\-dry\-run\fR): a sync would change something.
+.SH FILES
+.TP
+\fI/etc/stackpin/config.yaml\fR
+The host's configuration: what this host enforces (signers, verifiers, allowed powers), the repository, the daemon's settings.
+.TP
+\fI/srv/stacks/<stack>\fR
+The link to the release that runs; \fI/srv/releases/stacks/<stack>/\fR holds the kept releases, \fI/srv/releases/current/<stack>.json\fR what runs.
+.TP
+\fI/srv/deploy\-history.log\fR
+The audit log, one line per change (\fBstackpin history\fR).
+.TP
+\fI/srv/releases/.stackpin\fR
+The host's records beside the releases: quarantine, holds, journals, locks.
+.TP
+\fI/var/lib/stackpin\fR
+The daemon's state (\fBstate_dir\fR): the desired\-state repository's git mirror.
+.TP
+\fI/run/stackpin/control.sock\fR
+The running daemon's control socket: commands go through it when a daemon runs.
+.SH ENVIRONMENT
+.TP
+\fBSTACKPIN_CONFIG\fR
+The configuration file (as \fB\-\-config\fR).
+.TP
+\fBSTACKPIN_CONTROL_SOCKET\fR
+The daemon's control socket (as \fB\-\-control\-socket\fR).
+.TP
+\fBRUST_LOG\fR
+Log filter, over the defaults (\fBstackpin=info\fR for the daemon, warnings for commands).
+.TP
+\fBNO_COLOR\fR
+No colour in logs on a terminal.
+.TP
+\fBDOCKER_CONFIG\fR
+Where Docker's CLI configuration is: compose's plugins, and registry credentials when \fBregistry_auth_file\fR is not set.
+.SH EXAMPLES
+.nf
+stackpin validate ./desired-state        # every rule, before a merge
+stackpin plan \-\-detailed\-exitcode        # what a sync would do (exit 2: changes)
+stackpin sync                            # converge now
+stackpin status                          # state, sync and health of each stack
+stackpin rollback shop \-\-steps 1          # back one release, held there
+stackpin resume shop                     # let git win again
+stackpin pin shop web ghcr.io/acme/shop:1.4.2 \-\-commit
+.fi
+"#,
+    ),
+    (
+        "stackpin-sync.1",
+        r#".SH EXAMPLES
+.nf
+stackpin sync                            # every stack of this host
+stackpin sync shop \-\-dry\-run             # what it would do, as plan says it
+stackpin sync shop \-\-force               # retry a quarantined release
+.fi
+"#,
+    ),
+    (
+        "stackpin-rollback.1",
+        r#".SH EXAMPLES
+.nf
+stackpin rollback shop \-\-list            # the kept releases and their outcomes
+stackpin rollback shop \-\-steps 1         # back one release, held there
+stackpin rollback shop \-\-to 1.4.1        # to a version
+stackpin rollback shop \-\-last\-good       # to the newest release that passed
+.fi
+"#,
+    ),
+    (
+        "stackpin-pin.1",
+        r#".SH EXAMPLES
+.nf
+# In the desired\-state checkout: resolve the tag, write the digest, commit.
+stackpin pin shop web ghcr.io/acme/shop:1.4.2 \-\-commit
+stackpin pin shop web ghcr.io/acme/shop@sha256:<64 hex> \-\-set\-version 1.4.2
+.fi
+"#,
+    ),
+];
+
 pub fn man(a: ManArgs) -> anyhow::Result<Status> {
     use anyhow::Context as _;
     std::fs::create_dir_all(&a.dir)
         .with_context(|| format!("failed to create {}", a.dir.display()))?;
     clap_mangen::generate_to(Cli::command(), &a.dir)
         .with_context(|| format!("failed to write the man pages into {}", a.dir.display()))?;
+    // What clap does not know: the sections a reader looks for.
+    for (page, extra) in EXTRA_SECTIONS {
+        let path = a.dir.join(page);
+        let mut text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        text.push_str(extra);
+        std::fs::write(&path, text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
     let mut pages: Vec<_> = std::fs::read_dir(&a.dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "1"))
@@ -84,6 +189,15 @@ mod tests {
         .unwrap();
         let top = std::fs::read_to_string(dir.path().join("man1/stackpin.1")).unwrap();
         assert!(top.contains(".TH stackpin 1"), "{top}");
+        for section in ["EXIT STATUS", "FILES", "ENVIRONMENT", "EXAMPLES"] {
+            assert!(
+                top.contains(&format!(".SH {section}"))
+                    || top.contains(&format!(".SH \"{section}\"")),
+                "{section}"
+            );
+        }
+        let sync = std::fs::read_to_string(dir.path().join("man1/stackpin-sync.1")).unwrap();
+        assert!(sync.contains(".SH EXAMPLES"), "{sync}");
         for sub in Cli::command().get_subcommands() {
             let page = dir
                 .path()
