@@ -566,15 +566,58 @@ fn sync_asks_the_daemon_before_it_reads_the_repository() {
     assert!(!elsewhere.exists(), "the CLI read or fetched by itself");
 }
 
-/// `stackpin --config cfg daemon --check-config`, run.
+/// `stackpin --config cfg --json daemon --check-config`, run.
 fn check_config(h: &TestHost, cfg: &Path) -> common::Output {
     h.cmd_raw([
         "--config".as_ref(),
         cfg.as_os_str(),
+        "--json".as_ref(),
         "daemon".as_ref(),
         "--check-config".as_ref(),
     ])
     .run()
+}
+
+/// Without `--json`, `--check-config` is a summary a person reads: one
+/// setting per line, then one line per start check (issue 35).
+#[test]
+fn check_config_reads_as_a_summary_without_json() {
+    let h = TestHost::new();
+    let cfg = h.tmp().join("config.yaml");
+    common::write_config(
+        &cfg,
+        format!(
+            "repo:\n  url: {}\n  poll_interval: 1m\n",
+            h.repo().display()
+        ),
+    )
+    .unwrap();
+    h.commit("empty");
+    let out = h
+        .cmd_raw([
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "daemon".as_ref(),
+            "--check-config".as_ref(),
+        ])
+        .run()
+        .ok();
+    let text = out.stdout();
+    assert!(text.lines().any(|l| l == "poll_interval: 1m"), "{text}");
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("CHECK "))
+        .unwrap_or_default();
+    assert!(
+        header.contains("RESULT") && header.contains("DETAIL"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("desired-state repository") && l.contains(" ok ")),
+        "{text}"
+    );
+    assert!(!text.trim_start().starts_with('{'), "not JSON: {text}");
 }
 
 #[test]

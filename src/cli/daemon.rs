@@ -95,6 +95,38 @@ fn effective_policy(
     }
 }
 
+/// `--check-config` for a person: the settings one per line (a list or a
+/// map said by its size; `--json` shows it whole), then each start check.
+fn print_summary(shown: &serde_json::Value, checks: &[crate::daemon::StartCheck]) {
+    use serde_json::Value;
+    if let Value::Object(map) = shown {
+        for (k, v) in map {
+            let said = match v {
+                Value::Null => continue,
+                Value::String(s) => s.clone(),
+                Value::Array(a) if a.is_empty() => continue,
+                Value::Object(o) if o.is_empty() => continue,
+                Value::Array(a) => format!("{} entries (--json shows them)", a.len()),
+                Value::Object(o) => format!("{} keys (--json shows them)", o.len()),
+                other => other.to_string(),
+            };
+            if k != "checks" {
+                println!("{k}: {said}");
+            }
+        }
+    }
+    println!();
+    let mut t = super::output::Table::new(&["CHECK", "RESULT", "DETAIL"]);
+    for c in checks {
+        t.row([
+            c.what,
+            if c.ok { "ok" } else { "FAILED" },
+            c.detail.as_str(),
+        ]);
+    }
+    t.print();
+}
+
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
     let opts = options(&a, &cfg)?;
@@ -139,7 +171,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         // it refuses does not pass here.
         let checks = setup::runtime()?.block_on(daemon::start_checks(&cfg, &opts));
         shown["checks"] = serde_json::to_value(&checks)?;
-        super::output::json(&shown)?;
+        if g.json {
+            super::output::json(&shown)?;
+        } else {
+            print_summary(&shown, &checks);
+        }
         let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
         for c in &failed {
             eprintln!("error: {}: {}", c.what, c.detail);
