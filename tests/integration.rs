@@ -38,6 +38,7 @@ mod rollback;
 mod rollout;
 mod secrets;
 mod server;
+mod snapshots;
 mod source;
 mod swarm;
 mod touch;
