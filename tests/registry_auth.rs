@@ -35,6 +35,19 @@ fn private() -> Option<Private> {
     )
 }
 
+/// A host config whose `registry_auth_file` is the Docker config the test
+/// then writes: (that file, the host config).
+fn auth_config(h: &TestHost) -> (std::path::PathBuf, std::path::PathBuf) {
+    let docker_config = h.tmp().join("docker-config.json");
+    let host_config = h.tmp().join("config.yaml");
+    common::write_config(
+        &host_config,
+        format!("registry_auth_file: {}\n", docker_config.display()),
+    )
+    .unwrap();
+    (docker_config, host_config)
+}
+
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -52,13 +65,7 @@ fn registry_credentials_pull_and_refused_ones_change_nothing() {
         .without_site_conf()
         .write(&h);
     h.commit("a stack pinned to a private image");
-    let docker_config = h.tmp().join("docker-config.json");
-    let host_config = h.tmp().join("config.yaml");
-    common::write_config(
-        &host_config,
-        format!("registry_auth_file: {}\n", docker_config.display()),
-    )
-    .unwrap();
+    let (docker_config, host_config) = auth_config(&h);
     let sync = || {
         h.cmd([
             "--config".as_ref(),
@@ -187,13 +194,7 @@ fn pin_resolves_a_private_tag_with_the_pull_credentials() {
         .write(&h);
     let file = h.repo().join("stacks").join(&s).join("stack.yaml");
     let before = std::fs::read_to_string(&file).unwrap();
-    let docker_config = h.tmp().join("docker-config.json");
-    let host_config = h.tmp().join("config.yaml");
-    common::write_config(
-        &host_config,
-        format!("registry_auth_file: {}\n", docker_config.display()),
-    )
-    .unwrap();
+    let (docker_config, host_config) = auth_config(&h);
     let tag = format!("{repo}:v1");
     let pin = || {
         h.cmd([

@@ -192,6 +192,25 @@ fn render(value: &str, style: ScalarStyle) -> String {
     }
 }
 
+/// The value of the scalar at `span` as written, without its quotes.
+fn written(text: &str, span: &Span, style: ScalarStyle) -> String {
+    let t = text_at(text, span).trim();
+    match style {
+        ScalarStyle::Plain => t.to_string(),
+        _ => t.trim_matches(['"', '\'']).to_string(),
+    }
+}
+
+/// `text` with `lines` after its last line.
+fn append(text: &str, lines: &str) -> String {
+    let sep = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    format!("{text}{sep}{lines}")
+}
+
 fn replace(text: &str, span: &Span, with: &str) -> String {
     let (a, b) = (byte(text, span.start.index()), byte(text, span.end.index()));
     format!("{}{with}{}", &text[..a], &text[b..])
@@ -214,12 +233,7 @@ pub fn set_entry(
     let path = format!("{key}.{sub}");
     let found = find(text, key, Some(sub))?;
     let Some(found) = found else {
-        let sep = if text.is_empty() || text.ends_with('\n') {
-            ""
-        } else {
-            "\n"
-        };
-        return Ok((format!("{text}{sep}{key}:\n  {sub}: {value}\n"), None));
+        return Ok((append(text, &format!("{key}:\n  {sub}: {value}\n")), None));
     };
     if let Some(anchor) = found.alias {
         return Err(EditError::Alias {
@@ -240,12 +254,8 @@ pub fn set_entry(
         let (span, style) = e
             .scalar
             .expect("an entry is a scalar, an alias or a collection");
-        let old = text_at(text, &span).to_string();
-        let old_value = match style {
-            ScalarStyle::Plain => old.trim().to_string(),
-            _ => old.trim().trim_matches(['"', '\'']).to_string(),
-        };
-        return Ok((replace(text, &span, &render(value, style)), Some(old_value)));
+        let old = written(text, &span, style);
+        return Ok((replace(text, &span, &render(value, style)), Some(old)));
     }
     if m.flow {
         let end = m.end.ok_or_else(|| EditError::NotMapping(key.into()))?;
@@ -274,12 +284,7 @@ pub fn set_entry(
 pub fn set_top(text: &str, key: &str, value: &str) -> Result<(String, Option<String>), EditError> {
     let found = find(text, key, None)?;
     let Some(found) = found else {
-        let sep = if text.is_empty() || text.ends_with('\n') {
-            ""
-        } else {
-            "\n"
-        };
-        return Ok((format!("{text}{sep}{key}: {value}\n"), None));
+        return Ok((append(text, &format!("{key}: {value}\n")), None));
     };
     if let Some(anchor) = found.alias {
         return Err(EditError::Alias {
@@ -297,10 +302,7 @@ pub fn set_top(text: &str, key: &str, value: &str) -> Result<(String, Option<Str
             },
         });
     };
-    let old = text_at(text, &span)
-        .trim()
-        .trim_matches(['"', '\''])
-        .to_string();
+    let old = written(text, &span, style);
     Ok((replace(text, &span, &render(value, style)), Some(old)))
 }
 
