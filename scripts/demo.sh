@@ -53,8 +53,10 @@ if [ "${1:-}" = "--clean" ]; then
         rm -rf "$DEMO_DIR"
         removed+=("$DEMO_DIR (the demo host's root, repository and state)")
     fi
+    if [ -s target/test-fixtures.d/registry.pid ]; then
+        removed+=("the loopback registry and its storage")
+    fi
     bash scripts/fixtures.sh stop >/dev/null 2>&1 || true
-    removed+=("the loopback registry and its storage")
     caches=(target "${STACKPIN_IMAGE_CACHE:-$HOME/.cache/stackpin-test}")
     if [ "${2:-}" = "--all" ]; then
         imgs=$(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '(^|/)stackpin-test/' || true)
@@ -75,8 +77,12 @@ if [ "${1:-}" = "--clean" ]; then
         n=$(docker images --format '{{.Repository}}' | grep -cE '(^|/)stackpin-test/' || true)
         [ "${n:-0}" -gt 0 ] && kept+=("$n stackpin-test image(s) in the engine")
     fi
-    echo "removed:"
-    printf '  %s\n' "${removed[@]}"
+    if [ ${#removed[@]} -gt 0 ]; then
+        echo "removed:"
+        printf '  %s\n' "${removed[@]}"
+    else
+        echo "nothing of a demo to remove"
+    fi
     if [ ${#kept[@]} -gt 0 ]; then
         echo "kept (caches that make the next run fast; scripts/demo.sh --clean --all removes them):"
         printf '  %s\n' "${kept[@]}"

@@ -65,7 +65,7 @@ The audit log, one line per change (\fBstackpin history\fR).
 The host's records beside the releases: quarantine, holds, journals, locks.
 .TP
 \fI/var/lib/stackpin\fR
-The daemon's state (\fBstate_dir\fR): the desired\-state repository's git mirror.
+The daemon's state (\fBstate_dir\fR): the desired\-state repository's git mirror and the clone it publishes verified markers from.
 .TP
 \fI/run/stackpin/control.sock\fR
 The running daemon's control socket: commands go through it when a daemon runs.

@@ -70,7 +70,8 @@ pub struct Global {
     /// This host's name, matched against `hosts:` in stack.yaml.
     #[arg(long, global = true)]
     pub host: Option<String>,
-    /// Where stackpin keeps its own state (git mirror, quarantine, locks).
+    /// Where the daemon keeps the desired state's git mirror and its publishing
+    /// clone (the host's records are under the root's releases/.stackpin).
     #[arg(long, global = true)]
     pub state_dir: Option<PathBuf>,
     /// The running daemon's control socket (default /run/stackpin/control.sock).
