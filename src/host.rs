@@ -8,7 +8,7 @@
 //! ([`Stages`]).
 
 mod stacks;
-pub use stacks::{LOCK_WAIT, UnknownStack, check_known, check_known_all, known_names};
+pub use stacks::{UnknownStack, check_known_all};
 
 use crate::engine::Engine;
 use crate::events::{Event, EventSink};

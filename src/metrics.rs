@@ -66,6 +66,28 @@ impl Default for Metrics {
     }
 }
 
+/// `family{stack, key=word}` for each of `words`: 1 for `now` and 0 for the
+/// others; `None` removes every one of them (a stack that is gone).
+fn one_hot(
+    family: &Family<Labels, Gauge>,
+    stack: &str,
+    key: &'static str,
+    words: &[&str],
+    now: Option<&str>,
+) {
+    for w in words {
+        let series = labels([("stack", stack), (key, w)]);
+        match now {
+            Some(now) => {
+                family.get_or_create(&series).set(i64::from(*w == now));
+            }
+            None => {
+                family.remove(&series);
+            }
+        }
+    }
+}
+
 impl Metrics {
     /// A fresh registry with every metric registered (families start
     /// without series; `stackpin_fetch_errors_total` and
@@ -233,27 +255,33 @@ impl Metrics {
     /// Sets `stackpin_stack_state{stack,state}` to 1 for `state` and to 0 for
     /// every other [`State`]. Idempotent.
     pub fn set_stack_state(&self, stack: &str, state: State) {
-        for s in State::ALL {
-            self.stack_state
-                .get_or_create(&labels([("stack", stack), ("state", s.as_str())]))
-                .set(i64::from(s == state));
-        }
+        one_hot(
+            &self.stack_state,
+            stack,
+            "state",
+            &State::ALL.map(State::as_str),
+            Some(state.as_str()),
+        );
     }
 
     /// Sets `stackpin_stack_sync{stack,sync}` and
     /// `stackpin_stack_health{stack,health}` one-hot, as
     /// [`Metrics::set_stack_state`]. Idempotent.
     pub fn set_stack_axes(&self, stack: &str, sync: SyncStatus, health: Health) {
-        for s in SyncStatus::ALL {
-            self.stack_sync
-                .get_or_create(&labels([("stack", stack), ("sync", s.as_str())]))
-                .set(i64::from(s == sync));
-        }
-        for h in Health::ALL {
-            self.stack_health
-                .get_or_create(&labels([("stack", stack), ("health", h.as_str())]))
-                .set(i64::from(h == health));
-        }
+        one_hot(
+            &self.stack_sync,
+            stack,
+            "sync",
+            &SyncStatus::ALL.map(SyncStatus::as_str),
+            Some(sync.as_str()),
+        );
+        one_hot(
+            &self.stack_health,
+            stack,
+            "health",
+            &Health::ALL.map(Health::as_str),
+            Some(health.as_str()),
+        );
     }
 
     pub fn set_last_success(&self, stack: &str, unix_secs: i64) {
@@ -270,18 +298,27 @@ impl Metrics {
         self.smoke.remove(&one);
         self.last_success.remove(&one);
         self.last_backup.remove(&one);
-        for s in State::ALL {
-            self.stack_state
-                .remove(&labels([("stack", stack), ("state", s.as_str())]));
-        }
-        for s in SyncStatus::ALL {
-            self.stack_sync
-                .remove(&labels([("stack", stack), ("sync", s.as_str())]));
-        }
-        for h in Health::ALL {
-            self.stack_health
-                .remove(&labels([("stack", stack), ("health", h.as_str())]));
-        }
+        one_hot(
+            &self.stack_state,
+            stack,
+            "state",
+            &State::ALL.map(State::as_str),
+            None,
+        );
+        one_hot(
+            &self.stack_sync,
+            stack,
+            "sync",
+            &SyncStatus::ALL.map(SyncStatus::as_str),
+            None,
+        );
+        one_hot(
+            &self.stack_health,
+            stack,
+            "health",
+            &Health::ALL.map(Health::as_str),
+            None,
+        );
     }
 
     /// Sets `stackpin_stacks{condition}` for the three conditions.

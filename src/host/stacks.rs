@@ -30,22 +30,10 @@ impl From<UnknownStack> for std::io::Error {
 /// Refuses a stack name that is not one, or a stack neither the desired
 /// state (valid or not; `desired` when it could be read) nor this host has:
 /// an operator's typo must not create records for a stack that does not
-/// exist.
+/// exist. Each of `stacks`; the first unknown one's error.
 ///
 /// # Errors
 /// [`UnknownStack`] with the reason (and the nearest or the known stacks).
-pub fn check_known(
-    layout: &Layout,
-    desired: Option<&DesiredState>,
-    stack: &str,
-) -> Result<(), UnknownStack> {
-    check_known_all(layout, desired, std::slice::from_ref(&stack.to_string()))
-}
-
-/// [`check_known`] for each of `stacks`: the first unknown one's error.
-///
-/// # Errors
-/// As [`check_known`].
 pub fn check_known_all(
     layout: &Layout,
     desired: Option<&DesiredState>,
@@ -101,10 +89,10 @@ fn checked_name(stack: &str) -> std::io::Result<()> {
 }
 
 impl Host<'_> {
-    /// [`check_known`] on this host.
+    /// [`check_known_all`] on this host.
     ///
     /// # Errors
-    /// As [`check_known`].
+    /// As [`check_known_all`].
     pub fn check_known(
         &self,
         desired: Option<&DesiredState>,

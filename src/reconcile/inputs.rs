@@ -179,17 +179,6 @@ impl PlanInputs {
         PlanInputs::gather_inner(host, desired, names, gates, true).await
     }
 
-    /// [`PlanInputs::gather_preview`] with the policy already judged (a
-    /// dry run: one verdict with `plan`).
-    pub async fn gather_preview_with(
-        host: &Host<'_>,
-        desired: &DesiredState,
-        names: &[String],
-        gates: BTreeMap<String, Gate>,
-    ) -> PlanInputs {
-        PlanInputs::gather_inner(host, desired, names, gates, true).await
-    }
-
     /// [`PlanInputs::gather`] with the policy already judged (a run judges
     /// the commit once, then gathers stack by stack).
     pub async fn gather_with(
@@ -201,7 +190,9 @@ impl PlanInputs {
         PlanInputs::gather_inner(host, desired, names, gates, false).await
     }
 
-    async fn gather_inner(
+    /// The one gathering: `preview` as [`PlanInputs::gather_preview`]
+    /// (a dry run previews too: one verdict with `plan`).
+    pub(super) async fn gather_inner(
         host: &Host<'_>,
         desired: &DesiredState,
         names: &[String],

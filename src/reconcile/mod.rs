@@ -210,11 +210,7 @@ pub async fn sync_stack(
     // A dry run previews as `plan` does (a host-local file missing here is
     // named, not a render failure): one verdict, two views.
     let names = [name.to_string()];
-    let mut inputs = if opts.dry_run {
-        PlanInputs::gather_preview_with(host, desired, &names, gates).await
-    } else {
-        PlanInputs::gather_with(host, desired, &names, gates).await
-    };
+    let mut inputs = PlanInputs::gather_inner(host, desired, &names, gates, opts.dry_run).await;
     let plan = inputs.plan(host, desired, &opts.plan_options());
     let Some(item) = plan.items.into_iter().next() else {
         let r = StackResult::new(
