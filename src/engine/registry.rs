@@ -33,20 +33,22 @@ pub struct ResolveError {
 /// `library/` added to an official image).
 fn endpoint(image: &ImageRef) -> (String, String) {
     let registry = image.registry();
-    if registry == "docker.io" {
-        let path = image
-            .repository
-            .trim_start_matches("docker.io/")
-            .to_string();
-        let path = if path.contains('/') {
-            path
-        } else {
-            format!("library/{path}")
-        };
-        return ("registry-1.docker.io".into(), path);
+    if !["docker.io", "index.docker.io", "registry-1.docker.io"].contains(&registry) {
+        return (
+            registry.to_string(),
+            image.repository[registry.len() + 1..].to_string(),
+        );
     }
-    let path = image.repository[registry.len() + 1..].to_string();
-    (registry.to_string(), path)
+    // Docker Hub, however the reference spells it (the image module's
+    // normalisation): its API is registry-1's, official images under
+    // `library/`.
+    let path = image.normalized_repository();
+    let path = if path.contains('/') {
+        path.to_string()
+    } else {
+        format!("library/{path}")
+    };
+    ("registry-1.docker.io".into(), path)
 }
 
 fn loopback(host: &str) -> bool {
