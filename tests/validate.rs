@@ -260,3 +260,66 @@ fn every_unknown_key_of_a_file_is_said_at_once_with_the_near_key() {
         "{text}"
     );
 }
+
+/// Colours mark the severities on a terminal only: `--color always`
+/// forces them, a pipe gets none, a terminal (a pseudo-terminal from
+/// `script`) gets them unless `NO_COLOR` is set or `--color never` is given.
+#[test]
+fn colours_mark_severities_on_a_terminal_only() {
+    const ESC: &str = "\u{1b}[";
+    let h = TestHost::new();
+    good(&h, "bad", "");
+    h.write(
+        "stacks/bad/compose.yaml",
+        "services:\n  web:\n    image: ghcr.io/acme/app\n  db:\n    image: postgres:latest\n",
+    );
+    let repo = h.repo().display().to_string();
+    let piped = h
+        .cmd_raw(["validate", &repo])
+        .env_remove("NO_COLOR")
+        .run()
+        .code(1)
+        .stdout();
+    assert!(
+        piped.contains("error: stacks/bad/compose.yaml") && !piped.contains(ESC),
+        "{piped}"
+    );
+    let forced = h
+        .cmd_raw(["validate", "--color", "always", &repo])
+        .run()
+        .code(1)
+        .stdout();
+    assert!(
+        forced.contains(&format!(
+            "{ESC}1m{ESC}31merror{ESC}0m: stacks/bad/compose.yaml"
+        )),
+        "{forced}"
+    );
+
+    // On a terminal: `script` runs the command on a pseudo-terminal and
+    // copies what it printed (-e: its exit status; -q: no banner).
+    let on_a_terminal = |extra: &str, no_color: bool| {
+        let mut c = std::process::Command::new("script");
+        let line = format!("{} validate {extra} {repo}", common::STACKPIN);
+        c.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm");
+        common::without_developer_env(&mut c);
+        if no_color {
+            c.env("NO_COLOR", "1");
+        } else {
+            c.env_remove("NO_COLOR");
+        }
+        h.command(c).run().code(1).stdout()
+    };
+    let tty = on_a_terminal("", false);
+    assert!(tty.contains(&format!("{ESC}31merror{ESC}0m")), "{tty}");
+    let tty = on_a_terminal("", true);
+    assert!(
+        tty.contains("error: stacks/bad") && !tty.contains(ESC),
+        "{tty}"
+    );
+    let tty = on_a_terminal("--color never", false);
+    assert!(
+        tty.contains("error: stacks/bad") && !tty.contains(ESC),
+        "{tty}"
+    );
+}

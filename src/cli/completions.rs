@@ -81,7 +81,7 @@ The daemon's control socket (as \fB\-\-control\-socket\fR).
 Log filter, over the defaults (\fBstackpin=info\fR for the daemon, warnings for commands).
 .TP
 \fBNO_COLOR\fR
-No colour in logs on a terminal.
+No colours on a terminal (tables, severities, log lines); \fB\-\-color always\fR still colours.
 .TP
 \fBDOCKER_CONFIG\fR
 Where Docker's CLI configuration is: compose's plugins, and registry credentials when \fBregistry_auth_file\fR is not set.

@@ -116,7 +116,7 @@ fn print_summary(shown: &serde_json::Value, checks: &[crate::daemon::StartCheck]
         }
     }
     println!();
-    let mut t = super::output::Table::new(&["CHECK", "RESULT", "DETAIL"]);
+    let mut t = super::output::Table::new(&["CHECK", "RESULT", "DETAIL"]).toned(&[1]);
     for c in checks {
         t.row([
             c.what,

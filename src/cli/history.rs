@@ -13,6 +13,20 @@ pub struct Args {
     pub limit: usize,
 }
 
+/// A history line with its outcome (the sixth field) coloured on a terminal.
+fn painted(on: bool, line: &str, status: &str) -> String {
+    let Some((at, _)) = line.match_indices(" | ").nth(4) else {
+        return line.to_string();
+    };
+    let (head, tail) = line.split_at(at + 3);
+    match (tail.strip_prefix(status), super::output::tone_of(status)) {
+        (Some(rest), tone @ Some(_)) => {
+            format!("{head}{}{rest}", super::output::paint_if(on, status, tone))
+        }
+        _ => line.to_string(),
+    }
+}
+
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
     let cfg = setup::config(g)?;
     let layout = Layout { root: cfg.root };
@@ -44,8 +58,24 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         }
     } else {
         for e in list {
-            println!("{}", e.format());
+            let on = super::output::color_out();
+            println!("{}", painted(on, &e.format(), e.status.as_str()));
         }
     }
     Ok(Status::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_outcome_field_is_painted() {
+        // A stack named like an outcome stays plain; the sixth field is painted.
+        let line = "2026-01-01T00:00:00Z | success | staging | deploy | v1 | success | ok";
+        assert_eq!(
+            super::painted(true, line, "success"),
+            "2026-01-01T00:00:00Z | success | staging | deploy | v1 | \u{1b}[32msuccess\u{1b}[0m | ok"
+        );
+        assert_eq!(super::painted(false, line, "success"), line);
+        assert_eq!(super::painted(true, "a | b", "success"), "a | b");
+    }
 }

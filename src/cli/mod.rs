@@ -89,6 +89,9 @@ pub struct Global {
     /// Only errors on stderr; no stage lines.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Colours: `auto` on a terminal unless NO_COLOR is set, `always`, `never`.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = clap::ColorChoice::Auto)]
+    pub color: clap::ColorChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -137,8 +140,9 @@ pub enum Command {
 }
 
 /// Logs go to stderr: text or JSON, `RUST_LOG` wins over the defaults
-/// (info for the daemon, warnings for one-shot commands).
-fn init_logging(g: &Global, daemon: bool) {
+/// (info for the daemon, warnings for one-shot commands); coloured when
+/// stderr is (`color`).
+fn init_logging(g: &Global, daemon: bool, color: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (g.quiet, g.verbose, daemon) {
         (true, _, _) => "error",
@@ -153,12 +157,7 @@ fn init_logging(g: &Global, daemon: bool) {
         .with_writer(std::io::stderr);
     let _ = match g.log_format {
         LogFormat::Json => b.json().try_init(),
-        LogFormat::Text => b
-            .with_ansi(
-                std::io::IsTerminal::is_terminal(&std::io::stderr())
-                    && std::env::var_os("NO_COLOR").is_none(),
-            )
-            .try_init(),
+        LogFormat::Text => b.with_ansi(color).try_init(),
     };
 }
 
@@ -169,18 +168,19 @@ pub fn main() -> ExitCode {
     if !daemon {
         restore_sigpipe();
     }
-    init_logging(&cli.global, daemon);
+    let color = output::init_color(cli.global.color);
+    init_logging(&cli.global, daemon, color);
     match run(cli) {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Failed) => ExitCode::from(1),
         Ok(Status::Changes) => ExitCode::from(2),
-        Err(e) if e.downcast_ref::<setup::BadInput>().is_some() => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            eprintln!("{}", output::lead(&format!("error: {e:#}"), true));
+            if e.downcast_ref::<setup::BadInput>().is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

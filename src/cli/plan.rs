@@ -221,15 +221,19 @@ fn plan(g: &Global, a: Args) -> anyhow::Result<Vec<StackPlan>> {
     } else {
         println!("desired state: {}", desired.source);
         for f in desired.errors() {
-            println!("{f}");
+            println!("{}", super::output::lead(&f.to_string(), false));
         }
         for p in &out {
+            use super::output::{Tone, paint};
             let word = match &p.item.action {
-                Action::Noop => "no change".to_string(),
-                Action::Deploy => "deploy".into(),
-                Action::Heal => "heal".into(),
-                Action::Remove => "remove".into(),
-                Action::Skip { why } => format!("skip ({})", skip_name(why)),
+                Action::Noop => paint("no change", Tone::Quiet),
+                Action::Deploy => paint("deploy", Tone::Good),
+                Action::Heal => paint("heal", Tone::Good),
+                Action::Remove => paint("remove", Tone::Busy),
+                Action::Skip { why } if p.item.action.not_for_this_host() => {
+                    paint(&format!("skip ({})", skip_name(why)), Tone::Quiet)
+                }
+                Action::Skip { why } => paint(&format!("skip ({})", skip_name(why)), Tone::Look),
             };
             println!("{}: {word} — {}", p.item.stack, p.item.reason);
             if !a.all_hosts && p.item.action.not_for_this_host() {

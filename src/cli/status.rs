@@ -90,7 +90,8 @@ pub fn print_table(rows: &[status::StackStatus]) {
         "DIGEST",
         "LAST CHANGE",
         "REASON",
-    ]);
+    ])
+    .toned(&[1, 2, 3]);
     for r in rows {
         t.row([
             r.stack.as_str(),

@@ -253,7 +253,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         super::output::json(&findings)?;
     } else {
         for f in &findings {
-            println!("{f}");
+            println!("{}", super::output::lead(&f.to_string(), false));
         }
         let bad: std::collections::BTreeSet<&str> = findings
             .iter()
