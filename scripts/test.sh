@@ -15,6 +15,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 
+section "toolchain"
+cargo --version
+rustc --version
+# Every locked package, for every platform: a build fetches only this
+# platform's, and tests/cli_docs.rs reads the whole graph offline.
+cargo fetch --locked
+
 section "fixtures (docker, compose, registry, images)"
 # shellcheck source=scripts/fixtures.sh
 . scripts/fixtures.sh
@@ -23,10 +30,31 @@ STACKPIN_EXIT_HOOKS=()
 stackpin_on_exit() { STACKPIN_EXIT_HOOKS+=("$*"); }
 _stackpin_cleanup_all() {
     local h
+    [ -z "${STACKPIN_BUILD_PID:-}" ] || kill -- "-$STACKPIN_BUILD_PID" 2>/dev/null || true
     for h in "${STACKPIN_EXIT_HOOKS[@]}"; do eval "$h" || true; done
     stackpin_fixtures_cleanup
 }
 trap _stackpin_cleanup_all EXIT
+# What the build links (pkg-config, OpenSSL's headers) comes first.
+stackpin_fixtures_install_tools
+
+# The build (the test binaries, then clippy's check) runs while the fixtures
+# and the components below install and start: one waits on the network and
+# the engine, the other on the CPU. Its output is shown once it is done.
+section "build and clippy, in the background (shown after the setup)"
+mkdir -p target
+STACKPIN_BUILD_LOG=target/test-build.log
+# Its own session (setsid), so that the exit trap stops cargo with it.
+setsid --wait bash -c '
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --no-run --cargo-quiet "$@"
+    else
+        cargo test --no-run --quiet
+    fi &&
+        cargo clippy --all-targets --quiet -- -D warnings
+' bash "$@" >"$STACKPIN_BUILD_LOG" 2>&1 &
+STACKPIN_BUILD_PID=$!
+
 stackpin_fixtures_setup # exports STACKPIN_TEST_*
 
 # For scripts/setup.d: Debian packages, as root or with passwordless sudo.
@@ -63,18 +91,17 @@ for f in scripts/setup.d/*.sh; do
 done
 [ -z "${CI+x}" ] || export CI
 
-section "toolchain"
-cargo --version
-rustc --version
-# Every locked package, for every platform: a build fetches only this
-# platform's, and tests/cli_docs.rs reads the whole graph offline.
-cargo fetch --locked
-
 section "cargo fmt --check"
 cargo fmt --all --check
 
-section "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+section "the build and cargo clippy --all-targets -- -D warnings (started above)"
+if ! wait "$STACKPIN_BUILD_PID"; then
+    cat "$STACKPIN_BUILD_LOG"
+    echo "error: the build or clippy failed (above)" >&2
+    exit 1
+fi
+cat "$STACKPIN_BUILD_LOG"
+echo "built; clippy found nothing"
 
 # Licenses, banned and duplicate crates, sources (deny.toml). The advisory
 # database lives on GitHub, which test machines cannot reach: ci.yml runs

@@ -106,6 +106,11 @@ fn the_deb_installs_a_verified_service_with_man_pages_and_completions() {
     assert!(page.contains("stackpin") && page.contains("sync"), "{page}");
     let page = host.ok(&["man", "-P", "cat", "stackpin-rollback"]);
     assert!(page.contains("--list"), "{page}");
+    // The file formats, section 5.
+    let page = host.ok(&["man", "-P", "cat", "5", "stackpin-stack.yaml"]);
+    assert!(page.contains("keep_releases"), "{page}");
+    let page = host.ok(&["man", "-P", "cat", "5", "stackpin-config.yaml"]);
+    assert!(page.contains("age_identity_file"), "{page}");
     let bash = host.ok(&["cat", "/usr/share/bash-completion/completions/stackpin"]);
     assert!(bash.contains("_stackpin"), "{bash}");
     host.ok(&["test", "-s", "/usr/share/zsh/vendor-completions/_stackpin"]);

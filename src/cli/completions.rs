@@ -25,8 +25,9 @@ pub struct Args {
 
 #[derive(Debug, clap::Args)]
 pub struct ManArgs {
-    /// The directory to write `stackpin.1` and `stackpin-<command>.1` into
-    /// (created when missing).
+    /// The directory to write `stackpin.1`, `stackpin-<command>.1` and the
+    /// file formats' `stackpin-stack.yaml.5` and `stackpin-config.yaml.5`
+    /// into (created when missing).
     pub dir: std::path::PathBuf,
 }
 
@@ -145,9 +146,15 @@ pub fn man(a: ManArgs) -> anyhow::Result<Status> {
         std::fs::write(&path, text)
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
+    // The two file formats, section 5.
+    for (page, text) in super::manfiles::pages() {
+        let path = a.dir.join(page);
+        std::fs::write(&path, text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
     let mut pages: Vec<_> = std::fs::read_dir(&a.dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .filter(|p| p.extension().is_some_and(|x| x == "1" || x == "5"))
         .collect();
     pages.sort();
     for p in pages {

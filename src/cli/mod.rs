@@ -7,6 +7,7 @@ mod completions;
 mod daemon;
 mod history;
 mod hold;
+mod manfiles;
 mod output;
 mod pin;
 mod plan;
@@ -135,7 +136,7 @@ pub enum Command {
     Restore(restore::Args),
     /// Print a shell completion script (bash, zsh, fish) to stdout.
     Completions(completions::Args),
-    /// Write the man pages (stackpin.1 and one per command) into a directory.
+    /// Write the man pages (stackpin.1, one per command, the two file formats in section 5) into a directory.
     Man(completions::ManArgs),
 }
 
