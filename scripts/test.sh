@@ -116,9 +116,12 @@ else
     echo "skipped: no cargo-deny (scripts/setup.d/cargo-deny.sh fetches it)"
 fi
 
+# The tests wait on the engine (pulls, health, smoke) more than they use a
+# CPU: two per CPU keep the CPUs busy (docs/testing.md has the figures).
+STACKPIN_TEST_THREADS="${STACKPIN_TEST_THREADS:-$(($(nproc) * 2))}"
 if cargo nextest --version >/dev/null 2>&1; then
-    section "cargo nextest run $*"
-    cargo nextest run --no-fail-fast "$@"
+    section "cargo nextest run --test-threads $STACKPIN_TEST_THREADS $*"
+    cargo nextest run --no-fail-fast --test-threads "$STACKPIN_TEST_THREADS" "$@"
     # nextest does not run doctests; only a library target has them.
     if [ -f src/lib.rs ]; then
         section "cargo test --doc"
@@ -134,7 +137,7 @@ fi
 # zero-downtime, touch and database suites name their flavours themselves.
 section "compose v2: converge, rollback, faults and chaos again (STACKPIN_TEST_FLAVOUR=v2)"
 if cargo nextest --version >/dev/null 2>&1; then
-    STACKPIN_TEST_FLAVOUR=v2 cargo nextest run --no-fail-fast --test integration -E 'test(/^(converge|rollback|faults|chaos)::/)'
+    STACKPIN_TEST_FLAVOUR=v2 cargo nextest run --no-fail-fast --test-threads "$STACKPIN_TEST_THREADS" --test integration -E 'test(/^(converge|rollback|faults|chaos)::/)'
 else
     for suite in converge rollback faults chaos; do
         STACKPIN_TEST_FLAVOUR=v2 cargo test --no-fail-fast --test integration "$suite::"

@@ -10,6 +10,7 @@ mod backup;
 mod chaos;
 mod cli_docs;
 mod commit_status;
+mod completion;
 mod compose;
 mod converge;
 mod corpus;

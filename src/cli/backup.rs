@@ -14,7 +14,7 @@ use anyhow::Context as _;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Stacks to back up (each must have `backup:` in its stack.yaml).
-    #[arg(required_unless_present = "all", conflicts_with = "all", value_parser = crate::desired::parse_stack_name)]
+    #[arg(required_unless_present = "all", conflicts_with = "all", value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stacks: Vec<String>,
     /// Every stack of this host that has `backup:` and a deployed release
     /// (what `stackpin-backup.timer` runs).

@@ -1,6 +1,9 @@
 //! `stackpin completions SHELL`: prints a completion script for bash, zsh or
-//! fish (and the other shells clap_complete knows) to stdout. Reads nothing,
-//! changes nothing.
+//! fish (elvish and PowerShell too) to stdout. Reads nothing, changes
+//! nothing. The script asks the binary at each <Tab> (`COMPLETE=bash
+//! stackpin -- …`, clap_complete's dynamic completion), so commands and
+//! flags complete as this version has them and stack names complete from
+//! the host and the desired state ([`stack_names`]).
 //!
 //! ```text
 //! stackpin completions bash > /etc/bash_completion.d/stackpin
@@ -11,9 +14,12 @@
 //! `stackpin man DIR` writes the man pages, generated like the completions
 //! from the CLI definition (`scripts/package-deb.sh` ships both).
 
-use super::{Cli, Status};
-use clap::CommandFactory;
-use clap_complete::Shell;
+use super::{Cli, Global, Status};
+use clap::{CommandFactory, FromArgMatches};
+use clap_complete::env::EnvCompleter;
+use clap_complete::{ArgValueCandidates, CompletionCandidate, Shell};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::io::Write;
 
 #[derive(Debug, clap::Args)]
@@ -163,10 +169,85 @@ pub fn man(a: ManArgs) -> anyhow::Result<Status> {
     Ok(Status::Ok)
 }
 
+/// Answers a completion request (`COMPLETE=<shell> stackpin -- <words>`,
+/// which the scripts make) and exits; returns at once otherwise. Called
+/// before anything else prints.
+pub fn answer_if_asked() {
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
+}
+
+/// The completion of a stack-name argument: the stacks this host has (its
+/// stack links and kept releases) and, when the desired state is a
+/// directory here (a checkout, a daemon's local `repo:`), its `stacks/`.
+/// The command line's own `--config`, `--root` and `--repo` count. Never
+/// fails: what cannot be read adds nothing.
+pub fn stack_names() -> ArgValueCandidates {
+    ArgValueCandidates::new(|| {
+        known_stack_names()
+            .into_iter()
+            .map(CompletionCandidate::new)
+            .collect()
+    })
+}
+
+fn known_stack_names() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let Some(g) = global_options_typed() else {
+        return names;
+    };
+    let Ok(cfg) = super::setup::config(&g) else {
+        return names;
+    };
+    let layout = crate::layout::Layout::new(&cfg.root);
+    let mut dirs = vec![layout.stacks_dir(), cfg.root.join("releases/stacks")];
+    if let Some(repo) = cfg.repo.as_deref().map(std::path::Path::new)
+        && repo.is_dir()
+    {
+        dirs.push(repo.join(&cfg.repo_path).join("stacks"));
+    }
+    for dir in dirs {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Some(n) = e.file_name().to_str()
+                && crate::desired::parse_stack_name(n).is_ok()
+            {
+                names.insert(n.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The global options on the line being completed (the words after `--`),
+/// read leniently: the line is unfinished.
+fn global_options_typed() -> Option<Global> {
+    let words: Vec<OsString> = std::env::args_os()
+        .skip_while(|a| a != "--")
+        .skip(1)
+        .collect();
+    let m = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(words)
+        .ok()?;
+    Global::from_arg_matches(&m).ok()
+}
+
+/// The shell's script: a function that asks `stackpin` at each <Tab>.
+fn registration(shell: Shell, out: &mut Vec<u8>) -> anyhow::Result<()> {
+    let shell: &dyn EnvCompleter = match shell {
+        Shell::Bash => &clap_complete::env::Bash,
+        Shell::Zsh => &clap_complete::env::Zsh,
+        Shell::Fish => &clap_complete::env::Fish,
+        Shell::Elvish => &clap_complete::env::Elvish,
+        Shell::PowerShell => &clap_complete::env::Powershell,
+        other => anyhow::bail!("no completion for {other}"),
+    };
+    shell.write_registration("COMPLETE", "stackpin", "stackpin", "stackpin", out)?;
+    Ok(())
+}
+
 pub fn run(a: Args) -> anyhow::Result<Status> {
-    let mut cmd = Cli::command();
     let mut out = Vec::new();
-    clap_complete::generate(a.shell, &mut cmd, "stackpin", &mut out);
+    registration(a.shell, &mut out)?;
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a stack of text.
     match stdout.write_all(&out).and_then(|()| stdout.flush()) {
@@ -213,19 +294,23 @@ mod tests {
         }
     }
 
+    /// Each script asks the binary (tests/completion.rs runs bash's).
     #[test]
-    fn completes_every_subcommand() {
-        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+    fn every_script_asks_the_binary() {
+        for shell in [
+            Shell::Bash,
+            Shell::Zsh,
+            Shell::Fish,
+            Shell::Elvish,
+            Shell::PowerShell,
+        ] {
             let mut out = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "stackpin", &mut out);
+            registration(shell, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
-            for sub in Cli::command().get_subcommands() {
-                assert!(
-                    text.contains(sub.get_name()),
-                    "{shell}: no {}",
-                    sub.get_name()
-                );
-            }
+            assert!(
+                text.contains("COMPLETE") && text.contains("stackpin"),
+                "{shell}: {text}"
+            );
         }
     }
 }

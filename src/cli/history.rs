@@ -7,6 +7,7 @@ use crate::layout::Layout;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[arg(add = super::completions::stack_names())]
     pub stack: Option<String>,
     /// Show at most this many lines (the newest).
     #[arg(long, default_value_t = 20)]

@@ -7,7 +7,7 @@ use crate::host::LogReporter;
 
 #[derive(Debug, clap::Args)]
 pub struct HoldArgs {
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stack: String,
     /// Why the stack is held (shown in status and history).
     #[arg(long)]
@@ -16,7 +16,7 @@ pub struct HoldArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stack: String,
 }
 

@@ -163,6 +163,7 @@ fn init_logging(g: &Global, daemon: bool, color: bool) {
 }
 
 pub fn main() -> ExitCode {
+    completions::answer_if_asked();
     crate::desired::tree::init_git_cache();
     let cli = parse();
     let daemon = matches!(cli.command, Command::Daemon(_));

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stack: String,
     /// The service of the stack's compose file the pin is for.
     pub service: String,

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Limit to these stacks.
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stacks: Vec<String>,
     /// A break-glass reason, to see the gate verdict it would give.
     #[arg(long, value_name = "REASON")]

@@ -18,7 +18,7 @@ use crate::layout::Layout;
 ))]
 pub struct Args {
     /// The stack to restore.
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stack: String,
     /// The backup to restore: its id (`yyyymmddThhmmssZ`, the name of its
     /// directory under <root>/backups/<stack>/).

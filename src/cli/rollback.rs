@@ -18,7 +18,7 @@ use crate::state::LocalStore;
 ))]
 pub struct Args {
     /// The stack to roll back.
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stack: String,
     /// Same as --to (the runbook's `rollback.sh STACK VERSION`).
     #[arg(value_name = "VERSION|RELEASE-ID")]

@@ -9,7 +9,7 @@ use crate::status;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Limit to these stacks.
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stacks: Vec<String>,
     /// Exit 1 when a stack is Failed, RolledBack or Blocked (for scripts
     /// and monitoring); without it, status exits 0 whatever it shows.

@@ -8,7 +8,7 @@ use crate::reconcile::{self, SyncOptions};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Stacks to converge (default: every stack for this host).
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stacks: Vec<String>,
     /// Retry a quarantined release and redeploy even when nothing changed.
     #[arg(long)]

@@ -20,7 +20,7 @@ use serde::Serialize;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The stack whose release is verified.
-    #[arg(value_parser = crate::desired::parse_stack_name)]
+    #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stack: String,
     /// The version to verify: the newest kept release with this version
     /// (default: the current release).
