@@ -1,8 +1,9 @@
 //! Shell completion as a user gets it: bash sources what `stackpin
 //! completions bash` prints, and each <Tab> asks the binary. Commands
 //! complete, and stack names complete from the host (its stack links and
-//! kept releases) and from the desired state when it is a directory here,
-//! with the line's own `--root` and `--repo`. No engine needed.
+//! kept releases) and from the desired state (a directory here, or the
+//! daemon's mirror of a URL), with the line's own `--root`, `--repo` and
+//! `--state-dir`.
 
 use crate::common;
 
@@ -94,4 +95,46 @@ fn bash_completes_commands_and_the_stack_names_of_the_host_and_the_desired_state
             && !host_only.contains(&"odoo18-staging".to_string()),
         "{host_only:?}"
     );
+
+    // A URL: the names come from the last commit the mirror fetched (here
+    // by `plan --fetch`), read without fetching again.
+    h.commit("two stacks");
+    let git = h.git_daemon();
+    let url = git.url("repo");
+    let state = h.tmp().join("url-state");
+    let state_s = state.display().to_string();
+    let empty_root = h.tmp().join("empty-root").display().to_string();
+    let line = [
+        "stackpin",
+        "--root",
+        &empty_root,
+        "--repo",
+        &url,
+        "--state-dir",
+        &state_s,
+        "resume",
+        "",
+    ];
+    let before = complete(&h, &script, &line);
+    assert!(
+        before.iter().all(|w| w.starts_with('-')),
+        "nothing fetched yet: {before:?}"
+    );
+    h.cmd_raw([
+        "--root",
+        &empty_root,
+        "--repo",
+        &url,
+        "--state-dir",
+        &state_s,
+        "--host",
+        "test-host",
+        "plan",
+        "--fetch",
+    ])
+    .run()
+    .ok();
+    let fetched = complete(&h, &script, &line);
+    let names: Vec<&String> = fetched.iter().filter(|w| !w.starts_with('-')).collect();
+    assert_eq!(names, ["odoo18-staging", "shop"], "{fetched:?}");
 }

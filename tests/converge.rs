@@ -20,11 +20,7 @@ fn write_stack(h: &TestHost, stack: &str, image: &str, port: u16, version: &str,
 fn first_deploy_then_upgrade() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let s = h.stack("app");
-    let port = h.free_port();
-    write_stack(&h, &s, &f.v1, port, "v1", "");
-    h.commit("v1");
-    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
+    let (s, port) = h.deployed();
     h.serves(port, "stackpin-test-app v1");
     h.assert_consistent(&s);
     // The suite runs under the compose STACKPIN_TEST_FLAVOUR names.
@@ -150,11 +146,7 @@ fn broken_image_auto_reverts_and_is_quarantined() {
 fn crash_fast_image_reverts_before_the_timeout() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let s = h.stack("app");
-    let port = h.free_port();
-    write_stack(&h, &s, &f.v1, port, "v1", "");
-    h.commit("v1");
-    h.cmd(["sync"]).run().ok();
+    let (s, port) = h.deployed();
     write_stack(&h, &s, &f.crash, port, "crashy", "");
     h.commit("crash");
     let out = h.cmd(["sync", "--json"]).run().code(1);
@@ -213,11 +205,7 @@ fn first_deploy_that_fails_is_left_stopped() {
 fn unpullable_digest_leaves_the_host_untouched() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let s = h.stack("app");
-    let port = h.free_port();
-    write_stack(&h, &s, &f.v1, port, "v1", "");
-    h.commit("v1");
-    h.cmd(["sync"]).run().ok();
+    let (s, port) = h.deployed();
     let before = h.link_target(&s).unwrap();
     let ids: Vec<String> = h.containers(&s).into_iter().map(|c| c.id).collect();
     let dirs = h.release_dirs(&s);
@@ -253,11 +241,7 @@ fn unpullable_digest_leaves_the_host_untouched() {
 fn heal_brings_back_a_removed_container() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let s = h.stack("app");
-    let port = h.free_port();
-    write_stack(&h, &s, &f.v1, port, "v1", "");
-    h.commit("v1");
-    h.cmd(["sync"]).run().ok();
+    let (s, port) = h.deployed();
     let id = h.containers(&s)[0].id.clone();
     h.docker(["rm", "-f", &id]).run().ok();
     h.cmd(["status"]).run().ok().stdout_contains("Drifted");
@@ -273,11 +257,7 @@ fn heal_brings_back_a_removed_container() {
 fn killed_at_every_stage_recovers_to_a_healthy_release() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let s = h.stack("app");
-    let port = h.free_port();
-    write_stack(&h, &s, &f.v1, port, "v1", "");
-    h.commit("v1");
-    h.cmd(["sync"]).run().ok();
+    let (s, port) = h.deployed();
     let mut n = 0;
     for stage in [
         "after-create",

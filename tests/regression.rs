@@ -37,24 +37,13 @@ fn with_backed_up_volume(s: &str, image: &str, port: u16, version: &str) -> Stac
         .extra("backup:\n  volumes: [data]\n")
 }
 
-/// Deploys `v1` of one fixture stack and returns its name and port.
-fn deployed(h: &TestHost, f: &Fixtures) -> (String, u16) {
-    let s = h.stack("app");
-    let port = h.free_port();
-    StackFixture::new(&s, &f.v1, port, "v1").write(h);
-    h.commit("v1");
-    h.cmd(["sync"]).run().ok().stdout_contains("deployed");
-    (s, port)
-}
-
 /// Broke: a verified store that did not parse was read as empty, and the
 /// next `stackpin verify` wrote it back with one entry: every earlier entry
 /// was lost (issue 11). Now the command refuses and the file is untouched.
 #[test]
 fn an_unreadable_verified_store_is_never_overwritten() {
     let h = TestHost::new();
-    let f = Fixtures::require();
-    let (s, _) = deployed(&h, &f);
+    let (s, _) = h.deployed();
     let store = h.root().join(format!("releases/verified/{s}.yaml"));
     std::fs::create_dir_all(store.parent().unwrap()).unwrap();
     let garbage = "verified: [ {version: v0, images: \n";
@@ -105,7 +94,7 @@ fn status_and_plan_agree_on_prune() {
 fn an_unreadable_hold_still_holds() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let (s, port) = deployed(&h, &f);
+    let (s, port) = h.deployed();
     let hold = h.root().join(format!("releases/.stackpin/hold/{s}.json"));
     std::fs::create_dir_all(hold.parent().unwrap()).unwrap();
     std::fs::write(&hold, "{ not json").unwrap();
@@ -131,8 +120,7 @@ fn an_unreadable_hold_still_holds() {
 #[test]
 fn a_release_without_its_smoke_checks_does_not_pass() {
     let h = TestHost::new();
-    let f = Fixtures::require();
-    let (s, _) = deployed(&h, &f);
+    let (s, _) = h.deployed();
     let link = h.link_target(&s).unwrap();
     std::fs::remove_file(link.join("stackpin.smoke.json")).unwrap();
     let id = h.containers(&s)[0].id.clone();
@@ -152,8 +140,7 @@ fn a_release_without_its_smoke_checks_does_not_pass() {
 #[test]
 fn stack_names_are_checked_at_every_entry_point() {
     let h = TestHost::new();
-    let f = Fixtures::require();
-    let (s, _) = deployed(&h, &f);
+    let (s, _) = h.deployed();
     let outside = h.tmp().join("x.json");
     for bad in ["../../x", "../x", "A", ""] {
         h.cmd(["hold", bad, "--reason", "r"])
@@ -219,8 +206,7 @@ fn stack_names_are_checked_at_every_entry_point() {
 #[test]
 fn every_json_object_carries_a_schema_version() {
     let h = TestHost::new();
-    let f = Fixtures::require();
-    let (s, _) = deployed(&h, &f);
+    let (s, _) = h.deployed();
     let repo = h.repo();
     let repo = repo.to_str().unwrap();
     for args in [
@@ -313,7 +299,7 @@ fn a_compose_file_in_a_subdirectory_still_gets_the_env() {
 fn the_daemon_recovers_before_it_can_fetch() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let (s, port) = deployed(&h, &f);
+    let (s, port) = h.deployed();
     let good = h.link_target(&s).unwrap();
     StackFixture::new(&s, &f.v2, port, "v2").write(&h);
     h.commit("v2");
@@ -376,7 +362,7 @@ fn the_daemon_recovers_before_it_can_fetch() {
 fn host_powers_need_the_hosts_permission() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let (plain, plain_port) = deployed(&h, &f);
+    let (plain, plain_port) = h.deployed();
     let s = h.stack("powerful");
     let port = h.free_port();
     StackFixture::new(&s, &f.v1, port, "v1")
@@ -466,7 +452,7 @@ fn host_powers_need_the_hosts_permission() {
 fn a_release_that_failed_smoke_cannot_be_verified_later() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let (s, port) = deployed(&h, &f);
+    let (s, port) = h.deployed();
     for (img, v) in [(&f.broken, "bad"), (&f.crash, "crash")] {
         StackFixture::new(&s, img, port, v)
             .smoke_timeout("5s")
@@ -548,7 +534,7 @@ fn break_glass_does_not_deploy_without_its_audit_line() {
 fn an_unhealthy_container_fails_the_smoke_without_waiting_for_the_timeout() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let (s, port) = deployed(&h, &f);
+    let (s, port) = h.deployed();
     StackFixture::new(&s, &f.v2, port, "v2-sick")
         .smoke_timeout("120s")
         .write(&h);
@@ -579,7 +565,7 @@ fn an_unhealthy_container_fails_the_smoke_without_waiting_for_the_timeout() {
 fn a_quarantine_that_cannot_be_written_holds_the_stack() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let (s, port) = deployed(&h, &f);
+    let (s, port) = h.deployed();
     // A directory where the quarantine file goes: writing it fails.
     std::fs::create_dir_all(
         h.root()
@@ -709,7 +695,7 @@ fn an_unreadable_config_names_its_cause_once() {
 fn status_check_fails_for_a_rolled_back_stack() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let (s, port) = deployed(&h, &f);
+    let (s, port) = h.deployed();
     h.cmd(["status", "--check"]).run().ok();
     StackFixture::new(&s, &f.broken, port, "broken").write(&h);
     h.commit("broken");
@@ -1186,8 +1172,7 @@ fn a_torn_history_line_does_not_swallow_the_next_entry() {
 #[test]
 fn prune_never_removes_a_held_stack() {
     let h = TestHost::new();
-    let f = Fixtures::require();
-    let (s, port) = deployed(&h, &f);
+    let (s, port) = h.deployed();
     h.cmd(["hold", &s, "--reason", "incident 42"]).run().ok();
     h.remove(format!("stacks/{s}"));
     h.commit("the stack leaves the desired state");
@@ -1369,8 +1354,7 @@ fn the_values_of_a_secret_ini_file_are_masked_on_their_own() {
 #[test]
 fn verify_does_not_hold_the_stack_lock_while_it_publishes() {
     let h = TestHost::new();
-    let f = Fixtures::require();
-    let (s, _) = deployed(&h, &f);
+    let (s, _) = h.deployed();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -2093,7 +2077,7 @@ fn validate_refuses_a_stack_file_every_host_would_refuse() {
 fn a_failed_smoke_names_its_check_once() {
     let h = TestHost::new();
     let f = Fixtures::require();
-    let (s, port) = deployed(&h, &f);
+    let (s, port) = h.deployed();
     StackFixture::new(&s, &f.broken, port, "broken")
         .http_only()
         .write(&h);

@@ -177,10 +177,11 @@ pub fn answer_if_asked() {
 }
 
 /// The completion of a stack-name argument: the stacks this host has (its
-/// stack links and kept releases) and, when the desired state is a
-/// directory here (a checkout, a daemon's local `repo:`), its `stacks/`.
-/// The command line's own `--config`, `--root` and `--repo` count. Never
-/// fails: what cannot be read adds nothing.
+/// stack links and kept releases) and the desired state's: its `stacks/`
+/// when it is a directory here (a checkout, a daemon's local `repo:`), else
+/// the last commit the daemon's mirror fetched (in `state_dir`). The
+/// command line's own `--config`, `--root`, `--repo`, `--branch` and
+/// `--state-dir` count. Never fails: what cannot be read adds nothing.
 pub fn stack_names() -> ArgValueCandidates {
     ArgValueCandidates::new(|| {
         known_stack_names()
@@ -200,21 +201,58 @@ fn known_stack_names() -> BTreeSet<String> {
     };
     let layout = crate::layout::Layout::new(&cfg.root);
     let mut dirs = vec![layout.stacks_dir(), cfg.root.join("releases/stacks")];
-    if let Some(repo) = cfg.repo.as_deref().map(std::path::Path::new)
+    // A local path (`file://` too, as the commands read it) or a URL.
+    if let Some(repo) = cfg
+        .repo
+        .as_deref()
+        .map(|r| std::path::Path::new(r.strip_prefix("file://").unwrap_or(r)))
         && repo.is_dir()
     {
         dirs.push(repo.join(&cfg.repo_path).join("stacks"));
     }
+    let mut add = |n: &str| {
+        if crate::desired::parse_stack_name(n).is_ok() {
+            names.insert(n.to_string());
+        }
+    };
     for dir in dirs {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if let Some(n) = e.file_name().to_str()
-                && crate::desired::parse_stack_name(n).is_ok()
-            {
-                names.insert(n.to_string());
+            if let Some(n) = e.file_name().to_str() {
+                add(n);
             }
         }
     }
+    let branch = cfg.branch.as_deref().unwrap_or("main");
+    for n in mirrored_stacks(&cfg.state_dir, branch, &cfg.repo_path) {
+        add(&n);
+    }
     names
+}
+
+/// The stack directories of the last commit the daemon fetched
+/// (`refs/stackpin/<branch>` in its mirror), read without fetching.
+fn mirrored_stacks(state_dir: &std::path::Path, branch: &str, base: &str) -> Vec<String> {
+    let mirror = crate::source::GitSource::mirror_in(state_dir);
+    let Ok(repo) = git2::Repository::open_bare(mirror) else {
+        return Vec::new();
+    };
+    let stacks = match base.trim_matches('/') {
+        "" | "." => "stacks".to_string(),
+        b => format!("{b}/stacks"),
+    };
+    let tree = repo
+        .find_reference(&format!("refs/stackpin/{branch}"))
+        .and_then(|r| r.peel_to_tree())
+        .and_then(|t| t.get_path(std::path::Path::new(&stacks)))
+        .and_then(|e| e.to_object(&repo))
+        .and_then(|o| o.peel_to_tree());
+    let Ok(tree) = tree else {
+        return Vec::new();
+    };
+    tree.iter()
+        .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+        .filter_map(|e| e.name().ok().map(str::to_string))
+        .collect()
 }
 
 /// The global options on the line being completed (the words after `--`),

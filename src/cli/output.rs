@@ -50,9 +50,11 @@ pub fn tone_of(word: &str) -> Option<Tone> {
     Some(match word {
         "Converged" | "Synced" | "Healthy" | "success" | "ok" | "deploy" | "heal" => Tone::Good,
         "Progressing" | "OutOfSync" | "remove" => Tone::Busy,
-        "Held" | "Blocked" | "Drifted" | "refused" | "warning" | "skipped" => Tone::Look,
+        "Held" | "Blocked" | "Drifted" | "Missing" | "refused" | "warning" | "skipped" => {
+            Tone::Look
+        }
         "Failed" | "RolledBack" | "Degraded" | "Quarantined" | "fail" | "failed" | "FAILED"
-        | "error" | "Missing" => Tone::Bad,
+        | "error" => Tone::Bad,
         "NotForThisHost" | "Absent" | "Unknown" | "no change" => Tone::Quiet,
         _ => return None,
     })
