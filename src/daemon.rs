@@ -288,7 +288,19 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     }
     let source = open_source(&cfg, opts.fetch_timeout)?;
     let metrics = Arc::new(Metrics::new());
-    let snapshot = Arc::new(RwLock::new(Snapshot::default()));
+    let snapshot = Arc::new(RwLock::new(Snapshot {
+        host: crate::status::HostInfo {
+            name: cfg.host.clone(),
+            labels: cfg
+                .labels()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            engine: services.engine.describe(),
+        },
+        ..Snapshot::default()
+    }));
     let (trig_tx, mut trig_rx) = mpsc::channel::<Trigger>(1);
     let (op_tx, mut op_rx) = mpsc::channel::<OpMsg>(16);
 

@@ -170,6 +170,24 @@ pub fn render(
 /// The header (what the reconciler last saw) and its banners.
 fn header(h: &mut String, snap: &Snapshot, now: DateTime<Utc>) {
     h.push_str("<header><h1>stackpin</h1>");
+    let host = &snap.host;
+    if !host.name.is_empty() {
+        let _ = write!(
+            h,
+            "<span class=\"meta\" id=\"host\">host <strong>{}</strong>",
+            escape(&host.name)
+        );
+        if !host.labels.is_empty() {
+            let _ = write!(h, " ({})", escape(&host.labels.join(", ")));
+        }
+        let _ = write!(
+            h,
+            " · stackpin {} · <span title=\"{}\">{}</span></span>",
+            escape(&host.version),
+            escape(&host.engine),
+            escape(host.engine.split(" (").next().unwrap_or_default())
+        );
+    }
     match &snap.commit {
         Some(c) => {
             let _ = write!(
@@ -324,5 +342,26 @@ mod tests {
         assert!(h.contains("<span class=\"badge held\">held</span>"));
         assert!(h.contains("http-equiv=\"refresh\" content=\"10\""));
         assert!(h.contains("No deploys recorded yet."));
+    }
+
+    /// Every page says which host it is, escaped like everything else.
+    #[test]
+    fn the_header_names_the_host_its_labels_and_versions() {
+        let snap = Snapshot {
+            host: crate::status::HostInfo {
+                name: "web-1<b>".into(),
+                labels: vec!["role=app".into(), "region=tyo".into()],
+                version: "0.1.0".into(),
+                engine: "docker compose (Docker Compose version v2.40.3)".into(),
+            },
+            ..Default::default()
+        };
+        let h = render(&snap, &[], None, Utc::now());
+        assert!(
+            h.contains("host <strong>web-1&lt;b&gt;</strong> (role=app, region=tyo) · stackpin 0.1.0 · <span title=\"docker compose (Docker Compose version v2.40.3)\">docker compose</span>"),
+            "{h}"
+        );
+        let bare = render(&Snapshot::default(), &[], None, Utc::now());
+        assert!(!bare.contains("id=\"host\""), "{bare}");
     }
 }

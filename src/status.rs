@@ -25,6 +25,22 @@ pub struct Snapshot {
     pub last_fetch_error: Option<String>,
     /// The last force-push notice.
     pub forced_push: Option<String>,
+    /// Which host this is (a fleet runs one daemon per host).
+    pub host: HostInfo,
+}
+
+/// Which host a snapshot is of: what every page and `/api/v1/stacks` say
+/// first.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HostInfo {
+    /// `host:` (or the machine's name).
+    pub name: String,
+    /// `labels:`, as `key=value`.
+    pub labels: Vec<String>,
+    /// stackpin's version.
+    pub version: String,
+    /// The engine and the compose it runs stacks with, as found at start.
+    pub engine: String,
 }
 
 /// One stack's row.

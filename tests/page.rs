@@ -64,6 +64,12 @@ fn snapshot() -> Snapshot {
         last_fetch_ok: Some(chrono::Utc::now()),
         last_fetch_error: None,
         forced_push: None,
+        host: stackpin::status::HostInfo {
+            name: "web-1".into(),
+            labels: vec!["role=app".into(), INJECTION.into()],
+            version: "0.1.0".into(),
+            engine: "docker compose (Docker Compose version v2.40.3)".into(),
+        },
     }
 }
 
@@ -291,6 +297,12 @@ async fn status_page_in_a_real_browser() {
         )
     );
     assert!(dom.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+    // Which host this is, first.
+    assert!(
+        dom.contains("host <strong>web-1</strong> (role=app, ")
+            && dom.contains("stackpin 0.1.0 · <span title=\"docker compose (Docker Compose version v2.40.3)\">docker compose</span>"),
+        "the page does not say which host it is:\n{dom}"
+    );
 
     // The injection is text: escaped in the DOM, no element, no script ran.
     let escaped =
