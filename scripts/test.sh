@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # stackpin's test command, the same locally and in CI:
-#   real fixtures (engine, compose, loopback registry, images by digest)
-#   -> cargo fmt --check -> cargo clippy -D warnings -> all tests.
+#   real fixtures (engine, compose, loopback registry, images by digest),
+#   the test build beside them -> cargo fmt --check -> cargo deny -> all
+#   tests, with cargo clippy -D warnings beside them.
 # Extra arguments go to the test runner: scripts/test.sh harness
 # Set STACKPIN_KEEP_TMP=1 to keep each test's temp dir.
 set -euo pipefail
@@ -30,7 +31,10 @@ STACKPIN_EXIT_HOOKS=()
 stackpin_on_exit() { STACKPIN_EXIT_HOOKS+=("$*"); }
 _stackpin_cleanup_all() {
     local h
-    [ -z "${STACKPIN_BUILD_PID:-}" ] || kill -- "-$STACKPIN_BUILD_PID" 2>/dev/null || true
+    local pid
+    for pid in "${STACKPIN_BUILD_PID:-}" "${STACKPIN_CLIPPY_PID:-}"; do
+        [ -z "$pid" ] || kill -- "-$pid" 2>/dev/null || true
+    done
     for h in "${STACKPIN_EXIT_HOOKS[@]}"; do eval "$h" || true; done
     stackpin_fixtures_cleanup
 }
@@ -38,22 +42,30 @@ trap _stackpin_cleanup_all EXIT
 # What the build links (pkg-config, OpenSSL's headers) comes first.
 stackpin_fixtures_install_tools
 
-# The build (the test binaries, then clippy's check) runs while the fixtures
-# and the components below install and start: one waits on the network and
-# the engine, the other on the CPU. Its output is shown once it is done.
-section "build and clippy, in the background (shown after the setup)"
+# The test build runs while the fixtures and the components below install
+# and start: one waits on the CPU, the others on the network and the engine.
+# It ends by listing the test binaries (nextest's reuse-build metadata), so
+# that the test run below needs no cargo, and clippy can check beside it.
+# Its output is shown once it is done.
+section "the test build, in the background (shown after the setup)"
 mkdir -p target
 STACKPIN_BUILD_LOG=target/test-build.log
+STACKPIN_BINARIES=target/test-binaries.json
+STACKPIN_METADATA=target/test-cargo-metadata.json
 # Its own session (setsid), so that the exit trap stops cargo with it.
 setsid --wait bash -c '
+    binaries=$1 metadata=$2
+    shift 2
     if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest run --no-run --cargo-quiet "$@"
+        cargo nextest list --list-type binaries-only --message-format json \
+            --cargo-quiet "$@" >"$binaries" &&
+            cargo metadata --format-version=1 --all-features --no-deps >"$metadata"
     else
         cargo test --no-run --quiet
-    fi &&
-        cargo clippy --all-targets --quiet -- -D warnings
-' bash "$@" >"$STACKPIN_BUILD_LOG" 2>&1 &
+    fi
+' bash "$STACKPIN_BINARIES" "$STACKPIN_METADATA" "$@" >"$STACKPIN_BUILD_LOG" 2>&1 &
 STACKPIN_BUILD_PID=$!
+STACKPIN_CLIPPY_PID=
 
 stackpin_fixtures_setup # exports STACKPIN_TEST_*
 
@@ -94,14 +106,32 @@ done
 section "cargo fmt --check"
 cargo fmt --all --check
 
-section "the build and cargo clippy --all-targets -- -D warnings (started above)"
+section "the test build (started above)"
 if ! wait "$STACKPIN_BUILD_PID"; then
     cat "$STACKPIN_BUILD_LOG"
-    echo "error: the build or clippy failed (above)" >&2
+    echo "error: the build failed (above)" >&2
     exit 1
 fi
 cat "$STACKPIN_BUILD_LOG"
-echo "built; clippy found nothing"
+echo "built"
+
+# clippy checks while the tests run (they wait on the engine more than they
+# use the CPUs); its verdict is shown, and counts, after them.
+STACKPIN_CLIPPY_LOG=target/test-clippy.log
+setsid --wait cargo clippy --all-targets -- -D warnings >"$STACKPIN_CLIPPY_LOG" 2>&1 &
+STACKPIN_CLIPPY_PID=$!
+clippy_verdict() {
+    section "cargo clippy --all-targets -- -D warnings (ran beside the tests)"
+    local rc=0
+    wait "$STACKPIN_CLIPPY_PID" || rc=$?
+    STACKPIN_CLIPPY_PID=
+    cat "$STACKPIN_CLIPPY_LOG"
+    if [ "$rc" -ne 0 ]; then
+        echo "error: clippy found problems (above)" >&2
+        return 1
+    fi
+    echo "clippy found nothing"
+}
 
 # Licenses, banned and duplicate crates, sources (deny.toml). The advisory
 # database lives on GitHub, which test machines cannot reach: ci.yml runs
@@ -121,7 +151,12 @@ fi
 STACKPIN_TEST_THREADS="${STACKPIN_TEST_THREADS:-$(($(nproc) * 2))}"
 if cargo nextest --version >/dev/null 2>&1; then
     section "cargo nextest run --test-threads $STACKPIN_TEST_THREADS $*"
-    cargo nextest run --no-fail-fast --test-threads "$STACKPIN_TEST_THREADS" "$@"
+    tests_rc=0
+    cargo nextest run --no-fail-fast --test-threads "$STACKPIN_TEST_THREADS" \
+        --binaries-metadata "$STACKPIN_BINARIES" --cargo-metadata "$STACKPIN_METADATA" \
+        "$@" || tests_rc=$?
+    clippy_verdict
+    [ "$tests_rc" -eq 0 ] || exit "$tests_rc"
     # nextest does not run doctests; only a library target has them.
     if [ -f src/lib.rs ]; then
         section "cargo test --doc"
@@ -129,7 +164,10 @@ if cargo nextest --version >/dev/null 2>&1; then
     fi
 else
     section "cargo test $*"
-    cargo test --no-fail-fast "$@"
+    tests_rc=0
+    cargo test --no-fail-fast "$@" || tests_rc=$?
+    clippy_verdict
+    [ "$tests_rc" -eq 0 ] || exit "$tests_rc"
 fi
 
 # The converge, rollback and crash suites once more under compose v2
