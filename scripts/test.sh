@@ -30,8 +30,7 @@ section "fixtures (docker, compose, registry, images)"
 STACKPIN_EXIT_HOOKS=()
 stackpin_on_exit() { STACKPIN_EXIT_HOOKS+=("$*"); }
 _stackpin_cleanup_all() {
-    local h
-    local pid
+    local h pid
     for pid in "${STACKPIN_BUILD_PID:-}" "${STACKPIN_CLIPPY_PID:-}"; do
         [ -z "$pid" ] || kill -- "-$pid" 2>/dev/null || true
     done
