@@ -104,34 +104,25 @@ fn bash_completes_commands_and_the_stack_names_of_the_host_and_the_desired_state
     let state = h.tmp().join("url-state");
     let state_s = state.display().to_string();
     let empty_root = h.tmp().join("empty-root").display().to_string();
-    let line = [
-        "stackpin",
+    let globals = [
         "--root",
         &empty_root,
         "--repo",
         &url,
         "--state-dir",
         &state_s,
-        "resume",
-        "",
     ];
+    let line = [&["stackpin"][..], &globals, &["resume", ""]].concat();
     let before = complete(&h, &script, &line);
     assert!(
         before.iter().all(|w| w.starts_with('-')),
         "nothing fetched yet: {before:?}"
     );
-    h.cmd_raw([
-        "--root",
-        &empty_root,
-        "--repo",
-        &url,
-        "--state-dir",
-        &state_s,
-        "--host",
-        "test-host",
-        "plan",
-        "--fetch",
-    ])
+    h.cmd_raw(
+        globals
+            .iter()
+            .chain(&["--host", "test-host", "plan", "--fetch"]),
+    )
     .run()
     .ok();
     let fetched = complete(&h, &script, &line);
