@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// The `-c` options of every git the tests run: a fixed identity, no
+/// signing, `main` as the first branch.
+pub const GIT_TEST_CONFIG: [&str; 10] = [
+    "-c",
+    "user.name=test",
+    "-c",
+    "user.email=test@example.com",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "tag.gpgsign=false",
+    "-c",
+    "init.defaultBranch=main",
+];
+
 /// One test's host: root, desired-state repo, state dir, names and ports.
 pub struct TestHost {
     tmp: tempfile::TempDir,
@@ -132,18 +147,7 @@ impl TestHost {
     {
         let mut cmd = Command::new("git");
         cmd.current_dir(self.repo())
-            .args([
-                "-c",
-                "user.name=test",
-                "-c",
-                "user.email=test@example.com",
-                "-c",
-                "commit.gpgsign=false",
-                "-c",
-                "tag.gpgsign=false",
-                "-c",
-                "init.defaultBranch=main",
-            ])
+            .args(GIT_TEST_CONFIG)
             .args(args)
             .env("GIT_CONFIG_NOSYSTEM", "1");
         self.command(cmd).run().ok().stdout()
