@@ -199,8 +199,15 @@ fn known_stack_names() -> BTreeSet<String> {
     let Ok(cfg) = super::setup::config(&g) else {
         return names;
     };
+    let mut add = |n: &str| {
+        if crate::desired::parse_stack_name(n).is_ok() {
+            names.insert(n.to_string());
+        }
+    };
     let layout = crate::layout::Layout::new(&cfg.root);
-    let mut dirs = vec![layout.stacks_dir(), cfg.root.join("releases/stacks")];
+    for n in crate::observed::stacks_on_host(&layout) {
+        add(&n);
+    }
     // A local path (`file://` too, as the commands read it) or a URL.
     if let Some(repo) = cfg
         .repo
@@ -208,14 +215,7 @@ fn known_stack_names() -> BTreeSet<String> {
         .map(|r| std::path::Path::new(r.strip_prefix("file://").unwrap_or(r)))
         && repo.is_dir()
     {
-        dirs.push(repo.join(&cfg.repo_path).join("stacks"));
-    }
-    let mut add = |n: &str| {
-        if crate::desired::parse_stack_name(n).is_ok() {
-            names.insert(n.to_string());
-        }
-    };
-    for dir in dirs {
+        let dir = repo.join(&cfg.repo_path).join("stacks");
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if let Some(n) = e.file_name().to_str() {
                 add(n);
