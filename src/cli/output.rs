@@ -113,7 +113,6 @@ fn lead_if(on: bool, line: &str) -> String {
 /// A table for people.
 pub struct Table {
     comfy: Comfy,
-    rows: Vec<Vec<String>>,
     /// Columns whose cells are words of the vocabulary, coloured by tone.
     toned: Vec<usize>,
 }
@@ -129,7 +128,6 @@ impl Table {
         }
         Table {
             comfy: t,
-            rows: Vec::new(),
             toned: Vec::new(),
         }
     }
@@ -145,9 +143,8 @@ impl Table {
         I: IntoIterator<Item = S>,
         S: ToString,
     {
-        let cells: Vec<String> = cells.into_iter().map(|c| c.to_string()).collect();
-        self.comfy.add_row(cells.clone());
-        self.rows.push(cells);
+        self.comfy
+            .add_row(cells.into_iter().map(|c| c.to_string()).collect::<Vec<_>>());
         self
     }
 
@@ -176,16 +173,16 @@ impl Table {
             .map(|w| usize::from(*w) + 2)
             .collect();
         let mut out = vec![plain[0].clone()];
-        for (line, cells) in plain.iter().skip(1).zip(&self.rows) {
+        for (line, row) in plain.iter().skip(1).zip(self.comfy.row_iter()) {
             let mut colored = String::new();
             let mut rest = line.as_str();
-            for (i, cell) in cells.iter().enumerate() {
+            for (i, cell) in row.cell_iter().map(|c| c.content()).enumerate() {
                 let take = widths.get(i).copied().unwrap_or(usize::MAX);
                 let (this, after) = split_at_width(rest, take);
                 rest = after;
                 match this.strip_prefix(cell.as_str()) {
                     Some(pad) if self.toned.contains(&i) => {
-                        colored.push_str(&paint_if(true, cell, tone_of(cell)));
+                        colored.push_str(&paint_if(true, &cell, tone_of(&cell)));
                         colored.push_str(pad);
                     }
                     _ => colored.push_str(this),
