@@ -58,8 +58,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             ),
         }
     } else {
+        let on = super::output::color_out();
         for e in list {
-            let on = super::output::color_out();
             println!("{}", painted(on, &e.format(), e.status.as_str()));
         }
     }
