@@ -165,6 +165,11 @@ pub struct VerifiedConfig {
     /// it records is signed with it (namespace `stackpin-verified`), so a
     /// host that lists the public key in `verifiers:` can trust it.
     pub signing_key: Option<PathBuf>,
+    /// How long a release this host verified must run here clean (no
+    /// failed smoke, heal, revert or container restart) before the host
+    /// stamps its entry soaked (`30m`, `2h`); the desired state's
+    /// `promote_from.soak` may ask longer. Unset: only those.
+    pub soak: Option<String>,
 }
 
 impl Config {

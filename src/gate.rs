@@ -23,6 +23,16 @@ pub enum Verdict {
     NotGated,
     /// Every pin is in the verified entry of `version`.
     Pass { source: String, version: String },
+    /// Every pin is verified in one entry, but the gate's `soak` is not
+    /// over: the source has not stamped it soaked (`soaked` is `None`,
+    /// `until` when it may), or stamped it after less than `soak`.
+    Soaking {
+        source: String,
+        version: String,
+        soak: String,
+        until: String,
+        soaked: Option<String>,
+    },
     /// The gate would refuse, but break-glass lets it through (audited).
     BreakGlass {
         source: String,
@@ -38,7 +48,7 @@ pub enum Verdict {
 
 impl Verdict {
     pub fn allows(&self) -> bool {
-        !matches!(self, Verdict::Refused { .. })
+        !matches!(self, Verdict::Refused { .. } | Verdict::Soaking { .. })
     }
 
     /// One line for status, history and notifications.
@@ -46,6 +56,24 @@ impl Verdict {
         match self {
             Verdict::NotGated => "not gated".into(),
             Verdict::Pass { source, version } => format!("verified in {source} as {version}"),
+            Verdict::Soaking {
+                source,
+                version,
+                until,
+                soaked: None,
+                ..
+            } => format!(
+                "verified in {source} as {version}, soaking until {until} (the host running {source} stamps it soaked if it ran clean until then)"
+            ),
+            Verdict::Soaking {
+                source,
+                version,
+                soak,
+                soaked: Some(got),
+                ..
+            } => format!(
+                "verified in {source} as {version}, but soaked only {got} of the {soak} this host asks: the host running {source} stamps entries after the longest soak it knows (its `verified.soak`, or a `promote_from.soak` in the desired state)"
+            ),
             Verdict::BreakGlass { reason, .. } => format!("{BREAK_GLASS_PREFIX}{reason}"),
             Verdict::Refused { missing, .. } => format!("unverified: {}", missing.join(", ")),
         }
@@ -57,9 +85,35 @@ fn verified_digest(entry: &VerifiedEntry, service: &str) -> Option<String> {
     ImageRef::parse(entry.images.get(service)?).ok()?.digest
 }
 
+/// How long `entry` soaked (from `verified_at` to `soaked_at`); `None`
+/// before it was stamped or when a time does not parse.
+pub fn soaked_for(entry: &VerifiedEntry) -> Option<std::time::Duration> {
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let (from, to) = (at(&entry.verified_at)?, at(entry.soaked_at.as_deref()?)?);
+    (to - from).to_std().ok()
+}
+
+/// When `entry`'s soak of `soak` ends, as RFC 3339 (its `verified_at` as
+/// is when that does not parse).
+fn soak_ends(entry: &VerifiedEntry, soak: std::time::Duration) -> String {
+    chrono::DateTime::parse_from_rfc3339(&entry.verified_at)
+        .ok()
+        .and_then(|t| Some(t + chrono::Duration::from_std(soak).ok()?))
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+        .unwrap_or_else(|| entry.verified_at.clone())
+}
+
+fn words(d: std::time::Duration) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+}
+
 /// Decides whether `pins` (service -> pinned image) may run, given the
 /// verified entries of the source stack that count (signed by a trusted
-/// verifier, or from this host's own store).
+/// verifier, or from this host's own store). With `promote.soak`, an entry
+/// that verified every pin counts only when it soaked that long.
 pub fn promotion<'a>(
     promote: Option<&PromoteFrom>,
     pins: impl IntoIterator<Item = (&'a String, &'a ImageRef)>,
@@ -72,6 +126,7 @@ pub fn promotion<'a>(
     let source = promote.stack.as_str();
     let pins: Vec<(&String, &ImageRef)> = pins.into_iter().collect();
     let mut best: Option<Vec<String>> = None;
+    let mut soaking: Option<Verdict> = None;
     // Newest entries last in the files; prefer the newest that passes.
     for entry in entries.iter().rev() {
         let missing: Vec<String> = pins
@@ -83,30 +138,58 @@ pub fn promotion<'a>(
             .map(|(s, r)| format!("{s}={}", r.digest.as_deref().unwrap_or("no digest")))
             .collect();
         if missing.is_empty() {
-            return Verdict::Pass {
-                source: source.to_string(),
-                version: entry.version.clone(),
-            };
+            let soaked = soaked_for(entry);
+            match promote.soak {
+                Some(soak) if soaked.is_none_or(|d| d < soak) => {
+                    // The soak that ends first is the one to report.
+                    let v = Verdict::Soaking {
+                        source: source.to_string(),
+                        version: entry.version.clone(),
+                        soak: words(soak),
+                        until: soak_ends(entry, soak),
+                        soaked: soaked.map(words),
+                    };
+                    let earlier = |old: &Verdict| match (old, &v) {
+                        (Verdict::Soaking { until: a, .. }, Verdict::Soaking { until: b, .. }) => {
+                            b < a
+                        }
+                        _ => false,
+                    };
+                    if soaking.as_ref().is_none_or(earlier) {
+                        soaking = Some(v);
+                    }
+                    continue;
+                }
+                _ => {
+                    return Verdict::Pass {
+                        source: source.to_string(),
+                        version: entry.version.clone(),
+                    };
+                }
+            }
         }
         if best.as_ref().is_none_or(|b| missing.len() < b.len()) {
             best = Some(missing);
         }
     }
-    let missing = best.unwrap_or_else(|| {
-        pins.iter()
+    let missing = match (&soaking, best) {
+        (Some(_), _) => Vec::new(),
+        (None, Some(b)) => b,
+        (None, None) => pins
+            .iter()
             .map(|(s, r)| format!("{s}={}", r.digest.as_deref().unwrap_or("no digest")))
-            .collect()
-    });
+            .collect(),
+    };
     match break_glass {
         Some(reason) if !reason.trim().is_empty() => Verdict::BreakGlass {
             source: source.to_string(),
             reason: reason.to_string(),
             missing,
         },
-        _ => Verdict::Refused {
+        _ => soaking.unwrap_or_else(|| Verdict::Refused {
             source: source.to_string(),
             missing,
-        },
+        }),
     }
 }
 
@@ -140,6 +223,7 @@ mod tests {
             verified_at: "2026-01-31T06:55:00Z".into(),
             host: "staging-1".into(),
             commit: "0".repeat(40),
+            soaked_at: None,
             signature: None,
         }
     }
@@ -293,6 +377,106 @@ mod tests {
         assert!(
             matches!(&v, Verdict::Refused { missing, .. } if missing == &vec![format!("redis={}", d('b'))]),
             "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_soak_counts_only_stamped_entries_that_soaked_long_enough() {
+        let both = [("web", "ghcr.io/a/odoo", 'a'), ("redis", "redis", 'b')];
+        let p = pins(&both);
+        let mut promote = PromoteFrom::stack("stg");
+        promote.soak = Some(std::time::Duration::from_secs(1800));
+        let first = entry("v1", &both);
+        let stamped = |at: &str| VerifiedEntry {
+            soaked_at: Some(at.into()),
+            ..first.clone()
+        };
+        // Verified, not stamped: soaking until verified_at + soak.
+        let v = promotion(Some(&promote), &p, std::slice::from_ref(&first), None);
+        assert_eq!(
+            v,
+            Verdict::Soaking {
+                source: "stg".into(),
+                version: "v1".into(),
+                soak: "30m".into(),
+                until: "2026-01-31T07:25:00Z".into(),
+                soaked: None,
+            }
+        );
+        assert!(!v.allows());
+        assert!(
+            v.describe().contains("soaking until 2026-01-31T07:25:00Z"),
+            "{}",
+            v.describe()
+        );
+        // Stamped after 10 minutes: still short, and says so.
+        let v = promotion(
+            Some(&promote),
+            &p,
+            &[first.clone(), stamped("2026-01-31T07:05:00Z")],
+            None,
+        );
+        assert!(
+            matches!(&v, Verdict::Soaking { soaked: Some(s), .. } if s == "10m"),
+            "{v:?}"
+        );
+        assert!(
+            v.describe().contains("soaked only 10m of the 30m"),
+            "{}",
+            v.describe()
+        );
+        // Stamped after the soak: passes.
+        let v = promotion(
+            Some(&promote),
+            &p,
+            &[first.clone(), stamped("2026-01-31T07:25:00Z")],
+            None,
+        );
+        assert!(matches!(v, Verdict::Pass { .. }), "{v:?}");
+        // A stamp on another release does not lend its soak.
+        let other = VerifiedEntry {
+            soaked_at: Some("2026-02-01T00:00:00Z".into()),
+            ..entry(
+                "v0",
+                &[("web", "ghcr.io/a/odoo", 'c'), ("redis", "redis", 'b')],
+            )
+        };
+        let v = promotion(Some(&promote), &p, &[other, first.clone()], None);
+        assert!(matches!(v, Verdict::Soaking { .. }), "{v:?}");
+        // Break-glass goes through a soak as through any refusal.
+        let v = promotion(
+            Some(&promote),
+            &p,
+            std::slice::from_ref(&first),
+            Some("incident 42"),
+        );
+        assert!(matches!(v, Verdict::BreakGlass { .. }), "{v:?}");
+        // Without a soak the first entry passes, as before.
+        promote.soak = None;
+        let v = promotion(Some(&promote), &p, &[first], None);
+        assert!(matches!(v, Verdict::Pass { .. }), "{v:?}");
+    }
+
+    #[test]
+    fn an_entry_without_soaked_at_signs_what_entries_signed_before() {
+        let e = entry("v1", &[("web", "ghcr.io/a/odoo", 'a')]);
+        let old = format!(
+            r#"{{"stack":"stg","version":"v1","images":{{"web":"ghcr.io/a/odoo@{}"}},"verified_at":"2026-01-31T06:55:00Z","host":"staging-1","commit":"{}"}}"#,
+            d('a'),
+            "0".repeat(40)
+        );
+        assert_eq!(String::from_utf8(e.signed_bytes("stg")).unwrap(), old);
+        let soaked = VerifiedEntry {
+            soaked_at: Some("2026-01-31T07:25:00Z".into()),
+            ..e
+        };
+        let with = String::from_utf8(soaked.signed_bytes("stg")).unwrap();
+        assert_eq!(
+            with,
+            format!(
+                r#"{},"soaked_at":"2026-01-31T07:25:00Z"}}"#,
+                &old[..old.len() - 1]
+            )
         );
     }
 }

@@ -36,6 +36,7 @@ pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod smoke;
+pub mod soak;
 pub mod source;
 pub mod startup;
 pub mod state;

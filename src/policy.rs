@@ -36,6 +36,8 @@ pub enum Error {
     NoStacks { index: usize },
     #[error("verified.signing_key: {0}")]
     SigningKey(#[source] trust::Error),
+    #[error("verified.soak: {value:?} is not a duration ({why}); write it as `30m`, `2h` or `1d`")]
+    Soak { value: String, why: String },
     #[error("allow[{index}]: {why}")]
     Allow { index: usize, why: String },
 }
@@ -52,6 +54,9 @@ pub struct HostPolicy {
     pub verifiers: Vec<(String, String)>,
     /// This host's key for signing the verified entries it records.
     pub signing_key: Option<ssh_key::PrivateKey>,
+    /// How long a release this host verified runs clean before it stamps
+    /// the entry soaked (`verified.soak`; see `crate::soak`).
+    pub soak: Option<std::time::Duration>,
     /// Which stacks may use which host powers.
     pub allow: Vec<crate::config::AllowRule>,
     /// Where `env_files:` may point; `None`: anywhere (tests only — a
@@ -250,9 +255,17 @@ impl HostPolicy {
             Some(p) => Some(trust::load_signing_key(p).map_err(Error::SigningKey)?),
             None => None,
         };
+        let soak = match file.verified.as_ref().and_then(|v| v.soak.as_deref()) {
+            Some(t) => Some(humantime::parse_duration(t).map_err(|e| Error::Soak {
+                value: t.to_string(),
+                why: e.to_string(),
+            })?),
+            None => None,
+        };
         Ok(HostPolicy {
             signers,
             rules: file.policy.clone(),
+            soak,
             verifiers: file
                 .verifiers
                 .iter()

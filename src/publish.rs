@@ -295,6 +295,7 @@ impl Publisher {
                 done.push(Key {
                     version: e.version.clone(),
                     images: e.images.clone(),
+                    soaked: e.soaked_at.is_some(),
                 });
             }
         }
@@ -674,16 +675,21 @@ impl Publisher {
 struct Key {
     version: String,
     images: BTreeMap<String, String>,
+    /// The soaked entry of a release is published apart from its first.
+    #[serde(default)]
+    soaked: bool,
 }
 
 impl Key {
     fn matches(&self, e: &VerifiedEntry) -> bool {
-        self.version == e.version && self.images == e.images
+        self.version == e.version && self.images == e.images && self.soaked == e.soaked_at.is_some()
     }
 }
 
+/// The same release, and both soaked or both not (a soaked entry is added
+/// next to the release's first).
 fn same(a: &VerifiedEntry, b: &VerifiedEntry) -> bool {
-    a.version == b.version && a.images == b.images
+    a.version == b.version && a.images == b.images && a.soaked_at.is_some() == b.soaked_at.is_some()
 }
 
 /// A path or `file://` URL (not `scheme://`, not scp-like `host:path`).
@@ -836,6 +842,9 @@ fn render_entry(e: &VerifiedEntry, indent: usize) -> String {
         scalar(&e.host),
         scalar(&e.commit)
     ));
+    if let Some(t) = &e.soaked_at {
+        s.push_str(&format!("{p}  soaked_at: {}\n", scalar(t)));
+    }
     if let Some(sig) = &e.signature {
         s.push_str(&format!("{p}  signature: {}\n", scalar(sig)));
     }
@@ -906,6 +915,7 @@ mod tests {
 
     fn entry(version: &str, digest: char, host: &str) -> VerifiedEntry {
         VerifiedEntry {
+            soaked_at: None,
             signature: None,
             version: version.into(),
             images: [(
@@ -960,6 +970,39 @@ mod tests {
     }
 
     #[test]
+    fn a_soaked_entry_is_published_next_to_the_first() {
+        let first = entry("v1", 'a', "staging-1");
+        let soaked = VerifiedEntry {
+            soaked_at: Some("2026-01-31T07:25:00Z".into()),
+            ..first.clone()
+        };
+        let old = updated_text("", &[], std::slice::from_ref(&first)).unwrap();
+        let new = updated_text(
+            &old,
+            std::slice::from_ref(&first),
+            std::slice::from_ref(&soaked),
+        )
+        .unwrap();
+        assert!(new.starts_with(&old), "{new}");
+        assert_eq!(
+            parse_verified(&new).unwrap(),
+            vec![first.clone(), soaked.clone()]
+        );
+        // Published apart: the first's record does not cover the stamp.
+        let key = Key {
+            version: first.version.clone(),
+            images: first.images.clone(),
+            soaked: false,
+        };
+        assert!(key.matches(&first) && !key.matches(&soaked));
+        assert!(!same(&first, &soaked) && same(&soaked, &soaked.clone()));
+        // A record written before soak existed reads as "not soaked".
+        let old_record: Vec<Key> =
+            serde_json::from_str(r#"[{"version":"v1","images":{}}]"#).unwrap();
+        assert!(!old_record[0].soaked);
+    }
+
+    #[test]
     fn scalars_read_back_as_strings() {
         for s in [
             "sha-724f892",
@@ -974,6 +1017,7 @@ mod tests {
             "",
         ] {
             let e = VerifiedEntry {
+                soaked_at: None,
                 signature: None,
                 version: s.into(),
                 images: [("web".into(), s.into())].into(),

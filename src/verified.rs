@@ -95,8 +95,60 @@ pub fn record(
         verified_at: crate::history::now_rfc3339(),
         host: host.to_string(),
         commit: commit.unwrap_or("").to_string(),
+        soaked_at: None,
         signature: None,
     };
+    sign(&mut entry, stack, key)?;
+    let existing = list
+        .iter()
+        .find(|e| e.images == entry.images && e.version == entry.version && e.soaked_at.is_none())
+        .cloned();
+    let added = existing.is_none();
+    if added {
+        list.push(entry.clone());
+        write(layout, stack, list)?;
+    }
+    release::write_verified_txt(layout, stack, version).map_err(Error::Marker)?;
+    Ok((existing.unwrap_or(entry), added))
+}
+
+/// Records that the release of `first` (an entry of this host's store)
+/// soaked: a new entry with the same release, `verified_at` = `since` (when
+/// it started to run clean here) and `soaked_at` = `at`, signed with `key`,
+/// appended next to the first. Idempotent: a soaked entry of the same
+/// release is kept and returned.
+pub fn record_soaked(
+    layout: &Layout,
+    stack: &str,
+    first: &VerifiedEntry,
+    since: &str,
+    at: &str,
+    key: Option<&ssh_key::PrivateKey>,
+) -> Result<VerifiedEntry, Error> {
+    let mut list = read(layout, stack)?;
+    if let Some(e) = list
+        .iter()
+        .find(|e| e.version == first.version && e.images == first.images && e.soaked_at.is_some())
+    {
+        return Ok(e.clone());
+    }
+    let mut entry = VerifiedEntry {
+        verified_at: since.to_string(),
+        soaked_at: Some(at.to_string()),
+        signature: None,
+        ..first.clone()
+    };
+    sign(&mut entry, stack, key)?;
+    list.push(entry.clone());
+    write(layout, stack, list)?;
+    Ok(entry)
+}
+
+fn sign(
+    entry: &mut VerifiedEntry,
+    stack: &str,
+    key: Option<&ssh_key::PrivateKey>,
+) -> Result<(), Error> {
     if let Some(key) = key {
         let sig = crate::trust::sign(
             key,
@@ -106,25 +158,19 @@ pub fn record(
         .map_err(Error::Sign)?;
         entry.signature = Some(sig);
     }
-    let existing = list
-        .iter()
-        .find(|e| e.images == entry.images && e.version == entry.version)
-        .cloned();
-    let added = existing.is_none();
-    if added {
-        list.push(entry.clone());
-        let path = layout.verified_store(stack);
-        let text = serde_saphyr::to_string(&VerifiedFile { verified: list }).map_err(|e| {
-            Error::Write {
-                path: path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            }
+    Ok(())
+}
+
+/// Replaces the store with `list`, atomically.
+fn write(layout: &Layout, stack: &str, list: Vec<VerifiedEntry>) -> Result<(), Error> {
+    let path = layout.verified_store(stack);
+    let text =
+        serde_saphyr::to_string(&VerifiedFile { verified: list }).map_err(|e| Error::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
         })?;
-        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
-            .map_err(|source| Error::Write { path, source })?;
-    }
-    release::write_verified_txt(layout, stack, version).map_err(Error::Marker)?;
-    Ok((existing.unwrap_or(entry), added))
+    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+        .map_err(|source| Error::Write { path, source })
 }
 
 #[cfg(test)]

@@ -35,14 +35,6 @@ fn wait_body(h: &TestHost, port: u16, want: &str) {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn registry_stopped_before_pull_leaves_the_host_untouched() {
     let h = TestHost::new();
@@ -54,7 +46,7 @@ fn registry_stopped_before_pull_leaves_the_host_untouched() {
     h.cmd(["sync"]).run().ok();
 
     // A second registry of our own, holding v2, that we then stop.
-    let reg_port = free_port();
+    let reg_port = h.free_port();
     let dir = h.tmp().join("registry2");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.yml"), format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{reg_port}\n", dir.join("data").display())).unwrap();

@@ -222,6 +222,7 @@ fn each_attack_leaves_production_on_its_release() {
         verified_at: "2026-12-01T00:00:00Z".into(),
         host: "staging-1".into(),
         commit: "0".repeat(40),
+        soaked_at: None,
         signature: None,
     };
     let sig = h.sign_marker(&attacker.key, &entry, &s.stg);

@@ -60,7 +60,13 @@ impl Pair {
     }
 
     fn production(&self, h: &TestHost, image: &str, version: &str) {
-        let extra = format!("promote_from: {}\n", self.stg);
+        self.production_gated(h, image, version, &self.stg);
+    }
+
+    /// Production with `promote_from: <gate>` as written (a stack name or
+    /// a flow map).
+    fn production_gated(&self, h: &TestHost, image: &str, version: &str, gate: &str) {
+        let extra = format!("promote_from: {gate}\n");
         write_stack(
             h,
             &self.prod,
@@ -184,6 +190,104 @@ fn scenario1_staging_verifies_then_production_promotes() {
             .trim(),
         "v2"
     );
+}
+
+/// Soak (issue 34): production waits until the staging release ran clean
+/// for the gate's soak; the stamp is a second, signed-like-the-first entry
+/// and a `verify` line; a heal during the soak means no stamp, and the
+/// production pin stays refused.
+#[test]
+fn production_waits_for_the_soak_and_a_heal_spoils_it() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let p = Pair::new(&h);
+    let soak = std::time::Duration::from_secs(6);
+    let gate = format!("{{stack: {}, soak: 6s}}", p.stg);
+    p.staging(&h, &f.v1, "v1");
+    p.production_gated(&h, &f.v1, "v1", &gate);
+    h.commit("v1 with a 6s soak");
+
+    // Staging deploys and verifies; production is refused, soaking.
+    let out = h.cmd(["sync"]).run().code(1);
+    let started = std::time::Instant::now();
+    let prod_line = out
+        .stdout()
+        .lines()
+        .find(|l| l.contains(&p.prod))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        prod_line.contains(&format!("verified in {} as v1, soaking until", p.stg)),
+        "{}",
+        out.report()
+    );
+    let (action, why, verdict) = plan_verdict(&h, &p.prod);
+    assert_eq!(action, "skip", "{why}");
+    assert_eq!(verdict["verdict"], "soaking", "{verdict}");
+    assert_eq!(verdict["soak"], "6s", "{verdict}");
+    assert!(h.link_target(&p.prod).is_none());
+
+    // Once the soak is over, the next run stamps staging soaked and
+    // promotes in the same run.
+    std::thread::sleep(
+        (soak + std::time::Duration::from_secs(1)).saturating_sub(started.elapsed()),
+    );
+    let out = h.cmd(["sync"]).run().ok();
+    let stdout = out.stdout();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(&p.stg) && l.contains("soaked 6s since")),
+        "{}",
+        out.report()
+    );
+    h.serves(p.prod_port, "stackpin-test-app v1");
+    let store = h.read_root(format!("releases/verified/{}.yaml", p.stg));
+    assert_eq!(store.matches("version: v1").count(), 2, "{store}");
+    assert_eq!(store.matches("soaked_at:").count(), 1, "{store}");
+    assert_eq!(
+        lines_with(
+            &h,
+            &format!(
+                "| {} | staging | verify | v1 | success | soaked 6s since",
+                p.stg
+            )
+        ),
+        1,
+        "{}",
+        h.history()
+    );
+    // Stamped once.
+    h.cmd(["sync"]).run().ok();
+    let store = h.read_root(format!("releases/verified/{}.yaml", p.stg));
+    assert_eq!(store.matches("soaked_at:").count(), 1, "{store}");
+
+    // v2: staging deploys it; its container is killed during the soak and
+    // healed. However long it then runs, it is not stamped and production
+    // keeps v1.
+    p.staging(&h, &f.v2, "v2");
+    p.production_gated(&h, &f.v2, "v2", &gate);
+    h.commit("v2");
+    h.cmd(["sync"]).run().code(1);
+    let started = std::time::Instant::now();
+    let stg = h.containers(&p.stg);
+    h.docker(["kill", &stg[0].id]).run().ok();
+    h.cmd(["sync"]).run().code(1);
+    assert_eq!(lines_with(&h, "heal:"), 1, "{}", h.history());
+    std::thread::sleep(
+        (soak + std::time::Duration::from_secs(1)).saturating_sub(started.elapsed()),
+    );
+    let out = h.cmd(["sync"]).run().code(1);
+    assert!(
+        !out.stdout().contains("soaked 6s since"),
+        "{}",
+        out.report()
+    );
+    let store = h.read_root(format!("releases/verified/{}.yaml", p.stg));
+    assert_eq!(store.matches("soaked_at:").count(), 1, "{store}");
+    let (_, _, verdict) = plan_verdict(&h, &p.prod);
+    assert_eq!(verdict["verdict"], "soaking", "{verdict}");
+    h.serves(p.prod_port, "stackpin-test-app v1");
 }
 
 #[test]

@@ -24,7 +24,7 @@ const FLOORS: &[&[&str]] = &[
     ],
     &["host"],
     // the pipeline and what sits on it
-    &["reconcile", "backup", "rollback", "status"],
+    &["reconcile", "backup", "rollback", "status", "soak"],
     // the faces
     &[
         "startup",

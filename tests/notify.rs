@@ -123,13 +123,9 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     })
 }
 
-/// A port nothing listens on.
-fn dead_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port nothing listens on while the claim lives.
+fn dead_port() -> common::PortClaim {
+    common::claim_port("127.0.0.1")
 }
 
 // ---- captured logs ----
@@ -379,10 +375,11 @@ async fn emit_never_waits_for_a_hung_or_dead_endpoint() {
     let hung = Receiver::start(Behaviour::Hang);
     let root = tempfile::tempdir().unwrap();
     logs();
+    let dead = dead_port();
     let n = Notifier::new(
         vec![
             Target::slack(&hung.url("slack")).unwrap(),
-            Target::webhook(&format!("http://127.0.0.1:{}/hook/{SECRET}", dead_port())).unwrap(),
+            Target::webhook(&format!("http://127.0.0.1:{}/hook/{SECRET}", dead.port)).unwrap(),
         ],
         "test-host",
         root.path(),
@@ -467,9 +464,10 @@ async fn webhook_urls_never_reach_logs_or_errors() {
     let refusing = Receiver::start(Behaviour::Answer(&[404]));
     let failing = Receiver::start(Behaviour::Answer(&[500, 500, 500]));
     let root = tempfile::tempdir().unwrap();
+    let dead = dead_port();
     let n = Notifier::new(
         vec![
-            Target::webhook(&format!("http://127.0.0.1:{}/hook/{SECRET}", dead_port())).unwrap(),
+            Target::webhook(&format!("http://127.0.0.1:{}/hook/{SECRET}", dead.port)).unwrap(),
             Target::webhook(&refusing.url("hook")).unwrap(),
             Target::slack(&failing.url("slack")).unwrap(),
         ],

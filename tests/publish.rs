@@ -91,6 +91,7 @@ fn entry(version: &str, host: &str, n: u32) -> VerifiedEntry {
         verified_at: "2026-02-01T00:00:00Z".into(),
         host: host.into(),
         commit: "5777e06c97ef8c8b025ad6e81199d89be62fa2a8".into(),
+        soaked_at: None,
         signature: None,
     }
 }

@@ -2395,3 +2395,37 @@ fn an_empty_history_says_so() {
         "[]"
     );
 }
+
+/// CI failed on `powers::host_powers_under_compose_v1`: the test app of one
+/// stack exited 1 because its port, taken from `127.0.0.1:0` and let go,
+/// was in use again when busybox httpd bound it (the kernel hands such a
+/// port to the next outgoing connection or to another test's `:0`). Test
+/// ports now come from below the ephemeral range, claimed across the test
+/// processes by a file lock held while the claim lives.
+#[test]
+fn test_ports_are_claimed_across_hosts_and_below_the_ephemeral_range() {
+    let (a, b) = (TestHost::new(), TestHost::new());
+    let mine: std::collections::HashSet<u16> = (0..50).map(|_| a.free_port()).collect();
+    let theirs: std::collections::HashSet<u16> = (0..50).map(|_| b.free_port()).collect();
+    assert_eq!((mine.len(), theirs.len()), (50, 50));
+    assert!(mine.is_disjoint(&theirs), "{mine:?} {theirs:?}");
+    let ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(mine.iter().chain(&theirs).all(|p| *p < ephemeral));
+    // A claim is a lock held while its host lives, and let go with it.
+    let port = *mine.iter().next().unwrap();
+    let lock = std::fs::File::open(
+        std::env::temp_dir()
+            .join("stackpin-test-ports")
+            .join(port.to_string()),
+    )
+    .unwrap();
+    assert!(lock.try_lock().is_err(), "port {port} is not held");
+    drop(a);
+    assert!(lock.try_lock().is_ok(), "port {port} is still held");
+}

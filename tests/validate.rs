@@ -186,6 +186,7 @@ fn the_gate_report_checks_marker_signatures_with_the_hosts_verifiers() {
         verified_at: "2026-12-01T00:00:00Z".into(),
         host: "staging-1".into(),
         commit: "0".repeat(40),
+        soaked_at: None,
         signature: None,
     };
     let write_markers = |e: &stackpin::desired::spec::VerifiedEntry| {

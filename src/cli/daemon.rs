@@ -75,7 +75,7 @@ fn effective_policy(
                     name.clone(),
                     serde_json::json!({
                         "signed_by": e.signed_by,
-                        "promote_from": e.promote_from.as_ref().or(commit_gate.as_ref()),
+                        "promote_from": e.promote_from.as_ref().map(|h| h.lengthened_by(commit_gate.as_ref())).or(commit_gate.clone()),
                         "gate_from": if e.promote_from.is_some() { "host" } else if commit_gate.is_some() { "commit" } else { "none" },
                         "break_glass_by": e.break_glass_by,
                         "rules": e.rules,

@@ -42,7 +42,11 @@ pub fn gate_rows(
     let mut out = Vec::new();
     for (name, s) in &state.stacks {
         let host_gate = policy.and_then(|p| p.effective(name).promote_from);
-        let Some(promote) = host_gate.or_else(|| s.spec.promote_from.clone()) else {
+        let commit_gate = s.spec.promote_from.as_ref();
+        let Some(promote) = host_gate
+            .map(|h| h.lengthened_by(commit_gate))
+            .or_else(|| commit_gate.cloned())
+        else {
             continue;
         };
         let (entries, ignored) = match policy {
@@ -84,6 +88,7 @@ pub fn gate_report(rows: &[GateRow], findings: &[Finding]) -> String {
                     format!("❌ not verified: {}", missing.join(", "))
                 }
                 Verdict::BreakGlass { reason, .. } => format!("⚠️ break-glass: {reason}"),
+                v @ Verdict::Soaking { .. } => format!("⏳ {}", v.describe()),
                 Verdict::NotGated => "not gated".into(),
             };
             let sig = if r.signatures_checked {
@@ -129,6 +134,11 @@ pub fn gate_findings(rows: &[GateRow]) -> Vec<Finding> {
                 "images",
                 format!("not verified in `{source}`: {} (no single verified entry of {source} holds every pin)", missing.join(", ")),
                 format!("deploy these digests to {source} first so verified/{source}.yaml lists them, or set `break_glass: {{reason: ...}}`"),
+            ),
+            v @ Verdict::Soaking { .. } => sink.error(
+                "images",
+                v.describe(),
+                "wait until the soak is over and the source host has published its soaked entry, then run the check again",
             ),
             Verdict::BreakGlass { reason, missing, .. } => sink.warn("break_glass", format!("break-glass skips the gate for {}: {reason}", missing.join(", ")), "remove break_glass once staging has verified these digests"),
             Verdict::NotGated | Verdict::Pass { .. } => {}

@@ -141,14 +141,32 @@ pub enum Order {
 }
 
 /// `promote_from: <stack>` (same service names) or
-/// `promote_from: {stack: <stack>, services: {<ours>: <theirs>}}`: a service
-/// named in `services` must run the digest the source verified for the
-/// service it maps to; every other service, its own name's.
+/// `promote_from: {stack: <stack>, services: {<ours>: <theirs>}, soak: 30m}`:
+/// a service named in `services` must run the digest the source verified for
+/// the service it maps to; every other service, its own name's. With
+/// `soak`, an entry counts only once the source host stamped it soaked
+/// (`soaked_at`) at least `soak` after it was verified (see `crate::soak`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PromoteFrom {
     pub stack: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "soak_text"
+    )]
+    pub soak: Option<std::time::Duration>,
+}
+
+fn soak_text<S: serde::Serializer>(
+    d: &Option<std::time::Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 impl PromoteFrom {
@@ -156,7 +174,19 @@ impl PromoteFrom {
         PromoteFrom {
             stack: stack.to_string(),
             services: BTreeMap::new(),
+            soak: None,
         }
+    }
+
+    /// This gate with the longer of its soak and `other`'s, when `other`
+    /// promotes from the same stack: a commit may lengthen the host's soak,
+    /// never shorten it.
+    pub fn lengthened_by(&self, other: Option<&PromoteFrom>) -> PromoteFrom {
+        let mut out = self.clone();
+        if let Some(o) = other.filter(|o| o.stack == self.stack) {
+            out.soak = out.soak.max(o.soak);
+        }
+        out
     }
 
     /// The source's service whose verified digest `service` must run.
@@ -177,18 +207,29 @@ impl<'de> Deserialize<'de> for PromoteFrom {
             stack: String,
             #[serde(default)]
             services: BTreeMap<String, String>,
+            #[serde(default)]
+            soak: Option<String>,
         }
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => Ok(PromoteFrom::stack(&s)),
             v @ serde_json::Value::Object(_) => {
                 let l: Long = serde_json::from_value(v).map_err(|e| {
                     D::Error::custom(format!(
-                        "promote_from: {e}; write `promote_from: STACK` or `promote_from: {{stack: STACK, services: {{OURS: THEIRS}}}}`"
+                        "promote_from: {e}; write `promote_from: STACK` or `promote_from: {{stack: STACK, services: {{OURS: THEIRS}}, soak: 30m}}`"
                     ))
                 })?;
+                let soak = match l.soak.as_deref() {
+                    None => None,
+                    Some(t) => Some(humantime::parse_duration(t).map_err(|e| {
+                        D::Error::custom(format!(
+                            "promote_from.soak: {t:?} is not a duration ({e}); write it as `30m`, `2h` or `1d`"
+                        ))
+                    })?),
+                };
                 Ok(PromoteFrom {
                     stack: l.stack,
                     services: l.services,
+                    soak,
                 })
             }
             other => Err(D::Error::custom(format!(
@@ -406,6 +447,12 @@ pub struct VerifiedEntry {
     pub verified_at: String,
     pub host: String,
     pub commit: String,
+    /// When the verifying host confirmed the release had run there since
+    /// `verified_at` with no failed smoke, heal, revert or container
+    /// restart (RFC 3339); absent until it soaked. A soaked entry is
+    /// appended next to the first one, never written over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soaked_at: Option<String>,
     /// The verifying host's SSH signature (namespace `stackpin-verified`)
     /// over [`VerifiedEntry::signed_bytes`]; entries without one count
     /// only on the host that recorded them.
@@ -419,9 +466,11 @@ pub const VERIFIED_NAMESPACE: &str = "stackpin-verified";
 impl VerifiedEntry {
     /// The canonical bytes a marker signature covers: one compact JSON
     /// object, keys in this fixed order (stack, version, images sorted by
-    /// service, verified_at, host, commit).
+    /// service, verified_at, host, commit, then soaked_at when the entry
+    /// has it): an entry without `soaked_at` signs exactly what entries
+    /// signed before the field existed.
     pub fn signed_bytes(&self, stack: &str) -> Vec<u8> {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "stack": stack,
             "version": self.version,
             "images": self.images,
@@ -429,6 +478,9 @@ impl VerifiedEntry {
             "host": self.host,
             "commit": self.commit,
         });
+        if let Some(t) = &self.soaked_at {
+            v["soaked_at"] = serde_json::Value::String(t.clone());
+        }
         serde_json::to_vec(&v).expect("a JSON value always serializes")
     }
 }

@@ -262,6 +262,42 @@ fn cycles_and_missing_references() {
 }
 
 #[test]
+fn promote_from_reads_a_soak_and_names_a_bad_one() {
+    let mut files = good_stack("a");
+    files.extend(good_stack("b"));
+    let set = |files: &mut Vec<(String, String)>, extra: &str| {
+        let p = "stacks/b/stack.yaml".to_string();
+        files.retain(|(q, _)| *q != p);
+        files.push((p, format!("images: {{web: a@{D1}}}\n{extra}")));
+    };
+    set(&mut files, "promote_from: {stack: a, soak: 30m}\n");
+    let st = load_files(files.clone());
+    assert_eq!(st.errors().count(), 0, "{:#?}", st.findings);
+    let p = st.stacks["b"].spec.promote_from.clone().unwrap();
+    assert_eq!(p.soak, Some(std::time::Duration::from_secs(1800)));
+    // The host's 10m lengthened by the commit's 30m; never shortened.
+    let mut host = spec::PromoteFrom::stack("a");
+    host.soak = Some(std::time::Duration::from_secs(600));
+    assert_eq!(host.lengthened_by(Some(&p)).soak, p.soak);
+    assert_eq!(p.lengthened_by(Some(&host)).soak, p.soak);
+    assert_eq!(
+        host.lengthened_by(Some(&spec::PromoteFrom::stack("other")))
+            .soak,
+        host.soak
+    );
+
+    set(&mut files, "promote_from: {stack: a, soak: half an hour}\n");
+    let st = load_files(files);
+    let msgs: Vec<String> = st.errors().map(|e| e.to_string()).collect();
+    assert!(
+        msgs.iter().any(|m| m.contains("stacks/b/stack.yaml")
+            && m.contains("promote_from.soak: \"half an hour\" is not a duration")
+            && m.contains("`30m`")),
+        "{msgs:?}"
+    );
+}
+
+#[test]
 fn order_follows_depends_on_and_promote_from() {
     let mut files = Vec::new();
     for (s, extra) in [

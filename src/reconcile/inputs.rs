@@ -379,15 +379,15 @@ pub fn judge(host: &Host<'_>, desired: &DesiredState) -> BTreeMap<String, Gate> 
             None => Gate::default(),
         };
         if let Some(p) = &eff.promote_from {
-            if let Some(s) = stack
-                && s.spec.promote_from.as_ref().is_some_and(|c| c != p)
-            {
+            let commit = stack.and_then(|s| s.spec.promote_from.as_ref());
+            if commit.is_some_and(|c| c.stack != p.stack || c.services != p.services) {
                 tracing::warn!(
                     stack = name,
                     "promote_from in stack.yaml differs from the host's policy: the host's applies"
                 );
             }
-            gate.promote = Some(p.clone());
+            // The commit may lengthen the host's soak, never shorten it.
+            gate.promote = Some(p.lengthened_by(commit));
             gate.host_gated = true;
         }
         if let Some(s) = stack {

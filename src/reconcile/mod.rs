@@ -293,10 +293,18 @@ async fn execute(
         ..StackResult::new(name, Outcome::Skipped, None, item.reason.clone())
     };
     match (&item.action, stack) {
-        (plan::Action::Noop, _) => StackResult {
-            outcome: Outcome::Unchanged,
-            ..base
-        },
+        (plan::Action::Noop, _) => {
+            // Nothing to do: the time to see whether what runs has soaked.
+            let soaked = crate::soak::stamp(host, desired, name, &obs);
+            StackResult {
+                outcome: Outcome::Unchanged,
+                message: match soaked {
+                    Some(s) => format!("{}; {s}", base.message),
+                    None => base.message.clone(),
+                },
+                ..base
+            }
+        }
         (plan::Action::Skip { why }, _) => {
             let Some(reason) = skip_reason(why) else {
                 return base;

@@ -8,6 +8,7 @@ pub struct GitDaemon {
     child: Child,
     pub port: u16,
     addr: String,
+    _claim: PortClaim,
 }
 
 impl GitDaemon {
@@ -22,10 +23,8 @@ impl GitDaemon {
     /// machine: the fleet's bridge, so that test hosts in network
     /// namespaces reach it).
     pub fn serve_on(addr: &str, base: &Path, push: bool) -> GitDaemon {
-        let port = TcpListener::bind((addr, 0))
-            .and_then(|l| l.local_addr())
-            .expect("failed to bind 127.0.0.1:0")
-            .port();
+        let claim = claim_port(addr);
+        let port = claim.port;
         let exec_path = Command::new("git")
             .arg("--exec-path")
             .output()
@@ -60,6 +59,7 @@ impl GitDaemon {
             child,
             port,
             addr: addr.to_string(),
+            _claim: claim,
         }
     }
 

@@ -23,7 +23,7 @@ pub struct TestHost {
     tmp: tempfile::TempDir,
     prefix: String,
     stacks: Mutex<Vec<String>>,
-    ports: Mutex<HashSet<u16>>,
+    ports: Mutex<Vec<PortClaim>>,
 }
 
 impl Default for TestHost {
@@ -47,7 +47,7 @@ impl TestHost {
             tmp,
             prefix: unique_prefix(),
             stacks: Mutex::new(Vec::new()),
-            ports: Mutex::new(HashSet::new()),
+            ports: Mutex::new(Vec::new()),
         }
     }
 
@@ -92,19 +92,13 @@ impl TestHost {
         stack
     }
 
-    /// A free port on 127.0.0.1, never the same one twice from this host.
+    /// A free port on 127.0.0.1 that no other test holds, claimed for this
+    /// host's life (see [`claim_port`]).
     pub fn free_port(&self) -> u16 {
-        let mut ports = self.ports.lock().unwrap();
-        for _ in 0..100 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("failed to bind 127.0.0.1:0")
-                .port();
-            if ports.insert(port) {
-                return port;
-            }
-        }
-        panic!("no new free port after 100 tries");
+        let claim = claim_port("127.0.0.1");
+        let port = claim.port;
+        self.ports.lock().unwrap().push(claim);
+        port
     }
 
     // ---- desired-state repository ----

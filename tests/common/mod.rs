@@ -18,7 +18,8 @@
 //! `fixtures` (the real components, the compose flavour, the host config),
 //! `host` ([`TestHost`] and its cleanup), `stack` ([`StackFixture`]),
 //! `command` (running the binary), `http` (loopback HTTP, traffic, polling),
-//! `git` (a git daemon, signing keys), `fleet` (the fleet's hosts),
+//! `git` (a git daemon, signing keys), `ports` (ports claimed across
+//! the test processes), `fleet` (the fleet's hosts),
 //! `api_server` (loopback forge endpoints) and `systemd`.
 
 pub mod api_server;
@@ -28,6 +29,7 @@ pub mod fleet;
 mod git;
 mod host;
 mod http;
+mod ports;
 mod stack;
 pub mod systemd;
 
@@ -36,9 +38,10 @@ pub use fixtures::*;
 pub use git::*;
 pub use host::*;
 pub use http::*;
+pub use ports::*;
 pub use stack::*;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
