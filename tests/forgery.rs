@@ -461,3 +461,97 @@ fn signed_markers_promote_across_two_hosts() {
         "{item}"
     );
 }
+
+/// Soak on a production host that never ran staging (issue 34): only the
+/// signed `soaked_at` counts. An entry the staging host stamped after too
+/// short a soak is named as such; one whose `soaked_at` was moved after
+/// signing is not counted at all; the honest, long-enough stamp deploys.
+#[test]
+fn a_soak_is_judged_on_the_signed_stamp_only() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let staging_host = h.ssh_signer("staging-1", "staging-1", "stackpin-verified");
+    let (stg, prod) = (h.stack("stg"), h.stack("prod"));
+    let cfg = h.tmp().join("config.yaml");
+    common::write_config(
+        &cfg,
+        format!(
+            "signers:\n  staging-hosts: {{allowed_signers: {}}}\nverifiers: {{{stg}: staging-hosts}}\npolicy:\n  - stacks: [{prod}]\n    promote_from: {{stack: {stg}, soak: 30m}}\n",
+            staging_host.allowed.display()
+        ),
+    )
+    .unwrap();
+    let ports = (h.free_port(), h.free_port());
+    let images = (f.v1.as_str(), f.v2.as_str());
+    write_pair_stack(&h, &stg, ports, images, "hosts: [staging-1]\n");
+    write_pair_stack(&h, &prod, ports, images, "");
+    let first = stackpin::desired::spec::VerifiedEntry {
+        version: "v1".into(),
+        images: [
+            ("web".to_string(), f.v1.clone()),
+            ("side".to_string(), f.v2.clone()),
+        ]
+        .into(),
+        verified_at: "2026-12-01T10:00:00Z".into(),
+        host: "staging-1".into(),
+        commit: "0".repeat(40),
+        soaked_at: None,
+        signature: None,
+    };
+    let signed = |e: stackpin::desired::spec::VerifiedEntry| {
+        let sig = h.sign_marker(&staging_host.key, &e, &stg);
+        stackpin::desired::spec::VerifiedEntry {
+            signature: Some(sig),
+            ..e
+        }
+    };
+    let stamped = |at: &str| stackpin::desired::spec::VerifiedEntry {
+        soaked_at: Some(at.into()),
+        ..first.clone()
+    };
+    let sync_with = |entries: Vec<stackpin::desired::spec::VerifiedEntry>, msg: &str| {
+        h.write(
+            format!("verified/{stg}.yaml"),
+            serde_json::to_string(&serde_json::json!({ "verified": entries })).unwrap(),
+        );
+        h.commit(msg);
+        h.cmd([
+            OsString::from("--config"),
+            cfg.clone().into(),
+            "sync".into(),
+        ])
+        .run()
+    };
+
+    // Verified, stamped after 10 minutes only.
+    let out = sync_with(
+        vec![
+            signed(first.clone()),
+            signed(stamped("2026-12-01T10:10:00Z")),
+        ],
+        "staging verified v1, soaked 10m",
+    );
+    out.code(1).stdout_contains(&format!(
+        "verified in {stg} as v1, but soaked only 10m of the 30m this host asks"
+    ));
+    // The stamp moved after signing: not counted, and said why.
+    let mut moved = signed(stamped("2026-12-01T10:10:00Z"));
+    moved.soaked_at = Some("2026-12-01T10:40:00Z".into());
+    let out = sync_with(vec![signed(first.clone()), moved], "soaked_at moved");
+    out.code(1)
+        .stdout_contains(&format!(
+            "verified in {stg} as v1, soaking until 2026-12-01T10:30:00Z"
+        ))
+        .stdout_contains("not counted");
+    assert!(h.link_target(&prod).is_none());
+    // The honest stamp after 31 minutes: production deploys.
+    let out = sync_with(
+        vec![
+            signed(first.clone()),
+            signed(stamped("2026-12-01T10:31:00Z")),
+        ],
+        "soaked 31m",
+    );
+    out.ok().stdout_contains("deployed");
+    h.serves(ports.0, "stackpin-test-app v1");
+}

@@ -525,6 +525,9 @@ impl TestHost {
     ) -> String {
         let payload = self.tmp().join(format!("marker-{}", entry.version));
         std::fs::write(&payload, entry.signed_bytes(source)).unwrap();
+        // ssh-keygen does not overwrite an earlier signature of the same
+        // version (another entry of one release).
+        let _ = std::fs::remove_file(payload.with_extension("sig"));
         let mut sign = Command::new("ssh-keygen");
         sign.args(["-q", "-Y", "sign", "-n", "stackpin-verified", "-f"])
             .arg(key)
