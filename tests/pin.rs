@@ -51,8 +51,9 @@ fn pin_resolves_a_tag_keeps_the_file_commits_it_and_sync_deploys_it() {
         .run()
         .ok()
         .json();
-    assert_eq!(out["new"], f.v2.as_str(), "{out}");
-    assert_eq!(out["old"], f.v1.as_str(), "{out}");
+    assert_eq!(out["pins"][0]["service"], "web", "{out}");
+    assert_eq!(out["pins"][0]["new"], f.v2.as_str(), "{out}");
+    assert_eq!(out["pins"][0]["old"], f.v1.as_str(), "{out}");
     let after = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         after,
@@ -103,4 +104,170 @@ fn pin_resolves_a_tag_keeps_the_file_commits_it_and_sync_deploys_it() {
         .code(1)
         .stderr_contains("through an alias (`*pin`)");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), aliased);
+}
+
+/// `pin --from-verified` (issue 34): the production bump written by the
+/// rule that will judge it: the newest entry of the source the gate passes
+/// (soaked long enough), services mapped as the gate maps them, the
+/// version taken over, the file's other bytes kept; a newer entry still
+/// soaking is named; with no entry passing, or none signed by the host's
+/// verifiers, nothing is written.
+#[test]
+fn pin_from_verified_writes_the_newest_entry_the_gate_passes() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (stg, prod) = (h.stack("stg"), h.stack("prod"));
+    h.write(
+        format!("stacks/{stg}/stack.yaml"),
+        format!(
+            "environment: staging\nimages:\n  web: {}\nmarks_verified: true\n",
+            f.v1
+        ),
+    );
+    h.write(
+        format!("stacks/{stg}/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n",
+    );
+    let prod_text = format!(
+        "# production\nenvironment: production\nversion: v1\nimages:\n  web: {}   # bumped by pin\n  admin: {}\npromote_from: {{stack: {stg}, services: {{admin: web}}, soak: 30m}}\n",
+        f.v1, f.v1
+    );
+    h.write(format!("stacks/{prod}/stack.yaml"), &prod_text);
+    h.write(
+        format!("stacks/{prod}/compose.yaml"),
+        "services:\n  web:\n    image: stackpin-test/app\n  admin:\n    image: stackpin-test/app\n",
+    );
+    let entry = |version: &str, image: &str, verified: &str, soaked: Option<&str>| {
+        let mut e = format!(
+            "  - version: {version}\n    images: {{web: \"{image}\"}}\n    verified_at: \"{verified}\"\n    host: staging-1\n    commit: abc\n"
+        );
+        if let Some(t) = soaked {
+            e.push_str(&format!("    soaked_at: \"{t}\"\n"));
+        }
+        e
+    };
+    let v2 = entry("v2", &f.v2, "2026-12-01T10:00:00Z", None);
+    let v2_soaked = entry(
+        "v2",
+        &f.v2,
+        "2026-12-01T10:00:00Z",
+        Some("2026-12-01T10:31:00Z"),
+    );
+    let v3 = entry("v3", &f.v3, "2026-12-01T11:00:00Z", None);
+    h.write(
+        format!("verified/{stg}.yaml"),
+        format!("verified:\n{v2}{v2_soaked}{v3}"),
+    );
+    h.commit("staging verified v2 (soaked) and v3 (soaking)");
+    h.git(["config", "user.name", "Promote Bot"]);
+    h.git(["config", "user.email", "promote@example.invalid"]);
+    // Run where a developer or a CI job runs it: no host config, so every
+    // entry counts, signatures unchecked (as `validate --gate` without one).
+    let pin = |extra: &[&str]| {
+        let mut c = h.cmd(["pin", &prod, "--from-verified"]);
+        c.args(extra)
+            .arg("--dir")
+            .arg(h.repo())
+            .env_remove("STACKPIN_CONFIG");
+        c.run()
+    };
+
+    let out = pin(&["--json", "--commit"]).ok().json();
+    assert_eq!(out["from"]["version"], "v2", "{out}");
+    assert_eq!(out["from"]["soaked_at"], "2026-12-01T10:31:00Z", "{out}");
+    assert_eq!(out["version"], "v2", "{out}");
+    let pins: Vec<(String, String)> = out["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["service"].as_str().unwrap().into(),
+                p["new"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pins,
+        // In the file's order.
+        [
+            ("web".to_string(), f.v2.clone()),
+            ("admin".to_string(), f.v2.clone())
+        ],
+        "{out}"
+    );
+    assert!(
+        out["newer"]
+            .as_str()
+            .is_some_and(|n| n.contains("v3") && n.contains("soaking until 2026-12-01T11:30:00Z")),
+        "{out}"
+    );
+    let file = h.repo().join(format!("stacks/{prod}/stack.yaml"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        prod_text
+            .replace(&f.v1, &f.v2)
+            .replace("version: v1", "version: v2"),
+        "only the pins and the version change"
+    );
+    let message = h.git(["log", "-1", "--format=%B"]);
+    assert!(
+        message.starts_with(&format!("promote {stg} v2 to {prod}"))
+            && message.contains("soaked until 2026-12-01T10:31:00Z"),
+        "{message}"
+    );
+    // What it wrote passes the gate it was chosen by.
+    h.cmd_raw([
+        std::ffi::OsString::from("validate"),
+        h.repo().into(),
+        "--gate".into(),
+    ])
+    .run()
+    .ok()
+    .stdout_contains(&format!("every pin verified in `{stg}` entry `v2`"));
+
+    // No entry soaked long enough: refused, nothing written.
+    h.write(
+        format!("verified/{stg}.yaml"),
+        format!("verified:\n{v2}{v3}"),
+    );
+    let before = std::fs::read_to_string(&file).unwrap();
+    pin(&[])
+        .code(1)
+        .stderr_contains(&format!(
+            "no entry of verified/{stg}.yaml passes {prod}'s gate"
+        ))
+        .stderr_contains("v2: verified in")
+        .stderr_contains("nothing was written");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+
+    // A host that trusts only signed entries counts none of these.
+    h.write(
+        format!("verified/{stg}.yaml"),
+        format!("verified:\n{v2}{v2_soaked}{v3}"),
+    );
+    let signer = h.ssh_signer("staging-1", "staging-1", "stackpin-verified");
+    let cfg = h.tmp().join("prod-host.yaml");
+    common::write_config(
+        &cfg,
+        format!(
+            "signers:\n  staging-hosts: {{allowed_signers: {}}}\nverifiers: {{{stg}: staging-hosts}}\n",
+            signer.allowed.display()
+        ),
+    )
+    .unwrap();
+    h.cmd_raw([
+        std::ffi::OsString::from("--config"),
+        cfg.into(),
+        "pin".into(),
+        prod.clone().into(),
+        "--from-verified".into(),
+        "--dir".into(),
+        h.repo().into(),
+    ])
+    .run()
+    .code(1)
+    .stderr_contains("not counted")
+    .stderr_contains("unsigned");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
 }

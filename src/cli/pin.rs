@@ -5,6 +5,12 @@
 //! the credentials pulls use (`registry_auth_file`, else Docker's own
 //! config). `--commit` commits that one file, the message naming the old
 //! and the new digest.
+//!
+//! `stackpin pin STACK --from-verified`: every pin of a gated stack from
+//! the newest entry of its `promote_from` source that the gate would pass
+//! (soaked long enough; with `--config`, signed by the host's verifiers),
+//! services mapped as the gate maps them: the production bump written by
+//! the same rule that will judge it.
 
 use super::setup::{self, BadInput};
 use super::{Global, Status};
@@ -18,10 +24,18 @@ pub struct Args {
     #[arg(value_parser = crate::desired::parse_stack_name, add = super::completions::stack_names())]
     pub stack: String,
     /// The service of the stack's compose file the pin is for.
-    pub service: String,
+    #[arg(required_unless_present = "from_verified")]
+    pub service: Option<String>,
     /// `repository:tag` (resolved to its digest in the registry now) or
     /// `repository@sha256:…`.
-    pub image: String,
+    #[arg(required_unless_present = "from_verified")]
+    pub image: Option<String>,
+    /// Pin every service from the newest verified (and soaked) entry of
+    /// the stack's `promote_from` source that its gate passes; `version:`
+    /// becomes that entry's unless `--set-version` says otherwise. With
+    /// `--config`, the gate and the verifiers are that host's.
+    #[arg(long, conflicts_with_all = ["service", "image"])]
+    pub from_verified: bool,
     /// The desired-state checkout (default: the current directory).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
@@ -37,12 +51,30 @@ pub struct Args {
 #[derive(Debug, serde::Serialize)]
 struct Pinned {
     stack: String,
-    service: String,
     file: String,
+    pins: Vec<Change>,
+    version: Option<String>,
+    /// The verified entry the pins came from (`--from-verified`).
+    from: Option<Source>,
+    /// A newer entry that the gate does not pass yet, and why.
+    newer: Option<String>,
+    commit: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Change {
+    service: String,
     old: Option<String>,
     new: String,
-    version: Option<String>,
-    commit: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Source {
+    stack: String,
+    version: String,
+    host: String,
+    verified_at: String,
+    soaked_at: Option<String>,
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
@@ -54,15 +86,101 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             file.display()
         ))
     })?;
-    crate::desired::check_stack_name(&a.service)
-        .map_err(|m| BadInput(format!("service `{}`: {m}", a.service)))?;
-    let image = ImageRef::parse(&a.image).map_err(|e| {
+    let (wanted, from, newer) = if a.from_verified {
+        let p = from_verified(g, &a)?;
+        (p.pins, Some(p.from), p.newer)
+    } else {
+        // clap requires both without --from-verified.
+        let (service, image) = (
+            a.service.clone().unwrap_or_default(),
+            a.image.clone().unwrap_or_default(),
+        );
+        (
+            vec![(service.clone(), one(g, &service, &image)?)],
+            None,
+            None,
+        )
+    };
+    let version = a
+        .set_version
+        .clone()
+        .or_else(|| from.as_ref().map(|f| f.version.clone()));
+    let at = |e: edit::EditError| BadInput(format!("{}: {e}", file.display()));
+    let mut out = text;
+    let mut pins = Vec::new();
+    for (service, new) in wanted {
+        let (edited, old) = edit::set_entry(&out, "images", &service, &new).map_err(at)?;
+        out = edited;
+        pins.push(Change { service, old, new });
+    }
+    if let Some(v) = &version {
+        out = edit::set_top(&out, "version", v).map_err(at)?.0;
+    }
+    check_reads_back(&out, &pins, version.as_deref()).map_err(|why| {
         BadInput(format!(
-            "{}: {e} (fix: `repository:tag` or `repository@sha256:<64 hex>`)",
-            a.image
+            "{}: the edit would not read back ({why}); nothing was written",
+            file.display()
         ))
     })?;
-    let new = match &image.digest {
+    crate::fsutil::write_atomic(&file, out.as_bytes(), 0o644)
+        .with_context(|| format!("failed to write {}", file.display()))?;
+    let mut p = Pinned {
+        stack: a.stack.clone(),
+        file: rel,
+        pins,
+        version,
+        from,
+        newer,
+        commit: None,
+    };
+    if a.commit {
+        p.commit = Some(commit(&a.dir, &p.file, &message(&p))?);
+    }
+    if g.json {
+        super::output::json(&p)?;
+    } else {
+        if let Some(f) = &p.from {
+            println!(
+                "from {} {} (verified on {} at {}{})",
+                f.stack,
+                f.version,
+                f.host,
+                f.verified_at,
+                f.soaked_at
+                    .as_deref()
+                    .map(|t| format!(", soaked until {t}"))
+                    .unwrap_or_default()
+            );
+        }
+        for c in &p.pins {
+            let from = c.old.as_deref().map_or("(new)".to_string(), short);
+            println!(
+                "pinned {}/{}: {from} -> {}",
+                p.stack,
+                c.service,
+                short(&c.new)
+            );
+        }
+        if let Some(n) = &p.newer {
+            println!("not yet: {n}");
+        }
+        if let Some(c) = &p.commit {
+            println!("committed {}", &c[..12.min(c.len())]);
+        }
+    }
+    Ok(Status::Ok)
+}
+
+/// `SERVICE IMAGE`: the pin, a tag resolved to its digest now.
+fn one(g: &Global, service: &str, image: &str) -> anyhow::Result<String> {
+    crate::desired::check_stack_name(service)
+        .map_err(|m| BadInput(format!("service `{service}`: {m}")))?;
+    let image = ImageRef::parse(image).map_err(|e| {
+        BadInput(format!(
+            "{image}: {e} (fix: `repository:tag` or `repository@sha256:<64 hex>`)"
+        ))
+    })?;
+    Ok(match &image.digest {
         Some(d) => format!("{}@{d}", image.repository),
         None => {
             let cfg = setup::config(g)?;
@@ -84,49 +202,127 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
                 })?;
             format!("{}@{digest}", image.repository)
         }
-    };
-    let at = |e: edit::EditError| BadInput(format!("{}: {e}", file.display()));
-    let (mut out, old) = edit::set_entry(&text, "images", &a.service, &new).map_err(at)?;
-    if let Some(v) = &a.set_version {
-        out = edit::set_top(&out, "version", v).map_err(at)?.0;
-    }
-    check_reads_back(&out, &a.service, &new, a.set_version.as_deref()).map_err(|why| {
-        BadInput(format!(
-            "{}: the edit would not read back ({why}); nothing was written",
-            file.display()
+    })
+}
+
+/// What `--from-verified` chose.
+struct Promotion {
+    /// (service, pin) for every service the stack pins.
+    pins: Vec<(String, String)>,
+    /// The newest entry of the source the gate passes.
+    from: Source,
+    /// A newer entry the gate does not pass yet, and why.
+    newer: Option<String>,
+}
+
+/// `--from-verified`: the pins of the newest entry of the stack's source
+/// that its gate passes.
+fn from_verified(g: &Global, a: &Args) -> anyhow::Result<Promotion> {
+    let dir = a
+        .dir
+        .canonicalize()
+        .with_context(|| format!("failed to resolve {}", a.dir.display()))?;
+    let state = crate::desired::load(&crate::desired::DirTree::new(&dir));
+    let rel = format!("stacks/{}/stack.yaml", a.stack);
+    let Some(stack) = state.stacks.get(&a.stack) else {
+        let why: Vec<String> = state
+            .findings
+            .iter()
+            .filter(|f| f.stack.as_deref() == Some(a.stack.as_str()))
+            .map(|f| f.to_string())
+            .collect();
+        return Err(BadInput(format!(
+            "{rel}: not a valid stack of {} ({}); fix it first (`stackpin validate`)",
+            dir.display(),
+            why.join("; ")
         ))
-    })?;
-    crate::fsutil::write_atomic(&file, out.as_bytes(), 0o644)
-        .with_context(|| format!("failed to write {}", file.display()))?;
-    let commit = if a.commit {
-        Some(commit(&a.dir, &rel, &message(&a, old.as_deref(), &new))?)
+        .into());
+    };
+    let policy = if setup::config_is_explicit() {
+        let file = crate::config::load_file(&g.config, true)?;
+        Some(crate::policy::HostPolicy::load(&file)?)
     } else {
         None
     };
-    let p = Pinned {
-        stack: a.stack.clone(),
-        service: a.service.clone(),
-        file: rel,
-        old,
-        new,
-        version: a.set_version.clone(),
-        commit,
+    let Some((promote, entries, ignored)) =
+        super::validate::gate_input(&state, policy.as_ref(), &a.stack)
+    else {
+        return Err(BadInput(format!(
+            "{rel}: promote_from: not set, here or in the host's policy; --from-verified copies the pins the stack's source verified: add `promote_from: STAGING_STACK`"
+        ))
+        .into());
     };
-    if g.json {
-        super::output::json(&p)?;
-    } else {
-        let from = p.old.as_deref().map_or("(new)".to_string(), short);
-        println!(
-            "pinned {}/{}: {from} -> {}",
-            p.stack,
-            p.service,
-            short(&p.new)
+    let source = promote.stack.as_str();
+    let mut newer: Option<String> = None;
+    let mut skipped = Vec::new();
+    for e in entries.iter().rev() {
+        let mapped: Result<Vec<(String, String)>, String> = stack
+            .pins
+            .keys()
+            .map(|svc| {
+                let theirs = promote.source_service(svc);
+                e.images
+                    .get(theirs)
+                    .map(|p| (svc.clone(), p.clone()))
+                    .ok_or_else(|| format!("{} has no service {theirs}", e.version))
+            })
+            .collect();
+        let mapped = match mapped {
+            Ok(m) => m,
+            Err(why) => {
+                skipped.push(why);
+                continue;
+            }
+        };
+        let refs: Vec<(String, ImageRef)> = mapped
+            .iter()
+            .filter_map(|(s, p)| Some((s.clone(), ImageRef::parse(p).ok()?)))
+            .collect();
+        let verdict = crate::gate::promotion(
+            Some(&promote),
+            refs.iter().map(|(s, r)| (s, r)),
+            std::slice::from_ref(e),
+            None,
         );
-        if let Some(c) = &p.commit {
-            println!("committed {}", &c[..12.min(c.len())]);
+        match verdict {
+            crate::gate::Verdict::Pass { .. } if refs.len() == mapped.len() => {
+                let from = Source {
+                    stack: source.to_string(),
+                    version: e.version.clone(),
+                    host: e.host.clone(),
+                    verified_at: e.verified_at.clone(),
+                    soaked_at: e.soaked_at.clone(),
+                };
+                return Ok(Promotion {
+                    pins: mapped,
+                    from,
+                    newer,
+                });
+            }
+            v => {
+                let why = v.describe();
+                // Entries are read newest first: any before the chosen one
+                // is newer.
+                if newer.is_none() {
+                    newer = Some(format!("{} {}: {why}", source, e.version));
+                }
+                skipped.push(format!("{}: {why}", e.version));
+            }
         }
     }
-    Ok(Status::Ok)
+    let mut why = if entries.is_empty() {
+        format!("verified/{source}.yaml has no entry that counts here")
+    } else {
+        format!(
+            "no entry of verified/{source}.yaml passes {}'s gate: {}",
+            a.stack,
+            skipped.join("; ")
+        )
+    };
+    if !ignored.is_empty() {
+        why.push_str(&format!("; not counted: {}", ignored.join("; ")));
+    }
+    Err(BadInput(format!("{why}; nothing was written")).into())
 }
 
 /// `repo@sha256:` and the digest's first 12 hex digits.
@@ -137,31 +333,46 @@ fn short(pin: &str) -> String {
     }
 }
 
-fn message(a: &Args, old: Option<&str>, new: &str) -> String {
-    let from = old.map_or("(new)".to_string(), short);
-    let mut m = format!(
-        "pin {}/{}: {from} -> {}\n\nold: {}\nnew: {new}\n",
-        a.stack,
-        a.service,
-        short(new),
-        old.unwrap_or("(none)")
-    );
-    if let Some(v) = &a.set_version {
+fn message(p: &Pinned) -> String {
+    let mut m = match (&p.from, p.pins.as_slice()) {
+        (Some(f), _) => format!("promote {} {} to {}\n\n", f.stack, f.version, p.stack),
+        (None, [c]) => format!(
+            "pin {}/{}: {} -> {}\n\n",
+            p.stack,
+            c.service,
+            c.old.as_deref().map_or("(new)".to_string(), short),
+            short(&c.new)
+        ),
+        (None, _) => format!("pin {}\n\n", p.stack),
+    };
+    for c in &p.pins {
+        m.push_str(&format!(
+            "{}: {} -> {}\n",
+            c.service,
+            c.old.as_deref().unwrap_or("(none)"),
+            c.new
+        ));
+    }
+    if let Some(v) = &p.version {
         m.push_str(&format!("version: {v}\n"));
+    }
+    if let Some(f) = &p.from {
+        m.push_str(&format!("verified on {} at {}", f.host, f.verified_at));
+        if let Some(t) = &f.soaked_at {
+            m.push_str(&format!(", soaked until {t}"));
+        }
+        m.push('\n');
     }
     m
 }
 
-/// The edited text parses, and holds the pin (and version) asked for.
-fn check_reads_back(
-    text: &str,
-    service: &str,
-    pin: &str,
-    version: Option<&str>,
-) -> Result<(), String> {
+/// The edited text parses, and holds the pins (and version) asked for.
+fn check_reads_back(text: &str, pins: &[Change], version: Option<&str>) -> Result<(), String> {
     let v: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
-    if v["images"][service].as_str() != Some(pin) {
-        return Err(format!("images.{service} is not {pin}"));
+    for c in pins {
+        if v["images"][&c.service].as_str() != Some(c.new.as_str()) {
+            return Err(format!("images.{} is not {}", c.service, c.new));
+        }
     }
     if let Some(want) = version
         && v["version"].as_str() != Some(want)
