@@ -131,29 +131,20 @@ fn the_global_options_paragraph_names_every_global_option() {
     );
 }
 
-/// The PR check that desired-state repositories copy downloads a release
-/// asset by name and runs `stackpin` from its root: the tag workflow must
-/// build exactly that asset, with the binary at the archive's root.
+/// The workflows that desired-state and application repositories copy
+/// (the PR check, the promotion PR, the application's bump) download a
+/// release asset by name and run `stackpin` from its root: the tag
+/// workflow must build exactly that asset, with the binary at the
+/// archive's root, and each pins the version this crate is.
 #[test]
-fn the_pr_check_downloads_what_the_tag_workflow_publishes() {
+fn the_example_workflows_download_what_the_tag_workflow_publishes() {
     let root = env!("CARGO_MANIFEST_DIR");
     let read = |p: &str| std::fs::read_to_string(format!("{root}/{p}")).unwrap();
     let release = read(".github/workflows/release.yml");
-    let validate = read("desired-state-example/.github/workflows/validate.yml");
     let asset = release
         .lines()
         .find_map(|l| l.trim().strip_prefix("ASSET: "))
         .expect("release.yml names its ASSET");
-    assert!(
-        validate.contains(&format!("--pattern \"{asset}\"")),
-        "validate.yml does not download {asset}"
-    );
-    assert!(
-        validate.contains(&format!(
-            "tar -xzf \"$RUNNER_TEMP/{asset}\" -C \"$RUNNER_TEMP/bin\""
-        )),
-        "validate.yml does not unpack {asset} into bin/"
-    );
     assert!(
         release.contains("tar -czf \"$RUNNER_TEMP/$ASSET\" -C \"$out\" stackpin"),
         "release.yml must put the binary at the archive's root"
@@ -162,15 +153,32 @@ fn the_pr_check_downloads_what_the_tag_workflow_publishes() {
         release.contains("tags: [\"v*\"]"),
         "release.yml runs on version tags"
     );
-    let version = validate
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("STACKPIN_VERSION: "))
-        .expect("validate.yml names a version");
-    assert_eq!(
-        version,
-        format!("v{}", env!("CARGO_PKG_VERSION")),
-        "validate.yml pins the version this crate is"
-    );
+    for file in [
+        "desired-state-example/.github/workflows/validate.yml",
+        "desired-state-example/.github/workflows/promote.yml",
+        "desired-state-example/.github/workflows/app-digest-bump.example.yml",
+    ] {
+        let w = read(file);
+        assert!(
+            w.contains(&format!("--pattern \"{asset}\"")),
+            "{file} does not download {asset}"
+        );
+        assert!(
+            w.contains(&format!(
+                "tar -xzf \"$RUNNER_TEMP/{asset}\" -C \"$RUNNER_TEMP/bin\""
+            )),
+            "{file} does not unpack {asset} into bin/"
+        );
+        let version = w
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("STACKPIN_VERSION: "))
+            .unwrap_or_else(|| panic!("{file} names no version"));
+        assert_eq!(
+            version,
+            format!("v{}", env!("CARGO_PKG_VERSION")),
+            "{file} pins the version this crate is"
+        );
+    }
 }
 
 fn version(v: &str) -> (u64, u64) {
