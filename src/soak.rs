@@ -149,10 +149,6 @@ pub fn stamp(
     let first = entries.iter().rfind(mine)?;
     let (since, until) = window(first, Some(&current.deployed_at), soak)?;
     let now = Utc::now();
-    if now < until {
-        return None;
-    }
-    // Due: only now read the history and ask the engine.
     let log = match crate::history::read(&host.layout.history()) {
         Ok(h) => h,
         Err(e) => {
@@ -171,11 +167,15 @@ pub fn stamp(
     }
     let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     match judge(since, until, now, &lines, &restarts) {
-        Soak::Soaking { .. } => None,
-        Soak::Broken { why } => {
-            tracing::debug!(stack, "release {} not soaked: {why}", current.version);
-            None
-        }
+        Soak::Soaking { until } => Some(format!(
+            "verified, soaking until {} ({})",
+            at(until),
+            humantime::format_duration(soak)
+        )),
+        Soak::Broken { why } => Some(format!(
+            "verified, but not soaked: {why} since {}",
+            at(since)
+        )),
         Soak::Soaked { since } => {
             match crate::verified::record_soaked(
                 &host.layout,

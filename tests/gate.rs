@@ -201,11 +201,11 @@ fn production_waits_for_the_soak_and_a_heal_spoils_it() {
     let h = TestHost::new();
     let f = Fixtures::require();
     let p = Pair::new(&h);
-    let soak = std::time::Duration::from_secs(6);
-    let gate = format!("{{stack: {}, soak: 6s}}", p.stg);
+    let soak = std::time::Duration::from_secs(10);
+    let gate = format!("{{stack: {}, soak: 10s}}", p.stg);
     p.staging(&h, &f.v1, "v1");
     p.production_gated(&h, &f.v1, "v1", &gate);
-    h.commit("v1 with a 6s soak");
+    h.commit("v1 with a 10s soak");
 
     // Staging deploys and verifies; production is refused, soaking.
     let out = h.cmd(["sync"]).run().code(1);
@@ -224,8 +224,15 @@ fn production_waits_for_the_soak_and_a_heal_spoils_it() {
     let (action, why, verdict) = plan_verdict(&h, &p.prod);
     assert_eq!(action, "skip", "{why}");
     assert_eq!(verdict["verdict"], "soaking", "{verdict}");
-    assert_eq!(verdict["soak"], "6s", "{verdict}");
+    assert_eq!(verdict["soak"], "10s", "{verdict}");
     assert!(h.link_target(&p.prod).is_none());
+    // Staging's own line says where its soak stands (when this run was
+    // surely inside it: `started` is after the entry was verified).
+    let out = h.cmd(["sync"]).run();
+    if started.elapsed() < soak {
+        out.code(1)
+            .stdout_contains("is current; verified, soaking until");
+    }
 
     // Once the soak is over, the next run stamps staging soaked and
     // promotes in the same run.
@@ -237,7 +244,7 @@ fn production_waits_for_the_soak_and_a_heal_spoils_it() {
     assert!(
         stdout
             .lines()
-            .any(|l| l.contains(&p.stg) && l.contains("soaked 6s since")),
+            .any(|l| l.contains(&p.stg) && l.contains("soaked 10s since")),
         "{}",
         out.report()
     );
@@ -249,7 +256,7 @@ fn production_waits_for_the_soak_and_a_heal_spoils_it() {
         lines_with(
             &h,
             &format!(
-                "| {} | staging | verify | v1 | success | soaked 6s since",
+                "| {} | staging | verify | v1 | success | soaked 10s since",
                 p.stg
             )
         ),
@@ -279,7 +286,14 @@ fn production_waits_for_the_soak_and_a_heal_spoils_it() {
     );
     let out = h.cmd(["sync"]).run().code(1);
     assert!(
-        !out.stdout().contains("soaked 6s since"),
+        !out.stdout().contains("soaked 10s since"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.stdout().lines().any(
+            |l| l.contains(&p.stg) && l.contains("verified, but not soaked: deploy success at")
+        ),
         "{}",
         out.report()
     );
