@@ -56,6 +56,14 @@ impl Layout {
             .join(format!("{stack}.yaml"))
     }
 
+    /// `<root>/releases/quarantined/<stack>.yaml`: the releases of the stack
+    /// that failed here, as this host publishes them.
+    pub fn quarantined_store(&self, stack: &str) -> PathBuf {
+        self.root
+            .join("releases/quarantined")
+            .join(format!("{stack}.yaml"))
+    }
+
     /// `<root>/deploy-history.log`.
     pub fn history(&self) -> PathBuf {
         self.root.join("deploy-history.log")

@@ -1,7 +1,9 @@
 //! Publishing verified markers to the desired-state repository (SPEC §4): a
 //! staging reconciler commits the entries it verified to
 //! `verified/<stack>.yaml` on the tracked branch and pushes, so that the gate
-//! of a `promote_from` stack on another host sees them.
+//! of a `promote_from` stack on another host sees them. The releases that
+//! failed here go the same way to `quarantined/<stack>.yaml` (a [`Marker`]
+//! of another kind), so that `stackpin pin` stops proposing their digests.
 //!
 //! What is pending is derived, not queued: every entry of this host's
 //! verified store (`releases/verified/<stack>.yaml`) that this host verified
@@ -29,7 +31,7 @@
 //!   logged and retried at the next run and never fails a deploy.
 
 use crate::config::Config;
-use crate::desired::spec::{VerifiedEntry, VerifiedFile};
+use crate::desired::spec::{QuarantinedEntry, QuarantinedFile, VerifiedEntry, VerifiedFile};
 use crate::layout::Layout;
 use crate::source::credentials::{self, Creds, Purpose, Session, Transport};
 use crate::source::{Auth, strip_credentials};
@@ -251,11 +253,16 @@ impl Publisher {
 
     /// `verified/<stack>.yaml` inside the repository.
     pub fn file_path(&self, stack: &str) -> String {
+        self.file_path_of::<VerifiedEntry>(stack)
+    }
+
+    /// `<kind>/<stack>.yaml` inside the repository.
+    fn file_path_of<M: Marker>(&self, stack: &str) -> String {
         let base = self.s.path.trim_matches('/');
         if base.is_empty() || base == "." {
-            format!("verified/{stack}.yaml")
+            format!("{}/{stack}.yaml", M::KIND)
         } else {
-            format!("{base}/verified/{stack}.yaml")
+            format!("{base}/{}/{stack}.yaml", M::KIND)
         }
     }
 
@@ -263,43 +270,46 @@ impl Publisher {
         self.s.state_dir.join("publish")
     }
 
-    fn record_path(&self, stack: &str) -> PathBuf {
-        self.publish_dir().join(format!("{stack}.published.json"))
+    fn record_path<M: Marker>(&self, stack: &str) -> PathBuf {
+        self.publish_dir()
+            .join(format!("{stack}{}.published.json", M::RECORD))
     }
 
     /// Entries this host verified for `stack` and has not published yet.
     pub fn pending(&self, layout: &Layout, stack: &str) -> Vec<VerifiedEntry> {
-        let done = self.published(stack);
-        crate::verified::read(layout, stack)
+        self.pending_of(layout, stack)
+    }
+
+    /// Entries of this kind this host recorded for `stack` and has not
+    /// published yet.
+    fn pending_of<M: Marker>(&self, layout: &Layout, stack: &str) -> Vec<M> {
+        let done = self.published::<M>(stack);
+        M::store(layout, stack)
             .unwrap_or_else(|e| {
                 tracing::warn!(stack, "nothing to publish: {e}");
                 Vec::new()
             })
             .into_iter()
-            .filter(|e| e.host == self.s.host)
-            .filter(|e| !done.iter().any(|k| k.matches(e)))
+            .filter(|e| e.host() == self.s.host)
+            .filter(|e| !done.contains(&e.key()))
             .collect()
     }
 
-    fn published(&self, stack: &str) -> Vec<Key> {
-        std::fs::read(self.record_path(stack))
+    fn published<M: Marker>(&self, stack: &str) -> Vec<Key> {
+        std::fs::read(self.record_path::<M>(stack))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
 
-    fn mark_published(&self, stack: &str, entries: &[VerifiedEntry]) -> Result<(), Error> {
-        let mut done = self.published(stack);
+    fn mark_published<M: Marker>(&self, stack: &str, entries: &[M]) -> Result<(), Error> {
+        let mut done = self.published::<M>(stack);
         for e in entries {
-            if !done.iter().any(|k| k.matches(e)) {
-                done.push(Key {
-                    version: e.version.clone(),
-                    images: e.images.clone(),
-                    soaked: e.soaked_at.is_some(),
-                });
+            if !done.contains(&e.key()) {
+                done.push(e.key());
             }
         }
-        let path = self.record_path(stack);
+        let path = self.record_path::<M>(stack);
         let bytes = serde_json::to_vec_pretty(&done).unwrap_or_default();
         crate::fsutil::write_atomic(&path, &bytes, 0o644).map_err(|source| Error::Io {
             op: "record published entries in",
@@ -309,9 +319,19 @@ impl Publisher {
     }
 
     /// Publishes every pending entry of every stack in this host's verified
-    /// store. Returns one result per stack that had something pending.
+    /// and quarantined stores. Returns one result per file that had
+    /// something pending, by its path in the repository.
     pub fn publish_pending(&self, layout: &Layout) -> Vec<(String, Result<Published, Error>)> {
-        let dir = layout.root.join("releases/verified");
+        let mut out = self.publish_pending_of::<VerifiedEntry>(layout);
+        out.extend(self.publish_pending_of::<QuarantinedEntry>(layout));
+        out
+    }
+
+    fn publish_pending_of<M: Marker>(
+        &self,
+        layout: &Layout,
+    ) -> Vec<(String, Result<Published, Error>)> {
+        let dir = layout.root.join("releases").join(M::KIND);
         let mut stacks: Vec<String> = std::fs::read_dir(&dir)
             .map(|rd| {
                 rd.flatten()
@@ -327,18 +347,28 @@ impl Publisher {
         stacks.sort();
         stacks
             .into_iter()
-            .filter(|s| !self.pending(layout, s).is_empty())
+            .filter(|s| !self.pending_of::<M>(layout, s).is_empty())
             .map(|s| {
-                let r = self.publish_stack(layout, &s);
-                (s, r)
+                (
+                    self.file_path_of::<M>(&s),
+                    self.publish_stack_of::<M>(layout, &s),
+                )
             })
             .collect()
     }
 
-    /// Publishes the pending entries of one stack (nothing to do is `Ok`
-    /// with no commit) and records them as published.
+    /// Publishes the pending verified entries of one stack (nothing to do
+    /// is `Ok` with no commit) and records them as published.
     pub fn publish_stack(&self, layout: &Layout, stack: &str) -> Result<Published, Error> {
-        let pending = self.pending(layout, stack);
+        self.publish_stack_of::<VerifiedEntry>(layout, stack)
+    }
+
+    fn publish_stack_of<M: Marker>(
+        &self,
+        layout: &Layout,
+        stack: &str,
+    ) -> Result<Published, Error> {
+        let pending = self.pending_of::<M>(layout, stack);
         if pending.is_empty() {
             return Ok(Published::default());
         }
@@ -350,14 +380,14 @@ impl Publisher {
         Ok(p)
     }
 
-    /// Adds `entries` to `verified/<stack>.yaml` on the branch (those not
+    /// Adds `entries` to `<kind>/<stack>.yaml` on the branch (those not
     /// there yet) in one commit, and pushes it.
     ///
     /// # Errors
     /// [`Error::Contended`] after `attempts` attempts lost to other pushes;
     /// [`Error::Unparsable`] when the file on the branch is broken;
     /// [`Error::Refused`], [`Error::Auth`], [`Error::Git`] from the remote.
-    pub fn publish(&self, stack: &str, entries: &[VerifiedEntry]) -> Result<Published, Error> {
+    pub fn publish<M: Marker>(&self, stack: &str, entries: &[M]) -> Result<Published, Error> {
         let _serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
         let attempts = self.s.attempts.max(1);
         for attempt in 1..=attempts {
@@ -369,7 +399,7 @@ impl Publisher {
             match step {
                 Step::Done(p) => {
                     if let Some(c) = &p.commit {
-                        tracing::info!(stack, commit = %c, added = ?p.added, attempt, branch = %self.s.branch, "published verified markers");
+                        tracing::info!(stack, commit = %c, added = ?p.added, attempt, branch = %self.s.branch, "published {} entries", M::KIND);
                     }
                     return Ok(Published {
                         attempts: attempt,
@@ -378,7 +408,7 @@ impl Publisher {
                 }
                 Step::Moved(why) if attempt < attempts => {
                     let wait = jittered(self.s.backoff, attempt);
-                    tracing::info!(stack, attempt, retry_in = ?wait, "{why}; re-applying the verified entries on the new head");
+                    tracing::info!(stack, attempt, retry_in = ?wait, "{why}; re-applying the {} entries on the new head", M::KIND);
                     std::thread::sleep(wait);
                 }
                 Step::Moved(_) => {}
@@ -393,14 +423,14 @@ impl Publisher {
 
     /// Builds, in `repo`, a commit on `head` that adds the missing entries
     /// to the marker file. `None` when nothing is missing.
-    fn prepare(
+    fn prepare<M: Marker>(
         &self,
         repo: &Repository,
         head: Oid,
         stack: &str,
-        entries: &[VerifiedEntry],
+        entries: &[M],
     ) -> Result<Option<(Oid, Vec<String>)>, Error> {
-        let path = self.file_path(stack);
+        let path = self.file_path_of::<M>(stack);
         let git = |e: git2::Error| self.git_error(&e);
         let head_commit = repo.find_commit(head).map_err(git)?;
         let head_tree = head_commit.tree().map_err(git)?;
@@ -413,10 +443,10 @@ impl Publisher {
             Err(e) if e.code() == ErrorCode::NotFound => String::new(),
             Err(e) => return Err(git(e)),
         };
-        let old = parse_verified(&old_text).map_err(|m| self.unparsable(&path, &m.0))?;
-        let mut missing: Vec<VerifiedEntry> = Vec::new();
+        let old = parse::<M>(&old_text).map_err(|m| self.unparsable(&path, &m.0))?;
+        let mut missing: Vec<M> = Vec::new();
         for e in entries {
-            let known = old.iter().chain(missing.iter()).any(|o| same(o, e));
+            let known = old.iter().chain(missing.iter()).any(|o| o.key() == e.key());
             if !known {
                 missing.push(e.clone());
             }
@@ -451,18 +481,21 @@ impl Publisher {
             });
         }
         let sig = Signature::now(&self.s.author_name, &self.s.author_email).map_err(git)?;
-        let versions: Vec<String> = missing.iter().map(|e| e.version.clone()).collect();
+        let versions: Vec<String> = missing.iter().map(|e| e.version().to_string()).collect();
         let mut msg = format!(
-            "verified: {stack} {} on {}\n\nPublished by stackpin on host {}: these releases passed smoke.\n",
+            "{}: {stack} {} on {}\n\nPublished by stackpin on host {}: {}.\n",
+            M::KIND,
             versions.join(", "),
             self.s.host,
-            self.s.host
+            self.s.host,
+            M::WHY
         );
         for e in &missing {
-            if !e.commit.is_empty() {
+            if !e.commit().is_empty() {
                 msg.push_str(&format!(
                     "{}: desired-state commit {}\n",
-                    e.version, e.commit
+                    e.version(),
+                    e.commit()
                 ));
             }
         }
@@ -474,7 +507,7 @@ impl Publisher {
 
     /// A local repository: objects go straight into it and the branch moves
     /// by compare-and-swap.
-    fn attempt_local(&self, stack: &str, entries: &[VerifiedEntry]) -> Result<Step, Error> {
+    fn attempt_local<M: Marker>(&self, stack: &str, entries: &[M]) -> Result<Step, Error> {
         let path = self
             .remote_url
             .strip_prefix("file://")
@@ -505,7 +538,7 @@ impl Publisher {
         let Some((commit, added)) = self.prepare(&repo, head, stack, entries)? else {
             return Ok(Step::Done(Published::default()));
         };
-        let log = format!("stackpin: verified markers for {stack}");
+        let log = format!("stackpin: {} entries for {stack}", M::KIND);
         match repo.reference_matching(&refname, commit, true, head, &log) {
             Ok(_) => Ok(Step::Done(Published {
                 commit: Some(commit.to_string()),
@@ -521,7 +554,7 @@ impl Publisher {
 
     /// A remote: fetch the branch into the work repository, commit on it,
     /// push without force.
-    fn attempt_remote(&self, stack: &str, entries: &[VerifiedEntry]) -> Result<Step, Error> {
+    fn attempt_remote<M: Marker>(&self, stack: &str, entries: &[M]) -> Result<Step, Error> {
         let work = self.publish_dir().join("work.git");
         let repo = match Repository::open_bare(&work) {
             Ok(r) => r,
@@ -670,9 +703,10 @@ impl Publisher {
     }
 }
 
-/// The key of a published entry: version and images.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Key {
+/// What makes two entries one, for publishing once: the release (version
+/// and images) and, for a verified entry, whether it is the soaked one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
     version: String,
     images: BTreeMap<String, String>,
     /// The soaked entry of a release is published apart from its first.
@@ -680,16 +714,123 @@ struct Key {
     soaked: bool,
 }
 
-impl Key {
-    fn matches(&self, e: &VerifiedEntry) -> bool {
-        self.version == e.version && self.images == e.images && self.soaked == e.soaked_at.is_some()
+/// A kind of entry a host records and publishes to `<KIND>/<stack>.yaml`:
+/// the list under the one key `KIND:`, appended to as text.
+pub trait Marker: Clone + PartialEq + std::fmt::Debug + Sized {
+    /// The directory in the repository (and under `releases/` on the
+    /// host), and the file's one key.
+    const KIND: &'static str;
+    /// What the host's record of published entries adds to its file name.
+    const RECORD: &'static str;
+    /// What the entries are, for the commit message.
+    const WHY: &'static str;
+    type File: serde::de::DeserializeOwned;
+    fn entries(f: Self::File) -> Vec<Self>;
+    fn version(&self) -> &str;
+    fn host(&self) -> &str;
+    fn commit(&self) -> &str;
+    fn key(&self) -> Key;
+    /// The entry's fields after `- version:`, one per line, each after `p`.
+    fn fields(&self, p: &str) -> String;
+    /// This host's store of the stack's entries.
+    fn store(layout: &Layout, stack: &str) -> Result<Vec<Self>, crate::verified::Error>;
+}
+
+impl Marker for VerifiedEntry {
+    const KIND: &'static str = "verified";
+    const RECORD: &'static str = "";
+    const WHY: &'static str = "these releases passed smoke";
+    type File = VerifiedFile;
+    fn entries(f: VerifiedFile) -> Vec<Self> {
+        f.verified
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn host(&self) -> &str {
+        &self.host
+    }
+    fn commit(&self) -> &str {
+        &self.commit
+    }
+    fn key(&self) -> Key {
+        Key {
+            version: self.version.clone(),
+            images: self.images.clone(),
+            soaked: self.soaked_at.is_some(),
+        }
+    }
+    fn fields(&self, p: &str) -> String {
+        let mut s = images_block(&self.images, p);
+        s.push_str(&format!(
+            "{p}verified_at: {}\n{p}host: {}\n{p}commit: {}\n",
+            scalar(&self.verified_at),
+            scalar(&self.host),
+            scalar(&self.commit)
+        ));
+        if let Some(t) = &self.soaked_at {
+            s.push_str(&format!("{p}soaked_at: {}\n", scalar(t)));
+        }
+        s.push_str(&signature_line(self.signature.as_deref(), p));
+        s
+    }
+    fn store(layout: &Layout, stack: &str) -> Result<Vec<Self>, crate::verified::Error> {
+        crate::verified::read(layout, stack)
     }
 }
 
-/// The same release, and both soaked or both not (a soaked entry is added
-/// next to the release's first).
-fn same(a: &VerifiedEntry, b: &VerifiedEntry) -> bool {
-    a.version == b.version && a.images == b.images && a.soaked_at.is_some() == b.soaked_at.is_some()
+impl Marker for QuarantinedEntry {
+    const KIND: &'static str = "quarantined";
+    const RECORD: &'static str = ".quarantined";
+    const WHY: &'static str = "these releases failed here and were quarantined";
+    type File = QuarantinedFile;
+    fn entries(f: QuarantinedFile) -> Vec<Self> {
+        f.quarantined
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn host(&self) -> &str {
+        &self.host
+    }
+    fn commit(&self) -> &str {
+        &self.commit
+    }
+    fn key(&self) -> Key {
+        Key {
+            version: self.version.clone(),
+            images: self.images.clone(),
+            soaked: false,
+        }
+    }
+    fn fields(&self, p: &str) -> String {
+        let mut s = images_block(&self.images, p);
+        s.push_str(&format!(
+            "{p}reason: {}\n{p}quarantined_at: {}\n{p}host: {}\n{p}commit: {}\n",
+            scalar(&self.reason),
+            scalar(&self.quarantined_at),
+            scalar(&self.host),
+            scalar(&self.commit)
+        ));
+        s.push_str(&signature_line(self.signature.as_deref(), p));
+        s
+    }
+    fn store(layout: &Layout, stack: &str) -> Result<Vec<Self>, crate::verified::Error> {
+        crate::verified::read_quarantined(layout, stack)
+    }
+}
+
+fn images_block(images: &BTreeMap<String, String>, p: &str) -> String {
+    let mut s = format!("{p}images:\n");
+    for (k, v) in images {
+        s.push_str(&format!("{p}  {}: {}\n", scalar(k), scalar(v)));
+    }
+    s
+}
+
+fn signature_line(sig: Option<&str>, p: &str) -> String {
+    sig.map(|sig| format!("{p}signature: {}\n", scalar(sig)))
+        .unwrap_or_default()
 }
 
 /// A path or `file://` URL (not `scheme://`, not scp-like `host:path`).
@@ -724,6 +865,12 @@ fn jittered(base: Duration, attempt: u32) -> Duration {
 
 /// Parses the text of a verified file; empty (or comments only) is no entries.
 pub fn parse_verified(text: &str) -> Result<Vec<VerifiedEntry>, MarkerText> {
+    parse::<VerifiedEntry>(text)
+}
+
+/// Parses the text of a marker file of kind `M`; empty (or comments only)
+/// is no entries.
+pub fn parse<M: Marker>(text: &str) -> Result<Vec<M>, MarkerText> {
     let has_content = text
         .lines()
         .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
@@ -732,8 +879,8 @@ pub fn parse_verified(text: &str) -> Result<Vec<VerifiedEntry>, MarkerText> {
     }
     let mut findings = Vec::new();
     let mut sink = crate::desired::Sink::new(None, "", &mut findings);
-    match crate::desired::parse_typed::<VerifiedFile>(text.as_bytes(), &mut sink) {
-        Ok(f) => Ok(f.verified),
+    match crate::desired::parse_typed::<M::File>(text.as_bytes(), &mut sink) {
+        Ok(f) => Ok(M::entries(f)),
         Err(_) => Err(MarkerText::from(
             findings
                 .iter()
@@ -750,17 +897,18 @@ pub fn parse_verified(text: &str) -> Result<Vec<VerifiedEntry>, MarkerText> {
     }
 }
 
-/// The new text of a verified file holding `old` (parsed from `old_text`)
+/// The new text of a marker file holding `old` (parsed from `old_text`)
 /// plus `added`: appended as text when the file is a block list under a last
-/// top-level `verified:` key, so existing bytes stay; otherwise the file is
-/// written anew (its leading comment kept). Checked by parsing it back.
-pub fn updated_text(
+/// top-level `verified:` (`quarantined:`) key, so existing bytes stay;
+/// otherwise the file is written anew (its leading comment kept). Checked
+/// by parsing it back.
+pub fn updated_text<M: Marker>(
     old_text: &str,
-    old: &[VerifiedEntry],
-    added: &[VerifiedEntry],
+    old: &[M],
+    added: &[M],
 ) -> Result<String, MarkerText> {
-    let want: Vec<VerifiedEntry> = old.iter().chain(added).cloned().collect();
-    let check = |text: &str| parse_verified(text).ok().as_ref() == Some(&want);
+    let want: Vec<M> = old.iter().chain(added).cloned().collect();
+    let check = |text: &str| parse::<M>(text).ok().as_ref() == Some(&want);
     if let Some(text) = appended(old_text, added)
         && check(&text)
     {
@@ -772,7 +920,7 @@ pub fn updated_text(
         .map(|l| format!("{l}\n"))
         .collect();
     let mut text = header;
-    text.push_str("verified:\n");
+    text.push_str(&format!("{}:\n", M::KIND));
     for e in &want {
         text.push_str(&render_entry(e, 2));
     }
@@ -785,12 +933,13 @@ pub fn updated_text(
 
 /// `old_text` with `added` appended as block-list items, when its layout
 /// allows (see [`updated_text`]).
-fn appended(old_text: &str, added: &[VerifiedEntry]) -> Option<String> {
+fn appended<M: Marker>(old_text: &str, added: &[M]) -> Option<String> {
     let lines: Vec<&str> = old_text.lines().collect();
     let content = |l: &str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
     let mut out = old_text.to_string();
+    let list_key = format!("{}:", M::KIND);
     let Some(key) = lines.iter().position(|l| {
-        l.strip_prefix("verified:")
+        l.strip_prefix(list_key.as_str())
             .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
     }) else {
         if lines.iter().any(|l| content(l)) {
@@ -800,7 +949,7 @@ fn appended(old_text: &str, added: &[VerifiedEntry]) -> Option<String> {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        out.push_str("verified:\n");
+        out.push_str(&format!("{list_key}\n"));
         for e in added {
             out.push_str(&render_entry(e, 2));
         }
@@ -830,24 +979,10 @@ fn appended(old_text: &str, added: &[VerifiedEntry]) -> Option<String> {
 }
 
 /// One block-list item at `indent`.
-fn render_entry(e: &VerifiedEntry, indent: usize) -> String {
+fn render_entry<M: Marker>(e: &M, indent: usize) -> String {
     let p = " ".repeat(indent);
-    let mut s = format!("{p}- version: {}\n{p}  images:\n", scalar(&e.version));
-    for (k, v) in &e.images {
-        s.push_str(&format!("{p}    {}: {}\n", scalar(k), scalar(v)));
-    }
-    s.push_str(&format!(
-        "{p}  verified_at: {}\n{p}  host: {}\n{p}  commit: {}\n",
-        scalar(&e.verified_at),
-        scalar(&e.host),
-        scalar(&e.commit)
-    ));
-    if let Some(t) = &e.soaked_at {
-        s.push_str(&format!("{p}  soaked_at: {}\n", scalar(t)));
-    }
-    if let Some(sig) = &e.signature {
-        s.push_str(&format!("{p}  signature: {}\n", scalar(sig)));
-    }
+    let mut s = format!("{p}- version: {}\n", scalar(e.version()));
+    s.push_str(&e.fields(&format!("{p}  ")));
     s
 }
 
@@ -883,15 +1018,15 @@ impl Worker {
             .name("stackpin-publish".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    for (stack, r) in publisher.publish_pending(&layout) {
+                    for (file, r) in publisher.publish_pending(&layout) {
                         match r {
                             Ok(p) if p.commit.is_none() => {
-                                tracing::debug!(stack, "verified markers already published")
+                                tracing::debug!(file, "entries already published")
                             }
                             Ok(_) => {}
                             Err(e) => tracing::warn!(
-                                stack,
-                                "{e}; the verified markers stay on this host and are published at the next run"
+                                file,
+                                "{e}; the entries stay on this host and are published at the next run"
                             ),
                         }
                     }
@@ -994,12 +1129,43 @@ mod tests {
             images: first.images.clone(),
             soaked: false,
         };
-        assert!(key.matches(&first) && !key.matches(&soaked));
-        assert!(!same(&first, &soaked) && same(&soaked, &soaked.clone()));
+        assert!(first.key() == key && soaked.key() != key);
         // A record written before soak existed reads as "not soaked".
         let old_record: Vec<Key> =
             serde_json::from_str(r#"[{"version":"v1","images":{}}]"#).unwrap();
         assert!(!old_record[0].soaked);
+    }
+
+    #[test]
+    fn quarantined_entries_are_written_and_appended_as_verified_ones_are() {
+        let q = |version: &str| QuarantinedEntry {
+            version: version.into(),
+            images: [(
+                "web".to_string(),
+                format!("ghcr.io/acme/app@sha256:{}", "e".repeat(64)),
+            )]
+            .into(),
+            reason: "smoke failed: http http://127.0.0.1:8080/health: status 404".into(),
+            quarantined_at: "2026-01-31T07:00:00Z".into(),
+            host: "staging-1".into(),
+            commit: "abc".into(),
+            signature: Some(
+                "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n".into(),
+            ),
+        };
+        let old = updated_text("# failed releases\n", &[], &[q("v3")]).unwrap();
+        assert!(
+            old.starts_with("# failed releases\nquarantined:\n  - version: v3\n"),
+            "{old}"
+        );
+        let new = updated_text(&old, &[q("v3")], &[q("v4")]).unwrap();
+        assert!(new.starts_with(&old), "{new}");
+        assert_eq!(
+            parse::<QuarantinedEntry>(&new).unwrap(),
+            vec![q("v3"), q("v4")]
+        );
+        // A verified file is not a quarantined one.
+        assert!(parse::<QuarantinedEntry>("verified: []\n").is_err());
     }
 
     #[test]

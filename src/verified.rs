@@ -3,40 +3,49 @@
 //! releases that passed smoke here (a staging stack with `marks_verified`)
 //! or that an operator verified by hand. The gate reads it for same-host
 //! promotion; publishing copies it to git. A record, readable without the
-//! pipeline.
+//! pipeline. Next to it, the quarantined store
+//! (`<root>/releases/quarantined/<stack>.yaml`): the releases that failed
+//! here, published to `quarantined/<stack>.yaml` so that `pin` stops
+//! proposing their digests.
 //!
 //! A store that cannot be read or parsed is an error, never an empty list:
 //! reading it as empty and writing it back would lose every entry.
 
 use crate::desired::image::ImageRef;
-use crate::desired::spec::{VerifiedEntry, VerifiedFile};
+use crate::desired::spec::{QuarantinedEntry, QuarantinedFile, VerifiedEntry, VerifiedFile};
 use crate::layout::Layout;
 use crate::release;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to read the verified store {}", path.display())]
+    #[error("failed to read the {kind} store {}", path.display())]
     Read {
+        kind: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error(
-        "failed to parse the verified store {}: {why}; fix or move the file (it is never overwritten while it cannot be read)",
+        "failed to parse the {kind} store {}: {why}; fix or move the file (it is never overwritten while it cannot be read)",
         path.display()
     )]
-    Parse { path: PathBuf, why: String },
-    #[error("failed to write the verified store {}", path.display())]
+    Parse {
+        kind: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("failed to write the {kind} store {}", path.display())]
     Write {
+        kind: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error("failed to write the verified marker")]
     Marker(#[source] release::Error),
-    #[error("failed to sign the verified entry with verified.signing_key: {0}")]
+    #[error("failed to sign the entry with verified.signing_key: {0}")]
     Sign(String),
 }
 
@@ -46,23 +55,53 @@ pub enum Error {
 /// # Errors
 /// The file exists but cannot be read or parsed.
 pub fn read(layout: &Layout, stack: &str) -> Result<Vec<VerifiedEntry>, Error> {
-    let path = layout.verified_store(stack);
-    let bytes = match std::fs::read(&path) {
+    Ok(
+        read_file::<VerifiedFile>(&layout.verified_store(stack), "verified")?
+            .unwrap_or_default()
+            .verified,
+    )
+}
+
+/// The host's quarantined entries for a stack, oldest first; empty when the
+/// store does not exist.
+///
+/// # Errors
+/// The file exists but cannot be read or parsed.
+pub fn read_quarantined(layout: &Layout, stack: &str) -> Result<Vec<QuarantinedEntry>, Error> {
+    Ok(
+        read_file::<QuarantinedFile>(&layout.quarantined_store(stack), "quarantined")?
+            .unwrap_or_default()
+            .quarantined,
+    )
+}
+
+fn read_file<F: serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: &'static str,
+) -> Result<Option<F>, Error> {
+    let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(Error::Read { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Read {
+                kind,
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     let mut findings = Vec::new();
     let mut sink = crate::desired::Sink::new(None, path.display().to_string(), &mut findings);
-    match crate::desired::parse_typed::<VerifiedFile>(&bytes, &mut sink) {
-        Ok(f) => Ok(f.verified),
+    match crate::desired::parse_typed::<F>(&bytes, &mut sink) {
+        Ok(f) => Ok(Some(f)),
         Err(_) => Err(Error::Parse {
+            kind,
             why: findings
                 .iter()
                 .map(|f| f.to_string())
                 .collect::<Vec<_>>()
                 .join("; "),
-            path,
+            path: path.to_path_buf(),
         }),
     }
 }
@@ -88,10 +127,7 @@ pub fn record(
     let mut list = read(layout, stack)?;
     let mut entry = VerifiedEntry {
         version: version.to_string(),
-        images: images
-            .iter()
-            .map(|(k, v)| (k.clone(), v.pinned().unwrap_or_else(|| v.to_string())))
-            .collect(),
+        images: pinned(images),
         verified_at: crate::history::now_rfc3339(),
         host: host.to_string(),
         commit: commit.unwrap_or("").to_string(),
@@ -149,28 +185,97 @@ fn sign(
     stack: &str,
     key: Option<&ssh_key::PrivateKey>,
 ) -> Result<(), Error> {
-    if let Some(key) = key {
-        let sig = crate::trust::sign(
-            key,
-            crate::desired::spec::VERIFIED_NAMESPACE,
-            &entry.signed_bytes(stack),
-        )
-        .map_err(Error::Sign)?;
-        entry.signature = Some(sig);
-    }
+    entry.signature = signature(
+        &entry.signed_bytes(stack),
+        crate::desired::spec::VERIFIED_NAMESPACE,
+        key,
+    )?;
     Ok(())
+}
+
+fn signature(
+    bytes: &[u8],
+    namespace: &str,
+    key: Option<&ssh_key::PrivateKey>,
+) -> Result<Option<String>, Error> {
+    key.map(|k| crate::trust::sign(k, namespace, bytes).map_err(Error::Sign))
+        .transpose()
 }
 
 /// Replaces the store with `list`, atomically.
 fn write(layout: &Layout, stack: &str, list: Vec<VerifiedEntry>) -> Result<(), Error> {
-    let path = layout.verified_store(stack);
-    let text =
-        serde_saphyr::to_string(&VerifiedFile { verified: list }).map_err(|e| Error::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
-        .map_err(|source| Error::Write { path, source })
+    write_file(
+        &layout.verified_store(stack),
+        "verified",
+        &VerifiedFile { verified: list },
+    )
+}
+
+fn write_file<F: serde::Serialize>(path: &Path, kind: &'static str, file: &F) -> Result<(), Error> {
+    let text = serde_saphyr::to_string(file).map_err(|e| Error::Write {
+        kind,
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    crate::fsutil::write_atomic(path, text.as_bytes(), 0o644).map_err(|source| Error::Write {
+        kind,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Records that the release `meta` describes failed here and was
+/// quarantined, signed with `key`: appended to the quarantined store unless
+/// an entry of the same release is there. Returns the entry and whether it
+/// was added.
+///
+/// # Guarantees
+/// Idempotent per release; the store is replaced atomically and never
+/// written when the existing one cannot be read.
+pub fn record_quarantined(
+    layout: &Layout,
+    host: &str,
+    stack: &str,
+    meta: &release::ReleaseMeta,
+    reason: &str,
+    key: Option<&ssh_key::PrivateKey>,
+) -> Result<(QuarantinedEntry, bool), Error> {
+    let mut list = read_quarantined(layout, stack)?;
+    let mut entry = QuarantinedEntry {
+        version: meta.version.clone(),
+        images: pinned(&meta.images),
+        reason: reason.to_string(),
+        quarantined_at: crate::history::now_rfc3339(),
+        host: host.to_string(),
+        commit: meta.commit.clone().unwrap_or_default(),
+        signature: None,
+    };
+    if let Some(e) = list
+        .iter()
+        .find(|e| e.version == entry.version && e.images == entry.images)
+    {
+        return Ok((e.clone(), false));
+    }
+    entry.signature = signature(
+        &entry.signed_bytes(stack),
+        crate::desired::spec::QUARANTINED_NAMESPACE,
+        key,
+    )?;
+    list.push(entry.clone());
+    write_file(
+        &layout.quarantined_store(stack),
+        "quarantined",
+        &QuarantinedFile { quarantined: list },
+    )?;
+    Ok((entry, true))
+}
+
+/// service -> `repo@sha256:…`, as entries record images.
+fn pinned(images: &BTreeMap<String, ImageRef>) -> BTreeMap<String, String> {
+    images
+        .iter()
+        .map(|(k, v)| (k.clone(), v.pinned().unwrap_or_else(|| v.to_string())))
+        .collect()
 }
 
 #[cfg(test)]

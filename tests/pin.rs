@@ -271,3 +271,157 @@ fn pin_from_verified_writes_the_newest_entry_the_gate_passes() {
     .stderr_contains("unsigned");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
 }
+
+/// Quarantined digests published (issue 34): a release that fails on a
+/// host is reverted and quarantined there, recorded signed in the host's
+/// quarantined store, published as the daemon's publisher does to
+/// `quarantined/<stack>.yaml` (only that file changes), and `pin` in a
+/// checkout of it refuses the digest, naming where and why it failed,
+/// unless `--force`.
+#[test]
+fn a_failed_release_is_published_quarantined_and_pin_refuses_its_digest() {
+    use stackpin::publish::{Publisher, Settings};
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let signer = h.ssh_signer("test-host-key", "test-host", "stackpin-quarantined");
+    let cfg = h.config(
+        "signing.yaml",
+        &format!("verified: {{signing_key: {}}}\n", signer.key.display()),
+    );
+    let sync = || {
+        h.cmd([
+            std::ffi::OsStr::new("--config"),
+            cfg.as_os_str(),
+            std::ffi::OsStr::new("sync"),
+        ])
+        .run()
+    };
+    let s = h.stack("app");
+    let port = h.free_port();
+    StackFixture::new(&s, &f.v1, port, "v1").write(&h);
+    h.commit("v1");
+    sync().ok();
+    StackFixture::new(&s, &f.broken, port, "v2").write(&h);
+    h.commit("v2, broken");
+    sync().code(1);
+    h.serves(port, "stackpin-test-app v1");
+    let store = h.read_root(format!("releases/quarantined/{s}.yaml"));
+    assert!(
+        store.contains("version: v2") && store.contains(digest(&f.broken)),
+        "{store}"
+    );
+
+    // Published to a bare remote as the daemon's publisher does.
+    let bare = h.tmp().join("remote.git");
+    h.git([
+        "clone".as_ref(),
+        "-q".as_ref(),
+        "--bare".as_ref(),
+        h.repo().as_os_str(),
+        bare.as_os_str(),
+    ]);
+    let before = h.git(["-C", bare.to_str().unwrap(), "rev-parse", "main"]);
+    let publisher = Publisher::new(Settings {
+        url: bare.to_string_lossy().into_owned(),
+        branch: "main".into(),
+        path: ".".into(),
+        auth: stackpin::source::Auth::None,
+        author_name: "stackpin".into(),
+        author_email: "stackpin@test-host".into(),
+        host: "test-host".into(),
+        state_dir: h.tmp().join("publish-state"),
+        attempts: 3,
+        backoff: std::time::Duration::from_millis(20),
+    });
+    let layout = stackpin::layout::Layout {
+        root: h.root().to_path_buf(),
+    };
+    let out = publisher.publish_pending(&layout);
+    let file = format!("quarantined/{s}.yaml");
+    assert!(
+        out.iter()
+            .any(|(f, r)| *f == file && r.as_ref().is_ok_and(|p| p.commit.is_some())),
+        "{out:?}"
+    );
+    let changed = h.git([
+        "-C",
+        bare.to_str().unwrap(),
+        "diff",
+        "--name-only",
+        before.trim(),
+        "main",
+    ]);
+    assert_eq!(changed.trim(), file, "only the quarantined file changes");
+    assert!(
+        publisher
+            .publish_pending(&layout)
+            .iter()
+            .all(|(f, _)| *f != file),
+        "published once"
+    );
+
+    // Its signature verifies with ssh-keygen against the host's key.
+    let co = h.tmp().join("checkout");
+    h.git([
+        "clone".as_ref(),
+        "-q".as_ref(),
+        bare.as_os_str(),
+        co.as_os_str(),
+    ]);
+    let text = std::fs::read_to_string(co.join(&file)).unwrap();
+    let entries =
+        stackpin::publish::parse::<stackpin::desired::spec::QuarantinedEntry>(&text).unwrap();
+    assert_eq!(entries.len(), 1, "{text}");
+    let e = &entries[0];
+    assert!(e.reason.contains("smoke failed"), "{e:?}");
+    std::fs::write(h.tmp().join("q.sig"), e.signature.as_deref().unwrap()).unwrap();
+    let ssh_verify = |payload: Vec<u8>| {
+        let mut c = std::process::Command::new("ssh-keygen");
+        c.args([
+            "-Y",
+            "verify",
+            "-I",
+            "test-host",
+            "-n",
+            "stackpin-quarantined",
+            "-f",
+        ])
+        .arg(&signer.allowed)
+        .arg("-s")
+        .arg(h.tmp().join("q.sig"));
+        h.command(c).stdin(payload).run()
+    };
+    ssh_verify(e.signed_bytes(&s))
+        .ok()
+        .stdout_contains("Good \"stackpin-quarantined\" signature for test-host");
+    // Its reason changed after signing: it no longer verifies.
+    let tampered = stackpin::desired::spec::QuarantinedEntry {
+        reason: "nothing happened".into(),
+        ..e.clone()
+    };
+    assert!(!ssh_verify(tampered.signed_bytes(&s)).success());
+
+    // `pin` refuses the digest in that checkout, unless --force.
+    let stack_file = co.join(format!("stacks/{s}/stack.yaml"));
+    let kept = std::fs::read_to_string(&stack_file).unwrap();
+    let pin = |force: bool| {
+        let mut c = h.cmd(["pin", &s, "web", &f.broken]);
+        c.arg("--dir").arg(&co);
+        if force {
+            c.arg("--force");
+        }
+        c.run()
+    };
+    pin(false)
+        .code(1)
+        .stderr_contains("was quarantined on test-host")
+        .stderr_contains("smoke failed")
+        .stderr_contains("--force");
+    assert_eq!(std::fs::read_to_string(&stack_file).unwrap(), kept);
+    pin(true).ok();
+    assert!(
+        std::fs::read_to_string(&stack_file)
+            .unwrap()
+            .contains(&f.broken)
+    );
+}

@@ -243,7 +243,7 @@ fn pin_resolves_a_private_tag_with_the_pull_credentials() {
 
     std::fs::write(&docker_config, auths(&p.password)).unwrap();
     let out = pin().ok().json();
-    assert_eq!(out["new"], format!("{repo}@{digest}"), "{out}");
+    assert_eq!(out["pins"][0]["new"], format!("{repo}@{digest}"), "{out}");
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         before.replacen(&other, &p.image, 1)

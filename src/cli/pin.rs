@@ -11,6 +11,10 @@
 //! (soaked long enough; with `--config`, signed by the host's verifiers),
 //! services mapped as the gate maps them: the production bump written by
 //! the same rule that will judge it.
+//!
+//! A digest a host quarantined (`quarantined/<stack>.yaml` of the stack, or
+//! of its source) is refused unless `--force`, or unless a later verified
+//! entry of the same stack holds it (it was retried and passed).
 
 use super::setup::{self, BadInput};
 use super::{Global, Status};
@@ -45,6 +49,9 @@ pub struct Args {
     /// Commit the file (only it), the message naming both digests.
     #[arg(long)]
     pub commit: bool,
+    /// Pin a digest even though a host quarantined it (it failed there).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What `pin` did (`--json`).
@@ -101,6 +108,17 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             None,
         )
     };
+    if !a.force {
+        let marks = Marks::read(&a.dir, &[a.stack.as_str()]);
+        for (service, pin) in &wanted {
+            if let Some(why) = marks.quarantined(pin) {
+                return Err(BadInput(format!(
+                    "{service}: {why}; pin another image, or this one anyway with --force; nothing was written"
+                ))
+                .into());
+            }
+        }
+    }
     let version = a
         .set_version
         .clone()
@@ -253,9 +271,17 @@ fn from_verified(g: &Global, a: &Args) -> anyhow::Result<Promotion> {
         .into());
     };
     let source = promote.stack.as_str();
+    let marks = Marks::read(&a.dir, &[source, a.stack.as_str()]);
     let mut newer: Option<String> = None;
     let mut skipped = Vec::new();
     for e in entries.iter().rev() {
+        if !a.force
+            && let Some(why) = e.images.values().find_map(|p| marks.quarantined(p))
+        {
+            newer.get_or_insert_with(|| format!("{source} {}: {why}", e.version));
+            skipped.push(format!("{}: {why}", e.version));
+            continue;
+        }
         let mapped: Result<Vec<(String, String)>, String> = stack
             .pins
             .keys()
@@ -323,6 +349,69 @@ fn from_verified(g: &Global, a: &Args) -> anyhow::Result<Promotion> {
         why.push_str(&format!("; not counted: {}", ignored.join("; ")));
     }
     Err(BadInput(format!("{why}; nothing was written")).into())
+}
+
+/// The quarantined and verified entries of some stacks, as a checkout has
+/// them (`quarantined/<stack>.yaml`, `verified/<stack>.yaml`); a file
+/// missing or unreadable here holds nothing (the hosts judge for
+/// themselves).
+struct Marks {
+    quarantined: Vec<(String, crate::desired::spec::QuarantinedEntry)>,
+    verified: Vec<crate::desired::spec::VerifiedEntry>,
+}
+
+impl Marks {
+    fn read(dir: &Path, stacks: &[&str]) -> Marks {
+        let text = |kind: &str, stack: &str| {
+            std::fs::read_to_string(dir.join(kind).join(format!("{stack}.yaml")))
+                .unwrap_or_default()
+        };
+        let mut m = Marks {
+            quarantined: Vec::new(),
+            verified: Vec::new(),
+        };
+        for stack in stacks {
+            let q = crate::publish::parse::<crate::desired::spec::QuarantinedEntry>(&text(
+                "quarantined",
+                stack,
+            ))
+            .unwrap_or_default();
+            m.quarantined
+                .extend(q.into_iter().map(|e| (stack.to_string(), e)));
+            m.verified.extend(
+                crate::publish::parse_verified(&text("verified", stack)).unwrap_or_default(),
+            );
+        }
+        m
+    }
+
+    /// Why `pin`'s digest is quarantined: the newest entry that holds it,
+    /// unless a verified entry holds it since (it was retried and passed).
+    fn quarantined(&self, pin: &str) -> Option<String> {
+        let digest = |p: &str| ImageRef::parse(p).ok().and_then(|r| r.digest);
+        let d = digest(pin)?;
+        let (stack, q) = self.quarantined.iter().rev().find(|(_, q)| {
+            q.images
+                .values()
+                .any(|p| digest(p).as_deref() == Some(d.as_str()))
+        })?;
+        let later = self.verified.iter().any(|v| {
+            v.verified_at > q.quarantined_at
+                && v.images
+                    .values()
+                    .any(|p| digest(p).as_deref() == Some(d.as_str()))
+        });
+        (!later).then(|| {
+            format!(
+                "{} was quarantined on {} at {} ({stack} {}: {})",
+                short(pin),
+                q.host,
+                q.quarantined_at,
+                q.version,
+                q.reason
+            )
+        })
+    }
 }
 
 /// `repo@sha256:` and the digest's first 12 hex digits.

@@ -23,7 +23,10 @@ pub use finding::{Finding, Severity, Sink};
 use image::ImageRef;
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
-use spec::{Check, Keep, KeepPolicy, RepoConfig, StackSpec, VerifiedEntry, VerifiedFile};
+use spec::{
+    Check, Keep, KeepPolicy, QuarantinedEntry, QuarantinedFile, RepoConfig, StackSpec,
+    VerifiedEntry, VerifiedFile,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 pub use tree::{DirTree, GitTree, Kind, MemTree, Tree};
@@ -124,6 +127,9 @@ pub struct DesiredState {
     pub invalid: BTreeSet<String>,
     /// `verified/<stack>.yaml` entries, by stack.
     pub verified: BTreeMap<String, Vec<VerifiedEntry>>,
+    /// `quarantined/<stack>.yaml` entries, by stack: releases that failed on
+    /// the host that published them.
+    pub quarantined: BTreeMap<String, Vec<QuarantinedEntry>>,
     /// Every error and warning, in the order found.
     pub findings: Vec<Finding>,
 }
@@ -552,48 +558,73 @@ pub fn load_reusing(tree: &dyn Tree, previous: Option<&StackCache>) -> (DesiredS
     (st, cache)
 }
 
-/// `verified/<stack>.yaml` files into `st.verified`.
+/// `verified/<stack>.yaml` files into `st.verified`, `quarantined/<stack>.yaml`
+/// into `st.quarantined`.
 fn load_verified(tree: &dyn Tree, st: &mut DesiredState, findings: &mut Vec<Finding>) {
-    if let Ok(Some(list)) = tree.list("verified") {
-        for e in list {
-            let file = format!("verified/{}", e.name);
-            let mut sink = Sink::new(None, file.clone(), findings);
-            let Some(stack) = e
-                .name
-                .strip_suffix(".yaml")
-                .or_else(|| e.name.strip_suffix(".yml"))
-            else {
-                sink.warn(
-                    "",
-                    "is not a .yaml file and is ignored",
-                    "name verified files verified/<stack>.yaml",
-                );
-                continue;
-            };
-            if e.kind != Kind::File {
-                sink.error("", "is not a regular file", "make it a regular YAML file");
-                continue;
-            }
-            if let Ok(Some(vf)) = read_yaml::<VerifiedFile>(tree, &file, &mut sink) {
-                for (i, entry) in vf.verified.iter().enumerate() {
-                    for (svc, r) in &entry.images {
-                        match ImageRef::parse(r) {
-                            Ok(ir) if ir.digest.is_some() => {}
-                            Ok(_) => sink.error(
-                                format!("verified[{i}].images.{svc}"),
-                                format!("\"{r}\" has no digest"),
-                                "record the pinned reference `repo@sha256:<64 hex>`",
-                            ),
-                            Err(m) => sink.error(
-                                format!("verified[{i}].images.{svc}"),
-                                m.0,
-                                "record the pinned reference `repo@sha256:<64 hex>`",
-                            ),
-                        }
-                    }
-                }
-                st.verified.insert(stack.to_string(), vf.verified);
-            }
+    for (stack, file, vf) in marker_files::<VerifiedFile>(tree, "verified", findings) {
+        let mut sink = Sink::new(None, file, findings);
+        for (i, entry) in vf.verified.iter().enumerate() {
+            check_marker_pins(&mut sink, &format!("verified[{i}]"), &entry.images);
+        }
+        st.verified.insert(stack, vf.verified);
+    }
+    for (stack, file, qf) in marker_files::<QuarantinedFile>(tree, "quarantined", findings) {
+        let mut sink = Sink::new(None, file, findings);
+        for (i, entry) in qf.quarantined.iter().enumerate() {
+            check_marker_pins(&mut sink, &format!("quarantined[{i}]"), &entry.images);
+        }
+        st.quarantined.insert(stack, qf.quarantined);
+    }
+}
+
+/// The `<dir>/<stack>.yaml` files of the tree, parsed: (stack, file, it).
+fn marker_files<F: serde::de::DeserializeOwned>(
+    tree: &dyn Tree,
+    dir: &str,
+    findings: &mut Vec<Finding>,
+) -> Vec<(String, String, F)> {
+    let mut out = Vec::new();
+    let Ok(Some(list)) = tree.list(dir) else {
+        return out;
+    };
+    for e in list {
+        let file = format!("{dir}/{}", e.name);
+        let mut sink = Sink::new(None, file.clone(), findings);
+        let Some(stack) = e
+            .name
+            .strip_suffix(".yaml")
+            .or_else(|| e.name.strip_suffix(".yml"))
+        else {
+            sink.warn(
+                "",
+                "is not a .yaml file and is ignored",
+                format!("name these files {dir}/<stack>.yaml"),
+            );
+            continue;
+        };
+        if e.kind != Kind::File {
+            sink.error("", "is not a regular file", "make it a regular YAML file");
+            continue;
+        }
+        if let Ok(Some(f)) = read_yaml::<F>(tree, &file, &mut sink) {
+            out.push((stack.to_string(), file, f));
+        }
+    }
+    out
+}
+
+/// Each image of a marker entry is a pinned reference.
+fn check_marker_pins(sink: &mut Sink<'_>, entry: &str, images: &BTreeMap<String, String>) {
+    for (svc, r) in images {
+        let fix = "record the pinned reference `repo@sha256:<64 hex>`";
+        match ImageRef::parse(r) {
+            Ok(ir) if ir.digest.is_some() => {}
+            Ok(_) => sink.error(
+                format!("{entry}.images.{svc}"),
+                format!("\"{r}\" has no digest"),
+                fix,
+            ),
+            Err(m) => sink.error(format!("{entry}.images.{svc}"), m.0, fix),
         }
     }
 }

@@ -485,6 +485,55 @@ impl VerifiedEntry {
     }
 }
 
+/// `quarantined/<stack>.yaml`: releases that failed on the host that
+/// published them, so that `pin` and bump automation stop proposing their
+/// digests.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantinedFile {
+    #[serde(default)]
+    pub quarantined: Vec<QuarantinedEntry>,
+}
+
+/// One release that failed (smoke, up) on `host` and was quarantined there.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantinedEntry {
+    pub version: String,
+    /// service -> pinned reference (`repo@sha256:…`).
+    pub images: BTreeMap<String, String>,
+    /// Why it failed, as the host's history says.
+    pub reason: String,
+    pub quarantined_at: String,
+    pub host: String,
+    pub commit: String,
+    /// The host's SSH signature (namespace `stackpin-quarantined`) over
+    /// [`QuarantinedEntry::signed_bytes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// The namespace of quarantined-entry signatures.
+pub const QUARANTINED_NAMESPACE: &str = "stackpin-quarantined";
+
+impl QuarantinedEntry {
+    /// The canonical bytes its signature covers: one compact JSON object,
+    /// keys in this fixed order (stack, version, images sorted by service,
+    /// reason, quarantined_at, host, commit).
+    pub fn signed_bytes(&self, stack: &str) -> Vec<u8> {
+        let v = serde_json::json!({
+            "stack": stack,
+            "version": self.version,
+            "images": self.images,
+            "reason": self.reason,
+            "quarantined_at": self.quarantined_at,
+            "host": self.host,
+            "commit": self.commit,
+        });
+        serde_json::to_vec(&v).expect("a JSON value always serializes")
+    }
+}
+
 /// `env:` values may be written as numbers or booleans in YAML; they all end
 /// up as strings in `.env`.
 fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, String>, D::Error> {

@@ -367,6 +367,18 @@ fn quarantine(host: &Host<'_>, sw: &Switch, f: &Failed, why: &str) -> Option<Str
         version: meta.version.clone(),
         fingerprint: meta.fingerprint.clone(),
     });
+    // The record others read (published to `quarantined/<stack>.yaml`):
+    // its loss costs no safety here, only a warning elsewhere.
+    if let Err(e) = crate::verified::record_quarantined(
+        &host.layout,
+        &host.name,
+        &sw.stack,
+        meta,
+        why,
+        host.policy.signing_key.as_ref(),
+    ) {
+        tracing::warn!(stack = %sw.stack, "the quarantined entry was not recorded: {e}");
+    }
     let Err(e) = host.store.set_quarantine(&sw.stack, &q) else {
         return None;
     };
