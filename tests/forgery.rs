@@ -42,6 +42,27 @@ fn write_pair_stack(
     );
 }
 
+/// An unsigned entry of `staging-1` verifying `web` and `side`.
+fn staging_entry(
+    version: &str,
+    (web, side): (&str, &str),
+    verified_at: &str,
+) -> stackpin::desired::spec::VerifiedEntry {
+    stackpin::desired::spec::VerifiedEntry {
+        version: version.into(),
+        images: [
+            ("web".to_string(), web.to_string()),
+            ("side".to_string(), side.to_string()),
+        ]
+        .into(),
+        verified_at: verified_at.into(),
+        host: "staging-1".into(),
+        commit: "0".repeat(40),
+        soaked_at: None,
+        signature: None,
+    }
+}
+
 fn short(image: &str) -> String {
     let d = image.split_once("@sha256:").unwrap().1;
     format!("d-{}", &d[..8])
@@ -212,19 +233,7 @@ fn each_attack_leaves_production_on_its_release() {
     // signed by a key the host does not trust.
     s.production(&h, (v2, v2), "");
     let attacker = h.ssh_signer("attacker", "staging-1", "stackpin-verified");
-    let entry = stackpin::desired::spec::VerifiedEntry {
-        version: "forged".into(),
-        images: [
-            ("web".to_string(), f.v2.clone()),
-            ("side".to_string(), f.v2.clone()),
-        ]
-        .into(),
-        verified_at: "2026-12-01T00:00:00Z".into(),
-        host: "staging-1".into(),
-        commit: "0".repeat(40),
-        soaked_at: None,
-        signature: None,
-    };
+    let entry = staging_entry("forged", (&f.v2, &f.v2), "2026-12-01T00:00:00Z");
     let sig = h.sign_marker(&attacker.key, &entry, &s.stg);
     let forged_signed = stackpin::desired::spec::VerifiedEntry {
         signature: Some(sig),
@@ -485,19 +494,7 @@ fn a_soak_is_judged_on_the_signed_stamp_only() {
     let images = (f.v1.as_str(), f.v2.as_str());
     write_pair_stack(&h, &stg, ports, images, "hosts: [staging-1]\n");
     write_pair_stack(&h, &prod, ports, images, "");
-    let first = stackpin::desired::spec::VerifiedEntry {
-        version: "v1".into(),
-        images: [
-            ("web".to_string(), f.v1.clone()),
-            ("side".to_string(), f.v2.clone()),
-        ]
-        .into(),
-        verified_at: "2026-12-01T10:00:00Z".into(),
-        host: "staging-1".into(),
-        commit: "0".repeat(40),
-        soaked_at: None,
-        signature: None,
-    };
+    let first = staging_entry("v1", (&f.v1, &f.v2), "2026-12-01T10:00:00Z");
     let signed = |e: stackpin::desired::spec::VerifiedEntry| {
         let sig = h.sign_marker(&staging_host.key, &e, &stg);
         stackpin::desired::spec::VerifiedEntry {
