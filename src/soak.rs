@@ -57,11 +57,15 @@ pub fn window(
     Some((since, since + chrono::Duration::from_std(soak).ok()?))
 }
 
-/// Whether what the history and the containers say breaks the soak of a
-/// release that runs since `since`: a line of the stack after `since` that
-/// failed, reverted, rolled back, restored or healed, or a container that
-/// restarted.
+/// Whether what the history and the containers say breaks the soak of
+/// `version`, running since `since`: a line of the stack about that version
+/// after `since` that failed (a refusal of a commit is none), reverted,
+/// rolled back, restored or healed, or a container that restarted. A line
+/// about another version is about another release: one that failed before
+/// its switch left this one untouched, and one that was reverted made this
+/// one current again, which starts its window anew.
 pub fn judge(
+    version: &str,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -70,6 +74,8 @@ pub fn judge(
 ) -> Soak {
     let incident = history.iter().find(|e| {
         e.time.and_utc() > since
+            && e.version == version
+            && e.action != Action::Blocked
             && (e.status != Status::Success
                 || matches!(
                     e.action,
@@ -166,7 +172,7 @@ pub fn stamp(
         return None;
     }
     let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    match judge(since, until, now, &lines, &restarts) {
+    match judge(&current.version, since, until, now, &lines, &restarts) {
         Soak::Soaking { until } => Some(format!(
             "verified, soaking until {} ({})",
             at(until),
@@ -355,10 +361,37 @@ mod tests {
                 "2026-12-01T11:00:00Z",
                 |s| matches!(s, Soak::Broken { why } if why == "container web-2 restarted 2 time(s)"),
             ),
+            (
+                "a refused commit is no incident",
+                vec![line(
+                    "2026-12-01 10:10:00",
+                    Action::Blocked,
+                    Status::Refused,
+                    "unverified",
+                )],
+                vec![],
+                "2026-12-01T11:00:00Z",
+                |s| matches!(s, Soak::Soaked { .. }),
+            ),
+            (
+                "another version's failure is not this release's",
+                vec![Entry {
+                    version: "v3".into(),
+                    ..line(
+                        "2026-12-01 10:10:00",
+                        Action::Deploy,
+                        Status::Failed,
+                        "pull failed",
+                    )
+                }],
+                vec![],
+                "2026-12-01T11:00:00Z",
+                |s| matches!(s, Soak::Soaked { .. }),
+            ),
         ];
         for (name, lines, restarts, now, want) in cases {
             let refs: Vec<&Entry> = lines.iter().collect();
-            let got = judge(since, until, t(now), &refs, &restarts);
+            let got = judge("v2", since, until, t(now), &refs, &restarts);
             assert!(want(&got), "{name}: {got:?}");
         }
     }
