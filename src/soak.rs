@@ -154,6 +154,10 @@ pub fn stamp(
     }
     let first = entries.iter().rfind(mine)?;
     let (since, until) = window(first, Some(&current.deployed_at), soak)?;
+    // Restarts are judged on the members as read now, or not at all.
+    if !obs.members_read {
+        return None;
+    }
     let now = Utc::now();
     let log = match crate::history::read(&host.layout.history()) {
         Ok(h) => h,
@@ -168,9 +172,6 @@ pub fn stamp(
         .iter()
         .map(|c| (c.name.clone(), c.restart_count))
         .collect();
-    if !obs.members_read {
-        return None;
-    }
     let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     match judge(&current.version, since, until, now, &lines, &restarts) {
         Soak::Soaking { until } => Some(format!(

@@ -102,23 +102,20 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             a.service.clone().unwrap_or_default(),
             a.image.clone().unwrap_or_default(),
         );
-        (
-            vec![(service.clone(), one(g, &service, &image)?)],
-            None,
-            None,
-        )
-    };
-    if !a.force {
-        let marks = Marks::read(&a.dir, &[a.stack.as_str()]);
-        for (service, pin) in &wanted {
-            if let Some(why) = marks.quarantined(pin) {
+        let pin = one(g, &service, &image)?;
+        // (--from-verified skips the entries that hold such a digest.)
+        if !a.force {
+            let state = load_checkout(&a.dir)?;
+            let marks = Marks::of(&state, &[a.stack.as_str()]);
+            if let Some(why) = marks.quarantined(&pin) {
                 return Err(BadInput(format!(
                     "{service}: {why}; pin another image, or this one anyway with --force; nothing was written"
                 ))
                 .into());
             }
         }
-    }
+        (vec![(service, pin)], None, None)
+    };
     let version = a
         .set_version
         .clone()
@@ -236,11 +233,7 @@ struct Promotion {
 /// `--from-verified`: the pins of the newest entry of the stack's source
 /// that its gate passes.
 fn from_verified(g: &Global, a: &Args) -> anyhow::Result<Promotion> {
-    let dir = a
-        .dir
-        .canonicalize()
-        .with_context(|| format!("failed to resolve {}", a.dir.display()))?;
-    let state = crate::desired::load(&crate::desired::DirTree::new(&dir));
+    let state = load_checkout(&a.dir)?;
     let rel = format!("stacks/{}/stack.yaml", a.stack);
     let Some(stack) = state.stacks.get(&a.stack) else {
         let why: Vec<String> = state
@@ -251,7 +244,7 @@ fn from_verified(g: &Global, a: &Args) -> anyhow::Result<Promotion> {
             .collect();
         return Err(BadInput(format!(
             "{rel}: not a valid stack of {} ({}); fix it first (`stackpin validate`)",
-            dir.display(),
+            state.source,
             why.join("; ")
         ))
         .into());
@@ -271,7 +264,7 @@ fn from_verified(g: &Global, a: &Args) -> anyhow::Result<Promotion> {
         .into());
     };
     let source = promote.stack.as_str();
-    let marks = Marks::read(&a.dir, &[source, a.stack.as_str()]);
+    let marks = Marks::of(&state, &[source, a.stack.as_str()]);
     let mut newer: Option<String> = None;
     let mut skipped = Vec::new();
     for e in entries.iter().rev() {
@@ -351,36 +344,39 @@ fn from_verified(g: &Global, a: &Args) -> anyhow::Result<Promotion> {
     Err(BadInput(format!("{why}; nothing was written")).into())
 }
 
-/// The quarantined and verified entries of some stacks, as a checkout has
-/// them (`quarantined/<stack>.yaml`, `verified/<stack>.yaml`); a file
-/// missing or unreadable here holds nothing (the hosts judge for
-/// themselves).
-struct Marks {
-    quarantined: Vec<(String, crate::desired::spec::QuarantinedEntry)>,
-    verified: Vec<crate::desired::spec::VerifiedEntry>,
+/// The desired state of the checkout at `dir`, as `validate` reads it.
+fn load_checkout(dir: &Path) -> anyhow::Result<crate::desired::DesiredState> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("failed to resolve {}", dir.display()))?;
+    Ok(crate::desired::load(&crate::desired::DirTree::new(&dir)))
 }
 
-impl Marks {
-    fn read(dir: &Path, stacks: &[&str]) -> Marks {
-        let text = |kind: &str, stack: &str| {
-            std::fs::read_to_string(dir.join(kind).join(format!("{stack}.yaml")))
-                .unwrap_or_default()
-        };
+/// The quarantined and verified entries of some stacks, as the checkout's
+/// `quarantined/<stack>.yaml` and `verified/<stack>.yaml` hold them (a file
+/// that does not parse holds nothing here: the hosts judge for
+/// themselves).
+struct Marks<'a> {
+    quarantined: Vec<(&'a str, &'a crate::desired::spec::QuarantinedEntry)>,
+    verified: Vec<&'a crate::desired::spec::VerifiedEntry>,
+}
+
+impl<'a> Marks<'a> {
+    fn of(state: &'a crate::desired::DesiredState, stacks: &[&str]) -> Marks<'a> {
         let mut m = Marks {
             quarantined: Vec::new(),
             verified: Vec::new(),
         };
-        for stack in stacks {
-            let q = crate::publish::parse::<crate::desired::spec::QuarantinedEntry>(&text(
-                "quarantined",
-                stack,
-            ))
-            .unwrap_or_default();
-            m.quarantined
-                .extend(q.into_iter().map(|e| (stack.to_string(), e)));
-            m.verified.extend(
-                crate::publish::parse_verified(&text("verified", stack)).unwrap_or_default(),
-            );
+        for (name, list) in &state.quarantined {
+            if stacks.contains(&name.as_str()) {
+                m.quarantined
+                    .extend(list.iter().map(|e| (name.as_str(), e)));
+            }
+        }
+        for (name, list) in &state.verified {
+            if stacks.contains(&name.as_str()) {
+                m.verified.extend(list);
+            }
         }
         m
     }
