@@ -71,6 +71,30 @@ pub struct FileConfig {
     /// Commit statuses on the desired-state repository after each converge
     /// (`stackpin/<host>/<stack>`; see `crate::commit_status`).
     pub github_status: Option<GithubStatusConfig>,
+    /// Production pull requests this host opens once a release of `from`
+    /// is verified and soaked here (see `crate::propose`).
+    #[serde(default)]
+    pub propose: Vec<ProposeConfig>,
+}
+
+/// One `propose:` entry: promote `from` (a stack this host verifies) to
+/// `to` by a pull request on `repository`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeConfig {
+    pub from: String,
+    pub to: String,
+    /// `github` (GitHub's REST API; GitHub Enterprise with `api_url`).
+    pub forge: String,
+    /// The desired-state repository on the forge, `owner/name`.
+    pub repository: String,
+    /// A token allowed to open and update pull requests there.
+    pub token_file: PathBuf,
+    /// Default `https://api.github.com`.
+    pub api_url: Option<String>,
+    /// The branch the proposal is pushed to (default
+    /// `stackpin/promote/<to>`); stackpin owns it and force-pushes it.
+    pub branch: Option<String>,
 }
 
 /// `github_status:` where the host reports what it made of each commit.

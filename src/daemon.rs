@@ -42,6 +42,8 @@ pub enum Error {
     Source(#[from] source::Error),
     #[error(transparent)]
     Publish(#[from] crate::publish::Error),
+    #[error(transparent)]
+    Propose(#[from] crate::propose::Error),
     #[error("failed to {what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -153,6 +155,16 @@ pub async fn start_checks(cfg: &Config, opts: &Options) -> Vec<StartCheck> {
                 None => "off".to_string(),
             })
             .map_err(|e| e.to_string()),
+    );
+    push(
+        "promotion proposals",
+        match crate::propose::Proposer::from_config(cfg, None) {
+            Ok(None) => Ok("off".to_string()),
+            Ok(Some(p)) => p
+                .check_tokens()
+                .map(|()| format!("{} (token files readable)", p.describe())),
+            Err(e) => Err(e.to_string()),
+        },
     );
     push(
         "registry credentials",
@@ -342,6 +354,10 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
     let heartbeat = Heartbeat::new();
     spawn_watchdog(heartbeat.clone());
 
+    let proposer = crate::propose::Proposer::from_config(&cfg, services.policy.soak)?;
+    if let Some(p) = &proposer {
+        tracing::info!("proposing promotions: {}", p.describe());
+    }
     let publisher = crate::publish::Settings::from_config(&cfg)?.map(|s| {
         tracing::info!(branch = %s.branch, author = %format!("{} <{}>", s.author_name, s.author_email), "publishing verified markers to the desired-state repository");
         crate::publish::Worker::spawn(
@@ -349,6 +365,7 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), Error> {
             Layout {
                 root: cfg.root.clone(),
             },
+            proposer.map(crate::propose::after_publish),
         )
     });
     let mut d = Daemon {

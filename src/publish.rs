@@ -218,6 +218,14 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// What a push did.
+enum Pushed {
+    Done,
+    NotFastForward,
+    /// The remote refused the ref (a hook, protection): its words.
+    Rejected(String),
+}
+
 /// One attempt's result.
 enum Step {
     Done(Published),
@@ -552,56 +560,115 @@ impl Publisher {
         }
     }
 
-    /// A remote: fetch the branch into the work repository, commit on it,
-    /// push without force.
-    fn attempt_remote<M: Marker>(&self, stack: &str, entries: &[M]) -> Result<Step, Error> {
+    /// The work repository of a remote, created on first use.
+    fn work_repo(&self) -> Result<Repository, Error> {
         let work = self.publish_dir().join("work.git");
-        let repo = match Repository::open_bare(&work) {
-            Ok(r) => r,
+        match Repository::open_bare(&work) {
+            Ok(r) => Ok(r),
             Err(_) => {
                 std::fs::create_dir_all(self.publish_dir()).map_err(|source| Error::Io {
                     op: "create",
                     path: self.publish_dir(),
                     source,
                 })?;
-                Repository::init_bare(&work).map_err(|e| self.git_error(&e))?
+                Repository::init_bare(&work).map_err(|e| self.git_error(&e))
             }
-        };
+        }
+    }
+
+    /// Fetches the branch of a remote into `repo`; its head.
+    fn fetch_branch(&self, repo: &Repository) -> Result<Oid, Error> {
         let tracking = format!("refs/remotes/origin/{}", self.s.branch);
         let transport = Transport::of(&self.s.url);
         let url = self.url();
         let creds = Creds::read(&transport, &self.s.auth).map_err(|r| self.refused(r))?;
         let never = || false;
-        {
-            let session = Session::default();
-            let cb =
-                credentials::callbacks(&creds, &transport, &url, Purpose::Push, &session, &never);
-            let mut opts = git2::FetchOptions::new();
-            opts.remote_callbacks(cb)
-                .download_tags(git2::AutotagOption::None)
-                .update_fetchhead(false);
-            let spec = format!("+refs/heads/{}:{tracking}", self.s.branch);
-            let r = repo
-                .remote_anonymous(&self.remote_url)
-                .and_then(|mut remote| remote.fetch(&[spec.as_str()], Some(&mut opts), None));
-            if let Err(e) = r {
-                return Err(session
-                    .take_refusal()
-                    .map(|r| self.refused(r))
-                    .unwrap_or_else(|| self.git_error(&e)));
-            }
+        let session = Session::default();
+        let cb = credentials::callbacks(&creds, &transport, &url, Purpose::Push, &session, &never);
+        let mut opts = git2::FetchOptions::new();
+        opts.remote_callbacks(cb)
+            .download_tags(git2::AutotagOption::None)
+            .update_fetchhead(false);
+        let spec = format!("+refs/heads/{}:{tracking}", self.s.branch);
+        let r = repo
+            .remote_anonymous(&self.remote_url)
+            .and_then(|mut remote| remote.fetch(&[spec.as_str()], Some(&mut opts), None));
+        if let Err(e) = r {
+            return Err(session
+                .take_refusal()
+                .map(|r| self.refused(r))
+                .unwrap_or_else(|| self.git_error(&e)));
         }
-        let head = match repo.refname_to_id(&tracking) {
-            Ok(id) => id,
-            Err(e) if e.code() == ErrorCode::NotFound => return Err(self.no_branch()),
-            Err(e) => return Err(self.git_error(&e)),
-        };
-        let Some((commit, added)) = self.prepare(&repo, head, stack, entries)? else {
-            return Ok(Step::Done(Published::default()));
-        };
-        let local_ref = format!("refs/stackpin/publish/{}", self.s.branch);
-        repo.reference(&local_ref, commit, true, "stackpin: publish")
+        match repo.refname_to_id(&tracking) {
+            Ok(id) => Ok(id),
+            Err(e) if e.code() == ErrorCode::NotFound => Err(self.no_branch()),
+            Err(e) => Err(self.git_error(&e)),
+        }
+    }
+
+    /// The repository to build commits in (the local one itself, or the
+    /// work repository of a remote) and the branch's head there, fetched
+    /// now.
+    pub fn base(&self) -> Result<(Repository, Oid), Error> {
+        let _serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        if self.local {
+            let path = self
+                .remote_url
+                .strip_prefix("file://")
+                .unwrap_or(&self.remote_url);
+            let repo = Repository::open(path).map_err(|e| self.git_error(&e))?;
+            let head = match repo.refname_to_id(&format!("refs/heads/{}", self.s.branch)) {
+                Ok(id) => id,
+                Err(e) if e.code() == ErrorCode::NotFound => return Err(self.no_branch()),
+                Err(e) => return Err(self.git_error(&e)),
+            };
+            return Ok((repo, head));
+        }
+        let repo = self.work_repo()?;
+        let head = self.fetch_branch(&repo)?;
+        Ok((repo, head))
+    }
+
+    /// Points `branch` of the repository at `commit` (a commit of
+    /// `repo`, from [`Publisher::base`]), whatever it pointed at: a branch
+    /// stackpin owns, such as a proposal's. Never the tracked branch.
+    pub fn force_branch(&self, repo: &Repository, commit: Oid, branch: &str) -> Result<(), Error> {
+        if branch == self.s.branch {
+            return Err(Error::Refused {
+                url: self.url(),
+                message: format!(
+                    "{branch} is the tracked branch; stackpin force-pushes only its own branches"
+                ),
+            });
+        }
+        let _serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        let refname = format!("refs/heads/{branch}");
+        if self.local {
+            repo.reference(&refname, commit, true, "stackpin: propose")
+                .map_err(|e| self.git_error(&e))?;
+            return Ok(());
+        }
+        let local_ref = format!("refs/stackpin/branch/{branch}");
+        repo.reference(&local_ref, commit, true, "stackpin: propose")
             .map_err(|e| self.git_error(&e))?;
+        match self.push_spec(repo, &format!("+{local_ref}:{refname}"))? {
+            Pushed::Done => Ok(()),
+            Pushed::NotFastForward => {
+                unreachable!("a forced push is never refused as non-fast-forward")
+            }
+            Pushed::Rejected(status) => Err(Error::Refused {
+                url: self.url(),
+                message: format!("the remote rejected the push to {branch}: {status}"),
+            }),
+        }
+    }
+
+    /// Pushes `spec` to the remote with this host's credentials.
+    fn push_spec(&self, repo: &Repository, spec: &str) -> Result<Pushed, Error> {
+        let transport = Transport::of(&self.s.url);
+        let url = self.url();
+        let creds = Creds::read(&transport, &self.s.auth).map_err(|r| self.refused(r))?;
+        let never = || false;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
         let session = Session::default();
         let result = {
@@ -615,23 +682,42 @@ impl Publisher {
             });
             let mut opts = git2::PushOptions::new();
             opts.remote_callbacks(cb);
-            let spec = format!("{local_ref}:refs/heads/{}", self.s.branch);
             repo.remote_anonymous(&self.remote_url)
-                .and_then(|mut remote| remote.push(&[spec.as_str()], Some(&mut opts)))
+                .and_then(|mut remote| remote.push(&[spec], Some(&mut opts)))
         };
         match result {
-            Err(e) if e.code() == ErrorCode::NotFastForward => {
-                return Ok(Step::Moved(format!("{} moved since {head}", self.s.branch)));
-            }
-            Err(e) => {
-                return Err(session
-                    .take_refusal()
-                    .map(|r| self.refused(r))
-                    .unwrap_or_else(|| self.git_error(&e)));
-            }
-            Ok(()) => {}
+            Err(e) if e.code() == ErrorCode::NotFastForward => Ok(Pushed::NotFastForward),
+            Err(e) => Err(session
+                .take_refusal()
+                .map(|r| self.refused(r))
+                .unwrap_or_else(|| self.git_error(&e))),
+            Ok(()) => Ok(match rejected.into_inner() {
+                Some(status) => Pushed::Rejected(status),
+                None => Pushed::Done,
+            }),
         }
-        if let Some(status) = rejected.into_inner() {
+    }
+
+    /// A remote: fetch the branch into the work repository, commit on it,
+    /// push without force.
+    fn attempt_remote<M: Marker>(&self, stack: &str, entries: &[M]) -> Result<Step, Error> {
+        let repo = self.work_repo()?;
+        let head = self.fetch_branch(&repo)?;
+        let Some((commit, added)) = self.prepare(&repo, head, stack, entries)? else {
+            return Ok(Step::Done(Published::default()));
+        };
+        let local_ref = format!("refs/stackpin/publish/{}", self.s.branch);
+        repo.reference(&local_ref, commit, true, "stackpin: publish")
+            .map_err(|e| self.git_error(&e))?;
+        let rejected =
+            match self.push_spec(&repo, &format!("{local_ref}:refs/heads/{}", self.s.branch))? {
+                Pushed::NotFastForward => {
+                    return Ok(Step::Moved(format!("{} moved since {head}", self.s.branch)));
+                }
+                Pushed::Done => None,
+                Pushed::Rejected(status) => Some(status),
+            };
+        if let Some(status) = rejected {
             let lower = status.to_ascii_lowercase();
             let permanent = [
                 "declined",
@@ -1006,13 +1092,17 @@ fn scalar(s: &str) -> String {
 }
 
 /// Publishes on its own thread, one run at a time: [`Worker::kick`] after a
-/// converge run; kicks during a publish coalesce into one more.
+/// converge run; kicks during a publish coalesce into one more. `after`
+/// runs after each publish, on the same thread (the proposals).
 pub struct Worker {
     tx: std::sync::mpsc::SyncSender<()>,
 }
 
+/// What runs after each publish.
+pub type After = Box<dyn Fn(&Publisher) + Send>;
+
 impl Worker {
-    pub fn spawn(publisher: Publisher, layout: Layout) -> Worker {
+    pub fn spawn(publisher: Publisher, layout: Layout, after: Option<After>) -> Worker {
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let spawned = std::thread::Builder::new()
             .name("stackpin-publish".into())
@@ -1029,6 +1119,9 @@ impl Worker {
                                 "{e}; the entries stay on this host and are published at the next run"
                             ),
                         }
+                    }
+                    if let Some(after) = &after {
+                        after(&publisher);
                     }
                 }
             });

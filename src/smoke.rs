@@ -141,9 +141,28 @@ pub struct Outcome {
     pub duration: Duration,
     /// How many rounds of checks ran.
     pub attempts: u32,
+    /// Each check's label and, when it passed, how long after the start
+    /// it first did: the evidence a promotion carries.
+    pub checks: Vec<(String, Option<Duration>)>,
 }
 
 impl Outcome {
+    /// Each check that passed and when: `http http://…/health in 1.2s,
+    /// containers in 5s`.
+    pub fn passed_checks(&self) -> String {
+        self.checks
+            .iter()
+            .filter_map(|(label, after)| {
+                let after = (*after)?;
+                Some(format!(
+                    "{label} in {}",
+                    humantime::format_duration(Duration::from_millis(after.as_millis() as u64))
+                ))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// One line for status and logs.
     pub fn summary(&self) -> String {
         let took =
@@ -159,6 +178,8 @@ impl Outcome {
 #[derive(Debug, Default)]
 struct CheckState {
     passed: bool,
+    /// When it first passed, after the start.
+    passed_after: Option<Duration>,
     last_error: Option<String>,
 }
 
@@ -228,8 +249,13 @@ async fn run_checks(
     let mut attempts = 0u32;
     let mut watch = engine.watch(project);
 
-    let finish = |attempts: u32, failed: Option<(String, String)>| {
+    let finish = |attempts: u32, failed: Option<(String, String)>, states: &[CheckState]| {
         let outcome = Outcome {
+            checks: labels
+                .iter()
+                .zip(states)
+                .map(|(l, s)| (l.clone(), s.passed_after))
+                .collect(),
             passed: failed.is_none(),
             error: failed.as_ref().map(|(l, e)| format!("{l}: {e}")),
             failed_check: failed.map(|(l, _)| l),
@@ -257,7 +283,7 @@ async fn run_checks(
                     first_seen.entry(c.id.clone()).or_insert(started);
                 }
                 if let Some(why) = crashed(containers, &baseline, services) {
-                    return finish(attempts, Some((CONTAINERS.to_string(), why)));
+                    return finish(attempts, Some((CONTAINERS.to_string(), why)), &states);
                 }
             }
             Err(e) => {
@@ -293,7 +319,10 @@ async fn run_checks(
             };
             tracing::debug!(project, attempt = attempts, check = %label, result = ?result, "smoke check");
             match result {
-                Ok(()) => state.passed = true,
+                Ok(()) => {
+                    state.passed = true;
+                    state.passed_after = Some(started.elapsed());
+                }
                 Err(e) => state.last_error = Some(e.0),
             }
             if first_gates {
@@ -309,7 +338,7 @@ async fn run_checks(
             .and_then(|cs| settling(cs, &first_seen, now, chrono::Utc::now(), stable))
             .unwrap_or_else(|| stable_at.saturating_duration_since(now));
         if all_passed && settling.is_zero() {
-            return finish(attempts, None);
+            return finish(attempts, None, &states);
         }
         if now >= deadline {
             let (label, state) = labels
@@ -333,6 +362,7 @@ async fn run_checks(
                         humantime::format_duration(timeout)
                     ),
                 )),
+                &states,
             );
         }
         let next = if all_passed {
@@ -1262,10 +1292,15 @@ mod tests {
             error: Some("http http://127.0.0.1:1/health: status 404, expected 200".into()),
             duration: Duration::from_millis(1500),
             attempts: 3,
+            checks: vec![
+                ("containers".into(), Some(Duration::from_millis(1200))),
+                ("http http://127.0.0.1:1/health".into(), None),
+            ],
         };
         assert_eq!(
             o.summary(),
             "smoke failed after 1s 500ms: http http://127.0.0.1:1/health: status 404, expected 200"
         );
+        assert_eq!(o.passed_checks(), "containers in 1s 200ms");
     }
 }

@@ -394,3 +394,298 @@ fn daemons_on_three_hosts_publish_at_once_and_survive_a_sigkill() {
         history.report()
     );
 }
+
+/// The promotion loop end to end (issue 34): a developer pins a new image
+/// on the staging stack; the staging host's daemon deploys it, verifies
+/// it, soaks it and opens a pull request on the (loopback) forge bumping
+/// production, with the evidence; the approver squash-merges it with a
+/// signed commit; both production hosts, which trust only the approvers'
+/// commits and the staging host's markers, converge, and their history
+/// names the pull request. Then a broken image: staging reverts and
+/// quarantines it, no pull request proposes it, `pin` refuses it; and a
+/// release of the proposed digest that fails closes the open proposal.
+#[test]
+fn a_pinned_image_reaches_production_through_a_proposed_pull_request() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let fleet = Fleet::require(&h);
+    let (stg, prod) = (h.stack("stg"), h.stack("prod"));
+    let port = h.free_port();
+    let names: Vec<String> = fleet.members.iter().map(|m| m.name.clone()).collect();
+    let marker_key = h.ssh_signer("staging-key", &names[0], "stackpin-verified");
+    let approver = h.ssh_signer("approver", "approver@acme.example", "git");
+    let gate = format!("{{stack: {stg}, soak: 2s}}");
+    let staging = |image: &str, version: &str| {
+        fleet_stack(
+            &stg,
+            &fleet.image(&f, image),
+            port,
+            version,
+            "marks_verified: true\nhosts: [\"role=staging\"]\n",
+        )
+        .environment("staging")
+        .write(&h);
+    };
+    staging(&f.v1, "v1");
+    fleet_stack(
+        &prod,
+        &fleet.image(&f, &f.v1),
+        port,
+        "v1",
+        &format!("hosts: [\"role=prod\"]\npromote_from: {gate}\n"),
+    )
+    .environment("production")
+    .write(&h);
+    h.commit_signed(&approver.key, "v1 on staging and production");
+    let remote = h.bare_remote();
+    let git = GitDaemon::serve_on(&fleet.bridge, h.tmp(), true);
+    let forge =
+        common::github::Forge::start(&fleet.bridge, "acme", "desired-state", &remote, h.tmp());
+    let production = format!(
+        "signers: {{staging-hosts: {{allowed_signers: {}}}, approvers: {{allowed_signers: {}}}}}\nverifiers: {{{stg}: staging-hosts}}\npolicy:\n  - {{stacks: [{prod}], promote_from: {gate}, signed_by: approvers}}\n",
+        marker_key.allowed.display(),
+        approver.allowed.display()
+    );
+    fleet.configure(
+        &git.url("remote.git"),
+        &["role: staging", "role: prod", "role: prod"],
+        &[
+            format!(
+                "verified: {{publish: true, signing_key: {}, soak: 2s}}\npropose:\n  - {{from: {stg}, to: {prod}, forge: github, repository: acme/desired-state, token_file: {}, api_url: \"{}\"}}\n",
+                marker_key.key.display(),
+                forge.token_file.display(),
+                forge.url
+            ),
+            production.clone(),
+            production,
+        ],
+    );
+    let daemon = fleet.daemon(&h, 0);
+    let on_main = |path: &str| {
+        Command::new("git")
+            .arg("--git-dir")
+            .arg(&remote)
+            .args(["show", &format!("main:{path}")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let soaked = |version: &str| {
+        on_main(&format!("verified/{stg}.yaml"))
+            .split("- version: ")
+            .any(|e| e.starts_with(version) && e.contains("soaked_at:"))
+    };
+    let wait = |what: &str, secs: u64, f: &mut dyn FnMut() -> bool| {
+        let done = common::wait_for(std::time::Duration::from_secs(secs), || f().then_some(()));
+        assert!(done.is_some(), "{what}\n--- daemon:\n{}", daemon.stderr());
+    };
+    wait("staging soaks v1", 180, &mut || soaked("v1"));
+    // Production pins v1 already: nothing to propose.
+    assert!(forge.pulls().is_empty(), "{:?}", forge.pulls());
+
+    // The developer pins v2 on staging (rebasing over the markers the
+    // staging host publishes meanwhile).
+    let sync_with_remote = || h.git(["pull", "-q", "--rebase", "origin", "main"]);
+    let push = || {
+        for _ in 0..5 {
+            sync_with_remote();
+            let out = h
+                .command({
+                    let mut c = Command::new("git");
+                    c.arg("-C")
+                        .arg(h.repo())
+                        .args(["push", "-q", "origin", "main"]);
+                    c
+                })
+                .run();
+            if out.success() {
+                return;
+            }
+        }
+        panic!("could not push to main");
+    };
+    sync_with_remote();
+    let pin = |image: &str, version: &str| {
+        h.cmd([
+            "pin",
+            &stg,
+            "web",
+            &fleet.image(&f, image),
+            "--set-version",
+            version,
+            "--commit",
+        ])
+        .current_dir(h.repo())
+        .run()
+    };
+    pin(&f.v2, "v2").ok();
+    let pushed = std::time::Instant::now();
+    push();
+    let mut pr = None;
+    wait("a pull request proposes v2", 180, &mut || {
+        pr = forge.pulls().into_iter().find(|p| p.state == "open");
+        pr.is_some()
+    });
+    let to_pr = pushed.elapsed();
+    let pr = pr.unwrap();
+    assert_eq!(pr.title, format!("Promote {stg} v2 to {prod}"));
+    assert_eq!(pr.head, format!("stackpin/promote/{prod}"));
+    let short = |image: &str| {
+        let (repo, hex) = fleet
+            .image(&f, image)
+            .split_once("@sha256:")
+            .map(|(r, h)| (r.to_string(), h.to_string()))
+            .unwrap();
+        format!("{repo}@sha256:{}", &hex[..12])
+    };
+    for want in [
+        format!("| Source | `{stg}` on `{}` |", names[0]),
+        "| Soaked | 2s with no failed smoke, heal or restart".to_string(),
+        "| Signed | yes".to_string(),
+        "- smoke passed: ".to_string(),
+        format!("http http://127.0.0.1:{port}/health in "),
+        format!(
+            "| web | `{}` (v1) | `{}` (v2) |",
+            short(&f.v1),
+            short(&f.v2)
+        ),
+        "- `web`: recreated stop-first".to_string(),
+        format!("verified in {stg} as v2"),
+    ] {
+        assert!(pr.body.contains(&want), "{want}\n---\n{}", pr.body);
+    }
+    assert!(forge.rejected().is_empty(), "{:?}", forge.rejected());
+    assert_eq!(
+        forge.requests()[..2],
+        [
+            "GET /repos/acme/desired-state/pulls",
+            "POST /repos/acme/desired-state/pulls"
+        ],
+        "looked for an open pull request of the branch, then opened one"
+    );
+    // The branch changes production's stack.yaml and nothing else.
+    let changed = Command::new("git")
+        .arg("--git-dir")
+        .arg(&remote)
+        .args([
+            "diff",
+            "--name-only",
+            &format!("main...stackpin/promote/{prod}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&changed.stdout),
+        format!("stacks/{prod}/stack.yaml\n")
+    );
+
+    // The approver squash-merges it, signed; both production hosts converge.
+    sync_with_remote();
+    h.git(["fetch", "-q", "origin"]);
+    h.git([
+        "merge",
+        "-q",
+        "--squash",
+        &format!("origin/stackpin/promote/{prod}"),
+    ]);
+    h.commit_signed(&approver.key, &format!("{} (#{})", pr.title, pr.number));
+    let merged = std::time::Instant::now();
+    push();
+    forge.merged(pr.number);
+    for i in 1..3 {
+        let out = fleet.stackpin(&h, i, &["sync"]).run().ok();
+        assert!(
+            out.stdout().contains("deployed"),
+            "host {i}: {}",
+            out.report()
+        );
+        assert_eq!(
+            fleet.get(&h, i, port).as_deref(),
+            Some("stackpin-test-app v2\n"),
+            "host {i} promoted"
+        );
+        let history = fleet.stackpin(&h, i, &["history", &prod]).run().ok();
+        assert!(
+            history.stdout().contains(&format!("(#{})", pr.number)),
+            "host {i}'s history names the pull request: {}",
+            history.report()
+        );
+    }
+    let to_prod = merged.elapsed();
+    eprintln!(
+        "bench: promotion on the fleet: image pinned and pushed -> pull request opened {:.1}s; merged -> both production hosts converged {:.1}s",
+        to_pr.as_secs_f64(),
+        to_prod.as_secs_f64()
+    );
+
+    // v3 is proposed in a new pull request (the first was merged).
+    sync_with_remote();
+    pin(&f.v3, "v3").ok();
+    push();
+    wait("a pull request proposes v3", 180, &mut || {
+        forge
+            .pulls()
+            .iter()
+            .any(|p| p.state == "open" && p.title.contains("v3"))
+    });
+    let open = forge
+        .pulls()
+        .into_iter()
+        .find(|p| p.state == "open")
+        .unwrap();
+
+    // A broken image: staging reverts and quarantines it; nothing
+    // proposes it; `pin` refuses it.
+    sync_with_remote();
+    pin(&f.broken, "v4-broken").ok();
+    push();
+    wait(
+        "staging quarantines v4-broken and publishes it",
+        180,
+        &mut || on_main(&format!("quarantined/{stg}.yaml")).contains("v4-broken"),
+    );
+    assert_eq!(forge.pulls().len(), 2, "{:?}", forge.pulls());
+    assert!(forge.pulls().iter().all(|p| !p.body.contains("v4-broken")));
+    sync_with_remote();
+    let refused = pin(&f.broken, "v5").code(1);
+    assert!(
+        refused.stderr().contains("was quarantined on"),
+        "{}",
+        refused.report()
+    );
+    h.git(["checkout", "-q", "--", "."]);
+
+    // A release of v3's digest fails on staging (its smoke now asks for a
+    // page the app does not have): the proposal of v3 is closed.
+    let file = h.repo().join(format!("stacks/{stg}/stack.yaml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text
+        .replace(&fleet.image(&f, &f.broken), &fleet.image(&f, &f.v3))
+        .replace("v4-broken", "v3-smoke")
+        .replace("/health", "/missing");
+    std::fs::write(&file, text).unwrap();
+    h.commit("staging: v3 with a smoke check that fails");
+    push();
+    wait("the proposal of v3 is closed", 180, &mut || {
+        forge
+            .pulls()
+            .iter()
+            .any(|p| p.number == open.number && p.state == "closed")
+    });
+    let closed = forge
+        .pulls()
+        .into_iter()
+        .find(|p| p.number == open.number)
+        .unwrap();
+    assert!(
+        closed
+            .comments
+            .iter()
+            .any(|c| c.contains("closes this proposal") && c.contains("v3-smoke")),
+        "{:?}",
+        closed.comments
+    );
+    assert!(forge.rejected().is_empty(), "{:?}", forge.rejected());
+    drop(daemon);
+    fleet.assert_consistent();
+}

@@ -15,7 +15,7 @@ const FLOORS: &[&[&str]] = &[
         "desired", "config", "dotenv", "fsutil", "fault", "history", "state", "events", "outcome",
     ],
     // leaves that know no pipeline
-    &["engine", "source", "trust", "secrets"],
+    &["engine", "source", "trust", "secrets", "forge"],
     // pure decisions
     &["plan", "gate", "diff", "policy"],
     // records of the host
@@ -24,7 +24,15 @@ const FLOORS: &[&[&str]] = &[
     ],
     &["host"],
     // the pipeline and what sits on it
-    &["reconcile", "backup", "rollback", "status", "soak"],
+    &[
+        "reconcile",
+        "backup",
+        "rollback",
+        "status",
+        "soak",
+        "promote",
+        "propose",
+    ],
     // the faces
     &[
         "startup",

@@ -18,8 +18,8 @@
 
 use super::setup::{self, BadInput};
 use super::{Global, Status};
-use crate::desired::edit;
 use crate::desired::image::ImageRef;
+use crate::promote::{self, Change, Marks, short};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -69,13 +69,6 @@ struct Pinned {
 }
 
 #[derive(Debug, serde::Serialize)]
-struct Change {
-    service: String,
-    old: Option<String>,
-    new: String,
-}
-
-#[derive(Debug, serde::Serialize)]
 struct Source {
     stack: String,
     version: String,
@@ -93,9 +86,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
             file.display()
         ))
     })?;
-    let (wanted, from, newer) = if a.from_verified {
-        let p = from_verified(g, &a)?;
-        (p.pins, Some(p.from), p.newer)
+    let (wanted, choice) = if a.from_verified {
+        let c = from_verified(g, &a)?;
+        (c.pins.clone(), Some(c))
     } else {
         // clap requires both without --from-verified.
         let (service, image) = (
@@ -114,29 +107,22 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
                 .into());
             }
         }
-        (vec![(service, pin)], None, None)
+        (vec![(service, pin)], None)
     };
+    let from = choice.as_ref().map(|c| Source {
+        stack: c.source.clone(),
+        version: c.entry.version.clone(),
+        host: c.entry.host.clone(),
+        verified_at: c.entry.verified_at.clone(),
+        soaked_at: c.entry.soaked_at.clone(),
+    });
+    let newer = choice.as_ref().and_then(|c| c.newer.clone());
     let version = a
         .set_version
         .clone()
         .or_else(|| from.as_ref().map(|f| f.version.clone()));
-    let at = |e: edit::EditError| BadInput(format!("{}: {e}", file.display()));
-    let mut out = text;
-    let mut pins = Vec::new();
-    for (service, new) in wanted {
-        let (edited, old) = edit::set_entry(&out, "images", &service, &new).map_err(at)?;
-        out = edited;
-        pins.push(Change { service, old, new });
-    }
-    if let Some(v) = &version {
-        out = edit::set_top(&out, "version", v).map_err(at)?.0;
-    }
-    check_reads_back(&out, &pins, version.as_deref()).map_err(|why| {
-        BadInput(format!(
-            "{}: the edit would not read back ({why}); nothing was written",
-            file.display()
-        ))
-    })?;
+    let (out, pins) = promote::apply(&text, &wanted, version.as_deref())
+        .map_err(|why| BadInput(format!("{}: {why}; nothing was written", file.display())))?;
     crate::fsutil::write_atomic(&file, out.as_bytes(), 0o644)
         .with_context(|| format!("failed to write {}", file.display()))?;
     let mut p = Pinned {
@@ -149,7 +135,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Status> {
         commit: None,
     };
     if a.commit {
-        p.commit = Some(commit(&a.dir, &p.file, &message(&p))?);
+        let message = promote::message(
+            &p.stack,
+            &p.pins,
+            p.version.as_deref(),
+            choice.as_ref().map(|c| (c.source.as_str(), &c.entry)),
+        );
+        p.commit = Some(commit(&a.dir, &p.file, &message)?);
     }
     if g.json {
         super::output::json(&p)?;
@@ -220,128 +212,18 @@ fn one(g: &Global, service: &str, image: &str) -> anyhow::Result<String> {
     })
 }
 
-/// What `--from-verified` chose.
-struct Promotion {
-    /// (service, pin) for every service the stack pins.
-    pins: Vec<(String, String)>,
-    /// The newest entry of the source the gate passes.
-    from: Source,
-    /// A newer entry the gate does not pass yet, and why.
-    newer: Option<String>,
-}
-
 /// `--from-verified`: the pins of the newest entry of the stack's source
-/// that its gate passes.
-fn from_verified(g: &Global, a: &Args) -> anyhow::Result<Promotion> {
+/// that its gate passes ([`promote::choose`]).
+fn from_verified(g: &Global, a: &Args) -> anyhow::Result<promote::Choice> {
     let state = load_checkout(&a.dir)?;
-    let rel = format!("stacks/{}/stack.yaml", a.stack);
-    let Some(stack) = state.stacks.get(&a.stack) else {
-        let why: Vec<String> = state
-            .findings
-            .iter()
-            .filter(|f| f.stack.as_deref() == Some(a.stack.as_str()))
-            .map(|f| f.to_string())
-            .collect();
-        return Err(BadInput(format!(
-            "{rel}: not a valid stack of {} ({}); fix it first (`stackpin validate`)",
-            state.source,
-            why.join("; ")
-        ))
-        .into());
-    };
     let policy = if setup::config_is_explicit() {
         let file = crate::config::load_file(&g.config, true)?;
         Some(crate::policy::HostPolicy::load(&file)?)
     } else {
         None
     };
-    let Some((promote, entries, ignored)) =
-        super::validate::gate_input(&state, policy.as_ref(), &a.stack)
-    else {
-        return Err(BadInput(format!(
-            "{rel}: promote_from: not set, here or in the host's policy; --from-verified copies the pins the stack's source verified: add `promote_from: STAGING_STACK`"
-        ))
-        .into());
-    };
-    let source = promote.stack.as_str();
-    let marks = Marks::of(&state, &[source, a.stack.as_str()]);
-    let mut newer: Option<String> = None;
-    let mut skipped = Vec::new();
-    for e in entries.iter().rev() {
-        if !a.force
-            && let Some(why) = e.images.values().find_map(|p| marks.quarantined(p))
-        {
-            newer.get_or_insert_with(|| format!("{source} {}: {why}", e.version));
-            skipped.push(format!("{}: {why}", e.version));
-            continue;
-        }
-        let mapped: Result<Vec<(String, String)>, String> = stack
-            .pins
-            .keys()
-            .map(|svc| {
-                let theirs = promote.source_service(svc);
-                e.images
-                    .get(theirs)
-                    .map(|p| (svc.clone(), p.clone()))
-                    .ok_or_else(|| format!("{} has no service {theirs}", e.version))
-            })
-            .collect();
-        let mapped = match mapped {
-            Ok(m) => m,
-            Err(why) => {
-                skipped.push(why);
-                continue;
-            }
-        };
-        let refs: Vec<(String, ImageRef)> = mapped
-            .iter()
-            .filter_map(|(s, p)| Some((s.clone(), ImageRef::parse(p).ok()?)))
-            .collect();
-        let verdict = crate::gate::promotion(
-            Some(&promote),
-            refs.iter().map(|(s, r)| (s, r)),
-            std::slice::from_ref(e),
-            None,
-        );
-        match verdict {
-            crate::gate::Verdict::Pass { .. } if refs.len() == mapped.len() => {
-                let from = Source {
-                    stack: source.to_string(),
-                    version: e.version.clone(),
-                    host: e.host.clone(),
-                    verified_at: e.verified_at.clone(),
-                    soaked_at: e.soaked_at.clone(),
-                };
-                return Ok(Promotion {
-                    pins: mapped,
-                    from,
-                    newer,
-                });
-            }
-            v => {
-                let why = v.describe();
-                // Entries are read newest first: any before the chosen one
-                // is newer.
-                if newer.is_none() {
-                    newer = Some(format!("{} {}: {why}", source, e.version));
-                }
-                skipped.push(format!("{}: {why}", e.version));
-            }
-        }
-    }
-    let mut why = if entries.is_empty() {
-        format!("verified/{source}.yaml has no entry that counts here")
-    } else {
-        format!(
-            "no entry of verified/{source}.yaml passes {}'s gate: {}",
-            a.stack,
-            skipped.join("; ")
-        )
-    };
-    if !ignored.is_empty() {
-        why.push_str(&format!("; not counted: {}", ignored.join("; ")));
-    }
-    Err(BadInput(format!("{why}; nothing was written")).into())
+    Ok(promote::choose(&state, policy.as_ref(), &a.stack, a.force)
+        .map_err(|e| BadInput(format!("{e}; nothing was written")))?)
 }
 
 /// The desired state of the checkout at `dir`, as `validate` reads it.
@@ -350,121 +232,6 @@ fn load_checkout(dir: &Path) -> anyhow::Result<crate::desired::DesiredState> {
         .canonicalize()
         .with_context(|| format!("failed to resolve {}", dir.display()))?;
     Ok(crate::desired::load(&crate::desired::DirTree::new(&dir)))
-}
-
-/// The quarantined and verified entries of some stacks, as the checkout's
-/// `quarantined/<stack>.yaml` and `verified/<stack>.yaml` hold them (a file
-/// that does not parse holds nothing here: the hosts judge for
-/// themselves).
-struct Marks<'a> {
-    quarantined: Vec<(&'a str, &'a crate::desired::spec::QuarantinedEntry)>,
-    verified: Vec<&'a crate::desired::spec::VerifiedEntry>,
-}
-
-impl<'a> Marks<'a> {
-    fn of(state: &'a crate::desired::DesiredState, stacks: &[&str]) -> Marks<'a> {
-        let mut m = Marks {
-            quarantined: Vec::new(),
-            verified: Vec::new(),
-        };
-        for (name, list) in &state.quarantined {
-            if stacks.contains(&name.as_str()) {
-                m.quarantined
-                    .extend(list.iter().map(|e| (name.as_str(), e)));
-            }
-        }
-        for (name, list) in &state.verified {
-            if stacks.contains(&name.as_str()) {
-                m.verified.extend(list);
-            }
-        }
-        m
-    }
-
-    /// Why `pin`'s digest is quarantined: the newest entry that holds it,
-    /// unless a verified entry holds it since (it was retried and passed).
-    fn quarantined(&self, pin: &str) -> Option<String> {
-        let digest = |p: &str| ImageRef::parse(p).ok().and_then(|r| r.digest);
-        let d = digest(pin)?;
-        let (stack, q) = self.quarantined.iter().rev().find(|(_, q)| {
-            q.images
-                .values()
-                .any(|p| digest(p).as_deref() == Some(d.as_str()))
-        })?;
-        let later = self.verified.iter().any(|v| {
-            v.verified_at > q.quarantined_at
-                && v.images
-                    .values()
-                    .any(|p| digest(p).as_deref() == Some(d.as_str()))
-        });
-        (!later).then(|| {
-            format!(
-                "{} was quarantined on {} at {} ({stack} {}: {})",
-                short(pin),
-                q.host,
-                q.quarantined_at,
-                q.version,
-                q.reason
-            )
-        })
-    }
-}
-
-/// `repo@sha256:` and the digest's first 12 hex digits.
-fn short(pin: &str) -> String {
-    match pin.split_once("@sha256:") {
-        Some((repo, hex)) => format!("{repo}@sha256:{}", &hex[..12.min(hex.len())]),
-        None => pin.to_string(),
-    }
-}
-
-fn message(p: &Pinned) -> String {
-    let mut m = match (&p.from, p.pins.as_slice()) {
-        (Some(f), _) => format!("promote {} {} to {}\n\n", f.stack, f.version, p.stack),
-        (None, [c]) => format!(
-            "pin {}/{}: {} -> {}\n\n",
-            p.stack,
-            c.service,
-            c.old.as_deref().map_or("(new)".to_string(), short),
-            short(&c.new)
-        ),
-        (None, _) => format!("pin {}\n\n", p.stack),
-    };
-    for c in &p.pins {
-        m.push_str(&format!(
-            "{}: {} -> {}\n",
-            c.service,
-            c.old.as_deref().unwrap_or("(none)"),
-            c.new
-        ));
-    }
-    if let Some(v) = &p.version {
-        m.push_str(&format!("version: {v}\n"));
-    }
-    if let Some(f) = &p.from {
-        m.push_str(&format!("verified on {} at {}", f.host, f.verified_at));
-        if let Some(t) = &f.soaked_at {
-            m.push_str(&format!(", soaked until {t}"));
-        }
-        m.push('\n');
-    }
-    m
-}
-
-/// The edited text parses, and holds the pins (and version) asked for.
-fn check_reads_back(text: &str, pins: &[Change], version: Option<&str>) -> Result<(), String> {
-    let v: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
-    for c in pins {
-        if v["images"][&c.service].as_str() != Some(c.new.as_str()) {
-            return Err(format!("images.{} is not {}", c.service, c.new));
-        }
-    }
-    if let Some(want) = version
-        && v["version"].as_str() != Some(want)
-    {
-        return Err(format!("version is not {want}"));
-    }
-    Ok(())
 }
 
 /// Commits `rel` as it is in the work tree onto HEAD, alone (other staged

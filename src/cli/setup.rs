@@ -152,6 +152,7 @@ pub fn load(cfg: &Config, fetch: Fetch) -> anyhow::Result<DesiredState> {
             .with_context(|| format!("failed to read {rev} of {}", path.display()))?;
         let mut st = desired::load(&tree);
         st.commit = Some(tree.commit_id());
+        st.subject = tree.subject();
         st.repo_path = Some(path.to_path_buf());
         st.base = tree.base().to_string();
         st.source = format!(

@@ -2,7 +2,6 @@
 //! against the repository's own verified markers. Reads files only.
 
 use super::{Global, Status};
-use crate::desired::spec::{PromoteFrom, VerifiedEntry};
 use crate::desired::{self, DirTree, Finding, Severity, Sink};
 use crate::gate::{self, Verdict};
 use anyhow::{Context, bail};
@@ -32,40 +31,7 @@ pub struct GateRow {
     pub signatures_checked: bool,
 }
 
-/// The gate a stack of `state` must pass and the entries of its source
-/// that count: `policy` is the host's (its gate wins over the commit's,
-/// lengthened by the commit's soak, and only entries its `verifiers:`
-/// signed count, with why each other one does not); without one, the
-/// commit's `promote_from:` and every entry, signatures unchecked. `None`:
-/// the stack is not gated.
-pub fn gate_input(
-    state: &desired::DesiredState,
-    policy: Option<&crate::policy::HostPolicy>,
-    name: &str,
-) -> Option<(PromoteFrom, Vec<VerifiedEntry>, Vec<String>)> {
-    let commit_gate = state
-        .stacks
-        .get(name)
-        .and_then(|s| s.spec.promote_from.as_ref());
-    let promote = policy
-        .and_then(|p| p.effective(name).promote_from)
-        .map(|h| h.lengthened_by(commit_gate))
-        .or_else(|| commit_gate.cloned())?;
-    let (entries, ignored) = match policy {
-        Some(p) => {
-            crate::reconcile::inputs::trusted_markers(p, state, &promote.stack, chrono::Utc::now())
-        }
-        None => (
-            state
-                .verified
-                .get(&promote.stack)
-                .cloned()
-                .unwrap_or_default(),
-            Vec::new(),
-        ),
-    };
-    Some((promote, entries, ignored))
-}
+pub use crate::promote::gate_input;
 
 /// Each gated stack's verdict (see [`gate_input`]).
 pub fn gate_rows(

@@ -116,6 +116,9 @@ pub struct DesiredState {
     pub source: String,
     /// The desired commit, when read from git.
     pub commit: Option<String>,
+    /// The first line of its message (the history names the pull request
+    /// a release came from by it).
+    pub subject: Option<String>,
     /// The git repository the commit is in (for signature checks).
     pub repo_path: Option<std::path::PathBuf>,
     /// Where the desired state sits inside that repository (`repo.path`;

@@ -207,6 +207,12 @@ impl GitTree {
         self.commit.to_string()
     }
 
+    /// The first line of the commit's message.
+    pub fn subject(&self) -> Option<String> {
+        let c = self.repo.find_commit(self.commit).ok()?;
+        c.summary().ok().flatten().map(str::to_string)
+    }
+
     /// The directory inside the repository the tree is read from (empty:
     /// the root).
     pub fn base(&self) -> &str {

@@ -267,6 +267,18 @@ pub fn skip_reason(why: &Skip) -> Option<Reason> {
     })
 }
 
+/// `commit 4f2a9c0d1e2f: Promote shop-staging v2 to shop (#12)`: which
+/// commit a deploy came from and what it said (its pull request, when
+/// merged on a forge), at most 100 characters of the subject.
+fn commit_note(commit: &str, subject: &str) -> String {
+    let cut: String = subject.chars().take(100).collect();
+    let ellipsis = if cut.len() < subject.len() { "…" } else { "" };
+    format!(
+        "commit {}: {cut}{ellipsis}",
+        &commit[..12.min(commit.len())]
+    )
+}
+
 fn action_word(a: &plan::Action) -> &'static str {
     match a {
         plan::Action::Noop => "do nothing",
@@ -398,6 +410,9 @@ async fn deploy(
     if let Some(rw) = &item.rewrite {
         tracing::warn!(stack = s.name, "{rw}");
         notes.push(rw.clone());
+    }
+    if let (Some(c), Some(subject)) = (&desired.commit, &desired.subject) {
+        notes.push(commit_note(c, subject));
     }
     let sw = Switch {
         op: Op::Deploy,

@@ -498,7 +498,16 @@ async fn smoke(host: &Host<'_>, r: &mut Run<'_, '_>) -> Result<String, Error> {
         });
     }
     set_phase(host, r, Phase::Recording);
-    Ok(format!("passed after {} attempt(s)", o.attempts))
+    // The deploy's history line carries what each check took: the evidence
+    // a promotion of this release shows the approver.
+    if r.sw.op == Op::Deploy {
+        r.notes.push(format!("smoke passed: {}", o.passed_checks()));
+    }
+    Ok(format!(
+        "passed after {} attempt(s): {}",
+        o.attempts,
+        o.passed_checks()
+    ))
 }
 
 /// What a landed switch writes. The history line first (a deploy without

@@ -407,6 +407,7 @@ impl GitSource {
         let tree = self.tree(commit)?;
         let (mut state, cache) = desired::load_reusing(&tree, previous);
         state.commit = Some(tree.commit_id());
+        state.subject = tree.subject();
         // Signature checks read the commit from the mirror.
         state.repo_path = Some(self.mirror.clone());
         state.base = tree.base().to_string();

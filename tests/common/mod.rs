@@ -27,6 +27,7 @@ mod command;
 mod fixtures;
 pub mod fleet;
 mod git;
+pub mod github;
 mod host;
 mod http;
 mod ports;
