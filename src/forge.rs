@@ -146,7 +146,7 @@ impl GitHub {
         let t = std::fs::read_to_string(&self.token_file).map_err(|e| err(e.to_string()))?;
         let t = t.trim();
         if t.is_empty() {
-            return Err(err("is empty; write a token allowed to push branches and write pull requests (fine-grained: \"Contents\" and \"Pull requests\": write)".into()));
+            return Err(err("is empty; write a token allowed to write pull requests (fine-grained: \"Pull requests: write\")".into()));
         }
         Ok(t.to_string())
     }
