@@ -50,11 +50,11 @@ pub enum Error {
         status: u16,
         message: String,
     },
-    #[error("{what}: rate limited by {url}; try again after {retry_after}")]
+    #[error("{what}: rate limited by {url}; waiting until {}", until.format("%Y-%m-%dT%H:%M:%SZ"))]
     RateLimited {
         what: String,
         url: String,
-        retry_after: String,
+        until: chrono::DateTime<chrono::Utc>,
     },
     #[error("failed to build the HTTP client: {0}")]
     Client(String),
@@ -182,11 +182,11 @@ impl GitHub {
             let status = resp.status();
             let headers = resp.headers().clone();
             let text = resp.text().await.unwrap_or_default();
-            if let Some(retry_after) = rate_limited(status.as_u16(), &headers) {
+            if let Some(until) = rate_limited(status.as_u16(), &headers, chrono::Utc::now()) {
                 return Err(Error::RateLimited {
                     what: what.to_string(),
                     url: url.to_string(),
-                    retry_after,
+                    until,
                 });
             }
             if !status.is_success() {
@@ -307,26 +307,31 @@ impl Forge for GitHub {
 }
 
 /// When a rate-limited answer says to try again: GitHub answers 403 or 429
-/// with `x-ratelimit-remaining: 0` (and `x-ratelimit-reset`, epoch seconds)
-/// for the primary limit, or with `retry-after` (seconds) for a secondary
-/// one. `None`: not rate limited.
-pub fn rate_limited(status: u16, headers: &reqwest::header::HeaderMap) -> Option<String> {
+/// with `retry-after` (seconds) for a secondary limit, or with
+/// `x-ratelimit-remaining: 0` and `x-ratelimit-reset` (epoch seconds) for
+/// the primary one; a 429 without either waits a minute. `None`: not rate
+/// limited (a plain 403 is a refusal).
+pub fn rate_limited(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
     if status != 403 && status != 429 {
         return None;
     }
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(secs) = h("retry-after").and_then(|s| s.trim().parse::<u64>().ok()) {
-        return Some(format!("{secs}s"));
+    if let Some(secs) = h("retry-after").and_then(|s| s.trim().parse::<i64>().ok()) {
+        return Some(now + chrono::Duration::seconds(secs));
     }
     if h("x-ratelimit-remaining") == Some("0") {
-        let reset = h("x-ratelimit-reset")
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or_else(|| "the limit resets".into());
-        return Some(reset);
+        return Some(
+            h("x-ratelimit-reset")
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .unwrap_or(now + chrono::Duration::seconds(60)),
+        );
     }
-    (status == 429).then(|| "a minute".into())
+    (status == 429).then(|| now + chrono::Duration::seconds(60))
 }
 
 /// The `rel="next"` URL of a `Link` header.
@@ -361,18 +366,18 @@ mod tests {
             next_link("<https://x/?page=1>; rel=\"prev\", <https://x/?page=1>; rel=\"first\""),
             None
         );
+        let now = chrono::DateTime::from_timestamp(1798675000, 0).unwrap();
+        let at = |t| chrono::DateTime::from_timestamp(t, 0);
         let mut h = HeaderMap::new();
-        assert_eq!(rate_limited(403, &h), None, "a plain 403 is a refusal");
+        assert_eq!(rate_limited(403, &h, now), None, "a plain 403 is a refusal");
+        assert_eq!(rate_limited(429, &h, now), at(1798675060));
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
         h.insert("x-ratelimit-reset", HeaderValue::from_static("1798675200"));
-        assert_eq!(
-            rate_limited(403, &h).as_deref(),
-            Some("2026-12-31T00:00:00Z")
-        );
-        assert_eq!(rate_limited(200, &h), None);
+        assert_eq!(rate_limited(403, &h, now), at(1798675200));
+        assert_eq!(rate_limited(200, &h, now), None);
         let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("60"));
-        assert_eq!(rate_limited(429, &h).as_deref(), Some("60s"));
+        h.insert("retry-after", HeaderValue::from_static("30"));
+        assert_eq!(rate_limited(429, &h, now), at(1798675030));
         assert_eq!(
             parse_repository("acme/desired-state"),
             Some(("acme".into(), "desired-state".into()))

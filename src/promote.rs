@@ -470,7 +470,7 @@ pub fn proposal(ev: &Evidence<'_>) -> (String, String) {
         }
     }
     b.push_str(&format!(
-        "\n### The gate\n\n{} (as the desired state and this host's policy declare it; each production host judges with its own)\n",
+        "\n### The gate\n\n{} (the gate as the desired state declares it; each production host judges the merge with its own policy and keys)\n",
         md_line(&ev.verdict.describe())
     ));
     if let Some(n) = &c.newer {
@@ -571,7 +571,7 @@ mod tests {
             "- hook &lt;b&gt;\\|&lt;/b&gt;\n",
             "| web | `ghcr.io/acme/app@sha256:aaaaaaaaaaaa` (v1) | `ghcr.io/acme/app@sha256:bbbbbbbbbbbb` (v2) |",
             "- `web`: recreated stop-first",
-            "verified in shop-staging as v2 (as the desired state",
+            "verified in shop-staging as v2 (the gate as the desired state declares it",
             "<!-- stackpin-proposal {\"from\":\"shop-staging\",\"to\":\"shop\",\"version\":\"v2\",\"images\":{\"web\":\"ghcr.io/acme/app@sha256:bbbb",
         ] {
             assert!(body.contains(want), "{want}\n---\n{body}");

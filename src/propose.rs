@@ -17,7 +17,8 @@
 //! - A release of `from` quarantined here after a proposal closes that
 //!   proposal with a comment saying why.
 //! - Off the converge path: it runs on the publishing thread after each
-//!   publish; whatever fails is logged and tried again at the next run.
+//!   publish; whatever fails is logged and tried again at the next run,
+//!   and a rate-limited forge is not asked again before its limit resets.
 //!   The token is never logged.
 
 use crate::config::{Config, ProposeConfig};
@@ -102,6 +103,8 @@ pub struct Proposer {
     /// proposal waits for.
     soak: Option<Duration>,
     dir: PathBuf,
+    /// A rate-limited forge is not asked again before this (by target).
+    waiting: std::sync::Mutex<BTreeMap<String, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl std::fmt::Debug for Proposer {
@@ -190,6 +193,7 @@ impl Proposer {
             host: cfg.host.clone(),
             soak,
             dir: cfg.state_dir.join("propose"),
+            waiting: Default::default(),
         }))
     }
 
@@ -217,6 +221,7 @@ impl Proposer {
             host: host.to_string(),
             soak,
             dir: state_dir.join("propose"),
+            waiting: Default::default(),
         }
     }
 
@@ -252,7 +257,19 @@ impl Proposer {
             .iter()
             .map(|r| {
                 let name = format!("{} -> {}", r.cfg.from, r.cfg.to);
-                (name, self.run_rule(r, publisher))
+                let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(until) = waiting.get(&r.cfg.to).filter(|u| **u > chrono::Utc::now()) {
+                    let why = format!(
+                        "the forge is rate limited until {}",
+                        until.format("%Y-%m-%dT%H:%M:%SZ")
+                    );
+                    return (name, Ok(Done::Nothing(why)));
+                }
+                let result = self.run_rule(r, publisher);
+                if let Err(Error::Forge(forge::Error::RateLimited { until, .. })) = &result {
+                    waiting.insert(r.cfg.to.clone(), *until);
+                }
+                (name, result)
             })
             .collect()
     }

@@ -31,6 +31,7 @@ mod page;
 mod pin;
 mod plan;
 mod powers;
+mod propose;
 mod publish;
 mod registry_auth;
 mod regression;

@@ -41,6 +41,9 @@ pub struct Pull {
 
 #[derive(Default)]
 struct Inner {
+    /// Requests still to answer as rate limited, and when the limit resets.
+    limited: u32,
+    reset_in: u64,
     pulls: Vec<Pull>,
     rejected: Vec<String>,
     requests: Vec<String>,
@@ -124,6 +127,15 @@ impl Forge {
         self.ctx.inner.lock().unwrap().requests.clone()
     }
 
+    /// Answers the next `n` requests as GitHub does when the primary rate
+    /// limit is used up: 403, `x-ratelimit-remaining: 0` and the reset
+    /// time, `secs` from now.
+    pub fn rate_limit(&self, n: u32, secs: u64) {
+        let mut inner = self.ctx.inner.lock().unwrap();
+        inner.limited = n;
+        inner.reset_in = secs;
+    }
+
     /// Marks pull request `n` merged (GitHub closes a merged one).
     pub fn merged(&self, n: u64) {
         let mut inner = self.ctx.inner.lock().unwrap();
@@ -151,7 +163,24 @@ impl Ctx {
         owner: &str,
         repo: &str,
     ) -> Result<(), Response> {
-        self.inner.lock().unwrap().requests.push(what.to_string());
+        {
+            let mut inner = self.inner.lock().unwrap();
+            inner.requests.push(what.to_string());
+            if inner.limited > 0 {
+                inner.limited -= 1;
+                let reset = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    + inner.reset_in;
+                let mut r = error(StatusCode::FORBIDDEN, "API rate limit exceeded");
+                let hs = r.headers_mut();
+                hs.insert("x-ratelimit-limit", "5000".parse().unwrap());
+                hs.insert("x-ratelimit-remaining", "0".parse().unwrap());
+                hs.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
+                return Err(r);
+            }
+        }
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
         let reject = |status: StatusCode, why: String| {
             self.inner
