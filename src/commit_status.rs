@@ -115,14 +115,8 @@ impl Poster {
     /// # Errors
     /// A repository that is not `owner/name`, a URL that is not http(s).
     pub fn new(c: &GithubStatusConfig) -> Result<Poster, Error> {
-        let valid = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        };
-        match c.repo.split_once('/') {
-            Some((o, n)) if valid(o) && valid(n) => {}
-            _ => return Err(Error::Repo(c.repo.clone())),
+        if crate::forge::parse_repository(&c.repo).is_none() {
+            return Err(Error::Repo(c.repo.clone()));
         }
         let http = |u: &str| u.starts_with("https://") || u.starts_with("http://");
         let api = c.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
@@ -132,13 +126,7 @@ impl Poster {
         if let Some(t) = c.target_url.as_deref().filter(|t| !http(t)) {
             return Err(Error::TargetUrl(t.to_string()));
         }
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .user_agent(concat!("stackpin/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(Error::Client)?;
+        let client = crate::forge::http_client(TIMEOUT).map_err(Error::Client)?;
         Ok(Poster {
             endpoint: format!("{}/repos/{}/statuses", api.trim_end_matches('/'), c.repo),
             token_file: c.token_file.clone(),
@@ -153,16 +141,14 @@ impl Poster {
     /// # Errors
     /// The file cannot be read or is empty.
     pub fn token(&self) -> Result<String, Error> {
-        let err = |why: String| Error::Token {
+        crate::forge::read_token(
+            &self.token_file,
+            "write a token with the `repo:status` scope (or a fine-grained token with \"Commit statuses: write\")",
+        )
+        .map_err(|why| Error::Token {
             path: self.token_file.clone(),
             why,
-        };
-        let t = std::fs::read_to_string(&self.token_file).map_err(|e| err(e.to_string()))?;
-        let t = t.trim();
-        if t.is_empty() {
-            return Err(err("is empty; write a token with the `repo:status` scope (or a fine-grained token with \"Commit statuses: write\")".into()));
-        }
-        Ok(t.to_string())
+        })
     }
 
     /// Posts the status of every result of a run on `commit`, each through

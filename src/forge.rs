@@ -94,6 +94,39 @@ impl std::fmt::Debug for GitHub {
     }
 }
 
+/// A token from its file, trimmed; `hint` says what to write when the file
+/// is empty. The error never holds the token.
+///
+/// # Errors
+/// The file cannot be read or is empty.
+pub fn read_token(path: &std::path::Path, hint: &str) -> Result<String, String> {
+    let t = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let t = t.trim();
+    if t.is_empty() {
+        return Err(format!("is empty; {hint}"));
+    }
+    Ok(t.to_string())
+}
+
+/// The HTTP client of the forge calls: no proxy from the environment,
+/// bounded, with stackpin's User-Agent (GitHub refuses requests without
+/// one).
+///
+/// # Errors
+/// The TLS backend cannot be set up.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("stackpin/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// What a pull request token needs, for messages.
+pub const PR_TOKEN_HINT: &str =
+    "write a token allowed to write pull requests (fine-grained: \"Pull requests: write\")";
+
 /// `owner/name`, each part as GitHub allows it.
 pub fn parse_repository(s: &str) -> Option<(String, String)> {
     let valid = |p: &str| {
@@ -116,13 +149,7 @@ impl GitHub {
         repo: &str,
         token_file: PathBuf,
     ) -> Result<GitHub, Error> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .user_agent(concat!("stackpin/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Client(e.to_string()))?;
+        let client = http_client(TIMEOUT).map_err(|e| Error::Client(e.to_string()))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -138,17 +165,11 @@ impl GitHub {
     }
 
     fn token(&self, what: &str) -> Result<String, Error> {
-        let err = |why: String| Error::Token {
+        read_token(&self.token_file, PR_TOKEN_HINT).map_err(|why| Error::Token {
             what: what.to_string(),
             path: self.token_file.clone(),
             why,
-        };
-        let t = std::fs::read_to_string(&self.token_file).map_err(|e| err(e.to_string()))?;
-        let t = t.trim();
-        if t.is_empty() {
-            return Err(err("is empty; write a token allowed to write pull requests (fine-grained: \"Pull requests: write\")".into()));
-        }
-        Ok(t.to_string())
+        })
     }
 
     fn repo_url(&self, rest: &str) -> String {

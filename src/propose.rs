@@ -240,11 +240,8 @@ impl Proposer {
     /// The first token file that is not.
     pub fn check_tokens(&self) -> Result<(), String> {
         for r in &self.rules {
-            let t = std::fs::read_to_string(&r.cfg.token_file)
-                .map_err(|e| format!("{}: {e}", r.cfg.token_file.display()))?;
-            if t.trim().is_empty() {
-                return Err(format!("{}: is empty", r.cfg.token_file.display()));
-            }
+            forge::read_token(&r.cfg.token_file, forge::PR_TOKEN_HINT)
+                .map_err(|why| format!("{}: {why}", r.cfg.token_file.display()))?;
         }
         Ok(())
     }
@@ -416,40 +413,30 @@ impl Proposer {
         let after = load(&repo, commit, &base_path).map_err(git)?;
         let (title, body) = self.body(&choice, to, target, &changes, &after);
         let base = &s.branch;
-        let done = match r.forge.find_open(&r.branch, base)? {
-            Some(pr) => {
-                let pr = r.forge.update(pr.number, &title, &body)?;
-                Done::Updated {
-                    number: pr.number,
-                    url: pr.html_url,
-                }
-            }
-            None => {
-                let pr = r.forge.create(&r.branch, base, &title, &body)?;
-                Done::Opened {
-                    number: pr.number,
-                    url: pr.html_url,
-                }
-            }
+        let (pr, opened) = match r.forge.find_open(&r.branch, base)? {
+            Some(pr) => (r.forge.update(pr.number, &title, &body)?, false),
+            None => (r.forge.create(&r.branch, base, &title, &body)?, true),
         };
-        let (Done::Opened { number, url } | Done::Updated { number, url }) = &done else {
-            unreachable!()
-        };
-        record = Some(Record {
-            number: *number,
-            url: url.clone(),
-            open: true,
-            version: choice.entry.version.clone(),
-            images: choice.entry.images.clone(),
-            proposed_at: crate::history::now_rfc3339(),
-            commit: commit.to_string(),
-            closed: None,
-        });
-        if let Some(rec) = &record {
-            self.save(r, rec)?;
-        }
+        self.save(
+            r,
+            &Record {
+                number: pr.number,
+                url: pr.html_url.clone(),
+                open: true,
+                version: choice.entry.version.clone(),
+                images: choice.entry.images.clone(),
+                proposed_at: crate::history::now_rfc3339(),
+                commit: commit.to_string(),
+                closed: None,
+            },
+        )?;
+        let (number, url) = (pr.number, pr.html_url);
         tracing::info!(from, to, number, url = %url, version = %choice.entry.version, "proposed");
-        Ok(done)
+        Ok(if opened {
+            Done::Opened { number, url }
+        } else {
+            Done::Updated { number, url }
+        })
     }
 
     /// The gate a proposal must pass: the target's `promote_from` as the

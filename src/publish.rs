@@ -221,6 +221,7 @@ impl std::fmt::Debug for Publisher {
 /// What a push did.
 enum Pushed {
     Done,
+    /// The branch moved since.
     NotFastForward,
     /// The remote refused the ref (a hook, protection): its words.
     Rejected(String),
@@ -653,9 +654,14 @@ impl Publisher {
             .map_err(|e| self.git_error(&e))?;
         match self.push_spec(repo, &format!("+{local_ref}:{refname}"))? {
             Pushed::Done => Ok(()),
-            Pushed::NotFastForward => {
-                unreachable!("a forced push is never refused as non-fast-forward")
-            }
+            // A forced push is not refused for that by git itself; a
+            // hook of the remote's may (`receive.denyNonFastForwards`).
+            Pushed::NotFastForward => Err(Error::Refused {
+                url: self.url(),
+                message: format!(
+                    "the remote refused to move {branch} by force; let this host force-push the branches stackpin owns, or name another with propose.branch"
+                ),
+            }),
             Pushed::Rejected(status) => Err(Error::Refused {
                 url: self.url(),
                 message: format!("the remote rejected the push to {branch}: {status}"),

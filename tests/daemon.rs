@@ -568,14 +568,7 @@ fn sync_asks_the_daemon_before_it_reads_the_repository() {
 
 /// `stackpin --config cfg --json daemon --check-config`, run.
 fn check_config(h: &TestHost, cfg: &Path) -> common::Output {
-    h.cmd_raw([
-        "--config".as_ref(),
-        cfg.as_os_str(),
-        "--json".as_ref(),
-        "daemon".as_ref(),
-        "--check-config".as_ref(),
-    ])
-    .run()
+    h.check_config(cfg, true).run()
 }
 
 /// Without `--json`, `--check-config` is a summary a person reads: one
@@ -593,15 +586,7 @@ fn check_config_reads_as_a_summary_without_json() {
     )
     .unwrap();
     h.commit("empty");
-    let out = h
-        .cmd_raw([
-            "--config".as_ref(),
-            cfg.as_os_str(),
-            "daemon".as_ref(),
-            "--check-config".as_ref(),
-        ])
-        .run()
-        .ok();
+    let out = h.check_config(&cfg, false).run().ok();
     let text = out.stdout();
     assert!(text.lines().any(|l| l == "poll_interval: 1m"), "{text}");
     let header = text

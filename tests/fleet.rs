@@ -31,6 +31,21 @@ fn fleet_stack(stack: &str, image: &str, port: u16, version: &str, head: &str) -
         .extra(head)
 }
 
+/// `sync` on member `i` deploys, and the app there serves `version`.
+fn sync_promotes(fleet: &Fleet, h: &TestHost, i: usize, port: u16, version: &str) {
+    let out = fleet.stackpin(h, i, &["sync"]).run().ok();
+    assert!(
+        out.stdout().contains("deployed"),
+        "host {i}: {}",
+        out.report()
+    );
+    assert_eq!(
+        fleet.get(h, i, port),
+        Some(format!("stackpin-test-app {version}\n")),
+        "host {i} promoted"
+    );
+}
+
 /// `web` on the hosts labelled `role=app`.
 fn write_web(h: &TestHost, stack: &str, image: &str, port: u16, version: &str) {
     fleet_stack(stack, image, port, version, "hosts: [\"role=app\"]\n").write(h);
@@ -195,17 +210,7 @@ fn staging_on_one_host_promotes_production_on_two_others() {
         "published over git://: {out}"
     );
     for i in 1..3 {
-        let out = fleet.stackpin(&h, i, &["sync"]).run().ok();
-        assert!(
-            out.stdout().contains("deployed"),
-            "host {i}: {}",
-            out.report()
-        );
-        assert_eq!(
-            fleet.get(&h, i, port).as_deref(),
-            Some("stackpin-test-app v1\n"),
-            "host {i} promoted"
-        );
+        sync_promotes(&fleet, &h, i, port, "v1");
         assert!(fleet.running(i, &stg).is_empty(), "no staging on host {i}");
     }
     assert!(
@@ -593,17 +598,7 @@ fn a_pinned_image_reaches_production_through_a_proposed_pull_request() {
     push();
     forge.merged(pr.number);
     for i in 1..3 {
-        let out = fleet.stackpin(&h, i, &["sync"]).run().ok();
-        assert!(
-            out.stdout().contains("deployed"),
-            "host {i}: {}",
-            out.report()
-        );
-        assert_eq!(
-            fleet.get(&h, i, port).as_deref(),
-            Some("stackpin-test-app v2\n"),
-            "host {i} promoted"
-        );
+        sync_promotes(&fleet, &h, i, port, "v2");
         let history = fleet.stackpin(&h, i, &["history", &prod]).run().ok();
         assert!(
             history.stdout().contains(&format!("(#{})", pr.number)),

@@ -56,15 +56,7 @@ fn a_newer_soaked_release_updates_the_open_proposal() {
         "{{from: {stg}, to: {prod}, forge: gitlab, repository: acme/desired-state, token_file: {}}}",
         forge.token_file.display()
     ));
-    let check = h
-        .cmd_raw([
-            "--config".as_ref(),
-            cfg.as_os_str(),
-            "daemon".as_ref(),
-            "--check-config".as_ref(),
-        ])
-        .run()
-        .code(1);
+    let check = h.check_config(&cfg, false).run().code(1);
     assert!(
         check
             .stderr()

@@ -190,6 +190,16 @@ impl TestHost {
         cmd
     }
 
+    /// `stackpin --config cfg [--json] daemon --check-config`.
+    pub fn check_config(&self, cfg: &Path, json: bool) -> TestCommand {
+        let mut args: Vec<&OsStr> = vec!["--config".as_ref(), cfg.as_os_str()];
+        if json {
+            args.push("--json".as_ref());
+        }
+        args.extend([OsStr::new("daemon"), OsStr::new("--check-config")]);
+        self.cmd_raw(args)
+    }
+
     /// `stackpin daemon` for this host: its root, state dir and host name,
     /// the config file `cfg`, the repository `repo` (a path or URL) and the
     /// control socket `socket`. Spawn it (and stop it) as the test needs.
