@@ -9,7 +9,9 @@
 //! - `render`: `reconcile::render` of every stack (the fingerprints);
 //! - `plan`: `plan::plan` against an observed state equal to the desired one,
 //!   so that every stack is `Noop`;
-//! - `loop`: `load_dir` + `render` + `plan`, one whole no-op pass.
+//! - `loop`: `load_dir` + `render` + `plan`, one whole no-op pass;
+//! - `same, kept`: the daemon's pass on a commit it loaded already, every
+//!   stack's render kept from the pass before (`release::cache`).
 //!
 //! The engine is never touched: this is the pure cost of deciding "nothing to
 //! do". After criterion's report a table is printed (median per iteration and
@@ -163,6 +165,10 @@ struct Fixture {
     observed: BTreeMap<String, ObservedStack>,
     local: BTreeMap<String, LocalRecord>,
     previous: desired::StackCache,
+    /// The state as the daemon loads it (from git: each stack keyed) and
+    /// the renders it kept from its previous pass.
+    desired_git: DesiredState,
+    renders: stackpin::release::cache::Cache,
 }
 
 fn load_dir(dir: &Path) -> DesiredState {
@@ -197,6 +203,26 @@ fn render_all(d: &DesiredState) -> BTreeMap<String, String> {
         .map(|(name, s)| {
             let r = reconcile::render(s, d.commit.as_deref(), &stackpin::secrets::Age::default())
                 .expect("renders");
+            (name.clone(), r.fingerprint)
+        })
+        .collect()
+}
+
+/// [`render_all`] through the renders kept in `cache` (the daemon's way).
+fn render_kept(
+    d: &DesiredState,
+    cache: &stackpin::release::cache::Cache,
+) -> BTreeMap<String, String> {
+    d.stacks
+        .iter()
+        .map(|(name, s)| {
+            let r = reconcile::render_reusing(
+                cache,
+                s,
+                d.commit.as_deref(),
+                &stackpin::secrets::Age::default(),
+            )
+            .expect("renders");
             (name.clone(), r.fingerprint)
         })
         .collect()
@@ -267,7 +293,14 @@ impl Fixture {
             .map(|k| (k.clone(), LocalRecord::default()))
             .collect();
         let previous = cache_of_previous(&dir);
+        let desired_git = load_git(&dir);
+        let renders = stackpin::release::cache::Cache::default();
+        let kept = render_kept(&desired_git, &renders);
+        assert_eq!(kept, fingerprints, "a kept render is the render");
+        assert_eq!(renders.len(), n, "every stack read from git is kept");
         let f = Fixture {
+            desired_git,
+            renders,
             previous,
             n,
             _tmp: tmp,
@@ -293,6 +326,16 @@ impl Fixture {
         let d = load_dir(&self.dir);
         let fps = render_all(&d);
         plan_all(&d, &fps, &self.observed, &self.local).items.len()
+    }
+
+    /// The daemon's pass on a commit it has already loaded, as it runs it:
+    /// the state reused and every stack's render kept from the pass before.
+    #[inline(never)]
+    fn same_commit_kept(&self) -> usize {
+        let fps = render_kept(&self.desired_git, &self.renders);
+        plan_all(&self.desired_git, &fps, &self.observed, &self.local)
+            .items
+            .len()
     }
 
     /// The daemon's pass on a commit it has already loaded: the state is
@@ -435,6 +478,24 @@ fn table(fixtures: &[Fixture], max: usize, budget: Duration) {
          git, 1 chg = the next commit, one stack changed, the rest reused from the previous load;\n \
          same commit = the daemon's pass when the commit did not change: render + plan, the state reused)"
     );
+    println!();
+    println!("the daemon's pass on the same commit, renders kept (issue 37):");
+    println!(
+        "{:>6} | {:>12} | {:>11} | {:>8}",
+        "stacks", "same, kept", "allocs", "target"
+    );
+    println!("{}", "-".repeat(48));
+    for f in fixtures {
+        let (kept, allocs, _) = measure(max, budget, || f.same_commit_kept());
+        let target = if f.n == 5000 { "< 50 ms" } else { "" };
+        println!(
+            "{:>6} | {:>12} | {:>11} | {:>8}",
+            f.n,
+            fmt_dur(kept),
+            fmt_count(allocs),
+            target
+        );
+    }
 }
 
 /// `STACKPIN_BENCH_CALLGRIND=N`: build the fixture of N stacks, run each
@@ -451,6 +512,7 @@ fn callgrind_mode() -> bool {
     let f = Fixture::new(n);
     black_box(f.one_loop());
     black_box(f.same_commit_loop());
+    black_box(f.same_commit_kept());
     black_box(load_git_incremental_once(&f));
     true
 }

@@ -54,6 +54,8 @@ pub struct Host<'a> {
     pub policy: &'a crate::policy::HostPolicy,
     /// What decrypts the stacks' `secrets:` here (built from the config).
     pub secrets: &'a dyn crate::secrets::Decryptor,
+    /// The stacks' renders kept between runs (see `release::cache`).
+    pub renders: &'a crate::release::cache::Cache,
 }
 
 impl Host<'_> {

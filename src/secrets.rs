@@ -121,6 +121,13 @@ pub trait Decryptor: Send + Sync {
     /// secrets; an unreadable key; a file that does not decrypt. Each names
     /// the stack's file.
     fn decrypt_stack(&self, stack: &Stack) -> Result<Vec<(String, Vec<u8>)>, Error>;
+
+    /// The host-local files [`Decryptor::decrypt_stack`] reads for
+    /// `stack` (its keys): a render is reused only while they are
+    /// unchanged.
+    fn inputs(&self, _stack: &Stack) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// age with the X25519 identities of the host config's
@@ -163,6 +170,13 @@ impl Decryptor for Age {
             out.push((secret_target(file).to_string(), plain));
         }
         Ok(out)
+    }
+
+    fn inputs(&self, stack: &Stack) -> Vec<PathBuf> {
+        match (&self.identity_file, stack.spec.secrets.is_empty()) {
+            (Some(f), false) => vec![f.clone()],
+            _ => Vec::new(),
+        }
     }
 }
 

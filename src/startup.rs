@@ -31,6 +31,8 @@ pub struct Services {
     pub policy: crate::policy::HostPolicy,
     /// What decrypts the stacks' `secrets:` (`age_identity_file:`).
     pub secrets: Box<dyn crate::secrets::Decryptor>,
+    /// The stacks' renders, kept for the next run (a daemon's).
+    pub renders: crate::release::cache::Cache,
     /// `github_status:`: statuses on the converged commits.
     pub commit_status: Option<crate::commit_status::Poster>,
 }
@@ -107,6 +109,7 @@ impl Services {
             notifier,
             policy,
             secrets,
+            renders: Default::default(),
             commit_status,
         })
     }
@@ -146,6 +149,7 @@ impl Services {
             events: self.events.as_ref(),
             policy: &self.policy,
             secrets: self.secrets.as_ref(),
+            renders: &self.renders,
         }
     }
 }

@@ -295,13 +295,38 @@ fn daemon_polls_a_remote_and_applies_a_pushed_commit() {
         "{metrics}"
     );
 
+    // A rotated secret redeploys without a commit, though the daemon keeps
+    // each stack's render between polls (issue 37): rewritten in place at
+    // the same size, then replaced by a rename.
+    let deploys = || h.history().matches("| deploy | v2 | success").count();
+    assert_eq!(deploys(), 1, "{}", h.history());
+    let env = h.tmp().join("secret.env");
+    std::fs::write(&env, "API_TOKEN=r0tat3d-token-never-logged\n").unwrap();
+    d.wait_until(
+        "a redeploy for the rewritten secret",
+        Duration::from_secs(90),
+        || deploys() == 2,
+    );
+    let next = h.tmp().join("secret.env.new");
+    std::fs::write(&next, "API_TOKEN=r3plac3d-token-never-logged\n").unwrap();
+    std::fs::rename(&next, &env).unwrap();
+    d.wait_until(
+        "a redeploy for the replaced secret",
+        Duration::from_secs(90),
+        || deploys() == 3,
+    );
+    assert_eq!(answer(app).as_deref(), Some("stackpin-test-app v2"));
+
     // Secrets from env files never reach the logs.
     let logs = d.stop();
     assert!(logs.contains("sync run"), "{logs}");
-    assert!(
-        !logs.contains("s3cr3t-token-never-logged"),
-        "a secret was logged:\n{logs}"
-    );
+    for secret in [
+        "s3cr3t-token-never-logged",
+        "r0tat3d-token-never-logged",
+        "r3plac3d-token-never-logged",
+    ] {
+        assert!(!logs.contains(secret), "a secret was logged:\n{logs}");
+    }
 }
 
 #[test]

@@ -60,6 +60,10 @@ pub struct Stack {
     pub smoke_timeout: Duration,
     /// `update:`, checked: the services replaced start-first.
     pub rollout: update::Rollout,
+    /// What identifies everything the stack was read from (its directory
+    /// and `stackpin.yaml`, by git object ids), when the tree has ids: the
+    /// same key, the same stack. `None` for a work tree.
+    pub key: Option<String>,
 }
 
 impl Stack {
@@ -528,7 +532,10 @@ pub fn load_reusing(tree: &dyn Tree, previous: Option<&StackCache>) -> (DesiredS
             None => {
                 cache.read += 1;
                 let mut own = Vec::new();
-                let stack = load_stack(tree, &e.name, &st.repo, &mut own);
+                let stack = load_stack(tree, &e.name, &st.repo, &mut own).map(|mut s| {
+                    s.key = key.clone();
+                    s
+                });
                 (stack, own)
             }
         };
@@ -1017,6 +1024,7 @@ fn load_stack(
         version,
         smoke_timeout,
         rollout,
+        key: None,
     })
 }
 

@@ -46,6 +46,43 @@ pub fn render(
     render_as(stack, commit, secrets, false).map(|(r, _)| r)
 }
 
+/// [`render`], reusing the last render of the stack kept in `cache` while
+/// the stack (its content key in the tree) and every host-local file the
+/// render reads (env files, the secrets' keys) are what they were
+/// ([`release::cache`]): a no-op pass reads and hashes nothing then. A
+/// stack read from a work tree (no key) is rendered every time.
+///
+/// # Errors
+/// As [`render`].
+pub fn render_reusing(
+    cache: &release::cache::Cache,
+    stack: &Stack,
+    commit: Option<&str>,
+    secrets: &dyn crate::secrets::Decryptor,
+) -> Result<Rendered, RenderError> {
+    // The files' identities before they are read: a file that changes
+    // while it is read is keyed as it was, so it is read again next time.
+    let key = stack.key.as_deref().and_then(|k| {
+        let files = stack
+            .spec
+            .env_files
+            .iter()
+            .map(std::path::PathBuf::from)
+            .chain(secrets.inputs(stack));
+        release::cache::Key::of(k, files)
+    });
+    if let Some(key) = &key
+        && let Some(r) = cache.get(&stack.name, key, commit)
+    {
+        return Ok(r);
+    }
+    let r = render(stack, commit, secrets)?;
+    if let Some(key) = key {
+        cache.put(&stack.name, key, &r);
+    }
+    Ok(r)
+}
+
 /// [`render`] for a preview where host-local files may be absent (`plan`
 /// on an approver's machine): an env file that does not exist here counts
 /// as empty, and is returned as missing; so do the secrets when this
@@ -220,7 +257,7 @@ impl PlanInputs {
                         },
                     )
                 } else {
-                    render(s, desired.commit.as_deref(), host.secrets)
+                    render_reusing(host.renders, s, desired.commit.as_deref(), host.secrets)
                 };
                 if let Ok(r) = &r {
                     host.engine.add_secrets(&r.secret_values);

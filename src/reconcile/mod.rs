@@ -30,7 +30,7 @@ pub mod stage;
 pub mod switch;
 
 pub use error::Error;
-pub use inputs::{PlanInputs, PlanOptions, render};
+pub use inputs::{PlanInputs, PlanOptions, render, render_reusing};
 pub use recover::recover;
 pub use switch::{Op, Switch, Target};
 

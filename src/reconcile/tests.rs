@@ -32,6 +32,7 @@ struct Bed {
     events: Events,
     policy: crate::policy::HostPolicy,
     secrets: crate::secrets::Age,
+    renders: crate::release::cache::Cache,
     disk_free: u8,
 }
 
@@ -50,6 +51,7 @@ impl Bed {
             events: Events::default(),
             policy: Default::default(),
             secrets: Default::default(),
+            renders: Default::default(),
             disk_free: 0,
         }
     }
@@ -71,6 +73,7 @@ impl Bed {
             events: &self.events,
             policy: &self.policy,
             secrets: &self.secrets,
+            renders: &self.renders,
         }
     }
 

@@ -274,6 +274,7 @@ pub struct Secrets {
     pub decrypted: Vec<(String, Vec<u8>)>,
 }
 
+pub mod cache;
 mod render;
 mod store;
 #[cfg(test)]

@@ -58,6 +58,7 @@ fn stack() -> Stack {
             drain: crate::desired::update::DEFAULT_DRAIN,
             reload: Vec::new(),
         },
+        key: None,
     }
 }
 
