@@ -301,13 +301,28 @@ impl Proposer {
         if let Some(rec) = record.as_mut().filter(|rec| rec.open)
             && let Some(why) = self.quarantined_since(from, rec)
         {
+            // Only the pull request still open on the branch: one a person
+            // merged or closed meanwhile is theirs (the forge refuses to
+            // close a merged one).
+            let base = &publisher.settings().branch;
+            let still_open = r
+                .forge
+                .find_open(&r.branch, base)?
+                .is_some_and(|pr| pr.number == rec.number);
+            rec.open = false;
+            rec.closed = Some(why.clone());
+            if !still_open {
+                self.save(r, rec)?;
+                return Ok(Done::Nothing(format!(
+                    "#{} is no longer open; {why}",
+                    rec.number
+                )));
+            }
             let comment = format!(
                 "stackpin on `{}` closes this proposal: {why}. A newer release that is verified and soaks will be proposed again.",
                 self.host
             );
             r.forge.close(rec.number, &comment)?;
-            rec.open = false;
-            rec.closed = Some(why.clone());
             self.save(r, rec)?;
             tracing::info!(from, to, number = rec.number, "proposal closed: {why}");
             return Ok(Done::Closed {
