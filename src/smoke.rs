@@ -305,16 +305,17 @@ async fn run_checks(
                 Check::Containers(_) => observed
                     .as_ref()
                     .map_err(Clone::clone)
-                    .and_then(|cs| containers_ready(cs, services)),
+                    .and_then(|cs| containers_ready(cs, services))
+                    .map_err(Cut::Not),
                 Check::Http(h) => match (&client, http_url(h, &observed)) {
                     (Ok(client), Ok(url)) => bounded(remaining, http_check(client, h, &url)).await,
-                    (Err(e), _) => Err(e.clone()),
-                    (_, Err(e)) => Err(e),
+                    (Err(e), _) => Err(Cut::Not(e.clone())),
+                    (_, Err(e)) => Err(Cut::Not(e)),
                 },
                 Check::Tcp(t) => bounded(remaining, tcp_check(t)).await,
                 Check::Exec(x) => match &observed {
                     Ok(cs) => bounded(remaining, exec_check(engine, cs, x)).await,
-                    Err(e) => Err(e.clone()),
+                    Err(e) => Err(Cut::Not(e.clone())),
                 },
             };
             tracing::debug!(project, attempt = attempts, check = %label, result = ?result, "smoke check");
@@ -323,7 +324,7 @@ async fn run_checks(
                     state.passed = true;
                     state.passed_after = Some(started.elapsed());
                 }
-                Err(e) => state.last_error = Some(e.0),
+                Err(e) => state.last_error = Some(e.keep(state.last_error.take())),
             }
             if first_gates {
                 gate_open = state.passed;
@@ -406,14 +407,36 @@ pub async fn wait_or_event(
 async fn bounded(
     remaining: Duration,
     fut: impl std::future::Future<Output = Result<(), Failure>>,
-) -> Result<(), Failure> {
+) -> Result<(), Cut> {
     let limit = remaining.max(Duration::from_millis(250));
-    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-        Err(Failure(format!(
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(Cut::Not),
+        Err(_) => Err(Cut::ByDeadline(format!(
             "timed out after {}",
-            humantime::format_duration(limit)
-        )))
-    })
+            humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
+        ))),
+    }
+}
+
+/// A failed attempt of a check: its own failure, or cut short by the
+/// smoke's deadline before it could say anything.
+#[derive(Debug)]
+enum Cut {
+    Not(Failure),
+    ByDeadline(String),
+}
+
+impl Cut {
+    /// The error the check reports after this attempt: an attempt the
+    /// deadline cut short says less than the failure seen before it (the
+    /// check's output, its status), which is kept. Pure.
+    fn keep(self, previous: Option<String>) -> String {
+        match (self, previous) {
+            (Cut::ByDeadline(_), Some(p)) => p,
+            (Cut::ByDeadline(t), None) => t,
+            (Cut::Not(f), _) => f.0,
+        }
+    }
 }
 
 /// How long a running container has run: from its `State.StartedAt` by
@@ -1282,6 +1305,19 @@ mod tests {
         assert!(why.contains("restart count 1 -> 2"), "{why}");
         let base = HashMap::from([(again.id.clone(), 2)]);
         assert_eq!(crashed(&[again], &base, &services), None);
+    }
+
+    #[test]
+    fn an_attempt_the_deadline_cuts_short_keeps_the_failure_seen_before() {
+        let real = "exit 3: token=***".to_string();
+        let cut = || Cut::ByDeadline("timed out after 250ms".into());
+        assert_eq!(cut().keep(Some(real.clone())), real);
+        assert_eq!(cut().keep(None), "timed out after 250ms");
+        assert_eq!(
+            Cut::Not(Failure("status 404".into())).keep(Some(real)),
+            "status 404",
+            "a check's own failure is the newest word"
+        );
     }
 
     #[test]

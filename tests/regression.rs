@@ -2098,6 +2098,49 @@ fn a_failed_smoke_names_its_check_once() {
     );
 }
 
+/// Under load (a CI run), a failing `exec` check whose attempts are slow was
+/// reported as `timed out after 250ms`: the last attempt, started just
+/// before the smoke's deadline and cut short by it, replaced the failure
+/// the attempt before had seen (the check's status and output), so the
+/// history said nothing useful. An attempt the deadline cuts short now
+/// keeps the failure seen before it.
+#[test]
+fn a_check_cut_short_by_the_deadline_keeps_the_failure_seen_before() {
+    let h = TestHost::new();
+    let f = Fixtures::require();
+    let (s, port) = h.deployed();
+    StackFixture::new(&s, &f.v1, port, "slow-check")
+        .http_only()
+        .smoke_timeout("5s")
+        .write(&h);
+    // Each attempt takes 3 s and fails: the second starts ~4 s in, with
+    // ~1 s left, and is cut short.
+    let yaml = h.repo().join(format!("stacks/{s}/stack.yaml"));
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "  checks:\n",
+        "  checks:\n    - exec: {service: web, command: [\"sh\", \"-c\", \"echo slow-failure; sleep 3; exit 3\"]}\n",
+    );
+    std::fs::write(&yaml, text).unwrap();
+    h.commit("a slow exec check that fails");
+    let out = h.cmd(["sync"]).run().code(1);
+    let line = out
+        .stdout()
+        .lines()
+        .find(|l| l.contains("smoke failed"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("slow-failure") && !line.contains("timed out after 1s"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        h.history().contains("slow-failure"),
+        "the history keeps the check's own failure:\n{}",
+        h.history()
+    );
+}
+
 /// Issue 32: a `depends_on` cycle passed `validate` and `plan` (for a
 /// compose stack; only Swarm stacks were checked), and compose refuses the
 /// file ("dependency cycle detected"). Now every stack is refused by name
