@@ -237,7 +237,8 @@ impl<'a> Marks<'a> {
     }
 }
 
-fn digest(pin: &str) -> Option<String> {
+/// The digest of a pin (`sha256:…`), when it has one.
+pub fn digest(pin: &str) -> Option<String> {
     ImageRef::parse(pin).ok().and_then(|r| r.digest)
 }
 

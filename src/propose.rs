@@ -197,34 +197,6 @@ impl Proposer {
         }))
     }
 
-    /// A proposer over given forges (tests, and other forges).
-    pub fn with_forges(
-        rules: Vec<(ProposeConfig, Box<dyn Forge>)>,
-        layout: Layout,
-        host: &str,
-        soak: Option<Duration>,
-        state_dir: &Path,
-    ) -> Proposer {
-        Proposer {
-            rules: rules
-                .into_iter()
-                .map(|(cfg, forge)| Rule {
-                    branch: cfg
-                        .branch
-                        .clone()
-                        .unwrap_or_else(|| format!("stackpin/promote/{}", cfg.to)),
-                    cfg,
-                    forge,
-                })
-                .collect(),
-            layout,
-            host: host.to_string(),
-            soak,
-            dir: state_dir.join("propose"),
-            waiting: Default::default(),
-        }
-    }
-
     /// One line per entry for `daemon --check-config`.
     pub fn describe(&self) -> String {
         self.rules
@@ -271,21 +243,20 @@ impl Proposer {
             .collect()
     }
 
-    fn record_path(&self, r: &Rule) -> PathBuf {
-        self.dir.join(format!("{}--{}.json", r.cfg.from, r.cfg.to))
+    fn record_path(&self, from: &str, to: &str) -> PathBuf {
+        self.dir.join(format!("{from}--{to}.json"))
     }
 
     /// What was proposed for the rule (a missing or unreadable record is
     /// none: the forge is asked again).
     pub fn record(&self, from: &str, to: &str) -> Option<Record> {
-        let path = self.dir.join(format!("{from}--{to}.json"));
-        std::fs::read(path)
+        std::fs::read(self.record_path(from, to))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     fn save(&self, r: &Rule, rec: &Record) -> Result<(), Error> {
-        let path = self.record_path(r);
+        let path = self.record_path(&r.cfg.from, &r.cfg.to);
         let bytes = serde_json::to_vec_pretty(rec).unwrap_or_default();
         crate::fsutil::write_atomic(&path, &bytes, 0o644).map_err(|source| Error::Io {
             op: "record the proposal in",
@@ -525,7 +496,7 @@ impl Proposer {
     /// `from` recorded here after the proposal that holds one of its
     /// digests.
     fn quarantined_since(&self, from: &str, rec: &Record) -> Option<String> {
-        let digest = |p: &str| p.split_once('@').map(|(_, d)| d.to_string());
+        let digest = promote::digest;
         let proposed: Vec<String> = rec.images.values().filter_map(|p| digest(p)).collect();
         let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
         crate::verified::read_quarantined(&self.layout, from)

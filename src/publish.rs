@@ -517,11 +517,7 @@ impl Publisher {
     /// A local repository: objects go straight into it and the branch moves
     /// by compare-and-swap.
     fn attempt_local<M: Marker>(&self, stack: &str, entries: &[M]) -> Result<Step, Error> {
-        let path = self
-            .remote_url
-            .strip_prefix("file://")
-            .unwrap_or(&self.remote_url);
-        let repo = Repository::open(path).map_err(|e| self.git_error(&e))?;
+        let (path, repo) = self.local_repo()?;
         let refname = format!("refs/heads/{}", self.s.branch);
         if !repo.is_bare()
             && repo
@@ -539,11 +535,7 @@ impl Publisher {
                 ),
             });
         }
-        let head = match repo.refname_to_id(&refname) {
-            Ok(id) => id,
-            Err(e) if e.code() == ErrorCode::NotFound => return Err(self.no_branch()),
-            Err(e) => return Err(self.git_error(&e)),
-        };
+        let head = self.branch_head(&repo, &refname)?;
         let Some((commit, added)) = self.prepare(&repo, head, stack, entries)? else {
             return Ok(Step::Done(Published::default()));
         };
@@ -600,7 +592,22 @@ impl Publisher {
                 .map(|r| self.refused(r))
                 .unwrap_or_else(|| self.git_error(&e)));
         }
-        match repo.refname_to_id(&tracking) {
+        self.branch_head(repo, &tracking)
+    }
+
+    /// The local repository `url` names (a path or `file://`), and that path.
+    fn local_repo(&self) -> Result<(&str, Repository), Error> {
+        let path = self
+            .remote_url
+            .strip_prefix("file://")
+            .unwrap_or(&self.remote_url);
+        let repo = Repository::open(path).map_err(|e| self.git_error(&e))?;
+        Ok((path, repo))
+    }
+
+    /// Where `refname` (the tracked branch, or its copy fetched) points.
+    fn branch_head(&self, repo: &Repository, refname: &str) -> Result<Oid, Error> {
+        match repo.refname_to_id(refname) {
             Ok(id) => Ok(id),
             Err(e) if e.code() == ErrorCode::NotFound => Err(self.no_branch()),
             Err(e) => Err(self.git_error(&e)),
@@ -613,16 +620,8 @@ impl Publisher {
     pub fn base(&self) -> Result<(Repository, Oid), Error> {
         let _serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
         if self.local {
-            let path = self
-                .remote_url
-                .strip_prefix("file://")
-                .unwrap_or(&self.remote_url);
-            let repo = Repository::open(path).map_err(|e| self.git_error(&e))?;
-            let head = match repo.refname_to_id(&format!("refs/heads/{}", self.s.branch)) {
-                Ok(id) => id,
-                Err(e) if e.code() == ErrorCode::NotFound => return Err(self.no_branch()),
-                Err(e) => return Err(self.git_error(&e)),
-            };
+            let (_, repo) = self.local_repo()?;
+            let head = self.branch_head(&repo, &format!("refs/heads/{}", self.s.branch))?;
             return Ok((repo, head));
         }
         let repo = self.work_repo()?;

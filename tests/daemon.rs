@@ -984,14 +984,11 @@ fn the_daemon_masks_secrets_in_every_output() {
             h.tmp().join("secret.env").display()
         ))
         .compose_env("      API_TOKEN: ${API_TOKEN}\n")
+        // A check that prints the secret and fails.
+        .check_first(
+            "exec: {service: web, command: [\"sh\", \"-c\", \"echo token=$API_TOKEN; exit 3\"]}",
+        )
         .write(&h);
-    // A check that prints the secret and fails.
-    let yaml = h.repo().join(format!("stacks/{s}/stack.yaml"));
-    let text = std::fs::read_to_string(&yaml).unwrap().replace(
-        "  checks:\n",
-        "  checks:\n    - exec: {service: web, command: [\"sh\", \"-c\", \"echo token=$API_TOKEN; exit 3\"]}\n",
-    );
-    std::fs::write(&yaml, text).unwrap();
     h.commit("v2 with a check that leaks");
     h.push(false);
     d.wait_until(

@@ -2112,15 +2112,12 @@ fn a_check_cut_short_by_the_deadline_keeps_the_failure_seen_before() {
     StackFixture::new(&s, &f.v1, port, "slow-check")
         .http_only()
         .smoke_timeout("5s")
+        // Each attempt takes 3 s and fails: the second starts ~4 s in,
+        // with ~1 s left, and is cut short.
+        .check_first(
+            "exec: {service: web, command: [\"sh\", \"-c\", \"echo slow-failure; sleep 3; exit 3\"]}",
+        )
         .write(&h);
-    // Each attempt takes 3 s and fails: the second starts ~4 s in, with
-    // ~1 s left, and is cut short.
-    let yaml = h.repo().join(format!("stacks/{s}/stack.yaml"));
-    let text = std::fs::read_to_string(&yaml).unwrap().replace(
-        "  checks:\n",
-        "  checks:\n    - exec: {service: web, command: [\"sh\", \"-c\", \"echo slow-failure; sleep 3; exit 3\"]}\n",
-    );
-    std::fs::write(&yaml, text).unwrap();
     h.commit("a slow exec check that fails");
     let out = h.cmd(["sync"]).run().code(1);
     let line = out

@@ -72,8 +72,7 @@ impl Cache {
     /// The render of `name` made from `key`, with `commit`.
     pub fn get(&self, name: &str, key: &Key, commit: Option<&str>) -> Option<Rendered> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (k, r) = entries.get(name).filter(|(k, _)| k == key)?;
-        debug_assert_eq!(k, key);
+        let (_, r) = entries.get(name).filter(|(k, _)| k == key)?;
         let mut r = r.clone();
         r.commit = commit.map(str::to_string);
         Some(r)

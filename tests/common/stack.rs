@@ -30,6 +30,9 @@ pub struct StackFixture {
     pub service: String,
     /// More top-level keys of the compose file (`volumes:`, `configs:`).
     pub top_level: String,
+    /// Smoke checks listed before the others (lines `    - …` ending in a
+    /// newline).
+    pub first_checks: String,
 }
 
 impl StackFixture {
@@ -48,7 +51,14 @@ impl StackFixture {
             compose_env: String::new(),
             service: String::new(),
             top_level: String::new(),
+            first_checks: String::new(),
         }
+    }
+
+    /// A smoke check listed first, e.g. `"exec: {service: web, command: [true]}"`.
+    pub fn check_first(mut self, check: &str) -> Self {
+        self.first_checks.push_str(&format!("    - {check}\n"));
+        self
     }
 
     /// More keys of the `web` service, e.g. `"    privileged: true\n"`.
@@ -97,7 +107,7 @@ impl StackFixture {
 
     pub fn write(&self, h: &TestHost) {
         let (stack, port, version) = (&self.name, self.port, &self.version);
-        let mut checks = String::new();
+        let mut checks = self.first_checks.clone();
         if self.containers_check {
             checks.push_str("    - containers: {}\n");
         }
